@@ -1,0 +1,367 @@
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// PolicyError is a validation error of one NetworkPolicy, naming the object and
+// the field path.
+type PolicyError struct {
+	// Policy is "namespace/name".
+	Policy string
+	Err    *field.Error
+}
+
+func (e *PolicyError) Error() string {
+	return fmt.Sprintf("networkpolicy %s: %s", e.Policy, e.Err.Error())
+}
+
+// Unwrap returns the field error.
+func (e *PolicyError) Unwrap() error { return e.Err }
+
+// ConvertNamespace converts a core/v1 Namespace.
+// The kubernetes.io/metadata.name label, which the API server always sets, is
+// added when a manifest omits it.
+func ConvertNamespace(ns *corev1.Namespace) *Namespace {
+	l := copyMap(ns.Labels)
+	l[corev1.LabelMetadataName] = ns.Name
+	return &Namespace{Name: ns.Name, Labels: labels.Set(l)}
+}
+
+// ConvertPod converts a core/v1 Pod. Pods in a terminal phase (Succeeded,
+// Failed) keep no addresses: their IPs may already belong to a new pod.
+// Unparsable pod IPs are reported and skipped.
+func ConvertPod(p *corev1.Pod) (*Pod, []error) {
+	out := &Pod{
+		Namespace:   p.Namespace,
+		Name:        p.Name,
+		Labels:      labels.Set(copyMap(p.Labels)),
+		NodeName:    p.Spec.NodeName,
+		HostNetwork: p.Spec.HostNetwork,
+	}
+	var errs []error
+	for i, c := range p.Spec.Containers {
+		for j, cp := range c.Ports {
+			proto := ProtocolTCP
+			if cp.Protocol != "" {
+				var err error
+				if proto, err = ParseProtocol(string(cp.Protocol)); err != nil {
+					errs = append(errs, fmt.Errorf("pod %s: spec.containers[%d].ports[%d].protocol: %w", out.Key(), i, j, err))
+					continue
+				}
+			}
+			out.Ports = append(out.Ports, ContainerPort{Name: cp.Name, Port: cp.ContainerPort, Protocol: proto})
+		}
+	}
+	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return out, errs
+	}
+	raw := make([]string, 0, 2)
+	for _, ip := range p.Status.PodIPs {
+		raw = append(raw, ip.IP)
+	}
+	if len(raw) == 0 && p.Status.PodIP != "" {
+		raw = append(raw, p.Status.PodIP)
+	}
+	for i, s := range raw {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pod %s: status.podIPs[%d]: %w", out.Key(), i, err))
+			continue
+		}
+		a = a.Unmap()
+		if _, dup := out.IP(familyOf(a)); dup {
+			continue
+		}
+		out.IPs = append(out.IPs, a)
+	}
+	return out, errs
+}
+
+// ConvertPolicy validates and converts a NetworkPolicy. It always returns a
+// policy, even when errs is non-empty. The conversion is fail-closed:
+//   - an invalid podSelector selects every pod of the namespace;
+//   - an invalid policyTypes entry isolates both directions;
+//   - an invalid peer (bad selector, bad CIDR, except outside cidr, no or
+//     conflicting fields) is dropped from its rule, and a rule whose peers are
+//     all invalid matches nothing — never "every peer";
+//   - an invalid port entry (bad name, endPort with a named port or below port,
+//     unknown protocol, out of range) is dropped likewise, and a rule whose port
+//     entries are all invalid matches nothing — never "every port".
+//
+// So an invalid policy may deny more than its author meant but never allows more.
+func ConvertPolicy(np *networkingv1.NetworkPolicy) (*Policy, []error) {
+	p := &Policy{Namespace: np.Namespace, Name: np.Name}
+	var errs field.ErrorList
+	spec := field.NewPath("spec")
+
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		errs = append(errs, field.Invalid(spec.Child("podSelector"), np.Spec.PodSelector.String(), err.Error()+" (policy applied to every pod of the namespace, allowing nothing it would not otherwise)"))
+		sel = labels.Everything()
+	}
+	p.PodSelector = sel
+	p.PodSelectorKey = sel.String()
+
+	if len(np.Spec.PolicyTypes) == 0 {
+		p.IsolatesIngress = true
+		p.IsolatesEgress = len(np.Spec.Egress) > 0
+	}
+	for i, t := range np.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			p.IsolatesIngress = true
+		case networkingv1.PolicyTypeEgress:
+			p.IsolatesEgress = true
+		default:
+			errs = append(errs, field.NotSupported(spec.Child("policyTypes").Index(i), t, []string{"Ingress", "Egress"}))
+			p.IsolatesIngress, p.IsolatesEgress = true, true
+		}
+	}
+
+	for i, r := range np.Spec.Ingress {
+		path := spec.Child("ingress").Index(i)
+		rule, rerrs := convertRule(np.Namespace, r.From, r.Ports, path.Child("from"), path.Child("ports"))
+		errs = append(errs, rerrs...)
+		p.IngressRules = append(p.IngressRules, rule)
+	}
+	for i, r := range np.Spec.Egress {
+		path := spec.Child("egress").Index(i)
+		rule, rerrs := convertRule(np.Namespace, r.To, r.Ports, path.Child("to"), path.Child("ports"))
+		errs = append(errs, rerrs...)
+		p.EgressRules = append(p.EgressRules, rule)
+	}
+	// A policy whose podSelector failed is applied to the whole namespace; its
+	// rules must not then allow anything to pods it may not have meant.
+	if err != nil {
+		p.IngressRules, p.EgressRules = nil, nil
+	}
+	for _, e := range errs {
+		p.Errors = append(p.Errors, &PolicyError{Policy: p.Key(), Err: e})
+	}
+	return p, p.Errors
+}
+
+func convertRule(ns string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, peersPath, portsPath *field.Path) (Rule, field.ErrorList) {
+	var errs field.ErrorList
+	r := Rule{AllPeers: len(peers) == 0, AllPorts: len(ports) == 0}
+	for i := range peers {
+		peer, err := convertPeer(ns, &peers[i], peersPath.Index(i))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Peers = append(r.Peers, peer)
+	}
+	for i := range ports {
+		port, err := convertPort(&ports[i], portsPath.Index(i))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Ports = append(r.Ports, port)
+	}
+	return r, errs
+}
+
+func convertPeer(ns string, in *networkingv1.NetworkPolicyPeer, path *field.Path) (Peer, *field.Error) {
+	hasSel := in.PodSelector != nil || in.NamespaceSelector != nil
+	switch {
+	case in.IPBlock != nil && hasSel:
+		return Peer{}, field.Forbidden(path, "ipBlock may not be combined with podSelector or namespaceSelector")
+	case in.IPBlock != nil:
+		return convertIPBlock(in.IPBlock, path.Child("ipBlock"))
+	case !hasSel:
+		return Peer{}, field.Required(path, "must specify podSelector, namespaceSelector or ipBlock")
+	}
+	peer := Peer{Kind: PeerPods}
+	podKey, nsKey := "*", "ns="+ns
+	if in.PodSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(in.PodSelector)
+		if err != nil {
+			return Peer{}, field.Invalid(path.Child("podSelector"), in.PodSelector.String(), err.Error())
+		}
+		peer.PodSelector = s
+		podKey = s.String()
+	}
+	if in.NamespaceSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(in.NamespaceSelector)
+		if err != nil {
+			return Peer{}, field.Invalid(path.Child("namespaceSelector"), in.NamespaceSelector.String(), err.Error())
+		}
+		peer.NamespaceSelector = s
+		nsKey = "nssel=" + s.String()
+	} else {
+		peer.Namespace = ns
+	}
+	if podKey == "" {
+		podKey = "*" // podSelector {} and an absent podSelector select the same pods
+	}
+	peer.Key = nsKey + ";pods=" + podKey
+	return peer, nil
+}
+
+func convertIPBlock(b *networkingv1.IPBlock, path *field.Path) (Peer, *field.Error) {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		return Peer{}, field.Invalid(path.Child("cidr"), b.CIDR, "not a valid CIDR: "+err.Error())
+	}
+	cidr = cidr.Masked()
+	peer := Peer{Kind: PeerIPBlock, CIDR: cidr}
+	for i, s := range b.Except {
+		ex, err := netip.ParsePrefix(s)
+		if err != nil {
+			return Peer{}, field.Invalid(path.Child("except").Index(i), s, "not a valid CIDR: "+err.Error())
+		}
+		ex = ex.Masked()
+		if ex.Addr().Is4() != cidr.Addr().Is4() || ex.Bits() <= cidr.Bits() || !cidr.Contains(ex.Addr()) {
+			return Peer{}, field.Invalid(path.Child("except").Index(i), s, fmt.Sprintf("must be a strict subset of cidr %s", cidr))
+		}
+		peer.Except = append(peer.Except, ex)
+	}
+	sort.Slice(peer.Except, func(i, j int) bool { return prefixLess(peer.Except[i], peer.Except[j]) })
+	peer.Key = "ipblock=" + cidr.String()
+	for _, ex := range peer.Except {
+		peer.Key += ",except=" + ex.String()
+	}
+	return peer, nil
+}
+
+func convertPort(in *networkingv1.NetworkPolicyPort, path *field.Path) (Port, *field.Error) {
+	out := Port{Protocol: ProtocolTCP}
+	if in.Protocol != nil {
+		proto, err := ParseProtocol(string(*in.Protocol))
+		if err != nil {
+			return Port{}, field.NotSupported(path.Child("protocol"), *in.Protocol, []string{"TCP", "UDP", "SCTP"})
+		}
+		out.Protocol = proto
+	}
+	if in.Port == nil {
+		if in.EndPort != nil {
+			return Port{}, field.Forbidden(path.Child("endPort"), "may not be set without port")
+		}
+		return out, nil
+	}
+	if in.Port.Type == intstr.String {
+		name := in.Port.StrVal
+		if msgs := validation.IsValidPortName(name); len(msgs) > 0 {
+			return Port{}, field.Invalid(path.Child("port"), name, "not a valid port name: "+msgs[0])
+		}
+		if in.EndPort != nil {
+			return Port{}, field.Forbidden(path.Child("endPort"), "may not be used with a named port")
+		}
+		out.Name = name
+		return out, nil
+	}
+	port := in.Port.IntVal
+	if msgs := validation.IsValidPortNum(int(port)); len(msgs) > 0 {
+		return Port{}, field.Invalid(path.Child("port"), port, msgs[0])
+	}
+	out.Port, out.EndPort = port, port
+	if in.EndPort != nil {
+		end := *in.EndPort
+		if msgs := validation.IsValidPortNum(int(end)); len(msgs) > 0 {
+			return Port{}, field.Invalid(path.Child("endPort"), end, msgs[0])
+		}
+		if end < port {
+			return Port{}, field.Invalid(path.Child("endPort"), end, fmt.Sprintf("must be greater than or equal to port %d", port))
+		}
+		out.EndPort = end
+	}
+	return out, nil
+}
+
+// NewSnapshot converts API objects into a Snapshot. Conversion errors are
+// returned alongside it; the Snapshot still holds every object, invalid
+// policies in their fail-closed form.
+func NewSnapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []*networkingv1.NetworkPolicy) (*Snapshot, []error) {
+	s := &Snapshot{Namespaces: map[string]*Namespace{}}
+	var errs []error
+	for _, ns := range namespaces {
+		s.Namespaces[ns.Name] = ConvertNamespace(ns)
+	}
+	for _, p := range pods {
+		cp, perrs := ConvertPod(p)
+		errs = append(errs, perrs...)
+		s.Pods = append(s.Pods, cp)
+	}
+	for _, np := range policies {
+		cp, perrs := ConvertPolicy(np)
+		errs = append(errs, perrs...)
+		s.Policies = append(s.Policies, cp)
+	}
+	s.Sort()
+	return s, errs
+}
+
+// Sort orders pods and policies by key, so that every consumer sees one order.
+func (s *Snapshot) Sort() {
+	sort.Slice(s.Pods, func(i, j int) bool { return s.Pods[i].Key() < s.Pods[j].Key() })
+	sort.Slice(s.Policies, func(i, j int) bool { return s.Policies[i].Key() < s.Policies[j].Key() })
+}
+
+// Pod returns the pod "namespace/name", or nil.
+func (s *Snapshot) Pod(key string) *Pod {
+	i := sort.Search(len(s.Pods), func(i int) bool { return s.Pods[i].Key() >= key })
+	if i < len(s.Pods) && s.Pods[i].Key() == key {
+		return s.Pods[i]
+	}
+	return nil
+}
+
+// PodByIP returns the non-hostNetwork pod holding addr, or nil.
+func (s *Snapshot) PodByIP(addr netip.Addr) *Pod {
+	for _, p := range s.Pods {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if a == addr {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// NamespaceLabels returns the labels of namespace name. A namespace that is
+// not in the snapshot has only its kubernetes.io/metadata.name label, which
+// the API server always sets.
+func (s *Snapshot) NamespaceLabels(name string) labels.Set {
+	if ns, ok := s.Namespaces[name]; ok {
+		return ns.Labels
+	}
+	return labels.Set{"kubernetes.io/metadata.name": name}
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+func prefixLess(a, b netip.Prefix) bool {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c < 0
+	}
+	return a.Bits() < b.Bits()
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

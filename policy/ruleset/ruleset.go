@@ -1,0 +1,348 @@
+// Package ruleset owns the plain-data description of the nftables state policyd
+// programs on one node: one inet table, its sets, verdict maps and chains, and a
+// small closed set of rule shapes.
+//
+// A Ruleset is produced by policy/compile, printed as `nft -f` text here,
+// diffed into a Plan here, lowered to netlink by policy/nft and walked by
+// policy/trace. Nothing in this package talks to the kernel.
+package ruleset
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+)
+
+// TableName is the name of the inet table policyd owns. policyd never touches
+// any other table.
+const TableName = "policyd"
+
+// Ruleset is the whole state of policyd's table.
+type Ruleset struct {
+	// Sets holds sets and verdict maps, sorted by name.
+	Sets []*Set
+	// Chains holds base and regular chains, sorted by name.
+	Chains []*Chain
+}
+
+// Set returns the set or map called name, or nil.
+func (r *Ruleset) Set(name string) *Set {
+	i := sort.Search(len(r.Sets), func(i int) bool { return r.Sets[i].Name >= name })
+	if i < len(r.Sets) && r.Sets[i].Name == name {
+		return r.Sets[i]
+	}
+	return nil
+}
+
+// Chain returns the chain called name, or nil.
+func (r *Ruleset) Chain(name string) *Chain {
+	i := sort.Search(len(r.Chains), func(i int) bool { return r.Chains[i].Name >= name })
+	if i < len(r.Chains) && r.Chains[i].Name == name {
+		return r.Chains[i]
+	}
+	return nil
+}
+
+// Sort puts sets, chains and set elements in canonical order. Compile calls it;
+// anything that builds a Ruleset by hand must too.
+func (r *Ruleset) Sort() {
+	sort.Slice(r.Sets, func(i, j int) bool { return r.Sets[i].Name < r.Sets[j].Name })
+	sort.Slice(r.Chains, func(i, j int) bool { return r.Chains[i].Name < r.Chains[j].Name })
+	for _, s := range r.Sets {
+		s.SortElements()
+	}
+}
+
+// KeyType is the key type of a set or map. The zero value is invalid.
+type KeyType uint8
+
+// Key types.
+const (
+	KeyInvalid KeyType = iota
+	// KeyIPv4 is ipv4_addr.
+	KeyIPv4
+	// KeyIPv6 is ipv6_addr.
+	KeyIPv6
+	// KeyProtoPort is inet_proto . inet_service (always with flags interval).
+	KeyProtoPort
+	// KeyIPv4ProtoPort is ipv4_addr . inet_proto . inet_service.
+	KeyIPv4ProtoPort
+	// KeyIPv6ProtoPort is ipv6_addr . inet_proto . inet_service.
+	KeyIPv6ProtoPort
+)
+
+// NftType returns the nft type expression for the key.
+func (k KeyType) NftType() string {
+	switch k {
+	case KeyIPv4:
+		return "ipv4_addr"
+	case KeyIPv6:
+		return "ipv6_addr"
+	case KeyProtoPort:
+		return "inet_proto . inet_service"
+	case KeyIPv4ProtoPort:
+		return "ipv4_addr . inet_proto . inet_service"
+	case KeyIPv6ProtoPort:
+		return "ipv6_addr . inet_proto . inet_service"
+	}
+	return "invalid"
+}
+
+// HasAddr reports whether the key starts with an address.
+func (k KeyType) HasAddr() bool { return k != KeyProtoPort && k != KeyInvalid }
+
+// HasPort reports whether the key has a protocol and port.
+func (k KeyType) HasPort() bool {
+	return k == KeyProtoPort || k == KeyIPv4ProtoPort || k == KeyIPv6ProtoPort
+}
+
+// Family returns 4 or 6 for address keys, 0 otherwise.
+func (k KeyType) Family() int {
+	switch k {
+	case KeyIPv4, KeyIPv4ProtoPort:
+		return 4
+	case KeyIPv6, KeyIPv6ProtoPort:
+		return 6
+	}
+	return 0
+}
+
+// Set is a named set or, when Map is true, a verdict map (key : verdict).
+type Set struct {
+	Name string
+	Key  KeyType
+	// Interval sets hold ranges (ipBlocks, port ranges).
+	Interval bool
+	// Map makes this a verdict map.
+	Map bool
+	// Comment says what the set is for (a peer selector, an ipBlock, …).
+	Comment string
+	// Elements, sorted by SortElements.
+	Elements []Element
+}
+
+// Element is one set element or map entry. Which fields are used depends on
+// the set's KeyType; ranges are inclusive and only used in interval sets.
+type Element struct {
+	Addr    netip.Addr
+	AddrEnd netip.Addr // interval sets only; equal to Addr for a single address
+	Proto   uint8
+	Port    uint16
+	PortEnd uint16 // equal to Port for a single port
+	// Verdict is the value of a map entry.
+	Verdict Verdict
+}
+
+// SortElements sorts elements by key.
+func (s *Set) SortElements() {
+	sort.Slice(s.Elements, func(i, j int) bool { return s.Elements[i].Less(s.Elements[j]) })
+}
+
+// Less orders elements by address, protocol, then port.
+func (e Element) Less(o Element) bool {
+	if c := e.Addr.Compare(o.Addr); c != 0 {
+		return c < 0
+	}
+	if c := e.AddrEnd.Compare(o.AddrEnd); c != 0 {
+		return c < 0
+	}
+	if e.Proto != o.Proto {
+		return e.Proto < o.Proto
+	}
+	if e.Port != o.Port {
+		return e.Port < o.Port
+	}
+	return e.PortEnd < o.PortEnd
+}
+
+// Hook is a netfilter hook. The zero value is invalid.
+type Hook uint8
+
+// Hooks policyd uses.
+const (
+	HookInvalid Hook = iota
+	HookPostrouting
+	HookInput
+)
+
+// String returns the nft name of the hook.
+func (h Hook) String() string {
+	switch h {
+	case HookPostrouting:
+		return "postrouting"
+	case HookInput:
+		return "input"
+	}
+	return "invalid"
+}
+
+// Base describes a base chain. Base chains are static: declared by compile as
+// data, created once, and never deleted during a sync.
+type Base struct {
+	Hook     Hook
+	Priority int32
+	// Policy is the chain policy; Accept: policyd only drops what a policy
+	// denies and leaves everything else to the CNI and other tables.
+	Policy VerdictKind
+}
+
+// Chain is a chain and its ordered rules. Regular chains have content-derived
+// names, so two chains with the same name have the same rules.
+type Chain struct {
+	Name  string
+	Base  *Base // nil for a regular chain
+	Rules []Rule
+}
+
+// VerdictKind is a verdict. The zero value is invalid.
+type VerdictKind uint8
+
+// Verdicts.
+const (
+	VerdictInvalid VerdictKind = iota
+	Accept
+	Drop
+	Return
+	Jump
+)
+
+// Verdict is a verdict with its target chain for Jump.
+type Verdict struct {
+	Kind  VerdictKind
+	Chain string
+}
+
+// String renders the verdict as nft text.
+func (v Verdict) String() string {
+	switch v.Kind {
+	case Accept:
+		return "accept"
+	case Drop:
+		return "drop"
+	case Return:
+		return "return"
+	case Jump:
+		return "jump " + v.Chain
+	}
+	return fmt.Sprintf("invalid-verdict(%d)", v.Kind)
+}
+
+// Field selects the source or destination address of a packet.
+type Field uint8
+
+// Fields. The zero value is invalid.
+const (
+	FieldInvalid Field = iota
+	Saddr
+	Daddr
+)
+
+// String returns "saddr" or "daddr".
+func (f Field) String() string {
+	switch f {
+	case Saddr:
+		return "saddr"
+	case Daddr:
+		return "daddr"
+	}
+	return "invalid"
+}
+
+// CtState is a bit set of conntrack states, with the kernel's bit values.
+type CtState uint32
+
+// Conntrack states (NF_CT_STATE_* bits).
+const (
+	CtInvalid     CtState = 1
+	CtEstablished CtState = 2
+	CtRelated     CtState = 4
+	CtNew         CtState = 8
+	CtUntracked   CtState = 64
+)
+
+// Rule is one rule of a chain. The set of rule shapes is closed: the concrete
+// types in this file are all there is, and every consumer (text, netlink,
+// tracer) must reject a shape it does not know.
+type Rule interface {
+	// Text renders the rule as nft text, without its comment.
+	Text() string
+	// RuleComment returns the rule's comment ("" for none).
+	RuleComment() string
+}
+
+// CtRule matches `ct state` against States (any of the bits) and applies Verdict.
+//
+//	ct state established,related accept
+type CtRule struct {
+	States  CtState
+	Verdict Verdict
+	Comment string
+}
+
+// FibLocalRule matches packets whose source address is local to the node
+// (`fib saddr type local`): traffic the node itself sends, such as kubelet
+// probes.
+type FibLocalRule struct {
+	Verdict Verdict
+	Comment string
+}
+
+// NDRule matches IPv6 neighbour discovery (router and neighbour solicitation
+// and advertisement), which must never be cut by an egress policy.
+type NDRule struct {
+	Verdict Verdict
+	Comment string
+}
+
+// DispatchRule looks the packet's Field address up in verdict map Map:
+//
+//	ip saddr vmap @egress4
+type DispatchRule struct {
+	Family  int // 4 or 6
+	Field   Field
+	Map     string
+	Comment string
+}
+
+// AllowRule is the policy rule shape. Every part is optional; an empty part
+// matches every packet of Family:
+//
+//	ip saddr @PeerSet meta l4proto . th dport @PortSet ip daddr . meta l4proto . th dport @NamedPortSet accept
+//
+// PeerSet is looked up with the PeerField address (saddr for ingress, daddr for
+// egress); PortSet holds inet_proto . inet_service ranges; NamedPortSet holds
+// (destination address . protocol . port) triples resolved from named ports.
+// When Family is 0 the rule matches both families and only PortSet may be set.
+type AllowRule struct {
+	Family       int
+	PeerField    Field
+	PeerSet      string
+	PortSet      string
+	NamedPortSet string
+	Verdict      Verdict
+	Comment      string
+}
+
+// VerdictRule applies Verdict to every packet that reaches it.
+type VerdictRule struct {
+	Verdict Verdict
+	Comment string
+}
+
+// RuleComment implements Rule.
+func (r *CtRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *FibLocalRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *NDRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *DispatchRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *AllowRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *VerdictRule) RuleComment() string { return r.Comment }
