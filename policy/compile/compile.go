@@ -1,0 +1,553 @@
+// Package compile turns the cluster's NetworkPolicies, pods and namespaces
+// into the nftables state one node needs (a ruleset.Ruleset). It is pure and
+// deterministic: no clock, logging, informers or netlink, and its output does
+// not depend on map iteration order.
+//
+// # Shape of the compiled table
+//
+// One inet table holds IPv4 and IPv6 together. Two static base chains carry
+// every decision:
+//
+//   - postrouting, hook postrouting, priority srcnat-5 (95). Every packet that
+//     leaves the node's network stack towards a pod or from a pod passes here,
+//     whether the CNI routes it (forward path), bridges it (br_netfilter calls
+//     the inet postrouting hook for bridged IP traffic), or IPVS re-injects it
+//     after its LOCAL_IN DNAT (output path, where the forward hook never sees
+//     it). At 95 the packet already carries kube-proxy's DNAT (iptables and
+//     nftables modes rewrite in prerouting/output at -100), so a ClusterIP probe
+//     is judged as the pod it lands on, and no SNAT (masquerade at 100) has
+//     happened yet, so the source is still the pod's address.
+//   - input, hook input, priority 110. Traffic from a local pod to the node
+//     itself (a node IP, a hostNetwork pod, node-local DNS) is delivered, not
+//     forwarded; it is judged here for egress only. 110 runs after IPVS's
+//     LOCAL_IN hooks (98, 99), which take ClusterIP traffic away before it, so
+//     that traffic is judged in postrouting on its real destination instead.
+//
+// Both start with conntrack: established and related packets are accepted
+// before any lookup, so only the first packet of a connection is judged and
+// a policy change never cuts an established connection. IPv6 neighbour
+// discovery is always accepted. In postrouting, traffic whose source address is
+// local to the node (kubelet probes, the node's own traffic) is accepted.
+//
+// The per-pod work is dispatched by four verdict maps keyed by pod address:
+// egress4/egress6 (looked up with the source address) and ingress4/ingress6
+// (destination address). A pod has an entry only when it runs on this node and
+// some policy isolates it in that direction; the entry jumps to the chain of its
+// "policy group", the ordered list of policies isolating it. Pods isolated by
+// the same policies share one chain, whose name is a hash of its rules. A chain
+// is: drop invalid conntrack state; one rule per (peer, ports) alternative of
+// the group's policy rules, each a few set lookups; drop. Egress chains end an
+// allowed packet with return (the packet must still pass the destination's
+// ingress check in the same base chain), ingress chains with accept.
+//
+// So the per-packet cost is a fixed number of hash lookups plus the rules of
+// the policies that select this one pod; it does not grow with the number of
+// pods or policies in the cluster.
+//
+// Peers are named sets of pod addresses, one per distinct peer selector
+// (shared by every policy and chain that uses it); ipBlocks are interval sets
+// holding the CIDR minus its excepts; ports and port ranges are
+// inet_proto . inet_service interval sets; named ports become sets of
+// address . inet_proto . inet_service triples resolved on each destination pod.
+//
+// Denied packets are dropped, not rejected: reject is not allowed in the
+// postrouting hook, and a silent drop is what the peers do and what the
+// upstream conformance suite expects (it probes with timeouts).
+package compile
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/ruleset"
+)
+
+// Names of the static parts of the table.
+const (
+	ChainPostrouting = "postrouting"
+	ChainInput       = "input"
+	MapEgress4       = "egress4"
+	MapEgress6       = "egress6"
+	MapIngress4      = "ingress4"
+	MapIngress6      = "ingress6"
+
+	// PriorityPostrouting is srcnat - 5: after every DNAT, before any SNAT.
+	PriorityPostrouting = 95
+	// PriorityInput runs after IPVS's LOCAL_IN hooks.
+	PriorityInput = 110
+)
+
+// maxCommentLen keeps rule and set comments well inside the kernel's userdata
+// limit (NFT_USERDATA_MAXLEN, 256 bytes).
+const maxCommentLen = 120
+
+// Source is what Compile reads: the cluster state as the selector index keeps
+// it (selectors.Index implements it).
+type Source interface {
+	// Pods returns every pod, sorted by key.
+	Pods() []*cluster.Pod
+	// PoliciesFor returns the policies whose pod selector selects the pod,
+	// sorted by key.
+	PoliciesFor(namespace, name string) []*cluster.Policy
+	// PeerPods returns the pods a PeerPods peer selects, sorted by key,
+	// without hostNetwork pods.
+	PeerPods(peer *cluster.Peer) []*cluster.Pod
+}
+
+// Compile returns the Ruleset that enforces src's policies for the pods of
+// node. It fails only on an internal inconsistency; invalid policies have been
+// made fail-closed by package cluster already.
+func Compile(src Source, node string) (*ruleset.Ruleset, error) {
+	c := &compiler{
+		src:   src,
+		sets:  map[string]*ruleset.Set{},
+		chain: map[string]*ruleset.Chain{},
+		maps:  map[string]*ruleset.Set{},
+	}
+	for _, name := range []string{MapEgress4, MapEgress6, MapIngress4, MapIngress6} {
+		key := ruleset.KeyIPv4
+		if strings.HasSuffix(name, "6") {
+			key = ruleset.KeyIPv6
+		}
+		c.maps[name] = &ruleset.Set{Name: name, Key: key, Map: true, Comment: "policyd dispatch: pod address to the chain of its policy group"}
+	}
+
+	pods := src.Pods()
+	var namedAll []namedKey // named-port sets that need every pod, not only local ones
+	for _, p := range pods {
+		if p.NodeName != node || p.HostNetwork || len(p.IPs) == 0 {
+			continue
+		}
+		pols := src.PoliciesFor(p.Namespace, p.Name)
+		for _, d := range []cluster.Direction{cluster.Ingress, cluster.Egress} {
+			var group []*cluster.Policy
+			for _, pol := range pols {
+				if pol.Isolates(d) {
+					group = append(group, pol)
+				}
+			}
+			if len(group) == 0 {
+				continue
+			}
+			name, err := c.groupChain(d, group)
+			if err != nil {
+				return nil, err
+			}
+			for _, ip := range p.IPs {
+				m := c.maps[dispatchMap(d, ip)]
+				m.Elements = append(m.Elements, ruleset.Element{Addr: ip, Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: name}})
+			}
+		}
+		c.localPods = append(c.localPods, p)
+	}
+	namedAll = c.egressNamed
+	c.fillNamedSets(pods, namedAll)
+	for _, m := range c.maps {
+		m.Elements = dedupeDispatch(m.Elements)
+	}
+
+	rs := &ruleset.Ruleset{}
+	for _, s := range c.sets {
+		rs.Sets = append(rs.Sets, s)
+	}
+	for _, m := range c.maps {
+		rs.Sets = append(rs.Sets, m)
+	}
+	for _, ch := range c.chain {
+		rs.Chains = append(rs.Chains, ch)
+	}
+	rs.Chains = append(rs.Chains, baseChains()...)
+	rs.Sort()
+	return rs, nil
+}
+
+func dispatchMap(d cluster.Direction, ip netip.Addr) string {
+	switch {
+	case d == cluster.Ingress && ip.Is4():
+		return MapIngress4
+	case d == cluster.Ingress:
+		return MapIngress6
+	case ip.Is4():
+		return MapEgress4
+	}
+	return MapEgress6
+}
+
+// baseChains returns the static skeleton. It never depends on the cluster.
+func baseChains() []*ruleset.Chain {
+	ct := &ruleset.CtRule{States: ruleset.CtEstablished | ruleset.CtRelated, Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "only the first packet of a connection is judged"}
+	nd := &ruleset.NDRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "IPv6 neighbour discovery is never policed"}
+	dispatch := func(fam int, f ruleset.Field, m string) *ruleset.DispatchRule {
+		return &ruleset.DispatchRule{Family: fam, Field: f, Map: m}
+	}
+	return []*ruleset.Chain{
+		{
+			Name: ChainPostrouting,
+			Base: &ruleset.Base{Hook: ruleset.HookPostrouting, Priority: PriorityPostrouting, Policy: ruleset.Accept},
+			Rules: []ruleset.Rule{
+				ct, nd,
+				&ruleset.FibLocalRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "traffic from the node itself, e.g. kubelet probes"},
+				dispatch(4, ruleset.Saddr, MapEgress4),
+				dispatch(6, ruleset.Saddr, MapEgress6),
+				dispatch(4, ruleset.Daddr, MapIngress4),
+				dispatch(6, ruleset.Daddr, MapIngress6),
+			},
+		},
+		{
+			Name: ChainInput,
+			Base: &ruleset.Base{Hook: ruleset.HookInput, Priority: PriorityInput, Policy: ruleset.Accept},
+			Rules: []ruleset.Rule{
+				ct, nd,
+				dispatch(4, ruleset.Saddr, MapEgress4),
+				dispatch(6, ruleset.Saddr, MapEgress6),
+			},
+		},
+	}
+}
+
+type compiler struct {
+	src       Source
+	sets      map[string]*ruleset.Set
+	chain     map[string]*ruleset.Chain
+	maps      map[string]*ruleset.Set
+	localPods []*cluster.Pod
+	// groups caches chain names by direction and policy list.
+	groups map[string]string
+	// named lists the named-port sets by key; egressNamed those used in egress
+	// rules, whose destinations may be any pod of the cluster.
+	named       map[namedKey]string
+	egressNamed []namedKey
+}
+
+type namedKey struct {
+	name   string
+	proto  cluster.Protocol
+	family int
+}
+
+// groupChain returns the name of the chain enforcing direction d for pods
+// isolated by exactly the policies in group, creating it on first use.
+func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy) (string, error) {
+	var gk strings.Builder
+	gk.WriteString(d.String())
+	for _, p := range group {
+		gk.WriteString("|" + p.Key())
+	}
+	if c.groups == nil {
+		c.groups = map[string]string{}
+	}
+	if name, ok := c.groups[gk.String()]; ok {
+		return name, nil
+	}
+
+	allow := ruleset.Verdict{Kind: ruleset.Accept}
+	peerField := ruleset.Saddr
+	if d == cluster.Egress {
+		allow = ruleset.Verdict{Kind: ruleset.Return}
+		peerField = ruleset.Daddr
+	}
+	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: ruleset.Verdict{Kind: ruleset.Drop}}}
+	seen := map[string]bool{}
+	add := func(r *ruleset.AllowRule) {
+		k := r.Text()
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		rules = append(rules, r)
+	}
+	for _, pol := range group {
+		for ri, rule := range pol.Rules(d) {
+			comment := truncate(fmt.Sprintf("%s %s[%d]", pol.Key(), d, ri))
+			portSet, named, ok := c.portMatch(rule, d)
+			if !ok {
+				continue // every port entry was invalid: the rule matches nothing
+			}
+			type peerMatch struct {
+				family int
+				set    string
+			}
+			var peers []peerMatch
+			if rule.AllPeers {
+				peers = append(peers, peerMatch{})
+			}
+			for i := range rule.Peers {
+				peer := &rule.Peers[i]
+				switch peer.Kind {
+				case cluster.PeerPods:
+					peers = append(peers, peerMatch{4, c.peerSet(peer, 4)}, peerMatch{6, c.peerSet(peer, 6)})
+				case cluster.PeerIPBlock:
+					fam := 6
+					if peer.CIDR.Addr().Is4() {
+						fam = 4
+					}
+					peers = append(peers, peerMatch{fam, c.blockSet(peer, fam)})
+				default:
+					return "", fmt.Errorf("policy %s %s[%d]: peer of unknown kind %d", pol.Key(), d, ri, peer.Kind)
+				}
+			}
+			for _, pm := range peers {
+				if portSet != "" || len(named) == 0 {
+					add(&ruleset.AllowRule{Family: pm.family, PeerField: peerField, PeerSet: pm.set, PortSet: portSet, Verdict: allow, Comment: comment})
+				}
+				for _, nk := range named {
+					fams := []int{pm.family}
+					if pm.family == 0 {
+						fams = []int{4, 6}
+					}
+					for _, fam := range fams {
+						nk.family = fam
+						add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: c.namedSet(nk, d), Verdict: allow, Comment: comment})
+					}
+				}
+			}
+		}
+	}
+	rules = append(rules, &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Drop}})
+
+	h := sha256.New()
+	for _, r := range rules {
+		h.Write([]byte(ruleset.RuleText(r) + "\n"))
+	}
+	name := d.String() + "-" + hex.EncodeToString(h.Sum(nil))[:16]
+	if _, ok := c.chain[name]; !ok {
+		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
+	}
+	c.groups[gk.String()] = name
+	return name, nil
+}
+
+// portMatch returns the port set for the numeric entries of rule ("" when the
+// rule allows every port or has only named entries) and its named entries.
+// ok is false when the rule lists ports but none is valid: it matches nothing.
+func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string, named []namedKey, ok bool) {
+	if rule.AllPorts {
+		return "", nil, true
+	}
+	var elems []ruleset.Element
+	for _, pt := range rule.Ports {
+		switch {
+		case pt.Protocol == cluster.ProtocolInvalid:
+			continue
+		case pt.Name != "":
+			named = append(named, namedKey{name: pt.Name, proto: pt.Protocol})
+		case pt.Port == 0:
+			elems = append(elems, ruleset.Element{Proto: uint8(pt.Protocol), Port: 0, PortEnd: 65535})
+		default:
+			elems = append(elems, ruleset.Element{Proto: uint8(pt.Protocol), Port: uint16(pt.Port), PortEnd: uint16(pt.EndPort)})
+		}
+	}
+	sort.Slice(named, func(i, j int) bool {
+		if named[i].name != named[j].name {
+			return named[i].name < named[j].name
+		}
+		return named[i].proto < named[j].proto
+	})
+	named = dedupeNamed(named)
+	if len(elems) == 0 {
+		return "", named, len(named) > 0
+	}
+	elems = mergePortRanges(elems)
+	var key strings.Builder
+	s := &ruleset.Set{Key: ruleset.KeyProtoPort, Interval: true, Elements: elems}
+	for _, e := range elems {
+		key.WriteString(s.ElementKey(e) + ",")
+	}
+	s.Name = "ports-" + shortHash(key.String())
+	s.Comment = truncate(key.String())
+	if _, exists := c.sets[s.Name]; !exists {
+		c.sets[s.Name] = s
+	}
+	return s.Name, named, true
+}
+
+func dedupeNamed(in []namedKey) []namedKey {
+	out := in[:0]
+	for i, k := range in {
+		if i == 0 || k != in[i-1] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// mergePortRanges sorts elements and merges overlapping or adjacent ranges of
+// one protocol: the kernel rejects overlapping intervals.
+func mergePortRanges(in []ruleset.Element) []ruleset.Element {
+	sort.Slice(in, func(i, j int) bool { return in[i].Less(in[j]) })
+	var out []ruleset.Element
+	for _, e := range in {
+		if n := len(out); n > 0 && out[n-1].Proto == e.Proto && uint32(e.Port) <= uint32(out[n-1].PortEnd)+1 {
+			if e.PortEnd > out[n-1].PortEnd {
+				out[n-1].PortEnd = e.PortEnd
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// peerSet returns the set of addresses of family fam that a pod peer selects.
+func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
+	name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
+	if _, ok := c.sets[name]; ok {
+		return name
+	}
+	key := ruleset.KeyIPv4
+	if fam == 6 {
+		key = ruleset.KeyIPv6
+	}
+	s := &ruleset.Set{Name: name, Key: key, Comment: truncate(peer.Key)}
+	for _, p := range c.src.PeerPods(peer) {
+		if ip, ok := p.IP(fam); ok {
+			s.Elements = append(s.Elements, ruleset.Element{Addr: ip})
+		}
+	}
+	s.Elements = dedupeAddrs(s.Elements)
+	c.sets[name] = s
+	return name
+}
+
+// dedupeDispatch keeps one map entry per address: the first in pod-key order
+// (an address briefly held by two local pods must not make the batch fail).
+func dedupeDispatch(in []ruleset.Element) []ruleset.Element {
+	sort.SliceStable(in, func(i, j int) bool { return in[i].Addr.Less(in[j].Addr) })
+	out := in[:0]
+	for i, e := range in {
+		if i == 0 || e.Addr != in[i-1].Addr {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// dedupeAddrs drops repeated addresses (two pods briefly holding one IP).
+func dedupeAddrs(in []ruleset.Element) []ruleset.Element {
+	sort.Slice(in, func(i, j int) bool { return in[i].Less(in[j]) })
+	out := in[:0]
+	for i, e := range in {
+		if i == 0 || e.Addr != in[i-1].Addr {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// blockSet returns the interval set holding an ipBlock's CIDR minus excepts.
+func (c *compiler) blockSet(peer *cluster.Peer, fam int) string {
+	name := fmt.Sprintf("cidr%d-%s", fam, shortHash(peer.Key))
+	if _, ok := c.sets[name]; ok {
+		return name
+	}
+	key := ruleset.KeyIPv4
+	if fam == 6 {
+		key = ruleset.KeyIPv6
+	}
+	s := &ruleset.Set{Name: name, Key: key, Interval: true, Comment: truncate(peer.Key)}
+	for _, r := range subtractPrefixes(peer.CIDR, peer.Except) {
+		s.Elements = append(s.Elements, ruleset.Element{Addr: r[0], AddrEnd: r[1]})
+	}
+	c.sets[name] = s
+	return name
+}
+
+// subtractPrefixes returns the inclusive address ranges of cidr minus excepts,
+// sorted and disjoint. Excepts are inside cidr (checked by package cluster).
+func subtractPrefixes(cidr netip.Prefix, excepts []netip.Prefix) [][2]netip.Addr {
+	ranges := [][2]netip.Addr{{cidr.Masked().Addr(), ruleset.LastAddr(cidr)}}
+	for _, ex := range excepts {
+		lo, hi := ex.Masked().Addr(), ruleset.LastAddr(ex)
+		var next [][2]netip.Addr
+		for _, r := range ranges {
+			if hi.Less(r[0]) || r[1].Less(lo) {
+				next = append(next, r)
+				continue
+			}
+			if r[0].Less(lo) {
+				next = append(next, [2]netip.Addr{r[0], lo.Prev()})
+			}
+			if hi.Less(r[1]) {
+				next = append(next, [2]netip.Addr{hi.Next(), r[1]})
+			}
+		}
+		ranges = next
+	}
+	return ranges
+}
+
+// namedSet returns the set of (address . protocol . port) triples for a named
+// port, creating it empty; fillNamedSets fills it once every use is known.
+func (c *compiler) namedSet(k namedKey, d cluster.Direction) string {
+	if c.named == nil {
+		c.named = map[namedKey]string{}
+	}
+	name, ok := c.named[k]
+	if !ok {
+		name = fmt.Sprintf("named%d-%s", k.family, shortHash(k.name+"/"+k.proto.String()))
+		key := ruleset.KeyIPv4ProtoPort
+		if k.family == 6 {
+			key = ruleset.KeyIPv6ProtoPort
+		}
+		c.named[k] = name
+		c.sets[name] = &ruleset.Set{Name: name, Key: key, Comment: truncate("named port " + k.proto.String() + "/" + k.name)}
+	}
+	if d == cluster.Egress {
+		c.egressNamed = append(c.egressNamed, k)
+	}
+	return name
+}
+
+// fillNamedSets resolves every named-port set on the pods that declare the
+// port. Sets used only for ingress need only this node's pods (the
+// destination is always local); sets used for egress need every pod.
+func (c *compiler) fillNamedSets(all []*cluster.Pod, egress []namedKey) {
+	wide := map[namedKey]bool{}
+	for _, k := range egress {
+		wide[k] = true
+	}
+	for k, name := range c.named {
+		pods := c.localPods
+		if wide[k] {
+			pods = all
+		}
+		s := c.sets[name]
+		for _, p := range pods {
+			if p.HostNetwork {
+				continue
+			}
+			ip, ok := p.IP(k.family)
+			if !ok {
+				continue
+			}
+			if port, ok := p.ResolvePort(k.name, k.proto); ok {
+				s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
+			}
+		}
+		s.SortElements()
+		out := s.Elements[:0]
+		for i, e := range s.Elements {
+			if i == 0 || e.Addr != s.Elements[i-1].Addr || e.Proto != s.Elements[i-1].Proto || e.Port != s.Elements[i-1].Port {
+				out = append(out, e)
+			}
+		}
+		s.Elements = out
+	}
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])[:16]
+}
+
+func truncate(s string) string {
+	if len(s) <= maxCommentLen {
+		return s
+	}
+	return s[:maxCommentLen-3] + "..."
+}
