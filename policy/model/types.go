@@ -1,0 +1,164 @@
+// Package model owns policyd's reference semantics of Kubernetes NetworkPolicy
+// v1: a pure function from a cluster snapshot and one packet to an allow/deny
+// decision, with the reasons a person needs to act on it.
+//
+// Nothing here touches the kernel or nftables. The compiler's output is checked
+// against this package (conformance, `policyd explain`), and this package is
+// checked against a second, independently written evaluator in its tests.
+//
+// The semantics follow the networking.k8s.io/v1 API documentation; every rule
+// is restated where it is implemented (see evaluate.go).
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"github.com/policyd/policyd/cluster"
+)
+
+// Endpoint is one end of a packet.
+type Endpoint struct {
+	// Pod is the pod that owns IP, or nil when the address is not a pod's
+	// (an external address, a node). A hostNetwork pod may be given: it is
+	// treated as node traffic (never isolated, never a pod-selector peer).
+	Pod *cluster.Pod
+	// IP is the address used on the wire. ipBlock peers are matched against it.
+	IP netip.Addr
+	// Node, on the source endpoint, marks traffic from the destination pod's
+	// own node (kubelet probes). Such traffic is always allowed into the pod,
+	// and the source's egress is not judged. Node is ignored on Dst.
+	Node bool
+}
+
+// Packet is the first packet of a connection as seen by policy: source,
+// destination, L4 protocol and destination port.
+type Packet struct {
+	Src, Dst Endpoint
+	Protocol cluster.Protocol
+	Port     int32
+}
+
+// Decision is the verdict for one packet. Allowed is true only when both the
+// source's egress and the destination's ingress allow the packet.
+type Decision struct {
+	Allowed bool `json:"allowed"`
+	// Egress is judged on the source pod.
+	Egress Direction `json:"egress"`
+	// Ingress is judged on the destination pod.
+	Ingress Direction `json:"ingress"`
+}
+
+// Direction is the verdict of one direction (egress on the source pod,
+// ingress on the destination pod).
+type Direction struct {
+	// Direction is "egress" or "ingress".
+	Direction string `json:"direction"`
+	// Pod is the judged pod as "namespace/name", or "" when that endpoint is
+	// not a (non-hostNetwork) pod; the direction then always allows.
+	Pod string `json:"pod"`
+	// Isolated reports whether some policy isolates Pod for this direction.
+	Isolated bool `json:"isolated"`
+	// Policies are the keys of the policies isolating Pod for this
+	// direction, sorted.
+	Policies []string `json:"policies,omitempty"`
+	Allowed  bool     `json:"allowed"`
+	// Reason is one sentence explaining the verdict.
+	Reason string `json:"reason"`
+	// Match is the first rule that admitted the packet, in the order policy
+	// key, rule index, peer index, port index. Nil when the direction is not
+	// isolated or the packet was denied, and for node traffic.
+	Match *RuleRef `json:"match,omitempty"`
+	// NearestMiss is set when the packet was denied while isolated and some
+	// isolating policy has a rule for this direction: the rule that came
+	// closest and why it did not match.
+	NearestMiss *Miss `json:"nearestMiss,omitempty"`
+}
+
+// Index values used in RuleRef.Peer and RuleRef.Port.
+const (
+	// All means the rule has no peer (or no port) list, so it matches every
+	// peer (or every port).
+	All = -1
+	// None, only in a Miss, means no entry of the list matched.
+	None = -2
+)
+
+// RuleRef names one rule and, within it, the peer and port entries that matched.
+type RuleRef struct {
+	// Policy is the policy key "namespace/name".
+	Policy string `json:"policy"`
+	// Direction is "ingress" or "egress".
+	Direction string `json:"direction"`
+	// Rule is the index into the policy's ingress or egress list.
+	Rule int `json:"rule"`
+	// Peer is the index into the rule's from/to list, or All.
+	// In a Miss it may also be None.
+	Peer int `json:"peer"`
+	// Port is the index into the rule's ports list, or All.
+	// In a Miss it may also be None.
+	Port int `json:"port"`
+}
+
+// String renders the reference as "x/p ingress[0] peer 1 port 0".
+func (r RuleRef) String() string {
+	return fmt.Sprintf("%s %s[%d] %s %s", r.Policy, r.Direction, r.Rule, indexString("peer", r.Peer), indexString("port", r.Port))
+}
+
+func indexString(what string, i int) string {
+	switch i {
+	case All:
+		return "all " + what + "s"
+	case None:
+		return "no " + what
+	}
+	return fmt.Sprintf("%s %d", what, i)
+}
+
+// Miss is the rule that came closest to admitting a denied packet. Peer and
+// Port are the matching entries' indexes, All when the rule has no such list,
+// or None when no entry matched.
+type Miss struct {
+	RuleRef
+	// Reason says what did not match, e.g.
+	// "peer matched but port TCP/81 is not in [TCP/80]".
+	Reason string `json:"reason"`
+}
+
+// Cell is one entry of a connectivity matrix: may From open a connection to
+// To on Port/Protocol.
+type Cell struct {
+	From     string           `json:"from"`
+	To       string           `json:"to"`
+	Port     int32            `json:"port"`
+	Protocol cluster.Protocol `json:"protocol"`
+	Allowed  bool             `json:"allowed"`
+}
+
+type cellJSON struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+	Allowed  bool   `json:"allowed"`
+}
+
+// MarshalJSON writes the protocol by name ("TCP"), not by number.
+func (c Cell) MarshalJSON() ([]byte, error) {
+	return json.Marshal(cellJSON{From: c.From, To: c.To, Port: c.Port, Protocol: c.Protocol.String(), Allowed: c.Allowed})
+}
+
+// UnmarshalJSON is the inverse of MarshalJSON.
+func (c *Cell) UnmarshalJSON(b []byte) error {
+	var j cellJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	proto, err := cluster.ParseProtocol(j.Protocol)
+	if err != nil {
+		return fmt.Errorf("cell %s -> %s: protocol: %w", j.From, j.To, err)
+	}
+	*c = Cell{From: j.From, To: j.To, Port: j.Port, Protocol: proto, Allowed: j.Allowed}
+	return nil
+}
