@@ -1,0 +1,288 @@
+package ruleset
+
+import "net/netip"
+
+// Plan is the set of changes that turns one Ruleset (the state committed to
+// the kernel) into another (the wanted state). Diff computes it; policy/nft
+// applies it as one atomic batch in this order, each step valid for the
+// kernel at its point in the batch:
+//
+//  1. flush the rules of RefillBaseChains, ReplaceBaseChains and DelChains;
+//  2. delete DelElements (before re-adding a key whose map verdict changed,
+//     and before deleting the chains those entries jump to);
+//  3. delete DelChains and ReplaceBaseChains;
+//  4. delete DelSets (their rules are gone by now);
+//  5. add AddSets (empty);
+//  6. add the AddChains chains, then their rules (they may jump to each
+//     other and look up the new sets);
+//  7. add the elements of AddSets, then AddElements (map entries may jump
+//     to the new chains);
+//  8. add or update AddBaseChains, ReplaceBaseChains and RefillBaseChains,
+//     each followed by its rules.
+//
+// Deleting before adding is what lets one batch re-add a map key with a new
+// verdict, replace an interval by an overlapping one, or recreate a set or
+// chain under the same name; the kernel commits the batch atomically, so
+// packets never see the intermediate states.
+type Plan struct {
+	// Rebuild is set when an existing set changed its key type, interval
+	// flag or map kind, which the kernel cannot change in place. The plan
+	// then deletes every old set and regular chain and adds every new one
+	// (base chains are flushed and refilled, not deleted), still in one batch.
+	Rebuild bool
+	// AddSets are sets and maps to create, with all their elements.
+	AddSets []*Set
+	// DelSets are sets and maps to delete, with their elements.
+	DelSets []*Set
+	// AddElements are elements to add to sets that already exist.
+	AddElements []SetElements
+	// DelElements are elements to delete from sets that stay. A map entry
+	// whose verdict changed is deleted here and added in AddElements.
+	DelElements []SetElements
+	// AddChains are regular chains to create, with their rules.
+	AddChains []*Chain
+	// DelChains are chains to flush and delete: regular chains that are no
+	// longer wanted, and base chains the new Ruleset does not declare.
+	DelChains []*Chain
+	// AddBaseChains are base chains to create, with their rules.
+	AddBaseChains []*Chain
+	// RefillBaseChains are base chains that exist with the same hook and
+	// priority but whose policy or rules changed: they are updated, flushed
+	// and refilled in place, never deleted.
+	RefillBaseChains []*Chain
+	// ReplaceBaseChains are base chains whose hook or priority changed,
+	// which the kernel cannot update: they are deleted and created again.
+	ReplaceBaseChains []*Chain
+}
+
+// SetElements is a list of elements of one set.
+type SetElements struct {
+	Set      *Set
+	Elements []Element
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool {
+	return len(p.AddSets) == 0 && len(p.DelSets) == 0 &&
+		len(p.AddElements) == 0 && len(p.DelElements) == 0 &&
+		len(p.AddChains) == 0 && len(p.DelChains) == 0 &&
+		len(p.AddBaseChains) == 0 && len(p.RefillBaseChains) == 0 &&
+		len(p.ReplaceBaseChains) == 0
+}
+
+// PlanCounts counts what a plan touches. Each field counts objects, not
+// netlink messages.
+type PlanCounts struct {
+	// Sets counts sets added or deleted.
+	Sets int
+	// Elements counts elements added or deleted, including those of new
+	// sets (the elements of a deleted set go with it and are not counted).
+	Elements int
+	// Chains counts chains added, deleted, refilled or replaced.
+	Chains int
+	// Rules counts rules written.
+	Rules int
+}
+
+// Ops returns the number of operations in the plan: one per set, chain, rule
+// and element touched. A replaced base chain counts twice (delete and add).
+func (p *Plan) Ops() int {
+	c := p.Counts()
+	return c.Sets + c.Elements + c.Chains + c.Rules + len(p.ReplaceBaseChains)
+}
+
+// Counts returns what the plan touches, by kind.
+func (p *Plan) Counts() PlanCounts {
+	var c PlanCounts
+	for _, s := range p.AddSets {
+		c.Sets++
+		c.Elements += len(s.Elements)
+	}
+	c.Sets += len(p.DelSets)
+	for _, es := range p.AddElements {
+		c.Elements += len(es.Elements)
+	}
+	for _, es := range p.DelElements {
+		c.Elements += len(es.Elements)
+	}
+	for _, list := range [][]*Chain{p.AddChains, p.AddBaseChains, p.RefillBaseChains, p.ReplaceBaseChains} {
+		for _, ch := range list {
+			c.Chains++
+			c.Rules += len(ch.Rules)
+		}
+	}
+	c.Chains += len(p.DelChains)
+	return c
+}
+
+// Diff returns the plan that turns old into new. old may be nil, meaning an
+// empty table: then everything in new is added. Both Rulesets are only read;
+// the plan points into them, so neither may be modified while the plan is in
+// use.
+//
+// Regular chains are compared by name only (their names are content hashes).
+// Base chains are compared by hook, priority, policy and the text of each
+// rule including its comment. Sets are compared by type, then element by
+// element; a map entry is equal when its key and verdict are.
+func Diff(old, new *Ruleset) *Plan {
+	if old == nil {
+		old = &Ruleset{}
+	}
+	if new == nil {
+		new = &Ruleset{}
+	}
+	oldSets := make(map[string]*Set, len(old.Sets))
+	for _, s := range old.Sets {
+		oldSets[s.Name] = s
+	}
+	newSets := make(map[string]*Set, len(new.Sets))
+	for _, s := range new.Sets {
+		newSets[s.Name] = s
+	}
+	p := &Plan{}
+	for _, s := range new.Sets {
+		if o, ok := oldSets[s.Name]; ok && !sameSetType(o, s) {
+			p.Rebuild = true
+			break
+		}
+	}
+	if p.Rebuild {
+		p.DelSets = append(p.DelSets, old.Sets...)
+		p.AddSets = append(p.AddSets, new.Sets...)
+	} else {
+		for _, s := range new.Sets {
+			o, ok := oldSets[s.Name]
+			if !ok {
+				p.AddSets = append(p.AddSets, s)
+				continue
+			}
+			add, del := diffElements(o, s)
+			if len(del) > 0 {
+				p.DelElements = append(p.DelElements, SetElements{Set: o, Elements: del})
+			}
+			if len(add) > 0 {
+				p.AddElements = append(p.AddElements, SetElements{Set: s, Elements: add})
+			}
+		}
+		for _, s := range old.Sets {
+			if _, ok := newSets[s.Name]; !ok {
+				p.DelSets = append(p.DelSets, s)
+			}
+		}
+	}
+
+	oldChains := make(map[string]*Chain, len(old.Chains))
+	for _, c := range old.Chains {
+		oldChains[c.Name] = c
+	}
+	newChains := make(map[string]*Chain, len(new.Chains))
+	for _, c := range new.Chains {
+		newChains[c.Name] = c
+	}
+	for _, c := range new.Chains {
+		o, ok := oldChains[c.Name]
+		switch {
+		case c.Base == nil:
+			if !ok || o.Base != nil || p.Rebuild {
+				p.AddChains = append(p.AddChains, c)
+			}
+		case !ok:
+			p.AddBaseChains = append(p.AddBaseChains, c)
+		case o.Base == nil:
+			// A regular chain of that name is deleted first (DelChains below).
+			p.AddBaseChains = append(p.AddBaseChains, c)
+		case o.Base.Hook != c.Base.Hook || o.Base.Priority != c.Base.Priority:
+			p.ReplaceBaseChains = append(p.ReplaceBaseChains, c)
+		case p.Rebuild || o.Base.Policy != c.Base.Policy || !sameRules(o.Rules, c.Rules):
+			p.RefillBaseChains = append(p.RefillBaseChains, c)
+		}
+	}
+	for _, c := range old.Chains {
+		n, ok := newChains[c.Name]
+		switch {
+		case !ok:
+			p.DelChains = append(p.DelChains, c)
+		case (c.Base == nil) != (n.Base == nil):
+			p.DelChains = append(p.DelChains, c)
+		case c.Base == nil && p.Rebuild:
+			p.DelChains = append(p.DelChains, c)
+		}
+	}
+	return p
+}
+
+// sameSetType reports whether the kernel set a could serve as b: same key
+// type, interval flag and kind (set or map).
+func sameSetType(a, b *Set) bool {
+	return a.Key == b.Key && a.Interval == b.Interval && a.Map == b.Map
+}
+
+func sameRules(a, b []Rule) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if RuleText(a[i]) != RuleText(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// elemID identifies an element within its set: the parts of its key that the
+// set's type uses, normalised the way ElementKey renders them.
+type elemID struct {
+	addr, addrEnd netip.Addr
+	proto         uint8
+	port, portEnd uint16
+}
+
+// elementID returns a comparable identity of e's key in s: two elements have
+// the same ID exactly when ElementKey renders them the same.
+func (s *Set) elementID(e Element) elemID {
+	var id elemID
+	if s.Key.HasAddr() {
+		id.addr = e.Addr
+		id.addrEnd = e.Addr
+		if s.Interval && e.AddrEnd.IsValid() {
+			id.addrEnd = e.AddrEnd
+		}
+	}
+	if s.Key.HasPort() {
+		id.proto, id.port, id.portEnd = e.Proto, e.Port, e.PortEnd
+	}
+	return id
+}
+
+// diffElements returns the elements to add to and delete from old to make it
+// equal to new. Both must have the same type.
+func diffElements(old, new *Set) (add, del []Element) {
+	have := make(map[elemID]Element, len(old.Elements))
+	for _, e := range old.Elements {
+		have[old.elementID(e)] = e
+	}
+	want := make(map[elemID]struct{}, len(new.Elements))
+	var changed map[elemID]bool
+	for _, e := range new.Elements {
+		id := new.elementID(e)
+		want[id] = struct{}{}
+		o, ok := have[id]
+		switch {
+		case !ok:
+			add = append(add, e)
+		case new.Map && o.Verdict != e.Verdict:
+			if changed == nil {
+				changed = make(map[elemID]bool)
+			}
+			changed[id] = true
+			add = append(add, e)
+		}
+	}
+	for _, e := range old.Elements {
+		id := old.elementID(e)
+		if _, ok := want[id]; !ok || changed[id] {
+			del = append(del, e)
+		}
+	}
+	return add, del
+}
