@@ -1,0 +1,328 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// DefaultNamespace is the namespace of Pods and NetworkPolicies that name none.
+const DefaultNamespace = metav1.NamespaceDefault
+
+// maxListDepth bounds the nesting of List documents (kubectl flattens nested
+// lists too; nothing real nests deeper than one or two levels).
+const maxListDepth = 8
+
+// jsonSniffSize is how far NewYAMLOrJSONDecoder looks for a leading "{" to
+// decide that a stream is JSON; kubectl uses the same value.
+const jsonSniffSize = 4096
+
+// strictDecoder is the client-go scheme's universal deserializer with strict
+// decoding: it decodes any built-in kind, without conversion or defaulting,
+// and reports unknown and duplicated fields as a runtime strict decoding
+// error alongside the decoded object.
+var strictDecoder = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+
+var (
+	gvkNamespace     = corev1.SchemeGroupVersion.WithKind(KindNamespace)
+	gvkPod           = corev1.SchemeGroupVersion.WithKind(KindPod)
+	gvkNetworkPolicy = networkingv1.SchemeGroupVersion.WithKind(KindNetworkPolicy)
+)
+
+// wanted maps each handled kind to the one GroupVersionKind accepted for it.
+var wanted = map[string]schema.GroupVersionKind{
+	KindNamespace:     gvkNamespace,
+	KindPod:           gvkPod,
+	KindNetworkPolicy: gvkNetworkPolicy,
+}
+
+// loader accumulates objects, notes and errors over one or more streams.
+type loader struct {
+	out  *Objects
+	errs []error
+}
+
+func newLoader() *loader {
+	return &loader{out: &Objects{sources: map[objectKey]string{}}}
+}
+
+// stream decodes every document of one source. A syntax error ends the
+// stream (the decoder cannot resynchronise reliably); any other problem with
+// a document is recorded and decoding goes on with the next one.
+func (l *loader) stream(source string, data []byte) {
+	// kubectl's FileVisitor: honour a UTF-16 BOM, drop a UTF-8 one.
+	r := transform.NewReader(bytes.NewReader(data), unicode.BOMOverride(unicode.UTF8.NewDecoder()))
+	dec := yaml.NewYAMLOrJSONDecoder(r, jsonSniffSize)
+	doc := 0
+	for {
+		var ext runtime.RawExtension
+		if err := dec.Decode(&ext); err != nil {
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			l.errs = append(l.errs, &Error{Source: source, Document: doc + 1, Err: fmt.Errorf("syntax error: %w", err)})
+			return
+		}
+		raw := bytes.TrimSpace(ext.Raw)
+		if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+			continue
+		}
+		doc++
+		l.object(location{source: source, doc: doc}, raw, schema.GroupVersionKind{}, 0)
+	}
+}
+
+// header is the part of any object needed to dispatch it.
+type header struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   json.RawMessage `json:"metadata"`
+}
+
+// nameOf reads metadata.namespace and metadata.name leniently, for notes and
+// error messages only.
+func (h *header) nameOf() (namespace, name string) {
+	var m struct {
+		Namespace, Name string
+	}
+	_ = json.Unmarshal(h.Metadata, &m)
+	return m.Namespace, m.Name
+}
+
+// describe renders "Kind ns/name" or "Kind name" for messages.
+func describe(kind, namespace, name string) string {
+	switch {
+	case kind == "":
+		return ""
+	case name == "":
+		return kind
+	case namespace == "":
+		return kind + " " + name
+	}
+	return kind + " " + namespace + "/" + name
+}
+
+// object handles one JSON object: a list, a handled kind or a skipped one.
+// defaults fills in apiVersion and kind for items of typed lists (PodList
+// items usually carry neither).
+func (l *loader) object(loc location, raw []byte, defaults schema.GroupVersionKind, depth int) {
+	fail := func(object string, err error) {
+		l.errs = append(l.errs, &Error{Source: loc.source, Document: loc.doc, Item: loc.item, Object: object, Err: err})
+	}
+	if len(raw) == 0 || raw[0] != '{' {
+		fail("", errors.New("not an object (a Kubernetes object is a mapping with apiVersion and kind)"))
+		return
+	}
+	var h header
+	if err := json.Unmarshal(raw, &h); err != nil {
+		fail("", fmt.Errorf("reading apiVersion and kind: %w", err))
+		return
+	}
+	if h.APIVersion == "" {
+		h.APIVersion = defaults.GroupVersion().String()
+		if defaults.Empty() {
+			h.APIVersion = ""
+		}
+	}
+	if h.Kind == "" {
+		h.Kind = defaults.Kind
+	}
+	ns, name := h.nameOf()
+	what := describe(h.Kind, ns, name)
+	if h.Kind == "" {
+		fail(what, field.Required(field.NewPath("kind"), "every object must say its kind"))
+		return
+	}
+	if h.APIVersion == "" {
+		fail(what, field.Required(field.NewPath("apiVersion"), "every object must say its apiVersion"))
+		return
+	}
+	gv, err := schema.ParseGroupVersion(h.APIVersion)
+	if err != nil {
+		fail(what, field.Invalid(field.NewPath("apiVersion"), h.APIVersion, err.Error()))
+		return
+	}
+	gvk := gv.WithKind(h.Kind)
+
+	if itemGVK, ok := listKind(gvk); ok {
+		l.list(loc, raw, what, itemGVK, depth)
+		return
+	}
+	for kind, want := range wanted {
+		if !strings.EqualFold(h.Kind, kind) {
+			continue
+		}
+		if gvk != want {
+			fail(what, fmt.Errorf("%s %s is not supported: policyd reads %s %s only", h.APIVersion, h.Kind, want.GroupVersion(), kind))
+			return
+		}
+		l.typed(loc, raw, gvk)
+		return
+	}
+	l.out.Notes = append(l.out.Notes, fmt.Sprintf("%s: skipped %s %s", loc, h.APIVersion, describe(h.Kind, ns, name)))
+}
+
+// listKind reports whether gvk is a list this package flattens, and the
+// default GroupVersionKind of its items (empty for a generic List, whose
+// items carry their own).
+func listKind(gvk schema.GroupVersionKind) (schema.GroupVersionKind, bool) {
+	if gvk.Kind == "List" {
+		return schema.GroupVersionKind{}, true
+	}
+	item, ok := strings.CutSuffix(gvk.Kind, "List")
+	if !ok {
+		return schema.GroupVersionKind{}, false
+	}
+	if want, ok := wanted[item]; ok && want.GroupVersion() == gvk.GroupVersion() {
+		return want, true
+	}
+	return schema.GroupVersionKind{}, false
+}
+
+// list flattens a List document into its items.
+func (l *loader) list(loc location, raw []byte, what string, itemGVK schema.GroupVersionKind, depth int) {
+	fail := func(err error) {
+		l.errs = append(l.errs, &Error{Source: loc.source, Document: loc.doc, Item: loc.item, Object: what, Err: err})
+	}
+	if depth >= maxListDepth {
+		fail(fmt.Errorf("lists nested more than %d deep", maxListDepth))
+		return
+	}
+	var body struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		fail(fmt.Errorf("items: %w", err))
+		return
+	}
+	prefix := loc.item
+	if prefix != "" {
+		prefix += "."
+	}
+	for i, item := range body.Items {
+		item = bytes.TrimSpace(item)
+		if len(item) == 0 || bytes.Equal(item, []byte("null")) {
+			continue
+		}
+		l.object(location{source: loc.source, doc: loc.doc, item: fmt.Sprintf("%sitems[%d]", prefix, i)}, item, itemGVK, depth+1)
+	}
+}
+
+// typed decodes a Namespace, Pod or NetworkPolicy with the scheme's strict
+// deserializer, validates its metadata and records it.
+func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
+	var h header
+	_ = json.Unmarshal(raw, &h) // already parsed once by object
+	ns, name := h.nameOf()
+	if ns == "" && gvk != gvkNamespace {
+		ns = DefaultNamespace
+	}
+	what := describe(gvk.Kind, ns, name)
+	fail := func(err error) {
+		l.errs = append(l.errs, &Error{Source: loc.source, Document: loc.doc, Item: loc.item, Object: what, Err: err})
+	}
+
+	obj, _, err := strictDecoder.Decode(raw, &gvk, nil)
+	var ignored []string
+	if err != nil {
+		strict, ok := runtime.AsStrictDecodingError(err)
+		if !ok || obj == nil {
+			fail(withYAMLHint(err))
+			return
+		}
+		var hard []string
+		for _, e := range strict.Errors() {
+			msg := e.Error()
+			if gvk != gvkNetworkPolicy && strings.HasPrefix(msg, "unknown field ") {
+				ignored = append(ignored, msg)
+				continue
+			}
+			hard = append(hard, msg)
+		}
+		if len(hard) > 0 {
+			fail(fmt.Errorf("strict decoding: %s", strings.Join(hard, ", ")))
+			return
+		}
+	}
+
+	var meta *metav1.ObjectMeta
+	var nameFn apivalidation.ValidateNameFunc
+	namespaced := true
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		// Namespaces are cluster-scoped; kubectl drops a namespace set on one.
+		o.Namespace = ""
+		meta, nameFn, namespaced = &o.ObjectMeta, apivalidation.ValidateNamespaceName, false
+	case *corev1.Pod:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	case *networkingv1.NetworkPolicy:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	default:
+		fail(fmt.Errorf("decoded as unexpected type %T", obj))
+		return
+	}
+	if namespaced && meta.Namespace == "" {
+		meta.Namespace = DefaultNamespace
+	}
+	what = describe(gvk.Kind, meta.Namespace, meta.Name)
+	if meta.Name == "" {
+		if meta.GenerateName != "" {
+			fail(field.Required(field.NewPath("metadata", "name"), "generateName is not supported: policyd needs the object's actual name"))
+		} else {
+			fail(field.Required(field.NewPath("metadata", "name"), ""))
+		}
+		return
+	}
+	if errs := apivalidation.ValidateObjectMeta(meta, namespaced, nameFn, field.NewPath("metadata")); len(errs) > 0 {
+		fail(errs.ToAggregate())
+		return
+	}
+
+	key := objectKey{kind: gvk.Kind, namespace: meta.Namespace, name: meta.Name}
+	if first, dup := l.out.sources[key]; dup {
+		fail(fmt.Errorf("duplicate %s, first defined at %s", what, first))
+		return
+	}
+	l.out.sources[key] = loc.String()
+	for _, msg := range ignored {
+		l.out.Notes = append(l.out.Notes, fmt.Sprintf("%s (%s): ignored %s", loc, what, msg))
+	}
+
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		l.out.Namespaces = append(l.out.Namespaces, o)
+	case *corev1.Pod:
+		l.out.Pods = append(l.out.Pods, o)
+	case *networkingv1.NetworkPolicy:
+		l.out.Policies = append(l.out.Policies, o)
+	}
+}
+
+// withYAMLHint explains the usual cause of a non-string where a string is
+// expected: YAML 1.1 reads unquoted y/yes/on/true, n/no/off/false and
+// numbers as booleans and numbers.
+func withYAMLHint(err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "cannot unmarshal bool into") || strings.Contains(msg, "cannot unmarshal number into") {
+		if strings.HasSuffix(msg, "of type string") {
+			return fmt.Errorf("%w (YAML 1.1 reads unquoted y, yes, on, true, n, no, off, false as booleans and 1, 1.0 as numbers: quote the value)", err)
+		}
+	}
+	return err
+}

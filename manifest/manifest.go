@@ -1,0 +1,266 @@
+// Package manifest reads Kubernetes manifests — the YAML and JSON that kubectl
+// reads and writes — into the API objects policyd cares about: Namespaces,
+// Pods and networking.k8s.io/v1 NetworkPolicies.
+//
+// It owns the boundary between files on disk and typed k8s.io/api objects; the
+// cluster package then validates those objects into its own model (see
+// Objects.Snapshot).
+//
+// # Decoding
+//
+// The stream is read the way kubectl's resource builder reads a file (the
+// StreamVisitor of k8s.io/cli-runtime): a UTF-16 or UTF-8 byte-order mark is
+// honoured, k8s.io/apimachinery/pkg/util/yaml.NewYAMLOrJSONDecoder splits it
+// into documents (YAML documents separated by "---", or a stream of JSON
+// objects) and converts each to JSON with sigs.k8s.io/yaml, which follows YAML
+// 1.1. Each document is then decoded by the client-go scheme's codecs
+// (k8s.io/client-go/kubernetes/scheme) in strict mode.
+//
+// Because the YAML step follows YAML 1.1, an unquoted y, yes, on, true (and
+// their n/no/off/false counterparts) is a boolean and an unquoted 1.0 is a
+// number. A label value such as `foo: y` therefore becomes JSON true and does
+// not decode into metadata.labels (map[string]string). kubectl rejects it in
+// the same way (client-side with the typed decoder, or the API server with
+// "cannot unmarshal bool into Go struct field ObjectMeta.metadata.labels of
+// type string"); so does this package, with a hint to quote the value.
+//
+// Strictness: the codecs run with strict decoding. For NetworkPolicies every
+// strict violation (an unknown or duplicated field) is an error, as with
+// `kubectl apply --validate=strict`, because a misspelt field changes what a
+// policy allows. For Pods and Namespaces a duplicated field is an error but
+// an unknown field is only a note: these objects are usually dumps of a live
+// cluster (`kubectl get -o yaml`), and a cluster newer than the k8s.io/api
+// version policyd is built with writes fields this package does not know,
+// none of which policyd reads.
+//
+// Object metadata is validated as the API server validates it on create
+// (name, namespace, labels, annotations; k8s.io/apimachinery/pkg/api/validation),
+// since an object with invalid metadata cannot exist in a cluster.
+//
+// # Documents, lists, kinds
+//
+// A document is a non-empty document of the stream; empty and comment-only
+// documents are not counted. Documents are numbered from 1 in errors and notes.
+// A document of kind List (any apiVersion, as `kubectl get -o yaml` writes) or
+// of kind PodList, NamespaceList or NetworkPolicyList is flattened into its
+// items, which are named by their 0-based field path ("document 2 items[0]").
+//
+// Objects of other kinds (Services, Deployments, custom resources) are skipped
+// with a note. A Pod, Namespace or NetworkPolicy in an apiVersion other than
+// v1 / networking.k8s.io/v1 is an error, not a skip: silently dropping a
+// policy would allow more than the manifests say.
+//
+// Pods and NetworkPolicies without metadata.namespace are put in "default",
+// as kubectl does without --namespace. An object that appears twice (same
+// kind, namespace and name) is an error naming both places.
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/policyd/policyd/cluster"
+)
+
+// Kinds handled by this package.
+const (
+	KindNamespace     = "Namespace"
+	KindPod           = "Pod"
+	KindNetworkPolicy = "NetworkPolicy"
+)
+
+// Objects is the result of reading one or more manifests: the objects policyd
+// uses, in the order they were read, and notes about what was left out.
+type Objects struct {
+	Namespaces []*corev1.Namespace
+	Pods       []*corev1.Pod
+	Policies   []*networkingv1.NetworkPolicy
+	// Notes are human-readable remarks that are not errors: skipped objects
+	// ("examples/a.yaml: document 3: skipped apps/v1 Deployment shop/web") and
+	// unknown fields ignored on Pods and Namespaces.
+	Notes []string
+
+	// sources maps an object to the place it was read from.
+	sources map[objectKey]string
+}
+
+type objectKey struct {
+	kind, namespace, name string
+}
+
+// Source reports where an object was read from, as "file: document N" (with
+// " items[i]" for list items), or "" if the object is not in o. Namespace is
+// ignored for Namespaces.
+func (o *Objects) Source(kind, namespace, name string) string {
+	if kind == KindNamespace {
+		namespace = ""
+	}
+	return o.sources[objectKey{kind, namespace, name}]
+}
+
+// Snapshot converts the objects into a validated cluster snapshot with
+// cluster.NewSnapshot. The errors are the conversion errors (for example an
+// invalid policy field); the snapshot is usable even when there are some,
+// as the conversion is fail-closed.
+func (o *Objects) Snapshot() (*cluster.Snapshot, []error) {
+	return cluster.NewSnapshot(o.Namespaces, o.Pods, o.Policies)
+}
+
+// Error is a problem with one document of a manifest, or with a whole file
+// when Document is 0.
+type Error struct {
+	// Source is the file name, or the source name given to Decode.
+	Source string
+	// Document is the 1-based index of the non-empty document in Source, or 0
+	// when the error is about the source as a whole.
+	Document int
+	// Item is the field path of a list item inside the document, such as
+	// "items[3]", or "" when the document is not a list.
+	Item string
+	// Object describes the object when it is known: "Kind namespace/name" or
+	// "Kind name".
+	Object string
+	// Err is the underlying error; decoder errors name the field when the
+	// decoder can tell.
+	Err error
+}
+
+// Error renders "source: document N items[i] (Kind ns/name): err".
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.location())
+	if e.Object != "" {
+		b.WriteString(" (" + e.Object + ")")
+	}
+	b.WriteString(": ")
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+	} else {
+		b.WriteString("invalid")
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+func (e *Error) location() string {
+	return location{source: e.Source, doc: e.Document, item: e.Item}.String()
+}
+
+// location is a place in a stream: a document and, inside a list, an item.
+type location struct {
+	source string
+	doc    int
+	item   string
+}
+
+func (l location) String() string {
+	s := l.source
+	if l.doc > 0 {
+		s += fmt.Sprintf(": document %d", l.doc)
+	}
+	if l.item != "" {
+		s += " " + l.item
+	}
+	return s
+}
+
+// Decode reads one stream of YAML or JSON documents. source names the stream
+// in errors and notes (usually its file name). On any error Decode returns a
+// nil *Objects and an error that joins one *Error per bad document.
+func Decode(source string, data []byte) (*Objects, error) {
+	l := newLoader()
+	l.stream(source, data)
+	return l.result()
+}
+
+// Extensions are the file name extensions LoadPath reads in a directory, as
+// kubectl does with -f DIR.
+var Extensions = []string{".yaml", ".yml", ".json"}
+
+// LoadPath reads a manifest file, or every manifest file under a directory.
+// A file named explicitly is read whatever its extension. A directory is
+// walked recursively in lexical order, reading files whose names end in one
+// of Extensions and skipping files and directories whose names start with a
+// dot; a directory holding no such file is an error. Objects duplicated across
+// files are errors like duplicates within a file. On any error LoadPath
+// returns a nil *Objects and an error that joins every problem found.
+func LoadPath(path string) (*Objects, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	l := newLoader()
+	if !info.IsDir() {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		l.stream(path, data)
+		return l.result()
+	}
+	files, err := manifestFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s: no manifest files (%s) in directory", path, strings.Join(Extensions, ", "))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			l.errs = append(l.errs, &Error{Source: f, Err: err})
+			continue
+		}
+		l.stream(f, data)
+	}
+	return l.result()
+}
+
+// manifestFiles lists the manifest files under dir, sorted.
+func manifestFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		hidden := p != dir && strings.HasPrefix(d.Name(), ".")
+		if d.IsDir() {
+			if hidden {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if hidden || !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
+			return nil
+		}
+		for _, ext := range Extensions {
+			if strings.HasSuffix(d.Name(), ext) {
+				files = append(files, p)
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+func (l *loader) result() (*Objects, error) {
+	if len(l.errs) > 0 {
+		return nil, errors.Join(l.errs...)
+	}
+	return l.out, nil
+}
