@@ -1,0 +1,394 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/policyd/policyd/cluster"
+)
+
+// Evaluate decides whether pkt may open a connection in cluster s, following
+// the NetworkPolicy v1 semantics:
+//
+//   - A connection is allowed only when the source pod's egress and the
+//     destination pod's ingress both allow it. Each side is judged on its own.
+//   - A pod is isolated for a direction only when at least one policy in the
+//     pod's own namespace selects it (podSelector) and isolates that direction
+//     (policyTypes, with the defaulting cluster.ConvertPolicy applies). A pod
+//     no policy isolates allows everything in that direction. Policies in
+//     other namespaces never select it.
+//   - An isolated pod allows exactly the union of what the rules of all
+//     isolating policies allow for that direction; order and number of
+//     policies do not matter, and there is no deny rule.
+//   - A rule admits a packet when one of its peers matches the other end and
+//     one of its ports matches the packet. An absent or empty peer list matches
+//     every peer, an absent or empty ports list every port and protocol. An
+//     isolating policy with no rules for the direction admits nothing.
+//   - Addresses that are not (non-hostNetwork) pods are never judged: egress
+//     from them and ingress to them is allowed.
+//   - hostNetwork pods are never isolated and never match pod-selector peers;
+//     their traffic counts as their node's. ipBlock peers match them by IP.
+//   - Traffic from the destination pod's own node (Src.Node) is always allowed
+//     into the pod.
+//
+// The Decision explains each direction: which policies isolate the pod, the
+// first rule that admitted the packet, or the rule that came closest.
+func Evaluate(s *cluster.Snapshot, pkt Packet) Decision {
+	return newEvaluator(s).evaluate(pkt, true)
+}
+
+// evaluator caches which policies select which pod, so that a matrix does not
+// re-match every policy's podSelector for every cell.
+type evaluator struct {
+	s *cluster.Snapshot
+	// selecting maps a pod to the policies isolating it, per direction
+	// (index 0 ingress, 1 egress), in policy key order.
+	selecting map[*cluster.Pod]*[2][]*cluster.Policy
+}
+
+func newEvaluator(s *cluster.Snapshot) *evaluator {
+	return &evaluator{s: s, selecting: map[*cluster.Pod]*[2][]*cluster.Policy{}}
+}
+
+func (e *evaluator) evaluate(pkt Packet, explain bool) Decision {
+	pkt.Dst.Node = false // only meaningful on the source
+	eg := e.judge(cluster.Egress, pkt, explain)
+	in := e.judge(cluster.Ingress, pkt, explain)
+	return Decision{Allowed: eg.Allowed && in.Allowed, Egress: eg, Ingress: in}
+}
+
+// policyPod returns the pod an endpoint is judged as for policy purposes: its
+// pod unless that is missing or a hostNetwork pod (whose traffic is node
+// traffic and which no policy isolates).
+func policyPod(ep Endpoint) *cluster.Pod {
+	if ep.Pod == nil || ep.Pod.HostNetwork {
+		return nil
+	}
+	return ep.Pod
+}
+
+// isolating returns the policies that isolate pod for d, sorted by key.
+func (e *evaluator) isolating(pod *cluster.Pod, d cluster.Direction) []*cluster.Policy {
+	cached := e.selecting[pod]
+	if cached == nil {
+		cached = &[2][]*cluster.Policy{}
+		for _, p := range e.s.Policies {
+			// A policy only ever selects pods of its own namespace.
+			if p.Namespace != pod.Namespace || p.PodSelector == nil || !p.PodSelector.Matches(pod.Labels) {
+				continue
+			}
+			if p.IsolatesIngress {
+				cached[0] = append(cached[0], p)
+			}
+			if p.IsolatesEgress {
+				cached[1] = append(cached[1], p)
+			}
+		}
+		for i := range cached {
+			sort.SliceStable(cached[i], func(a, b int) bool { return cached[i][a].Key() < cached[i][b].Key() })
+		}
+		e.selecting[pod] = cached
+	}
+	if d == cluster.Ingress {
+		return cached[0]
+	}
+	return cached[1]
+}
+
+// judge decides one direction: egress on the source, ingress on the destination.
+func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Direction {
+	subject, other := pkt.Src, pkt.Dst
+	if d == cluster.Ingress {
+		subject, other = pkt.Dst, pkt.Src
+	}
+	out := Direction{Direction: d.String()}
+	pod := policyPod(subject)
+	if d == cluster.Egress && pkt.Src.Node {
+		// Node traffic is not a pod's egress.
+		out.Allowed = true
+		if explain {
+			out.Reason = fmt.Sprintf("allowed: the source %s is the node, whose traffic no egress policy governs", describeEndpoint(subject))
+		}
+		return out
+	}
+	if pod == nil {
+		out.Allowed = true
+		if explain {
+			out.Reason = fmt.Sprintf("allowed: %s %s is %s, so no %s policy applies to it", roleOf(d), describeEndpoint(subject), notPodWhy(subject), d)
+		}
+		return out
+	}
+	out.Pod = pod.Key()
+	policies := e.isolating(pod, d)
+	if len(policies) > 0 {
+		out.Isolated = true
+		out.Policies = make([]string, len(policies))
+		for i, p := range policies {
+			out.Policies[i] = p.Key()
+		}
+	}
+	if d == cluster.Ingress && pkt.Src.Node {
+		// Kubelet health checks come from the pod's own node and must always
+		// reach it, whatever the policies say.
+		out.Allowed = true
+		if explain {
+			out.Reason = fmt.Sprintf("allowed: traffic from %s's own node %s is always allowed in (kubelet probes)", pod.Key(), pkt.Src.IP)
+		}
+		return out
+	}
+	if !out.Isolated {
+		out.Allowed = true
+		if explain {
+			out.Reason = fmt.Sprintf("allowed: no policy in namespace %s selects %s for %s, so it is not isolated for %s", pod.Namespace, pod.Key(), d, d)
+		}
+		return out
+	}
+
+	dst := policyPod(pkt.Dst) // named ports are resolved on the destination pod
+	var best *Miss
+	bestScore := -1
+	rules := 0
+	for _, p := range policies {
+		for ri, r := range p.Rules(d) {
+			rules++
+			peer := e.matchPeer(r, other)
+			port := matchPort(r, dst, pkt.Protocol, pkt.Port)
+			if peer != None && port != None {
+				out.Allowed = true
+				out.Match = &RuleRef{Policy: p.Key(), Direction: d.String(), Rule: ri, Peer: peer, Port: port}
+				if explain {
+					out.Reason = fmt.Sprintf("allowed by %s", out.Match)
+				}
+				return out
+			}
+			if !explain {
+				continue
+			}
+			score := 0
+			if peer != None {
+				score = 2
+			} else if port != None {
+				score = 1
+			}
+			if score > bestScore {
+				bestScore = score
+				best = &Miss{RuleRef: RuleRef{Policy: p.Key(), Direction: d.String(), Rule: ri, Peer: peer, Port: port}}
+				best.Reason = missReason(r, d, other, dst, pkt, peer, port)
+			}
+		}
+	}
+	if !explain {
+		return out
+	}
+	out.NearestMiss = best
+	plural := "policy"
+	if len(policies) > 1 {
+		plural = "policies"
+	}
+	if rules == 0 {
+		out.Reason = fmt.Sprintf("denied: %s is isolated for %s by %s %s, which %s no %s rules, so all %s is denied; add an %s rule admitting %s on %s",
+			pod.Key(), d, plural, strings.Join(out.Policies, ", "), haveHas(len(policies)), d, d, d, describeEndpoint(other), protoPort(pkt))
+		return out
+	}
+	out.Reason = fmt.Sprintf("denied: no %s rule of %s %s admits %s on %s; nearest is %s: %s",
+		d, plural, strings.Join(out.Policies, ", "), describeEndpoint(other), protoPort(pkt), best.RuleRef, best.Reason)
+	return out
+}
+
+func haveHas(n int) string {
+	if n == 1 {
+		return "has"
+	}
+	return "have"
+}
+
+func roleOf(d cluster.Direction) string {
+	if d == cluster.Egress {
+		return "the source"
+	}
+	return "the destination"
+}
+
+func notPodWhy(ep Endpoint) string {
+	if ep.Pod != nil && ep.Pod.HostNetwork {
+		return "a hostNetwork pod (node traffic, never isolated)"
+	}
+	return "not a pod"
+}
+
+// matchPeer returns the index of the first peer of r matching ep, All when r
+// has no peer list, or None.
+func (e *evaluator) matchPeer(r cluster.Rule, ep Endpoint) int {
+	if r.AllPeers {
+		return All
+	}
+	for i, peer := range r.Peers {
+		if e.peerMatches(peer, ep) {
+			return i
+		}
+	}
+	return None
+}
+
+func (e *evaluator) peerMatches(peer cluster.Peer, ep Endpoint) bool {
+	switch peer.Kind {
+	case cluster.PeerPods:
+		// Pod-selector peers match pods only: never external addresses,
+		// nodes, or hostNetwork pods.
+		pod := policyPod(ep)
+		if pod == nil {
+			return false
+		}
+		// Without a namespaceSelector the peer means the policy's own
+		// namespace; with one, every namespace whose labels it matches. Both
+		// selectors in one peer must match (AND); two peers are an OR.
+		if peer.NamespaceSelector == nil {
+			if pod.Namespace != peer.Namespace {
+				return false
+			}
+		} else if !peer.NamespaceSelector.Matches(e.s.NamespaceLabels(pod.Namespace)) {
+			return false
+		}
+		return peer.PodSelector == nil || peer.PodSelector.Matches(pod.Labels)
+	case cluster.PeerIPBlock:
+		// ipBlock matches by address, whether or not it belongs to a pod:
+		// inside cidr and inside none of the excepts.
+		return ipBlockMatches(peer, ep.IP)
+	}
+	return false // invalid peer: matches nothing
+}
+
+func ipBlockMatches(peer cluster.Peer, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if !ip.IsValid() || !peer.CIDR.Contains(ip) {
+		return false
+	}
+	for _, ex := range peer.Except {
+		if ex.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchPort returns the index of the first port entry of r matching the
+// packet, All when r has no ports list, or None. Named ports resolve on dst,
+// the destination pod (nil when the destination is not a pod).
+func matchPort(r cluster.Rule, dst *cluster.Pod, proto cluster.Protocol, port int32) int {
+	if r.AllPorts {
+		return All
+	}
+	for i, pt := range r.Ports {
+		if pt.Matches(dst, proto, port) {
+			return i
+		}
+	}
+	return None
+}
+
+func protoPort(pkt Packet) string {
+	return fmt.Sprintf("%s/%d", pkt.Protocol, pkt.Port)
+}
+
+// missReason explains why rule r did not admit the packet.
+func missReason(r cluster.Rule, d cluster.Direction, other Endpoint, dst *cluster.Pod, pkt Packet, peer, port int) string {
+	var peerWhy, portWhy string
+	if peer == None {
+		var list []string
+		for _, pr := range r.Peers {
+			list = append(list, describePeer(pr))
+		}
+		note := ""
+		if policyPod(other) == nil {
+			note = fmt.Sprintf(" (it is %s, so only ipBlock peers can match it)", notPodWhy(other))
+		}
+		if len(list) == 0 {
+			peerWhy = fmt.Sprintf("the rule lists no valid %s peer, so it matches no %s", fromTo(d), describeEndpoint(other))
+		} else {
+			peerWhy = fmt.Sprintf("%s matches none of [%s]%s", describeEndpoint(other), strings.Join(list, "; "), note)
+		}
+	}
+	if port == None {
+		var list []string
+		for _, pt := range r.Ports {
+			list = append(list, describePort(pt, dst))
+		}
+		if len(list) == 0 {
+			portWhy = "the rule lists no valid port, so it matches no port"
+		} else {
+			portWhy = fmt.Sprintf("port %s is not in [%s]", protoPort(pkt), strings.Join(list, ", "))
+		}
+	}
+	switch {
+	case peerWhy != "" && portWhy != "":
+		return "neither peer nor port matched: " + peerWhy + ", and " + portWhy
+	case peerWhy != "":
+		return "port matched but " + peerWhy
+	default:
+		return "peer matched but " + portWhy
+	}
+}
+
+func fromTo(d cluster.Direction) string {
+	if d == cluster.Ingress {
+		return "from"
+	}
+	return "to"
+}
+
+// describePeer renders a peer as a person reads it.
+func describePeer(p cluster.Peer) string {
+	switch p.Kind {
+	case cluster.PeerPods:
+		pods := "all pods"
+		if p.PodSelector != nil && !p.PodSelector.Empty() {
+			pods = "pods with " + p.PodSelector.String()
+		}
+		switch {
+		case p.NamespaceSelector == nil:
+			return pods + " in namespace " + p.Namespace
+		case p.NamespaceSelector.Empty():
+			return pods + " in all namespaces"
+		}
+		return pods + " in namespaces with " + p.NamespaceSelector.String()
+	case cluster.PeerIPBlock:
+		s := "ipBlock " + p.CIDR.String()
+		if len(p.Except) > 0 {
+			ex := make([]string, len(p.Except))
+			for i, x := range p.Except {
+				ex[i] = x.String()
+			}
+			s += " except " + strings.Join(ex, ", ")
+		}
+		return s
+	}
+	return "invalid peer"
+}
+
+// describePort renders a port entry; a named port shows what it resolves to on
+// the destination pod.
+func describePort(pt cluster.Port, dst *cluster.Pod) string {
+	if pt.Name == "" {
+		return pt.String()
+	}
+	if dst == nil {
+		return pt.String() + " (destination is not a pod: named ports never match)"
+	}
+	if n, ok := dst.ResolvePort(pt.Name, pt.Protocol); ok {
+		return fmt.Sprintf("%s (=%d on %s)", pt, n, dst.Key())
+	}
+	return fmt.Sprintf("%s (%s declares no %s port named %s)", pt, dst.Key(), pt.Protocol, pt.Name)
+}
+
+// describeEndpoint renders "x/a (10.0.0.2)", "node 10.255.0.1" or an address.
+func describeEndpoint(ep Endpoint) string {
+	switch {
+	case ep.Node:
+		return "node " + ep.IP.String()
+	case ep.Pod != nil:
+		return fmt.Sprintf("%s (%s)", ep.Pod.Key(), ep.IP)
+	}
+	return ep.IP.String()
+}
