@@ -43,7 +43,6 @@ type Step struct {
 
 // Result is the outcome of one hook.
 type Result struct {
-	Hook ruleset.Hook `json:"-"`
 	// Verdict is Accept or Drop.
 	Verdict ruleset.VerdictKind `json:"-"`
 	Steps   []Step              `json:"steps"`
@@ -89,7 +88,7 @@ func Trace(rs *ruleset.Ruleset, hook ruleset.Hook, pkt Packet) (*Result, error) 
 			base = c
 		}
 	}
-	res := &Result{Hook: hook}
+	res := &Result{}
 	if base == nil {
 		res.Verdict = ruleset.Accept // no chain on this hook: policyd does not interfere
 		return res, nil

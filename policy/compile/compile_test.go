@@ -1,0 +1,290 @@
+package compile_test
+
+import (
+	"flag"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/manifest"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/selectors"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// fixture is a small cluster: namespaces x and y, pods x/a, x/b on node-1 and
+// y/c on node-2, each serving TCP 80 named "http".
+type fixture struct {
+	namespaces []*corev1.Namespace
+	pods       []*corev1.Pod
+	policies   []*networkingv1.NetworkPolicy
+}
+
+func newFixture(tweaks ...func(*fixture)) *fixture {
+	f := &fixture{}
+	for _, ns := range []string{"x", "y"} {
+		f.namespaces = append(f.namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"team": ns}}})
+	}
+	f.pods = []*corev1.Pod{
+		pod("x", "a", "node-1", "10.0.0.1", "fd00::1"),
+		pod("x", "b", "node-1", "10.0.0.2"),
+		pod("y", "c", "node-2", "10.0.0.3", "fd00::3"),
+	}
+	for _, t := range tweaks {
+		t(f)
+	}
+	return f
+}
+
+func pod(ns, name, node string, ips ...string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"pod": name}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
+			Name:  "c",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}},
+		}}},
+	}
+	for _, ip := range ips {
+		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
+	}
+	return p
+}
+
+func withPolicy(np *networkingv1.NetworkPolicy) func(*fixture) {
+	return func(f *fixture) { f.policies = append(f.policies, np) }
+}
+
+func policy(ns, name string, spec networkingv1.NetworkPolicySpec) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}
+}
+
+func (f *fixture) compile(t *testing.T, node string) *ruleset.Ruleset {
+	t.Helper()
+	snap, errs := cluster.NewSnapshot(f.namespaces, f.pods, f.policies)
+	require.Empty(t, errs)
+	rs, err := compile.Compile(selectors.FromSnapshot(snap), node)
+	require.NoError(t, err)
+	return rs
+}
+
+func tcp(port int) networkingv1.NetworkPolicyPort {
+	proto := corev1.ProtocolTCP
+	p := intstr.FromInt32(int32(port))
+	return networkingv1.NetworkPolicyPort{Protocol: &proto, Port: &p}
+}
+
+func named(name string) networkingv1.NetworkPolicyPort {
+	p := intstr.FromString(name)
+	return networkingv1.NetworkPolicyPort{Port: &p}
+}
+
+func podSel(l map[string]string) *metav1.LabelSelector { return &metav1.LabelSelector{MatchLabels: l} }
+
+func mapTargets(rs *ruleset.Ruleset, m string) map[string]string {
+	out := map[string]string{}
+	for _, e := range rs.Set(m).Elements {
+		out[e.Addr.String()] = e.Verdict.Chain
+	}
+	return out
+}
+
+func TestCompile_NoPolicies(t *testing.T) {
+	t.Parallel()
+	rs := newFixture().compile(t, "node-1")
+	for _, m := range []string{compile.MapIngress4, compile.MapIngress6, compile.MapEgress4, compile.MapEgress6} {
+		require.NotNil(t, rs.Set(m), m)
+		assert.Empty(t, rs.Set(m).Elements, "no policy isolates anything, so %s must be empty", m)
+	}
+	var names []string
+	for _, c := range rs.Chains {
+		names = append(names, c.Name)
+	}
+	assert.Equal(t, []string{compile.ChainInput, compile.ChainPostrouting}, names)
+}
+
+func TestCompile_DefaultDenyIngress(t *testing.T) {
+	t.Parallel()
+	rs := newFixture(withPolicy(policy("x", "deny", networkingv1.NetworkPolicySpec{}))).compile(t, "node-1")
+	in4 := mapTargets(rs, compile.MapIngress4)
+	require.Len(t, in4, 2, "both pods of x on node-1 are isolated for ingress")
+	assert.Equal(t, in4["10.0.0.1"], in4["10.0.0.2"], "pods isolated by the same policies share one chain")
+	assert.Equal(t, map[string]string{"fd00::1": in4["10.0.0.1"]}, mapTargets(rs, compile.MapIngress6))
+	assert.Empty(t, rs.Set(compile.MapEgress4).Elements, "a policy without egress rules or type does not isolate egress")
+	ch := rs.Chain(in4["10.0.0.1"])
+	require.NotNil(t, ch)
+	var texts []string
+	for _, r := range ch.Rules {
+		texts = append(texts, r.Text())
+	}
+	assert.Equal(t, []string{"ct state invalid drop", "drop"}, texts)
+}
+
+func TestCompile_OnlyThisNodesPods(t *testing.T) {
+	t.Parallel()
+	f := newFixture(withPolicy(policy("y", "deny", networkingv1.NetworkPolicySpec{})))
+	assert.Empty(t, mapTargets(f.compile(t, "node-1"), compile.MapIngress4), "y/c runs on node-2")
+	assert.Len(t, mapTargets(f.compile(t, "node-2"), compile.MapIngress4), 1)
+}
+
+func TestCompile_PeerSetsAreSharedAndComplete(t *testing.T) {
+	t.Parallel()
+	allowFromA := networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "b"}},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{PodSelector: podSel(map[string]string{"pod": "a"})}},
+		}},
+	}
+	other := allowFromA.DeepCopy()
+	other.Ingress[0].Ports = []networkingv1.NetworkPolicyPort{tcp(80)}
+	rs := newFixture(withPolicy(policy("x", "p1", allowFromA)), withPolicy(policy("x", "p2", *other))).compile(t, "node-1")
+
+	var peer4 []*ruleset.Set
+	for _, s := range rs.Sets {
+		if strings.HasPrefix(s.Name, "peer4-") {
+			peer4 = append(peer4, s)
+		}
+	}
+	require.Len(t, peer4, 1, "two policies with the same peer selector share one set")
+	assert.Equal(t, []ruleset.Element{{Addr: netip.MustParseAddr("10.0.0.1")}}, peer4[0].Elements)
+	in4 := mapTargets(rs, compile.MapIngress4)
+	assert.Equal(t, []string{"10.0.0.2"}, keys(in4))
+	ch := rs.Chain(in4["10.0.0.2"])
+	require.NotNil(t, ch)
+	assert.Contains(t, ruleTexts(ch), "ip saddr @"+peer4[0].Name+" accept")
+}
+
+func TestCompile_NamedPortsResolvedPerPod(t *testing.T) {
+	t.Parallel()
+	f := newFixture(
+		func(f *fixture) {
+			// x/b serves "http" on 8080 instead of 80.
+			f.pods[1].Spec.Containers[0].Ports[0].ContainerPort = 8080
+		},
+		withPolicy(policy("x", "http", networkingv1.NetworkPolicySpec{
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{named("http")}}},
+		})),
+	)
+	rs := f.compile(t, "node-1")
+	var named4 *ruleset.Set
+	for _, s := range rs.Sets {
+		if strings.HasPrefix(s.Name, "named4-") {
+			named4 = s
+		}
+	}
+	require.NotNil(t, named4)
+	var got []string
+	for _, e := range named4.Elements {
+		got = append(got, named4.ElementKey(e))
+	}
+	assert.Equal(t, []string{"10.0.0.1 . tcp . 80", "10.0.0.2 . tcp . 8080"}, got, "ingress-only named ports resolve on this node's pods only")
+}
+
+func TestCompile_IPBlockExceptAndPortRanges(t *testing.T) {
+	t.Parallel()
+	end := int32(90)
+	r := tcp(80)
+	r.EndPort = &end
+	f := newFixture(withPolicy(policy("x", "egress", networkingv1.NetworkPolicySpec{
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+		Egress: []networkingv1.NetworkPolicyEgressRule{{
+			To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/24", Except: []string{"10.0.0.128/25", "10.0.0.2/32"}}}},
+			Ports: []networkingv1.NetworkPolicyPort{r, tcp(85), tcp(91)},
+		}},
+	})))
+	rs := f.compile(t, "node-1")
+	var cidr, ports *ruleset.Set
+	for _, s := range rs.Sets {
+		switch {
+		case strings.HasPrefix(s.Name, "cidr4-"):
+			cidr = s
+		case strings.HasPrefix(s.Name, "ports-"):
+			ports = s
+		}
+	}
+	require.NotNil(t, cidr)
+	require.NotNil(t, ports)
+	assert.Equal(t, []string{"10.0.0.0/31", "10.0.0.3-10.0.0.127"}, elementKeys(cidr))
+	assert.Equal(t, []string{"tcp . 80-91"}, elementKeys(ports), "overlapping and adjacent ranges merge: the kernel rejects overlaps")
+}
+
+func TestCompile_DeterministicWhateverTheInputOrder(t *testing.T) {
+	t.Parallel()
+	objs, err := manifest.LoadPath("../../examples")
+	require.NoError(t, err)
+	snap, errs := objs.Snapshot()
+	require.Empty(t, errs)
+	want, err := compile.Compile(selectors.FromSnapshot(snap), "node-a")
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 5; i++ {
+		rng.Shuffle(len(objs.Pods), func(a, b int) { objs.Pods[a], objs.Pods[b] = objs.Pods[b], objs.Pods[a] })
+		rng.Shuffle(len(objs.Policies), func(a, b int) { objs.Policies[a], objs.Policies[b] = objs.Policies[b], objs.Policies[a] })
+		s, _ := cluster.NewSnapshot(objs.Namespaces, objs.Pods, objs.Policies)
+		got, err := compile.Compile(selectors.FromSnapshot(s), "node-a")
+		require.NoError(t, err)
+		require.Equal(t, want.Text(), got.Text())
+	}
+}
+
+// TestCompile_Golden pins the compiled text of the shipped examples per node.
+// Regenerate with: go test ./policy/compile -run Golden -update
+func TestCompile_Golden(t *testing.T) {
+	t.Parallel()
+	objs, err := manifest.LoadPath("../../examples")
+	require.NoError(t, err)
+	snap, errs := objs.Snapshot()
+	require.Empty(t, errs)
+	ix := selectors.FromSnapshot(snap)
+	for _, node := range []string{"node-a", "node-b"} {
+		rs, err := compile.Compile(ix, node)
+		require.NoError(t, err)
+		path := filepath.Join("testdata", "examples-"+node+".nft")
+		if *update {
+			require.NoError(t, os.MkdirAll("testdata", 0o755))
+			require.NoError(t, os.WriteFile(path, []byte(rs.Text()), 0o644))
+		}
+		want, err := os.ReadFile(path)
+		require.NoError(t, err, "run with -update to create the golden file")
+		if diff := cmp.Diff(string(want), rs.Text()); diff != "" {
+			t.Errorf("%s: compiled text differs from golden (-want +got):\n%s", node, diff)
+		}
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func ruleTexts(c *ruleset.Chain) []string {
+	var out []string
+	for _, r := range c.Rules {
+		out = append(out, r.Text())
+	}
+	return out
+}
+
+func elementKeys(s *ruleset.Set) []string {
+	var out []string
+	for _, e := range s.Elements {
+		out = append(out, s.ElementKey(e))
+	}
+	return out
+}
