@@ -1,0 +1,424 @@
+// Package nft owns policyd's only write path to the kernel: it makes the
+// kernel's `inet policyd` nftables table equal to a ruleset.Ruleset, in one
+// atomic netlink batch per sync, through github.com/google/nftables.
+//
+// Every rule shape of package ruleset is lowered to exactly the expressions
+// nft generates for the shape's text (a kernel test proves that `nft list`
+// prints the same table for both). A Backend remembers the last Ruleset it
+// committed and the nftables generation id right after that commit; the next
+// Sync sends only the difference (ruleset.Diff). When it has nothing to trust
+// (first Sync, a failed Sync, or a generation id that moved because someone
+// else committed to nftables) it reads the kernel's policyd table back and
+// diffs against that instead: a table left by a previous run is adopted with
+// a partial sync, never flushed.
+//
+// Fake implements the same Interface in memory for the tests of callers.
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/policyd/policyd/policy/ruleset"
+)
+
+// Interface is what callers need of a backend. Backend and Fake implement it.
+type Interface interface {
+	// Sync makes the policyd table equal to want.
+	Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, error)
+	// Cleanup deletes the policyd table and nothing else.
+	Cleanup(ctx context.Context) error
+}
+
+// Options configures a Backend.
+type Options struct {
+	// NetNS is an open file descriptor of the network namespace to program;
+	// 0 means the caller's current namespace. The Backend never closes it.
+	NetNS int
+}
+
+// SyncStats describes one Sync.
+type SyncStats struct {
+	// Full is true when the kernel's table was read back and diffed against
+	// (adopt), rather than the Ruleset committed last.
+	Full bool
+	// Ops is the number of operations written (ruleset.Plan.Ops): one per
+	// set, chain, rule and element touched. 0 means nothing was sent.
+	Ops int
+	// Sets, Elements, Chains and Rules count what was touched, by kind
+	// (ruleset.PlanCounts).
+	Sets, Elements, Chains, Rules int
+	// Duration is the wall time of the Sync.
+	Duration time.Duration
+}
+
+// Backend programs the policyd table through netlink. It is safe for
+// concurrent use; Syncs are serialised.
+type Backend struct {
+	opts Options
+
+	mu sync.Mutex
+	// last is the Ruleset committed by the last successful Sync, nil when the
+	// kernel must be read back before the next diff.
+	last *ruleset.Ruleset
+	// lastGen is the generation id right after the commit of last.
+	lastGen uint32
+}
+
+var _ Interface = (*Backend)(nil)
+
+// New returns a Backend for opts. It does not touch the kernel; the first
+// Sync reads the table.
+func New(opts Options) (*Backend, error) {
+	if opts.NetNS < 0 {
+		return nil, fmt.Errorf("nft: invalid network namespace fd %d", opts.NetNS)
+	}
+	return &Backend{opts: opts}, nil
+}
+
+// maxReadAttempts bounds how often Sync re-reads the table while other
+// writers keep changing nftables under it.
+const maxReadAttempts = 5
+
+// Sync makes the kernel's policyd table equal to want, in one atomic batch.
+//
+// The first call, any call after an error, and any call after the ruleset
+// generation id moved since our last commit (someone else changed nftables,
+// in any table) read the kernel's policyd table (set names, types and
+// elements, chain names, and the userdata of base chain rules; never rule
+// expressions) and diff want against it; SyncStats.Full reports this. Other
+// calls diff against the Ruleset committed last. A regular chain whose name
+// exists is assumed equal (names are content hashes); a base chain whose
+// rules differ (count, or the per-rule hash the lowering stores in userdata)
+// is flushed and refilled in place.
+//
+// want must be sorted (Ruleset.Sort) and must not be modified after Sync
+// returns: the Backend keeps it as the committed state. On error nothing was
+// committed (the kernel aborts the whole batch) and the next Sync reads the
+// kernel again.
+func (b *Backend) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, error) {
+	start := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if want == nil {
+		want = &ruleset.Ruleset{}
+	}
+	stats, err := b.sync(ctx, want)
+	stats.Duration = time.Since(start)
+	if err != nil {
+		b.last = nil
+		return stats, fmt.Errorf("nft sync: %w", err)
+	}
+	return stats, nil
+}
+
+func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, error) {
+	var stats SyncStats
+	if err := ctx.Err(); err != nil {
+		return stats, err
+	}
+	rd := kernelReader{netns: b.opts.NetNS}
+	c, err := rd.dial()
+	if err != nil {
+		return stats, err
+	}
+	defer c.Close()
+
+	gen, err := genID(c)
+	if err != nil {
+		return stats, err
+	}
+	old := b.last
+	if old == nil || gen != b.lastGen {
+		stats.Full = true
+		var kt *kTable
+		kt, gen, err = readConsistent(c)
+		if err != nil {
+			return stats, err
+		}
+		old = adopt(kt, want)
+	}
+
+	plan := ruleset.Diff(old, want)
+	if plan.Empty() {
+		b.last, b.lastGen = want, gen
+		return stats, nil
+	}
+	counts := plan.Counts()
+	stats.Ops = plan.Ops()
+	stats.Sets, stats.Elements, stats.Chains, stats.Rules = counts.Sets, counts.Elements, counts.Chains, counts.Rules
+
+	conn, err := nftables.New(nftables.WithNetNSFd(b.opts.NetNS), nftables.WithSockOptions(bufferSizes(stats.Ops)))
+	if err != nil {
+		return stats, err
+	}
+	if err := emit(conn, planSteps(plan), want); err != nil {
+		return stats, err
+	}
+	if err := ctx.Err(); err != nil {
+		return stats, err
+	}
+	if err := conn.Flush(); err != nil {
+		return stats, fmt.Errorf("commit batch of %d ops: %w", stats.Ops, err)
+	}
+	// Committed. Trust want as the kernel's state only if ours was the one
+	// commit since gen; otherwise another writer committed between our read
+	// and our commit, or we cannot tell, and the next Sync reads the table.
+	b.last = nil
+	if after, err := genID(c); err == nil && after == nextGen(gen) {
+		b.last, b.lastGen = want, after
+	}
+	return stats, nil
+}
+
+// nextGen returns the generation id after g (the kernel skips 0).
+func nextGen(g uint32) uint32 {
+	if g+1 == 0 {
+		return 1
+	}
+	return g + 1
+}
+
+// readConsistent reads the table between two equal generation ids, so that
+// no commit happened while it was read.
+func readConsistent(c *netlink.Conn) (*kTable, uint32, error) {
+	var lastErr error
+	for range maxReadAttempts {
+		before, err := genID(c)
+		if err != nil {
+			return nil, 0, err
+		}
+		t, err := readTable(c)
+		if errors.Is(err, errDumpInterrupted) {
+			lastErr = err
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		after, err := genID(c)
+		if err != nil {
+			return nil, 0, err
+		}
+		if before == after {
+			return t, after, nil
+		}
+		lastErr = fmt.Errorf("nftables generation moved from %d to %d while reading", before, after)
+	}
+	return nil, 0, fmt.Errorf("read table inet %s: ruleset kept changing: %w", ruleset.TableName, lastErr)
+}
+
+// Cleanup deletes the policyd table, if it exists. No other table is
+// touched. The next Sync starts from an empty table.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.last = nil
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := kernelReader{netns: b.opts.NetNS}.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	m, err := request(unix.NFT_MSG_GETTABLE, 0, unix.NFPROTO_INET, []netlink.Attribute{
+		{Type: unix.NFTA_TABLE_NAME, Data: cstring(ruleset.TableName)},
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := execute(c, m); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("nft cleanup: get table: %w", err)
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(b.opts.NetNS))
+	if err != nil {
+		return err
+	}
+	conn.DelTable(table())
+	if err := conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nft cleanup: delete table inet %s: %w", ruleset.TableName, err)
+	}
+	return nil
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet}
+}
+
+// bufferSizes sizes the netlink socket buffers for a batch of about ops
+// operations: the whole batch is one sendmsg, and the kernel queues an ack
+// (and for rules an echo) per message before we read any.
+func bufferSizes(ops int) nftables.SockOption {
+	size := 1<<20 + ops*512
+	return func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = raw.Control(func(fd uintptr) {
+			for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], size); e != nil {
+					// Without CAP_NET_ADMIN, ask for what the sysctl limit allows.
+					if e2 := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], size); e2 != nil {
+						serr = e2
+					}
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
+// maxElemBytes bounds the encoded size of the elements sent in one message:
+// the element list is one netlink attribute, whose length is 16 bits.
+const maxElemBytes = 32 << 10
+
+// emit queues the steps on conn. want resolves the sets rules refer to.
+func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
+	t := table()
+	conn.AddTable(t)
+	var nextID uint32
+	newID := func() uint32 { nextID++; return nextID }
+	created := map[string]*nftables.Set{}
+	setOf := func(s *ruleset.Set) (*nftables.Set, error) {
+		if ns, ok := created[s.Name]; ok {
+			return ns, nil
+		}
+		return lowerSet(t, s)
+	}
+	lookup := func(name string) *ruleset.Set { return want.Set(name) }
+	for _, st := range steps {
+		switch st.kind {
+		case stepFlushChain:
+			conn.FlushChain(&nftables.Chain{Table: t, Name: st.chain.Name})
+		case stepDelElements:
+			ns, err := setOf(st.set)
+			if err != nil {
+				return err
+			}
+			elems, err := lowerElements(st.set, st.elems)
+			if err != nil {
+				return err
+			}
+			for i := range elems {
+				elems[i].VerdictData = nil
+			}
+			for _, chunk := range chunkElements(elems) {
+				if err := conn.SetDeleteElements(ns, chunk); err != nil {
+					return fmt.Errorf("delete elements of set %s: %w", st.set.Name, err)
+				}
+			}
+		case stepDelChain:
+			conn.DelChain(&nftables.Chain{Table: t, Name: st.chain.Name})
+		case stepDelSet:
+			conn.DelSet(&nftables.Set{Table: t, Name: st.set.Name})
+		case stepAddSet:
+			ns, err := lowerSet(t, st.set)
+			if err != nil {
+				return err
+			}
+			ns.ID = newID()
+			if err := conn.AddSet(ns, nil); err != nil {
+				return fmt.Errorf("add set %s: %w", st.set.Name, err)
+			}
+			created[st.set.Name] = ns
+		case stepAddChain:
+			if st.chain.Base == nil {
+				conn.AddChain(&nftables.Chain{Table: t, Name: st.chain.Name})
+				continue
+			}
+			nc, err := lowerBaseChain(t, st.chain)
+			if err != nil {
+				return err
+			}
+			conn.AddChain(nc)
+		case stepAddRules:
+			nc := &nftables.Chain{Table: t, Name: st.chain.Name}
+			for i, r := range st.chain.Rules {
+				exprs, anon, err := lowerRule(r, lookup)
+				if err != nil {
+					return fmt.Errorf("chain %s rule %d (%s): %w", st.chain.Name, i, ruleText(r), err)
+				}
+				if anon != nil {
+					anon.set.Table = t
+					anon.set.ID = newID()
+					if err := conn.AddSet(anon.set, anon.elems); err != nil {
+						return fmt.Errorf("chain %s rule %d: anonymous set: %w", st.chain.Name, i, err)
+					}
+					for _, e := range exprs {
+						if l, ok := e.(*expr.Lookup); ok && l.SetName == anon.set.Name {
+							l.SetID = anon.set.ID
+						}
+					}
+				}
+				conn.AddRule(&nftables.Rule{Table: t, Chain: nc, Exprs: exprs, UserData: ruleUserData(r)})
+			}
+		case stepAddElements:
+			ns, err := setOf(st.set)
+			if err != nil {
+				return err
+			}
+			elems, err := lowerElements(st.set, st.elems)
+			if err != nil {
+				return err
+			}
+			for _, chunk := range chunkElements(elems) {
+				if err := conn.SetAddElements(ns, chunk); err != nil {
+					return fmt.Errorf("add elements to set %s: %w", st.set.Name, err)
+				}
+			}
+		default:
+			return fmt.Errorf("invalid step kind %d", st.kind)
+		}
+	}
+	return nil
+}
+
+// ruleText renders a rule for an error message without panicking on a
+// shape the ruleset package does not know.
+func ruleText(r ruleset.Rule) (s string) {
+	defer func() {
+		if recover() != nil {
+			s = fmt.Sprintf("%T", r)
+		}
+	}()
+	return ruleset.RuleText(r)
+}
+
+// chunkElements splits elements so that each message stays well below the
+// 64 KiB limit of one netlink attribute.
+func chunkElements(elems []nftables.SetElement) [][]nftables.SetElement {
+	var out [][]nftables.SetElement
+	startIdx, size := 0, 0
+	for i, e := range elems {
+		n := 64 + 2*len(e.Key) + 2*len(e.KeyEnd)
+		if e.VerdictData != nil {
+			n += 32 + len(e.VerdictData.Chain)
+		}
+		if size+n > maxElemBytes && i > startIdx {
+			out = append(out, elems[startIdx:i])
+			startIdx, size = i, 0
+		}
+		size += n
+	}
+	if startIdx < len(elems) {
+		out = append(out, elems[startIdx:])
+	}
+	return out
+}

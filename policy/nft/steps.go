@@ -1,0 +1,91 @@
+package nft
+
+import "github.com/policyd/policyd/policy/ruleset"
+
+// stepKind is one kind of change within a batch.
+type stepKind uint8
+
+const (
+	stepInvalid stepKind = iota
+	// stepFlushChain removes every rule of chain.
+	stepFlushChain
+	// stepDelElements deletes elems from set.
+	stepDelElements
+	// stepDelChain deletes chain (already flushed).
+	stepDelChain
+	// stepDelSet deletes set.
+	stepDelSet
+	// stepAddSet creates set, without elements.
+	stepAddSet
+	// stepAddChain creates chain, or for a base chain creates or updates it.
+	stepAddChain
+	// stepAddRules appends the rules of chain.
+	stepAddRules
+	// stepAddElements adds elems to set.
+	stepAddElements
+)
+
+// step is one change of a batch.
+type step struct {
+	kind  stepKind
+	set   *ruleset.Set
+	chain *ruleset.Chain
+	elems []ruleset.Element
+}
+
+// planSteps orders a Plan into the steps of one batch, in the order that
+// ruleset.Plan documents. The netlink backend and the Fake both apply these
+// steps, so the Fake checks the same order the kernel sees.
+func planSteps(p *ruleset.Plan) []step {
+	var out []step
+	for _, list := range [][]*ruleset.Chain{p.RefillBaseChains, p.ReplaceBaseChains, p.DelChains} {
+		for _, c := range list {
+			out = append(out, step{kind: stepFlushChain, chain: c})
+		}
+	}
+	for _, es := range p.DelElements {
+		out = append(out, step{kind: stepDelElements, set: es.Set, elems: es.Elements})
+	}
+	for _, list := range [][]*ruleset.Chain{p.DelChains, p.ReplaceBaseChains} {
+		for _, c := range list {
+			out = append(out, step{kind: stepDelChain, chain: c})
+		}
+	}
+	for _, s := range p.DelSets {
+		out = append(out, step{kind: stepDelSet, set: s})
+	}
+	// Sets before maps, as Ruleset.Text declares them, so that a new table
+	// lists in the same order as one loaded with nft -f.
+	for _, maps := range []bool{false, true} {
+		for _, s := range p.AddSets {
+			if s.Map == maps {
+				out = append(out, step{kind: stepAddSet, set: s})
+			}
+		}
+	}
+	for _, c := range p.AddChains {
+		out = append(out, step{kind: stepAddChain, chain: c})
+	}
+	for _, c := range p.AddChains {
+		if len(c.Rules) > 0 {
+			out = append(out, step{kind: stepAddRules, chain: c})
+		}
+	}
+	for _, s := range p.AddSets {
+		if len(s.Elements) > 0 {
+			out = append(out, step{kind: stepAddElements, set: s, elems: s.Elements})
+		}
+	}
+	for _, es := range p.AddElements {
+		out = append(out, step{kind: stepAddElements, set: es.Set, elems: es.Elements})
+	}
+	for _, list := range [][]*ruleset.Chain{p.AddBaseChains, p.ReplaceBaseChains, p.RefillBaseChains} {
+		for _, c := range list {
+			out = append(out, step{kind: stepAddChain, chain: c})
+			if len(c.Rules) > 0 {
+				out = append(out, step{kind: stepAddRules, chain: c})
+			}
+		}
+	}
+	return out
+}
