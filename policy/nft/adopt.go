@@ -241,9 +241,10 @@ func decodeRanges(s *ruleset.Set, raw []kElem) ([]ruleset.Element, error) {
 		open = -1
 	}
 	if open >= 0 {
-		last := netip.IPv4Unspecified().Prev()
+		last := netip.AddrFrom4([4]byte{255, 255, 255, 255})
 		if size == 16 {
-			last = netip.IPv6Unspecified().Prev()
+			last = netip.AddrFrom16([16]byte{0: 0xff, 1: 0xff, 2: 0xff, 3: 0xff, 4: 0xff, 5: 0xff, 6: 0xff, 7: 0xff,
+				8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})
 		}
 		out[open].AddrEnd = last
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/policyd/policyd/internal/netnstest"
 	"github.com/policyd/policyd/policy/ruleset"
 )
@@ -50,7 +52,9 @@ func TestLower_MatchesNftText(t *testing.T) {
 		t.Error("first Sync did not read the kernel")
 	}
 	got, exp := listTable(t, nlNS), listTable(t, textNS)
-	t.Logf("nft list of the netlink lowering:\n%s", got)
+	if testing.Verbose() {
+		t.Logf("nft list of the netlink lowering:\n%s", got)
+	}
 	if got != exp {
 		t.Fatalf("nft list differs (-nft -f +netlink):\n%s", lineDiff(exp, got))
 	}
@@ -107,3 +111,6 @@ func lineDiff(a, b string) string {
 	}
 	return out.String()
 }
+
+// nsHandle opens the named namespace.
+func nsHandle(name string) (netns.NsHandle, error) { return netns.GetFromName(name) }

@@ -324,6 +324,8 @@ func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
 					return fmt.Errorf("delete elements of set %s: %w", st.set.Name, err)
 				}
 			}
+		case stepFlushSet:
+			conn.FlushSet(&nftables.Set{Table: t, Name: st.set.Name})
 		case stepDelChain:
 			conn.DelChain(&nftables.Chain{Table: t, Name: st.chain.Name})
 		case stepDelSet:

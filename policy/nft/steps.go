@@ -11,6 +11,8 @@ const (
 	stepFlushChain
 	// stepDelElements deletes elems from set.
 	stepDelElements
+	// stepFlushSet removes every element of set.
+	stepFlushSet
 	// stepDelChain deletes chain (already flushed).
 	stepDelChain
 	// stepDelSet deletes set.
@@ -45,6 +47,13 @@ func planSteps(p *ruleset.Plan) []step {
 	}
 	for _, es := range p.DelElements {
 		out = append(out, step{kind: stepDelElements, set: es.Set, elems: es.Elements})
+	}
+	// A map about to be deleted may jump to chains about to be deleted;
+	// flushing it first releases those references on every kernel.
+	for _, s := range p.DelSets {
+		if s.Map {
+			out = append(out, step{kind: stepFlushSet, set: s})
+		}
 	}
 	for _, list := range [][]*ruleset.Chain{p.DelChains, p.ReplaceBaseChains} {
 		for _, c := range list {

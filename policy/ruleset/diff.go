@@ -10,7 +10,8 @@ import "net/netip"
 //  1. flush the rules of RefillBaseChains, ReplaceBaseChains and DelChains;
 //  2. delete DelElements (before re-adding a key whose map verdict changed,
 //     and before deleting the chains those entries jump to);
-//  3. delete DelChains and ReplaceBaseChains;
+//  3. flush the maps among DelSets (their entries may jump to chains about
+//     to go), then delete DelChains and ReplaceBaseChains;
 //  4. delete DelSets (their rules are gone by now);
 //  5. add AddSets (empty);
 //  6. add the AddChains chains, then their rules (they may jump to each
