@@ -40,7 +40,7 @@ Commands:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newExplainCommand(), newCompileCommand())
+	root.AddCommand(newExplainCommand(), newCompileCommand(), newLabCommand())
 	return root
 }
 

@@ -1,0 +1,341 @@
+// Package runner drives the conformance lab: it builds a lab cluster, runs one
+// policyd enforcement instance per lab node (the same compile → policy/nft path
+// as the node agent, applied inside that node's network namespace), applies
+// each step of a scenario incrementally, probes every pod pair with real
+// packets, and compares what it observed with the semantics model and, for the
+// upstream cases, with the case's own truth tables.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/conformance"
+	"github.com/policyd/policyd/conformance/lab"
+	"github.com/policyd/policyd/conformance/truthtable"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/model"
+	"github.com/policyd/policyd/policy/nft"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/selectors"
+)
+
+// Step is the desired cluster state after one step of a scenario.
+type Step struct {
+	Name       string
+	Namespaces []*corev1.Namespace
+	Pods       []*corev1.Pod
+	Policies   []*networkingv1.NetworkPolicy
+	// Probes are the destination ports probed; nil means every containerPort
+	// each destination pod declares.
+	Probes []truthtable.PortProto
+	// Expect holds the scenario's own truth tables, if it has them (the
+	// upstream cases do). The model must agree with them, and so must the
+	// packets.
+	Expect truthtable.Tables
+}
+
+// Scenario is a named sequence of steps over one set of pods.
+type Scenario struct {
+	Name  string
+	Steps []Step
+}
+
+// Config says how to run.
+type Config struct {
+	Lab lab.Config
+	// Protocols are the protocols probed; default TCP and UDP. SCTP is
+	// reported as not probed (this kernel has no SCTP sockets).
+	Protocols []cluster.Protocol
+	// Mutate, when set, edits each node's compiled ruleset before it is
+	// applied. It exists to prove the lab can fail (a deliberately wrong
+	// ruleset must show up as disagreeing cells).
+	Mutate func(node string, rs *ruleset.Ruleset)
+}
+
+// Cell is one probe's outcome.
+type Cell struct {
+	From     string           `json:"from"`
+	To       string           `json:"to"`
+	Port     int32            `json:"port"`
+	Protocol cluster.Protocol `json:"-"`
+	Proto    string           `json:"protocol"`
+	// Expected is the semantics model's verdict.
+	Expected bool `json:"expected"`
+	// Observed is what the packets did; meaningless when Probed is false.
+	Observed bool `json:"observed"`
+	Probed   bool `json:"probed"`
+	// Case is the case table's verdict, when the scenario has one for this cell.
+	Case   *bool  `json:"case,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	Err    string `json:"error,omitempty"`
+}
+
+// Agrees reports whether the cell's observed, expected and case verdicts
+// agree. Unprobed cells agree; lab faults never do.
+func (c Cell) Agrees() bool {
+	if c.Err != "" {
+		return false
+	}
+	if c.Case != nil && *c.Case != c.Expected {
+		return false
+	}
+	return !c.Probed || c.Observed == c.Expected
+}
+
+// StepResult is the outcome of one step.
+type StepResult struct {
+	Scenario string
+	Step     string
+	Index    int
+	Cells    []Cell
+	// Agree, Disagree and NotProbed count cells.
+	Agree, Disagree, NotProbed int
+	// SyncOps is the number of netlink operations the step's sync wrote over
+	// all nodes; FullSyncs how many nodes read the kernel back first.
+	SyncOps, FullSyncs int
+	// Invalid lists validation errors of the step's objects.
+	Invalid  []string
+	Duration time.Duration
+}
+
+// Tables returns the expected and observed truth tables by port/protocol.
+func (r *StepResult) Tables() (expected, observed truthtable.Tables) {
+	expected, observed = truthtable.Tables{}, truthtable.Tables{}
+	names := map[string]bool{}
+	for _, c := range r.Cells {
+		names[c.From], names[c.To] = true, true
+	}
+	var list []string
+	for n := range names {
+		list = append(list, n)
+	}
+	sort.Strings(list)
+	for _, c := range r.Cells {
+		pp := truthtable.PortProto{Port: c.Port, Protocol: c.Protocol}
+		if expected[pp] == nil {
+			expected[pp], observed[pp] = truthtable.New(list), truthtable.New(list)
+		}
+		expected[pp].Set(c.From, c.To, c.Expected)
+		if c.Probed {
+			observed[pp].Set(c.From, c.To, c.Observed)
+		}
+	}
+	return expected, observed
+}
+
+// Run builds the lab for the scenarios' pods (every scenario must use the same
+// pods, as the upstream cases do), runs every step, calls report after each
+// one, and tears the lab down, also when ctx is cancelled. It returns an error
+// for lab or enforcement faults, not for disagreements: those are in the
+// results.
+func Run(ctx context.Context, cfg Config, scenarios []Scenario, report func(StepResult)) (err error) {
+	if len(scenarios) == 0 || len(scenarios[0].Steps) == 0 {
+		return errors.New("runner: nothing to run")
+	}
+	if len(cfg.Protocols) == 0 {
+		cfg.Protocols = []cluster.Protocol{cluster.ProtocolTCP, cluster.ProtocolUDP}
+	}
+	l, err := lab.New(ctx, cfg.Lab, scenarios[0].Steps[0].Pods)
+	if err != nil {
+		return fmt.Errorf("building the lab: %w", err)
+	}
+	defer func() {
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("tearing the lab down: %w", cerr)
+		}
+	}()
+	e := &enforcer{lab: l, backends: map[string]*nft.Backend{}}
+	for _, n := range l.Nodes() {
+		h, ok := l.NodeNetNSHandle(n.Name)
+		if !ok {
+			return fmt.Errorf("lab has no netns for node %s", n.Name)
+		}
+		b, err := nft.New(nft.Options{NetNS: int(h)})
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		e.backends[n.Name] = b
+		e.nodes = append(e.nodes, n.Name)
+	}
+	for _, sc := range scenarios {
+		for i, st := range sc.Steps {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			res, err := e.step(ctx, cfg, sc.Name, i, st)
+			if err != nil {
+				return fmt.Errorf("%s step %d (%s): %w", sc.Name, i, st.Name, err)
+			}
+			report(res)
+		}
+	}
+	return nil
+}
+
+type enforcer struct {
+	lab      *lab.Lab
+	nodes    []string
+	backends map[string]*nft.Backend
+}
+
+func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index int, st Step) (StepResult, error) {
+	start := time.Now()
+	res := StepResult{Scenario: scenario, Step: st.Name, Index: index}
+	// The lab may have allocated addresses and nodes: use its view of the pods,
+	// with this step's labels.
+	if err := e.lab.UpdatePods(ctx, st.Pods); err != nil {
+		return res, err
+	}
+	pods := e.lab.PodObjects()
+	snap, errs := cluster.NewSnapshot(st.Namespaces, pods, st.Policies)
+	for _, err := range errs {
+		res.Invalid = append(res.Invalid, err.Error())
+	}
+	ix := selectors.FromSnapshot(snap)
+	for _, node := range e.nodes {
+		rs, err := compile.Compile(ix, node)
+		if err != nil {
+			return res, fmt.Errorf("compile %s: %w", node, err)
+		}
+		if cfg.Mutate != nil {
+			cfg.Mutate(node, rs)
+		}
+		stats, err := e.backends[node].Sync(ctx, rs)
+		if err != nil {
+			return res, fmt.Errorf("sync %s: %w", node, err)
+		}
+		res.SyncOps += stats.Ops
+		if stats.Full {
+			res.FullSyncs++
+		}
+	}
+
+	probes, cells := e.plan(cfg, snap, st)
+	results := e.lab.ProbeAll(ctx, probes)
+	for i, r := range results {
+		c := &cells[i]
+		c.Probed, c.Observed, c.Detail, c.Err = r.Probed, r.Observed, r.Detail, r.Err
+		switch {
+		case !c.Agrees():
+			res.Disagree++
+		case !c.Probed:
+			res.NotProbed++
+			res.Agree++
+		default:
+			res.Agree++
+		}
+	}
+	res.Cells = cells
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// plan lists the probes of a step with their expected verdicts.
+func (e *enforcer) plan(cfg Config, snap *cluster.Snapshot, st Step) ([]lab.Probe, []Cell) {
+	var probes []lab.Probe
+	var cells []Cell
+	var pods []*cluster.Pod
+	for _, p := range snap.Pods {
+		if !p.HostNetwork && len(p.IPs) > 0 {
+			pods = append(pods, p)
+		}
+	}
+	for _, src := range pods {
+		for _, dst := range pods {
+			if src == dst {
+				continue
+			}
+			for _, pp := range probeTargets(cfg, st, dst) {
+				sip, _ := src.IP(4)
+				dip, _ := dst.IP(4)
+				d := model.Evaluate(snap, model.Packet{
+					Src: model.Endpoint{Pod: src, IP: sip}, Dst: model.Endpoint{Pod: dst, IP: dip},
+					Protocol: pp.Protocol, Port: pp.Port,
+				})
+				c := Cell{From: src.Key(), To: dst.Key(), Port: pp.Port, Protocol: pp.Protocol, Proto: pp.Protocol.String(), Expected: d.Allowed}
+				if t := st.Expect[pp]; t != nil {
+					if want, probed := t.Get(src.Key(), dst.Key()); probed {
+						c.Case = &want
+					}
+				}
+				cells = append(cells, c)
+				probes = append(probes, lab.Probe{From: src.Key(), To: dst.Key(), Port: pp.Port, Protocol: pp.Protocol, Service: cfg.Lab.DNAT})
+			}
+		}
+	}
+	return probes, cells
+}
+
+// probeTargets returns the ports probed on dst: the step's list, or what dst
+// declares, widened to every configured protocol for the same port numbers.
+func probeTargets(cfg Config, st Step, dst *cluster.Pod) []truthtable.PortProto {
+	seen := map[truthtable.PortProto]bool{}
+	var out []truthtable.PortProto
+	add := func(pp truthtable.PortProto) {
+		if !seen[pp] {
+			seen[pp] = true
+			out = append(out, pp)
+		}
+	}
+	base := st.Probes
+	if base == nil {
+		for _, cp := range dst.Ports {
+			base = append(base, truthtable.PortProto{Port: cp.Port, Protocol: cp.Protocol})
+		}
+	}
+	for _, pp := range base {
+		if st.Expect[pp] != nil {
+			add(pp) // the case's own probes, SCTP included (reported as not probed)
+		}
+		for _, proto := range cfg.Protocols {
+			if st.Probes != nil || declares(dst, pp.Port, proto) {
+				add(truthtable.PortProto{Port: pp.Port, Protocol: proto})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+func declares(p *cluster.Pod, port int32, proto cluster.Protocol) bool {
+	for _, cp := range p.Ports {
+		if cp.Port == port && cp.Protocol == proto {
+			return true
+		}
+	}
+	return false
+}
+
+// CaseScenarios turns the upstream cases into scenarios over the model
+// cluster placed on nodes.
+func CaseScenarios(cases []conformance.Case, nodes []string) ([]Scenario, error) {
+	var out []Scenario
+	for _, c := range cases {
+		nss, pods := conformance.ModelCluster(nodes)
+		var pols []*networkingv1.NetworkPolicy
+		sc := Scenario{Name: c.Name}
+		// Every case starts from no policies and the model's labels: the
+		// first step's sync removes whatever the previous case left.
+		for i, st := range c.Steps {
+			var err error
+			nss, pods, pols, err = st.Apply(nss, pods, pols)
+			if err != nil {
+				return nil, fmt.Errorf("%s step %d: %w", c.Name, i, err)
+			}
+			sc.Steps = append(sc.Steps, Step{
+				Name: st.Name, Namespaces: nss, Pods: pods, Policies: pols,
+				Probes: st.Expect.Keys(), Expect: st.Expect,
+			})
+		}
+		out = append(out, sc)
+	}
+	return out, nil
+}
