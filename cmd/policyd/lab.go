@@ -296,4 +296,3 @@ func writeSummary(w io.Writer, results []runner.StepResult, cfg runner.Config, o
 	fmt.Fprintf(tw, "TOTAL (%d)\t%d\t%d\t%d\t%s\n", len(order), tc, ta, tn, total.Round(time.Millisecond))
 	tw.Flush()
 }
-
