@@ -1,0 +1,451 @@
+// Package pktpath owns the packet-path benchmark: it measures 64-byte UDP
+// packets per second and new TCP connections per second between two pod
+// network namespaces routed through a node network namespace, with no
+// nftables table on the node, with the table policyd compiles for a large
+// synthetic cluster, and with the same allow-list written as one linear rule
+// per peer address (the iptables style the compiled sets replace).
+//
+// The package has three parts: the scenario (a synthetic cluster plus two
+// benchmark pods and the policies that select them, compiled for the node that
+// hosts them, and the linear rendering of the destination's allow-list), the
+// topology (three network namespaces joined by veth pairs, always removed
+// again), and the traffic generators with the interleaved rounds that produce
+// a Report.
+package pktpath
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/selectors"
+	"github.com/policyd/policyd/selectors/selectorstest"
+)
+
+// Names of the benchmark's own objects in the synthetic cluster.
+const (
+	// ClientNamespace holds the source pod (pod A).
+	ClientNamespace = "pdbench-client"
+	// ServerNamespace holds the destination pod (pod B).
+	ServerNamespace = "pdbench-server"
+	// ClientPod and ServerPod are the two benchmark pods.
+	ClientPod = "pdbench-client-0"
+	ServerPod = "pdbench-server-0"
+	// IngressAllowPolicy and EgressAllowPolicy are the policies whose second
+	// rule allows the benchmark flow. Their keys sort after the other
+	// benchmark policies, so the allowing rule is checked last.
+	IngressAllowPolicy = "pdbench-in-3-allow"
+	EgressAllowPolicy  = "pdbench-eg-3-allow"
+	// AllowRuleIndex is the index of the allowing rule in both policies.
+	AllowRuleIndex = 1
+
+	// Port is the UDP and TCP port of the benchmark flow.
+	Port = 7000
+
+	// LinearTable is the name of the inet table holding configuration (c).
+	LinearTable = "pdbench_linear"
+)
+
+// Scenario is a synthetic cluster with the two benchmark pods and their
+// policies, and the node they run on.
+type Scenario struct {
+	// Snapshot is the whole cluster, synthetic part and benchmark part.
+	Snapshot *cluster.Snapshot
+	// Node is the node both benchmark pods run on; Compile compiles for it.
+	Node string
+	// Src and Dst are the benchmark pods: Src sends, Dst receives.
+	Src, Dst *cluster.Pod
+	// SyntheticPods, SyntheticPolicies and Namespaces are the sizes of the
+	// synthetic part, as asked for.
+	SyntheticPods, SyntheticPolicies, Namespaces int
+}
+
+// NewScenario builds the synthetic cluster (selectorstest.Synthetic) and adds
+// the benchmark pods and policies on top:
+//
+//   - Src (pdbench-client/pdbench-client-0) and Dst
+//     (pdbench-server/pdbench-server-0) run on the synthetic node that holds
+//     the most pods, at addresses no synthetic pod uses;
+//   - three ingress policies select Dst: one allowing the platform team's
+//     namespaces on TCP 9090, one allowing every frontend pod of the cluster on
+//     TCP 8080 (Src is a frontend pod: its source address matches, the port
+//     does not), and pdbench-in-3-allow, whose rule 0 allows an ipBlock and
+//     whose rule 1 allows Src on TCP and UDP Port;
+//   - three egress policies select Src, built the same way: DNS to CoreDNS,
+//     every backend pod (Dst is one) on TCP 8080 and 9000, and
+//     pdbench-eg-3-allow, whose rule 1 allows Dst on TCP and UDP Port.
+//
+// So the allowing rule is never the first one checked in either direction.
+func NewScenario(pods, policies, namespaces int, seed int64) (*Scenario, error) {
+	if pods < 1 || policies < 0 || namespaces < 2 {
+		return nil, fmt.Errorf("scenario: need pods >= 1, policies >= 0 and namespaces >= 2, got %d, %d, %d", pods, policies, namespaces)
+	}
+	snap := selectorstest.Synthetic(pods, policies, namespaces, seed)
+	sc := &Scenario{Snapshot: snap, Node: busiestNode(snap), SyntheticPods: pods, SyntheticPolicies: policies, Namespaces: namespaces}
+
+	src, dst, err := freeAddrs(snap)
+	if err != nil {
+		return nil, err
+	}
+	sc.Src = &cluster.Pod{
+		Namespace: ClientNamespace, Name: ClientPod, NodeName: sc.Node,
+		Labels: labels.Set{"app": "pdbench-client", "tier": "frontend", "team": "bench"},
+		IPs:    []netip.Addr{src},
+	}
+	sc.Dst = &cluster.Pod{
+		Namespace: ServerNamespace, Name: ServerPod, NodeName: sc.Node,
+		Labels: labels.Set{"app": "pdbench-server", "tier": "backend", "team": "bench"},
+		IPs:    []netip.Addr{dst},
+		Ports:  []cluster.ContainerPort{{Name: "bench-udp", Port: Port, Protocol: cluster.ProtocolUDP}, {Name: "bench-tcp", Port: Port, Protocol: cluster.ProtocolTCP}},
+	}
+	for _, name := range []string{ClientNamespace, ServerNamespace} {
+		if _, ok := snap.Namespaces[name]; ok {
+			return nil, fmt.Errorf("scenario: synthetic cluster already has namespace %s", name)
+		}
+		snap.Namespaces[name] = cluster.ConvertNamespace(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"team": "bench"}}})
+	}
+	snap.Pods = append(snap.Pods, sc.Src, sc.Dst)
+	for _, np := range benchPolicies() {
+		p, errs := cluster.ConvertPolicy(np)
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("scenario: benchmark policy %s/%s: %v", np.Namespace, np.Name, errs)
+		}
+		snap.Policies = append(snap.Policies, p)
+	}
+	snap.Sort()
+	return sc, nil
+}
+
+// busiestNode returns the node that runs the most non-hostNetwork pods
+// (the smallest name on a tie), or "pdbench-node" for a cluster without pods.
+func busiestNode(s *cluster.Snapshot) string {
+	count := map[string]int{}
+	for _, p := range s.Pods {
+		if p.NodeName != "" && !p.HostNetwork {
+			count[p.NodeName]++
+		}
+	}
+	best, n := "pdbench-node", 0
+	for node, c := range count {
+		if c > n || (c == n && node < best) {
+			best, n = node, c
+		}
+	}
+	return best
+}
+
+// benchAddrBase is where the benchmark pods' addresses are looked for:
+// outside the synthetic generator's 10.1-10.200 ipBlocks, and away from
+// gatewayA and gatewayB.
+var benchAddrBase = netip.MustParseAddr("10.250.0.10")
+
+// Gateway addresses of the node side of the two veth pairs.
+var (
+	gatewayA = netip.MustParseAddr("10.250.255.1")
+	gatewayB = netip.MustParseAddr("10.250.255.2")
+)
+
+// freeAddrs returns two addresses that no pod of s holds.
+func freeAddrs(s *cluster.Snapshot) (src, dst netip.Addr, err error) {
+	used := map[netip.Addr]bool{gatewayA: true, gatewayB: true}
+	for _, p := range s.Pods {
+		for _, a := range p.IPs {
+			used[a] = true
+		}
+	}
+	var got []netip.Addr
+	for a := benchAddrBase; len(got) < 2 && a.As4()[1] == benchAddrBase.As4()[1]; a = a.Next() {
+		if !used[a] && a.As4()[3] != 0 && a.As4()[3] != 255 {
+			got = append(got, a)
+		}
+	}
+	if len(got) < 2 {
+		return src, dst, fmt.Errorf("scenario: no free addresses in 10.250.0.0/16 for the benchmark pods")
+	}
+	return got[0], got[1], nil
+}
+
+func benchPolicies() []*networkingv1.NetworkPolicy {
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	port := func(proto corev1.Protocol, n int32) networkingv1.NetworkPolicyPort {
+		p := intstr.FromInt32(n)
+		return networkingv1.NetworkPolicyPort{Protocol: &proto, Port: &p}
+	}
+	sel := func(kv ...string) *metav1.LabelSelector {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return &metav1.LabelSelector{MatchLabels: m}
+	}
+	benchPorts := []networkingv1.NetworkPolicyPort{port(tcp, Port), port(udp, Port)}
+	ingress := func(name string, rules ...networkingv1.NetworkPolicyIngressRule) *networkingv1.NetworkPolicy {
+		return &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ServerNamespace, Name: name},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: *sel("app", "pdbench-server"),
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress:     rules,
+			},
+		}
+	}
+	egress := func(name string, rules ...networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
+		return &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ClientNamespace, Name: name},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: *sel("app", "pdbench-client"),
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+				Egress:      rules,
+			},
+		}
+	}
+	block := networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "10.249.0.0/16"}}
+	return []*networkingv1.NetworkPolicy{
+		ingress("pdbench-in-1-monitoring", networkingv1.NetworkPolicyIngressRule{
+			From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel("team", "platform")}},
+			Ports: []networkingv1.NetworkPolicyPort{port(tcp, 9090)},
+		}),
+		ingress("pdbench-in-2-frontends", networkingv1.NetworkPolicyIngressRule{
+			From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}, PodSelector: sel("tier", "frontend")}},
+			Ports: []networkingv1.NetworkPolicyPort{port(tcp, 8080)},
+		}),
+		ingress(IngressAllowPolicy,
+			networkingv1.NetworkPolicyIngressRule{From: []networkingv1.NetworkPolicyPeer{block}},
+			networkingv1.NetworkPolicyIngressRule{
+				From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel(corev1.LabelMetadataName, ClientNamespace), PodSelector: sel("app", "pdbench-client")}},
+				Ports: benchPorts,
+			}),
+		egress("pdbench-eg-1-dns", networkingv1.NetworkPolicyEgressRule{
+			To:    []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel(corev1.LabelMetadataName, "kube-system"), PodSelector: sel("k8s-app", "kube-dns")}},
+			Ports: []networkingv1.NetworkPolicyPort{port(udp, 53), port(tcp, 53)},
+		}),
+		egress("pdbench-eg-2-backends", networkingv1.NetworkPolicyEgressRule{
+			To:    []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}, PodSelector: sel("tier", "backend")}},
+			Ports: []networkingv1.NetworkPolicyPort{port(tcp, 8080), port(tcp, 9000)},
+		}),
+		egress(EgressAllowPolicy,
+			networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{block}, Ports: []networkingv1.NetworkPolicyPort{port(tcp, 443)}},
+			networkingv1.NetworkPolicyEgressRule{
+				To:    []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel(corev1.LabelMetadataName, ServerNamespace), PodSelector: sel("app", "pdbench-server")}},
+				Ports: benchPorts,
+			}),
+	}
+}
+
+// Compile compiles the scenario's cluster for its node, through the selector
+// index as the agent does.
+func (sc *Scenario) Compile() (*ruleset.Ruleset, error) {
+	rs, err := compile.Compile(selectors.FromSnapshot(sc.Snapshot), sc.Node)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: compile for node %s: %w", sc.Node, err)
+	}
+	return rs, nil
+}
+
+// Stats are the sizes of a compiled ruleset.
+type Stats struct {
+	// Sets and Maps count named sets and verdict maps; Elements counts the
+	// elements of both.
+	Sets, Maps, Elements int
+	// Chains counts regular chains; Rules counts the rules of every chain.
+	Chains, Rules int
+	// NodePods is the number of entries in the dispatch maps (pod addresses
+	// with a policy group on the node, per direction).
+	DispatchEntries int
+}
+
+// RulesetStats counts the parts of rs.
+func RulesetStats(rs *ruleset.Ruleset) Stats {
+	var st Stats
+	for _, s := range rs.Sets {
+		if s.Map {
+			st.Maps++
+			st.DispatchEntries += len(s.Elements)
+		} else {
+			st.Sets++
+		}
+		st.Elements += len(s.Elements)
+	}
+	for _, c := range rs.Chains {
+		if c.Base == nil {
+			st.Chains++
+		}
+		st.Rules += len(c.Rules)
+	}
+	return st
+}
+
+// GroupChain returns the chain that the dispatch map of direction d sends the
+// address addr to, or an error when addr has no entry.
+func GroupChain(rs *ruleset.Ruleset, d cluster.Direction, addr netip.Addr) (*ruleset.Chain, error) {
+	mapName := compile.MapIngress4
+	if d == cluster.Egress {
+		mapName = compile.MapEgress4
+	}
+	if addr.Is6() {
+		mapName = mapName[:len(mapName)-1] + "6"
+	}
+	m := rs.Set(mapName)
+	if m == nil {
+		return nil, fmt.Errorf("ruleset has no map %s", mapName)
+	}
+	for _, e := range m.Elements {
+		if e.Addr == addr {
+			if e.Verdict.Kind != ruleset.Jump {
+				return nil, fmt.Errorf("map %s: entry %s is %s, not a jump", mapName, addr, e.Verdict)
+			}
+			c := rs.Chain(e.Verdict.Chain)
+			if c == nil {
+				return nil, fmt.Errorf("map %s: entry %s jumps to missing chain %s", mapName, addr, e.Verdict.Chain)
+			}
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("map %s has no entry for %s", mapName, addr)
+}
+
+// Linear is configuration (c): the destination's ingress allow-list as one
+// rule per allowed peer address.
+type Linear struct {
+	// Text is `nft -f` input creating table inet LinearTable.
+	Text string
+	// Rules counts the per-peer accept rules (not the conntrack and drop
+	// rules around them).
+	Rules int
+}
+
+// LinearAllowList renders the IPv4 ingress allow-list that rs applies to dst
+// in the iptables style: a table inet LinearTable whose postrouting chain
+// (hook postrouting, the compiled table's priority) accepts established and
+// related packets, then has one rule per allowed peer address or ipBlock range
+//
+//	ip saddr <peer> ip daddr <dst> meta l4proto . th dport { <ports> } accept
+//
+// (no port match when some rule allows that peer every port), with src's rule
+// placed last, then drops everything else sent to dst. The allow-list is read
+// from dst's ingress chain in rs, so it is exactly what the compiled table
+// allows, set lookups unrolled.
+func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) {
+	chain, err := GroupChain(rs, cluster.Ingress, dst)
+	if err != nil {
+		return nil, fmt.Errorf("linear allow-list for %s: %w", dst, err)
+	}
+	type peerPorts struct {
+		all   bool
+		ports map[string]bool
+	}
+	peers := map[string]*peerPorts{}
+	var order []string
+	note := func(peer string, all bool, ports []string) {
+		pp, ok := peers[peer]
+		if !ok {
+			pp = &peerPorts{ports: map[string]bool{}}
+			peers[peer] = pp
+			order = append(order, peer)
+		}
+		pp.all = pp.all || all
+		for _, p := range ports {
+			pp.ports[p] = true
+		}
+	}
+	for i, r := range chain.Rules {
+		ar, ok := r.(*ruleset.AllowRule)
+		if !ok {
+			continue
+		}
+		if ar.Family == 6 {
+			continue
+		}
+		var ports []string
+		all := ar.PortSet == "" && ar.NamedPortSet == ""
+		if ar.PortSet != "" {
+			s := rs.Set(ar.PortSet)
+			if s == nil {
+				return nil, fmt.Errorf("chain %s rule %d: missing port set %s", chain.Name, i, ar.PortSet)
+			}
+			for _, e := range s.Elements {
+				ports = append(ports, s.ElementKey(e))
+			}
+		}
+		if ar.NamedPortSet != "" {
+			s := rs.Set(ar.NamedPortSet)
+			if s == nil {
+				return nil, fmt.Errorf("chain %s rule %d: missing named-port set %s", chain.Name, i, ar.NamedPortSet)
+			}
+			for _, e := range s.Elements {
+				if e.Addr == dst {
+					ports = append(ports, protoName(e.Proto)+" . "+fmt.Sprint(e.Port))
+				}
+			}
+			if len(ports) == 0 && ar.PortSet == "" {
+				continue // the named port does not resolve on dst: the rule allows nothing
+			}
+		}
+		if ar.PeerSet == "" {
+			note("", all, ports)
+			continue
+		}
+		s := rs.Set(ar.PeerSet)
+		if s == nil {
+			return nil, fmt.Errorf("chain %s rule %d: missing peer set %s", chain.Name, i, ar.PeerSet)
+		}
+		for _, e := range s.Elements {
+			note(s.ElementKey(e), all, ports)
+		}
+	}
+	srcKey := src.String()
+	if _, ok := peers[srcKey]; !ok {
+		return nil, fmt.Errorf("linear allow-list: %s's ingress chain %s does not allow %s", dst, chain.Name, src)
+	}
+	sort.SliceStable(order, func(i, j int) bool {
+		if (order[i] == srcKey) != (order[j] == srcKey) {
+			return order[j] == srcKey
+		}
+		return false
+	})
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n\tchain postrouting {\n\t\ttype filter hook postrouting priority %d; policy accept;\n", LinearTable, compile.PriorityPostrouting)
+	b.WriteString("\t\tct state established,related accept\n")
+	for _, peer := range order {
+		pp := peers[peer]
+		b.WriteString("\t\t")
+		if peer != "" {
+			fmt.Fprintf(&b, "ip saddr %s ", peer)
+		}
+		fmt.Fprintf(&b, "ip daddr %s ", dst)
+		if !pp.all {
+			ports := make([]string, 0, len(pp.ports))
+			for p := range pp.ports {
+				ports = append(ports, p)
+			}
+			sort.Strings(ports)
+			fmt.Fprintf(&b, "meta l4proto . th dport { %s } ", strings.Join(ports, ", "))
+		}
+		b.WriteString("accept\n")
+	}
+	fmt.Fprintf(&b, "\t\tip daddr %s drop\n\t}\n}\n", dst)
+	return &Linear{Text: b.String(), Rules: len(order)}, nil
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 132:
+		return "sctp"
+	}
+	return fmt.Sprint(p)
+}
