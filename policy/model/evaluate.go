@@ -120,13 +120,12 @@ func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Directi
 		}
 		return out
 	}
-	out.Pod = pod.Key()
 	policies := e.isolating(pod, d)
-	if len(policies) > 0 {
-		out.Isolated = true
-		out.Policies = make([]string, len(policies))
-		for i, p := range policies {
-			out.Policies[i] = p.Key()
+	out.Isolated = len(policies) > 0
+	if explain {
+		out.Pod = pod.Key()
+		for _, p := range policies {
+			out.Policies = append(out.Policies, p.Key())
 		}
 	}
 	if d == cluster.Ingress && pkt.Src.Node {
@@ -374,7 +373,7 @@ func describePort(pt cluster.Port, dst *cluster.Pod) string {
 		return pt.String()
 	}
 	if dst == nil {
-		return pt.String() + " (destination is not a pod: named ports never match)"
+		return pt.String() + " (named ports only match pod destinations, not hostNetwork pods or other addresses)"
 	}
 	if n, ok := dst.ResolvePort(pt.Name, pt.Protocol); ok {
 		return fmt.Sprintf("%s (=%d on %s)", pt, n, dst.Key())

@@ -273,6 +273,18 @@ func TestEvaluate(t *testing.T) {
 			},
 		},
 		{
+			name: "named ports never match a hostNetwork destination",
+			policies: []*networkingv1.NetworkPolicy{np("x", "named-out", selecting("app", "a"), types(tEg),
+				egress(eg(nil, namedPort(tcp, "serve-80-tcp")), eg(peers(ipPeer("10.255.0.0/24")), port(tcp, 81))))},
+			probes: []probe{
+				yes("x/a", "x/b", tcp, 80),
+				no("x/a", "x/host", tcp, 80).with(func(t *testing.T, d Decision) {
+					wantContains(t, d.Egress.NearestMiss.Reason, "TCP/serve-80-tcp (named ports only match pod destinations, not hostNetwork pods or other addresses)")
+				}),
+				yes("x/a", "x/host", tcp, 81), // numeric ports and ipBlocks do
+			},
+		},
+		{
 			name: "port ranges with endPort, per protocol",
 			policies: []*networkingv1.NetworkPolicy{np("x", "range", selecting("app", "a"),
 				ingress(in(nil, portRange(tcp, 80, 81), portRange(sctp, 1000, 2000))))},

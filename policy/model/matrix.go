@@ -16,65 +16,80 @@ import (
 // common family is left out. Cells are sorted by From, To, Port, Protocol.
 func Matrix(s *cluster.Snapshot) []Cell {
 	e := newEvaluator(s)
-	var pods []*cluster.Pod
+	type probed struct {
+		pod   *cluster.Pod
+		key   string
+		ports []portProto
+	}
+	var pods []probed
 	for _, p := range s.Pods {
 		if !p.HostNetwork && len(p.IPs) > 0 {
-			pods = append(pods, p)
+			pods = append(pods, probed{pod: p, key: p.Key(), ports: declaredPorts(p)})
 		}
 	}
-	type pp struct {
-		port  int32
-		proto cluster.Protocol
-	}
-	var cells []Cell
+	// Iterating in key order over sorted ports yields sorted cells.
+	sort.Slice(pods, func(i, j int) bool { return pods[i].key < pods[j].key })
+	total := 0
 	for _, to := range pods {
-		seen := map[pp]bool{}
-		var ports []pp
-		for _, cp := range to.Ports {
-			k := pp{cp.Port, cp.Protocol}
-			if cp.Port < 1 || cp.Port > 65535 || cp.Protocol == cluster.ProtocolInvalid || seen[k] {
+		total += len(to.ports) * (len(pods) - 1)
+	}
+	cells := make([]Cell, 0, total)
+	for _, from := range pods {
+		for _, to := range pods {
+			if from.pod == to.pod {
 				continue
 			}
-			seen[k] = true
-			ports = append(ports, k)
-		}
-		for _, from := range pods {
-			if from == to {
+			src, dst, ok := commonFamily(from.pod, to.pod)
+			if !ok {
 				continue
 			}
-			var src, dst Endpoint
-			found := false
-			for _, dip := range to.IPs {
-				fam := 6
-				if dip.Is4() {
-					fam = 4
-				}
-				if sip, ok := from.IP(fam); ok {
-					src, dst, found = Endpoint{Pod: from, IP: sip}, Endpoint{Pod: to, IP: dip}, true
-					break
-				}
-			}
-			if !found {
-				continue
-			}
-			for _, k := range ports {
+			for _, k := range to.ports {
 				d := e.evaluate(Packet{Src: src, Dst: dst, Protocol: k.proto, Port: k.port}, false)
-				cells = append(cells, Cell{From: from.Key(), To: to.Key(), Port: k.port, Protocol: k.proto, Allowed: d.Allowed})
+				cells = append(cells, Cell{From: from.key, To: to.key, Port: k.port, Protocol: k.proto, Allowed: d.Allowed})
 			}
 		}
 	}
-	sort.Slice(cells, func(i, j int) bool {
-		a, b := cells[i], cells[j]
-		if a.From != b.From {
-			return a.From < b.From
-		}
-		if a.To != b.To {
-			return a.To < b.To
-		}
-		if a.Port != b.Port {
-			return a.Port < b.Port
-		}
-		return a.Protocol < b.Protocol
-	})
 	return cells
+}
+
+type portProto struct {
+	port  int32
+	proto cluster.Protocol
+}
+
+// declaredPorts returns the pod's distinct valid container ports, sorted by
+// port then protocol.
+func declaredPorts(p *cluster.Pod) []portProto {
+	seen := map[portProto]bool{}
+	var out []portProto
+	for _, cp := range p.Ports {
+		k := portProto{cp.Port, cp.Protocol}
+		if cp.Port < 1 || cp.Port > 65535 || cp.Protocol == cluster.ProtocolInvalid || seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].port != out[j].port {
+			return out[i].port < out[j].port
+		}
+		return out[i].proto < out[j].proto
+	})
+	return out
+}
+
+// commonFamily picks the endpoints of a probe from -> to: the destination's
+// first address whose family the source also has.
+func commonFamily(from, to *cluster.Pod) (src, dst Endpoint, ok bool) {
+	for _, dip := range to.IPs {
+		fam := 6
+		if dip.Is4() {
+			fam = 4
+		}
+		if sip, found := from.IP(fam); found {
+			return Endpoint{Pod: from, IP: sip}, Endpoint{Pod: to, IP: dip}, true
+		}
+	}
+	return Endpoint{}, Endpoint{}, false
 }
