@@ -1,0 +1,146 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where named network namespaces are bind-mounted, as by
+// `ip netns add`.
+const netnsDir = "/run/netns"
+
+// onFreshThread runs fn on a new goroutine locked to its OS thread and waits
+// for it. The goroutine returns without unlocking, so the Go runtime destroys
+// the thread afterwards instead of reusing it: whatever fn did to the thread
+// (entering a namespace) can never leak into other goroutines, even when
+// restoring would have failed. The runtime creates threads for locked
+// goroutines from its template thread, so no new thread inherits fn's
+// namespace either.
+func onFreshThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// inNetNS runs fn on a fresh OS thread that has entered the network namespace
+// ns. Sockets fn creates belong to ns for their whole life, whichever thread
+// later uses them.
+func inNetNS(ns netns.NsHandle, fn func() error) error {
+	return onFreshThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("entering network namespace: %w", err)
+		}
+		return fn()
+	})
+}
+
+// createNetNS creates the named network namespace /run/netns/<name> and
+// returns an open handle to it. It fails if the name exists.
+func createNetNS(name string) (netns.NsHandle, error) {
+	var h netns.NsHandle
+	err := onFreshThread(func() error {
+		var err error
+		h, err = netns.NewNamed(name)
+		return err
+	})
+	if err != nil {
+		if !errors.Is(err, os.ErrExist) {
+			_ = deleteNetNS(name) // NewNamed can leave the file behind
+		}
+		return netns.None(), fmt.Errorf("creating network namespace %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// deleteNetNS removes the named network namespace. The kernel destroys the
+// namespace when its last reference (open handle, socket, process) is gone.
+// A missing name is not an error.
+func deleteNetNS(name string) error {
+	p := filepath.Join(netnsDir, name)
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmounting %s: %w", p, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", p, err)
+	}
+	return nil
+}
+
+// listNetNS returns the names of the named network namespaces that start
+// with prefix.
+func listNetNS(prefix string) ([]string, error) {
+	ents, err := os.ReadDir(netnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// sysctl is one /proc/sys setting, with the key in slash form
+// ("net/ipv4/ip_forward").
+type sysctl struct{ key, value string }
+
+// setSysctls writes the settings inside ns, in order. Network sysctls are
+// resolved against the writing thread's namespace.
+func setSysctls(ns netns.NsHandle, settings ...sysctl) error {
+	return inNetNS(ns, func() error {
+		for _, s := range settings {
+			if err := os.WriteFile(filepath.Join("/proc/sys", s.key), []byte(s.value), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", s.key, s.value, err)
+			}
+		}
+		return nil
+	})
+}
+
+// readSysctl reads one setting inside ns.
+func readSysctl(ns netns.NsHandle, key string) (string, error) {
+	var v []byte
+	err := inNetNS(ns, func() error {
+		var err error
+		v, err = os.ReadFile(filepath.Join("/proc/sys", key))
+		return err
+	})
+	return strings.TrimSpace(string(v)), err
+}
+
+// execInNetNS runs a command inside ns and returns its standard output. The
+// child is forked from a thread inside ns and inherits it; the mount
+// namespace is the caller's. stdin may be nil.
+func execInNetNS(ctx context.Context, ns netns.NsHandle, stdin []byte, name string, args ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	err := inNetNS(ns, func() error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		if stdin != nil {
+			cmd.Stdin = bytes.NewReader(stdin)
+		}
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		return cmd.Run()
+	})
+	if err != nil {
+		return stdout.Bytes(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
