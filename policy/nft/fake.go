@@ -68,6 +68,10 @@ func (f *Fake) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, erro
 	if want == nil {
 		want = &ruleset.Ruleset{}
 	}
+	if err := checkSorted(want); err != nil {
+		f.synced = false
+		return stats, fmt.Errorf("nft sync (fake): %w", err)
+	}
 	if f.failNext != nil {
 		err := f.failNext
 		f.failNext, f.synced = nil, false

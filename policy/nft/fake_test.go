@@ -311,3 +311,37 @@ func TestFake_RejectsChainChangedUnderSameName(t *testing.T) {
 		t.Fatalf("Sync error = %v, want a content-hash complaint", err)
 	}
 }
+
+func TestSync_RejectsBadInputBeforeTouchingTheKernel(t *testing.T) {
+	t.Parallel()
+	b, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{NetNS: -1}); err == nil {
+		t.Error("New accepted a negative namespace fd")
+	}
+	unsorted := fullRuleset()
+	unsorted.Sets[0], unsorted.Sets[1] = unsorted.Sets[1], unsorted.Sets[0]
+	dup := fullRuleset()
+	dup.Chains = append(dup.Chains, dup.Chains[len(dup.Chains)-1])
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		r    *ruleset.Ruleset
+		err  string
+	}{
+		{"unsorted sets", context.Background(), unsorted, "not sorted"},
+		{"duplicate chain", context.Background(), dup, "duplicated"},
+		{"cancelled context", ctx, fullRuleset(), "context canceled"},
+	}
+	for _, tt := range tests {
+		for name, be := range map[string]Interface{"backend": b, "fake": NewFake()} {
+			if _, err := be.Sync(tt.ctx, tt.r); err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: %s: Sync error = %v, want %q", tt.name, name, err, tt.err)
+			}
+		}
+	}
+}

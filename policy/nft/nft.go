@@ -111,6 +111,9 @@ func (b *Backend) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 	if want == nil {
 		want = &ruleset.Ruleset{}
 	}
+	if err := checkSorted(want); err != nil {
+		return SyncStats{}, fmt.Errorf("nft sync: %w", err)
+	}
 	stats, err := b.sync(ctx, want)
 	stats.Duration = time.Since(start)
 	if err != nil {
@@ -177,6 +180,22 @@ func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 		b.last, b.lastGen = want, after
 	}
 	return stats, nil
+}
+
+// checkSorted rejects a Ruleset whose sets or chains are not sorted by name
+// (or have duplicate names): lookups by name would miss objects.
+func checkSorted(r *ruleset.Ruleset) error {
+	for i := 1; i < len(r.Sets); i++ {
+		if r.Sets[i-1].Name >= r.Sets[i].Name {
+			return fmt.Errorf("ruleset sets not sorted or duplicated at %q (call Ruleset.Sort)", r.Sets[i].Name)
+		}
+	}
+	for i := 1; i < len(r.Chains); i++ {
+		if r.Chains[i-1].Name >= r.Chains[i].Name {
+			return fmt.Errorf("ruleset chains not sorted or duplicated at %q (call Ruleset.Sort)", r.Chains[i].Name)
+		}
+	}
+	return nil
 }
 
 // nextGen returns the generation id after g (the kernel skips 0).

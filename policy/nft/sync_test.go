@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/policyd/policyd/internal/netnstest"
@@ -59,12 +60,28 @@ func normalizeListing(s string) string {
 // the namespace ns to hold the same table.
 func expectListing(t *testing.T, ns string, want *ruleset.Ruleset) {
 	t.Helper()
-	ref, _ := kernelNS(t)
-	applyText(t, ref, want.Text())
-	if got, exp := normalizedListing(t, ns), normalizedListing(t, ref); got != exp {
+	text := want.Text()
+	refListings.Lock()
+	exp, ok := refListings.m[text]
+	refListings.Unlock()
+	if !ok {
+		ref, _ := kernelNS(t)
+		applyText(t, ref, text)
+		exp = normalizedListing(t, ref)
+		refListings.Lock()
+		refListings.m[text] = exp
+		refListings.Unlock()
+	}
+	if got := normalizedListing(t, ns); got != exp {
 		t.Fatalf("table differs from nft -f of the wanted Ruleset (-want +got):\n%s", lineDiff(exp, got))
 	}
 }
+
+// refListings caches the normalized listing of nft -f of a Ruleset's text.
+var refListings = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}
 
 func mustSync(t *testing.T, b *Backend, want *ruleset.Ruleset) SyncStats {
 	t.Helper()

@@ -255,9 +255,75 @@ func (s *Set) elementID(e Element) elemID {
 	return id
 }
 
+// compareID orders element identities: address, end, protocol, port, end.
+func compareID(a, b elemID) int {
+	if c := a.addr.Compare(b.addr); c != 0 {
+		return c
+	}
+	if c := a.addrEnd.Compare(b.addrEnd); c != 0 {
+		return c
+	}
+	switch {
+	case a.proto != b.proto:
+		return int(a.proto) - int(b.proto)
+	case a.port != b.port:
+		return int(a.port) - int(b.port)
+	}
+	return int(a.portEnd) - int(b.portEnd)
+}
+
+// sortedIDs reports whether the elements of s are in strictly increasing
+// identity order, as SortElements leaves them (unless there are duplicates).
+func sortedIDs(s *Set) bool {
+	for i := 1; i < len(s.Elements); i++ {
+		if compareID(s.elementID(s.Elements[i-1]), s.elementID(s.Elements[i])) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // diffElements returns the elements to add to and delete from old to make it
-// equal to new. Both must have the same type.
+// equal to new. Both must have the same type. Sorted element lists (the
+// normal case) are merged in one pass; others go through a hash map.
 func diffElements(old, new *Set) (add, del []Element) {
+	if old == new {
+		return nil, nil
+	}
+	if !sortedIDs(old) || !sortedIDs(new) {
+		return diffElementsHashed(old, new)
+	}
+	i, j := 0, 0
+	for i < len(old.Elements) || j < len(new.Elements) {
+		var c int
+		switch {
+		case i == len(old.Elements):
+			c = 1
+		case j == len(new.Elements):
+			c = -1
+		default:
+			c = compareID(old.elementID(old.Elements[i]), new.elementID(new.Elements[j]))
+		}
+		switch {
+		case c < 0:
+			del = append(del, old.Elements[i])
+			i++
+		case c > 0:
+			add = append(add, new.Elements[j])
+			j++
+		default:
+			if new.Map && old.Elements[i].Verdict != new.Elements[j].Verdict {
+				del = append(del, old.Elements[i])
+				add = append(add, new.Elements[j])
+			}
+			i++
+			j++
+		}
+	}
+	return add, del
+}
+
+func diffElementsHashed(old, new *Set) (add, del []Element) {
 	have := make(map[elemID]Element, len(old.Elements))
 	for _, e := range old.Elements {
 		have[old.elementID(e)] = e

@@ -434,3 +434,37 @@ func wantElems(t *testing.T, list []SetElements, set string, want ...string) {
 	}
 	wantNames(t, "elements of "+set, got, want...)
 }
+
+// TestDiffElements_UnsortedAndDuplicates checks that unsorted or duplicated
+// element lists give the same result as sorted ones.
+func TestDiffElements_UnsortedAndDuplicates(t *testing.T) {
+	t.Parallel()
+	mk := func(elems ...Element) *Set { return &Set{Name: "m", Key: KeyIPv4, Map: true, Elements: elems} }
+	a := Element{Addr: addr("10.0.0.1"), Verdict: Verdict{Kind: Accept}}
+	b := Element{Addr: addr("10.0.0.2"), Verdict: Verdict{Kind: Accept}}
+	b2 := Element{Addr: addr("10.0.0.2"), Verdict: Verdict{Kind: Drop}}
+	c := Element{Addr: addr("10.0.0.3"), Verdict: Verdict{Kind: Accept}}
+	tests := []struct {
+		name     string
+		old, new *Set
+		add, del int
+	}{
+		{"sorted", mk(a, b), mk(b2, c), 2, 2},
+		{"unsorted", mk(b, a), mk(c, b2), 2, 2},
+		{"duplicates", mk(a, a, b), mk(a, b, b), 0, 0},
+		{"same set", mk(a), nil, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := tt.new
+			if n == nil {
+				n = tt.old
+			}
+			add, del := diffElements(tt.old, n)
+			if len(add) != tt.add || len(del) != tt.del {
+				t.Errorf("add %v del %v, want %d adds and %d deletes", add, del, tt.add, tt.del)
+			}
+		})
+	}
+}
