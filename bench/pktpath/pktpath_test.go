@@ -3,6 +3,7 @@ package pktpath
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,18 +149,51 @@ func TestLinearAllowList_OneRulePerPeerSourceLast(t *testing.T) {
 	}
 }
 
-// TestPacketPath_CompiledTableSitsOnThePath loads the compiled table into the
-// node of a real topology and checks that the benchmark flow passes with it,
-// and passes no more once the allowing rule of either direction is removed:
-// so what the benchmark measures really is the compiled table on the path.
-// The same is checked for the linear configuration.
-func TestPacketPath_CompiledTableSitsOnThePath(t *testing.T) {
+func skipUnlessRoot(t *testing.T) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
 			t.Fatal("needs root to create network namespaces, and CI must run it")
 		}
 		t.Skip("needs root to create network namespaces and load nftables rulesets")
 	}
+}
+
+func TestRemoveLeftovers_KeepsNamespacesOfLiveRuns(t *testing.T) {
+	skipUnlessRoot(t)
+	// 999999999 is above any pid_max, so no process has it.
+	dead := NetnsPrefix + "999999999-leftover"
+	live := NetnsPrefix + strconv.Itoa(os.Getpid()) + "-live"
+	for _, ns := range []string{dead, live} {
+		if err := run("ip", "netns", "add", ns); err != nil {
+			t.Fatalf("create %s: %v", ns, err)
+		}
+		t.Cleanup(func() {
+			if netnsExists(ns) {
+				if err := run("ip", "netns", "del", ns); err != nil {
+					t.Errorf("delete %s: %v", ns, err)
+				}
+			}
+		})
+	}
+	if err := RemoveLeftovers(); err != nil {
+		t.Fatalf("RemoveLeftovers: %v", err)
+	}
+	if netnsExists(dead) {
+		t.Errorf("%s (no such process) was kept", dead)
+	}
+	if !netnsExists(live) {
+		t.Errorf("%s (this process) was removed", live)
+	}
+}
+
+// TestPacketPath_CompiledTableSitsOnThePath loads the compiled table into the
+// node of a real topology and checks that the benchmark flow passes with it,
+// and passes no more once the allowing rule of either direction is removed:
+// so what the benchmark measures really is the compiled table on the path.
+// The same is checked for the linear configuration.
+func TestPacketPath_CompiledTableSitsOnThePath(t *testing.T) {
+	skipUnlessRoot(t)
 	sc, rs := newTestScenario(t)
 	src, dst := sc.Src.IPs[0], sc.Dst.IPs[0]
 	lin, err := LinearAllowList(rs, src, dst)

@@ -259,8 +259,8 @@ type Stats struct {
 	Sets, Maps, Elements int
 	// Chains counts regular chains; Rules counts the rules of every chain.
 	Chains, Rules int
-	// NodePods is the number of entries in the dispatch maps (pod addresses
-	// with a policy group on the node, per direction).
+	// DispatchEntries counts the entries of the dispatch maps (one per local
+	// pod address and direction in which some policy isolates the pod).
 	DispatchEntries int
 }
 
