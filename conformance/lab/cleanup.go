@@ -221,3 +221,52 @@ func parseTables(out, prefix string) [][2]string {
 	}
 	return res
 }
+
+// Leftovers lists what of run remains on the machine: named network
+// namespaces, root-namespace links and root-namespace nftables tables whose
+// names start with "pdlab-<run>", and the run's lock file. An empty run lists
+// what any run left, live runs included. After Close it is empty for the
+// closed lab's run; a check for one's own run stays correct while other labs
+// (other test packages run in parallel by go test) are alive.
+func Leftovers(run string) ([]string, error) {
+	mine := func(name string) bool {
+		if run == "" {
+			return strings.HasPrefix(name, Prefix)
+		}
+		return runOf(name) == run
+	}
+	var left []string
+	names, err := listNetNS(Prefix)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if mine(n) {
+			left = append(left, "netns "+n)
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	for _, l := range links {
+		if mine(l.Attrs().Name) {
+			left = append(left, "link "+l.Attrs().Name)
+		}
+	}
+	tables, err := rootTables()
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tables {
+		if mine(t[1]) {
+			left = append(left, "table "+t[0]+" "+t[1])
+		}
+	}
+	if run != "" {
+		if _, err := os.Stat(lockPath(run)); err == nil {
+			left = append(left, "lock "+lockPath(run))
+		}
+	}
+	return left, nil
+}

@@ -5,8 +5,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-
-	"github.com/vishvananda/netlink"
 )
 
 func TestRunOf(t *testing.T) {
@@ -39,39 +37,12 @@ func TestParseTables(t *testing.T) {
 	}
 }
 
-// rootLeftovers lists what of the lab's kind is in the root namespace and
-// /run/netns for run ("" for every run).
+// rootLeftovers is Leftovers, failing the test on error.
 func rootLeftovers(t *testing.T, run string) []string {
 	t.Helper()
-	prefix := Prefix + run
-	var left []string
-	names, err := listNetNS(prefix)
+	left, err := Leftovers(run)
 	if err != nil {
 		t.Fatal(err)
-	}
-	left = append(left, names...)
-	links, err := netlink.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, prefix) {
-			left = append(left, "link "+l.Attrs().Name)
-		}
-	}
-	tables, err := rootTables()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tb := range tables {
-		if strings.HasPrefix(tb[1], prefix) {
-			left = append(left, "table "+tb[0]+" "+tb[1])
-		}
-	}
-	if run != "" {
-		if _, err := os.Stat(lockPath(run)); err == nil {
-			left = append(left, "lock "+lockPath(run))
-		}
 	}
 	return left
 }

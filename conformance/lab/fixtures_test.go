@@ -102,8 +102,8 @@ func newTestLab(t *testing.T, cfg Config, pods []*corev1.Pod) *Lab {
 		if err := l.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
-		if left, _ := listNetNS(Prefix + l.RunID() + "-"); len(left) > 0 {
-			t.Errorf("namespaces left after Close: %v", left)
+		if left, err := Leftovers(l.RunID()); err != nil || len(left) > 0 {
+			t.Errorf("left after Close: %v (%v)", left, err)
 		}
 	})
 	return l
