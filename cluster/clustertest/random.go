@@ -9,8 +9,10 @@ package clustertest
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -371,7 +373,9 @@ func randomNamespaceSelector(rng *rand.Rand, keys []string) *metav1.LabelSelecto
 	s := randomSelector(rng, keys)
 	// Values for ns and the name label are namespace names, not the
 	// generic vocabulary; rewrite them so those selectors can match.
-	for k := range s.MatchLabels {
+	// Sorted keys: ranging over the map would consume the rng in a random
+	// order and break reproducibility.
+	for _, k := range slices.Sorted(maps.Keys(s.MatchLabels)) {
 		if k == "ns" || k == corev1.LabelMetadataName {
 			s.MatchLabels[k] = pick(rng, namespaceNames)
 		}
