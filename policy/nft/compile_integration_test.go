@@ -1,0 +1,94 @@
+package nft
+
+import (
+	"context"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/selectors"
+)
+
+func clusterPod(ns, name, node string, ips ...string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"pod": name}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
+			Name:  "c",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}},
+		}}},
+	}
+	for _, ip := range ips {
+		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
+	}
+	return p
+}
+
+// TestLower_CompiledRulesetMatchesNftText runs the real compiler on a small
+// cluster (peer pods across namespaces, ipBlock with except, port ranges,
+// named ports, both families, default deny) and requires the lowering to
+// equal nft -f of its text, and a table loaded by nft -f to be adopted with
+// no operations.
+func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
+	nss := []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"team": "x"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "y", Labels: map[string]string{"team": "y"}}},
+	}
+	pods := []*corev1.Pod{
+		clusterPod("x", "a", "node-1", "10.0.0.1", "fd00::1"),
+		clusterPod("x", "b", "node-1", "10.0.0.2"),
+		clusterPod("y", "c", "node-2", "10.0.0.3", "fd00::3"),
+	}
+	tcp := corev1.ProtocolTCP
+	udp := corev1.ProtocolUDP
+	p80 := intstr.FromInt32(80)
+	pname := intstr.FromString("http")
+	end := int32(2000)
+	p1000 := intstr.FromInt32(1000)
+	pols := []*networkingv1.NetworkPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web"}, Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "y"}}}, {IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p80}, {Port: &pname}, {Protocol: &udp, Port: &p1000, EndPort: &end}},
+			}},
+			Egress: []networkingv1.NetworkPolicyEgressRule{{
+				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "c"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: &pname}},
+			}, {To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}}}},
+		}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "deny"}, Spec: networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		}},
+	}
+	snap, errs := cluster.NewSnapshot(nss, pods, pols)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	rs, err := compile.Compile(selectors.FromSnapshot(snap), "node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	textNS, _ := kernelNS(t)
+	ns, b := kernelNS(t)
+	applyText(t, textNS, rs.Text())
+	if _, err := b.Sync(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if got, exp := listTable(t, ns), listTable(t, textNS); got != exp {
+		t.Fatalf("nft list differs (-nft -f +netlink):\n%s", lineDiff(exp, got))
+	}
+	if gotX, expX := ruleExprs(t, ns), ruleExprs(t, textNS); gotX != expX {
+		t.Fatalf("rule expressions differ (-nft -f +netlink):\n%s", lineDiff(expX, gotX))
+	}
+	b2 := newBackendIn(t, textNS)
+	st, err := b2.Sync(context.Background(), rs)
+	if err != nil || st.Ops != 0 {
+		t.Fatalf("adopting the nft -f table: %+v, %v; want 0 ops", st, err)
+	}
+}
