@@ -46,6 +46,11 @@ type naiveCluster struct {
 // allowed: "traffic is allowed if it is allowed by the egress policy of the
 // source pod AND the ingress policy of the destination pod".
 func (c naiveCluster) allowed(src, dst naiveEndpoint, proto string, port int32) (egress, ingress bool) {
+	// "A pod cannot block access to itself."
+	if !src.node && src.pod != nil && dst.pod != nil && !src.pod.Spec.HostNetwork &&
+		src.pod.Namespace == dst.pod.Namespace && src.pod.Name == dst.pod.Name {
+		return true, true
+	}
 	// Node-originated traffic is not pod egress, and the kubelet must reach
 	// the pods on its node: both pass.
 	egress = src.node || c.direction(networkingv1.PolicyTypeEgress, src, dst, dst, proto, port)

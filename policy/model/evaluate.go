@@ -31,7 +31,11 @@ import (
 //   - hostNetwork pods are never isolated and never match pod-selector peers;
 //     their traffic counts as their node's. ipBlock peers match them by IP.
 //   - Traffic from the destination pod's own node (Src.Node) is always allowed
-//     into the pod.
+//     into the pod. (The API documentation says traffic to and from the node
+//     is always allowed; policyd applies the "from" half only: egress from a
+//     pod to any node address is judged like any other destination.)
+//   - A pod cannot block traffic to itself: a packet whose source and
+//     destination are the same pod is allowed in both directions.
 //
 // The Decision explains each direction: which policies isolate the pod, the
 // first rule that admitted the packet, or the rule that came closest.
@@ -134,6 +138,14 @@ func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Directi
 		out.Allowed = true
 		if explain {
 			out.Reason = fmt.Sprintf("allowed: traffic from %s's own node %s is always allowed in (kubelet probes)", pod.Key(), pkt.Src.IP)
+		}
+		return out
+	}
+	if self := policyPod(pkt.Src); self != nil && !pkt.Src.Node && pkt.Dst.Pod != nil && self.Key() == pkt.Dst.Pod.Key() {
+		// A pod cannot block traffic to itself.
+		out.Allowed = true
+		if explain {
+			out.Reason = fmt.Sprintf("allowed: traffic from %s to itself is always allowed", pod.Key())
 		}
 		return out
 	}

@@ -366,7 +366,21 @@ func TestEvaluate(t *testing.T) {
 					}
 					wantContains(t, d.Ingress.Reason, "own node")
 				}),
-				no("x/a", "10.255.0.1", tcp, 10250), // egress from an isolated pod to its node still needs a rule
+				no("x/a", "10.255.0.1", tcp, 10250), // egress to the node is judged like any destination (see Evaluate)
+			},
+		},
+		{
+			name:     "a pod cannot block traffic to itself",
+			policies: []*networkingv1.NetworkPolicy{np("x", "deny-all", types(tIn, tEg))},
+			probes: []probe{
+				yes("x/a", "x/a", tcp, 80).with(func(t *testing.T, d Decision) {
+					if !d.Egress.Isolated || !d.Ingress.Isolated || d.Ingress.Match != nil {
+						t.Errorf("want both directions isolated, no Match: %+v", d)
+					}
+					wantContains(t, d.Ingress.Reason, "to itself is always allowed")
+				}),
+				yes("x/a@6", "x/a", tcp, 80), // across its own addresses too
+				no("x/b", "x/a", tcp, 80),
 			},
 		},
 		{
