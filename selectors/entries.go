@@ -126,6 +126,34 @@ type peerEntry struct {
 	valid  bool
 }
 
+// nodeEntry is the pods of one node.
+type nodeEntry struct {
+	pods   map[podID]*cluster.Pod
+	sorted []*cluster.Pod
+	valid  bool
+}
+
+type podID struct{ namespace, name string }
+
+func (ix *Index) nodeAdd(p *cluster.Pod) {
+	n := ix.nodes[p.NodeName]
+	if n == nil {
+		n = &nodeEntry{pods: map[podID]*cluster.Pod{}}
+		ix.nodes[p.NodeName] = n
+	}
+	n.pods[podID{p.Namespace, p.Name}] = p
+	n.valid = false
+}
+
+func (ix *Index) nodeRemove(p *cluster.Pod) {
+	n := ix.nodes[p.NodeName]
+	delete(n.pods, podID{p.Namespace, p.Name})
+	n.valid = false
+	if len(n.pods) == 0 {
+		delete(ix.nodes, p.NodeName)
+	}
+}
+
 type policyEntry struct {
 	pol     *cluster.Policy
 	subject *cell

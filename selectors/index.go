@@ -54,6 +54,7 @@ type Index struct {
 	policies   map[string]*policyEntry // by "namespace/name"
 	peers      map[string]*peerEntry   // by peer key
 	nsSels     map[string]*nsSelEntry  // by selector key
+	nodes      map[string]*nodeEntry   // by node name, "" for unscheduled pods
 	adhoc      []*peerEntry            // peers held only for PeerPods callers
 	adhocLimit int                     // maxAdhocPeers; lowered by tests
 
@@ -74,6 +75,7 @@ func New() *Index {
 		policies:   map[string]*policyEntry{},
 		peers:      map[string]*peerEntry{},
 		nsSels:     map[string]*nsSelEntry{},
+		nodes:      map[string]*nodeEntry{},
 		adhocLimit: maxAdhocPeers,
 	}
 }
@@ -167,6 +169,10 @@ func (ix *Index) UpsertPod(p *cluster.Pod) {
 		}
 		old.group = g
 	}
+	if old.pod != nil {
+		ix.nodeRemove(old.pod)
+	}
+	ix.nodeAdd(p)
 	old.pod = p
 	e.podsValid = false
 	ix.allPodsValid = false
@@ -188,6 +194,7 @@ func (ix *Index) DeletePod(namespace, name string) {
 	if old.group != nil {
 		ix.removeFromGroup(old.group, name)
 	}
+	ix.nodeRemove(old.pod)
 	delete(e.pods, name)
 	ix.podCount--
 	e.podsValid = false
@@ -364,6 +371,26 @@ func (ix *Index) Pods() []*cluster.Pod {
 		ix.allPodsValid = true
 	}
 	return ix.allPods[:len(ix.allPods):len(ix.allPods)]
+}
+
+// NodePods returns the pods whose NodeName is node, hostNetwork pods
+// included, sorted by key; node "" lists the pods not scheduled yet.
+func (ix *Index) NodePods(node string) []*cluster.Pod {
+	n := ix.nodes[node]
+	if n == nil {
+		return nil
+	}
+	if !n.valid {
+		n.sorted = make([]*cluster.Pod, 0, len(n.pods))
+		for _, p := range n.pods {
+			n.sorted = append(n.sorted, p)
+		}
+		slices.SortFunc(n.sorted, func(a, b *cluster.Pod) int {
+			return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name)
+		})
+		n.valid = true
+	}
+	return n.sorted[:len(n.sorted):len(n.sorted)]
 }
 
 // Pod returns the pod namespace/name, or nil.

@@ -298,6 +298,15 @@ func compare(t *testing.T, event string, ix *Index, m *naive, r *randomCluster, 
 			samePolicies("PoliciesFor("+name+"/"+pod+")", ix.PoliciesFor(name, pod), m.policiesFor(policies, name, pod))
 		}
 	}
+	for _, node := range []string{"node-0", "node-1", "node-2", "node-3"} {
+		var want []*cluster.Pod
+		for _, p := range pods {
+			if p.NodeName == node {
+				want = append(want, p)
+			}
+		}
+		samePods("NodePods("+node+")", ix.NodePods(node), want)
+	}
 	for _, pol := range policies {
 		samePods("SubjectPods("+pol.Key()+")", ix.SubjectPods(pol), m.subjectPods(pods, pol))
 		for _, rule := range append(pol.IngressRules, pol.EgressRules...) {
@@ -496,7 +505,7 @@ func TestIndex_RandomEventsMatchNaiveScan(t *testing.T) {
 				ix.DeleteNamespace(name)
 			}
 			ix.dropAdhoc()
-			if len(ix.namespaces)+len(ix.peers)+len(ix.nsSels)+len(ix.policies)+ix.podCount != 0 {
+			if len(ix.namespaces)+len(ix.peers)+len(ix.nodes)+len(ix.nsSels)+len(ix.policies)+ix.podCount != 0 {
 				var left []string
 				for name := range ix.namespaces {
 					left = append(left, "namespace "+name)
