@@ -79,8 +79,10 @@ func (e *evaluator) isolating(pod *cluster.Pod, d cluster.Direction) []*cluster.
 	if cached == nil {
 		cached = &[2][]*cluster.Policy{}
 		for _, p := range e.s.Policies {
-			// A policy only ever selects pods of its own namespace.
-			if p.Namespace != pod.Namespace || p.PodSelector == nil || !p.PodSelector.Matches(pod.Labels) {
+			// A policy only ever selects pods of its own namespace. A nil
+			// selector (never produced by ConvertPolicy) fails closed: it
+			// selects every pod of the namespace.
+			if p.Namespace != pod.Namespace || (p.PodSelector != nil && !p.PodSelector.Matches(pod.Labels)) {
 				continue
 			}
 			if p.IsolatesIngress {
@@ -168,8 +170,8 @@ func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Directi
 			port := matchPort(r, dst, pkt.Protocol, pkt.Port)
 			if peer != None && port != None {
 				out.Allowed = true
-				out.Match = &RuleRef{Policy: p.Key(), Direction: d.String(), Rule: ri, Peer: peer, Port: port}
 				if explain {
+					out.Match = &RuleRef{Policy: p.Key(), Direction: d.String(), Rule: ri, Peer: peer, Port: port}
 					out.Reason = fmt.Sprintf("allowed by %s", out.Match)
 				}
 				return out
