@@ -235,7 +235,8 @@ func (r *randomCluster) policy() *cluster.Policy {
 func (r *randomCluster) adhocPeer() *cluster.Peer {
 	p := r.policy()
 	for _, rule := range append(p.IngressRules, p.EgressRules...) {
-		for _, pr := range rule.Peers {
+		if len(rule.Peers) > 0 {
+			pr := rule.Peers[0]
 			if r.rng.IntN(4) == 0 {
 				pr.Key = ""
 			}
