@@ -22,8 +22,8 @@ import (
 
 func main() {
 	var opts pktpath.Options
-	flag.DurationVar(&opts.Duration, "duration", 2*time.Second, "length of one UDP and of one TCP measurement")
-	flag.IntVar(&opts.Rounds, "rounds", 3, "interleaved rounds per configuration (the median is reported)")
+	flag.DurationVar(&opts.Duration, "duration", time.Second, "length of one UDP and of one TCP measurement")
+	flag.IntVar(&opts.Rounds, "rounds", 5, "interleaved rounds per configuration (the median is reported)")
 	flag.IntVar(&opts.Pods, "pods", 10000, "pods of the synthetic cluster")
 	flag.IntVar(&opts.Policies, "policies", 2000, "NetworkPolicies of the synthetic cluster")
 	flag.IntVar(&opts.Namespaces, "namespaces", 0, "namespaces of the synthetic cluster (0: one per 50 pods, at least 2)")
