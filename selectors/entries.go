@@ -119,8 +119,9 @@ type peerEntry struct {
 	nsSel     *nsSelEntry // nil: the peer selects in one namespace, direct
 	direct    *cell       // the one cell of a peer without nsSel
 	cells     map[*nsEntry]*cell
-	refs      int  // policies holding this peer
-	adhoc     bool // held in Index.adhoc
+	order     []*nsEntry // keys of cells in key order; nil after cells change
+	refs      int        // policies holding this peer
+	adhoc     bool       // held in Index.adhoc
 
 	result []*cluster.Pod
 	valid  bool
@@ -225,6 +226,7 @@ func (ix *Index) attachPeerCell(p *peerEntry, e *nsEntry) {
 	c := ix.acquireCell(e, p.podSelKey, p.podSel)
 	c.peers[p] = struct{}{}
 	p.cells[e] = c
+	p.order = nil
 	p.valid = false
 }
 
@@ -232,6 +234,7 @@ func (ix *Index) detachPeerCell(p *peerEntry, e *nsEntry) {
 	c := p.cells[e]
 	delete(p.cells, e)
 	delete(c.peers, p)
+	p.order = nil
 	p.valid = false
 	ix.releaseCell(c)
 }
@@ -410,22 +413,24 @@ func (ix *Index) peerPods(p *peerEntry) []*cluster.Pod {
 		return p.direct.sortedPods()
 	}
 	if !p.valid {
-		order := ix.nsOrder[:0]
-		n := 0
-		for e, c := range p.cells {
-			order = append(order, e)
-			n += len(c.sortedPods())
+		if p.order == nil {
+			p.order = make([]*nsEntry, 0, len(p.cells))
+			for e := range p.cells {
+				p.order = append(p.order, e)
+			}
+			slices.SortFunc(p.order, func(a, b *nsEntry) int { return strings.Compare(a.sortKey, b.sortKey) })
 		}
-		slices.SortFunc(order, func(a, b *nsEntry) int { return strings.Compare(a.sortKey, b.sortKey) })
+		n := 0
+		for _, e := range p.order {
+			n += len(p.cells[e].sortedPods())
+		}
 		p.result = p.result[:0:0]
 		if n > 0 {
 			p.result = make([]*cluster.Pod, 0, n)
 		}
-		for _, e := range order {
+		for _, e := range p.order {
 			p.result = append(p.result, p.cells[e].sortedPods()...)
 		}
-		clear(order)
-		ix.nsOrder = order[:0]
 		p.valid = true
 	}
 	if len(p.result) == 0 {

@@ -63,7 +63,6 @@ type Index struct {
 	allPolicies     []*cluster.Policy
 	allPolicyValid  bool
 	podCount        int
-	nsOrder         []*nsEntry // scratch for sorted namespace walks
 	labelKeyScratch []string
 	labelKeyBuf     []byte
 }
