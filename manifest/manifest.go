@@ -22,7 +22,10 @@
 // not decode into metadata.labels (map[string]string). kubectl rejects it in
 // the same way (client-side with the typed decoder, or the API server with
 // "cannot unmarshal bool into Go struct field ObjectMeta.metadata.labels of
-// type string"); so does this package, with a hint to quote the value.
+// type string"); so does this package, with a hint to quote the value. Other
+// decoders differ, which is why this package goes through the same steps as
+// kubectl: sigs.k8s.io/yaml.Unmarshal straight into a typed object silently
+// yields the label value "true", and a YAML 1.2 decoder (yaml.v3) yields "y".
 //
 // Strictness: the codecs run with strict decoding. For NetworkPolicies every
 // strict violation (an unknown or duplicated field) is an error, as with
@@ -61,6 +64,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -240,15 +244,18 @@ func manifestFiles(dir string) ([]string, error) {
 			}
 			return nil
 		}
-		if hidden || !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
+		if hidden || !slices.ContainsFunc(Extensions, func(ext string) bool { return strings.HasSuffix(d.Name(), ext) }) {
 			return nil
 		}
-		for _, ext := range Extensions {
-			if strings.HasSuffix(d.Name(), ext) {
-				files = append(files, p)
-				break
+		if d.Type()&fs.ModeSymlink != 0 {
+			// Follow a symlink to a file (not to a directory: no cycles).
+			if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+				return nil
 			}
+		} else if !d.Type().IsRegular() {
+			return nil
 		}
+		files = append(files, p)
 		return nil
 	})
 	if err != nil {

@@ -149,6 +149,11 @@ items:
 			want: summary{Namespaces: []string{"shop"}},
 		},
 		{
+			name: "YAML flow mapping that starts like JSON",
+			in:   []byte("{apiVersion: v1, kind: Namespace, metadata: {name: shop}}\n"),
+			want: summary{Namespaces: []string{"shop"}},
+		},
+		{
 			name: "stream of JSON objects",
 			in: []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}
 {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"b"}}
@@ -490,12 +495,21 @@ func TestLoadPath(t *testing.T) {
 		".git/x.yaml":        "apiVersion: v1\nkind: Namespace\nmetadata: {name: git}\n",
 		"empty/nothing.yaml": "# empty\n",
 	})
+	// A symlink to a manifest file is read; one to a directory is not
+	// followed.
+	other := writeFiles(t, map[string]string{"e.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: linked}\n"})
+	if err := os.Symlink(filepath.Join(other, "e.yaml"), filepath.Join(dir, "link.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "sub"), filepath.Join(dir, "loop.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	got, err := LoadPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := summary{
-		Namespaces: []string{"shop"},
+		Namespaces: []string{"shop", "linked"},
 		Pods:       []string{"shop/web"},
 		Policies:   []string{"shop/deny"},
 		Notes:      []string{filepath.Join(dir, "sub/deeper/d.yaml") + ": document 1: skipped v1 Service shop/web"},
