@@ -1,35 +1,51 @@
-# policyd — see README.md. All targets run from a clean checkout.
+# policyd — see README.md. Every target works from a clean checkout; targets
+# that touch the kernel (demo, conformance, test) need root.
 GO        ?= go
 BIN       := bin/policyd
 PKGS      := ./...
-# Kernel tests create network namespaces: they need root (CI runs as root).
-TESTFLAGS ?= -count=1 -timeout 20m
+TESTFLAGS ?= -count=1 -timeout 25m
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-unit verify bench fuzz demo conformance clean
+.PHONY: all deps build test test-unit verify bench fuzz demo conformance clean
 
 all: build
+
+## deps: install nftables and iproute2 if missing (Debian, as root).
+deps:
+	@./hack/deps.sh
 
 build:
 	$(GO) build -o $(BIN) ./cmd/policyd
 
-## test: every test, kernel tests included (root needed; CI=true turns skips into failures).
-test: build
+## demo: the lab on examples/: the matrix without policies, then with them.
+demo: deps build
+	./$(BIN) lab --manifests examples/
+
+## test: every test; kernel tests need root (CI=true turns their skips into failures).
+test: deps build
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-## test-unit: tests that need neither root nor the kernel.
+## test-unit: the tests that need neither root nor the kernel.
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)
+
+## conformance: every upstream case, routed and bridged, direct and through ClusterIPs, 2 nodes.
+conformance: deps build
+	./$(BIN) lab --conformance --cni routed  --nodes 2
+	./$(BIN) lab --conformance --cni routed  --nodes 2 --dnat
+	./$(BIN) lab --conformance --cni bridged --nodes 2
+	./$(BIN) lab --conformance --cni bridged --nodes 2 --dnat
 
 verify:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 
-## bench: benchmarks with their baselines, written to BENCHMARKS.md by hack/bench.sh.
-bench: build
+## bench: benchmarks with baselines from the same run, into BENCHMARKS.md.
+bench: deps build
 	./hack/bench.sh
 
-## fuzz: run every fuzz target for FUZZTIME each (seeds live in testdata/fuzz).
+## fuzz: every fuzz target for FUZZTIME each (seed corpora live in testdata/fuzz).
 FUZZTIME ?= 30s
 fuzz:
 	./hack/fuzz.sh $(FUZZTIME)

@@ -1,0 +1,129 @@
+package runner_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/policyd/policyd/conformance"
+	"github.com/policyd/policyd/conformance/lab"
+	"github.com/policyd/policyd/conformance/runner"
+	"github.com/policyd/policyd/internal/netnstest"
+	"github.com/policyd/policyd/policy/ruleset"
+)
+
+func scenarios(t *testing.T, pattern string, nodes []string) []runner.Scenario {
+	t.Helper()
+	cases, err := conformance.Cases()
+	require.NoError(t, err)
+	re := regexp.MustCompile(pattern)
+	var picked []conformance.Case
+	for _, c := range cases {
+		if re.MatchString(c.Name) {
+			picked = append(picked, c)
+		}
+	}
+	require.NotEmpty(t, picked, pattern)
+	sc, err := runner.CaseScenarios(picked, nodes)
+	require.NoError(t, err)
+	return sc
+}
+
+var runCounter int
+
+func run(t *testing.T, cfg runner.Config, sc []runner.Scenario) []runner.StepResult {
+	t.Helper()
+	// A run id of our own, so that the leftover check ignores labs other
+	// packages' tests build at the same time.
+	runCounter++
+	cfg.Lab.RunID = fmt.Sprintf("rt%d%d", os.Getpid()%100000, runCounter)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out []runner.StepResult
+	require.NoError(t, runner.Run(ctx, cfg, sc, func(r runner.StepResult) { out = append(out, r) }))
+	assertNoLeftovers(t, cfg.Lab.RunID)
+	return out
+}
+
+// assertNoLeftovers checks that the run left no namespaces, links or nft
+// tables behind, and that no policyd table landed in the root namespace.
+func assertNoLeftovers(t *testing.T, runID string) {
+	t.Helper()
+	left, err := lab.Leftovers(runID)
+	require.NoError(t, err)
+	assert.Empty(t, left, "lab run %s left these behind", runID)
+	out, err := exec.Command("nft", "list", "tables").CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.NotContains(t, string(out), "inet policyd", "enforcement must stay inside the lab's node namespaces")
+}
+
+// TestRun_UpstreamCases runs a spread of upstream cases (multi-step ones,
+// named ports, egress ipBlocks, namespace relabels) in both CNI shapes
+// through per-pod ClusterIPs, on two nodes. `make conformance` runs all of
+// them in every mode.
+func TestRun_UpstreamCases(t *testing.T) {
+	netnstest.RequireRoot(t)
+	nodes := []string{"node-1", "node-2"}
+	sc := scenarios(t, "^(default-deny-all|egress-named-port|egress-cidr-except|ingress-from-updated-namespace|stop-enforcing-after-delete|udp-ports)$", nodes)
+	for _, cni := range []lab.CNI{lab.CNIRouted, lab.CNIBridged} {
+		t.Run(string(cni), func(t *testing.T) {
+			results := run(t, runner.Config{Lab: lab.Config{CNI: cni, Nodes: nodes, DNAT: true}}, sc)
+			cells := 0
+			for _, r := range results {
+				cells += len(r.Cells)
+				if r.Disagree > 0 {
+					exp, obs := r.Tables()
+					for pp := range exp {
+						t.Errorf("%s step %d %s:\nexpected\n%sobserved\n%s", r.Scenario, r.Index, pp, exp[pp], obs[pp])
+					}
+				}
+			}
+			require.Greater(t, cells, 500, "the scenarios must have probed something")
+		})
+	}
+}
+
+// TestRun_MutationIsDetected proves the lab can fail: with one allow rule
+// removed from every node's compiled ruleset, the cells it admitted must be
+// reported as disagreeing.
+func TestRun_MutationIsDetected(t *testing.T) {
+	netnstest.RequireRoot(t)
+	nodes := []string{"node-1", "node-2"}
+	sc := scenarios(t, "^allow-from-same-namespace-pod-selector$", nodes)
+	removed := 0
+	mutate := func(node string, rs *ruleset.Ruleset) {
+		for _, c := range rs.Chains {
+			if !strings.HasPrefix(c.Name, "ingress-") {
+				continue
+			}
+			for i, r := range c.Rules {
+				if _, ok := r.(*ruleset.AllowRule); ok {
+					c.Rules = append(c.Rules[:i:i], c.Rules[i+1:]...)
+					removed++
+					break
+				}
+			}
+		}
+	}
+	results := run(t, runner.Config{Lab: lab.Config{CNI: lab.CNIRouted, Nodes: nodes}, Mutate: mutate}, sc)
+	require.Positive(t, removed, "the mutation must have removed a rule")
+	disagree := 0
+	for _, r := range results {
+		disagree += r.Disagree
+		for _, c := range r.Cells {
+			if !c.Agrees() {
+				assert.True(t, c.Expected, "a removed allow rule can only turn allowed cells into denied ones: %+v", c)
+				assert.False(t, c.Observed, "%+v", c)
+			}
+		}
+	}
+	assert.Positive(t, disagree, "a ruleset missing an allow rule went unnoticed")
+}
