@@ -9,6 +9,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/conformance/truthtable"
@@ -20,6 +24,7 @@ import (
 )
 
 type explainOptions struct {
+	kube      kubeFlags
 	manifests string
 	port      int32
 	protocol  string
@@ -35,7 +40,9 @@ func newExplainCommand() *cobra.Command {
 		Short: "Say whether traffic between two pods is allowed, and which policy and rule decide it",
 		Long: `Explain whether SRC may open a connection to DST, and why.
 
-SRC and DST are pods, written namespace/name, or IP addresses. The verdict
+SRC and DST are pods, written namespace/name, or IP addresses. The cluster is
+read from the API server (--kubeconfig, --context, as kubectl does), or
+offline from --manifests. The verdict
 comes first, then, for each direction, whether the pod is isolated and by
 which policies, and the rule that admitted the traffic, or the rule that came
 closest and what did not match. Traffic is allowed only if the source's
@@ -71,10 +78,13 @@ Exit status: 0 when every explained connection is allowed (or with --matrix),
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.manifests == "" {
-				return &exitError{2, fmt.Errorf("--manifests is required (reading from an API server arrives with `policyd run`)")}
+			var snap *cluster.Snapshot
+			var err error
+			if o.manifests != "" {
+				snap, err = loadSnapshot(cmd, o.manifests)
+			} else {
+				snap, err = liveSnapshot(cmd, &o.kube)
 			}
-			snap, err := loadSnapshot(cmd, o.manifests)
 			if err != nil {
 				return err
 			}
@@ -84,8 +94,9 @@ Exit status: 0 when every explained connection is allowed (or with --matrix),
 			return runExplain(cmd.OutOrStdout(), snap, args[0], args[1], o)
 		},
 	}
+	o.kube.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests (Namespace, Pod, NetworkPolicy)")
+	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests (Namespace, Pod, NetworkPolicy); default: read the cluster through --kubeconfig/--context")
 	f.Int32Var(&o.port, "port", 0, "destination port (default: every port the destination pod declares)")
 	f.StringVar(&o.protocol, "protocol", "", "TCP, UDP or SCTP (default: TCP with --port, else the declared ports' protocols)")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json (with --matrix: text or jsonl)")
@@ -118,6 +129,48 @@ type tracedHop struct {
 	Hook    string       `json:"hook"`
 	Verdict string       `json:"verdict"`
 	Rules   []trace.Step `json:"rules"`
+}
+
+// liveSnapshot lists namespaces, pods and policies from the API server.
+func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
+	cfg, err := k.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx := cmd.Context()
+	nsl, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	pl, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	npl, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing networkpolicies: %w", err)
+	}
+	var nss []*corev1.Namespace
+	for i := range nsl.Items {
+		nss = append(nss, &nsl.Items[i])
+	}
+	var pods []*corev1.Pod
+	for i := range pl.Items {
+		pods = append(pods, &pl.Items[i])
+	}
+	var pols []*networkingv1.NetworkPolicy
+	for i := range npl.Items {
+		pols = append(pols, &npl.Items[i])
+	}
+	snap, errs := cluster.NewSnapshot(nss, pods, pols)
+	for _, e := range errs {
+		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
+	}
+	return snap, nil
 }
 
 func resolveEndpoint(snap *cluster.Snapshot, s string) (model.Endpoint, error) {

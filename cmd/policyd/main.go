@@ -30,6 +30,7 @@ with nftables sets and verdict maps, beside whatever CNI the cluster runs.
 Every packet is judged in the kernel; policyd only programs the table.
 
 Commands:
+  run       the node agent (a DaemonSet: see deploy/)
   explain   say whether traffic between two pods is allowed, and which policy
             and rule decide it (offline from manifests)
   compile   print the nftables ruleset one node would get, as nft -f text
@@ -40,7 +41,7 @@ Commands:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newExplainCommand(), newCompileCommand(), newLabCommand())
+	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newCleanupCommand())
 	return root
 }
 

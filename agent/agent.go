@@ -1,0 +1,479 @@
+// Package agent is policyd's node agent: it watches Pods, Namespaces and
+// NetworkPolicies through client-go informers, keeps the selector index up to
+// date event by event, and runs a coalescing, bounded-frequency sync loop that
+// compiles the node's ruleset and applies the difference to the kernel.
+//
+// Lifecycle (fail closed):
+//   - On start the kernel keeps whatever table a previous run left, so
+//     enforcement never pauses; the first sync, once the informers have
+//     synced, adopts that table with a diff (policy/nft reads it back).
+//   - The agent is ready only after that first sync has committed.
+//   - On stop it leaves the table in place: enforcement continues across
+//     restarts and upgrades. `policyd cleanup` removes it.
+//   - While the API server is away the informers retry and the kernel keeps
+//     enforcing the last committed state; periodic syncs still repair a table
+//     someone else changed.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/nft"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/selectors"
+)
+
+// Defaults for Config.
+const (
+	DefaultMinSyncInterval = 100 * time.Millisecond
+	DefaultMaxSyncInterval = 60 * time.Second
+	retryInterval          = time.Second
+)
+
+// Config configures an Agent.
+type Config struct {
+	// NodeName is the node whose pods this agent enforces; required.
+	NodeName string
+	// Client talks to the API server; required.
+	Client kubernetes.Interface
+	// Backend programs the kernel; required.
+	Backend nft.Interface
+	// MinSyncInterval is the coalescing delay: at most one sync starts per
+	// interval, and a burst of events within it becomes one sync.
+	MinSyncInterval time.Duration
+	// MaxSyncInterval bounds the time between syncs when nothing happens;
+	// each sync also detects and repairs a table changed by someone else.
+	MaxSyncInterval time.Duration
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Metrics receives the agent's metrics; nil means a private registry.
+	Metrics *Metrics
+	// Recorder, when set, receives a Warning Event for each invalid policy.
+	Recorder record.EventRecorder
+	// OnCommit, when set, is called after each successful sync (tests and
+	// benchmarks use it to measure programming latency).
+	OnCommit func(Commit)
+}
+
+// Change is one API event that a sync committed.
+type Change struct {
+	// Kind is "Pod", "Namespace" or "NetworkPolicy"; Key is "ns/name" or the
+	// namespace name.
+	Kind, Key string
+	// ResourceVersion of the object as the informer delivered it ("" for a delete).
+	ResourceVersion string
+	// Observed is when the informer delivered the event.
+	Observed time.Time
+}
+
+// Commit describes one successful sync.
+type Commit struct {
+	Time    time.Time
+	Changes []Change
+	Stats   nft.SyncStats
+}
+
+// Agent is one node's enforcement loop.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu      sync.Mutex // guards index, pending, invalid
+	index   *selectors.Index
+	pending []Change
+	invalid map[string]string // policy key -> errors it was last reported with
+
+	trigger chan struct{}
+
+	stateMu   sync.Mutex
+	ready     bool
+	lastLoop  time.Time
+	lastError error
+}
+
+// New checks cfg and returns an Agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.NodeName == "":
+		return nil, errors.New("agent: NodeName is required")
+	case cfg.Client == nil:
+		return nil, errors.New("agent: Client is required")
+	case cfg.Backend == nil:
+		return nil, errors.New("agent: Backend is required")
+	}
+	if cfg.MinSyncInterval <= 0 {
+		cfg.MinSyncInterval = DefaultMinSyncInterval
+	}
+	if cfg.MaxSyncInterval <= 0 {
+		cfg.MaxSyncInterval = DefaultMaxSyncInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Agent{
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.NodeName),
+		metrics: cfg.Metrics,
+		index:   selectors.New(),
+		invalid: map[string]string{},
+		trigger: make(chan struct{}, 1),
+	}, nil
+}
+
+// Ready reports whether the first sync has committed.
+func (a *Agent) Ready() bool {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return a.ready
+}
+
+// Healthy reports whether the sync loop is alive: it has run within twice
+// the maximum sync interval (plus slack for a slow sync).
+func (a *Agent) Healthy() error {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if a.lastLoop.IsZero() {
+		return nil // still starting: informers are syncing
+	}
+	if age := time.Since(a.lastLoop); age > 2*a.cfg.MaxSyncInterval+30*time.Second {
+		return fmt.Errorf("sync loop last ran %s ago", age.Round(time.Second))
+	}
+	return nil
+}
+
+// Run starts the informers, waits for their caches, then syncs until ctx is
+// done. It never removes the table: enforcement outlives the agent.
+func (a *Agent) Run(ctx context.Context) error {
+	factory := informers.NewSharedInformerFactory(a.cfg.Client, 0)
+	pods := factory.Core().V1().Pods().Informer()
+	nss := factory.Core().V1().Namespaces().Informer()
+	pols := factory.Networking().V1().NetworkPolicies().Informer()
+	for _, set := range []struct {
+		inf cache.SharedIndexInformer
+		fn  cache.TransformFunc
+	}{{pods, stripPod}, {nss, stripNamespace}, {pols, stripPolicy}} {
+		if err := set.inf.SetTransform(set.fn); err != nil {
+			return fmt.Errorf("agent: setting informer transform: %w", err)
+		}
+	}
+	handlers := []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandlerFuncs
+	}{
+		{pods, a.podHandlers()},
+		{nss, a.namespaceHandlers()},
+		{pols, a.policyHandlers()},
+	}
+	for _, h := range handlers {
+		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+			return fmt.Errorf("agent: adding event handler: %w", err)
+		}
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	a.log.Info("waiting for informer caches; the table a previous run left stays in force meanwhile")
+	if !cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nss.HasSynced, pols.HasSynced) {
+		return ctx.Err()
+	}
+	a.log.Info("informer caches synced", "pods", len(pods.GetStore().ListKeys()), "namespaces", len(nss.GetStore().ListKeys()), "networkpolicies", len(pols.GetStore().ListKeys()))
+	a.loop(ctx)
+	a.log.Info("stopping; nftables rules stay in place (policyd cleanup removes them)")
+	return nil
+}
+
+// Trigger asks for a sync soon (coalesced with other requests).
+func (a *Agent) Trigger() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) loop(ctx context.Context) {
+	var lastStart time.Time
+	timer := time.NewTimer(0) // first sync right away
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.trigger:
+		case <-timer.C:
+		}
+		// Coalesce: never start two syncs closer than MinSyncInterval; events
+		// arriving meanwhile join this sync.
+		if wait := a.cfg.MinSyncInterval - time.Since(lastStart); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		lastStart = time.Now()
+		err := a.syncOnce(ctx)
+		next := a.cfg.MaxSyncInterval
+		if err != nil && ctx.Err() == nil {
+			next = retryInterval
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// syncOnce compiles and applies. A failure keeps the pending changes for the
+// next attempt; the backend itself falls back to a full resync after an error.
+func (a *Agent) syncOnce(ctx context.Context) error {
+	start := time.Now()
+	a.mu.Lock()
+	pending := a.pending
+	a.pending = nil
+	rs, err := compile.Compile(a.index, a.cfg.NodeName)
+	counts := a.objectCounts()
+	a.mu.Unlock()
+
+	a.stateMu.Lock()
+	a.lastLoop = start
+	a.stateMu.Unlock()
+	for k, v := range counts {
+		a.metrics.objects.WithLabelValues(k).Set(float64(v))
+	}
+
+	var stats nft.SyncStats
+	if err == nil {
+		stats, err = a.cfg.Backend.Sync(ctx, rs)
+	}
+	now := time.Now()
+	a.metrics.syncDuration.Observe(now.Sub(start).Seconds())
+	if err != nil {
+		a.mu.Lock()
+		a.pending = append(pending, a.pending...)
+		a.mu.Unlock()
+		a.metrics.syncErrors.Inc()
+		a.stateMu.Lock()
+		a.lastError = err
+		a.stateMu.Unlock()
+		a.log.Error("sync failed; will retry with a full resync", "err", err)
+		return err
+	}
+	kind := "partial"
+	if stats.Full {
+		kind = "full"
+	}
+	a.metrics.syncs.WithLabelValues(kind).Inc()
+	a.metrics.syncOps.Add(float64(stats.Ops))
+	a.observeProgrammed(rs)
+	for _, c := range pending {
+		a.metrics.latency.Observe(now.Sub(c.Observed).Seconds())
+	}
+	a.stateMu.Lock()
+	first := !a.ready
+	a.ready = true
+	a.lastError = nil
+	a.stateMu.Unlock()
+	level := slog.LevelDebug
+	if first || stats.Full {
+		level = slog.LevelInfo
+	}
+	a.log.Log(ctx, level, "sync committed", "full", stats.Full, "ops", stats.Ops, "changes", len(pending), "duration", now.Sub(start))
+	if a.cfg.OnCommit != nil {
+		a.cfg.OnCommit(Commit{Time: now, Changes: pending, Stats: stats})
+	}
+	return nil
+}
+
+func (a *Agent) observeProgrammed(rs *ruleset.Ruleset) {
+	var sets, maps, elems, rules int
+	for _, s := range rs.Sets {
+		if s.Map {
+			maps++
+		} else {
+			sets++
+		}
+		elems += len(s.Elements)
+	}
+	for _, c := range rs.Chains {
+		rules += len(c.Rules)
+	}
+	a.metrics.programmed.WithLabelValues("sets").Set(float64(sets))
+	a.metrics.programmed.WithLabelValues("maps").Set(float64(maps))
+	a.metrics.programmed.WithLabelValues("elements").Set(float64(elems))
+	a.metrics.programmed.WithLabelValues("chains").Set(float64(len(rs.Chains)))
+	a.metrics.programmed.WithLabelValues("rules").Set(float64(rules))
+}
+
+// objectCounts runs under a.mu.
+func (a *Agent) objectCounts() map[string]int {
+	return map[string]int{
+		"pods":            len(a.index.Pods()),
+		"networkpolicies": len(a.index.Policies()),
+		"invalid_networkpolicies": func() int {
+			n := 0
+			for _, v := range a.invalid {
+				if v != "" {
+					n++
+				}
+			}
+			return n
+		}(),
+	}
+}
+
+func (a *Agent) changed(kind, key, rv string) {
+	a.pending = append(a.pending, Change{Kind: kind, Key: key, ResourceVersion: rv, Observed: time.Now()})
+	a.Trigger()
+}
+
+func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
+	upsert := func(obj interface{}) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		cp, errs := cluster.ConvertPod(p)
+		for _, err := range errs {
+			a.log.Warn("pod field ignored", "err", err)
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.index.UpsertPod(cp)
+		a.changed("Pod", cp.Key(), p.ResourceVersion)
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    upsert,
+		UpdateFunc: func(_, obj interface{}) { upsert(obj) },
+		DeleteFunc: func(obj interface{}) {
+			ns, name, ok := deletedKey(obj)
+			if !ok {
+				return
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.index.DeletePod(ns, name)
+			a.changed("Pod", ns+"/"+name, "")
+		},
+	}
+}
+
+func (a *Agent) namespaceHandlers() cache.ResourceEventHandlerFuncs {
+	upsert := func(obj interface{}) {
+		ns, ok := obj.(*corev1.Namespace)
+		if !ok {
+			return
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.index.UpsertNamespace(cluster.ConvertNamespace(ns))
+		a.changed("Namespace", ns.Name, ns.ResourceVersion)
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    upsert,
+		UpdateFunc: func(_, obj interface{}) { upsert(obj) },
+		DeleteFunc: func(obj interface{}) {
+			_, name, ok := deletedKey(obj)
+			if !ok {
+				return
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.index.DeleteNamespace(name)
+			a.changed("Namespace", name, "")
+		},
+	}
+}
+
+func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
+	upsert := func(obj interface{}) {
+		np, ok := obj.(*networkingv1.NetworkPolicy)
+		if !ok {
+			return
+		}
+		p, errs := cluster.ConvertPolicy(np)
+		a.mu.Lock()
+		a.index.UpsertPolicy(p)
+		a.changed("NetworkPolicy", p.Key(), np.ResourceVersion)
+		report := a.noteInvalid(p.Key(), errs)
+		a.mu.Unlock()
+		if report {
+			a.reportInvalid(np, errs)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    upsert,
+		UpdateFunc: func(_, obj interface{}) { upsert(obj) },
+		DeleteFunc: func(obj interface{}) {
+			ns, name, ok := deletedKey(obj)
+			if !ok {
+				return
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.index.DeletePolicy(ns, name)
+			delete(a.invalid, ns+"/"+name)
+			a.changed("NetworkPolicy", ns+"/"+name, "")
+		},
+	}
+}
+
+// noteInvalid records a policy's validation errors and reports whether they
+// changed since last time (so each problem is reported once, not on every
+// resync). Runs under a.mu.
+func (a *Agent) noteInvalid(key string, errs []error) bool {
+	var msgs []string
+	for _, e := range errs {
+		msgs = append(msgs, e.Error())
+	}
+	sort.Strings(msgs)
+	joined := strings.Join(msgs, "\n")
+	if a.invalid[key] == joined {
+		return false
+	}
+	a.invalid[key] = joined
+	return joined != ""
+}
+
+func (a *Agent) reportInvalid(np *networkingv1.NetworkPolicy, errs []error) {
+	for _, err := range errs {
+		a.log.Warn("invalid NetworkPolicy: enforced fail-closed (the invalid part matches nothing)", "policy", np.Namespace+"/"+np.Name, "err", err)
+		if a.cfg.Recorder != nil {
+			a.cfg.Recorder.Eventf(np, corev1.EventTypeWarning, "InvalidNetworkPolicy",
+				"%s; policyd enforces the rest of the policy and lets the invalid part match nothing", err)
+		}
+	}
+}
+
+func deletedKey(obj interface{}) (ns, name string, ok bool) {
+	if t, isTomb := obj.(cache.DeletedFinalStateUnknown); isTomb {
+		obj = t.Obj
+	}
+	key, err := cache.MetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return "", "", false
+	}
+	ns, name, err = cache.SplitMetaNamespaceKey(key)
+	return ns, name, err == nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/policyd/policyd/agent"
+	"github.com/policyd/policyd/policy/nft"
+)
+
+// kubeFlags are the kubectl-style connection flags.
+type kubeFlags struct {
+	kubeconfig string
+	context    string
+}
+
+func (k *kubeFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&k.kubeconfig, "kubeconfig", "", "path to a kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+	cmd.Flags().StringVar(&k.context, "context", "", "the kubeconfig context to use")
+}
+
+// restConfig prefers an explicit kubeconfig, then the in-cluster config,
+// then the default kubeconfig loading rules (as kubectl does).
+func (k *kubeFlags) restConfig() (*rest.Config, error) {
+	if k.kubeconfig == "" && k.context == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if k.kubeconfig != "" {
+		rules.ExplicitPath = k.kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no API server to talk to (not in a cluster, and the kubeconfig failed): %w", err)
+	}
+	return cfg, nil
+}
+
+type runOptions struct {
+	kube        kubeFlags
+	nodeName    string
+	metricsAddr string
+	minSync     time.Duration
+	maxSync     time.Duration
+	logFormat   string
+	logLevel    string
+	events      bool
+}
+
+func newRunCommand() *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run --node-name NAME",
+		Short: "Run the node agent: keep this node's nftables table equal to the cluster's policies",
+		Long: `Run policyd's node agent, normally as a DaemonSet (see deploy/). It watches
+Pods, Namespaces and NetworkPolicies, compiles the policies that concern this
+node's pods into nftables sets and verdict maps, and applies every change as
+one atomic, incremental netlink batch. Packets are judged in the kernel.
+
+Fail-closed lifecycle: on start, the table a previous run left stays in force
+until the informers have synced, then it is adopted with a diff (no flush, no
+gap). The agent is ready (/readyz) only after that first sync. On SIGTERM the
+rules stay in place, so enforcement continues across restarts and upgrades;
+run 'policyd cleanup' to remove them. There is no fail-open switch.
+
+Serves /metrics (Prometheus), /healthz and /readyz on --metrics-addr.
+Invalid policies are enforced fail-closed (the invalid part matches nothing)
+and reported as Warning Events on the policy.`,
+		Example: `  policyd run --node-name "$NODE_NAME"
+  policyd run --node-name kind-worker --kubeconfig ~/.kube/config --context kind-kind`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, o) },
+	}
+	o.kube.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME; the DaemonSet sets it from spec.nodeName)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":9743", "address for /metrics, /healthz and /readyz; empty disables")
+	f.DurationVar(&o.minSync, "min-sync-interval", agent.DefaultMinSyncInterval, "coalescing delay: events within it become one sync")
+	f.DurationVar(&o.maxSync, "max-sync-interval", agent.DefaultMaxSyncInterval, "sync at least this often; each sync also repairs a table changed by someone else")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
+	return cmd
+}
+
+func newLogger(format, level string, w *os.File) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, &exitError{2, fmt.Errorf("--log-level: %w", err)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, &exitError{2, fmt.Errorf("--log-format %s: want text or json", format)}
+}
+
+func runAgent(cmd *cobra.Command, o *runOptions) error {
+	if o.nodeName == "" {
+		return &exitError{2, errors.New("--node-name is required (or set NODE_NAME)")}
+	}
+	log, err := newLogger(o.logFormat, o.logLevel, os.Stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := o.kube.restConfig()
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "policyd/" + version
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	backend, err := nft.New(nft.Options{})
+	if err != nil {
+		return fmt.Errorf("opening netlink: %w", err)
+	}
+	acfg := agent.Config{
+		NodeName: o.nodeName, Client: client, Backend: backend,
+		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, Logger: log,
+	}
+	if o.events {
+		b := record.NewBroadcaster()
+		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+		defer b.Shutdown()
+		acfg.Recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "policyd", Host: o.nodeName})
+	}
+	a, err := agent.New(acfg)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.metricsAddr != "" {
+		ln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		log.Info("serving metrics and health", "addr", ln.Addr().String())
+	}
+	log.Info("policyd agent starting", "version", version, "node", o.nodeName, "apiserver", cfg.Host)
+	return a.Run(ctx)
+}
+
+func newCleanupCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove policyd's nftables table from this node (stops enforcement)",
+		Long: `Delete the inet table "policyd" and nothing else. Run it after removing the
+DaemonSet if you want NetworkPolicies to stop being enforced on this node:
+the agent deliberately leaves its rules in place when it stops.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := nft.New(nft.Options{})
+			if err != nil {
+				return err
+			}
+			if err := b.Cleanup(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "removed table inet policyd")
+			return nil
+		},
+	}
+}
