@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs policyd's benchmarks and writes BENCHMARKS.md: every figure with the
+# command that produced it and the baseline measured in the same run.
+# Needs root for the packet-path and agent benchmarks (network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=BENCHMARKS.md
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+run() { # title, command...
+  local title=$1; shift
+  echo "== $title: $*" >&2
+  {
+    echo "### $title"
+    echo
+    echo '```'
+    echo "\$ $*"
+    "$@" 2>&1 | grep -Ev '^(goos|goarch|pkg|cpu|PASS|ok )' || true
+    echo '```'
+    echo
+  } >> "$tmp/body.md"
+}
+
+run "Selector index: build for 10,000 pods / 2,000 policies, one relabel, cached peer lookups" \
+  go test -run='^$' -bench='FromSnapshot|PodRelabel|PeerPods' -benchmem -benchtime=5x ./selectors/
+run "Semantics model: one explain, one matrix of a 100-pod namespace" \
+  go test -run='^$' -bench='Evaluate|Matrix100' -benchmem ./policy/model/
+run "Compile: 1k/10k/50k pods x 200/2k/10k policies, about 100 pods on the compiled node" \
+  go test -run='^$' -bench='BenchmarkCompile' -benchmem -benchtime=5x -timeout=30m ./policy/compile/
+run "Partial sync: operations written to the kernel per change (pod add, pod relabel, policy add)" \
+  go test -run='^$' -bench='BenchmarkSync' -benchmem -benchtime=20x ./policy/nft/
+go build -o "$tmp/pktbench" ./bench/cmd/pktbench
+run "Packet path: 64-byte UDP packets/s and new TCP connections/s through a node namespace" \
+  "$tmp/pktbench" -rounds 5 -duration 1s
+if [ -n "$(ls agent/*bench*_test.go 2>/dev/null)" ]; then
+  run "Agent: policy programming latency and memory against a real API server" \
+    go test -run='^$' -bench='BenchmarkAgent' -benchtime=1x -timeout=30m ./agent/
+fi
+
+{
+  echo "# policyd benchmarks"
+  echo
+  echo "Written by \`make bench\` (hack/bench.sh) on $(date -u +%Y-%m-%d), $(nproc) cores,"
+  echo "$(uname -r), $(go version | cut -d' ' -f3), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Every figure below comes with the command that produced it; baselines are"
+  echo "measured in the same run. Times on a shared 2-core machine are noisy:"
+  echo "compare figures within one run, not across runs."
+  echo
+  cat "$tmp/body.md"
+} > "$out"
+echo "wrote $out" >&2

@@ -1,0 +1,153 @@
+package compile_test
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/selectors"
+	"github.com/policyd/policyd/selectors/selectorstest"
+)
+
+// benchNode is the node compiled in the benchmarks; about 100 pods are moved
+// onto it whatever the cluster size, as on a real node.
+const benchNode = "bench-node"
+
+// BenchmarkCompile compiles one node's ruleset from an already-built index
+// for each cluster size of issue 3's grid. It reports the ruleset's size
+// beside time and allocations.
+func BenchmarkCompile(b *testing.B) {
+	for _, pods := range []int{1000, 10000, 50000} {
+		for _, pols := range []int{200, 2000, 10000} {
+			b.Run(fmt.Sprintf("pods=%d/policies=%d", pods, pols), func(b *testing.B) {
+				namespaces := max(pods/100, 10)
+				snap := selectorstest.Synthetic(pods, pols, namespaces, 1)
+				stride := max(len(snap.Pods)/100, 1)
+				local := 0
+				for i, p := range snap.Pods {
+					if i%stride == 0 && !p.HostNetwork {
+						p.NodeName = benchNode
+						local++
+					}
+				}
+				ix := selectors.FromSnapshot(snap)
+				rs, err := compile.Compile(ix, benchNode)
+				if err != nil {
+					b.Fatal(err)
+				}
+				elems, rules := 0, 0
+				for _, s := range rs.Sets {
+					elems += len(s.Elements)
+				}
+				for _, c := range rs.Chains {
+					rules += len(c.Rules)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					if _, err := compile.Compile(ix, benchNode); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(local), "local-pods")
+				b.ReportMetric(float64(len(rs.Sets)), "sets")
+				b.ReportMetric(float64(elems), "elements")
+				b.ReportMetric(float64(len(rs.Chains)), "chains")
+				b.ReportMetric(float64(rules), "rules")
+			})
+		}
+	}
+}
+
+// BenchmarkPartialSyncOps measures, on the 10,000-pod / 2,000-policy
+// cluster, what one change costs: recompiling the node and diffing against
+// the previous ruleset, and the number of kernel operations the diff holds
+// (ops/change: exactly what policy/nft writes in its one batch).
+func BenchmarkPartialSyncOps(b *testing.B) {
+	snap := selectorstest.Synthetic(10000, 2000, 100, 1)
+	stride := len(snap.Pods) / 100
+	var local []*cluster.Pod
+	for i, p := range snap.Pods {
+		if i%stride == 0 && !p.HostNetwork && len(p.IPs) > 0 {
+			p.NodeName = benchNode
+			local = append(local, p)
+		}
+	}
+	victim := local[len(local)/2]
+	var donor *cluster.Pod // another pod of the victim's namespace with other labels
+	for _, p := range snap.Pods {
+		if p.Namespace == victim.Namespace && !p.HostNetwork && !labels.Equals(p.Labels, victim.Labels) {
+			donor = p
+			break
+		}
+	}
+	if donor == nil {
+		b.Fatal("no donor pod with other labels")
+	}
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: victim.Namespace, Name: "bench-new-policy"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string(victim.Labels)},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string(donor.Labels)}}},
+				Ports: []networkingv1.NetworkPolicyPort{tcp(8443)},
+			}},
+		},
+	}
+	newPolicy, errs := cluster.ConvertPolicy(np)
+	if len(errs) > 0 {
+		b.Fatal(errs)
+	}
+	added := *victim
+	added.Name = "bench-added"
+	added.IPs = []netip.Addr{netip.MustParseAddr("10.250.0.1")}
+
+	changes := []struct {
+		name        string
+		apply, undo func(*selectors.Index)
+	}{
+		{"pod-add",
+			func(ix *selectors.Index) { ix.UpsertPod(&added) },
+			func(ix *selectors.Index) { ix.DeletePod(added.Namespace, added.Name) }},
+		{"pod-relabel",
+			func(ix *selectors.Index) { p := *victim; p.Labels = donor.Labels; ix.UpsertPod(&p) },
+			func(ix *selectors.Index) { ix.UpsertPod(victim) }},
+		{"policy-add",
+			func(ix *selectors.Index) { ix.UpsertPolicy(newPolicy) },
+			func(ix *selectors.Index) { ix.DeletePolicy(newPolicy.Namespace, newPolicy.Name) }},
+	}
+	for _, ch := range changes {
+		b.Run(ch.name, func(b *testing.B) {
+			ix := selectors.FromSnapshot(snap)
+			before, err := compile.Compile(ix, benchNode)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ops := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				ch.apply(ix)
+				after, err := compile.Compile(ix, benchNode)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ops = ruleset.Diff(before, after).Ops()
+				b.StopTimer()
+				ch.undo(ix)
+				b.StartTimer()
+			}
+			if ops == 0 {
+				b.Fatalf("%s changed nothing on the node: the benchmark does not measure what it says", ch.name)
+			}
+			b.ReportMetric(float64(ops), "ops/change")
+		})
+	}
+}
