@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -64,6 +65,7 @@ type runOptions struct {
 	logFormat   string
 	logLevel    string
 	events      bool
+	netns       string
 }
 
 func newRunCommand() *cobra.Command {
@@ -99,6 +101,7 @@ and reported as Warning Events on the policy.`,
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
+	f.StringVar(&o.netns, "netns", "", "program the table in this named network namespace (/run/netns/NAME) instead of the agent's own; for labs and benchmarks")
 	return cmd
 }
 
@@ -134,7 +137,16 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	if err != nil {
 		return err
 	}
-	backend, err := nft.New(nft.Options{})
+	nopts := nft.Options{}
+	if o.netns != "" {
+		h, err := netns.GetFromName(o.netns)
+		if err != nil {
+			return fmt.Errorf("--netns %s: %w", o.netns, err)
+		}
+		defer h.Close()
+		nopts.NetNS = int(h)
+	}
+	backend, err := nft.New(nopts)
 	if err != nil {
 		return fmt.Errorf("opening netlink: %w", err)
 	}
