@@ -19,6 +19,7 @@ func stripMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 		Generation:        m.Generation,
 		Labels:            m.Labels,
 		DeletionTimestamp: m.DeletionTimestamp,
+		CreationTimestamp: m.CreationTimestamp,
 	}
 }
 

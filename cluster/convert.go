@@ -48,6 +48,7 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 		Labels:      labels.Set(copyMap(p.Labels)),
 		NodeName:    p.Spec.NodeName,
 		HostNetwork: p.Spec.HostNetwork,
+		Created:     p.CreationTimestamp.Time,
 	}
 	var errs []error
 	for i, c := range p.Spec.Containers {
@@ -319,19 +320,21 @@ func (s *Snapshot) Pod(key string) *Pod {
 	return nil
 }
 
-// PodByIP returns the non-hostNetwork pod holding addr, or nil.
+// PodByIP returns the non-hostNetwork pod owning addr, or nil. When several
+// pods claim it, the owner is the one OwnsAddressOver says.
 func (s *Snapshot) PodByIP(addr netip.Addr) *Pod {
+	var owner *Pod
 	for _, p := range s.Pods {
 		if p.HostNetwork {
 			continue
 		}
 		for _, a := range p.IPs {
-			if a == addr {
-				return p
+			if a == addr && (owner == nil || p.OwnsAddressOver(owner)) {
+				owner = p
 			}
 		}
 	}
-	return nil
+	return owner
 }
 
 // NamespaceLabels returns the labels of namespace name. A namespace that is

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -89,6 +90,20 @@ type Pod struct {
 	// order the API gives them. Empty while the pod has no address yet.
 	IPs   []netip.Addr
 	Ports []ContainerPort
+	// Created is metadata.creationTimestamp. When two pods claim one address
+	// (the API can lag behind an address being reused), the newer pod owns
+	// it: the runtime hands an address out again only once the old sandbox
+	// is gone.
+	Created time.Time
+}
+
+// OwnsAddressOver reports whether p, rather than o, owns an address both
+// claim: the newer pod, or on a tie the one with the smaller key.
+func (p *Pod) OwnsAddressOver(o *Pod) bool {
+	if !p.Created.Equal(o.Created) {
+		return p.Created.After(o.Created)
+	}
+	return p.Key() < o.Key()
 }
 
 // Key returns "namespace/name".
