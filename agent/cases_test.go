@@ -17,7 +17,10 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/policyd/policyd/agent"
 	"github.com/policyd/policyd/internal/apiservertest"
@@ -367,4 +370,47 @@ func TestAgent_NotReadyUntilFirstSync(t *testing.T) {
 	assert.Equal(t, 503, resp.StatusCode)
 	ta.waitReady()
 	assert.NotNil(t, fake.Ruleset())
+}
+
+// TestAgent_InvalidPolicyReportedAsEvent: a policy the API server accepts but
+// policyd cannot enforce as written (an IPv4-mapped IPv6 CIDR, ambiguous) is
+// enforced fail-closed and reported as a Warning Event on the policy, naming
+// the field, posted under the shipped RBAC.
+func TestAgent_InvalidPolicyReportedAsEvent(t *testing.T) {
+	s := apiservertest.Shared(t)
+	cfg := agentRESTConfig(t, s)
+	client, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer b.Shutdown()
+	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "policyd", Host: "node-1"})
+	fc := newFakeCluster(t, func(c *agent.Config) { c.Recorder = rec })
+
+	np := applyPolicy(t, fc.admin, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: fc.ns, Name: "mapped"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "::ffff:10.77.0.0/112"}}},
+			}},
+		},
+	})
+	fc.agent.waitFor("NetworkPolicy", key(fc.ns, "mapped"), np.ResourceVersion)
+	assert.False(t, fc.allowed("10.77.0.60", serverIP), "the ambiguous ipBlock must not admit the IPv4 address it seems to name")
+	var found *corev1.Event
+	require.Eventually(t, func() bool {
+		evs, err := fc.admin.CoreV1().Events(fc.ns).List(context.Background(), metav1.ListOptions{})
+		require.NoError(t, err)
+		for i, e := range evs.Items {
+			if e.Reason == "InvalidNetworkPolicy" && e.InvolvedObject.Name == "mapped" {
+				found = &evs.Items[i]
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 100*time.Millisecond, "no InvalidNetworkPolicy event was posted")
+	assert.Equal(t, corev1.EventTypeWarning, found.Type)
+	assert.Equal(t, "NetworkPolicy", found.InvolvedObject.Kind)
+	assert.Contains(t, found.Message, "spec.ingress[0].from[0].ipBlock.cidr")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	netutils "k8s.io/utils/net"
 )
 
 // PolicyError is a validation error of one NetworkPolicy, naming the object and
@@ -212,19 +214,40 @@ func convertPeer(ns string, in *networkingv1.NetworkPolicyPeer, path *field.Path
 	return peer, nil
 }
 
+// parseCIDR parses a CIDR as the API server does (legacy leading zeros are
+// decimal: 010.0.0.0/8 is 10.0.0.0/8). An IPv4-mapped IPv6 prefix
+// (::ffff:10.0.0.0/104) is refused: the API accepts it, but whether it means
+// IPv4 or IPv6 traffic is ambiguous, so it matches nothing and is reported.
+func parseCIDR(s string) (netip.Prefix, error) {
+	_, n, err := netutils.ParseCIDRSloppy(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if strings.Contains(s, ":") && strings.Contains(s, ".") {
+		return netip.Prefix{}, fmt.Errorf("an IPv4-mapped IPv6 prefix is ambiguous (IPv4 or IPv6 traffic?): write the IPv4 CIDR")
+	}
+	addr, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("unusable address %v", n.IP)
+	}
+	bits, _ := n.Mask.Size()
+	if addr.Is4In6() {
+		addr = addr.Unmap()
+	}
+	return netip.PrefixFrom(addr, bits).Masked(), nil
+}
+
 func convertIPBlock(b *networkingv1.IPBlock, path *field.Path) (Peer, *field.Error) {
-	cidr, err := netip.ParsePrefix(b.CIDR)
+	cidr, err := parseCIDR(b.CIDR)
 	if err != nil {
 		return Peer{}, field.Invalid(path.Child("cidr"), b.CIDR, "not a valid CIDR: "+err.Error())
 	}
-	cidr = cidr.Masked()
 	peer := Peer{Kind: PeerIPBlock, CIDR: cidr}
 	for i, s := range b.Except {
-		ex, err := netip.ParsePrefix(s)
+		ex, err := parseCIDR(s)
 		if err != nil {
 			return Peer{}, field.Invalid(path.Child("except").Index(i), s, "not a valid CIDR: "+err.Error())
 		}
-		ex = ex.Masked()
 		if ex.Addr().Is4() != cidr.Addr().Is4() || ex.Bits() <= cidr.Bits() || !cidr.Contains(ex.Addr()) {
 			return Peer{}, field.Invalid(path.Child("except").Index(i), s, fmt.Sprintf("must be a strict subset of cidr %s", cidr))
 		}

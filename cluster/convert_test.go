@@ -11,6 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/model"
 )
@@ -366,4 +369,31 @@ func TestConvertPolicy_Valid(t *testing.T) {
 			t.Errorf("port %d = %s, want %s", i, pt, want[i])
 		}
 	}
+}
+
+// TestConvertPolicy_CIDRsParseAsTheAPIServerDoes: the API server accepts
+// legacy leading zeros (decimal) and IPv4-mapped IPv6 prefixes. The first
+// means what it says; the second is ambiguous and is refused, fail-closed.
+func TestConvertPolicy_CIDRsParseAsTheAPIServerDoes(t *testing.T) {
+	t.Parallel()
+	mk := func(cidr string) *networkingv1.NetworkPolicy {
+		return &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "p"},
+			Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: []string{"010.1.0.0/16"}}}},
+			}}},
+		}
+	}
+	p, errs := cluster.ConvertPolicy(mk("010.0.0.0/8"))
+	require.Empty(t, errs)
+	require.Len(t, p.IngressRules[0].Peers, 1)
+	assert.Equal(t, netip.MustParsePrefix("10.0.0.0/8"), p.IngressRules[0].Peers[0].CIDR)
+	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, p.IngressRules[0].Peers[0].Except)
+
+	p, errs = cluster.ConvertPolicy(mk("::ffff:10.0.0.0/104"))
+	require.Len(t, errs, 1)
+	assert.Contains(t, errs[0].Error(), "networkpolicy x/p: spec.ingress[0].from[0].ipBlock.cidr")
+	assert.Contains(t, errs[0].Error(), "ambiguous")
+	assert.Empty(t, p.IngressRules[0].Peers, "the ambiguous peer matches nothing")
+	assert.False(t, p.IngressRules[0].AllPeers, "and the rule does not widen to every peer")
 }
