@@ -6,7 +6,7 @@ PKGS      := ./...
 TESTFLAGS ?= -count=1 -timeout 25m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps build test test-unit verify bench fuzz demo conformance clean
+.PHONY: all deps build test test-unit verify bench fuzz demo conformance kind-conformance clean
 
 all: build
 
@@ -29,12 +29,22 @@ test: deps build
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)
 
+## test-integration: tests against a real kube-apiserver and etcd (built once by
+## hack/apiserver.sh, ~8 min cold, then cached; CI=true turns skips into failures).
+.PHONY: test-integration
+test-integration:
+	dir=$$(./hack/apiserver.sh) && POLICYD_TOOLS_DIR="$$dir" $(GO) test -count=1 -timeout 30m ./internal/apiservertest/... ./deploy/... ./agent/...
+
 ## conformance: every upstream case, routed and bridged, direct and through ClusterIPs, 2 nodes.
 conformance: deps build
 	./$(BIN) lab --conformance --cni routed  --nodes 2
 	./$(BIN) lab --conformance --cni routed  --nodes 2 --dnat
 	./$(BIN) lab --conformance --cni bridged --nodes 2
 	./$(BIN) lab --conformance --cni bridged --nodes 2 --dnat
+
+## kind-conformance: the upstream e2e Netpol suite on kind (needs Docker; not run in CI here).
+kind-conformance:
+	./hack/kind-conformance.sh
 
 verify:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
