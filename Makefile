@@ -6,7 +6,7 @@ PKGS      := ./...
 TESTFLAGS ?= -count=1 -timeout 25m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps build test test-unit verify bench fuzz demo conformance kind-conformance clean
+.PHONY: all deps tools build test test-unit verify bench fuzz demo conformance kind-conformance clean
 
 all: build
 
@@ -21,8 +21,12 @@ build:
 demo: deps build
 	./$(BIN) lab --manifests examples/
 
+## tools: kube-apiserver and etcd for the integration tests (built once, ~8 min cold, then cached).
+tools:
+	@./hack/apiserver.sh >/dev/null
+
 ## test: every test; kernel tests need root (CI=true turns their skips into failures).
-test: deps build
+test: deps build tools
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 ## test-unit: the tests that need neither root nor the kernel.
