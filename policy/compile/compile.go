@@ -33,10 +33,12 @@
 // egress4/egress6 (looked up with the source address) and ingress4/ingress6
 // (destination address). A pod has an entry only when it runs on this node and
 // some policy isolates it in that direction; the entry jumps to the chain of its
-// "policy group", the ordered list of policies isolating it. Pods isolated by
-// the same policies share one chain, whose name is a hash of its rules. A chain
-// is: drop invalid conntrack state; one rule per (peer, ports) alternative of
-// the group's policy rules, each a few set lookups; drop. Egress chains end an
+// "policy group", the ordered list of policies isolating it, for the entry's
+// address family. Pods isolated by the same policies share one chain per
+// family, whose name is a hash of its rules; a family's chain holds only the
+// rules that can match that family, so an IPv4 packet never walks IPv6 rules.
+// A chain is: drop invalid conntrack state; one rule per (peer, ports)
+// alternative of the group's policy rules, each a few set lookups; drop. Egress chains end an
 // allowed packet with return (the packet must still pass the destination's
 // ingress check in the same base chain), ingress chains with accept.
 //
@@ -134,11 +136,11 @@ func Compile(src Source, node string) (*ruleset.Ruleset, error) {
 			if len(group) == 0 {
 				continue
 			}
-			name, err := c.groupChain(d, group)
-			if err != nil {
-				return nil, err
-			}
 			for _, ip := range p.IPs {
+				name, err := c.groupChain(d, group, family(ip))
+				if err != nil {
+					return nil, err
+				}
 				m := c.maps[dispatchMap(d, ip)]
 				m.Elements = append(m.Elements, ruleset.Element{Addr: ip, Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: name}})
 			}
@@ -164,6 +166,14 @@ func Compile(src Source, node string) (*ruleset.Ruleset, error) {
 	rs.Chains = append(rs.Chains, baseChains()...)
 	rs.Sort()
 	return rs, nil
+}
+
+// family returns 4 or 6, the address family of ip.
+func family(ip netip.Addr) int {
+	if ip.Is4() {
+		return 4
+	}
+	return 6
 }
 
 func dispatchMap(d cluster.Direction, ip netip.Addr) string {
@@ -230,11 +240,14 @@ type namedKey struct {
 	family int
 }
 
-// groupChain returns the name of the chain enforcing direction d for pods
-// isolated by exactly the policies in group, creating it on first use.
-func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy) (string, error) {
+// groupChain returns the name of the chain enforcing direction d on the
+// addresses of family fam of pods isolated by exactly the policies in group,
+// creating it on first use. The chain holds only rules that can match a
+// packet of that family: the dispatch maps are per family, so a packet never
+// walks the other family's rules.
+func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam int) (string, error) {
 	var gk strings.Builder
-	gk.WriteString(d.String())
+	fmt.Fprintf(&gk, "%s/%d", d, fam)
 	for _, p := range group {
 		gk.WriteString("|" + p.Key())
 	}
@@ -280,13 +293,11 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy) (str
 				peer := &rule.Peers[i]
 				switch peer.Kind {
 				case cluster.PeerPods:
-					peers = append(peers, peerMatch{4, c.peerSet(peer, 4)}, peerMatch{6, c.peerSet(peer, 6)})
+					peers = append(peers, peerMatch{fam, c.peerSet(peer, fam)})
 				case cluster.PeerIPBlock:
-					fam := 6
-					if peer.CIDR.Addr().Is4() {
-						fam = 4
+					if family(peer.CIDR.Addr()) == fam {
+						peers = append(peers, peerMatch{fam, c.blockSet(peer, fam)})
 					}
-					peers = append(peers, peerMatch{fam, c.blockSet(peer, fam)})
 				default:
 					return "", fmt.Errorf("policy %s %s[%d]: peer of unknown kind %d", pol.Key(), d, ri, peer.Kind)
 				}
@@ -296,14 +307,8 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy) (str
 					add(&ruleset.AllowRule{Family: pm.family, PeerField: peerField, PeerSet: pm.set, PortSet: portSet, Verdict: allow, Comment: comment})
 				}
 				for _, nk := range named {
-					fams := []int{pm.family}
-					if pm.family == 0 {
-						fams = []int{4, 6}
-					}
-					for _, fam := range fams {
-						nk.family = fam
-						add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: c.namedSet(nk, d), Verdict: allow, Comment: comment})
-					}
+					nk.family = fam
+					add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: c.namedSet(nk, d), Verdict: allow, Comment: comment})
 				}
 			}
 		}

@@ -2,6 +2,7 @@ package compile_test
 
 import (
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -287,4 +288,51 @@ func elementKeys(s *ruleset.Set) []string {
 		out = append(out, s.ElementKey(e))
 	}
 	return out
+}
+
+func TestCompile_PerFamilyChains(t *testing.T) {
+	t.Parallel()
+	rs := newFixture(withPolicy(policy("x", "web", networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{
+				{PodSelector: podSel(map[string]string{"pod": "b"})},
+				{IPBlock: &networkingv1.IPBlock{CIDR: "10.9.0.0/16"}},
+			},
+			Ports: []networkingv1.NetworkPolicyPort{tcp(80), named("http")},
+		}, {
+			Ports: []networkingv1.NetworkPolicyPort{tcp(443)},
+		}},
+	}))).compile(t, "node-1")
+	in4, in6 := mapTargets(rs, compile.MapIngress4), mapTargets(rs, compile.MapIngress6)
+	c4, c6 := rs.Chain(in4["10.0.0.1"]), rs.Chain(in6["fd00::1"])
+	require.NotNil(t, c4)
+	require.NotNil(t, c6)
+	assert.NotEqual(t, c4.Name, c6.Name, "the families' rules differ, so their chains do")
+	for _, tt := range []struct {
+		chain   *ruleset.Chain
+		fam     int
+		allows  int
+		foreign string
+	}{
+		// v4: pod peer on 80, pod peer on http, ipBlock on 80, ipBlock on http, any peer on 443.
+		{c4, 4, 5, "ip6 "},
+		// v6: no v6 ipBlock, so pod peer on 80 and on http, any peer on 443.
+		{c6, 6, 3, "ip "},
+	} {
+		t.Run(fmt.Sprintf("IPv%d", tt.fam), func(t *testing.T) {
+			t.Parallel()
+			allows := 0
+			for _, r := range tt.chain.Rules {
+				ar, ok := r.(*ruleset.AllowRule)
+				if !ok {
+					continue
+				}
+				allows++
+				assert.Contains(t, []int{0, tt.fam}, ar.Family, "rule %q", ar.Text())
+				assert.NotContains(t, ar.Text(), tt.foreign)
+			}
+			assert.Equal(t, tt.allows, allows, "allow rules of %s:\n%s", tt.chain.Name, strings.Join(ruleTexts(tt.chain), "\n"))
+		})
+	}
 }
