@@ -48,8 +48,9 @@
 //
 // Peers are named sets of pod addresses, one per distinct peer selector
 // (shared by every policy and chain that uses it); ipBlocks are interval sets
-// holding the CIDR minus its excepts; ports and port ranges are
-// inet_proto . inet_service interval sets; named ports become sets of
+// holding the CIDR minus its excepts; ports are inet_proto . inet_service
+// sets, plain hash sets unless a range or a protocol-wide entry needs an
+// interval set; named ports become sets of
 // address . inet_proto . inet_service triples resolved on each destination pod.
 //
 // Denied packets are dropped, not rejected: reject is not allowed in the
@@ -330,11 +331,18 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 // portMatch returns the port set for the numeric entries of rule ("" when the
 // rule allows every port or has only named entries) and its named entries.
 // ok is false when the rule lists ports but none is valid: it matches nothing.
+//
+// Entries that are all single ports make a plain hash set (dports-…), whose
+// lookup is a hash probe; only a range or a protocol-wide entry makes an
+// interval set (ports-…), which the kernel keeps in its slower pipapo
+// backend. The prefixes differ so that a set never changes flags under one
+// name (the kernel cannot change a set's flags; that would force a rebuild).
 func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string, named []namedKey, ok bool) {
 	if rule.AllPorts {
 		return "", nil, true
 	}
 	var elems []ruleset.Element
+	interval := false
 	for _, pt := range rule.Ports {
 		switch {
 		case pt.Protocol == cluster.ProtocolInvalid:
@@ -343,8 +351,10 @@ func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string
 			named = append(named, namedKey{name: pt.Name, proto: pt.Protocol})
 		case pt.Port == 0:
 			elems = append(elems, ruleset.Element{Proto: uint8(pt.Protocol), Port: 0, PortEnd: 65535})
+			interval = true
 		default:
 			elems = append(elems, ruleset.Element{Proto: uint8(pt.Protocol), Port: uint16(pt.Port), PortEnd: uint16(pt.EndPort)})
+			interval = interval || pt.EndPort != pt.Port
 		}
 	}
 	sort.Slice(named, func(i, j int) bool {
@@ -357,13 +367,19 @@ func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string
 	if len(elems) == 0 {
 		return "", named, len(named) > 0
 	}
-	elems = mergePortRanges(elems)
+	prefix := "dports-"
+	if interval {
+		elems = mergePortRanges(elems)
+		prefix = "ports-"
+	} else {
+		elems = dedupePorts(elems)
+	}
 	var key strings.Builder
-	s := &ruleset.Set{Key: ruleset.KeyProtoPort, Interval: true, Elements: elems}
+	s := &ruleset.Set{Key: ruleset.KeyProtoPort, Interval: interval, Elements: elems}
 	for _, e := range elems {
 		key.WriteString(s.ElementKey(e) + ",")
 	}
-	s.Name = "ports-" + shortHash(key.String())
+	s.Name = prefix + shortHash(key.String())
 	s.Comment = truncate(key.String())
 	if _, exists := c.sets[s.Name]; !exists {
 		c.sets[s.Name] = s
@@ -376,6 +392,18 @@ func dedupeNamed(in []namedKey) []namedKey {
 	for i, k := range in {
 		if i == 0 || k != in[i-1] {
 			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// dedupePorts sorts single-port elements and drops repeats.
+func dedupePorts(in []ruleset.Element) []ruleset.Element {
+	sort.Slice(in, func(i, j int) bool { return in[i].Less(in[j]) })
+	out := in[:0]
+	for i, e := range in {
+		if i == 0 || e != in[i-1] {
+			out = append(out, e)
 		}
 	}
 	return out

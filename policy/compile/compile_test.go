@@ -336,3 +336,40 @@ func TestCompile_PerFamilyChains(t *testing.T) {
 		})
 	}
 }
+
+func TestCompile_PortSetsAreHashSetsUnlessARangeNeedsIntervals(t *testing.T) {
+	t.Parallel()
+	udp := corev1.ProtocolUDP
+	end := int32(90)
+	rng := tcp(85)
+	rng.EndPort = &end
+	tests := []struct {
+		name     string
+		ports    []networkingv1.NetworkPolicyPort
+		prefix   string
+		interval bool
+		want     []string
+	}{
+		{"single ports, adjacent ones not merged", []networkingv1.NetworkPolicyPort{tcp(81), tcp(80), tcp(80)}, "dports-", false, []string{"tcp . 80", "tcp . 81"}},
+		{"a range", []networkingv1.NetworkPolicyPort{tcp(80), rng}, "ports-", true, []string{"tcp . 80", "tcp . 85-90"}},
+		{"every port of a protocol", []networkingv1.NetworkPolicyPort{tcp(80), {Protocol: &udp}}, "ports-", true, []string{"tcp . 80", "udp . 0-65535"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rs := newFixture(withPolicy(policy("x", "p", networkingv1.NetworkPolicySpec{
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: tt.ports}},
+			}))).compile(t, "node-1")
+			var ports []*ruleset.Set
+			for _, s := range rs.Sets {
+				if s.Key == ruleset.KeyProtoPort {
+					ports = append(ports, s)
+				}
+			}
+			require.Len(t, ports, 1)
+			assert.True(t, strings.HasPrefix(ports[0].Name, tt.prefix), "set %s", ports[0].Name)
+			assert.Equal(t, tt.interval, ports[0].Interval)
+			assert.Equal(t, tt.want, elementKeys(ports[0]))
+		})
+	}
+}

@@ -30,9 +30,9 @@ func clusterPod(ns, name, node string, ips ...string) *corev1.Pod {
 
 // TestLower_CompiledRulesetMatchesNftText runs the real compiler on a small
 // cluster (peer pods across namespaces, ipBlock with except, port ranges,
-// named ports, both families, default deny) and requires the lowering to
-// equal nft -f of its text, and a table loaded by nft -f to be adopted with
-// no operations.
+// single-port hash sets, named ports, both families, default deny) and
+// requires the lowering to equal nft -f of its text, and a table loaded by
+// nft -f to be adopted with no operations.
 func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
 	nss := []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"team": "x"}}},
@@ -49,6 +49,7 @@ func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
 	pname := intstr.FromString("http")
 	end := int32(2000)
 	p1000 := intstr.FromInt32(1000)
+	p443, p53 := intstr.FromInt32(443), intstr.FromInt32(53)
 	pols := []*networkingv1.NetworkPolicy{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "web"}, Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
@@ -60,7 +61,11 @@ func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
 			Egress: []networkingv1.NetworkPolicyEgressRule{{
 				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "c"}}}},
 				Ports: []networkingv1.NetworkPolicyPort{{Port: &pname}},
-			}, {To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}}}},
+			}, {To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}}}, {
+				// Single ports only: a plain (non-interval) port set.
+				To:    []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p443}, {Protocol: &udp, Port: &p53}},
+			}},
 		}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "deny"}, Spec: networkingv1.NetworkPolicySpec{
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
