@@ -216,17 +216,19 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 		// The map supplies the verdict.
 		return exprs, nil, nil
 	case *ruleset.AllowRule:
+		// Same order as the text: ports, then nft's implicit meta nfproto
+		// dependency right before the first address, peer, named port.
+		if r.PortSet != "" {
+			exprs = append(exprs, loadProtoPort(0, sets(r.PortSet).Interval)...)
+			exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.PortSet})
+		}
 		if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") {
-			exprs = nfprotoMatch(r.Family)
+			exprs = append(exprs, nfprotoMatch(r.Family)...)
 		}
 		if r.PeerSet != "" {
 			exprs = append(exprs,
 				loadAddr(r.Family, r.PeerField, 1),
 				&expr.Lookup{SourceRegister: 1, SetName: r.PeerSet})
-		}
-		if r.PortSet != "" {
-			exprs = append(exprs, loadProtoPort(0, sets(r.PortSet).Interval)...)
-			exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.PortSet})
 		}
 		if r.NamedPortSet != "" {
 			_, n := addrOffset(r.Family, ruleset.Daddr)

@@ -198,11 +198,11 @@ func (r *DispatchRule) Text() string {
 // Text implements Rule.
 func (r *AllowRule) Text() string {
 	var parts []string
-	if r.PeerSet != "" {
-		parts = append(parts, fmt.Sprintf("%s %s @%s", familyWord(r.Family), r.PeerField, r.PeerSet))
-	}
 	if r.PortSet != "" {
 		parts = append(parts, "meta l4proto . th dport @"+r.PortSet)
+	}
+	if r.PeerSet != "" {
+		parts = append(parts, fmt.Sprintf("%s %s @%s", familyWord(r.Family), r.PeerField, r.PeerSet))
 	}
 	if r.NamedPortSet != "" {
 		parts = append(parts, fmt.Sprintf("%s daddr . meta l4proto . th dport @%s", familyWord(r.Family), r.NamedPortSet))
