@@ -265,7 +265,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 		allow = ruleset.Verdict{Kind: ruleset.Return}
 		peerField = ruleset.Daddr
 	}
-	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: ruleset.Verdict{Kind: ruleset.Drop}}}
+	var allows []*ruleset.AllowRule
 	seen := map[string]bool{}
 	add := func(r *ruleset.AllowRule) {
 		k := r.Text()
@@ -273,7 +273,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 			return
 		}
 		seen[k] = true
-		rules = append(rules, r)
+		allows = append(allows, r)
 	}
 	for _, pol := range group {
 		for ri, rule := range pol.Rules(d) {
@@ -314,6 +314,10 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 			}
 		}
 	}
+	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: ruleset.Verdict{Kind: ruleset.Drop}}}
+	for _, r := range c.orderAllows(allows) {
+		rules = append(rules, r)
+	}
 	rules = append(rules, &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Drop}})
 
 	h := sha256.New()
@@ -326,6 +330,61 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 	}
 	c.groups[gk.String()] = name
 	return name, nil
+}
+
+// orderAllows drops the allow rules another rule of the chain makes
+// redundant and orders the rest cheapest miss first. Every allow rule of a
+// chain has the same verdict and a packet is allowed when any matches, so
+// neither changes what the chain allows; both change how many rules and set
+// probes the packets that are not allowed (or allowed late) pay for:
+//
+//   - a rule matching every packet of the family makes all others redundant;
+//   - a rule with only a port set (any peer) covers every rule with that port
+//     set, a rule with only a peer set (every port) every rule with that peer
+//     set, a rule with only a named-port set every rule with that set;
+//   - rules that need no address probe come first (one probe of a small set
+//     decides them), then rules that probe a small port hash set before their
+//     peer, then those whose port set is an interval set, then peer-only
+//     rules (a probe of a large set for every packet), then named-port rules
+//     (a probe of a large set, often two). Within a class, policy order.
+func (c *compiler) orderAllows(in []*ruleset.AllowRule) []*ruleset.AllowRule {
+	portOnly, peerOnly, namedOnly := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, r := range in {
+		switch {
+		case r.PeerSet == "" && r.PortSet == "" && r.NamedPortSet == "":
+			return []*ruleset.AllowRule{r}
+		case r.PeerSet == "" && r.NamedPortSet == "":
+			portOnly[r.PortSet] = true
+		case r.PortSet == "" && r.NamedPortSet == "":
+			peerOnly[r.PeerSet] = true
+		case r.PeerSet == "" && r.PortSet == "":
+			namedOnly[r.NamedPortSet] = true
+		}
+	}
+	class := func(r *ruleset.AllowRule) int {
+		switch {
+		case r.PeerSet == "" && r.NamedPortSet == "":
+			return 0
+		case r.NamedPortSet != "":
+			return 4
+		case r.PortSet == "":
+			return 3
+		case c.sets[r.PortSet].Interval:
+			return 2
+		}
+		return 1
+	}
+	var out []*ruleset.AllowRule
+	for _, r := range in {
+		covered := class(r) != 0 && r.PortSet != "" && portOnly[r.PortSet] ||
+			r.PeerSet != "" && (r.PortSet != "" || r.NamedPortSet != "") && peerOnly[r.PeerSet] ||
+			r.PeerSet != "" && r.NamedPortSet != "" && namedOnly[r.NamedPortSet]
+		if !covered {
+			out = append(out, r)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return class(out[i]) < class(out[j]) })
+	return out
 }
 
 // portMatch returns the port set for the numeric entries of rule ("" when the

@@ -373,3 +373,54 @@ func TestCompile_PortSetsAreHashSetsUnlessARangeNeedsIntervals(t *testing.T) {
 		})
 	}
 }
+
+func TestCompile_AllowRulesCheapestFirstAndRedundantOnesDropped(t *testing.T) {
+	t.Parallel()
+	end := int32(2000)
+	rng := tcp(1000)
+	rng.EndPort = &end
+	fromB := []networkingv1.NetworkPolicyPeer{{PodSelector: podSel(map[string]string{"pod": "b"})}}
+	fromC := []networkingv1.NetworkPolicyPeer{{PodSelector: podSel(map[string]string{"pod": "c"})}}
+	block := []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.9.0.0/16"}}}
+	ports := func(p ...networkingv1.NetworkPolicyPort) []networkingv1.NetworkPolicyPort { return p }
+	tests := []struct {
+		name  string
+		rules []networkingv1.NetworkPolicyIngressRule
+		// want lists the indices of the policy rules whose allow rules the
+		// IPv4 chain keeps, in chain order.
+		want []int
+	}{
+		{"a rule allowing everything makes the others redundant",
+			[]networkingv1.NetworkPolicyIngressRule{{From: fromB, Ports: ports(tcp(80))}, {}, {From: fromC}}, []int{1}},
+		{"a port-only rule covers the rules with its ports",
+			[]networkingv1.NetworkPolicyIngressRule{{From: fromB, Ports: ports(tcp(80))}, {Ports: ports(tcp(80))}, {From: fromB, Ports: ports(tcp(81))}}, []int{1, 2}},
+		{"a peer-only rule covers the rules with its peer",
+			[]networkingv1.NetworkPolicyIngressRule{{From: fromB, Ports: ports(tcp(80))}, {From: fromB, Ports: ports(named("http"))}, {From: fromB}, {From: fromC, Ports: ports(tcp(80))}}, []int{3, 2}},
+		{"a named-port-only rule covers the rules with its named port",
+			[]networkingv1.NetworkPolicyIngressRule{{From: fromB, Ports: ports(named("http"))}, {Ports: ports(named("http"))}}, []int{1}},
+		{"cheapest miss first: port only, port hash set, port interval set, peer only, named port",
+			[]networkingv1.NetworkPolicyIngressRule{{From: fromC, Ports: ports(named("http"))}, {From: fromB}, {From: block, Ports: ports(rng)}, {From: fromC, Ports: ports(tcp(80))}, {Ports: ports(tcp(443))}},
+			[]int{4, 3, 2, 1, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rs := newFixture(withPolicy(policy("x", "p", networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+				Ingress:     tt.rules,
+			}))).compile(t, "node-1")
+			ch := rs.Chain(mapTargets(rs, compile.MapIngress4)["10.0.0.1"])
+			require.NotNil(t, ch)
+			var got []int
+			for _, r := range ch.Rules {
+				if ar, ok := r.(*ruleset.AllowRule); ok {
+					var i int
+					_, err := fmt.Sscanf(ar.Comment, "x/p ingress[%d]", &i)
+					require.NoError(t, err, ar.Comment)
+					got = append(got, i)
+				}
+			}
+			assert.Equal(t, tt.want, got, "chain:\n%s", strings.Join(ruleTexts(ch), "\n"))
+		})
+	}
+}
