@@ -113,6 +113,8 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				&ruleset.NDRule{Verdict: accept()},
 				&ruleset.DispatchRule{Family: 4, Field: ruleset.Daddr, Map: "ing4", Comment: "ingress v4"},
 				&ruleset.DispatchRule{Family: 6, Field: ruleset.Daddr, Map: "eg6"},
+				&ruleset.UnknownAddrRule{Family: 4, Field: ruleset.Saddr, CIDRSet: "blk4", KnownSet: "peer4", Verdict: drop(), Comment: "unknown pod"},
+				&ruleset.UnknownAddrRule{Family: 6, Field: ruleset.Daddr, CIDRSet: "blk6", KnownSet: "peer6", Verdict: drop()},
 			}},
 			{Name: "postrouting", Base: &ruleset.Base{Hook: ruleset.HookPostrouting, Priority: 95, Policy: ruleset.Accept}, Rules: []ruleset.Rule{
 				&ruleset.CtRule{States: ruleset.CtNew | ruleset.CtUntracked, Verdict: returnV()},

@@ -237,6 +237,14 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.NamedPortSet})
 		}
 		v = r.Verdict
+	case *ruleset.UnknownAddrRule:
+		exprs = append(nfprotoMatch(r.Family),
+			loadAddr(r.Family, r.Field, 1),
+			&expr.Lookup{SourceRegister: 1, SetName: r.CIDRSet},
+			loadAddr(r.Family, r.Field, 1),
+			&expr.Lookup{SourceRegister: 1, SetName: r.KnownSet, Invert: true},
+		)
+		v = r.Verdict
 	case *ruleset.VerdictRule:
 		v = r.Verdict
 	default:
@@ -325,6 +333,21 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 			}
 		}
 		return checkVerdict(r.Verdict)
+	case *ruleset.UnknownAddrRule:
+		if err := family(r.Family); err != nil {
+			return err
+		}
+		if r.Field != ruleset.Saddr && r.Field != ruleset.Daddr {
+			return fmt.Errorf("invalid field %d", r.Field)
+		}
+		addrSet := func(s *ruleset.Set) bool { return !s.Map && !s.Key.HasPort() && s.Key.Family() == r.Family }
+		if err := needSet("pod network", r.CIDRSet, addrSet, fmt.Sprintf("an ipv%d_addr set", r.Family)); err != nil {
+			return err
+		}
+		if err := needSet("known pods", r.KnownSet, addrSet, fmt.Sprintf("an ipv%d_addr set", r.Family)); err != nil {
+			return err
+		}
+		return checkVerdict(r.Verdict)
 	case *ruleset.VerdictRule:
 		return checkVerdict(r.Verdict)
 	}
@@ -348,6 +371,8 @@ func ruleJump(r ruleset.Rule) string {
 		v = r.Verdict
 	case *ruleset.AllowRule:
 		v = r.Verdict
+	case *ruleset.UnknownAddrRule:
+		v = r.Verdict
 	case *ruleset.VerdictRule:
 		v = r.Verdict
 	}
@@ -362,6 +387,8 @@ func ruleSets(r ruleset.Rule) []string {
 	switch r := r.(type) {
 	case *ruleset.DispatchRule:
 		return []string{r.Map}
+	case *ruleset.UnknownAddrRule:
+		return []string{r.CIDRSet, r.KnownSet}
 	case *ruleset.AllowRule:
 		var out []string
 		for _, n := range []string{r.PeerSet, r.PortSet, r.NamedPortSet} {

@@ -207,7 +207,7 @@ func TestSync_RepairsChangesBehindOurBack(t *testing.T) {
 		{"interval element deleted", []string{"delete", "element", "inet", "policyd", "blk4", "{ 10.2.0.1-10.2.0.5 }"}, 1},
 		{"element added", []string{"add", "element", "inet", "policyd", "peer4", "{ 10.0.0.77 }"}, 1},
 		// Flush and refill: 1 + 6 rules.
-		{"base chain flushed", []string{"flush", "chain", "inet", "policyd", "input"}, 7},
+		{"base chain flushed", []string{"flush", "chain", "inet", "policyd", "input"}, 9}, // the chain and its 8 rules
 		{"base chain rule added", []string{"add", "rule", "inet", "policyd", "postrouting", "accept"}, 6},
 		{"base chain rule deleted", []string{"-a", "-f", "-"}, 6}, // see below
 		{"set flushed", []string{"flush", "set", "inet", "policyd", "peer6"}, 2},

@@ -349,3 +349,28 @@ func (r *AllowRule) RuleComment() string { return r.Comment }
 
 // RuleComment implements Rule.
 func (r *VerdictRule) RuleComment() string { return r.Comment }
+
+// UnknownAddrRule matches a packet whose Field address lies inside the pod
+// network (CIDRSet, an interval set) but belongs to no pod policyd knows
+// (KnownSet): a pod whose address the API server has not reported yet.
+// Dropping it closes the window between a pod getting its address and
+// policyd learning who it is.
+//
+//	ip saddr @podcidr4 ip saddr != @known4 drop
+type UnknownAddrRule struct {
+	Family   int
+	Field    Field
+	CIDRSet  string
+	KnownSet string
+	Verdict  Verdict
+	Comment  string
+}
+
+// RuleComment implements Rule.
+func (r *UnknownAddrRule) RuleComment() string { return r.Comment }
+
+// Text implements Rule.
+func (r *UnknownAddrRule) Text() string {
+	fw := familyWord(r.Family)
+	return fmt.Sprintf("%s %s @%s %s %s != @%s %s", fw, r.Field, r.CIDRSet, fw, r.Field, r.KnownSet, r.Verdict)
+}

@@ -192,6 +192,26 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		return false, ruleset.Verdict{}, nil
 	case *ruleset.AllowRule:
 		return t.allow(r)
+	case *ruleset.UnknownAddrRule:
+		if !familyMatches(r.Family, p) {
+			return false, r.Verdict, nil
+		}
+		addr := p.Src
+		if r.Field == ruleset.Daddr {
+			addr = p.Dst
+		} else if r.Field != ruleset.Saddr {
+			return false, r.Verdict, fmt.Errorf("unknown-address rule on invalid field")
+		}
+		cidr, err := t.set(r.CIDRSet, false)
+		if err != nil {
+			return false, r.Verdict, err
+		}
+		known, err := t.set(r.KnownSet, false)
+		if err != nil {
+			return false, r.Verdict, err
+		}
+		in := func(s *ruleset.Set) bool { return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) }) }
+		return in(cidr) && !in(known), r.Verdict, nil
 	case *ruleset.VerdictRule:
 		return true, r.Verdict, nil
 	case nil:
