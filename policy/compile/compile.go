@@ -26,8 +26,8 @@
 // Both start with conntrack: established and related packets are accepted
 // before any lookup, so only the first packet of a connection is judged and
 // a policy change never cuts an established connection. IPv6 neighbour
-// discovery is always accepted. In postrouting, traffic whose source address is
-// local to the node (kubelet probes, the node's own traffic) is accepted.
+// discovery is always accepted (the rule sits after the IPv4 dispatch, which
+// it cannot concern, so IPv4 packets do not pay for it).
 //
 // The per-pod work is dispatched by four verdict maps keyed by pod address:
 // egress4/egress6 (looked up with the source address) and ingress4/ingress6
@@ -37,10 +37,21 @@
 // address family. Pods isolated by the same policies share one chain per
 // family, whose name is a hash of its rules; a family's chain holds only the
 // rules that can match that family, so an IPv4 packet never walks IPv6 rules.
-// A chain is: drop invalid conntrack state; one rule per (peer, ports)
-// alternative of the group's policy rules, each a few set lookups; drop. Egress chains end an
-// allowed packet with return (the packet must still pass the destination's
-// ingress check in the same base chain), ingress chains with accept.
+// A chain is: invalid conntrack state; the allow rules of the group's policy
+// rules, one per (peer, ports) alternative, each one or two set lookups,
+// ports first; drop. Egress chains drop invalid packets and end an allowed
+// packet with return (the packet must still pass the destination's ingress
+// check in the same base chain). Ingress chains end an allowed packet with
+// accept; before their drop, and for invalid packets (through a small shared
+// chain), they accept traffic whose source address is local to the node
+// (kubelet probes, the node's own traffic), which policies never cut. That
+// check is a route lookup, so it is made only for packets an ingress chain
+// would otherwise drop, not for every packet in the base chain: no packet
+// from a local address reaches an egress chain, since local addresses are not
+// pod addresses.
+//
+// All allow rules of a chain share one verdict, so the compiler drops rules
+// another covers and orders the rest cheapest miss first (see orderAllows).
 //
 // So the per-packet cost is a fixed number of hash lookups plus the rules of
 // the policies that select this one pod; it does not grow with the number of
@@ -201,11 +212,11 @@ func baseChains() []*ruleset.Chain {
 			Name: ChainPostrouting,
 			Base: &ruleset.Base{Hook: ruleset.HookPostrouting, Priority: PriorityPostrouting, Policy: ruleset.Accept},
 			Rules: []ruleset.Rule{
-				ct, nd,
-				&ruleset.FibLocalRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "traffic from the node itself, e.g. kubelet probes"},
+				ct,
 				dispatch(4, ruleset.Saddr, MapEgress4),
-				dispatch(6, ruleset.Saddr, MapEgress6),
 				dispatch(4, ruleset.Daddr, MapIngress4),
+				nd,
+				dispatch(6, ruleset.Saddr, MapEgress6),
 				dispatch(6, ruleset.Daddr, MapIngress6),
 			},
 		},
@@ -213,8 +224,9 @@ func baseChains() []*ruleset.Chain {
 			Name: ChainInput,
 			Base: &ruleset.Base{Hook: ruleset.HookInput, Priority: PriorityInput, Policy: ruleset.Accept},
 			Rules: []ruleset.Rule{
-				ct, nd,
+				ct,
 				dispatch(4, ruleset.Saddr, MapEgress4),
+				nd,
 				dispatch(6, ruleset.Saddr, MapEgress6),
 			},
 		},
@@ -314,17 +326,20 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 			}
 		}
 	}
-	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: ruleset.Verdict{Kind: ruleset.Drop}}}
+	invalid := ruleset.Verdict{Kind: ruleset.Drop}
+	if d == cluster.Ingress {
+		invalid = ruleset.Verdict{Kind: ruleset.Jump, Chain: c.invalidChain()}
+	}
+	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}
 	for _, r := range c.orderAllows(allows) {
 		rules = append(rules, r)
 	}
+	if d == cluster.Ingress {
+		rules = append(rules, nodeTraffic())
+	}
 	rules = append(rules, &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Drop}})
 
-	h := sha256.New()
-	for _, r := range rules {
-		h.Write([]byte(ruleset.RuleText(r) + "\n"))
-	}
-	name := d.String() + "-" + hex.EncodeToString(h.Sum(nil))[:16]
+	name := d.String() + "-" + chainHash(rules)
 	if _, ok := c.chain[name]; !ok {
 		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
 	}
@@ -385,6 +400,34 @@ func (c *compiler) orderAllows(in []*ruleset.AllowRule) []*ruleset.AllowRule {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return class(out[i]) < class(out[j]) })
 	return out
+}
+
+// nodeTraffic accepts packets whose source address is local to the node:
+// traffic the node itself sends to a pod, such as kubelet probes.
+func nodeTraffic() ruleset.Rule {
+	return &ruleset.FibLocalRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "traffic from the node itself, e.g. kubelet probes"}
+}
+
+// invalidChain returns the chain ingress chains jump to with a packet in
+// conntrack state invalid, creating it on first use: node traffic is
+// accepted (as at the end of the ingress chain), anything else dropped. Its
+// name is a hash of its rules, like a group chain's.
+func (c *compiler) invalidChain() string {
+	rules := []ruleset.Rule{nodeTraffic(), &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Drop}}}
+	name := "invalid-" + chainHash(rules)
+	if _, ok := c.chain[name]; !ok {
+		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
+	}
+	return name
+}
+
+// chainHash returns the short content hash that names a regular chain.
+func chainHash(rules []ruleset.Rule) string {
+	h := sha256.New()
+	for _, r := range rules {
+		h.Write([]byte(ruleset.RuleText(r) + "\n"))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // portMatch returns the port set for the numeric entries of rule ("" when the

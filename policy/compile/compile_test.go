@@ -22,6 +22,7 @@ import (
 	"github.com/policyd/policyd/manifest"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/policy/trace"
 	"github.com/policyd/policyd/selectors"
 )
 
@@ -127,11 +128,15 @@ func TestCompile_DefaultDenyIngress(t *testing.T) {
 	assert.Empty(t, rs.Set(compile.MapEgress4).Elements, "a policy without egress rules or type does not isolate egress")
 	ch := rs.Chain(in4["10.0.0.1"])
 	require.NotNil(t, ch)
-	var texts []string
-	for _, r := range ch.Rules {
-		texts = append(texts, r.Text())
-	}
-	assert.Equal(t, []string{"ct state invalid drop", "drop"}, texts)
+	require.NotEmpty(t, ch.Rules)
+	ct, ok := ch.Rules[0].(*ruleset.CtRule)
+	require.True(t, ok, "first rule %q", ch.Rules[0].Text())
+	invalid := rs.Chain(ct.Verdict.Chain)
+	require.NotNil(t, invalid, "invalid packets jump to %q", ct.Verdict.Chain)
+	// Node traffic (kubelet probes) passes, in any conntrack state; the rest
+	// is dropped.
+	assert.Equal(t, []string{"ct state invalid jump " + invalid.Name, "fib saddr type local accept", "drop"}, ruleTexts(ch))
+	assert.Equal(t, []string{"fib saddr type local accept", "drop"}, ruleTexts(invalid))
 }
 
 func TestCompile_OnlyThisNodesPods(t *testing.T) {
@@ -421,6 +426,42 @@ func TestCompile_AllowRulesCheapestFirstAndRedundantOnesDropped(t *testing.T) {
 				}
 			}
 			assert.Equal(t, tt.want, got, "chain:\n%s", strings.Join(ruleTexts(ch), "\n"))
+		})
+	}
+}
+
+// TestCompile_NodeTrafficAndConntrackStates walks postrouting for first,
+// invalid and established packets: node traffic (kubelet probes) to an
+// isolated pod passes in every state, a pod's invalid packet to an isolated
+// pod is dropped, and pods nothing isolates are never touched.
+func TestCompile_NodeTrafficAndConntrackStates(t *testing.T) {
+	t.Parallel()
+	rs := newFixture(withPolicy(policy("x", "deny", networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+	}))).compile(t, "node-1")
+	a, b, node := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("192.168.0.1")
+	tests := []struct {
+		name     string
+		pkt      trace.Packet
+		accepted bool
+	}{
+		{"pod to isolated pod", trace.Packet{Src: b, Dst: a}, false},
+		{"node to isolated pod", trace.Packet{Src: node, Dst: a, SrcLocal: true}, true},
+		{"node to isolated pod, invalid", trace.Packet{Src: node, Dst: a, SrcLocal: true, State: ruleset.CtInvalid}, true},
+		{"pod to isolated pod, invalid", trace.Packet{Src: b, Dst: a, State: ruleset.CtInvalid}, false},
+		{"pod to isolated pod, established", trace.Packet{Src: b, Dst: a, State: ruleset.CtEstablished}, true},
+		{"egress-isolated pod to pod", trace.Packet{Src: a, Dst: b}, false},
+		{"egress-isolated pod to pod, invalid", trace.Packet{Src: a, Dst: b, State: ruleset.CtInvalid}, false},
+		{"pod to pod nothing isolates, invalid", trace.Packet{Src: b, Dst: netip.MustParseAddr("10.0.0.3"), State: ruleset.CtInvalid}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.pkt.Protocol, tt.pkt.Port = 6, 80
+			res, err := trace.Trace(rs, ruleset.HookPostrouting, tt.pkt)
+			require.NoError(t, err)
+			assert.Equal(t, tt.accepted, res.Allowed(), "path:\n%s", res)
 		})
 	}
 }
