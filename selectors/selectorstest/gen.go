@@ -62,6 +62,20 @@ func port(name string, n int32, proto corev1.Protocol) corev1.ContainerPort {
 // It panics if it generates an object that does not convert cleanly, which is
 // a bug in the generator, or if namespaces < 1 while pods or policies > 0.
 func Synthetic(pods, policies, namespaces int, seed int64) *cluster.Snapshot {
+	nsObjs, podObjs, polObjs := SyntheticObjects(pods, policies, namespaces, seed)
+	s, errs := cluster.NewSnapshot(nsObjs, podObjs, polObjs)
+	if len(errs) > 0 {
+		panic(fmt.Sprintf("selectorstest: generated invalid objects: %v", errs))
+	}
+	return s
+}
+
+// SyntheticObjects returns the API objects Synthetic converts, for tests and
+// benchmarks that load the same cluster into an API server. Pods carry the
+// status (phase Running, addresses) a kubelet would have written; their
+// containers have names and ports but no image. Namespace i's pods come
+// before namespace i+1's, and policy i is in namespace i%namespaces.
+func SyntheticObjects(pods, policies, namespaces int, seed int64) ([]*corev1.Namespace, []*corev1.Pod, []*networkingv1.NetworkPolicy) {
 	if namespaces < 1 && (pods > 0 || policies > 0) {
 		panic("selectorstest: Synthetic needs at least one namespace for pods or policies")
 	}
@@ -82,11 +96,7 @@ func Synthetic(pods, policies, namespaces int, seed int64) *cluster.Snapshot {
 	for i := range policies {
 		polObjs = append(polObjs, g.policy(i))
 	}
-	s, errs := cluster.NewSnapshot(nsObjs, podObjs, polObjs)
-	if len(errs) > 0 {
-		panic(fmt.Sprintf("selectorstest: generated invalid objects: %v", errs))
-	}
-	return s
+	return nsObjs, podObjs, polObjs
 }
 
 type gen struct {
