@@ -184,15 +184,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		{nss, a.namespaceHandlers()},
 		{pols, a.policyHandlers()},
 	}
+	// Wait for the handlers, not just the informers: an informer's cache can
+	// be full while its handler has yet to deliver part of it, and a first
+	// sync from a partial index would replace a good table with a partial one.
+	var synced []cache.InformerSynced
 	for _, h := range handlers {
-		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+		reg, err := h.inf.AddEventHandler(h.h)
+		if err != nil {
 			return fmt.Errorf("agent: adding event handler: %w", err)
 		}
+		synced = append(synced, reg.HasSynced)
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	a.log.Info("waiting for informer caches; the table a previous run left stays in force meanwhile")
-	if !cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nss.HasSynced, pols.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}
 	a.log.Info("informer caches synced", "pods", len(pods.GetStore().ListKeys()), "namespaces", len(nss.GetStore().ListKeys()), "networkpolicies", len(pols.GetStore().ListKeys()))
