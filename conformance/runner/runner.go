@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -218,6 +219,16 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 		}
 	}
 
+	// Probes must be new connections, as upstream's are. A UDP probe whose
+	// ephemeral port happens to repeat one from an earlier step would match
+	// that step's conntrack entry, which ct established accepts (by design:
+	// policy changes never cut established flows), so start each step with
+	// empty conntrack tables.
+	for _, node := range e.nodes {
+		if err := e.flushConntrack(node); err != nil {
+			return res, fmt.Errorf("node %s: flushing conntrack: %w", node, err)
+		}
+	}
 	probes, cells := e.plan(cfg, snap, st)
 	results := e.lab.ProbeAll(ctx, probes)
 	for i, r := range results {
@@ -236,6 +247,20 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	res.Cells = cells
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+func (e *enforcer) flushConntrack(node string) error {
+	ns, ok := e.lab.NodeNetNSHandle(node)
+	if !ok {
+		return fmt.Errorf("no netns")
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	// The lab probes IPv4; this flushes the IPv4 entries.
+	return h.ConntrackTableFlush(netlink.ConntrackTable)
 }
 
 // plan lists the probes of a step with their expected verdicts.
