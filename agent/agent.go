@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -66,6 +67,10 @@ type Config struct {
 	Metrics *Metrics
 	// Recorder, when set, receives a Warning Event for each invalid policy.
 	Recorder record.EventRecorder
+	// PodNetwork is the pod network's CIDRs; when set, addresses inside it
+	// that no known pod holds are dropped (compile.Options.PodNetwork): a new
+	// pod gets no traffic before policyd knows which policies apply to it.
+	PodNetwork []netip.Prefix
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
 	OnCommit func(Commit)
@@ -95,10 +100,11 @@ type Agent struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu      sync.Mutex // guards index, pending, invalid
-	index   *selectors.Index
-	pending []Change
-	invalid map[string]string // policy key -> errors it was last reported with
+	mu       sync.Mutex // guards index, pending, invalid
+	index    *selectors.Index
+	compiler *compile.Compiler // reused across syncs: unchanged sets are not rebuilt
+	pending  []Change
+	invalid  map[string]string // policy key -> errors it was last reported with
 
 	trigger chan struct{}
 
@@ -131,12 +137,13 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Agent{
-		cfg:     cfg,
-		log:     cfg.Logger.With("node", cfg.NodeName),
-		metrics: cfg.Metrics,
-		index:   selectors.New(),
-		invalid: map[string]string{},
-		trigger: make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", cfg.NodeName),
+		metrics:  cfg.Metrics,
+		index:    selectors.New(),
+		compiler: &compile.Compiler{Options: compile.Options{PodNetwork: cfg.PodNetwork}},
+		invalid:  map[string]string{},
+		trigger:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -258,7 +265,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.mu.Lock()
 	pending := a.pending
 	a.pending = nil
-	rs, err := compile.Compile(a.index, a.cfg.NodeName)
+	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
 	counts := a.objectCounts()
 	a.mu.Unlock()
 

@@ -414,3 +414,26 @@ func TestAgent_InvalidPolicyReportedAsEvent(t *testing.T) {
 	assert.Equal(t, "NetworkPolicy", found.InvolvedObject.Kind)
 	assert.Contains(t, found.Message, "spec.ingress[0].from[0].ipBlock.cidr")
 }
+
+// TestAgent_NoUnprotectedWindowForNewPods: with --pod-network, an address in
+// the pod network that the agent has not seen on any pod gets no traffic, in
+// either direction, even to and from pods no policy isolates; the commit that
+// learns the pod opens it as its policies say. Without the option a new pod is
+// unpoliced until that commit (see README).
+func TestAgent_NoUnprotectedWindowForNewPods(t *testing.T) {
+	fc := newFakeCluster(t, func(c *agent.Config) { c.PodNetwork = []netip.Prefix{netip.MustParsePrefix("10.77.0.0/16")} })
+	open := createPod(t, fc.admin, newPod(fc.ns, "open", "node-1", map[string]string{"app": "open"}), "10.77.0.80")
+	fc.agent.waitFor("Pod", key(fc.ns, "open"), open.ResourceVersion)
+	assert.False(t, fc.allowed("10.77.0.70", "10.77.0.80"), "from a pod-network address no known pod holds")
+	rs := fc.fake.Ruleset()
+	_, out, err := trace.Path(map[string]*ruleset.Ruleset{"node-1": rs},
+		trace.Endpoint{Addr: netip.MustParseAddr("10.77.0.80"), Node: "node-1"},
+		trace.Endpoint{Addr: netip.MustParseAddr("10.77.0.70")}, 6, 80)
+	require.NoError(t, err)
+	assert.False(t, out, "to a pod-network address no known pod holds")
+
+	newcomer := createPod(t, fc.admin, newPod(fc.ns, "newcomer", "node-2", map[string]string{"app": "whatever"}), "10.77.0.70")
+	fc.agent.waitFor("Pod", key(fc.ns, "newcomer"), newcomer.ResourceVersion)
+	assert.True(t, fc.allowed("10.77.0.70", "10.77.0.80"), "once known, the newcomer reaches a pod no policy isolates")
+	assert.False(t, fc.allowed("10.77.0.70", serverIP), "and is still denied by the server's policy")
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -66,6 +67,7 @@ type runOptions struct {
 	logLevel    string
 	events      bool
 	netns       string
+	podNetwork  []string
 }
 
 func newRunCommand() *cobra.Command {
@@ -101,6 +103,7 @@ and reported as Warning Events on the policy.`,
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
+	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "the pod network's CIDRs (e.g. the cluster CIDR; repeatable). Addresses inside them that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
 	f.StringVar(&o.netns, "netns", "", "program the table in this named network namespace (/run/netns/NAME) instead of the agent's own; for labs and benchmarks")
 	return cmd
 }
@@ -150,8 +153,17 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	if err != nil {
 		return fmt.Errorf("opening netlink: %w", err)
 	}
+	var podNet []netip.Prefix
+	for _, c := range o.podNetwork {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("--pod-network %q: %w", c, err)}
+		}
+		podNet = append(podNet, p.Masked())
+	}
 	acfg := agent.Config{
-		NodeName: o.nodeName, Client: client, Backend: backend,
+		PodNetwork: podNet,
+		NodeName:   o.nodeName, Client: client, Backend: backend,
 		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, Logger: log,
 	}
 	if o.events {

@@ -113,11 +113,13 @@ type Source interface {
 	PeerPods(peer *cluster.Peer) []*cluster.Pod
 }
 
-// Compile returns the Ruleset that enforces src's policies for the pods of
-// node. It fails only on an internal inconsistency; invalid policies have been
-// made fail-closed by package cluster already.
-func Compile(src Source, node string) (*ruleset.Ruleset, error) {
+func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error) {
+	pods := src.Pods()
+	own, contested := owners(pods)
+	cc.resetIfOwnershipChanged(contested)
 	c := &compiler{
+		cc:    cc,
+		own:   own,
 		src:   src,
 		sets:  map[string]*ruleset.Set{},
 		chain: map[string]*ruleset.Chain{},
@@ -131,7 +133,6 @@ func Compile(src Source, node string) (*ruleset.Ruleset, error) {
 		c.maps[name] = &ruleset.Set{Name: name, Key: key, Map: true, Comment: "policyd dispatch: pod address to the chain of its policy group"}
 	}
 
-	pods := src.Pods()
 	var namedAll []namedKey // named-port sets that need every pod, not only local ones
 	for _, p := range pods {
 		if p.NodeName != node || p.HostNetwork || len(p.IPs) == 0 {
@@ -149,6 +150,9 @@ func Compile(src Source, node string) (*ruleset.Ruleset, error) {
 				continue
 			}
 			for _, ip := range p.IPs {
+				if own[ip] != p {
+					continue // an address the API still shows on an older pod too: the newer owns it
+				}
 				name, err := c.groupChain(d, group, family(ip))
 				if err != nil {
 					return nil, err
@@ -175,7 +179,12 @@ func Compile(src Source, node string) (*ruleset.Ruleset, error) {
 	for _, ch := range c.chain {
 		rs.Chains = append(rs.Chains, ch)
 	}
-	rs.Chains = append(rs.Chains, baseChains()...)
+	netSets, netRules, err := podNetworkSets(cc.Options, own)
+	if err != nil {
+		return nil, err
+	}
+	rs.Sets = append(rs.Sets, netSets...)
+	rs.Chains = append(rs.Chains, baseChains(netRules)...)
 	rs.Sort()
 	return rs, nil
 }
@@ -200,8 +209,10 @@ func dispatchMap(d cluster.Direction, ip netip.Addr) string {
 	return MapEgress6
 }
 
-// baseChains returns the static skeleton. It never depends on the cluster.
-func baseChains() []*ruleset.Chain {
+// baseChains returns the static skeleton. It never depends on the cluster;
+// extra rules (the pod-network option's) go at the end of their hook's chain,
+// where only packets no pod chain has accepted or dropped arrive.
+func baseChains(extra map[ruleset.Hook][]ruleset.Rule) []*ruleset.Chain {
 	ct := &ruleset.CtRule{States: ruleset.CtEstablished | ruleset.CtRelated, Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "only the first packet of a connection is judged"}
 	nd := &ruleset.NDRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "IPv6 neighbour discovery is never policed"}
 	dispatch := func(fam int, f ruleset.Field, m string) *ruleset.DispatchRule {
@@ -211,29 +222,31 @@ func baseChains() []*ruleset.Chain {
 		{
 			Name: ChainPostrouting,
 			Base: &ruleset.Base{Hook: ruleset.HookPostrouting, Priority: PriorityPostrouting, Policy: ruleset.Accept},
-			Rules: []ruleset.Rule{
+			Rules: append([]ruleset.Rule{
 				ct,
 				dispatch(4, ruleset.Saddr, MapEgress4),
 				dispatch(4, ruleset.Daddr, MapIngress4),
 				nd,
 				dispatch(6, ruleset.Saddr, MapEgress6),
 				dispatch(6, ruleset.Daddr, MapIngress6),
-			},
+			}, extra[ruleset.HookPostrouting]...),
 		},
 		{
 			Name: ChainInput,
 			Base: &ruleset.Base{Hook: ruleset.HookInput, Priority: PriorityInput, Policy: ruleset.Accept},
-			Rules: []ruleset.Rule{
+			Rules: append([]ruleset.Rule{
 				ct,
 				dispatch(4, ruleset.Saddr, MapEgress4),
 				nd,
 				dispatch(6, ruleset.Saddr, MapEgress6),
-			},
+			}, extra[ruleset.HookInput]...),
 		},
 	}
 }
 
 type compiler struct {
+	cc        *Compiler
+	own       map[netip.Addr]*cluster.Pod
 	src       Source
 	sets      map[string]*ruleset.Set
 	chain     map[string]*ruleset.Chain
@@ -539,12 +552,7 @@ func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
 		key = ruleset.KeyIPv6
 	}
 	s := &ruleset.Set{Name: name, Key: key, Comment: truncate(peer.Key)}
-	for _, p := range c.src.PeerPods(peer) {
-		if ip, ok := p.IP(fam); ok {
-			s.Elements = append(s.Elements, ruleset.Element{Addr: ip})
-		}
-	}
-	s.Elements = dedupeAddrs(s.Elements)
+	s.Elements = c.cc.cachedPeerElems(name, c.src.PeerPods(peer), fam, c.own)
 	c.sets[name] = s
 	return name
 }
@@ -657,7 +665,7 @@ func (c *compiler) fillNamedSets(all []*cluster.Pod, egress []namedKey) {
 				continue
 			}
 			ip, ok := p.IP(k.family)
-			if !ok {
+			if !ok || c.own[ip] != p {
 				continue
 			}
 			if port, ok := p.ResolvePort(k.name, k.proto); ok {

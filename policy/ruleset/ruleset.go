@@ -63,7 +63,8 @@ const (
 	KeyIPv4
 	// KeyIPv6 is ipv6_addr.
 	KeyIPv6
-	// KeyProtoPort is inet_proto . inet_service (always with flags interval).
+	// KeyProtoPort is inet_proto . inet_service (with flags interval when it
+	// holds a range or a protocol-wide entry, a hash set otherwise).
 	KeyProtoPort
 	// KeyIPv4ProtoPort is ipv4_addr . inet_proto . inet_service.
 	KeyIPv4ProtoPort
@@ -133,9 +134,14 @@ type Element struct {
 	Verdict Verdict
 }
 
-// SortElements sorts elements by key.
+// SortElements sorts elements by key. An already sorted list is left as it
+// is (compile reuses element lists across rulesets, so they must not be
+// written to once shared).
 func (s *Set) SortElements() {
-	sort.Slice(s.Elements, func(i, j int) bool { return s.Elements[i].Less(s.Elements[j]) })
+	less := func(i, j int) bool { return s.Elements[i].Less(s.Elements[j]) }
+	if !sort.SliceIsSorted(s.Elements, less) {
+		sort.Slice(s.Elements, less)
+	}
 }
 
 // Less orders elements by address, protocol, then port.

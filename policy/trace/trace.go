@@ -210,7 +210,9 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		if err != nil {
 			return false, r.Verdict, err
 		}
-		in := func(s *ruleset.Set) bool { return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) }) }
+		in := func(s *ruleset.Set) bool {
+			return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) })
+		}
 		return in(cidr) && !in(known), r.Verdict, nil
 	case *ruleset.VerdictRule:
 		return true, r.Verdict, nil

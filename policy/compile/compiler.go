@@ -1,0 +1,178 @@
+package compile
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"unsafe"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/ruleset"
+)
+
+// Options tunes what Compile emits besides the policies themselves.
+type Options struct {
+	// PodNetwork lists the pod network's CIDRs (the cluster CIDR, or this
+	// node's pod CIDRs). When set, a packet from or to an address inside them
+	// that no known pod holds is dropped: a pod the API server has not yet
+	// reported (its address, its labels) gets no traffic until policyd knows
+	// which policies apply to it. Without it, such a pod is unpoliced from the
+	// moment its address is live until the next sync commits.
+	PodNetwork []netip.Prefix
+}
+
+// Names of the sets the pod-network option adds.
+const (
+	SetPodNetwork4 = "podnet4"
+	SetPodNetwork6 = "podnet6"
+	SetKnownPods4  = "known4"
+	SetKnownPods6  = "known6"
+)
+
+// Compiler compiles one node's ruleset again and again, as the agent does on
+// every sync, reusing the set elements whose inputs did not change. Its
+// output is exactly what Compile returns for the same input; only the time
+// differs. A Compiler is not safe for concurrent use.
+type Compiler struct {
+	Options Options
+
+	// peers caches the elements of peer sets, keyed by set name; an entry is
+	// valid while the index returns the very same (immutable) pod slice and
+	// address ownership has not changed.
+	peers    map[string]cachedSet
+	conflict string // fingerprint of addresses claimed by several pods
+}
+
+type cachedSet struct {
+	data  *(*cluster.Pod)
+	n     int
+	elems []ruleset.Element
+}
+
+// Compile is Compile with the Compiler's options and cache.
+func (c *Compiler) Compile(src Source, node string) (*ruleset.Ruleset, error) {
+	return compileWith(src, node, c)
+}
+
+// Compile returns the Ruleset that enforces src's policies for the pods of
+// node. It fails only on an internal inconsistency; invalid policies have been
+// made fail-closed by package cluster already.
+func Compile(src Source, node string) (*ruleset.Ruleset, error) {
+	return compileWith(src, node, &Compiler{})
+}
+
+// owners resolves which pod owns each address: normally its only holder;
+// when the API shows several pods holding one address, the newest
+// (cluster.Pod.OwnsAddressOver). It returns the owner map and a fingerprint
+// of the contested addresses, which changes whenever ownership can.
+func owners(pods []*cluster.Pod) (map[netip.Addr]*cluster.Pod, string) {
+	own := make(map[netip.Addr]*cluster.Pod, len(pods))
+	var contested []string
+	for _, p := range pods {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			cur, ok := own[a]
+			switch {
+			case !ok:
+				own[a] = p
+			case p.OwnsAddressOver(cur):
+				own[a] = p
+				contested = append(contested, a.String()+"="+p.Key())
+			default:
+				contested = append(contested, a.String()+"="+cur.Key())
+			}
+		}
+	}
+	sort.Strings(contested)
+	return own, strings.Join(contested, ",")
+}
+
+// cachedPeerElems returns the addresses of family fam of pods, reusing the
+// last result for set name when pods is the same slice as then.
+func (c *Compiler) cachedPeerElems(name string, pods []*cluster.Pod, fam int, own map[netip.Addr]*cluster.Pod) []ruleset.Element {
+	var data *(*cluster.Pod)
+	if len(pods) > 0 {
+		data = unsafe.SliceData(pods)
+	}
+	if e, ok := c.peers[name]; ok && e.data == data && e.n == len(pods) {
+		return e.elems
+	}
+	addrs := make([]netip.Addr, 0, len(pods))
+	for _, p := range pods {
+		if ip, ok := p.IP(fam); ok && own[ip] == p {
+			addrs = append(addrs, ip)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	elems := make([]ruleset.Element, len(addrs))
+	for i, a := range addrs {
+		elems[i] = ruleset.Element{Addr: a}
+	}
+	if c.peers == nil {
+		c.peers = map[string]cachedSet{}
+	}
+	c.peers[name] = cachedSet{data: data, n: len(pods), elems: elems}
+	return elems
+}
+
+// resetIfOwnershipChanged drops the cache when the contested addresses
+// changed: a cached set may hold an address whose owner is now another pod.
+func (c *Compiler) resetIfOwnershipChanged(fingerprint string) {
+	if fingerprint != c.conflict {
+		c.peers = nil
+		c.conflict = fingerprint
+	}
+}
+
+// podNetworkSets returns the sets and base-chain rules of Options.PodNetwork:
+// the pod network as interval sets and every known pod address.
+func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod) ([]*ruleset.Set, map[ruleset.Hook][]ruleset.Rule, error) {
+	if len(opts.PodNetwork) == 0 {
+		return nil, nil, nil
+	}
+	net4 := &ruleset.Set{Name: SetPodNetwork4, Key: ruleset.KeyIPv4, Interval: true, Comment: "the pod network"}
+	net6 := &ruleset.Set{Name: SetPodNetwork6, Key: ruleset.KeyIPv6, Interval: true, Comment: "the pod network"}
+	known4 := &ruleset.Set{Name: SetKnownPods4, Key: ruleset.KeyIPv4, Comment: "every pod address policyd knows"}
+	known6 := &ruleset.Set{Name: SetKnownPods6, Key: ruleset.KeyIPv6, Comment: "every pod address policyd knows"}
+	var prefixes []netip.Prefix
+	for _, p := range opts.PodNetwork {
+		prefixes = append(prefixes, p.Masked())
+	}
+	sort.Slice(prefixes, func(i, j int) bool { return prefixes[i].Addr().Less(prefixes[j].Addr()) })
+	for i, p := range prefixes {
+		if i > 0 && prefixes[i-1].Overlaps(p) {
+			return nil, nil, fmt.Errorf("pod network CIDRs %s and %s overlap", prefixes[i-1], p)
+		}
+		s := net6
+		if p.Addr().Is4() {
+			s = net4
+		}
+		s.Elements = append(s.Elements, ruleset.Element{Addr: p.Addr(), AddrEnd: ruleset.LastAddr(p)})
+	}
+	for a := range own {
+		if a.Is4() {
+			known4.Elements = append(known4.Elements, ruleset.Element{Addr: a})
+		} else {
+			known6.Elements = append(known6.Elements, ruleset.Element{Addr: a})
+		}
+	}
+	drop := ruleset.Verdict{Kind: ruleset.Drop}
+	unknown := func(fam int, f ruleset.Field) ruleset.Rule {
+		cidr, known := SetPodNetwork4, SetKnownPods4
+		if fam == 6 {
+			cidr, known = SetPodNetwork6, SetKnownPods6
+		}
+		return &ruleset.UnknownAddrRule{Family: fam, Field: f, CIDRSet: cidr, KnownSet: known, Verdict: drop,
+			Comment: "a pod policyd does not know yet"}
+	}
+	rules := map[ruleset.Hook][]ruleset.Rule{
+		ruleset.HookPostrouting: {unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr), unknown(4, ruleset.Daddr), unknown(6, ruleset.Daddr)},
+		ruleset.HookInput:       {unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr)},
+	}
+	return []*ruleset.Set{net4, net6, known4, known6}, rules, nil
+}
