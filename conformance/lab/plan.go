@@ -58,14 +58,6 @@ func famOf(a netip.Addr) fam {
 	return v6
 }
 
-// hostBits is the number of bits of a single-address prefix of the family.
-func (f fam) hostBits() int {
-	if f == v6 {
-		return 128
-	}
-	return 32
-}
-
 // addOffset returns a + n; n only touches the low 32 bits, which the plan never
 // overflows.
 func addOffset(a netip.Addr, n uint32) netip.Addr {

@@ -570,18 +570,6 @@ func dedupeDispatch(in []ruleset.Element) []ruleset.Element {
 	return out
 }
 
-// dedupeAddrs drops repeated addresses (two pods briefly holding one IP).
-func dedupeAddrs(in []ruleset.Element) []ruleset.Element {
-	sort.Slice(in, func(i, j int) bool { return in[i].Less(in[j]) })
-	out := in[:0]
-	for i, e := range in {
-		if i == 0 || e.Addr != in[i-1].Addr {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // blockSet returns the interval set holding an ipBlock's CIDR minus excepts.
 func (c *compiler) blockSet(peer *cluster.Peer, fam int) string {
 	name := fmt.Sprintf("cidr%d-%s", fam, shortHash(peer.Key))

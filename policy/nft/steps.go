@@ -6,7 +6,7 @@ import "github.com/policyd/policyd/policy/ruleset"
 type stepKind uint8
 
 const (
-	stepInvalid stepKind = iota
+	_ stepKind = iota // the zero value is no valid step
 	// stepFlushChain removes every rule of chain.
 	stepFlushChain
 	// stepDelElements deletes elems from set.
