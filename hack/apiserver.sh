@@ -6,7 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 mod="$root/tools/apiserver"
-key=$(sha256sum "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-12)
+key=$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-12) # content only: any checkout path shares the cache
 dir="${POLICYD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/policyd/tools/$key}"
 if [ ! -x "$dir/kube-apiserver" ] || [ ! -x "$dir/etcd" ]; then
   mkdir -p "$dir"
