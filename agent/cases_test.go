@@ -47,22 +47,7 @@ const serverIP = "10.77.0.10"
 
 func newFakeCluster(t *testing.T, opts ...agentOption) *fakeCluster {
 	t.Helper()
-	s := apiservertest.Shared(t)
-	fc := &fakeCluster{t: t, admin: s.Client(), ns: s.Namespace(t), fake: nft.NewFake()}
-	fc.server = createPod(t, fc.admin, newPod(fc.ns, "server", "node-1", map[string]string{"app": "server"}), serverIP)
-	applyPolicy(t, fc.admin, &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: fc.ns, Name: "server"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{tcp80()},
-			}},
-		},
-	})
-	fc.agent = startAgent(t, agentRESTConfig(t, s), "node-1", fc.fake, opts...)
-	fc.agent.waitReady()
-	return fc
+	return newFakeClusterWithConfig(t, agentRESTConfig(t, apiservertest.Shared(t)), opts...)
 }
 
 // allowed traces a new TCP/80 connection from src (a remote pod address) to
@@ -201,7 +186,7 @@ func TestAgent_APIServerAwayAndBack(t *testing.T) {
 	assert.Greater(t, fc.fake.Syncs(), syncsBefore)
 }
 
-func newFakeClusterWithConfig(t *testing.T, cfg *rest.Config) *fakeCluster {
+func newFakeClusterWithConfig(t *testing.T, cfg *rest.Config, opts ...agentOption) *fakeCluster {
 	t.Helper()
 	s := apiservertest.Shared(t)
 	fc := &fakeCluster{t: t, admin: s.Client(), ns: s.Namespace(t), fake: nft.NewFake()}
@@ -211,11 +196,12 @@ func newFakeClusterWithConfig(t *testing.T, cfg *rest.Config) *fakeCluster {
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{tcp80()},
 			}},
 		},
 	})
-	fc.agent = startAgent(t, cfg, "node-1", fc.fake)
+	fc.agent = startAgent(t, cfg, "node-1", fc.fake, opts...)
 	fc.agent.waitReady()
 	return fc
 }

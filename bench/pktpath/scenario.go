@@ -384,7 +384,7 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 			}
 			for _, e := range s.Elements {
 				if e.Addr == dst {
-					ports = append(ports, protoName(e.Proto)+" . "+fmt.Sprint(e.Port))
+					ports = append(ports, ruleset.ProtoText(e.Proto)+" . "+fmt.Sprint(e.Port))
 				}
 			}
 			if len(ports) == 0 && ar.PortSet == "" {
@@ -436,16 +436,4 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 	}
 	fmt.Fprintf(&b, "\t\tip daddr %s drop\n\t}\n}\n", dst)
 	return &Linear{Text: b.String(), Rules: len(order)}, nil
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	case 132:
-		return "sctp"
-	}
-	return fmt.Sprint(p)
 }

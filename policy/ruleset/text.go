@@ -72,7 +72,7 @@ func (s *Set) ElementKey(e Element) string {
 		parts = append(parts, addrText(e.Addr, e.AddrEnd, s.Interval))
 	}
 	if s.Key.HasPort() {
-		parts = append(parts, protoText(e.Proto), portText(e.Port, e.PortEnd))
+		parts = append(parts, ProtoText(e.Proto), portText(e.Port, e.PortEnd))
 	}
 	return strings.Join(parts, " . ")
 }
@@ -121,7 +121,8 @@ func LastAddr(p netip.Prefix) netip.Addr {
 	return out
 }
 
-func protoText(p uint8) string {
+// ProtoText renders an IANA protocol number as nft does (tcp, udp, sctp).
+func ProtoText(p uint8) string {
 	switch p {
 	case 6:
 		return "tcp"
