@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/policyd/policyd/internal/apiservertest"
+)
+
+func TestMain(m *testing.M) { apiservertest.Main(m) }
+
+// writeKubeconfig writes a kubeconfig for s's admin with two contexts, the
+// current one pointing nowhere, so the test also proves --context is used.
+func writeKubeconfig(t *testing.T, s *apiservertest.Server) string {
+	t.Helper()
+	rc := s.AdminConfig()
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
+	cfg.Clusters["nowhere"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
+	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
+	cfg.Contexts["nowhere"] = &clientcmdapi.Context{Cluster: "nowhere", AuthInfo: "admin"}
+	cfg.CurrentContext = "nowhere"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, clientcmd.WriteToFile(*cfg, path))
+	return path
+}
+
+// TestExplain_LiveFromAPIServer: without --manifests, explain reads the
+// cluster through --kubeconfig and --context.
+func TestExplain_LiveFromAPIServer(t *testing.T) {
+	s := apiservertest.Shared(t)
+	ns := s.Namespace(t)
+	c := s.Client()
+	ctx := context.Background()
+	for name, ip := range map[string]string{"web": "10.88.0.1", "client": "10.88.0.2"} {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
+			Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}}},
+		}
+		p, err := c.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		require.NoError(t, err)
+		p.Status.PodIP, p.Status.PodIPs, p.Status.Phase = ip, []corev1.PodIP{{IP: ip}}, corev1.PodRunning
+		_, err = c.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	_, err := c.NetworkingV1().NetworkPolicies(ns).Create(ctx, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-deny"},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	kc := writeKubeconfig(t, s)
+
+	out, err := run(t, "explain", "--kubeconfig", kc, "--context", "test", ns+"/client", ns+"/web", "-o", "json", "--trace")
+	assert.Equal(t, 1, exitCodeOf(err), "the policy denies client -> web: %v", err)
+	var res []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	require.Len(t, res, 1)
+	assert.Equal(t, false, res[0]["allowed"])
+	ingress := res[0]["ingress"].(map[string]any)
+	assert.Equal(t, []any{ns + "/web-deny"}, ingress["policies"])
+	assert.Equal(t, true, res[0]["trace"].(map[string]any)["agrees"])
+
+	out, err = run(t, "explain", "--kubeconfig", kc, "--context", "test", ns+"/web", ns+"/client")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "ALLOWED")
+
+	_, err = run(t, "explain", "--kubeconfig", kc, ns+"/web", ns+"/client")
+	assert.Error(t, err, "the current context points nowhere: --context must be what made the calls above work")
+}
