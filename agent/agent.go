@@ -376,20 +376,10 @@ func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
 		a.index.UpsertPod(cp)
 		a.changed("Pod", cp.Key(), p.ResourceVersion)
 	}
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    upsert,
-		UpdateFunc: func(_, obj interface{}) { upsert(obj) },
-		DeleteFunc: func(obj interface{}) {
-			ns, name, ok := deletedKey(obj)
-			if !ok {
-				return
-			}
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			a.index.DeletePod(ns, name)
-			a.changed("Pod", ns+"/"+name, "")
-		},
-	}
+	return a.handlers(upsert, func(ns, name string) {
+		a.index.DeletePod(ns, name)
+		a.changed("Pod", ns+"/"+name, "")
+	})
 }
 
 func (a *Agent) namespaceHandlers() cache.ResourceEventHandlerFuncs {
@@ -403,20 +393,10 @@ func (a *Agent) namespaceHandlers() cache.ResourceEventHandlerFuncs {
 		a.index.UpsertNamespace(cluster.ConvertNamespace(ns))
 		a.changed("Namespace", ns.Name, ns.ResourceVersion)
 	}
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    upsert,
-		UpdateFunc: func(_, obj interface{}) { upsert(obj) },
-		DeleteFunc: func(obj interface{}) {
-			_, name, ok := deletedKey(obj)
-			if !ok {
-				return
-			}
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			a.index.DeleteNamespace(name)
-			a.changed("Namespace", name, "")
-		},
-	}
+	return a.handlers(upsert, func(_, name string) {
+		a.index.DeleteNamespace(name)
+		a.changed("Namespace", name, "")
+	})
 }
 
 func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
@@ -435,6 +415,16 @@ func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
 			a.reportInvalid(np, errs)
 		}
 	}
+	return a.handlers(upsert, func(ns, name string) {
+		a.index.DeletePolicy(ns, name)
+		delete(a.invalid, ns+"/"+name)
+		a.changed("NetworkPolicy", ns+"/"+name, "")
+	})
+}
+
+// handlers runs upsert for adds and updates, and del, under a.mu, for
+// deletes (tombstones of missed deletes included).
+func (a *Agent) handlers(upsert func(obj interface{}), del func(ns, name string)) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc:    upsert,
 		UpdateFunc: func(_, obj interface{}) { upsert(obj) },
@@ -445,9 +435,7 @@ func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
 			}
 			a.mu.Lock()
 			defer a.mu.Unlock()
-			a.index.DeletePolicy(ns, name)
-			delete(a.invalid, ns+"/"+name)
-			a.changed("NetworkPolicy", ns+"/"+name, "")
+			del(ns, name)
 		},
 	}
 }
