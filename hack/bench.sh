@@ -28,7 +28,9 @@ run "Semantics model: one explain, one matrix of a 100-pod namespace" \
   go test -run='^$' -bench='Evaluate|Matrix100' -benchmem ./policy/model/
 run "Compile: 1k/10k/50k pods x 200/2k/10k policies, about 100 pods on the compiled node" \
   go test -run='^$' -bench='BenchmarkCompile' -benchmem -benchtime=5x -timeout=30m ./policy/compile/
-run "Partial sync: operations written to the kernel per change (pod add, pod relabel, policy add)" \
+run "Partial sync on the 10k/2k cluster: compile + diff time and kernel operations per change (pod add, pod relabel, policy add)" \
+  go test -run='^$' -bench='BenchmarkPartialSyncOps' -benchmem -benchtime=10x ./policy/compile/
+run "Partial sync through netlink: one pod add written to a real kernel table" \
   go test -run='^$' -bench='BenchmarkSync' -benchmem -benchtime=20x ./policy/nft/
 go build -o "$tmp/pktbench" ./bench/cmd/pktbench
 run "Packet path: 64-byte UDP packets/s and new TCP connections/s through a node namespace" \
