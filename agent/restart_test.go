@@ -5,9 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/policyd/policyd/internal/netnsutil"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +15,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,40 +25,6 @@ import (
 	"github.com/policyd/policyd/internal/netnstest"
 	"github.com/policyd/policyd/policy/nft"
 )
-
-// inPodNetNS runs fn with the calling goroutine's thread inside the named
-// network namespace. Sockets created in fn stay in that namespace. If the
-// thread cannot be switched back it is left locked, so Go discards it.
-func inPodNetNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
 
 // stream is a TCP connection carrying numbered 8-byte records; the reader
 // checks that every record arrives, in order.
@@ -74,9 +39,9 @@ type stream struct {
 func startStream(t *testing.T, serverNS, clientNS string, addr string) *stream {
 	t.Helper()
 	var ln net.Listener
-	require.NoError(t, inPodNetNS(serverNS, func() (err error) { ln, err = net.Listen("tcp", addr); return err }))
+	require.NoError(t, netnsutil.DoNamed(serverNS, func() (err error) { ln, err = net.Listen("tcp", addr); return err }))
 	var conn net.Conn
-	require.NoError(t, inPodNetNS(clientNS, func() (err error) { conn, err = net.DialTimeout("tcp", addr, 2*time.Second); return err }))
+	require.NoError(t, netnsutil.DoNamed(clientNS, func() (err error) { conn, err = net.DialTimeout("tcp", addr, 2*time.Second); return err }))
 	srv, err := ln.Accept()
 	require.NoError(t, err)
 	ln.Close()

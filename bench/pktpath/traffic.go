@@ -3,6 +3,7 @@ package pktpath
 import (
 	"errors"
 	"fmt"
+	"github.com/policyd/policyd/internal/netnsutil"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -201,7 +202,7 @@ func (t *Topology) TCP(d time.Duration) (TCPResult, error) {
 
 	dst := &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}
 	linger := &unix.Linger{Onoff: 1, Linger: 0}
-	err = inNetns(t.PodA, func() error {
+	err = netnsutil.DoNamed(t.PodA, func() error {
 		defer boost()()
 		cpu0 := threadCPU()
 		start := time.Now()
@@ -256,7 +257,7 @@ func acceptAll(fd int, stop *atomic.Bool) error {
 // socketIn creates an IPv4 socket of type typ in network namespace ns.
 func socketIn(ns string, typ int) (int, error) {
 	fd := -1
-	err := inNetns(ns, func() error {
+	err := netnsutil.DoNamed(ns, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/policyd/policyd/internal/netnsutil"
 	"net/netip"
 	"os/exec"
 	"sort"
@@ -613,7 +614,7 @@ func (l *Lab) DoInNode(node string, fn func() error) error {
 	if err != nil {
 		return err
 	}
-	return inNetNS(n.ns.ns, fn)
+	return netnsutil.Do(n.ns.ns, fn)
 }
 
 // ExecInNode runs a command (for example nft) inside node's network

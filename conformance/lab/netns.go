@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/policyd/policyd/internal/netnsutil"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
@@ -19,39 +19,11 @@ import (
 // `ip netns add`.
 const netnsDir = "/run/netns"
 
-// onFreshThread runs fn on a new goroutine locked to its OS thread and waits
-// for it. The goroutine returns without unlocking, so the Go runtime destroys
-// the thread afterwards instead of reusing it: whatever fn did to the thread
-// (entering a namespace) can never leak into other goroutines, even when
-// restoring would have failed. The runtime creates threads for locked
-// goroutines from its template thread, so no new thread inherits fn's
-// namespace either.
-func onFreshThread(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// inNetNS runs fn on a fresh OS thread that has entered the network namespace
-// ns. Sockets fn creates belong to ns for their whole life, whichever thread
-// later uses them.
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	return onFreshThread(func() error {
-		if err := netns.Set(ns); err != nil {
-			return fmt.Errorf("entering network namespace: %w", err)
-		}
-		return fn()
-	})
-}
-
 // createNetNS creates the named network namespace /run/netns/<name> and
 // returns an open handle to it. It fails if the name exists.
 func createNetNS(name string) (netns.NsHandle, error) {
 	var h netns.NsHandle
-	err := onFreshThread(func() error {
+	err := netnsutil.OnFreshThread(func() error {
 		var err error
 		h, err = netns.NewNamed(name)
 		return err
@@ -105,7 +77,7 @@ type sysctl struct{ key, value string }
 // setSysctls writes the settings inside ns, in order. Network sysctls are
 // resolved against the writing thread's namespace.
 func setSysctls(ns netns.NsHandle, settings ...sysctl) error {
-	return inNetNS(ns, func() error {
+	return netnsutil.Do(ns, func() error {
 		for _, s := range settings {
 			if err := os.WriteFile(filepath.Join("/proc/sys", s.key), []byte(s.value), 0o644); err != nil {
 				return fmt.Errorf("sysctl %s=%s: %w", s.key, s.value, err)
@@ -118,7 +90,7 @@ func setSysctls(ns netns.NsHandle, settings ...sysctl) error {
 // readSysctl reads one setting inside ns.
 func readSysctl(ns netns.NsHandle, key string) (string, error) {
 	var v []byte
-	err := inNetNS(ns, func() error {
+	err := netnsutil.Do(ns, func() error {
 		var err error
 		v, err = os.ReadFile(filepath.Join("/proc/sys", key))
 		return err
@@ -131,7 +103,7 @@ func readSysctl(ns netns.NsHandle, key string) (string, error) {
 // namespace is the caller's. stdin may be nil.
 func execInNetNS(ctx context.Context, ns netns.NsHandle, stdin []byte, name string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
-	err := inNetNS(ns, func() error {
+	err := netnsutil.Do(ns, func() error {
 		cmd := exec.CommandContext(ctx, name, args...)
 		if stdin != nil {
 			cmd.Stdin = bytes.NewReader(stdin)

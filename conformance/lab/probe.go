@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/policyd/policyd/internal/netnsutil"
 	"io"
 	"net"
 	"net/netip"
@@ -179,7 +180,7 @@ func dial(ctx context.Context, ns netns.NsHandle, proto cluster.Protocol, dst ne
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	var answer string
-	err := inNetNS(ns, func() error {
+	err := netnsutil.Do(ns, func() error {
 		// The socket is created here, on a thread inside ns, and stays in ns.
 		d := net.Dialer{}
 		switch proto {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/policyd/policyd/internal/netnsutil"
 	"net"
 	"net/netip"
 	"strconv"
@@ -36,7 +37,7 @@ func startServers(ns netns.NsHandle, key string, addrs []netip.Addr, ports []int
 	s := &servers{}
 	var tcp []net.Listener
 	var udp []net.PacketConn
-	err := inNetNS(ns, func() error {
+	err := netnsutil.Do(ns, func() error {
 		var lc net.ListenConfig
 		for _, a := range addrs {
 			for _, port := range ports {

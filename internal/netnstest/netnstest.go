@@ -10,9 +10,9 @@ package netnstest
 import (
 	"errors"
 	"fmt"
+	"github.com/policyd/policyd/internal/netnsutil"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -79,46 +79,21 @@ func New(t testing.TB, prefix string) (string, netns.NsHandle) {
 	return name, h
 }
 
-// create makes the named namespace on a locked thread of its own and switches
-// that thread back. If the switch back fails the thread stays locked, and Go
-// destroys it when the goroutine returns, so no goroutine ever runs in the
-// wrong namespace.
+// create makes the named namespace on a thread of its own (netnsutil
+// discards the thread afterwards, so no goroutine ever runs in it).
 func create(name string) (netns.NsHandle, error) {
-	type result struct {
-		h   netns.NsHandle
-		err error
+	var h netns.NsHandle
+	err := netnsutil.OnFreshThread(func() error {
+		var err error
+		h, err = netns.NewNamed(name)
+		return err
+	})
+	if err != nil {
+		// NewNamed may leave the mount point file behind.
+		_ = os.Remove("/var/run/netns/" + name)
+		return netns.None(), err
 	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{netns.None(), fmt.Errorf("get current namespace: %w", err)}
-			return
-		}
-		defer orig.Close()
-		h, newErr := netns.NewNamed(name)
-		if err := netns.Set(orig); err != nil {
-			// Keep the thread locked: it dies with this goroutine.
-			if h.IsOpen() {
-				h.Close()
-			}
-			_ = netns.DeleteNamed(name)
-			done <- result{netns.None(), fmt.Errorf("restore original namespace: %w", err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		if newErr != nil {
-			// NewNamed may leave the mount point file behind.
-			_ = os.Remove("/var/run/netns/" + name)
-			done <- result{netns.None(), newErr}
-			return
-		}
-		done <- result{h, nil}
-	}()
-	r := <-done
-	return r.h, r.err
+	return h, nil
 }
 
 // Exec runs cmd inside the named namespace (`ip netns exec name cmd...`) and

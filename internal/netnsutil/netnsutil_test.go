@@ -1,0 +1,37 @@
+package netnsutil_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
+
+	"github.com/policyd/policyd/internal/netnstest"
+	"github.com/policyd/policyd/internal/netnsutil"
+)
+
+// current reports whether the calling thread is in namespace h.
+func current(t *testing.T, h netns.NsHandle) bool {
+	t.Helper()
+	cur, err := netns.Get()
+	require.NoError(t, err)
+	defer cur.Close()
+	return cur.Equal(h)
+}
+
+// TestDoNamed runs code in a test namespace and checks that neither the
+// caller nor the next fresh thread ends up there.
+func TestDoNamed(t *testing.T) {
+	netnstest.RequireRoot(t)
+	name, target := netnstest.New(t, "pdutil")
+	inside := false
+	require.NoError(t, netnsutil.DoNamed(name, func() error { inside = current(t, target); return nil }))
+	assert.True(t, inside, "fn must run in the target namespace")
+	assert.False(t, current(t, target), "the caller's namespace must not change")
+	require.NoError(t, netnsutil.OnFreshThread(func() error {
+		assert.False(t, current(t, target), "a later fresh thread must not inherit the namespace")
+		return nil
+	}))
+	assert.Error(t, netnsutil.DoNamed("pdutil-no-such-namespace", func() error { return nil }))
+}
