@@ -153,6 +153,8 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 				if own[ip] != p {
 					continue // an address the API still shows on an older pod too: the newer owns it
 				}
+				// Every address has one owner and a pod one address per
+				// family, so no map or named-port set ever gets a duplicate.
 				name, err := c.groupChain(d, group, family(ip))
 				if err != nil {
 					return nil, err
@@ -165,9 +167,6 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	}
 	namedAll = c.egressNamed
 	c.fillNamedSets(pods, namedAll)
-	for _, m := range c.maps {
-		m.Elements = dedupeDispatch(m.Elements)
-	}
 
 	rs := &ruleset.Ruleset{}
 	for _, s := range c.sets {
@@ -557,19 +556,6 @@ func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
 	return name
 }
 
-// dedupeDispatch keeps one map entry per address: the first in pod-key order
-// (an address briefly held by two local pods must not make the batch fail).
-func dedupeDispatch(in []ruleset.Element) []ruleset.Element {
-	sort.SliceStable(in, func(i, j int) bool { return in[i].Addr.Less(in[j].Addr) })
-	out := in[:0]
-	for i, e := range in {
-		if i == 0 || e.Addr != in[i-1].Addr {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // blockSet returns the interval set holding an ipBlock's CIDR minus excepts.
 func (c *compiler) blockSet(peer *cluster.Peer, fam int) string {
 	name := fmt.Sprintf("cidr%d-%s", fam, shortHash(peer.Key))
@@ -660,14 +646,6 @@ func (c *compiler) fillNamedSets(all []*cluster.Pod, egress []namedKey) {
 				s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
 			}
 		}
-		s.SortElements()
-		out := s.Elements[:0]
-		for i, e := range s.Elements {
-			if i == 0 || e.Addr != s.Elements[i-1].Addr || e.Proto != s.Elements[i-1].Proto || e.Port != s.Elements[i-1].Port {
-				out = append(out, e)
-			}
-		}
-		s.Elements = out
 	}
 }
 
