@@ -125,12 +125,10 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		chain: map[string]*ruleset.Chain{},
 		maps:  map[string]*ruleset.Set{},
 	}
-	for _, name := range []string{MapEgress4, MapEgress6, MapIngress4, MapIngress6} {
-		key := ruleset.KeyIPv4
-		if strings.HasSuffix(name, "6") {
-			key = ruleset.KeyIPv6
+	for fam, names := range map[int][]string{4: {MapEgress4, MapIngress4}, 6: {MapEgress6, MapIngress6}} {
+		for _, name := range names {
+			c.maps[name] = &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Map: true, Comment: "policyd dispatch: pod address to the chain of its policy group"}
 		}
-		c.maps[name] = &ruleset.Set{Name: name, Key: key, Map: true, Comment: "policyd dispatch: pod address to the chain of its policy group"}
 	}
 
 	var namedAll []namedKey // named-port sets that need every pod, not only local ones
@@ -546,11 +544,7 @@ func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
 	if _, ok := c.sets[name]; ok {
 		return name
 	}
-	key := ruleset.KeyIPv4
-	if fam == 6 {
-		key = ruleset.KeyIPv6
-	}
-	s := &ruleset.Set{Name: name, Key: key, Comment: truncate(peer.Key)}
+	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
 	s.Elements = c.cc.cachedPeerElems(name, c.src.PeerPods(peer), fam, c.own)
 	c.sets[name] = s
 	return name
@@ -562,11 +556,7 @@ func (c *compiler) blockSet(peer *cluster.Peer, fam int) string {
 	if _, ok := c.sets[name]; ok {
 		return name
 	}
-	key := ruleset.KeyIPv4
-	if fam == 6 {
-		key = ruleset.KeyIPv6
-	}
-	s := &ruleset.Set{Name: name, Key: key, Interval: true, Comment: truncate(peer.Key)}
+	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Interval: true, Comment: truncate(peer.Key)}
 	for _, r := range subtractPrefixes(peer.CIDR, peer.Except) {
 		s.Elements = append(s.Elements, ruleset.Element{Addr: r[0], AddrEnd: r[1]})
 	}
@@ -607,12 +597,8 @@ func (c *compiler) namedSet(k namedKey, d cluster.Direction) string {
 	name, ok := c.named[k]
 	if !ok {
 		name = fmt.Sprintf("named%d-%s", k.family, shortHash(k.name+"/"+k.proto.String()))
-		key := ruleset.KeyIPv4ProtoPort
-		if k.family == 6 {
-			key = ruleset.KeyIPv6ProtoPort
-		}
 		c.named[k] = name
-		c.sets[name] = &ruleset.Set{Name: name, Key: key, Comment: truncate("named port " + k.proto.String() + "/" + k.name)}
+		c.sets[name] = &ruleset.Set{Name: name, Key: ruleset.AddrProtoPortKey(k.family), Comment: truncate("named port " + k.proto.String() + "/" + k.name)}
 	}
 	if d == cluster.Egress {
 		c.egressNamed = append(c.egressNamed, k)

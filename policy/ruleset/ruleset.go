@@ -108,6 +108,23 @@ func (k KeyType) Family() int {
 	return 0
 }
 
+// AddrKey returns the address key of family fam (4 or 6).
+func AddrKey(fam int) KeyType {
+	if fam == 6 {
+		return KeyIPv6
+	}
+	return KeyIPv4
+}
+
+// AddrProtoPortKey returns the address . inet_proto . inet_service key of
+// family fam (4 or 6).
+func AddrProtoPortKey(fam int) KeyType {
+	if fam == 6 {
+		return KeyIPv6ProtoPort
+	}
+	return KeyIPv4ProtoPort
+}
+
 // Set is a named set or, when Map is true, a verdict map (key : verdict).
 type Set struct {
 	Name string
