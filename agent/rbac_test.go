@@ -1,12 +1,8 @@
 package agent_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
-	"io"
-	"os"
+	"github.com/policyd/policyd/deploy"
 	"sync"
 	"testing"
 
@@ -15,8 +11,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
 	"github.com/policyd/policyd/internal/apiservertest"
@@ -33,24 +27,13 @@ func agentRESTConfig(t *testing.T, s *apiservertest.Server) *rest.Config {
 	if cfg, ok := rbacOnce.Load(s.URL()); ok {
 		return rest.CopyConfig(cfg.(*rest.Config))
 	}
-	data, err := os.ReadFile("../deploy/policyd.yaml")
+	docs, err := deploy.Documents()
 	require.NoError(t, err)
 	ctx := context.Background()
 	c := s.Client()
 	var saNS, saName string
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		require.NoError(t, err)
-		switch o := obj.(type) {
+	for _, d := range docs {
+		switch o := d.Object.(type) {
 		case *corev1.Namespace:
 			_, err = c.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
 		case *corev1.ServiceAccount:

@@ -6,13 +6,11 @@
 package deploy_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"debug/elf"
-	"errors"
 	"fmt"
-	"io"
+	"github.com/policyd/policyd/deploy"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,15 +31,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-	"sigs.k8s.io/yaml"
 
 	"github.com/policyd/policyd/internal/apiservertest"
 )
@@ -49,64 +43,21 @@ import (
 func TestMain(m *testing.M) { apiservertest.Main(m) }
 
 const (
-	manifestPath   = "policyd.yaml"
 	systemNS       = "policyd-system"
 	serviceAccount = "policyd"
 )
 
-// document is one object of the manifest: its JSON as written (for the
-// server, which sees exactly the file) and its typed form (for assertions).
-type document struct {
-	json  []byte
-	typed runtime.Object
-}
+// document is one object of the manifest (deploy.Document).
+type document = deploy.Document
 
-// strictDecoder rejects unknown and duplicate fields, so a misspelt field
-// fails here instead of being dropped silently.
-var strictDecoder = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
-
-// readManifest splits policyd.yaml into documents and decodes each strictly.
+// readManifest decodes the shipped manifest strictly.
 func readManifest(t *testing.T) []document {
 	t.Helper()
-	data, err := os.ReadFile(manifestPath)
+	docs, err := deploy.Documents()
 	if err != nil {
-		t.Fatalf("read manifest: %v", err)
-	}
-	var docs []document
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for i := 0; ; i++ {
-		raw, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", manifestPath, i, err)
-		}
-		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
-			continue
-		}
-		js, err := yaml.YAMLToJSONStrict(raw)
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", manifestPath, i, err)
-		}
-		obj, _, err := strictDecoder.Decode(js, nil, nil)
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", manifestPath, i, err)
-		}
-		docs = append(docs, document{json: js, typed: obj})
+		t.Fatal(err)
 	}
 	return docs
-}
-
-// stripComments drops whole-line YAML comments, to recognise empty documents.
-func stripComments(doc []byte) []byte {
-	var out [][]byte
-	for _, line := range bytes.Split(doc, []byte("\n")) {
-		if !bytes.HasPrefix(bytes.TrimSpace(line), []byte("#")) {
-			out = append(out, line)
-		}
-	}
-	return bytes.Join(out, []byte("\n"))
 }
 
 // find returns the single typed object of type T in docs.
@@ -114,7 +65,7 @@ func find[T runtime.Object](t *testing.T, docs []document) T {
 	t.Helper()
 	var found []T
 	for _, d := range docs {
-		if o, ok := d.typed.(T); ok {
+		if o, ok := d.Object.(T); ok {
 			found = append(found, o)
 		}
 	}
@@ -129,11 +80,11 @@ func TestManifest_ObjectsInApplyOrder(t *testing.T) {
 	t.Parallel()
 	var got []string
 	for _, d := range readManifest(t) {
-		m, err := meta.Accessor(d.typed)
+		m, err := meta.Accessor(d.Object)
 		if err != nil {
 			t.Fatalf("object without metadata: %v", err)
 		}
-		got = append(got, fmt.Sprintf("%T %s/%s", d.typed, m.GetNamespace(), m.GetName()))
+		got = append(got, fmt.Sprintf("%T %s/%s", d.Object, m.GetNamespace(), m.GetName()))
 	}
 	// The namespace comes first and the DaemonSet last, so `kubectl apply -f`
 	// of a fresh cluster succeeds and the pods start with their RBAC in place.
@@ -282,7 +233,7 @@ func newServer(t *testing.T) server {
 // server sent.
 func (sv server) create(ctx context.Context, d document, dryRun bool) ([]string, error) {
 	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(d.json); err != nil {
+	if err := u.UnmarshalJSON(d.JSON); err != nil {
 		return nil, err
 	}
 	gvk := u.GroupVersionKind()
@@ -357,12 +308,12 @@ func TestManifest_OnRealAPIServer(t *testing.T) {
 				t.Fatalf("dry run: %v", err)
 			}
 			if len(warnings) != 0 {
-				t.Errorf("dry run of %T drew API server warnings: %q", d.typed, warnings)
+				t.Errorf("dry run of %T drew API server warnings: %q", d.Object, warnings)
 			}
 			// The API server admits namespaced objects only into an existing
 			// namespace (`kubectl apply --dry-run=server` of a fresh install
 			// fails the same way), so the namespace is created for real.
-			if _, isNS := d.typed.(*corev1.Namespace); isNS {
+			if _, isNS := d.Object.(*corev1.Namespace); isNS {
 				if _, err := sv.create(ctx, d, false); err != nil {
 					t.Fatalf("create: %v", err)
 				}
@@ -379,7 +330,7 @@ func TestManifest_OnRealAPIServer(t *testing.T) {
 
 	ok = t.Run("install RBAC", func(t *testing.T) {
 		for _, d := range docs {
-			switch d.typed.(type) {
+			switch d.Object.(type) {
 			case *corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
 				if _, err := sv.create(ctx, d, false); err != nil {
 					t.Fatalf("create: %v", err)
