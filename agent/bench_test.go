@@ -9,7 +9,8 @@ package agent_test
 //     a mix of pod and policy changes in a 10,000-pod / 2,000-policy cluster,
 //     one change at a time and in a burst, at two coalescing delays.
 //   - BenchmarkAgentRSS: the resident memory of `policyd run` as a separate
-//     process at 10,000 and 50,000 pods.
+//     process at 10,000 and 50,000 pods. With POLICYD_BENCH_PROFILE_DIR set
+//     it also saves the process's heap profile there (go tool pprof).
 //
 // Both need root (network namespaces) and the API server binaries; they skip
 // without them unless CI is set. b.N is ignored: one run of the sizes below
@@ -219,6 +220,11 @@ func BenchmarkAgentRSS(b *testing.B) {
 			goal, err := p.metric("go_memstats_next_gc_bytes")
 			if err != nil {
 				b.Fatal(err)
+			}
+			if dir := os.Getenv("POLICYD_BENCH_PROFILE_DIR"); dir != "" {
+				if err := p.saveHeapProfile(filepath.Join(dir, fmt.Sprintf("heap-%dpods.pb.gz", pods))); err != nil {
+					b.Fatal(err)
+				}
 			}
 			b.ReportMetric(float64(p.info.pods), "pods")
 			b.ReportMetric(float64(p.info.policies), "policies")
@@ -1042,7 +1048,7 @@ type policydProcess struct {
 func startPolicyd(b *testing.B, bin, kubeconfig, netnsName string) *policydProcess {
 	b.Helper()
 	cmd := exec.Command(bin, "run", "--node-name", benchAgentNode, "--kubeconfig", kubeconfig,
-		"--netns", netnsName, "--metrics-addr", "127.0.0.1:0", "--log-format", "json")
+		"--netns", netnsName, "--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--profiling")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -1143,6 +1149,31 @@ func (p *policydProcess) metric(name string) (float64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("policyd /metrics has no %s", name)
+}
+
+// saveHeapProfile writes the process's heap profile (it runs with
+// --profiling) to path, for `go tool pprof`.
+func (p *policydProcess) saveHeapProfile(path string) error {
+	p.mu.Lock()
+	addr := p.addr
+	p.mu.Unlock()
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/heap: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // stop sends SIGTERM and waits; after 30 s it kills. Idempotent.

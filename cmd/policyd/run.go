@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -68,6 +69,7 @@ type runOptions struct {
 	events      bool
 	netns       string
 	podNetwork  []string
+	profiling   bool
 }
 
 func newRunCommand() *cobra.Command {
@@ -86,7 +88,8 @@ gap). The agent is ready (/readyz) only after that first sync. On SIGTERM the
 rules stay in place, so enforcement continues across restarts and upgrades;
 run 'policyd cleanup' to remove them. There is no fail-open switch.
 
-Serves /metrics (Prometheus), /healthz and /readyz on --metrics-addr.
+Serves /metrics (Prometheus), /healthz and /readyz on --metrics-addr (and
+/debug/pprof/ with --profiling).
 Invalid policies are enforced fail-closed (the invalid part matches nothing)
 and reported as Warning Events on the policy.`,
 		Example: `  policyd run --node-name "$NODE_NAME"
@@ -104,6 +107,7 @@ and reported as Warning Events on the policy.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
 	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "the pod network's CIDRs (e.g. the cluster CIDR; repeatable). Addresses inside them that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
+	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --metrics-addr; off by default because profiles expose internals")
 	f.StringVar(&o.netns, "netns", "", "program the table in this named network namespace (/run/netns/NAME) instead of the agent's own; for labs and benchmarks")
 	return cmd
 }
@@ -184,7 +188,18 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
-		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		handler := a.Handler()
+		if o.profiling {
+			mux := http.NewServeMux()
+			mux.Handle("/", handler)
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			handler = mux
+		}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
