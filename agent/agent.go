@@ -27,13 +27,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -177,9 +175,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	pols := factory.Networking().V1().NetworkPolicies().Informer()
 	for _, set := range []struct {
 		inf cache.SharedIndexInformer
-		fn  cache.TransformFunc
-	}{{pods, stripPod}, {nss, stripNamespace}, {pols, stripPolicy}} {
-		if err := set.inf.SetTransform(set.fn); err != nil {
+	}{{pods}, {nss}, {pols}} {
+		if err := set.inf.SetTransform(toCached); err != nil {
 			return fmt.Errorf("agent: setting informer transform: %w", err)
 		}
 	}
@@ -342,8 +339,8 @@ func (a *Agent) observeProgrammed(rs *ruleset.Ruleset) {
 // objectCounts runs under a.mu.
 func (a *Agent) objectCounts() map[string]int {
 	return map[string]int{
-		"pods":            len(a.index.Pods()),
-		"networkpolicies": len(a.index.Policies()),
+		"pods":            a.index.PodCount(),
+		"networkpolicies": a.index.PolicyCount(),
 		"invalid_networkpolicies": func() int {
 			n := 0
 			for _, v := range a.invalid {
@@ -362,19 +359,17 @@ func (a *Agent) changed(kind, key, rv string) {
 }
 
 func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
-	upsert := func(obj interface{}) {
-		p, ok := obj.(*corev1.Pod)
-		if !ok {
+	upsert := func(r *cached) {
+		if r.pod == nil {
 			return
 		}
-		cp, errs := cluster.ConvertPod(p)
-		for _, err := range errs {
+		for _, err := range r.errs {
 			a.log.Warn("pod field ignored", "err", err)
 		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		a.index.UpsertPod(cp)
-		a.changed("Pod", cp.Key(), p.ResourceVersion)
+		a.index.UpsertPod(r.pod)
+		a.changed("Pod", r.key(), r.resourceVersion)
 	}
 	return a.handlers(upsert, func(ns, name string) {
 		a.index.DeletePod(ns, name)
@@ -383,15 +378,14 @@ func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
 }
 
 func (a *Agent) namespaceHandlers() cache.ResourceEventHandlerFuncs {
-	upsert := func(obj interface{}) {
-		ns, ok := obj.(*corev1.Namespace)
-		if !ok {
+	upsert := func(r *cached) {
+		if r.ns == nil {
 			return
 		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		a.index.UpsertNamespace(cluster.ConvertNamespace(ns))
-		a.changed("Namespace", ns.Name, ns.ResourceVersion)
+		a.index.UpsertNamespace(r.ns)
+		a.changed("Namespace", r.key(), r.resourceVersion)
 	}
 	return a.handlers(upsert, func(_, name string) {
 		a.index.DeleteNamespace(name)
@@ -400,19 +394,17 @@ func (a *Agent) namespaceHandlers() cache.ResourceEventHandlerFuncs {
 }
 
 func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
-	upsert := func(obj interface{}) {
-		np, ok := obj.(*networkingv1.NetworkPolicy)
-		if !ok {
+	upsert := func(r *cached) {
+		if r.policy == nil {
 			return
 		}
-		p, errs := cluster.ConvertPolicy(np)
 		a.mu.Lock()
-		a.index.UpsertPolicy(p)
-		a.changed("NetworkPolicy", p.Key(), np.ResourceVersion)
-		report := a.noteInvalid(p.Key(), errs)
+		a.index.UpsertPolicy(r.policy)
+		a.changed("NetworkPolicy", r.key(), r.resourceVersion)
+		report := a.noteInvalid(r.key(), r.errs)
 		a.mu.Unlock()
 		if report {
-			a.reportInvalid(np, errs)
+			a.reportInvalid(r)
 		}
 	}
 	return a.handlers(upsert, func(ns, name string) {
@@ -424,10 +416,15 @@ func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
 
 // handlers runs upsert for adds and updates, and del, under a.mu, for
 // deletes (tombstones of missed deletes included).
-func (a *Agent) handlers(upsert func(obj interface{}), del func(ns, name string)) cache.ResourceEventHandlerFuncs {
+func (a *Agent) handlers(upsert func(*cached), del func(ns, name string)) cache.ResourceEventHandlerFuncs {
+	asRecord := func(obj interface{}) {
+		if r, ok := obj.(*cached); ok {
+			upsert(r)
+		}
+	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    upsert,
-		UpdateFunc: func(_, obj interface{}) { upsert(obj) },
+		AddFunc:    asRecord,
+		UpdateFunc: func(_, obj interface{}) { asRecord(obj) },
 		DeleteFunc: func(obj interface{}) {
 			ns, name, ok := deletedKey(obj)
 			if !ok {
@@ -457,11 +454,11 @@ func (a *Agent) noteInvalid(key string, errs []error) bool {
 	return joined != ""
 }
 
-func (a *Agent) reportInvalid(np *networkingv1.NetworkPolicy, errs []error) {
-	for _, err := range errs {
-		a.log.Warn("invalid NetworkPolicy: enforced fail-closed (the invalid part matches nothing)", "policy", np.Namespace+"/"+np.Name, "err", err)
+func (a *Agent) reportInvalid(r *cached) {
+	for _, err := range r.errs {
+		a.log.Warn("invalid NetworkPolicy: enforced fail-closed (the invalid part matches nothing)", "policy", r.key(), "err", err)
 		if a.cfg.Recorder != nil {
-			a.cfg.Recorder.Eventf(np, corev1.EventTypeWarning, "InvalidNetworkPolicy",
+			a.cfg.Recorder.Eventf(r.policyRef(), corev1.EventTypeWarning, "InvalidNetworkPolicy",
 				"%s; policyd enforces the rest of the policy and lets the invalid part match nothing", err)
 		}
 	}

@@ -402,6 +402,14 @@ func (ix *Index) Pod(namespace, name string) *cluster.Pod {
 	return nil
 }
 
+// PodCount returns the number of pods Pods would return, without building
+// the sorted list.
+func (ix *Index) PodCount() int { return ix.podCount }
+
+// PolicyCount returns the number of policies Policies would return, without
+// building the sorted list.
+func (ix *Index) PolicyCount() int { return len(ix.policies) }
+
 // Policies returns every policy, sorted by key.
 func (ix *Index) Policies() []*cluster.Policy {
 	if !ix.allPolicyValid {

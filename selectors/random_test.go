@@ -279,6 +279,9 @@ func compare(t *testing.T, event string, ix *Index, m *naive, r *randomCluster, 
 	pods, policies := m.sortedPods(), m.sortedPolicies()
 	samePods("Pods()", ix.Pods(), pods)
 	samePolicies("Policies()", ix.Policies(), policies)
+	if ix.PodCount() != len(pods) || ix.PolicyCount() != len(policies) {
+		fail("PodCount() = %d, PolicyCount() = %d, want %d, %d", ix.PodCount(), ix.PolicyCount(), len(pods), len(policies))
+	}
 	snap := ix.Snapshot()
 	samePods("Snapshot().Pods", snap.Pods, pods)
 	samePolicies("Snapshot().Policies", snap.Policies, policies)
