@@ -324,7 +324,7 @@ func (a *Agent) observeProgrammed(rs *ruleset.Ruleset) {
 		} else {
 			sets++
 		}
-		elems += len(s.Elements)
+		elems += s.Len()
 	}
 	for _, c := range rs.Chains {
 		rules += len(c.Rules)

@@ -270,11 +270,11 @@ func RulesetStats(rs *ruleset.Ruleset) Stats {
 	for _, s := range rs.Sets {
 		if s.Map {
 			st.Maps++
-			st.DispatchEntries += len(s.Elements)
+			st.DispatchEntries += s.Len()
 		} else {
 			st.Sets++
 		}
-		st.Elements += len(s.Elements)
+		st.Elements += s.Len()
 	}
 	for _, c := range rs.Chains {
 		if c.Base == nil {
@@ -299,7 +299,7 @@ func GroupChain(rs *ruleset.Ruleset, d cluster.Direction, addr netip.Addr) (*rul
 	if m == nil {
 		return nil, fmt.Errorf("ruleset has no map %s", mapName)
 	}
-	for _, e := range m.Elements {
+	for _, e := range m.Elems() {
 		if e.Addr == addr {
 			if e.Verdict.Kind != ruleset.Jump {
 				return nil, fmt.Errorf("map %s: entry %s is %s, not a jump", mapName, addr, e.Verdict)
@@ -373,7 +373,7 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 			if s == nil {
 				return nil, fmt.Errorf("chain %s rule %d: missing port set %s", chain.Name, i, ar.PortSet)
 			}
-			for _, e := range s.Elements {
+			for _, e := range s.Elems() {
 				ports = append(ports, s.ElementKey(e))
 			}
 		}
@@ -382,7 +382,7 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 			if s == nil {
 				return nil, fmt.Errorf("chain %s rule %d: missing named-port set %s", chain.Name, i, ar.NamedPortSet)
 			}
-			for _, e := range s.Elements {
+			for _, e := range s.Elems() {
 				if e.Addr == dst {
 					ports = append(ports, ruleset.ProtoText(e.Proto)+" . "+fmt.Sprint(e.Port))
 				}
@@ -399,7 +399,7 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 		if s == nil {
 			return nil, fmt.Errorf("chain %s rule %d: missing peer set %s", chain.Name, i, ar.PeerSet)
 		}
-		for _, e := range s.Elements {
+		for _, e := range s.Elems() {
 			note(s.ElementKey(e), all, ports)
 		}
 	}

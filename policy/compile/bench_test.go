@@ -44,7 +44,7 @@ func BenchmarkCompile(b *testing.B) {
 				}
 				elems, rules := 0, 0
 				for _, s := range rs.Sets {
-					elems += len(s.Elements)
+					elems += s.Len()
 				}
 				for _, c := range rs.Chains {
 					rules += len(c.Rules)

@@ -545,7 +545,7 @@ func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
 		return name
 	}
 	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
-	s.Elements = c.cc.cachedPeerElems(name, c.src.PeerPods(peer), fam, c.own)
+	s.Addrs = c.cc.cachedPeerAddrs(name, c.src.PeerPods(peer), fam, c.own)
 	c.sets[name] = s
 	return name
 }

@@ -165,7 +165,7 @@ func TestCompile_PeerSetsAreSharedAndComplete(t *testing.T) {
 		}
 	}
 	require.Len(t, peer4, 1, "two policies with the same peer selector share one set")
-	assert.Equal(t, []ruleset.Element{{Addr: netip.MustParseAddr("10.0.0.1")}}, peer4[0].Elements)
+	assert.Equal(t, []ruleset.Element{{Addr: netip.MustParseAddr("10.0.0.1")}}, peer4[0].Elems())
 	in4 := mapTargets(rs, compile.MapIngress4)
 	assert.Equal(t, []string{"10.0.0.2"}, keys(in4))
 	ch := rs.Chain(in4["10.0.0.2"])
@@ -289,7 +289,7 @@ func ruleTexts(c *ruleset.Chain) []string {
 
 func elementKeys(s *ruleset.Set) []string {
 	var out []string
-	for _, e := range s.Elements {
+	for _, e := range s.Elems() {
 		out = append(out, s.ElementKey(e))
 	}
 	return out

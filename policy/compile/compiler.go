@@ -3,7 +3,6 @@ package compile
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 	"unsafe"
@@ -48,7 +47,7 @@ type Compiler struct {
 type cachedSet struct {
 	data  *(*cluster.Pod)
 	n     int
-	elems []ruleset.Element
+	addrs ruleset.AddrList
 }
 
 // Compile is Compile with the Compiler's options and cache.
@@ -91,15 +90,15 @@ func owners(pods []*cluster.Pod) (map[netip.Addr]*cluster.Pod, string) {
 	return own, strings.Join(contested, ",")
 }
 
-// cachedPeerElems returns the addresses of family fam of pods, reusing the
+// cachedPeerAddrs returns the addresses of family fam of pods, reusing the
 // last result for set name when pods is the same slice as then.
-func (c *Compiler) cachedPeerElems(name string, pods []*cluster.Pod, fam int, own map[netip.Addr]*cluster.Pod) []ruleset.Element {
+func (c *Compiler) cachedPeerAddrs(name string, pods []*cluster.Pod, fam int, own map[netip.Addr]*cluster.Pod) ruleset.AddrList {
 	var data *(*cluster.Pod)
 	if len(pods) > 0 {
 		data = unsafe.SliceData(pods)
 	}
 	if e, ok := c.peers[name]; ok && e.data == data && e.n == len(pods) {
-		return e.elems
+		return e.addrs
 	}
 	addrs := make([]netip.Addr, 0, len(pods))
 	for _, p := range pods {
@@ -107,17 +106,12 @@ func (c *Compiler) cachedPeerElems(name string, pods []*cluster.Pod, fam int, ow
 			addrs = append(addrs, ip)
 		}
 	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	addrs = slices.Compact(addrs)
-	elems := make([]ruleset.Element, len(addrs))
-	for i, a := range addrs {
-		elems[i] = ruleset.Element{Addr: a}
-	}
+	list, _ := ruleset.PackAddrs(fam, addrs) // p.IP(fam) is of family fam
 	if c.peers == nil {
 		c.peers = map[string]cachedSet{}
 	}
-	c.peers[name] = cachedSet{data: data, n: len(pods), elems: elems}
-	return elems
+	c.peers[name] = cachedSet{data: data, n: len(pods), addrs: list}
+	return list
 }
 
 // resetIfOwnershipChanged drops the cache when the contested addresses

@@ -153,8 +153,9 @@ func newFakeStore(r *ruleset.Ruleset) *fakeStore {
 	}
 	for _, s := range r.Sets {
 		fs := &fakeSet{def: *s, elems: map[string]ruleset.Element{}}
-		fs.def.Elements = nil
-		for _, e := range s.Elements {
+		fs.def.Elements, fs.def.Addrs = nil, ruleset.AddrList{}
+		for i := range s.Len() {
+			e := s.At(i)
 			fs.elems[s.ElementKey(e)] = e
 		}
 		st.sets[s.Name] = fs
@@ -274,7 +275,7 @@ func (st *fakeStore) apply(s step) error {
 			return fmt.Errorf("add set: %w", err)
 		}
 		fs := &fakeSet{def: *s.set, elems: map[string]ruleset.Element{}}
-		fs.def.Elements = nil
+		fs.def.Elements, fs.def.Addrs = nil, ruleset.AddrList{}
 		st.sets[s.set.Name] = fs
 	case stepAddChain:
 		c, ok := st.chains[s.chain.Name]
@@ -319,10 +320,11 @@ func (st *fakeStore) apply(s step) error {
 		if !ok {
 			return fmt.Errorf("add elements to set %s: no such set", s.set.Name)
 		}
-		if _, err := lowerElements(&fs.def, s.elems); err != nil {
+		elems := s.elements()
+		if _, err := lowerElements(&fs.def, elems); err != nil {
 			return err
 		}
-		for _, e := range s.elems {
+		for _, e := range elems {
 			k := fs.def.ElementKey(e)
 			if fs.def.Map {
 				if err := st.checkJump(e.Verdict); err != nil {

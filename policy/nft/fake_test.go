@@ -45,8 +45,8 @@ func TestFake_SyncAndPartialSync(t *testing.T) {
 // entry at pol-c.
 func podRelabel(r *ruleset.Ruleset) {
 	p := r.Set("peer4")
-	p.Elements = []ruleset.Element{{Addr: ip("10.0.0.1")}}
-	r.Set("empty4").Elements = []ruleset.Element{{Addr: ip("10.0.0.2")}}
+	p.Replace([]ruleset.Element{{Addr: ip("10.0.0.1")}})
+	r.Set("empty4").Replace([]ruleset.Element{{Addr: ip("10.0.0.2")}})
 	m := r.Set("ing4")
 	for i := range m.Elements {
 		if m.Elements[i].Addr == ip("10.0.0.2") {

@@ -17,7 +17,7 @@ func TestElements_RoundTrip(t *testing.T) {
 	for _, s := range fullRuleset().Sets {
 		t.Run(s.Name, func(t *testing.T) {
 			t.Parallel()
-			elems, err := lowerElements(s, s.Elements)
+			elems, err := lowerElements(s, s.Elems())
 			if err != nil {
 				t.Fatal(err)
 			}

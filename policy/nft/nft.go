@@ -395,14 +395,20 @@ func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
 			if err != nil {
 				return err
 			}
-			elems, err := lowerElements(st.set, st.elems)
+			err = st.elementBatches(lowerBatch, func(batch []ruleset.Element) error {
+				elems, err := lowerElements(st.set, batch)
+				if err != nil {
+					return err
+				}
+				for _, chunk := range chunkElements(elems) {
+					if err := conn.SetAddElements(ns, chunk); err != nil {
+						return fmt.Errorf("add elements to set %s: %w", st.set.Name, err)
+					}
+				}
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			for _, chunk := range chunkElements(elems) {
-				if err := conn.SetAddElements(ns, chunk); err != nil {
-					return fmt.Errorf("add elements to set %s: %w", st.set.Name, err)
-				}
 			}
 		default:
 			return fmt.Errorf("invalid step kind %d", st.kind)
@@ -421,6 +427,10 @@ func ruleText(r ruleset.Rule) (s string) {
 	}()
 	return ruleset.RuleText(r)
 }
+
+// lowerBatch is how many elements of a new set are lowered to netlink at a
+// time; the messages of a batch are complete before the next is built.
+const lowerBatch = 4096
 
 // chunkElements splits elements so that each message stays well below the
 // 64 KiB limit of one netlink attribute.

@@ -33,6 +33,37 @@ type step struct {
 	set   *ruleset.Set
 	chain *ruleset.Chain
 	elems []ruleset.Element
+	// whole makes a stepAddElements add every element of set (a new set);
+	// elems is then unused.
+	whole bool
+}
+
+// elements returns the elements the step adds or deletes.
+func (st step) elements() []ruleset.Element {
+	if st.whole {
+		return st.set.Elems()
+	}
+	return st.elems
+}
+
+// elementBatches calls f with the step's elements, at most n at a time: a
+// new set of a million packed addresses is lowered piece by piece instead
+// of unpacked whole.
+func (st step) elementBatches(n int, f func([]ruleset.Element) error) error {
+	if !st.whole {
+		return f(st.elems)
+	}
+	batch := make([]ruleset.Element, 0, min(n, st.set.Len()))
+	for lo := 0; lo < st.set.Len(); lo += n {
+		batch = batch[:0]
+		for i := lo; i < min(lo+n, st.set.Len()); i++ {
+			batch = append(batch, st.set.At(i))
+		}
+		if err := f(batch); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // planSteps orders a Plan into the steps of one batch, in the order that
@@ -81,8 +112,8 @@ func planSteps(p *ruleset.Plan) []step {
 		}
 	}
 	for _, s := range p.AddSets {
-		if len(s.Elements) > 0 {
-			out = append(out, step{kind: stepAddElements, set: s, elems: s.Elements})
+		if s.Len() > 0 {
+			out = append(out, step{kind: stepAddElements, set: s, whole: true})
 		}
 	}
 	for _, es := range p.AddElements {

@@ -97,7 +97,7 @@ func (p *Plan) Counts() PlanCounts {
 	var c PlanCounts
 	for _, s := range p.AddSets {
 		c.Sets++
-		c.Elements += len(s.Elements)
+		c.Elements += s.Len()
 	}
 	c.Sets += len(p.DelSets)
 	for _, es := range p.AddElements {
@@ -275,6 +275,12 @@ func compareID(a, b elemID) int {
 // sortedIDs reports whether the elements of s are in strictly increasing
 // identity order, as SortElements leaves them (unless there are duplicates).
 func sortedIDs(s *Set) bool {
+	if len(s.Elements) == 0 {
+		return true // Addrs are sorted and distinct by construction
+	}
+	if s.Addrs.Len() > 0 {
+		return false // both forms, as before SortElements: At is not in order
+	}
 	for i := 1; i < len(s.Elements); i++ {
 		if compareID(s.elementID(s.Elements[i-1]), s.elementID(s.Elements[i])) >= 0 {
 			return false
@@ -287,34 +293,35 @@ func sortedIDs(s *Set) bool {
 // equal to new. Both must have the same type. Sorted element lists (the
 // normal case) are merged in one pass; others go through a hash map.
 func diffElements(old, new *Set) (add, del []Element) {
-	if old == new {
+	if old == new || (len(old.Elements) == 0 && len(new.Elements) == 0 && old.Addrs == new.Addrs) {
 		return nil, nil
 	}
 	if !sortedIDs(old) || !sortedIDs(new) {
 		return diffElementsHashed(old, new)
 	}
 	i, j := 0, 0
-	for i < len(old.Elements) || j < len(new.Elements) {
+	nOld, nNew := old.Len(), new.Len()
+	for i < nOld || j < nNew {
 		var c int
 		switch {
-		case i == len(old.Elements):
+		case i == nOld:
 			c = 1
-		case j == len(new.Elements):
+		case j == nNew:
 			c = -1
 		default:
-			c = compareID(old.elementID(old.Elements[i]), new.elementID(new.Elements[j]))
+			c = compareID(old.elementID(old.At(i)), new.elementID(new.At(j)))
 		}
 		switch {
 		case c < 0:
-			del = append(del, old.Elements[i])
+			del = append(del, old.At(i))
 			i++
 		case c > 0:
-			add = append(add, new.Elements[j])
+			add = append(add, new.At(j))
 			j++
 		default:
-			if new.Map && old.Elements[i].Verdict != new.Elements[j].Verdict {
-				del = append(del, old.Elements[i])
-				add = append(add, new.Elements[j])
+			if new.Map && old.At(i).Verdict != new.At(j).Verdict {
+				del = append(del, old.At(i))
+				add = append(add, new.At(j))
 			}
 			i++
 			j++
@@ -324,13 +331,13 @@ func diffElements(old, new *Set) (add, del []Element) {
 }
 
 func diffElementsHashed(old, new *Set) (add, del []Element) {
-	have := make(map[elemID]Element, len(old.Elements))
-	for _, e := range old.Elements {
+	have := make(map[elemID]Element, old.Len())
+	for _, e := range old.Elems() {
 		have[old.elementID(e)] = e
 	}
-	want := make(map[elemID]struct{}, len(new.Elements))
+	want := make(map[elemID]struct{}, new.Len())
 	var changed map[elemID]bool
-	for _, e := range new.Elements {
+	for _, e := range new.Elems() {
 		id := new.elementID(e)
 		want[id] = struct{}{}
 		o, ok := have[id]
@@ -345,7 +352,7 @@ func diffElementsHashed(old, new *Set) (add, del []Element) {
 			add = append(add, e)
 		}
 	}
-	for _, e := range old.Elements {
+	for _, e := range old.Elems() {
 		id := old.elementID(e)
 		if _, ok := want[id]; !ok || changed[id] {
 			del = append(del, e)

@@ -79,7 +79,7 @@ func TestDiff(t *testing.T) {
 			old:  baseRuleset(),
 			new: baseRuleset(func(r *Ruleset) {
 				s := r.Set("peers-a")
-				s.Elements = []Element{{Addr: addr("10.0.0.1")}, {Addr: addr("10.0.0.3")}}
+				s.Replace([]Element{{Addr: addr("10.0.0.1")}, {Addr: addr("10.0.0.3")}})
 			}),
 			check: func(t *testing.T, p *Plan) {
 				wantElems(t, p.AddElements, "peers-a", "10.0.0.3")
@@ -289,8 +289,8 @@ func TestDiff_PodRelabel(t *testing.T) {
 	}
 	old := baseRuleset(both)
 	new := baseRuleset(both, func(r *Ruleset) {
-		r.Set("peers-a").Elements = []Element{{Addr: addr("10.0.0.1")}}
-		r.Set("peers-b").Elements = []Element{{Addr: addr("10.0.0.2")}, {Addr: addr("10.0.0.7")}}
+		r.Set("peers-a").Replace([]Element{{Addr: addr("10.0.0.1")}})
+		r.Set("peers-b").Replace([]Element{{Addr: addr("10.0.0.2")}, {Addr: addr("10.0.0.7")}})
 		r.Set("ingress4").Elements[0].Verdict = Verdict{Kind: Jump, Chain: "pol-b"}
 	})
 	p := Diff(old, new)
@@ -314,7 +314,7 @@ func TestDiff_ApplyGivesNew(t *testing.T) {
 	variants := []*Ruleset{
 		{},
 		baseRuleset(),
-		baseRuleset(func(r *Ruleset) { r.Set("peers-a").Elements = nil }),
+		baseRuleset(func(r *Ruleset) { r.Set("peers-a").Replace(nil) }),
 		baseRuleset(func(r *Ruleset) { r.Set("ingress4").Elements[0].Verdict = Verdict{Kind: Accept} }),
 		baseRuleset(func(r *Ruleset) { r.Set("ports-a").Key = KeyIPv4ProtoPort }),
 		baseRuleset(func(r *Ruleset) { r.Chain("input").Rules = nil }),
@@ -338,7 +338,7 @@ func applyForTest(old *Ruleset, p *Plan) *Ruleset {
 	sets := map[string]*Set{}
 	for _, s := range old.Sets {
 		c := *s
-		c.Elements = append([]Element(nil), s.Elements...)
+		c.Replace(s.Elems())
 		sets[s.Name] = &c
 	}
 	chains := map[string]*Chain{}
@@ -367,7 +367,7 @@ func applyForTest(old *Ruleset, p *Plan) *Ruleset {
 	}
 	for _, s := range p.AddSets {
 		c := *s
-		c.Elements = append([]Element(nil), s.Elements...)
+		c.Replace(s.Elems())
 		sets[s.Name] = &c
 	}
 	for _, c := range p.AddChains {

@@ -10,6 +10,7 @@ package ruleset
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 )
 
@@ -135,8 +136,110 @@ type Set struct {
 	Map bool
 	// Comment says what the set is for (a peer selector, an ipBlock, …).
 	Comment string
-	// Elements, sorted by SortElements.
+	// Elements, sorted by SortElements. A plain address set (KeyIPv4 or
+	// KeyIPv6, neither interval nor map) keeps its elements in Addrs
+	// instead, packed at 4 or 16 bytes an address rather than an Element's
+	// 80: peer sets hold most of a node's elements. SortElements moves them
+	// there; Len, At and Elems read either form.
 	Elements []Element
+	// Addrs holds a plain address set's elements; see Elements.
+	Addrs AddrList
+}
+
+// Packed reports whether s is a plain address set, whose elements
+// SortElements keeps in Addrs.
+func (s *Set) Packed() bool {
+	return (s.Key == KeyIPv4 || s.Key == KeyIPv6) && !s.Interval && !s.Map
+}
+
+// Len returns the number of elements.
+func (s *Set) Len() int { return len(s.Elements) + s.Addrs.Len() }
+
+// At returns element i, 0 <= i < Len(): those in Elements first, then those
+// in Addrs (only one of them is non-empty once sorted).
+func (s *Set) At(i int) Element {
+	if i < len(s.Elements) {
+		return s.Elements[i]
+	}
+	return Element{Addr: s.Addrs.At(i - len(s.Elements))}
+}
+
+// Replace makes elems the set's elements, dropping those in either form;
+// assigning to Elements alone would keep those already packed in Addrs.
+func (s *Set) Replace(elems []Element) {
+	s.Elements, s.Addrs = elems, AddrList{}
+}
+
+// Elems returns every element as a new slice.
+func (s *Set) Elems() []Element {
+	out := make([]Element, s.Len())
+	for i := range out {
+		out[i] = s.At(i)
+	}
+	return out
+}
+
+// AddrList is an immutable, sorted list of distinct addresses of one
+// family, packed: 4 bytes an IPv4 address, 16 an IPv6 one. Being immutable,
+// one list is shared by the rulesets of successive syncs.
+type AddrList struct {
+	v6   bool
+	data string
+}
+
+// PackAddrs returns the addresses of family fam (4 or 6) among addrs,
+// sorted, without duplicates. It reports false if addrs holds an address of
+// another family (or an invalid one), which it leaves out.
+func PackAddrs(fam int, addrs []netip.Addr) (AddrList, bool) {
+	size := 4
+	if fam == 6 {
+		size = 16
+	}
+	sorted := slices.IsSortedFunc(addrs, netip.Addr.Compare)
+	if !sorted {
+		addrs = slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare)
+	}
+	buf := make([]byte, 0, len(addrs)*size)
+	ok := true
+	var last netip.Addr
+	for i, a := range addrs {
+		if !a.IsValid() || (a.Is4() != (fam == 4)) {
+			ok = false
+			continue
+		}
+		if i > 0 && a == last {
+			continue
+		}
+		last = a
+		if fam == 4 {
+			b := a.As4()
+			buf = append(buf, b[:]...)
+		} else {
+			b := a.As16()
+			buf = append(buf, b[:]...)
+		}
+	}
+	return AddrList{v6: fam == 6, data: string(buf)}, ok
+}
+
+// Len returns the number of addresses.
+func (l AddrList) Len() int {
+	if l.v6 {
+		return len(l.data) / 16
+	}
+	return len(l.data) / 4
+}
+
+// At returns address i.
+func (l AddrList) At(i int) netip.Addr {
+	if l.v6 {
+		var b [16]byte
+		copy(b[:], l.data[16*i:16*i+16])
+		return netip.AddrFrom16(b)
+	}
+	var b [4]byte
+	copy(b[:], l.data[4*i:4*i+4])
+	return netip.AddrFrom4(b)
 }
 
 // Element is one set element or map entry. Which fields are used depends on
@@ -154,11 +257,41 @@ type Element struct {
 // SortElements sorts elements by key. An already sorted list is left as it
 // is (compile reuses element lists across rulesets, so they must not be
 // written to once shared).
+//
+// A plain address set's Elements move into Addrs (merged with any already
+// there), unless one of them is not a lone address of the set's family:
+// then all stay in Elements, so nothing is lost or changed.
 func (s *Set) SortElements() {
+	if s.Packed() && len(s.Elements) > 0 && s.packable() {
+		addrs := make([]netip.Addr, 0, s.Len())
+		for i := range s.Len() {
+			addrs = append(addrs, s.At(i).Addr)
+		}
+		s.Addrs, _ = PackAddrs(s.Key.Family(), addrs)
+		s.Elements = nil
+		return
+	}
+	if s.Addrs.Len() > 0 && len(s.Elements) > 0 {
+		// Elements that cannot be packed: unpack the rest beside them.
+		s.Elements, s.Addrs = s.Elems(), AddrList{}
+	}
 	less := func(i, j int) bool { return s.Elements[i].Less(s.Elements[j]) }
 	if !sort.SliceIsSorted(s.Elements, less) {
 		sort.Slice(s.Elements, less)
 	}
+}
+
+// packable reports whether every element of s.Elements is a lone address
+// of s's family, which is all an element of a plain address set can be.
+func (s *Set) packable() bool {
+	fam := s.Key.Family()
+	for _, e := range s.Elements {
+		if !e.Addr.IsValid() || e.Addr.Is4() != (fam == 4) || e.AddrEnd.IsValid() ||
+			e.Proto != 0 || e.Port != 0 || e.PortEnd != 0 || e.Verdict != (Verdict{}) {
+			return false
+		}
+	}
+	return true
 }
 
 // Less orders elements by address, protocol, then port.

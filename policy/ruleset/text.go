@@ -51,9 +51,10 @@ func (s *Set) writeText(b *strings.Builder) {
 	if s.Comment != "" {
 		fmt.Fprintf(b, "\t\tcomment %s\n", quote(s.Comment))
 	}
-	if len(s.Elements) > 0 {
+	if s.Len() > 0 {
 		b.WriteString("\t\telements = { ")
-		for i, e := range s.Elements {
+		for i := range s.Len() {
+			e := s.At(i)
 			if i > 0 {
 				b.WriteString(",\n\t\t\t     ")
 			}

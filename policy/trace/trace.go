@@ -184,8 +184,8 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		} else if r.Field != ruleset.Saddr {
 			return false, ruleset.Verdict{}, fmt.Errorf("dispatch on invalid field")
 		}
-		for _, e := range m.Elements {
-			if inAddrRange(m, e, addr) {
+		for i := range m.Len() {
+			if e := m.At(i); inAddrRange(m, e, addr) {
 				return true, e.Verdict, nil
 			}
 		}
@@ -287,8 +287,8 @@ func (t *tracer) set(name string, wantMap bool) (*ruleset.Set, error) {
 }
 
 func contains(s *ruleset.Set, match func(ruleset.Element) bool) bool {
-	for _, e := range s.Elements {
-		if match(e) {
+	for i := range s.Len() {
+		if match(s.At(i)) {
 			return true
 		}
 	}

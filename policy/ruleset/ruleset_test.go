@@ -1,0 +1,81 @@
+package ruleset
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestSortElements_PacksPlainAddressSets(t *testing.T) {
+	t.Parallel()
+	elems := []Element{{Addr: addr("10.0.0.9")}, {Addr: addr("10.0.0.1")}, {Addr: addr("10.0.0.9")}, {Addr: addr("10.0.1.0")}}
+	s := &Set{Name: "p", Key: KeyIPv4, Elements: append([]Element(nil), elems...)}
+	unpacked := &Set{Name: "p", Key: KeyIPv4, Elements: []Element{{Addr: addr("10.0.0.1")}, {Addr: addr("10.0.0.9")}, {Addr: addr("10.0.1.0")}}}
+	s.SortElements()
+	if len(s.Elements) != 0 || s.Addrs.Len() != 3 {
+		t.Fatalf("after SortElements: %d in Elements, %d in Addrs; want 0 and 3 (duplicates dropped)", len(s.Elements), s.Addrs.Len())
+	}
+	for i, want := range []string{"10.0.0.1", "10.0.0.9", "10.0.1.0"} {
+		if got := s.At(i); got != (Element{Addr: addr(want)}) {
+			t.Errorf("At(%d) = %v, want %s", i, got, want)
+		}
+	}
+	// The packed form prints as the unpacked one would.
+	var a, b strings.Builder
+	s.writeText(&a)
+	unpacked.writeText(&b)
+	if a.String() != b.String() {
+		t.Errorf("packed set prints\n%s\nunpacked\n%s", a.String(), b.String())
+	}
+
+	// Appending to Elements adds; Replace replaces.
+	s.Elements = append(s.Elements, Element{Addr: addr("10.0.0.5")})
+	s.SortElements()
+	if got := len(s.Elems()); got != 4 || s.At(1).Addr != addr("10.0.0.5") {
+		t.Errorf("after an append: %v, want 4 elements with 10.0.0.5 second", s.Elems())
+	}
+	s.Replace([]Element{{Addr: addr("10.0.0.2")}})
+	s.SortElements()
+	if s.Len() != 1 || s.At(0).Addr != addr("10.0.0.2") {
+		t.Errorf("after Replace: %v, want [10.0.0.2]", s.Elems())
+	}
+
+	// IPv6 packs at 16 bytes.
+	s6 := &Set{Name: "p6", Key: KeyIPv6, Elements: []Element{{Addr: addr("fd00::2")}, {Addr: addr("fd00::1")}}}
+	s6.SortElements()
+	if s6.Addrs.Len() != 2 || s6.At(0).Addr != addr("fd00::1") || s6.At(1).Addr != addr("fd00::2") {
+		t.Errorf("IPv6 set: %v", s6.Elems())
+	}
+}
+
+func TestSortElements_KeepsWhatCannotBePacked(t *testing.T) {
+	t.Parallel()
+	for name, s := range map[string]*Set{
+		"wrong family": {Key: KeyIPv4, Elements: []Element{{Addr: addr("10.0.0.1")}, {Addr: addr("fd00::1")}}},
+		"a range":      {Key: KeyIPv4, Elements: []Element{{Addr: addr("10.0.0.1"), AddrEnd: addr("10.0.0.3")}}},
+		"a port":       {Key: KeyIPv4, Elements: []Element{{Addr: addr("10.0.0.1"), Proto: 6, Port: 80, PortEnd: 80}}},
+		"a verdict":    {Key: KeyIPv4, Elements: []Element{{Addr: addr("10.0.0.1"), Verdict: Verdict{Kind: Accept}}}},
+		"a map":        {Key: KeyIPv4, Map: true, Elements: []Element{{Addr: addr("10.0.0.1"), Verdict: Verdict{Kind: Accept}}}},
+		"an interval":  {Key: KeyIPv4, Interval: true, Elements: []Element{{Addr: addr("10.0.0.1"), AddrEnd: addr("10.0.0.3")}}},
+	} {
+		before := append([]Element(nil), s.Elements...)
+		s.SortElements()
+		if s.Addrs.Len() != 0 || len(s.Elements) != len(before) {
+			t.Errorf("%s: packed %d, kept %d of %d elements; want all kept", name, s.Addrs.Len(), len(s.Elements), len(before))
+		}
+	}
+}
+
+func TestPackAddrs(t *testing.T) {
+	t.Parallel()
+	l, ok := PackAddrs(4, []netip.Addr{addr("10.0.0.3"), addr("fd00::1"), addr("10.0.0.1"), {}, addr("10.0.0.3")})
+	if ok {
+		t.Error("PackAddrs reported ok with an IPv6 and an invalid address in an IPv4 list")
+	}
+	if l.Len() != 2 || l.At(0) != addr("10.0.0.1") || l.At(1) != addr("10.0.0.3") {
+		t.Errorf("PackAddrs = %d addresses, want 10.0.0.1 and 10.0.0.3", l.Len())
+	}
+	if l2, ok := PackAddrs(4, []netip.Addr{addr("10.0.0.1"), addr("10.0.0.3")}); !ok || l2 != l {
+		t.Error("equal address lists do not compare equal")
+	}
+}
