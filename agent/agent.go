@@ -105,6 +105,8 @@ type Agent struct {
 	invalid  map[string]string // policy key -> errors it was last reported with
 
 	trigger chan struct{}
+	// podLabels shares one labels.Set among pods with identical labels.
+	podLabels labelInterner
 
 	stateMu   sync.Mutex
 	ready     bool
@@ -176,7 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, set := range []struct {
 		inf cache.SharedIndexInformer
 	}{{pods}, {nss}, {pols}} {
-		if err := set.inf.SetTransform(toCached); err != nil {
+		if err := set.inf.SetTransform(a.toCached); err != nil {
 			return fmt.Errorf("agent: setting informer transform: %w", err)
 		}
 	}
@@ -265,6 +267,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
 	counts := a.objectCounts()
 	a.mu.Unlock()
+	a.podLabels.setPods(counts["pods"])
 
 	a.stateMu.Lock()
 	a.lastLoop = start

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"sync"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -73,10 +76,11 @@ func (r *cached) policyRef() *networkingv1.NetworkPolicy {
 // toCached is the informers' transform. Anything that is not a Pod,
 // Namespace or NetworkPolicy (a record already, a tombstone) passes
 // through, which makes it idempotent as client-go asks.
-func toCached(obj interface{}) (interface{}, error) {
+func (a *Agent) toCached(obj interface{}) (interface{}, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		p, errs := cluster.ConvertPod(o)
+		p.Labels = a.podLabels.intern(p.Labels)
 		return &cached{namespace: p.Namespace, name: p.Name, resourceVersion: o.ResourceVersion, uid: o.UID, pod: p, errs: errs}, nil
 	case *corev1.Namespace:
 		ns := cluster.ConvertNamespace(o)
@@ -86,4 +90,51 @@ func toCached(obj interface{}) (interface{}, error) {
 		return &cached{namespace: p.Namespace, name: p.Name, resourceVersion: o.ResourceVersion, uid: o.UID, policy: p, errs: errs}, nil
 	}
 	return obj, nil
+}
+
+// labelInterner hands out one shared labels.Set per distinct label set, so
+// that the pods of a ReplicaSet (identical labels) share one map instead of
+// holding a copy each. The sets it hands out are never modified.
+//
+// It is a cache, not a registry: entries not asked for during a whole
+// generation are forgotten (their pods keep their map; later pods with
+// those labels just get a new one). A generation ends when it holds twice
+// as many label sets as there are pods, so the interner never holds more
+// than four entries a pod, whatever the churn.
+type labelInterner struct {
+	mu        sync.Mutex
+	cur, prev map[string]labels.Set
+	pods      int // the pods the agent knows, as of the last sync
+}
+
+// minInternGeneration keeps small clusters from cycling generations
+// needlessly.
+const minInternGeneration = 1024
+
+func (li *labelInterner) intern(l labels.Set) labels.Set {
+	if len(l) == 0 {
+		return nil
+	}
+	key := l.String()
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	if s, ok := li.cur[key]; ok {
+		return s
+	}
+	s, ok := li.prev[key]
+	if !ok {
+		s = l
+	}
+	if li.cur == nil || len(li.cur) >= max(2*li.pods, minInternGeneration) {
+		li.prev, li.cur = li.cur, make(map[string]labels.Set, len(li.cur))
+	}
+	li.cur[key] = s
+	return s
+}
+
+// setPods tells the interner how many pods there are.
+func (li *labelInterner) setPods(n int) {
+	li.mu.Lock()
+	li.pods = n
+	li.mu.Unlock()
 }
