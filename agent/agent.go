@@ -366,7 +366,7 @@ func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
 		if r.pod == nil {
 			return
 		}
-		for _, err := range r.errs {
+		for _, err := range r.errs() {
 			a.log.Warn("pod field ignored", "err", err)
 		}
 		a.mu.Lock()
@@ -404,7 +404,7 @@ func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
 		a.mu.Lock()
 		a.index.UpsertPolicy(r.policy)
 		a.changed("NetworkPolicy", r.key(), r.resourceVersion)
-		report := a.noteInvalid(r.key(), r.errs)
+		report := a.noteInvalid(r.key(), r.errs())
 		a.mu.Unlock()
 		if report {
 			a.reportInvalid(r)
@@ -458,7 +458,7 @@ func (a *Agent) noteInvalid(key string, errs []error) bool {
 }
 
 func (a *Agent) reportInvalid(r *cached) {
-	for _, err := range r.errs {
+	for _, err := range r.errs() {
 		a.log.Warn("invalid NetworkPolicy: enforced fail-closed (the invalid part matches nothing)", "policy", r.key(), "err", err)
 		if a.cfg.Recorder != nil {
 			a.cfg.Recorder.Eventf(r.policyRef(), corev1.EventTypeWarning, "InvalidNetworkPolicy",

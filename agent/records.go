@@ -2,6 +2,7 @@ package agent
 
 import (
 	"sync"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -23,24 +24,54 @@ import (
 
 // cached is what the informers store. It implements
 // metav1.ObjectMetaAccessor, which is how client-go's key functions and
-// update handling read an object's name and resourceVersion.
+// update handling read an object's name and resourceVersion. It is kept
+// small (48 bytes): there is one per pod.
 type cached struct {
-	namespace, name string
 	resourceVersion string
-	uid             types.UID // for the Events about invalid policies
 
 	// Exactly one is set.
 	pod    *cluster.Pod
 	ns     *cluster.Namespace
 	policy *cluster.Policy
+
+	// extra is nil for most pods.
+	extra *cachedExtra
+}
+
+type cachedExtra struct {
+	uid types.UID // for the Events about invalid policies
 	// errs are the conversion's complaints: fields ignored (pods) or
 	// enforced fail-closed (policies).
 	errs []error
 }
 
+func (r *cached) names() (namespace, name string) {
+	switch {
+	case r.pod != nil:
+		return r.pod.Namespace, r.pod.Name
+	case r.policy != nil:
+		return r.policy.Namespace, r.policy.Name
+	case r.ns != nil:
+		return "", r.ns.Name
+	}
+	return "", ""
+}
+
+func (r *cached) errs() []error {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.errs
+}
+
 // GetObjectMeta returns a fresh ObjectMeta holding what client-go reads.
 func (r *cached) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Namespace: r.namespace, Name: r.name, ResourceVersion: r.resourceVersion, UID: r.uid}
+	ns, name := r.names()
+	m := &metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: r.resourceVersion}
+	if r.extra != nil {
+		m.UID = r.extra.uid
+	}
+	return m
 }
 
 // GetObjectKind and DeepCopyObject make a cached record a runtime.Object, which
@@ -56,20 +87,19 @@ func (r *cached) DeepCopyObject() runtime.Object {
 }
 
 func (r *cached) key() string {
-	if r.namespace == "" {
-		return r.name
+	ns, name := r.names()
+	if ns == "" {
+		return name
 	}
-	return r.namespace + "/" + r.name
+	return ns + "/" + name
 }
 
 // policyRef returns an object an EventRecorder can refer to: the policy's
 // kind, namespace, name, uid and resourceVersion.
 func (r *cached) policyRef() *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{
-		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: r.namespace, Name: r.name, UID: r.uid, ResourceVersion: r.resourceVersion,
-		},
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: *r.GetObjectMeta().(*metav1.ObjectMeta),
 	}
 }
 
@@ -81,13 +111,18 @@ func (a *Agent) toCached(obj interface{}) (interface{}, error) {
 	case *corev1.Pod:
 		p, errs := cluster.ConvertPod(o)
 		p.Labels = a.podLabels.intern(p.Labels)
-		return &cached{namespace: p.Namespace, name: p.Name, resourceVersion: o.ResourceVersion, uid: o.UID, pod: p, errs: errs}, nil
+		// Thousands of pods share each namespace and node name.
+		p.Namespace, p.NodeName = unique.Make(p.Namespace).Value(), unique.Make(p.NodeName).Value()
+		c := &cached{resourceVersion: o.ResourceVersion, pod: p}
+		if len(errs) > 0 {
+			c.extra = &cachedExtra{uid: o.UID, errs: errs}
+		}
+		return c, nil
 	case *corev1.Namespace:
-		ns := cluster.ConvertNamespace(o)
-		return &cached{name: ns.Name, resourceVersion: o.ResourceVersion, uid: o.UID, ns: ns}, nil
+		return &cached{resourceVersion: o.ResourceVersion, ns: cluster.ConvertNamespace(o)}, nil
 	case *networkingv1.NetworkPolicy:
 		p, errs := cluster.ConvertPolicy(o)
-		return &cached{namespace: p.Namespace, name: p.Name, resourceVersion: o.ResourceVersion, uid: o.UID, policy: p, errs: errs}, nil
+		return &cached{resourceVersion: o.ResourceVersion, policy: p, extra: &cachedExtra{uid: o.UID, errs: errs}}, nil
 	}
 	return obj, nil
 }

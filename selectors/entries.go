@@ -129,26 +129,24 @@ type peerEntry struct {
 
 // nodeEntry is the pods of one node.
 type nodeEntry struct {
-	pods   map[podID]*cluster.Pod
+	pods   map[*cluster.Pod]struct{} // the values the index holds
 	sorted []*cluster.Pod
 	valid  bool
 }
 
-type podID struct{ namespace, name string }
-
 func (ix *Index) nodeAdd(p *cluster.Pod) {
 	n := ix.nodes[p.NodeName]
 	if n == nil {
-		n = &nodeEntry{pods: map[podID]*cluster.Pod{}}
+		n = &nodeEntry{pods: map[*cluster.Pod]struct{}{}}
 		ix.nodes[p.NodeName] = n
 	}
-	n.pods[podID{p.Namespace, p.Name}] = p
+	n.pods[p] = struct{}{}
 	n.valid = false
 }
 
 func (ix *Index) nodeRemove(p *cluster.Pod) {
 	n := ix.nodes[p.NodeName]
-	delete(n.pods, podID{p.Namespace, p.Name})
+	delete(n.pods, p)
 	n.valid = false
 	if len(n.pods) == 0 {
 		delete(ix.nodes, p.NodeName)

@@ -381,7 +381,7 @@ func (ix *Index) NodePods(node string) []*cluster.Pod {
 	}
 	if !n.valid {
 		n.sorted = make([]*cluster.Pod, 0, len(n.pods))
-		for _, p := range n.pods {
+		for p := range n.pods {
 			n.sorted = append(n.sorted, p)
 		}
 		slices.SortFunc(n.sorted, func(a, b *cluster.Pod) int {
