@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -53,6 +54,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/policyd/policyd/agent"
+	"github.com/policyd/policyd/deploy"
 	"github.com/policyd/policyd/internal/apiservertest"
 	"github.com/policyd/policyd/internal/netnstest"
 	"github.com/policyd/policyd/policy/nft"
@@ -97,6 +99,9 @@ var coalescingDelays = []time.Duration{agent.DefaultMinSyncInterval, 10 * time.M
 // rssPods are the cluster sizes BenchmarkAgentRSS measures; the largest is
 // the size of the generated cluster, of which smaller sizes load a prefix.
 var rssPods = []int{10000, 50000}
+
+// rssSettle is how long after ready BenchmarkAgentRSS reads the settled RSS.
+const rssSettle = 30 * time.Second
 
 // BenchmarkAgentLatency loads latencyPods pods into the API server, runs one
 // agent on benchAgentNode with the real nftables backend, and measures how
@@ -201,12 +206,16 @@ func BenchmarkAgentRSS(b *testing.B) {
 			nsName, _ := netnstest.New(b, "pdrss")
 			p := startPolicyd(b, bin, kubeconfig, nsName)
 			ready := p.waitReady(b, 10*time.Minute)
-			// Let the syncs that follow the first one finish (the agent is
-			// ready before its handlers have seen every object). Memory
-			// barely moves after this: idle, the agent does not collect the
-			// initial list's garbage for minutes, and that is what the kubelet
-			// would see too.
+			// Memory right after the start-up syncs, and once settled: the
+			// runtime returns freed pages to the kernel over tens of seconds
+			// (faster above GOMEMLIMIT), and the settled figure is what the
+			// kubelet sees for the life of the pod. VmHWM is the peak.
 			time.Sleep(5 * time.Second)
+			early, _, err := procMemory(p.cmd.Process.Pid)
+			if err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(rssSettle - 5*time.Second)
 			rss, hwm, err := procMemory(p.cmd.Process.Pid)
 			if err != nil {
 				b.Fatal(err)
@@ -229,12 +238,13 @@ func BenchmarkAgentRSS(b *testing.B) {
 			b.ReportMetric(float64(p.info.pods), "pods")
 			b.ReportMetric(float64(p.info.policies), "policies")
 			b.ReportMetric(ready.Seconds(), "ready-s")
+			b.ReportMetric(float64(early)/(1<<20), "rss-5s-MB")
 			b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
 			b.ReportMetric(float64(hwm)/(1<<20), "hwm-MB")
 			b.ReportMetric(heap/(1<<20), "heap-inuse-MB")
 			b.ReportMetric(goal/(1<<20), "gc-goal-MB")
-			report(b, "policyd run at %d pods / %d policies: ready in %v; 5 s later VmRSS %.0f MB, VmHWM (peak) %.0f MB, Go heap in use %.0f MB, GC heap goal %.0f MB (about twice the heap live at the last GC)",
-				p.info.pods, p.info.policies, ready.Round(time.Millisecond), float64(rss)/(1<<20), float64(hwm)/(1<<20), heap/(1<<20), goal/(1<<20))
+			report(b, "policyd run (env %s) at %d pods / %d policies: ready in %v; VmRSS %.0f MB 5 s later, %.0f MB %v later; VmHWM (peak) %.0f MB; Go heap in use %.0f MB, GC heap goal %.0f MB",
+				strings.Join(daemonSetEnv(b), " "), p.info.pods, p.info.policies, ready.Round(time.Millisecond), float64(early)/(1<<20), float64(rss)/(1<<20), rssSettle, float64(hwm)/(1<<20), heap/(1<<20), goal/(1<<20))
 			p.stop(b)
 		})
 	}
@@ -1049,6 +1059,9 @@ func startPolicyd(b *testing.B, bin, kubeconfig, netnsName string) *policydProce
 	b.Helper()
 	cmd := exec.Command(bin, "run", "--node-name", benchAgentNode, "--kubeconfig", kubeconfig,
 		"--netns", netnsName, "--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--profiling")
+	// Run it as the DaemonSet does: with the environment variables the
+	// manifest sets to fixed values (GOMEMLIMIT).
+	cmd.Env = append(os.Environ(), daemonSetEnv(b)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -1149,6 +1162,31 @@ func (p *policydProcess) metric(name string) (float64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("policyd /metrics has no %s", name)
+}
+
+// daemonSetEnv returns the literal environment variables (not those from
+// the downward API) of the DaemonSet's container in deploy/.
+func daemonSetEnv(b *testing.B) []string {
+	b.Helper()
+	docs, err := deploy.Documents()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, d := range docs {
+		ds, ok := d.Object.(*appsv1.DaemonSet)
+		if !ok {
+			continue
+		}
+		var env []string
+		for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
+			if e.ValueFrom == nil {
+				env = append(env, e.Name+"="+e.Value)
+			}
+		}
+		return env
+	}
+	b.Fatal("deploy/: no DaemonSet")
+	return nil
 }
 
 // saveHeapProfile writes the process's heap profile (it runs with

@@ -22,7 +22,12 @@ import (
 	"github.com/policyd/policyd/policy/nft"
 )
 
-func TestMain(m *testing.M) { apiservertest.Main(m) }
+func TestMain(m *testing.M) {
+	// As policyd run does (--watch-list defaults to true): the tests cover
+	// the informers' streaming start-up path that production uses.
+	agent.UseWatchList(true)
+	apiservertest.Main(m)
+}
 
 // testAgent runs an Agent in the background and records what each commit
 // carried, so a test can wait until a given API write is in the kernel.

@@ -10,7 +10,6 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
-	"github.com/policyd/policyd/deploy"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -37,6 +37,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 
+	"github.com/policyd/policyd/deploy"
 	"github.com/policyd/policyd/internal/apiservertest"
 )
 
@@ -193,6 +194,21 @@ func TestManifest_DaemonSetRunsAgentWithLeastPrivilege(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("DaemonSet (-want +got):\n%s", diff)
+	}
+	// GOMEMLIMIT (Go's "128MiB" form) is the memory request, below the limit.
+	var memLimit string
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			memLimit = e.Value
+		}
+	}
+	soft, err := apiresource.ParseQuantity(strings.TrimSuffix(memLimit, "B"))
+	if err != nil || !strings.HasSuffix(memLimit, "iB") {
+		t.Errorf("GOMEMLIMIT %q: want a binary size such as 128MiB (%v)", memLimit, err)
+	}
+	req, lim := c.Resources.Requests[corev1.ResourceMemory], c.Resources.Limits[corev1.ResourceMemory]
+	if soft.Cmp(req) != 0 || soft.Cmp(lim) >= 0 {
+		t.Errorf("GOMEMLIMIT %s, memory request %s, limit %s: want GOMEMLIMIT equal to the request and below the limit", memLimit, req.String(), lim.String())
 	}
 	if spec.SecurityContext != nil && spec.SecurityContext.RunAsNonRoot != nil && *spec.SecurityContext.RunAsNonRoot {
 		t.Errorf("pod securityContext.runAsNonRoot is true; the agent must run as root for netlink")
