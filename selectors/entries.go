@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -74,8 +75,18 @@ type cell struct {
 func (c *cell) invalidate() {
 	c.valid = false
 	for p := range c.peers {
-		p.valid = false
+		p.invalidate()
 	}
+}
+
+// peerVersions numbers peer changes across every index, so that a version
+// never repeats, even for a peer dropped and created again.
+var peerVersions atomic.Uint64
+
+// invalidate drops p's cached result and gives it a new version.
+func (p *peerEntry) invalidate() {
+	p.valid = false
+	p.version = peerVersions.Add(1)
 }
 
 func (c *cell) sortedPods() []*cluster.Pod {
@@ -125,6 +136,8 @@ type peerEntry struct {
 
 	result []*cluster.Pod
 	valid  bool
+	// version changes whenever the pods p selects may have changed.
+	version uint64
 }
 
 // nodeEntry is the pods of one node.
@@ -225,7 +238,7 @@ func (ix *Index) attachPeerCell(p *peerEntry, e *nsEntry) {
 	c.peers[p] = struct{}{}
 	p.cells[e] = c
 	p.order = nil
-	p.valid = false
+	p.invalidate()
 }
 
 func (ix *Index) detachPeerCell(p *peerEntry, e *nsEntry) {
@@ -233,7 +246,7 @@ func (ix *Index) detachPeerCell(p *peerEntry, e *nsEntry) {
 	delete(p.cells, e)
 	delete(c.peers, p)
 	p.order = nil
-	p.valid = false
+	p.invalidate()
 	ix.releaseCell(c)
 }
 
@@ -327,6 +340,7 @@ func (ix *Index) acquirePeer(peer *cluster.Peer) *peerEntry {
 		podSel:    podSel,
 		podSelKey: selectorKey(podSel),
 		cells:     map[*nsEntry]*cell{},
+		version:   peerVersions.Add(1),
 	}
 	ix.peers[key] = p
 	if peer.NamespaceSelector == nil {

@@ -316,12 +316,46 @@ func (ix *Index) PeerPods(peer *cluster.Peer) []*cluster.Pod {
 	if peer == nil || peer.Kind != cluster.PeerPods {
 		return nil
 	}
+	return ix.peerPods(ix.peerRef(peer))
+}
+
+// PeerVersion returns a number that changes whenever the pods a PeerPods
+// peer selects may have changed: a pod added, removed, relabelled or
+// replaced by a new value (a new address, say), or a namespace matched or no
+// longer matched. While it stays the same, so do PeerPods and EachPeerPod.
+// Versions never repeat, even across indexes. Any other kind of peer gets 0.
+func (ix *Index) PeerVersion(peer *cluster.Peer) uint64 {
+	if peer == nil || peer.Kind != cluster.PeerPods {
+		return 0
+	}
+	return ix.peerRef(peer).version
+}
+
+// EachPeerPod calls f for every pod PeerPods would return, in no particular
+// order, without building or caching the sorted list: for callers that keep
+// their own result keyed by PeerVersion (policy/compile).
+func (ix *Index) EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod)) {
+	if peer == nil || peer.Kind != cluster.PeerPods {
+		return
+	}
+	for _, c := range ix.peerRef(peer).cells {
+		for g := range c.groups {
+			for _, pod := range g.pods {
+				f(pod)
+			}
+		}
+	}
+}
+
+// peerRef returns the entry of a PeerPods peer, held ad hoc if no policy
+// in the index holds it.
+func (ix *Index) peerRef(peer *cluster.Peer) *peerEntry {
 	pr := ix.peers[peerKey(peer)]
 	if pr == nil {
 		pr = ix.acquirePeer(peer)
 		ix.holdAdhoc(pr)
 	}
-	return ix.peerPods(pr)
+	return pr
 }
 
 // SubjectPods returns the pods p's PodSelector selects in p's namespace (its

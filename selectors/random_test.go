@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -325,6 +326,52 @@ func compare(t *testing.T, event string, ix *Index, m *naive, r *randomCluster, 
 	}
 }
 
+// peerSeen is a peer's version and the pods (values, not just keys) it
+// selected when last checked.
+type peerSeen struct {
+	version uint64
+	pods    string
+}
+
+// checkVersions checks PeerVersion and EachPeerPod: EachPeerPod yields the
+// pods PeerPods returns, and a peer whose version did not change since the
+// last event selects the very same pod values as then (policy/compile
+// reuses a peer set while the version holds).
+func checkVersions(t *testing.T, event string, ix *Index, m *naive, adhoc []*cluster.Peer, seen map[string]peerSeen) {
+	t.Helper()
+	pods := m.sortedPods()
+	var peers []*cluster.Peer
+	for _, pol := range m.sortedPolicies() {
+		for _, rule := range append(pol.IngressRules, pol.EgressRules...) {
+			for i := range rule.Peers {
+				peers = append(peers, &rule.Peers[i])
+			}
+		}
+	}
+	peers = append(peers, adhoc...)
+	for _, pr := range peers {
+		if pr.Kind != cluster.PeerPods || pr.Key == "" {
+			continue
+		}
+		want := m.peerPods(pods, pr)
+		var each []*cluster.Pod
+		ix.EachPeerPod(pr, func(p *cluster.Pod) { each = append(each, p) })
+		slices.SortFunc(each, func(a, b *cluster.Pod) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
+		if !slices.Equal(each, want) {
+			t.Fatalf("%s: EachPeerPod(%q) = %v, want %v", event, pr.Key, podKeys(each), podKeys(want))
+		}
+		var b strings.Builder
+		for _, p := range want {
+			fmt.Fprintf(&b, "%s@%p ", p.Key(), p)
+		}
+		v := ix.PeerVersion(pr)
+		if prev, ok := seen[pr.Key]; ok && prev.version == v && prev.pods != b.String() {
+			t.Fatalf("%s: PeerVersion(%q) stayed %d but its pods changed:\nwas %s\nnow %s", event, pr.Key, v, prev.pods, b.String())
+		}
+		seen[pr.Key] = peerSeen{version: v, pods: b.String()}
+	}
+}
+
 // checkInvariants checks the index's internal bookkeeping against a
 // recomputation: every cell holds exactly the groups its selector matches,
 // namespace selectors match exactly the live namespaces they should, and no
@@ -418,6 +465,7 @@ func TestIndex_RandomEventsMatchNaiveScan(t *testing.T) {
 			ix := New()
 			ix.adhocLimit = run.adhocLimit
 			var adhoc []*cluster.Peer
+			seen := map[string]peerSeen{}
 			for range 20 {
 				adhoc = append(adhoc, r.adhocPeer())
 			}
@@ -493,6 +541,7 @@ func TestIndex_RandomEventsMatchNaiveScan(t *testing.T) {
 					adhoc = append(adhoc, pr)
 				}
 				compare(t, event, ix, m, r, adhoc)
+				checkVersions(t, event, ix, m, adhoc, seen)
 				checkInvariants(t, event, ix)
 				if i%250 == 0 {
 					compare(t, event+" (index rebuilt with FromSnapshot)", FromSnapshot(ix.Snapshot()), m, r, adhoc)

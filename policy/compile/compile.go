@@ -108,9 +108,12 @@ type Source interface {
 	// PoliciesFor returns the policies whose pod selector selects the pod,
 	// sorted by key.
 	PoliciesFor(namespace, name string) []*cluster.Policy
-	// PeerPods returns the pods a PeerPods peer selects, sorted by key,
-	// without hostNetwork pods.
-	PeerPods(peer *cluster.Peer) []*cluster.Pod
+	// PeerVersion returns a number that changes whenever the pods a
+	// PeerPods peer selects may have changed; versions never repeat.
+	PeerVersion(peer *cluster.Peer) uint64
+	// EachPeerPod calls f for each pod a PeerPods peer selects, without
+	// hostNetwork pods, in any order.
+	EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod))
 }
 
 func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error) {
@@ -545,7 +548,7 @@ func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
 		return name
 	}
 	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
-	s.Addrs = c.cc.cachedPeerAddrs(name, c.src.PeerPods(peer), fam, c.own)
+	s.Addrs = c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own)
 	c.sets[name] = s
 	return name
 }

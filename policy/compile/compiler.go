@@ -3,9 +3,9 @@ package compile
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
-	"unsafe"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -38,16 +38,15 @@ type Compiler struct {
 	Options Options
 
 	// peers caches the elements of peer sets, keyed by set name; an entry is
-	// valid while the index returns the very same (immutable) pod slice and
-	// address ownership has not changed.
+	// valid while the peer's version (Source.PeerVersion) holds and address
+	// ownership has not changed.
 	peers    map[string]cachedSet
 	conflict string // fingerprint of addresses claimed by several pods
 }
 
 type cachedSet struct {
-	data  *(*cluster.Pod)
-	n     int
-	addrs ruleset.AddrList
+	version uint64 // Source.PeerVersion
+	addrs   ruleset.AddrList
 }
 
 // Compile is Compile with the Compiler's options and cache.
@@ -90,27 +89,26 @@ func owners(pods []*cluster.Pod) (map[netip.Addr]*cluster.Pod, string) {
 	return own, strings.Join(contested, ",")
 }
 
-// cachedPeerAddrs returns the addresses of family fam of pods, reusing the
-// last result for set name when pods is the same slice as then.
-func (c *Compiler) cachedPeerAddrs(name string, pods []*cluster.Pod, fam int, own map[netip.Addr]*cluster.Pod) ruleset.AddrList {
-	var data *(*cluster.Pod)
-	if len(pods) > 0 {
-		data = unsafe.SliceData(pods)
-	}
-	if e, ok := c.peers[name]; ok && e.data == data && e.n == len(pods) {
+// cachedPeerAddrs returns the addresses of family fam of the pods peer
+// selects, reusing the last result for set name while the peer's version
+// holds.
+func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, fam int, own map[netip.Addr]*cluster.Pod) ruleset.AddrList {
+	version := src.PeerVersion(peer)
+	if e, ok := c.peers[name]; ok && e.version == version {
 		return e.addrs
 	}
-	addrs := make([]netip.Addr, 0, len(pods))
-	for _, p := range pods {
+	var addrs []netip.Addr
+	src.EachPeerPod(peer, func(p *cluster.Pod) {
 		if ip, ok := p.IP(fam); ok && own[ip] == p {
 			addrs = append(addrs, ip)
 		}
-	}
+	})
+	slices.SortFunc(addrs, netip.Addr.Compare)
 	list, _ := ruleset.PackAddrs(fam, addrs) // p.IP(fam) is of family fam
 	if c.peers == nil {
 		c.peers = map[string]cachedSet{}
 	}
-	c.peers[name] = cachedSet{data: data, n: len(pods), addrs: list}
+	c.peers[name] = cachedSet{version: version, addrs: list}
 	return list
 }
 
