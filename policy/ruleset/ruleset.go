@@ -271,8 +271,9 @@ func (s *Set) SortElements() {
 		s.Elements = nil
 		return
 	}
-	if s.Addrs.Len() > 0 && len(s.Elements) > 0 {
-		// Elements that cannot be packed: unpack the rest beside them.
+	if s.Addrs.Len() > 0 && (len(s.Elements) > 0 || !s.Packed()) {
+		// Elements that cannot be packed, or a set that is not a plain
+		// address set: Addrs is only ever used for plain address sets.
 		s.Elements, s.Addrs = s.Elems(), AddrList{}
 	}
 	less := func(i, j int) bool { return s.Elements[i].Less(s.Elements[j]) }

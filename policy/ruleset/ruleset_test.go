@@ -66,6 +66,16 @@ func TestSortElements_KeepsWhatCannotBePacked(t *testing.T) {
 	}
 }
 
+func TestSortElements_UnpacksAddrsOfOtherSets(t *testing.T) {
+	t.Parallel()
+	l, _ := PackAddrs(4, []netip.Addr{addr("10.0.0.1")})
+	s := &Set{Key: KeyIPv4, Interval: true, Addrs: l}
+	s.SortElements()
+	if s.Addrs.Len() != 0 || len(s.Elements) != 1 || s.Elements[0].Addr != addr("10.0.0.1") {
+		t.Errorf("an interval set with Addrs: Elements %v, Addrs %d; want the address moved to Elements", s.Elements, s.Addrs.Len())
+	}
+}
+
 func TestPackAddrs(t *testing.T) {
 	t.Parallel()
 	l, ok := PackAddrs(4, []netip.Addr{addr("10.0.0.3"), addr("fd00::1"), addr("10.0.0.1"), {}, addr("10.0.0.3")})
