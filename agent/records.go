@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"sync"
 	"unique"
 
@@ -110,7 +111,7 @@ func (a *Agent) toCached(obj interface{}) (interface{}, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		p, errs := cluster.ConvertPod(o)
-		p.Labels = a.podLabels.intern(p.Labels)
+		p.Labels = internLabels(&a.podLabels, p.Labels)
 		// Thousands of pods share each namespace and node name.
 		p.Namespace, p.NodeName = unique.Make(p.Namespace).Value(), unique.Make(p.NodeName).Value()
 		c := &cached{resourceVersion: o.ResourceVersion, pod: p}
@@ -122,54 +123,84 @@ func (a *Agent) toCached(obj interface{}) (interface{}, error) {
 		return &cached{resourceVersion: o.ResourceVersion, ns: cluster.ConvertNamespace(o)}, nil
 	case *networkingv1.NetworkPolicy:
 		p, errs := cluster.ConvertPolicy(o)
+		internSelectors(&a.selectors, p)
 		return &cached{resourceVersion: o.ResourceVersion, policy: p, extra: &cachedExtra{uid: o.UID, errs: errs}}, nil
 	}
 	return obj, nil
 }
 
-// labelInterner hands out one shared labels.Set per distinct label set, so
-// that the pods of a ReplicaSet (identical labels) share one map instead of
-// holding a copy each. The sets it hands out are never modified.
+// interner hands out one shared value per distinct key: pods of a
+// ReplicaSet share one labels.Set (identical labels), policies share their
+// parsed label selectors. The values it hands out are never modified.
 //
 // It is a cache, not a registry: entries not asked for during a whole
-// generation are forgotten (their pods keep their map; later pods with
-// those labels just get a new one). A generation ends when it holds twice
-// as many label sets as there are pods, so the interner never holds more
-// than four entries a pod, whatever the churn.
-type labelInterner struct {
+// generation are forgotten (their holders keep the value; later asks for
+// that key just get a new one). A generation ends when it holds twice as
+// many entries as the objects the agent knows (setObjects), so the interner
+// never holds more than four entries an object, whatever the churn.
+type interner[T any] struct {
 	mu        sync.Mutex
-	cur, prev map[string]labels.Set
-	pods      int // the pods the agent knows, as of the last sync
+	cur, prev map[string]T
+	objects   int // the objects (pods, policies) the agent knows, as of the last sync
 }
 
 // minInternGeneration keeps small clusters from cycling generations
 // needlessly.
 const minInternGeneration = 1024
 
-func (li *labelInterner) intern(l labels.Set) labels.Set {
-	if len(l) == 0 {
-		return nil
-	}
-	key := l.String()
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	if s, ok := li.cur[key]; ok {
+// intern returns the value shared for key, making v that value if there is
+// none.
+func (in *interner[T]) intern(key string, v T) T {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if s, ok := in.cur[key]; ok {
 		return s
 	}
-	s, ok := li.prev[key]
+	s, ok := in.prev[key]
 	if !ok {
-		s = l
+		s = v
 	}
-	if li.cur == nil || len(li.cur) >= max(2*li.pods, minInternGeneration) {
-		li.prev, li.cur = li.cur, make(map[string]labels.Set, len(li.cur))
+	if in.cur == nil || len(in.cur) >= max(2*in.objects, minInternGeneration) {
+		in.prev, in.cur = in.cur, make(map[string]T, len(in.cur))
 	}
-	li.cur[key] = s
+	in.cur[key] = s
 	return s
 }
 
-// setPods tells the interner how many pods there are.
-func (li *labelInterner) setPods(n int) {
-	li.mu.Lock()
-	li.pods = n
-	li.mu.Unlock()
+// setObjects tells the interner how many objects hold its values.
+func (in *interner[T]) setObjects(n int) {
+	in.mu.Lock()
+	in.objects = n
+	in.mu.Unlock()
+}
+
+// internLabels shares equal label sets; empty ones become nil.
+func internLabels(in *interner[labels.Set], l labels.Set) labels.Set {
+	if len(l) == 0 {
+		return nil
+	}
+	return in.intern(l.String(), l)
+}
+
+// internSelectors makes p share its parsed label selectors with every other
+// policy using the same ones (labels.Selector values are immutable). p is
+// fresh from cluster.ConvertPolicy, not yet shared.
+func internSelectors(in *interner[labels.Selector], p *cluster.Policy) {
+	one := func(s labels.Selector) labels.Selector {
+		if s == nil {
+			return nil
+		}
+		// The type is part of the key: labels.Nothing() and
+		// labels.Everything() both print as "".
+		return in.intern(fmt.Sprintf("%T %s", s, s), s)
+	}
+	p.PodSelector = one(p.PodSelector)
+	for _, rules := range [][]cluster.Rule{p.IngressRules, p.EgressRules} {
+		for i := range rules {
+			for j := range rules[i].Peers {
+				pr := &rules[i].Peers[j]
+				pr.PodSelector, pr.NamespaceSelector = one(pr.PodSelector), one(pr.NamespaceSelector)
+			}
+		}
+	}
 }
