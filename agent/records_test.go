@@ -5,7 +5,12 @@ import (
 	"reflect"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/policyd/policyd/cluster"
 )
@@ -64,5 +69,52 @@ func TestInternSelectors_SharesEqualSelectorsKeepsMeaning(t *testing.T) {
 	}
 	if p2.IngressRules[0].Peers[0].NamespaceSelector != nil {
 		t.Error("a nil selector came back non-nil")
+	}
+}
+
+func TestToCached_WhatClientGoReads(t *testing.T) {
+	a := &Agent{} // the transform uses only the interners
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "a", ResourceVersion: "7", Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.PodSpec{NodeName: "n"},
+		Status:     corev1.PodStatus{PodIP: "10.0.0.1"},
+	}
+	obj, err := a.toCached(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key and resourceVersion client-go computes, live and from a
+	// tombstone of a missed delete.
+	if key, err := cache.MetaNamespaceKeyFunc(obj); err != nil || key != "x/a" {
+		t.Errorf("MetaNamespaceKeyFunc = %q, %v; want x/a", key, err)
+	}
+	if m, err := meta.Accessor(obj); err != nil || m.GetResourceVersion() != "7" {
+		t.Errorf("resourceVersion through meta.Accessor: %v, %v; want 7", m, err)
+	}
+	if ns, name, ok := deletedKey(cache.DeletedFinalStateUnknown{Key: "x/a", Obj: obj}); !ok || ns != "x" || name != "a" {
+		t.Errorf("deletedKey(tombstone) = %q, %q, %v; want x, a, true", ns, name, ok)
+	}
+	// Idempotent: a record passes through.
+	if again, _ := a.toCached(obj); again != obj {
+		t.Error("the transform converted a record again")
+	}
+	c := obj.(*cached)
+	if c.pod == nil || c.pod.Name != "a" || len(c.pod.IPs) != 1 || c.pod.Labels["app"] != "web" {
+		t.Errorf("converted pod = %+v", c.pod)
+	}
+
+	// A policy's record carries what an Event about it needs.
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "p", UID: "u-1", ResourceVersion: "9"}}
+	pobj, _ := a.toCached(np)
+	ref := pobj.(*cached).policyRef()
+	if ref.Kind != "NetworkPolicy" || ref.APIVersion != "networking.k8s.io/v1" || ref.Namespace != "x" || ref.Name != "p" || ref.UID != "u-1" || ref.ResourceVersion != "9" {
+		t.Errorf("policyRef = %+v", ref)
+	}
+	if key, err := cache.MetaNamespaceKeyFunc(pobj); err != nil || key != "x/p" {
+		t.Errorf("policy key = %q, %v", key, err)
+	}
+	nsObj, _ := a.toCached(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x", ResourceVersion: "3"}})
+	if key, err := cache.MetaNamespaceKeyFunc(nsObj); err != nil || key != "x" {
+		t.Errorf("namespace key = %q, %v", key, err)
 	}
 }
