@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientfeatures "k8s.io/client-go/features"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -25,7 +27,12 @@ import (
 func TestMain(m *testing.M) {
 	// As policyd run does (--watch-list defaults to true): the tests cover
 	// the informers' streaming start-up path that production uses.
-	agent.UseWatchList(true)
+	if err := agent.UseWatchList(true); err != nil {
+		panic(err)
+	}
+	if !clientfeatures.FeatureGates().Enabled(clientfeatures.WatchListClient) && os.Getenv("KUBE_FEATURE_WatchListClient") == "" {
+		panic("agent.UseWatchList(true) left WatchListClient off")
+	}
 	apiservertest.Main(m)
 }
 

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/policyd/policyd/cluster"
 )
@@ -87,13 +88,7 @@ func (r *cached) DeepCopyObject() runtime.Object {
 	return &c
 }
 
-func (r *cached) key() string {
-	ns, name := r.names()
-	if ns == "" {
-		return name
-	}
-	return ns + "/" + name
-}
+func (r *cached) key() string { return cache.NewObjectName(r.names()).String() }
 
 // policyRef returns an object an EventRecorder can refer to: the policy's
 // kind, namespace, name, uid and resourceVersion.

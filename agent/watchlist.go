@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"os"
 
 	clientfeatures "k8s.io/client-go/features"
@@ -17,25 +18,15 @@ import (
 // agent's entire converted state. An API server without the feature makes
 // client-go fall back to LIST. An explicit KUBE_FEATURE_WatchListClient
 // environment variable still wins.
-func UseWatchList(on bool) {
-	clientfeatures.ReplaceFeatureGates(watchListGates{base: clientfeatures.FeatureGates(), on: on})
-}
-
-type watchListGates struct {
-	base clientfeatures.Gates
-	on   bool
-}
-
-func (g watchListGates) Enabled(f clientfeatures.Feature) bool {
-	if f == clientfeatures.WatchListClient {
-		if _, set := lookupFeatureEnv(f); set {
-			return g.base.Enabled(f)
-		}
-		return g.on
+func UseWatchList(on bool) error {
+	if _, set := os.LookupEnv("KUBE_FEATURE_" + string(clientfeatures.WatchListClient)); set {
+		return nil // the operator's explicit choice
 	}
-	return g.base.Enabled(f)
-}
-
-func lookupFeatureEnv(f clientfeatures.Feature) (string, bool) {
-	return os.LookupEnv("KUBE_FEATURE_" + string(f))
+	gates, ok := clientfeatures.FeatureGates().(interface {
+		Set(clientfeatures.Feature, bool) error
+	})
+	if !ok {
+		return errors.New("client-go's feature gates were replaced and cannot be set")
+	}
+	return gates.Set(clientfeatures.WatchListClient, on)
 }

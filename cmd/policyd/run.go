@@ -137,7 +137,9 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	if err != nil {
 		return err
 	}
-	agent.UseWatchList(o.watchList) // before any client exists
+	if err := agent.UseWatchList(o.watchList); err != nil { // before any client exists
+		return fmt.Errorf("--watch-list: %w", err)
+	}
 	cfg, err := o.kube.restConfig()
 	if err != nil {
 		return err
