@@ -302,26 +302,30 @@ func diffElements(old, new *Set) (add, del []Element) {
 	i, j := 0, 0
 	nOld, nNew := old.Len(), new.Len()
 	for i < nOld || j < nNew {
-		var c int
-		switch {
-		case i == nOld:
-			c = 1
-		case j == nNew:
+		// At builds a packed set's element on every call: take each once.
+		var o, n Element
+		c := 1
+		if i < nOld {
+			o = old.At(i)
 			c = -1
-		default:
-			c = compareID(old.elementID(old.At(i)), new.elementID(new.At(j)))
+		}
+		if j < nNew {
+			n = new.At(j)
+			if i < nOld {
+				c = compareID(old.elementID(o), new.elementID(n))
+			}
 		}
 		switch {
 		case c < 0:
-			del = append(del, old.At(i))
+			del = append(del, o)
 			i++
 		case c > 0:
-			add = append(add, new.At(j))
+			add = append(add, n)
 			j++
 		default:
-			if new.Map && old.At(i).Verdict != new.At(j).Verdict {
-				del = append(del, old.At(i))
-				add = append(add, new.At(j))
+			if new.Map && o.Verdict != n.Verdict {
+				del = append(del, o)
+				add = append(add, n)
 			}
 			i++
 			j++
@@ -331,8 +335,9 @@ func diffElements(old, new *Set) (add, del []Element) {
 }
 
 func diffElementsHashed(old, new *Set) (add, del []Element) {
-	have := make(map[elemID]Element, old.Len())
-	for _, e := range old.Elems() {
+	olds := old.Elems()
+	have := make(map[elemID]Element, len(olds))
+	for _, e := range olds {
 		have[old.elementID(e)] = e
 	}
 	want := make(map[elemID]struct{}, new.Len())
@@ -352,7 +357,7 @@ func diffElementsHashed(old, new *Set) (add, del []Element) {
 			add = append(add, e)
 		}
 	}
-	for _, e := range old.Elems() {
+	for _, e := range olds {
 		id := old.elementID(e)
 		if _, ok := want[id]; !ok || changed[id] {
 			del = append(del, e)
