@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // DefaultNamespace is the namespace of Pods and NetworkPolicies that name none.
@@ -65,21 +67,41 @@ func newLoader() *loader {
 // stream decodes every document of one source. A syntax error ends the
 // stream (the decoder cannot resynchronise reliably); any other problem with
 // a document is recorded and decoding goes on with the next one.
+//
+// YAML documents are converted to JSON strictly: a key repeated in one
+// mapping is an error naming the line and the key, as kubectl and the API
+// server make it. The lenient conversion keeps the last value silently, so
+// `from: [podSelector…]` followed by `from: []` would become a rule that
+// admits every source. JSON streams keep their raw bytes, in which the
+// strict deserializer finds repeated fields itself.
 func (l *loader) stream(source string, data []byte) {
 	// kubectl's FileVisitor: honour a UTF-16 BOM, drop a UTF-8 one.
-	r := transform.NewReader(bytes.NewReader(data), unicode.BOMOverride(unicode.UTF8.NewDecoder()))
-	dec := yaml.NewYAMLOrJSONDecoder(r, jsonSniffSize)
+	text, err := io.ReadAll(transform.NewReader(bytes.NewReader(data), unicode.BOMOverride(unicode.UTF8.NewDecoder())))
+	if err != nil {
+		l.errs = append(l.errs, &Error{Source: source, Document: 1, Err: fmt.Errorf("reading: %w", err)})
+		return
+	}
+	next := yamlDocuments(bytes.NewReader(text))
+	if yaml.IsJSONBuffer(text[:min(len(text), jsonSniffSize)]) {
+		next = jsonDocuments(bytes.NewReader(text))
+	}
 	doc := 0
 	for {
-		var ext runtime.RawExtension
-		if err := dec.Decode(&ext); err != nil {
+		raw, err := next()
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return
+			}
+			var dup *duplicateKeyError
+			if errors.As(err, &dup) {
+				doc++
+				l.errs = append(l.errs, &Error{Source: source, Document: doc, Err: dup})
+				continue
 			}
 			l.errs = append(l.errs, &Error{Source: source, Document: doc + 1, Err: fmt.Errorf("syntax error: %w", err)})
 			return
 		}
-		raw := bytes.TrimSpace(ext.Raw)
+		raw = bytes.TrimSpace(raw)
 		if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 			continue
 		}
@@ -87,6 +109,50 @@ func (l *loader) stream(source string, data []byte) {
 		l.object(location{source: source, doc: doc}, raw, schema.GroupVersionKind{}, 0)
 	}
 }
+
+// jsonDocuments returns a function yielding each JSON value of a stream.
+func jsonDocuments(r io.Reader) func() ([]byte, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(r, jsonSniffSize)
+	return func() ([]byte, error) {
+		var ext runtime.RawExtension
+		err := dec.Decode(&ext)
+		return ext.Raw, err
+	}
+}
+
+// yamlDocuments returns a function yielding each YAML document of a stream
+// as JSON, converted strictly.
+func yamlDocuments(r io.Reader) func() ([]byte, error) {
+	yr := yaml.NewYAMLReader(bufio.NewReader(r))
+	return func() ([]byte, error) {
+		doc, err := yr.Read()
+		if err != nil {
+			return nil, err
+		}
+		out, err := sigsyaml.YAMLToJSONStrict(doc)
+		if err != nil {
+			if strings.Contains(err.Error(), "already set in map") {
+				return nil, &duplicateKeyError{err: err}
+			}
+			return nil, err
+		}
+		return out, nil
+	}
+}
+
+// duplicateKeyError is a YAML mapping that repeats a key. It spoils only its
+// own document.
+type duplicateKeyError struct{ err error }
+
+func (e *duplicateKeyError) Error() string {
+	msg := e.err.Error()
+	if i := strings.LastIndex(msg, "line "); i >= 0 {
+		msg = msg[i:]
+	}
+	return "duplicate key: " + strings.TrimSpace(msg) + " (YAML keeps only the last value; kubectl and the API server reject the document)"
+}
+
+func (e *duplicateKeyError) Unwrap() error { return e.err }
 
 // header is the part of any object needed to dispatch it.
 type header struct {

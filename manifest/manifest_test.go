@@ -285,6 +285,23 @@ func TestDecode_Errors(t *testing.T) {
 			want: []wantErr{{doc: 1, has: []string{"cannot unmarshal number", "metadata.labels"}}},
 		},
 		{
+			// Lenient YAML keeps the last of two equal keys: this rule would
+			// admit every source. kubectl and the API server reject it.
+			name: "duplicate key in a YAML mapping",
+			in:   "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: a}\nspec:\n  podSelector: {}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {a: b}}\n    from: []\n",
+			want: []wantErr{{doc: 1, has: []string{"in.yaml: document 1: duplicate key", `line 9: key "from" already set`}}},
+		},
+		{
+			name: "duplicate key spoils only its own document",
+			in:   nsShop + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, name: q}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: r, name: r}\n",
+			want: []wantErr{{doc: 2, has: []string{"document 2: duplicate key", `key "name"`}}, {doc: 3, has: []string{"document 3: duplicate key"}}},
+		},
+		{
+			name: "duplicate field in JSON",
+			in:   `{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"x"},"spec":{"podSelector":{},"ingress":[{"from":[{"podSelector":{}}],"from":[]}]}}`,
+			want: []wantErr{{doc: 1, has: []string{"duplicate field", "from"}}},
+		},
+		{
 			name: "YAML syntax error ends the stream",
 			in:   nsShop + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: [\n---\n" + npDeny,
 			want: []wantErr{{doc: 2, has: []string{"syntax error", "yaml"}}},
