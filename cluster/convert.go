@@ -58,10 +58,16 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 			proto := ProtocolTCP
 			if cp.Protocol != "" {
 				var err error
-				if proto, err = ParseProtocol(string(cp.Protocol)); err != nil {
-					errs = append(errs, fmt.Errorf("pod %s: spec.containers[%d].ports[%d].protocol: %w", out.Key(), i, j, err))
+				if proto, err = ParseAPIProtocol(string(cp.Protocol)); err != nil {
+					errs = append(errs, fmt.Errorf("pod %s: spec.containers[%d].ports[%d].protocol: %w (the port is ignored: a named port naming it matches nothing)", out.Key(), i, j, err))
 					continue
 				}
+			}
+			// The API server refuses ports outside 1-65535; a manifest can
+			// still say 70000, which as a 16-bit nft port would be 4464.
+			if msgs := validation.IsValidPortNum(int(cp.ContainerPort)); len(msgs) > 0 {
+				errs = append(errs, fmt.Errorf("pod %s: spec.containers[%d].ports[%d].containerPort: Invalid value: %d: %s (the port is ignored: a named port naming it matches nothing)", out.Key(), i, j, cp.ContainerPort, msgs[0]))
+				continue
 			}
 			out.Ports = append(out.Ports, ContainerPort{Name: cp.Name, Port: cp.ContainerPort, Protocol: proto})
 		}
@@ -264,7 +270,7 @@ func convertIPBlock(b *networkingv1.IPBlock, path *field.Path) (Peer, *field.Err
 func convertPort(in *networkingv1.NetworkPolicyPort, path *field.Path) (Port, *field.Error) {
 	out := Port{Protocol: ProtocolTCP}
 	if in.Protocol != nil {
-		proto, err := ParseProtocol(string(*in.Protocol))
+		proto, err := ParseAPIProtocol(string(*in.Protocol))
 		if err != nil {
 			return Port{}, field.NotSupported(path.Child("protocol"), *in.Protocol, []string{"TCP", "UDP", "SCTP"})
 		}

@@ -131,6 +131,14 @@ func TestConvertPolicy_InvalidFailsClosed(t *testing.T) {
 			check:     wantRule(1, false, 0, true, 0),
 		},
 		{
+			// The API server validates protocol as exactly TCP, UDP or SCTP.
+			name:      "lowercase protocol in a port entry is unsupported: the rule matches nothing",
+			tweak:     rulePorts(networkingv1.NetworkPolicyPort{Protocol: ptr(corev1.Protocol("tcp")), Port: num(81)}),
+			wantPaths: []string{"spec.ingress[1].ports[0].protocol"},
+			wantMsg:   `Unsupported value: "tcp"`,
+			check:     wantRule(1, true, 0, false, 0),
+		},
+		{
 			name:      "unparsable CIDR",
 			tweak:     ruleFrom(ipBlock("10.0.1.0/33")),
 			wantPaths: []string{"spec.ingress[1].from[0].ipBlock.cidr"},
@@ -396,4 +404,46 @@ func TestConvertPolicy_CIDRsParseAsTheAPIServerDoes(t *testing.T) {
 	assert.Contains(t, errs[0].Error(), "ambiguous")
 	assert.Empty(t, p.IngressRules[0].Peers, "the ambiguous peer matches nothing")
 	assert.False(t, p.IngressRules[0].AllPeers, "and the rule does not widen to every peer")
+}
+
+// TestConvertPod_InvalidContainerPortsMatchNothing: a container port the API
+// server would refuse (outside 1-65535, or a protocol not spelt TCP, UDP or
+// SCTP) is reported and ignored, so a named port naming it matches nothing,
+// rather than wrapping to another 16-bit port (70000 is 4464, -65535 is 1).
+func TestConvertPod_InvalidContainerPortsMatchNothing(t *testing.T) {
+	t.Parallel()
+	pod := testPod("x", "a", "a", "10.0.0.1")
+	pod.Spec.Containers[0].Ports = []corev1.ContainerPort{
+		{Name: "http", ContainerPort: 80},
+		{Name: "big", ContainerPort: 70000},
+		{Name: "neg", ContainerPort: -65535},
+		{Name: "zero", ContainerPort: 0},
+		{Name: "lower", ContainerPort: 90, Protocol: "tcp"},
+	}
+	p, errs := cluster.ConvertPod(pod)
+	require.Len(t, errs, 4, "%v", errs)
+	for i, want := range []string{"spec.containers[0].ports[1].containerPort: Invalid value: 70000", "ports[2].containerPort: Invalid value: -65535", "ports[3].containerPort: Invalid value: 0", `ports[4].protocol: protocol "tcp" must be written TCP`} {
+		assert.Contains(t, errs[i].Error(), want)
+		assert.Contains(t, errs[i].Error(), "pod x/a")
+	}
+	require.Len(t, p.Ports, 1)
+	for _, name := range []string{"big", "neg", "zero", "lower"} {
+		_, ok := p.ResolvePort(name, cluster.ProtocolTCP)
+		assert.False(t, ok, "named port %s resolves", name)
+	}
+
+	named := func(name string) *intstr.IntOrString { v := intstr.FromString(name); return &v }
+	np := basePolicy(func(s *networkingv1.NetworkPolicySpec) {
+		s.Ingress[0].Ports = []networkingv1.NetworkPolicyPort{{Port: named("big")}, {Port: named("neg")}, {Port: named("lower")}}
+	})
+	snap, _ := cluster.NewSnapshot(
+		[]*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, {ObjectMeta: metav1.ObjectMeta{Name: "y"}}},
+		[]*corev1.Pod{pod, testPod("y", "b", "b", "10.0.1.1")},
+		[]*networkingv1.NetworkPolicy{np},
+	)
+	from, to := snap.Pod("y/b"), snap.Pod("x/a")
+	for _, port := range []int32{4464, 1, 90, 80} {
+		d := model.Evaluate(snap, model.Packet{Src: model.Endpoint{Pod: from, IP: from.IPs[0]}, Dst: model.Endpoint{Pod: to, IP: to.IPs[0]}, Protocol: cluster.ProtocolTCP, Port: port})
+		assert.False(t, d.Allowed, "TCP/%d allowed: %s", port, d.Ingress.Reason)
+	}
 }

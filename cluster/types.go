@@ -62,6 +62,24 @@ func ParseProtocol(s string) (Protocol, error) {
 	return ProtocolInvalid, fmt.Errorf("unknown protocol %q (want TCP, UDP or SCTP)", s)
 }
 
+// ParseAPIProtocol parses a protocol as the API server validates it: exactly
+// TCP, UDP or SCTP. An object saying `protocol: tcp` is rejected by the API
+// server, so policyd does not guess what it meant either.
+func ParseAPIProtocol(s string) (Protocol, error) {
+	switch s {
+	case "TCP":
+		return ProtocolTCP, nil
+	case "UDP":
+		return ProtocolUDP, nil
+	case "SCTP":
+		return ProtocolSCTP, nil
+	}
+	if p, err := ParseProtocol(s); err == nil {
+		return ProtocolInvalid, fmt.Errorf("protocol %q must be written %s (the API server rejects other spellings)", s, p)
+	}
+	return ProtocolInvalid, fmt.Errorf("unknown protocol %q (want TCP, UDP or SCTP)", s)
+}
+
 // Namespace is a namespace name and its labels.
 type Namespace struct {
 	Name   string
