@@ -163,12 +163,22 @@ type header struct {
 
 // nameOf reads metadata.namespace and metadata.name leniently, for notes and
 // error messages only.
+//
+// A namespace that is not a string (YAML 1.1 reads an unquoted `no` as
+// false) is rendered as its JSON text: read as absent, it would name another
+// object ("default/p" for a pod whose namespace is `no`). A name that is not
+// a string is left out.
 func (h *header) nameOf() (namespace, name string) {
 	var m struct {
-		Namespace, Name string
+		Namespace json.RawMessage
+		Name      json.RawMessage
 	}
 	_ = json.Unmarshal(h.Metadata, &m)
-	return m.Namespace, m.Name
+	if err := json.Unmarshal(m.Namespace, &namespace); err != nil {
+		namespace = string(bytes.TrimSpace(m.Namespace))
+	}
+	_ = json.Unmarshal(m.Name, &name)
+	return namespace, name
 }
 
 // describe renders "Kind ns/name" or "Kind name" for messages.

@@ -280,6 +280,13 @@ func TestDecode_Errors(t *testing.T) {
 			want: []wantErr{{doc: 1, has: []string{"in.yaml: document 1 (NetworkPolicy): ", "metadata.name of type string", "quote the value"}}},
 		},
 		{
+			// Read as absent, the namespace would name another object
+			// (default/p).
+			name: "unquoted no as a namespace names the object as decoded",
+			in:   "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: no}\n",
+			want: []wantErr{{doc: 1, has: []string{"in.yaml: document 1 (Pod false/p): ", "metadata.namespace of type string", "quote the value"}}},
+		},
+		{
 			name: "unquoted number label value",
 			in:   "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {version: 1.0}\n",
 			want: []wantErr{{doc: 1, has: []string{"cannot unmarshal number", "metadata.labels"}}},
