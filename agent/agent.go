@@ -47,7 +47,10 @@ import (
 const (
 	DefaultMinSyncInterval = 100 * time.Millisecond
 	DefaultMaxSyncInterval = 60 * time.Second
-	retryInterval          = time.Second
+	// DefaultUnreadyAfter is how long syncs may keep failing before the
+	// agent reports itself unready.
+	DefaultUnreadyAfter = 30 * time.Second
+	retryInterval       = time.Second
 )
 
 // Config configures an Agent.
@@ -64,6 +67,10 @@ type Config struct {
 	// MaxSyncInterval bounds the time between syncs when nothing happens;
 	// each sync also detects and repairs a table changed by someone else.
 	MaxSyncInterval time.Duration
+	// UnreadyAfter is how long every sync may fail (the kernel refusing the
+	// batch, a compile error) before /readyz turns unready; the last table
+	// committed stays in force meanwhile. Zero means DefaultUnreadyAfter.
+	UnreadyAfter time.Duration
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the agent's metrics; nil means a private registry.
@@ -115,10 +122,12 @@ type Agent struct {
 	podLabels interner[labels.Set]
 	selectors interner[labels.Selector]
 
-	stateMu   sync.Mutex
-	ready     bool
-	lastLoop  time.Time
-	lastError error
+	stateMu      sync.Mutex
+	ready        bool
+	lastLoop     time.Time
+	lastError    error
+	failingSince time.Time // first failure since the last successful sync
+	lastSuccess  time.Time
 }
 
 // New checks cfg and returns an Agent; Run starts it.
@@ -137,13 +146,16 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxSyncInterval <= 0 {
 		cfg.MaxSyncInterval = DefaultMaxSyncInterval
 	}
+	if cfg.UnreadyAfter <= 0 {
+		cfg.UnreadyAfter = DefaultUnreadyAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.NodeName),
 		metrics:  cfg.Metrics,
@@ -151,14 +163,41 @@ func New(cfg Config) (*Agent, error) {
 		compiler: &compile.Compiler{Options: compile.Options{PodNetwork: cfg.PodNetwork}},
 		invalid:  map[string]string{},
 		trigger:  make(chan struct{}, 1),
-	}, nil
+	}
+	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
+	return a, nil
 }
 
-// Ready reports whether the first sync has committed.
-func (a *Agent) Ready() bool {
+// Ready reports whether the first sync has committed and syncs have not
+// been failing for longer than Config.UnreadyAfter.
+func (a *Agent) Ready() bool { return a.Status().Ready }
+
+// Status is the agent's sync state, as /readyz and /healthz report it.
+type Status struct {
+	// Ready: the first sync has committed and syncs have not kept failing
+	// for longer than Config.UnreadyAfter.
+	Ready bool
+	// Committed: at least one sync has committed.
+	Committed bool
+	// LastError is the error of the last sync, nil when it succeeded.
+	LastError error
+	// FailingFor is how long syncs have been failing (zero when the last
+	// one succeeded).
+	FailingFor time.Duration
+	// LastSuccess is when the last sync committed (zero before the first).
+	LastSuccess time.Time
+}
+
+// Status returns the agent's sync state.
+func (a *Agent) Status() Status {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
-	return a.ready
+	st := Status{Committed: a.ready, LastError: a.lastError, LastSuccess: a.lastSuccess}
+	if !a.failingSince.IsZero() {
+		st.FailingFor = time.Since(a.failingSince)
+	}
+	st.Ready = st.Committed && (st.LastError == nil || st.FailingFor <= a.cfg.UnreadyAfter)
+	return st
 }
 
 // Healthy reports whether the sync loop is alive: it has run within twice
@@ -307,6 +346,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		a.metrics.syncErrors.Inc()
 		a.stateMu.Lock()
 		a.lastError = err
+		if a.failingSince.IsZero() {
+			a.failingSince = now
+		}
 		a.stateMu.Unlock()
 		a.log.Error("sync failed; will retry with a full resync", "err", err)
 		return err
@@ -325,7 +367,10 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	first := !a.ready
 	a.ready = true
 	a.lastError = nil
+	a.failingSince = time.Time{}
+	a.lastSuccess = now
 	a.stateMu.Unlock()
+	a.metrics.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
 	level := slog.LevelDebug
 	if first || stats.Full {
 		level = slog.LevelInfo

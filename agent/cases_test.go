@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -422,4 +424,87 @@ func TestAgent_NoUnprotectedWindowForNewPods(t *testing.T) {
 	fc.agent.waitFor("Pod", key(fc.ns, "newcomer"), newcomer.ResourceVersion)
 	assert.True(t, fc.allowed("10.77.0.70", "10.77.0.80"), "once known, the newcomer reaches a pod no policy isolates")
 	assert.False(t, fc.allowed("10.77.0.70", serverIP), "and is still denied by the server's policy")
+}
+
+// refusingBackend passes every sync to the real kernel backend; while
+// refuse is set it adds a chain that jumps to a chain that does not exist,
+// so the kernel rejects the whole batch (ENOENT), as it would a table it
+// cannot hold.
+type refusingBackend struct {
+	nft.Interface
+	refuse atomic.Bool
+}
+
+func (b *refusingBackend) Sync(ctx context.Context, want *ruleset.Ruleset) (nft.SyncStats, error) {
+	if b.refuse.Load() {
+		bad := &ruleset.Ruleset{Sets: want.Sets, Chains: append(slices.Clone(want.Chains), &ruleset.Chain{
+			Name:  "refused",
+			Rules: []ruleset.Rule{&ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: "no-such-chain"}}},
+		})}
+		bad.Sort()
+		want = bad
+	}
+	return b.Interface.Sync(ctx, want)
+}
+
+// TestAgent_KernelRefusingBatchesTurnsUnready: once ready, an agent whose
+// every batch the kernel rejects keeps the last committed table, shows the
+// failure and its age in /readyz, /healthz and the metrics, and turns
+// unready after UnreadyAfter; when the kernel accepts again it is ready.
+func TestAgent_KernelRefusingBatchesTurnsUnready(t *testing.T) {
+	netnstest.RequireRoot(t)
+	s := apiservertest.Shared(t)
+	admin := s.Client()
+	ns := s.Namespace(t)
+	name, handle := netnstest.New(t, "pdrefuse")
+	kernel, err := nft.New(nft.Options{NetNS: int(handle)})
+	require.NoError(t, err)
+	backend := &refusingBackend{Interface: kernel}
+	createPod(t, admin, newPod(ns, "server", "node-1", map[string]string{"app": "server"}), serverIP)
+	applyPolicy(t, admin, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deny"}})
+	ta := startAgent(t, agentRESTConfig(t, s), "node-1", backend, func(c *agent.Config) {
+		c.MaxSyncInterval = 200 * time.Millisecond
+		c.UnreadyAfter = 2 * time.Second
+	})
+	ta.waitReady()
+	srv := httptest.NewServer(ta.a.Handler())
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := srv.Client().Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	list := func() string {
+		out, err := netnstest.Exec(t, name, "nft", "list", "table", "inet", "policyd")
+		require.NoError(t, err, out)
+		return out
+	}
+	require.Eventually(t, func() bool { return strings.Contains(list(), serverIP+" : jump ingress-") }, 10*time.Second, 50*time.Millisecond)
+	committed := list()
+	code, body := get("/readyz")
+	require.Equal(t, 200, code, body)
+	_, m := get("/metrics")
+	require.Contains(t, m, "policyd_sync_errors_total 0\n")
+	require.Contains(t, m, "policyd_sync_failing_seconds 0\n")
+
+	backend.refuse.Store(true)
+	require.Eventually(t, func() bool {
+		_, m := get("/metrics")
+		return !strings.Contains(m, "policyd_sync_errors_total 0\n") && !strings.Contains(m, "policyd_sync_failing_seconds 0\n")
+	}, 10*time.Second, 50*time.Millisecond, "the failing syncs did not move the metrics")
+	code, body = get("/healthz")
+	assert.Equal(t, 200, code, "liveness is the loop running")
+	assert.Contains(t, body, "syncs failing for")
+	require.Eventually(t, func() bool { code, _ := get("/readyz"); return code == 503 }, 10*time.Second, 50*time.Millisecond)
+	_, body = get("/readyz")
+	assert.Contains(t, body, "syncs have been failing for")
+	assert.Contains(t, body, "no such file or directory")
+	assert.Equal(t, committed, list(), "the kernel rejected every batch: the last committed table stays, whole")
+
+	backend.refuse.Store(false)
+	require.Eventually(t, func() bool { code, _ := get("/readyz"); return code == 200 }, 10*time.Second, 50*time.Millisecond)
+	_, m = get("/metrics")
+	assert.Contains(t, m, "policyd_sync_failing_seconds 0\n")
 }

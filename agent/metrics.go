@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +20,10 @@ type Metrics struct {
 	objects      *prometheus.GaugeVec
 	programmed   *prometheus.GaugeVec
 	latency      prometheus.Histogram
+	lastSuccess  prometheus.Gauge
+	// failing reports how long syncs have been failing; the agent sets it
+	// once it exists (metrics are created before the agent).
+	failing func() float64
 }
 
 // NewMetrics registers the metrics with reg; nil means a new registry that
@@ -53,7 +58,18 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "policyd_programming_latency_seconds", Help: "From an API event reaching the agent to its effect being committed in the kernel.", Buckets: buckets,
 		}),
 	}
-	reg.MustRegister(m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency)
+	m.lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_last_successful_sync_timestamp_seconds", Help: "When a sync last committed (Unix time); 0 before the first.",
+	})
+	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "policyd_sync_failing_seconds", Help: "How long every sync has been failing (0 while the last sync committed); /readyz turns unready past --unready-after.",
+	}, func() float64 {
+		if m.failing == nil {
+			return 0
+		}
+		return m.failing()
+	})
+	reg.MustRegister(m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, failing)
 	return m
 }
 
@@ -67,14 +83,31 @@ func (a *Agent) Handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ok")
+		// Liveness is the loop running: a restart would not make the kernel
+		// accept a batch it refuses. The failure is shown, not acted on.
+		fmt.Fprintln(w, "ok"+failingNote(a.Status()))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.Ready() {
+		st := a.Status()
+		switch {
+		case !st.Committed && st.LastError != nil:
+			http.Error(w, "waiting for the first sync to commit"+failingNote(st), http.StatusServiceUnavailable)
+		case !st.Committed:
 			http.Error(w, "waiting for the first sync to commit", http.StatusServiceUnavailable)
-			return
+		case !st.Ready:
+			http.Error(w, fmt.Sprintf("syncs have been failing for %s (more than %s); the table committed at %s stays in force: %v",
+				st.FailingFor.Round(time.Second), a.cfg.UnreadyAfter, st.LastSuccess.UTC().Format(time.RFC3339), st.LastError), http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok"+failingNote(st))
 		}
-		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// failingNote describes a failing sync for a health response, or "".
+func failingNote(st Status) string {
+	if st.LastError == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (syncs failing for %s: %v)", st.FailingFor.Round(time.Millisecond), st.LastError)
 }
