@@ -114,6 +114,7 @@ func TestManifest_DaemonSetRunsAgentWithLeastPrivilege(t *testing.T) {
 		t.Fatalf("container securityContext is incomplete: %+v", sc)
 	}
 	type probe struct {
+		Host string
 		Path string
 		Port int
 	}
@@ -121,7 +122,7 @@ func TestManifest_DaemonSetRunsAgentWithLeastPrivilege(t *testing.T) {
 		if p == nil || p.HTTPGet == nil {
 			return probe{}
 		}
-		return probe{p.HTTPGet.Path, p.HTTPGet.Port.IntValue()}
+		return probe{p.HTTPGet.Host, p.HTTPGet.Path, p.HTTPGet.Port.IntValue()}
 	}
 	type view struct {
 		HostNetwork, HostPID, HostIPC bool
@@ -180,14 +181,16 @@ func TestManifest_DaemonSetRunsAgentWithLeastPrivilege(t *testing.T) {
 		Tolerations:    []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 		Image:          "policyd:latest",
 		PullPolicy:     corev1.PullIfNotPresent,
-		Args:           []string{"run", "--node-name=$(NODE_NAME)", "--metrics-addr=:9743", "--log-format=json"},
+		// Health and metrics on loopback only: with hostNetwork any other
+		// address is an unauthenticated port on the node.
+		Args:           []string{"run", "--node-name=$(NODE_NAME)", "--metrics-addr=127.0.0.1:9743", "--log-format=json"},
 		NodeNameFrom:   "spec.nodeName",
 		Drop:           []corev1.Capability{"ALL"},
 		Add:            []corev1.Capability{"NET_ADMIN"},
 		RunAsUser:      0,
 		ReadOnlyRoot:   true,
-		Liveness:       probe{"/healthz", 9743},
-		Readiness:      probe{"/readyz", 9743},
+		Liveness:       probe{"127.0.0.1", "/healthz", 9743},
+		Readiness:      probe{"127.0.0.1", "/readyz", 9743},
 		Update:         appsv1.RollingUpdateDaemonSetStrategyType,
 		MaxUnavailable: "1",
 		Grace:          30,

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -62,15 +58,19 @@ type runOptions struct {
 	kube        kubeFlags
 	nodeName    string
 	metricsAddr string
-	minSync     time.Duration
-	maxSync     time.Duration
-	logFormat   string
-	logLevel    string
-	events      bool
-	netns       string
-	podNetwork  []string
-	profiling   bool
-	watchList   bool
+	// metricsTokenFile, when set, holds the bearer token /metrics requires.
+	metricsTokenFile string
+	profilingAddr    string
+	unreadyAfter     time.Duration
+	minSync          time.Duration
+	maxSync          time.Duration
+	logFormat        string
+	logLevel         string
+	events           bool
+	netns            string
+	podNetwork       []string
+	profiling        bool
+	watchList        bool
 }
 
 func newRunCommand() *cobra.Command {
@@ -89,8 +89,14 @@ gap). The agent is ready (/readyz) only after that first sync. On SIGTERM the
 rules stay in place, so enforcement continues across restarts and upgrades;
 run 'policyd cleanup' to remove them. There is no fail-open switch.
 
-Serves /metrics (Prometheus), /healthz and /readyz on --metrics-addr (and
-/debug/pprof/ with --profiling).
+Serves /metrics (Prometheus), /healthz and /readyz on --metrics-addr,
+127.0.0.1:9743 by default: with hostNetwork any other address is a port on
+the node that every pod and the network can reach. To let Prometheus scrape,
+bind the node's address and require a bearer token (--metrics-token-file).
+/healthz is the sync loop being alive; /readyz turns unready until the first
+sync commits and when every sync has failed for --unready-after (default
+30s), the failure and its age in the body. Profiles (--profiling) are served
+on a separate loopback listener only.
 Invalid policies are enforced fail-closed (the invalid part matches nothing)
 and reported as Warning Events on the policy.`,
 		Example: `  policyd run --node-name "$NODE_NAME"
@@ -101,7 +107,9 @@ and reported as Warning Events on the policy.`,
 	o.kube.add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME; the DaemonSet sets it from spec.nodeName)")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":9743", "address for /metrics, /healthz and /readyz; empty disables")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9743", "address for /metrics, /healthz and /readyz; empty disables. The default is reachable from the node only; to let Prometheus scrape, bind the node's address and set --metrics-token-file")
+	f.StringVar(&o.metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics requires (Prometheus: authorization.credentials_file); /healthz and /readyz stay open for kubelet probes")
+	f.DurationVar(&o.unreadyAfter, "unready-after", agent.DefaultUnreadyAfter, "report unready (/readyz) when every sync has failed for this long; the last committed table stays in force")
 	f.DurationVar(&o.minSync, "min-sync-interval", agent.DefaultMinSyncInterval, "coalescing delay: events within it become one sync")
 	f.DurationVar(&o.maxSync, "max-sync-interval", agent.DefaultMaxSyncInterval, "sync at least this often; each sync also repairs a table changed by someone else")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -109,7 +117,8 @@ and reported as Warning Events on the policy.`,
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
 	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "the pod network's CIDRs (e.g. the cluster CIDR; repeatable). Addresses inside them that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
 	f.BoolVar(&o.watchList, "watch-list", true, "stream the informers' initial state from the API server (WatchList, on by default in Kubernetes 1.34 API servers) instead of one LIST per resource, so start-up memory stays near the converted state; client-go falls back to LIST when the server lacks it. KUBE_FEATURE_WatchListClient overrides")
-	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --metrics-addr; off by default because profiles expose internals")
+	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --profiling-addr; off by default because profiles expose internals")
+	f.StringVar(&o.profilingAddr, "profiling-addr", "127.0.0.1:6060", "loopback address for /debug/pprof/ with --profiling (a non-loopback address is refused); captures are capped at 30 s")
 	f.StringVar(&o.netns, "netns", "", "program the table in this named network namespace (/run/netns/NAME) instead of the agent's own; for labs and benchmarks")
 	return cmd
 }
@@ -136,6 +145,15 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	log, err := newLogger(o.logFormat, o.logLevel, os.Stderr)
 	if err != nil {
 		return err
+	}
+	if o.profiling && !isLoopback(o.profilingAddr) {
+		return &exitError{2, fmt.Errorf("--profiling-addr %s: profiles are served on loopback only (e.g. 127.0.0.1:6060; reach them from the node or with kubectl port-forward)", o.profilingAddr)}
+	}
+	token := ""
+	if o.metricsTokenFile != "" {
+		if token, err = readToken(o.metricsTokenFile); err != nil {
+			return &exitError{2, fmt.Errorf("--metrics-token-file: %w", err)}
+		}
 	}
 	if err := agent.UseWatchList(o.watchList); err != nil { // before any client exists
 		return fmt.Errorf("--watch-list: %w", err)
@@ -173,7 +191,7 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	acfg := agent.Config{
 		PodNetwork: podNet,
 		NodeName:   o.nodeName, Client: client, Backend: backend,
-		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, Logger: log,
+		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, UnreadyAfter: o.unreadyAfter, Logger: log,
 	}
 	if o.events {
 		b := record.NewBroadcaster()
@@ -189,29 +207,25 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.metricsAddr != "" {
-		ln, err := net.Listen("tcp", o.metricsAddr)
+		if token == "" && !isLoopback(o.metricsAddr) {
+			log.Warn("/metrics is served without authentication on a non-loopback address; set --metrics-token-file, or keep --metrics-addr on 127.0.0.1", "addr", o.metricsAddr)
+		}
+		l, err := listen("--metrics-addr", o.metricsAddr, newServer(metricsHandler(a.Handler(), token), 30*time.Second))
 		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
+			return err
 		}
-		handler := a.Handler()
-		if o.profiling {
-			mux := http.NewServeMux()
-			mux.Handle("/", handler)
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-			handler = mux
+		l.serve(log)
+		defer l.shutdown()
+		log.Info("serving metrics and health", "addr", l.ln.Addr().String(), "metrics_auth", token != "")
+	}
+	if o.profiling {
+		l, err := listen("--profiling-addr", o.profilingAddr, newServer(pprofHandler(), (maxProfileSeconds+10)*time.Second))
+		if err != nil {
+			return err
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		log.Info("serving metrics and health", "addr", ln.Addr().String())
+		l.serve(log)
+		defer l.shutdown()
+		log.Info("serving profiles", "addr", l.ln.Addr().String())
 	}
 	log.Info("policyd agent starting", "version", version, "node", o.nodeName, "apiserver", cfg.Host)
 	return a.Run(ctx)
