@@ -179,7 +179,7 @@ func (st *fakeStore) lookup(name string) *ruleset.Set {
 func (st *fakeStore) setUser(name string) string {
 	for _, c := range st.chains {
 		for _, r := range c.Rules {
-			for _, n := range ruleSets(r) {
+			for _, n := range r.SetRefs() {
 				if n == name {
 					return "chain " + c.Name
 				}
@@ -192,7 +192,7 @@ func (st *fakeStore) setUser(name string) string {
 func (st *fakeStore) chainUser(name string) string {
 	for _, c := range st.chains {
 		for _, r := range c.Rules {
-			if ruleJump(r) == name {
+			if ruleset.JumpTarget(r) == name {
 				return "chain " + c.Name
 			}
 		}
@@ -305,10 +305,12 @@ func (st *fakeStore) apply(s step) error {
 			return fmt.Errorf("add rules to chain %s: no such chain", s.chain.Name)
 		}
 		for i, r := range s.chain.Rules {
-			if err := checkRule(r, st.lookup); err != nil {
+			// The whole lowering, not only checkRule: the Fake rejects a
+			// shape the Backend could not write.
+			if _, _, err := lowerRule(r, st.lookup); err != nil {
 				return fmt.Errorf("chain %s rule %d: %w", s.chain.Name, i, err)
 			}
-			if j := ruleJump(r); j != "" {
+			if j := ruleset.JumpTarget(r); j != "" {
 				if err := st.checkJump(ruleset.Verdict{Kind: ruleset.Jump, Chain: j}); err != nil {
 					return fmt.Errorf("chain %s rule %d: %w", s.chain.Name, i, err)
 				}
