@@ -20,21 +20,8 @@ import (
 // Base chains carry the wanted rules when the kernel's rules match them one
 // by one (by the hash TLV the lowering writes, or for rules written by
 // someone else, such as `nft -f` of Ruleset.Text, by their comment), and
-// opaque kernelRules otherwise, which differ from every real rule and so make
+// opaque ruleset.KernelRules otherwise, which differ from every real rule and so make
 // Diff refill the chain.
-
-// kernelRule stands for a base chain rule read from the kernel that could
-// not be matched to a wanted rule. It is only ever on the old side of Diff.
-type kernelRule struct {
-	handle  uint64
-	comment string
-}
-
-// Text implements ruleset.Rule; it never equals the text of a real rule.
-func (r *kernelRule) Text() string { return fmt.Sprintf("# unmatched kernel rule handle %d", r.handle) }
-
-// RuleComment implements ruleset.Rule.
-func (r *kernelRule) RuleComment() string { return r.comment }
 
 // adopt converts the kernel table to a Ruleset comparable with want.
 func adopt(t *kTable, want *ruleset.Ruleset) *ruleset.Ruleset {
@@ -73,7 +60,7 @@ func adopt(t *kTable, want *ruleset.Ruleset) *ruleset.Ruleset {
 		} else {
 			for _, kr := range kc.rules {
 				tlv, _ := parseUserData(kr.udata)
-				c.Rules = append(c.Rules, &kernelRule{handle: kr.handle, comment: udataComment(tlv)})
+				c.Rules = append(c.Rules, &ruleset.KernelRule{Handle: kr.handle, Comment: udataComment(tlv)})
 			}
 		}
 		out.Chains = append(out.Chains, c)

@@ -13,8 +13,9 @@ import (
 
 // Fake is an in-memory Interface for the tests of callers. Like the kernel,
 // it applies each Sync as one transaction: it diffs want against its
-// committed state with ruleset.Diff, applies the plan's steps in the order
-// the Backend sends them, and commits only if every step is valid. It
+// committed state with ruleset.Diff, interprets the plan's steps
+// (ruleset.Plan.Steps, which the Backend sends too), and commits only if
+// every step is valid. It
 // rejects what the kernel rejects: rules that look up a missing set or one of
 // the wrong type, jumps to missing or base chains, deleting a set or chain
 // that is still referenced, deleting a missing element, adding a map key
@@ -86,7 +87,7 @@ func (f *Fake) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, erro
 	stats.Ops = plan.Ops()
 	stats.Sets, stats.Elements, stats.Chains, stats.Rules = c.Sets, c.Elements, c.Chains, c.Rules
 	st := newFakeStore(f.committed)
-	for _, s := range planSteps(plan) {
+	for _, s := range plan.Steps() {
 		if err := st.apply(s); err != nil {
 			f.synced = false
 			stats.Duration = time.Since(start)
@@ -179,7 +180,7 @@ func (st *fakeStore) lookup(name string) *ruleset.Set {
 func (st *fakeStore) setUser(name string) string {
 	for _, c := range st.chains {
 		for _, r := range c.Rules {
-			for _, n := range ruleSets(r) {
+			for _, n := range r.SetRefs() {
 				if n == name {
 					return "chain " + c.Name
 				}
@@ -192,7 +193,7 @@ func (st *fakeStore) setUser(name string) string {
 func (st *fakeStore) chainUser(name string) string {
 	for _, c := range st.chains {
 		for _, r := range c.Rules {
-			if ruleJump(r) == name {
+			if ruleset.JumpTarget(r) == name {
 				return "chain " + c.Name
 			}
 		}
@@ -221,106 +222,110 @@ func (st *fakeStore) checkJump(v ruleset.Verdict) error {
 	return nil
 }
 
-func (st *fakeStore) apply(s step) error {
-	switch s.kind {
-	case stepFlushChain:
-		c, ok := st.chains[s.chain.Name]
+// apply interprets one step of a plan (ruleset.Plan.Steps) on the working
+// copy, validating it as the kernel would at that point of the batch.
+func (st *fakeStore) apply(s ruleset.Step) error {
+	switch s.Kind {
+	case ruleset.StepFlushChain:
+		c, ok := st.chains[s.Chain.Name]
 		if !ok {
-			return fmt.Errorf("flush chain %s: no such chain", s.chain.Name)
+			return fmt.Errorf("flush chain %s: no such chain", s.Chain.Name)
 		}
 		c.Rules = nil
-	case stepDelElements:
-		fs, ok := st.sets[s.set.Name]
+	case ruleset.StepDelElements:
+		fs, ok := st.sets[s.Set.Name]
 		if !ok {
-			return fmt.Errorf("delete elements of set %s: no such set", s.set.Name)
+			return fmt.Errorf("delete elements of set %s: no such set", s.Set.Name)
 		}
-		for _, e := range s.elems {
+		for _, e := range s.Elems {
 			k := fs.def.ElementKey(e)
 			if _, ok := fs.elems[k]; !ok {
-				return fmt.Errorf("delete element %s of set %s: no such element", k, s.set.Name)
+				return fmt.Errorf("delete element %s of set %s: no such element", k, s.Set.Name)
 			}
 			delete(fs.elems, k)
 		}
-	case stepFlushSet:
-		fs, ok := st.sets[s.set.Name]
+	case ruleset.StepFlushSet:
+		fs, ok := st.sets[s.Set.Name]
 		if !ok {
-			return fmt.Errorf("flush set %s: no such set", s.set.Name)
+			return fmt.Errorf("flush set %s: no such set", s.Set.Name)
 		}
 		fs.elems = map[string]ruleset.Element{}
-	case stepDelChain:
-		c, ok := st.chains[s.chain.Name]
+	case ruleset.StepDelChain:
+		c, ok := st.chains[s.Chain.Name]
 		if !ok {
-			return fmt.Errorf("delete chain %s: no such chain", s.chain.Name)
+			return fmt.Errorf("delete chain %s: no such chain", s.Chain.Name)
 		}
 		if len(c.Rules) > 0 {
-			return fmt.Errorf("delete chain %s: not flushed", s.chain.Name)
+			return fmt.Errorf("delete chain %s: not flushed", s.Chain.Name)
 		}
-		if u := st.chainUser(s.chain.Name); u != "" {
-			return fmt.Errorf("delete chain %s: still referenced by %s", s.chain.Name, u)
+		if u := st.chainUser(s.Chain.Name); u != "" {
+			return fmt.Errorf("delete chain %s: still referenced by %s", s.Chain.Name, u)
 		}
-		delete(st.chains, s.chain.Name)
-	case stepDelSet:
-		if _, ok := st.sets[s.set.Name]; !ok {
-			return fmt.Errorf("delete set %s: no such set", s.set.Name)
+		delete(st.chains, s.Chain.Name)
+	case ruleset.StepDelSet:
+		if _, ok := st.sets[s.Set.Name]; !ok {
+			return fmt.Errorf("delete set %s: no such set", s.Set.Name)
 		}
-		if u := st.setUser(s.set.Name); u != "" {
-			return fmt.Errorf("delete set %s: still referenced by %s", s.set.Name, u)
+		if u := st.setUser(s.Set.Name); u != "" {
+			return fmt.Errorf("delete set %s: still referenced by %s", s.Set.Name, u)
 		}
-		delete(st.sets, s.set.Name)
-	case stepAddSet:
-		if _, ok := st.sets[s.set.Name]; ok {
-			return fmt.Errorf("add set %s: exists", s.set.Name)
+		delete(st.sets, s.Set.Name)
+	case ruleset.StepAddSet:
+		if _, ok := st.sets[s.Set.Name]; ok {
+			return fmt.Errorf("add set %s: exists", s.Set.Name)
 		}
-		if _, err := lowerSet(table(), s.set); err != nil {
+		if _, err := lowerSet(table(), s.Set); err != nil {
 			return fmt.Errorf("add set: %w", err)
 		}
-		fs := &fakeSet{def: *s.set, elems: map[string]ruleset.Element{}}
+		fs := &fakeSet{def: *s.Set, elems: map[string]ruleset.Element{}}
 		fs.def.Elements, fs.def.Addrs = nil, ruleset.AddrList{}
-		st.sets[s.set.Name] = fs
-	case stepAddChain:
-		c, ok := st.chains[s.chain.Name]
-		if s.chain.Base == nil {
+		st.sets[s.Set.Name] = fs
+	case ruleset.StepAddChain:
+		c, ok := st.chains[s.Chain.Name]
+		if s.Chain.Base == nil {
 			if ok {
-				return fmt.Errorf("add chain %s: exists", s.chain.Name)
+				return fmt.Errorf("add chain %s: exists", s.Chain.Name)
 			}
-			st.chains[s.chain.Name] = &ruleset.Chain{Name: s.chain.Name}
+			st.chains[s.Chain.Name] = &ruleset.Chain{Name: s.Chain.Name}
 			return nil
 		}
-		if _, err := lowerBaseChain(table(), s.chain); err != nil {
+		if _, err := lowerBaseChain(table(), s.Chain); err != nil {
 			return err
 		}
 		if ok {
-			if c.Base == nil || c.Base.Hook != s.chain.Base.Hook || c.Base.Priority != s.chain.Base.Priority {
-				return fmt.Errorf("update chain %s: hook or priority cannot change", s.chain.Name)
+			if c.Base == nil || c.Base.Hook != s.Chain.Base.Hook || c.Base.Priority != s.Chain.Base.Priority {
+				return fmt.Errorf("update chain %s: hook or priority cannot change", s.Chain.Name)
 			}
-			b := *s.chain.Base
+			b := *s.Chain.Base
 			c.Base = &b
 			return nil
 		}
-		b := *s.chain.Base
-		st.chains[s.chain.Name] = &ruleset.Chain{Name: s.chain.Name, Base: &b}
-	case stepAddRules:
-		c, ok := st.chains[s.chain.Name]
+		b := *s.Chain.Base
+		st.chains[s.Chain.Name] = &ruleset.Chain{Name: s.Chain.Name, Base: &b}
+	case ruleset.StepAddRules:
+		c, ok := st.chains[s.Chain.Name]
 		if !ok {
-			return fmt.Errorf("add rules to chain %s: no such chain", s.chain.Name)
+			return fmt.Errorf("add rules to chain %s: no such chain", s.Chain.Name)
 		}
-		for i, r := range s.chain.Rules {
-			if err := checkRule(r, st.lookup); err != nil {
-				return fmt.Errorf("chain %s rule %d: %w", s.chain.Name, i, err)
+		for i, r := range s.Chain.Rules {
+			// The whole lowering, not only checkRule: the Fake rejects a
+			// shape the Backend could not write.
+			if _, _, err := lowerRule(r, st.lookup); err != nil {
+				return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
 			}
-			if j := ruleJump(r); j != "" {
+			if j := ruleset.JumpTarget(r); j != "" {
 				if err := st.checkJump(ruleset.Verdict{Kind: ruleset.Jump, Chain: j}); err != nil {
-					return fmt.Errorf("chain %s rule %d: %w", s.chain.Name, i, err)
+					return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
 				}
 			}
 			c.Rules = append(c.Rules, r)
 		}
-	case stepAddElements:
-		fs, ok := st.sets[s.set.Name]
+	case ruleset.StepAddElements:
+		fs, ok := st.sets[s.Set.Name]
 		if !ok {
-			return fmt.Errorf("add elements to set %s: no such set", s.set.Name)
+			return fmt.Errorf("add elements to set %s: no such set", s.Set.Name)
 		}
-		elems := s.elements()
+		elems := s.Elements()
 		if _, err := lowerElements(&fs.def, elems); err != nil {
 			return err
 		}
@@ -328,11 +333,11 @@ func (st *fakeStore) apply(s step) error {
 			k := fs.def.ElementKey(e)
 			if fs.def.Map {
 				if err := st.checkJump(e.Verdict); err != nil {
-					return fmt.Errorf("set %s element %s: %w", s.set.Name, k, err)
+					return fmt.Errorf("set %s element %s: %w", s.Set.Name, k, err)
 				}
 			}
 			if o, ok := fs.elems[k]; ok && fs.def.Map && o.Verdict != e.Verdict {
-				return fmt.Errorf("set %s element %s: exists with verdict %s", s.set.Name, k, o.Verdict)
+				return fmt.Errorf("set %s element %s: exists with verdict %s", s.Set.Name, k, o.Verdict)
 			}
 			fs.elems[k] = e
 		}
@@ -342,7 +347,7 @@ func (st *fakeStore) apply(s step) error {
 			}
 		}
 	default:
-		return fmt.Errorf("invalid step kind %d", s.kind)
+		return fmt.Errorf("%s", s.Kind)
 	}
 	return nil
 }

@@ -260,12 +260,12 @@ func fixRefs(tweak func(*ruleset.Ruleset)) func(*ruleset.Ruleset) {
 			var keep []ruleset.Rule
 			for _, rule := range c.Rules {
 				ok := true
-				for _, n := range ruleSets(rule) {
+				for _, n := range rule.SetRefs() {
 					if r.Set(n) == nil {
 						ok = false
 					}
 				}
-				if j := ruleJump(rule); j != "" && r.Chain(j) == nil {
+				if j := ruleset.JumpTarget(rule); j != "" && r.Chain(j) == nil {
 					ok = false
 				}
 				if ok {

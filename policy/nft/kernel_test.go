@@ -40,7 +40,24 @@ func applyText(t *testing.T, ns, text string) {
 // and the netlink lowering in another, and requires `nft list` to print the
 // same table: every shape is lowered to what nft generates for its text.
 func TestLower_MatchesNftText(t *testing.T) {
-	want := fullRuleset()
+	gotX := requireSameAsNftText(t, fullRuleset())
+	if !strings.Contains(gotX, "byteorder") || !strings.Contains(gotX, "lookup reg 1 set __set") {
+		t.Fatalf("expression dump lacks expected expressions:\n%s", gotX)
+	}
+}
+
+// TestLower_EveryShapeMatchesNftText does the same for the sample of every
+// writable shape of ruleset.Shapes: a shape whose text nft rejects, or whose
+// netlink form lists differently, fails here.
+func TestLower_EveryShapeMatchesNftText(t *testing.T) {
+	requireSameAsNftText(t, ruleset.ShapesRuleset())
+}
+
+// requireSameAsNftText applies want.Text with nft -f in one namespace and
+// Syncs want through netlink in another, and requires both the listing and
+// the rule expressions to be equal. It returns the expression dump.
+func requireSameAsNftText(t *testing.T, want *ruleset.Ruleset) string {
+	t.Helper()
 	textNS, _ := kernelNS(t)
 	nlNS, b := kernelNS(t)
 	applyText(t, textNS, want.Text())
@@ -64,9 +81,7 @@ func TestLower_MatchesNftText(t *testing.T) {
 	if gotX != expX {
 		t.Fatalf("rule expressions differ (-nft -f +netlink):\n%s", lineDiff(expX, gotX))
 	}
-	if !strings.Contains(gotX, "byteorder") || !strings.Contains(gotX, "lookup reg 1 set __set") {
-		t.Fatalf("expression dump lacks expected expressions:\n%s", gotX)
-	}
+	return gotX
 }
 
 // ruleExprs returns the kernel's expressions of every rule of the table, per

@@ -174,7 +174,6 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 	if err := checkRule(r, sets); err != nil {
 		return nil, nil, err
 	}
-	var v ruleset.Verdict
 	switch r := r.(type) {
 	case *ruleset.CtRule:
 		exprs = []expr.Any{
@@ -183,13 +182,11 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 				Mask: binaryutil.NativeEndian.PutUint32(uint32(r.States)), Xor: make([]byte, 4)},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 		}
-		v = r.Verdict
 	case *ruleset.FibLocalRule:
 		exprs = []expr.Any{
 			&expr.Fib{Register: 1, FlagSADDR: true, ResultADDRTYPE: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 		}
-		v = r.Verdict
 	case *ruleset.NDRule:
 		anon = &anonSet{set: &nftables.Set{
 			Name:      "__set%d",
@@ -207,7 +204,6 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			// SetID is filled in when the set gets its batch ID.
 			&expr.Lookup{SourceRegister: 1, SetName: "__set%d"},
 		)
-		v = r.Verdict
 	case *ruleset.DispatchRule:
 		exprs = append(nfprotoMatch(r.Family),
 			loadAddr(r.Family, r.Field, 1),
@@ -236,7 +232,6 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			exprs = append(exprs, loadProtoPort(int(n/4), sets(r.NamedPortSet).Interval)...)
 			exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.NamedPortSet})
 		}
-		v = r.Verdict
 	case *ruleset.UnknownAddrRule:
 		exprs = append(nfprotoMatch(r.Family),
 			loadAddr(r.Family, r.Field, 1),
@@ -244,13 +239,13 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			loadAddr(r.Family, r.Field, 1),
 			&expr.Lookup{SourceRegister: 1, SetName: r.KnownSet, Invert: true},
 		)
-		v = r.Verdict
 	case *ruleset.VerdictRule:
-		v = r.Verdict
+		// The verdict alone.
 	default:
+		// checkRule has rejected a KernelRule.
 		return nil, nil, fmt.Errorf("unknown rule shape %T", r)
 	}
-	ve, err := lowerVerdict(v)
+	ve, err := lowerVerdict(r.RuleVerdict())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -258,8 +253,8 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 }
 
 // checkRule validates r and the sets it refers to, as they exist (lookup).
-// The netlink lowering and the Fake share it, so the Fake rejects exactly the
-// rules the lowering cannot express.
+// lowerRule calls it first; the Fake calls lowerRule, so it rejects exactly
+// the rules the lowering cannot express, a KernelRule among them.
 func checkRule(r ruleset.Rule, sets setLookup) error {
 	if len(r.RuleComment()) > maxCommentLen {
 		return fmt.Errorf("comment longer than %d bytes", maxCommentLen)
@@ -350,6 +345,8 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 		return checkVerdict(r.Verdict)
 	case *ruleset.VerdictRule:
 		return checkVerdict(r.Verdict)
+	case *ruleset.KernelRule:
+		return fmt.Errorf("rule handle %d was read back from the kernel and cannot be written", r.Handle)
 	}
 	return fmt.Errorf("unknown rule shape %T", r)
 }
@@ -357,48 +354,6 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 func checkVerdict(v ruleset.Verdict) error {
 	_, err := lowerVerdict(v)
 	return err
-}
-
-// ruleJump returns the chain r jumps to, or "".
-func ruleJump(r ruleset.Rule) string {
-	var v ruleset.Verdict
-	switch r := r.(type) {
-	case *ruleset.CtRule:
-		v = r.Verdict
-	case *ruleset.FibLocalRule:
-		v = r.Verdict
-	case *ruleset.NDRule:
-		v = r.Verdict
-	case *ruleset.AllowRule:
-		v = r.Verdict
-	case *ruleset.UnknownAddrRule:
-		v = r.Verdict
-	case *ruleset.VerdictRule:
-		v = r.Verdict
-	}
-	if v.Kind == ruleset.Jump {
-		return v.Chain
-	}
-	return ""
-}
-
-// ruleSets returns the names of the sets r looks up.
-func ruleSets(r ruleset.Rule) []string {
-	switch r := r.(type) {
-	case *ruleset.DispatchRule:
-		return []string{r.Map}
-	case *ruleset.UnknownAddrRule:
-		return []string{r.CIDRSet, r.KnownSet}
-	case *ruleset.AllowRule:
-		var out []string
-		for _, n := range []string{r.PeerSet, r.PortSet, r.NamedPortSet} {
-			if n != "" {
-				out = append(out, n)
-			}
-		}
-		return out
-	}
-	return nil
 }
 
 // keyType returns the nftables key datatype of a set.

@@ -163,7 +163,7 @@ func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 	if err != nil {
 		return stats, err
 	}
-	if err := emit(conn, planSteps(plan), want); err != nil {
+	if err := emit(conn, plan.Steps(), want); err != nil {
 		return stats, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -308,8 +308,9 @@ func bufferSizes(ops int) nftables.SockOption {
 // the element list is one netlink attribute, whose length is 16 bits.
 const maxElemBytes = 32 << 10
 
-// emit queues the steps on conn. want resolves the sets rules refer to.
-func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
+// emit queues the steps of a plan (ruleset.Plan.Steps) on conn, one message
+// or more per step, in their order. want resolves the sets rules refer to.
+func emit(conn *nftables.Conn, steps []ruleset.Step, want *ruleset.Ruleset) error {
 	t := table()
 	conn.AddTable(t)
 	var nextID uint32
@@ -323,15 +324,15 @@ func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
 	}
 	lookup := func(name string) *ruleset.Set { return want.Set(name) }
 	for _, st := range steps {
-		switch st.kind {
-		case stepFlushChain:
-			conn.FlushChain(&nftables.Chain{Table: t, Name: st.chain.Name})
-		case stepDelElements:
-			ns, err := setOf(st.set)
+		switch st.Kind {
+		case ruleset.StepFlushChain:
+			conn.FlushChain(&nftables.Chain{Table: t, Name: st.Chain.Name})
+		case ruleset.StepDelElements:
+			ns, err := setOf(st.Set)
 			if err != nil {
 				return err
 			}
-			elems, err := lowerElements(st.set, st.elems)
+			elems, err := lowerElements(st.Set, st.Elems)
 			if err != nil {
 				return err
 			}
@@ -340,47 +341,47 @@ func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
 			}
 			for _, chunk := range chunkElements(elems) {
 				if err := conn.SetDeleteElements(ns, chunk); err != nil {
-					return fmt.Errorf("delete elements of set %s: %w", st.set.Name, err)
+					return fmt.Errorf("delete elements of set %s: %w", st.Set.Name, err)
 				}
 			}
-		case stepFlushSet:
-			conn.FlushSet(&nftables.Set{Table: t, Name: st.set.Name})
-		case stepDelChain:
-			conn.DelChain(&nftables.Chain{Table: t, Name: st.chain.Name})
-		case stepDelSet:
-			conn.DelSet(&nftables.Set{Table: t, Name: st.set.Name})
-		case stepAddSet:
-			ns, err := lowerSet(t, st.set)
+		case ruleset.StepFlushSet:
+			conn.FlushSet(&nftables.Set{Table: t, Name: st.Set.Name})
+		case ruleset.StepDelChain:
+			conn.DelChain(&nftables.Chain{Table: t, Name: st.Chain.Name})
+		case ruleset.StepDelSet:
+			conn.DelSet(&nftables.Set{Table: t, Name: st.Set.Name})
+		case ruleset.StepAddSet:
+			ns, err := lowerSet(t, st.Set)
 			if err != nil {
 				return err
 			}
 			ns.ID = newID()
 			if err := conn.AddSet(ns, nil); err != nil {
-				return fmt.Errorf("add set %s: %w", st.set.Name, err)
+				return fmt.Errorf("add set %s: %w", st.Set.Name, err)
 			}
-			created[st.set.Name] = ns
-		case stepAddChain:
-			if st.chain.Base == nil {
-				conn.AddChain(&nftables.Chain{Table: t, Name: st.chain.Name})
+			created[st.Set.Name] = ns
+		case ruleset.StepAddChain:
+			if st.Chain.Base == nil {
+				conn.AddChain(&nftables.Chain{Table: t, Name: st.Chain.Name})
 				continue
 			}
-			nc, err := lowerBaseChain(t, st.chain)
+			nc, err := lowerBaseChain(t, st.Chain)
 			if err != nil {
 				return err
 			}
 			conn.AddChain(nc)
-		case stepAddRules:
-			nc := &nftables.Chain{Table: t, Name: st.chain.Name}
-			for i, r := range st.chain.Rules {
+		case ruleset.StepAddRules:
+			nc := &nftables.Chain{Table: t, Name: st.Chain.Name}
+			for i, r := range st.Chain.Rules {
 				exprs, anon, err := lowerRule(r, lookup)
 				if err != nil {
-					return fmt.Errorf("chain %s rule %d (%s): %w", st.chain.Name, i, ruleText(r), err)
+					return fmt.Errorf("chain %s rule %d (%s): %w", st.Chain.Name, i, ruleText(r), err)
 				}
 				if anon != nil {
 					anon.set.Table = t
 					anon.set.ID = newID()
 					if err := conn.AddSet(anon.set, anon.elems); err != nil {
-						return fmt.Errorf("chain %s rule %d: anonymous set: %w", st.chain.Name, i, err)
+						return fmt.Errorf("chain %s rule %d: anonymous set: %w", st.Chain.Name, i, err)
 					}
 					for _, e := range exprs {
 						if l, ok := e.(*expr.Lookup); ok && l.SetName == anon.set.Name {
@@ -390,19 +391,19 @@ func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
 				}
 				conn.AddRule(&nftables.Rule{Table: t, Chain: nc, Exprs: exprs, UserData: ruleUserData(r)})
 			}
-		case stepAddElements:
-			ns, err := setOf(st.set)
+		case ruleset.StepAddElements:
+			ns, err := setOf(st.Set)
 			if err != nil {
 				return err
 			}
-			err = st.elementBatches(lowerBatch, func(batch []ruleset.Element) error {
-				elems, err := lowerElements(st.set, batch)
+			err = st.ElementBatches(lowerBatch, func(batch []ruleset.Element) error {
+				elems, err := lowerElements(st.Set, batch)
 				if err != nil {
 					return err
 				}
 				for _, chunk := range chunkElements(elems) {
 					if err := conn.SetAddElements(ns, chunk); err != nil {
-						return fmt.Errorf("add elements to set %s: %w", st.set.Name, err)
+						return fmt.Errorf("add elements to set %s: %w", st.Set.Name, err)
 					}
 				}
 				return nil
@@ -411,7 +412,7 @@ func emit(conn *nftables.Conn, steps []step, want *ruleset.Ruleset) error {
 				return err
 			}
 		default:
-			return fmt.Errorf("invalid step kind %d", st.kind)
+			return fmt.Errorf("%s", st.Kind)
 		}
 	}
 	return nil

@@ -3,9 +3,9 @@ package ruleset
 import "net/netip"
 
 // Plan is the set of changes that turns one Ruleset (the state committed to
-// the kernel) into another (the wanted state). Diff computes it; policy/nft
-// applies it as one atomic batch in this order, each step valid for the
-// kernel at its point in the batch:
+// the kernel) into another (the wanted state). Diff computes it; Steps orders
+// it into one atomic batch, which policy/nft sends (and its Fake checks) as
+// it is, each step valid for the kernel at its point in the batch:
 //
 //  1. flush the rules of RefillBaseChains, ReplaceBaseChains and DelChains;
 //  2. delete DelElements (before re-adding a key whose map verdict changed,

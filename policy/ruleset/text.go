@@ -215,3 +215,15 @@ func (r *AllowRule) Text() string {
 
 // Text implements Rule.
 func (r *VerdictRule) Text() string { return r.Verdict.String() }
+
+// Text implements Rule.
+func (r *UnknownAddrRule) Text() string {
+	fw := familyWord(r.Family)
+	return fmt.Sprintf("%s %s @%s %s %s != @%s %s", fw, r.Field, r.CIDRSet, fw, r.Field, r.KnownSet, r.Verdict)
+}
+
+// Text implements Rule. It is an nft comment, never the text of a rule
+// policyd writes, so a chain holding a KernelRule never equals a wanted one.
+func (r *KernelRule) Text() string {
+	return fmt.Sprintf("# unmatched kernel rule handle %d", r.Handle)
+}

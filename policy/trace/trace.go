@@ -216,6 +216,8 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		return in(cidr) && !in(known), r.Verdict, nil
 	case *ruleset.VerdictRule:
 		return true, r.Verdict, nil
+	case *ruleset.KernelRule:
+		return false, ruleset.Verdict{}, fmt.Errorf("rule handle %d was read back from the kernel: its expressions are unknown", r.Handle)
 	case nil:
 		return false, ruleset.Verdict{}, fmt.Errorf("nil rule")
 	}

@@ -1,0 +1,243 @@
+package ruleset
+
+// Rule is one rule of a chain. The set of rule shapes is closed: Rule has an
+// unexported method, so the concrete types of this package are all there is,
+// and Shapes lists one sample of each. Every consumer has one form per shape:
+// text here (Text), netlink in policy/nft, a step in policy/trace; the tests
+// of those packages iterate over Shapes and fail on a shape without its form.
+type Rule interface {
+	// Text renders the rule as nft text, without its comment.
+	Text() string
+	// RuleComment returns the rule's comment ("" for none).
+	RuleComment() string
+	// RuleVerdict returns the verdict the rule applies when it matches. It
+	// is the zero Verdict for a rule whose verdict is not its own: a
+	// DispatchRule takes it from its map's entry, and a KernelRule's is
+	// unknown.
+	RuleVerdict() Verdict
+	// SetRefs returns the names of the sets and maps the rule looks up, in
+	// the order its text names them.
+	SetRefs() []string
+
+	// shape seals the interface and names the shape.
+	shape() Shape
+}
+
+// Shape names one of the rule shapes. The zero value is invalid.
+type Shape uint8
+
+// Rule shapes, one per concrete type implementing Rule.
+const (
+	ShapeInvalid Shape = iota
+	ShapeCt
+	ShapeFibLocal
+	ShapeND
+	ShapeDispatch
+	ShapeAllow
+	ShapeUnknownAddr
+	ShapeVerdict
+	ShapeKernel
+	// numShapes counts the shapes, ShapeInvalid included; it must stay last.
+	numShapes
+)
+
+// ShapeOf returns the shape of r, or ShapeInvalid for nil.
+func ShapeOf(r Rule) Shape {
+	if r == nil {
+		return ShapeInvalid
+	}
+	return r.shape()
+}
+
+// Writable reports whether a rule of this shape can be written to the
+// kernel: every shape but ShapeKernel (and ShapeInvalid).
+func (s Shape) Writable() bool { return s != ShapeInvalid && s != ShapeKernel && s < numShapes }
+
+// JumpTarget returns the chain r jumps to when it matches, or "". A
+// DispatchRule's jumps are in its map's entries, not here.
+func JumpTarget(r Rule) string {
+	if v := r.RuleVerdict(); v.Kind == Jump {
+		return v.Chain
+	}
+	return ""
+}
+
+// CtRule matches `ct state` against States (any of the bits) and applies Verdict.
+//
+//	ct state established,related accept
+type CtRule struct {
+	States  CtState
+	Verdict Verdict
+	Comment string
+}
+
+// FibLocalRule matches packets whose source address is local to the node
+// (`fib saddr type local`): traffic the node itself sends, such as kubelet
+// probes.
+type FibLocalRule struct {
+	Verdict Verdict
+	Comment string
+}
+
+// NDRule matches IPv6 neighbour discovery (router and neighbour solicitation
+// and advertisement), which must never be cut by an egress policy.
+type NDRule struct {
+	Verdict Verdict
+	Comment string
+}
+
+// DispatchRule looks the packet's Field address up in verdict map Map:
+//
+//	ip saddr vmap @egress4
+type DispatchRule struct {
+	Family  int // 4 or 6
+	Field   Field
+	Map     string
+	Comment string
+}
+
+// AllowRule is the policy rule shape. Every part is optional; an empty part
+// matches every packet of Family:
+//
+//	meta l4proto . th dport @PortSet ip saddr @PeerSet ip daddr . meta l4proto . th dport @NamedPortSet accept
+//
+// The port lookup comes first: port sets are small and most packets a chain
+// sees miss most of its rules on the port, so a miss costs one probe of a
+// small set instead of a probe of a large peer set first.
+// PeerSet is looked up with the PeerField address (saddr for ingress, daddr for
+// egress); PortSet holds inet_proto . inet_service ranges; NamedPortSet holds
+// (destination address . protocol . port) triples resolved from named ports.
+// When Family is 0 the rule matches both families and only PortSet may be set.
+type AllowRule struct {
+	Family       int
+	PeerField    Field
+	PeerSet      string
+	PortSet      string
+	NamedPortSet string
+	Verdict      Verdict
+	Comment      string
+}
+
+// VerdictRule applies Verdict to every packet that reaches it.
+type VerdictRule struct {
+	Verdict Verdict
+	Comment string
+}
+
+// UnknownAddrRule matches a packet whose Field address lies inside the pod
+// network (CIDRSet, an interval set) but belongs to no pod policyd knows
+// (KnownSet): a pod whose address the API server has not reported yet.
+// Dropping it closes the window between a pod getting its address and
+// policyd learning who it is.
+//
+//	ip saddr @podcidr4 ip saddr != @known4 drop
+type UnknownAddrRule struct {
+	Family   int
+	Field    Field
+	CIDRSet  string
+	KnownSet string
+	Verdict  Verdict
+	Comment  string
+}
+
+// KernelRule stands for a rule of a base chain read back from the kernel
+// that matched no wanted rule. policyd never decodes rule expressions
+// (google/nftables drops those it cannot decode), so the rule is opaque: its
+// text differs from every other rule's, it has no verdict or set references
+// policyd knows, and it can be neither written nor traced. It only ever
+// stands on the old side of Diff, where it makes the chain be refilled.
+type KernelRule struct {
+	// Handle is the kernel's handle of the rule.
+	Handle uint64
+	// Comment is the comment the rule's userdata carries, if any.
+	Comment string
+}
+
+func (*CtRule) shape() Shape          { return ShapeCt }
+func (*FibLocalRule) shape() Shape    { return ShapeFibLocal }
+func (*NDRule) shape() Shape          { return ShapeND }
+func (*DispatchRule) shape() Shape    { return ShapeDispatch }
+func (*AllowRule) shape() Shape       { return ShapeAllow }
+func (*UnknownAddrRule) shape() Shape { return ShapeUnknownAddr }
+func (*VerdictRule) shape() Shape     { return ShapeVerdict }
+func (*KernelRule) shape() Shape      { return ShapeKernel }
+
+// RuleComment implements Rule.
+func (r *CtRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *FibLocalRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *NDRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *DispatchRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *AllowRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *UnknownAddrRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *VerdictRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *KernelRule) RuleComment() string { return r.Comment }
+
+// RuleVerdict implements Rule.
+func (r *CtRule) RuleVerdict() Verdict { return r.Verdict }
+
+// RuleVerdict implements Rule.
+func (r *FibLocalRule) RuleVerdict() Verdict { return r.Verdict }
+
+// RuleVerdict implements Rule.
+func (r *NDRule) RuleVerdict() Verdict { return r.Verdict }
+
+// RuleVerdict implements Rule: the zero Verdict, the map entry decides.
+func (r *DispatchRule) RuleVerdict() Verdict { return Verdict{} }
+
+// RuleVerdict implements Rule.
+func (r *AllowRule) RuleVerdict() Verdict { return r.Verdict }
+
+// RuleVerdict implements Rule.
+func (r *UnknownAddrRule) RuleVerdict() Verdict { return r.Verdict }
+
+// RuleVerdict implements Rule.
+func (r *VerdictRule) RuleVerdict() Verdict { return r.Verdict }
+
+// RuleVerdict implements Rule: the zero Verdict, it is unknown.
+func (r *KernelRule) RuleVerdict() Verdict { return Verdict{} }
+
+// SetRefs implements Rule: none.
+func (r *CtRule) SetRefs() []string { return nil }
+
+// SetRefs implements Rule: none.
+func (r *FibLocalRule) SetRefs() []string { return nil }
+
+// SetRefs implements Rule: none (its ICMPv6 types are an anonymous set).
+func (r *NDRule) SetRefs() []string { return nil }
+
+// SetRefs implements Rule: the map.
+func (r *DispatchRule) SetRefs() []string { return []string{r.Map} }
+
+// SetRefs implements Rule: the port, peer and named-port sets it uses.
+func (r *AllowRule) SetRefs() []string {
+	var out []string
+	for _, n := range []string{r.PortSet, r.PeerSet, r.NamedPortSet} {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// SetRefs implements Rule: the pod network set, then the known pods set.
+func (r *UnknownAddrRule) SetRefs() []string { return []string{r.CIDRSet, r.KnownSet} }
+
+// SetRefs implements Rule: none.
+func (r *VerdictRule) SetRefs() []string { return nil }
+
+// SetRefs implements Rule: none policyd knows.
+func (r *KernelRule) SetRefs() []string { return nil }

@@ -1,0 +1,50 @@
+package ruleset
+
+import "net/netip"
+
+// Shapes returns one sample of every rule shape, in Shape order (the sample
+// of Shape s is at index s-1). It is the single list of shapes: the tests of
+// this package require a sample of every Shape, and those of every consumer
+// (the netlink lowering and the kernel listing in policy/nft, the tracer in
+// policy/trace) iterate over it and fail on a shape without its form. The
+// samples look up the sets of ShapesRuleset. Each call returns new values.
+func Shapes() []Rule {
+	accept := Verdict{Kind: Accept}
+	return []Rule{
+		&CtRule{States: CtEstablished | CtRelated, Verdict: accept, Comment: "sample ct"},
+		&FibLocalRule{Verdict: accept, Comment: "sample fib"},
+		&NDRule{Verdict: accept, Comment: "sample nd"},
+		&DispatchRule{Family: 4, Field: Daddr, Map: "shape-map4", Comment: "sample dispatch"},
+		&AllowRule{Family: 4, PeerField: Saddr, PeerSet: "shape-peer4", PortSet: "shape-ports",
+			NamedPortSet: "shape-np4", Verdict: accept, Comment: "sample allow"},
+		&UnknownAddrRule{Family: 4, Field: Saddr, CIDRSet: "shape-cidr4", KnownSet: "shape-peer4",
+			Verdict: Verdict{Kind: Drop}, Comment: "sample unknown address"},
+		&VerdictRule{Verdict: Verdict{Kind: Drop}, Comment: "sample verdict"},
+		&KernelRule{Handle: 7, Comment: "sample kernel rule"},
+	}
+}
+
+// ShapesRuleset returns a sorted Ruleset whose base chain "shapes" (hook
+// input) holds the sample of every writable shape of Shapes, in order, with
+// the sets they look up, each holding one element.
+func ShapesRuleset() *Ruleset {
+	a := netip.MustParseAddr("10.0.0.1")
+	r := &Ruleset{
+		Sets: []*Set{
+			{Name: "shape-map4", Key: KeyIPv4, Map: true, Elements: []Element{{Addr: a, Verdict: Verdict{Kind: Accept}}}},
+			{Name: "shape-peer4", Key: KeyIPv4, Elements: []Element{{Addr: a}}},
+			{Name: "shape-ports", Key: KeyProtoPort, Interval: true, Elements: []Element{{Proto: 6, Port: 80, PortEnd: 81}}},
+			{Name: "shape-np4", Key: KeyIPv4ProtoPort, Elements: []Element{{Addr: a, Proto: 6, Port: 80, PortEnd: 80}}},
+			{Name: "shape-cidr4", Key: KeyIPv4, Interval: true, Elements: []Element{{Addr: a, AddrEnd: netip.MustParseAddr("10.0.255.255")}}},
+		},
+	}
+	c := &Chain{Name: "shapes", Base: &Base{Hook: HookInput, Priority: 0, Policy: Accept}}
+	for _, rule := range Shapes() {
+		if ShapeOf(rule).Writable() {
+			c.Rules = append(c.Rules, rule)
+		}
+	}
+	r.Chains = []*Chain{c}
+	r.Sort()
+	return r
+}
