@@ -235,7 +235,7 @@ func runExplain(w io.Writer, snap *cluster.Snapshot, srcArg, dstArg string, o *e
 	if err := pickAddrs(&src, &dst); err != nil {
 		return err
 	}
-	var targets []truthtable.PortProto
+	var targets []model.PortProto
 	switch {
 	case o.port != 0:
 		proto := cluster.ProtocolTCP
@@ -244,7 +244,7 @@ func runExplain(w io.Writer, snap *cluster.Snapshot, srcArg, dstArg string, o *e
 				return &exitError{2, fmt.Errorf("--protocol: %w", err)}
 			}
 		}
-		targets = append(targets, truthtable.PortProto{Port: o.port, Protocol: proto})
+		targets = append(targets, model.PortProto{Port: o.port, Protocol: proto})
 	case dst.Pod == nil:
 		return &exitError{2, fmt.Errorf("%s is not a pod: give --port", dstArg)}
 	default:
@@ -252,7 +252,7 @@ func runExplain(w io.Writer, snap *cluster.Snapshot, srcArg, dstArg string, o *e
 			if o.protocol != "" && !strings.EqualFold(o.protocol, cp.Protocol.String()) {
 				continue
 			}
-			targets = append(targets, truthtable.PortProto{Port: cp.Port, Protocol: cp.Protocol})
+			targets = append(targets, model.PortProto{Port: cp.Port, Protocol: cp.Protocol})
 		}
 		if len(targets) == 0 {
 			return &exitError{2, fmt.Errorf("%s declares no container ports%s: give --port", dst.Pod.Key(), protoSuffix(o.protocol))}
@@ -392,7 +392,7 @@ func traceEndpoint(ep model.Endpoint) trace.Endpoint {
 	return te
 }
 
-func tracePacket(rulesets map[string]*ruleset.Ruleset, src, dst model.Endpoint, t truthtable.PortProto) (*tracedPath, error) {
+func tracePacket(rulesets map[string]*ruleset.Ruleset, src, dst model.Endpoint, t model.PortProto) (*tracedPath, error) {
 	hops, allowed, err := trace.Path(rulesets, traceEndpoint(src), traceEndpoint(dst), uint8(t.Protocol), uint16(t.Port))
 	if err != nil {
 		return nil, err
