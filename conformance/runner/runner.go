@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -114,11 +116,7 @@ func (r *StepResult) Tables() (expected, observed truthtable.Tables) {
 	for _, c := range r.Cells {
 		names[c.From], names[c.To] = true, true
 	}
-	var list []string
-	for n := range names {
-		list = append(list, n)
-	}
-	sort.Strings(list)
+	list := slices.Sorted(maps.Keys(names))
 	for _, c := range r.Cells {
 		pp := model.PortProto{Port: c.Port, Protocol: c.Protocol}
 		if expected[pp] == nil {
