@@ -690,12 +690,7 @@ var mutatorRuns atomic.Int64
 
 func newMutator(c *benchCluster, rng *rand.Rand) *mutator {
 	m := &mutator{c: c, rng: rng, tierOf: map[string]string{}, n: int(mutatorRuns.Add(1)) * 100000}
-	keys := make([]string, 0, len(c.pods))
-	for k := range c.pods {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(c.pods)) {
 		p := c.pods[k]
 		app, ok := p.Labels["app"]
 		if !ok || p.Spec.HostNetwork || p.Status.PodIP == "" {

@@ -94,7 +94,7 @@ func (lc *labCluster) check(step string) {
 	bad := 0
 	for _, r := range lc.lab.ProbeAll(context.Background(), probes) {
 		require.Empty(t, r.Err, "lab fault on %s", r.Probe)
-		pp := truthtable.PortProto{Port: 80, Protocol: r.Protocol}
+		pp := model.PortProto{Port: 80, Protocol: r.Protocol}
 		if exp[pp] == nil {
 			exp[pp], obs[pp] = truthtable.New(lc.keys), truthtable.New(lc.keys)
 		}

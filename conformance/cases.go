@@ -24,13 +24,14 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/policyd/policyd/conformance/truthtable"
+	"github.com/policyd/policyd/policy/model"
 )
 
 //go:embed cases/*.yaml
 var caseFiles embed.FS
 
 // PortProto is a probed destination port and protocol.
-type PortProto = truthtable.PortProto
+type PortProto = model.PortProto
 
 // Step is one stage of a case: the changes it makes to the cluster, then the
 // connectivity expected once they are in place. Changes apply in the order

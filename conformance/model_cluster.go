@@ -2,7 +2,9 @@ package conformance
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -173,7 +175,7 @@ func (s Step) Apply(nss []*corev1.Namespace, pods []*corev1.Pod, pols []*network
 		outNss[i] = ns.DeepCopy()
 		nsIndex[ns.Name] = i
 	}
-	for _, name := range sortedKeys(s.NamespaceLabels) {
+	for _, name := range slices.Sorted(maps.Keys(s.NamespaceLabels)) {
 		i, ok := nsIndex[name]
 		if !ok {
 			return nil, nil, nil, fmt.Errorf("step %q: namespaceLabels: no namespace %s", s.Name, name)
@@ -192,7 +194,7 @@ func (s Step) Apply(nss []*corev1.Namespace, pods []*corev1.Pod, pols []*network
 		outPods[i] = p.DeepCopy()
 		podIndex[p.Namespace+"/"+p.Name] = i
 	}
-	for _, key := range sortedKeys(s.PodLabels) {
+	for _, key := range slices.Sorted(maps.Keys(s.PodLabels)) {
 		i, ok := podIndex[key]
 		if !ok {
 			return nil, nil, nil, fmt.Errorf("step %q: podLabels: no pod %s", s.Name, key)
@@ -200,15 +202,6 @@ func (s Step) Apply(nss []*corev1.Namespace, pods []*corev1.Pod, pols []*network
 		outPods[i].Labels = copyLabels(s.PodLabels[key])
 	}
 	return outNss, outPods, outPols, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func copyLabels(in map[string]string) map[string]string {

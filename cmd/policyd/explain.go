@@ -1,12 +1,9 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net/netip"
-	"sort"
-	"strings"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -15,12 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/policyd/policyd/cluster"
-	"github.com/policyd/policyd/conformance/truthtable"
-	"github.com/policyd/policyd/policy/compile"
-	"github.com/policyd/policyd/policy/model"
-	"github.com/policyd/policyd/policy/ruleset"
-	"github.com/policyd/policyd/policy/trace"
-	"github.com/policyd/policyd/selectors"
+	"github.com/policyd/policyd/policy/explain"
 )
 
 type explainOptions struct {
@@ -105,32 +97,6 @@ Exit status: 0 when every explained connection is allowed (or with --matrix),
 	return cmd
 }
 
-// explained is one explained connection; its JSON form is documented in
-// docs/explain-json.md and is stable.
-type explained struct {
-	From     string          `json:"from"`
-	To       string          `json:"to"`
-	Port     int32           `json:"port"`
-	Protocol string          `json:"protocol"`
-	Allowed  bool            `json:"allowed"`
-	Egress   model.Direction `json:"egress"`
-	Ingress  model.Direction `json:"ingress"`
-	Trace    *tracedPath     `json:"trace,omitempty"`
-}
-
-type tracedPath struct {
-	Allowed bool        `json:"allowed"`
-	Agrees  bool        `json:"agrees"`
-	Hops    []tracedHop `json:"hops"`
-}
-
-type tracedHop struct {
-	Node    string       `json:"node"`
-	Hook    string       `json:"hook"`
-	Verdict string       `json:"verdict"`
-	Rules   []trace.Step `json:"rules"`
-}
-
 // liveSnapshot lists namespaces, pods and policies from the API server.
 func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	cfg, err := k.restConfig()
@@ -173,251 +139,46 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	return snap, nil
 }
 
-func resolveEndpoint(snap *cluster.Snapshot, s string) (model.Endpoint, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		a = a.Unmap()
-		ep := model.Endpoint{IP: a}
-		if p := snap.PodByIP(a); p != nil {
-			ep.Pod = p
-		}
-		return ep, nil
-	}
-	if !strings.Contains(s, "/") {
-		return model.Endpoint{}, &exitError{2, fmt.Errorf("%q is neither namespace/pod nor an IP address", s)}
-	}
-	p := snap.Pod(s)
-	if p == nil {
-		return model.Endpoint{}, &exitError{2, fmt.Errorf("pod %s not found in the manifests", s)}
-	}
-	return model.Endpoint{Pod: p}, nil
-}
-
-// pickAddrs fills in the endpoints' addresses, preferring IPv4 when both
-// ends have one.
-func pickAddrs(src, dst *model.Endpoint) error {
-	for _, fam := range []int{4, 6} {
-		sa, sok := addrOf(*src, fam)
-		da, dok := addrOf(*dst, fam)
-		if sok && dok {
-			src.IP, dst.IP = sa, da
-			return nil
-		}
-	}
-	return fmt.Errorf("%s and %s have no address family in common (does each pod have status.podIP?)", endpointName(*src), endpointName(*dst))
-}
-
-func addrOf(ep model.Endpoint, fam int) (netip.Addr, bool) {
-	if ep.IP.IsValid() {
-		return ep.IP, (fam == 4) == ep.IP.Is4()
-	}
-	if ep.Pod != nil {
-		return ep.Pod.IP(fam)
-	}
-	return netip.Addr{}, false
-}
-
-func endpointName(ep model.Endpoint) string {
-	if ep.Pod != nil {
-		return ep.Pod.Key()
-	}
-	return ep.IP.String()
-}
-
-func runExplain(w io.Writer, snap *cluster.Snapshot, srcArg, dstArg string, o *explainOptions) error {
-	src, err := resolveEndpoint(snap, srcArg)
+func runExplain(w io.Writer, snap *cluster.Snapshot, src, dst string, o *explainOptions) error {
+	results, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace})
 	if err != nil {
-		return err
+		return usageOr(err)
 	}
-	dst, err := resolveEndpoint(snap, dstArg)
-	if err != nil {
-		return err
-	}
-	if err := pickAddrs(&src, &dst); err != nil {
-		return err
-	}
-	var targets []truthtable.PortProto
-	switch {
-	case o.port != 0:
-		proto := cluster.ProtocolTCP
-		if o.protocol != "" {
-			if proto, err = cluster.ParseProtocol(o.protocol); err != nil {
-				return &exitError{2, fmt.Errorf("--protocol: %w", err)}
-			}
-		}
-		targets = append(targets, truthtable.PortProto{Port: o.port, Protocol: proto})
-	case dst.Pod == nil:
-		return &exitError{2, fmt.Errorf("%s is not a pod: give --port", dstArg)}
-	default:
-		for _, cp := range dst.Pod.Ports {
-			if o.protocol != "" && !strings.EqualFold(o.protocol, cp.Protocol.String()) {
-				continue
-			}
-			targets = append(targets, truthtable.PortProto{Port: cp.Port, Protocol: cp.Protocol})
-		}
-		if len(targets) == 0 {
-			return &exitError{2, fmt.Errorf("%s declares no container ports%s: give --port", dst.Pod.Key(), protoSuffix(o.protocol))}
-		}
-	}
-	sort.Slice(targets, func(i, j int) bool { return targets[i].Less(targets[j]) })
-
-	var rulesets map[string]*ruleset.Ruleset
-	if o.trace {
-		if rulesets, err = compileNodes(snap, src, dst); err != nil {
-			return err
-		}
-	}
-	var results []explained
-	mismatch := false
-	for _, t := range targets {
-		d := model.Evaluate(snap, model.Packet{Src: src, Dst: dst, Protocol: t.Protocol, Port: t.Port})
-		e := explained{From: endpointName(src), To: endpointName(dst), Port: t.Port, Protocol: t.Protocol.String(), Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress}
-		if o.trace {
-			tp, err := tracePacket(rulesets, src, dst, t)
-			if err != nil {
-				return err
-			}
-			tp.Agrees = tp.Allowed == d.Allowed
-			mismatch = mismatch || !tp.Agrees
-			e.Trace = tp
-		}
-		results = append(results, e)
-	}
-
 	switch o.output {
 	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
-			return err
-		}
+		err = explain.WriteJSON(w, results)
 	case "text":
-		for i, e := range results {
-			if i > 0 {
-				fmt.Fprintln(w)
-			}
-			writeExplanation(w, e)
-		}
+		err = explain.WriteText(w, results)
 	default:
 		return &exitError{2, fmt.Errorf("-o %s: want text or json", o.output)}
 	}
-	if mismatch {
-		return fmt.Errorf("the compiled ruleset and the semantics model DISAGREE: this is a policyd bug, please report it with the manifests")
+	if err != nil {
+		return err
 	}
-	for _, e := range results {
-		if !e.Allowed {
-			return &exitError{code: 1} // the verdict is the output; nothing more to say
-		}
+	if err := explain.Disagreement(results); err != nil {
+		return err
+	}
+	if !explain.AllAllowed(results) {
+		return &exitError{code: 1} // the verdict is the output; nothing more to say
 	}
 	return nil
 }
 
-func protoSuffix(p string) string {
-	if p == "" {
-		return ""
-	}
-	return " for " + strings.ToUpper(p)
-}
-
-func writeExplanation(w io.Writer, e explained) {
-	verdict := "ALLOWED"
-	if !e.Allowed {
-		verdict = "DENIED"
-	}
-	fmt.Fprintf(w, "%s  %s -> %s  %s/%d\n", verdict, e.From, e.To, e.Protocol, e.Port)
-	for _, d := range []model.Direction{e.Egress, e.Ingress} {
-		who := d.Pod
-		if who == "" {
-			who = "not a pod"
-		}
-		switch {
-		case !d.Isolated || (d.Allowed && d.Match == nil):
-			fmt.Fprintf(w, "  %-7s %s: allows. %s\n", d.Direction, who, d.Reason)
-		case d.Allowed:
-			fmt.Fprintf(w, "  %-7s %s: allows, by %s\n", d.Direction, who, d.Match)
-			fmt.Fprintf(w, "          isolated by %s\n", strings.Join(d.Policies, ", "))
-		default:
-			fmt.Fprintf(w, "  %-7s %s: DENIES: isolated by %s, and none of their %s rules admits this\n", d.Direction, who, strings.Join(d.Policies, ", "), d.Direction)
-			if d.NearestMiss != nil {
-				fmt.Fprintf(w, "          nearest miss: %s: %s\n", d.NearestMiss.RuleRef, d.NearestMiss.Reason)
-			}
-		}
-	}
-	if e.Trace != nil {
-		fmt.Fprintf(w, "  nftables trace (compiled ruleset): %s\n", map[bool]string{true: "accept", false: "drop"}[e.Trace.Allowed])
-		for _, h := range e.Trace.Hops {
-			fmt.Fprintf(w, "    node %s, hook %s => %s\n", h.Node, h.Hook, h.Verdict)
-			for _, s := range h.Rules {
-				if !s.Matched {
-					continue
-				}
-				fmt.Fprintf(w, "      %s[%d] %s", s.Chain, s.Rule, s.Text)
-				if s.Comment != "" {
-					fmt.Fprintf(w, "   # %s", s.Comment)
-				}
-				fmt.Fprintln(w)
-			}
-		}
-		if !e.Trace.Agrees {
-			fmt.Fprintln(w, "  !!! MISMATCH: the compiled ruleset and the semantics model disagree on this connection !!!")
-		}
-	}
-}
-
-// compileNodes compiles the rulesets of the nodes the endpoints run on.
-func compileNodes(snap *cluster.Snapshot, eps ...model.Endpoint) (map[string]*ruleset.Ruleset, error) {
-	ix := selectors.FromSnapshot(snap)
-	out := map[string]*ruleset.Ruleset{}
-	for _, ep := range eps {
-		if ep.Pod == nil || ep.Pod.NodeName == "" {
-			continue
-		}
-		if _, ok := out[ep.Pod.NodeName]; ok {
-			continue
-		}
-		rs, err := compile.Compile(ix, ep.Pod.NodeName)
-		if err != nil {
-			return nil, fmt.Errorf("compile node %s: %w", ep.Pod.NodeName, err)
-		}
-		out[ep.Pod.NodeName] = rs
-	}
-	return out, nil
-}
-
-func traceEndpoint(ep model.Endpoint) trace.Endpoint {
-	te := trace.Endpoint{Addr: ep.IP}
-	if ep.Pod != nil {
-		te.Node = ep.Pod.NodeName
-		te.NodeLocal = ep.Pod.HostNetwork
-	}
-	return te
-}
-
-func tracePacket(rulesets map[string]*ruleset.Ruleset, src, dst model.Endpoint, t truthtable.PortProto) (*tracedPath, error) {
-	hops, allowed, err := trace.Path(rulesets, traceEndpoint(src), traceEndpoint(dst), uint8(t.Protocol), uint16(t.Port))
-	if err != nil {
-		return nil, err
-	}
-	tp := &tracedPath{Allowed: allowed}
-	for _, h := range hops {
-		tp.Hops = append(tp.Hops, tracedHop{Node: h.Node, Hook: h.Hook.String(), Verdict: ruleset.Verdict{Kind: h.Verdict}.String(), Rules: h.Steps})
-	}
-	return tp, nil
-}
-
 func runMatrix(w io.Writer, snap *cluster.Snapshot, o *explainOptions) error {
-	cells := model.Matrix(snap)
 	switch o.output {
 	case "jsonl":
-		enc := json.NewEncoder(w)
-		for _, c := range cells {
-			if err := enc.Encode(c); err != nil {
-				return err
-			}
-		}
-		return nil
+		return explain.WriteMatrixJSONL(w, snap)
 	case "text":
-		_, err := fmt.Fprint(w, truthtable.FromCells(cells).String())
-		return err
+		return explain.WriteMatrixText(w, snap)
 	}
 	return &exitError{2, fmt.Errorf("-o %s: with --matrix want text or jsonl", o.output)}
+}
+
+// usageOr gives a usage error in the query exit status 2.
+func usageOr(err error) error {
+	var ue *explain.UsageError
+	if errors.As(err, &ue) {
+		return &exitError{2, err}
+	}
+	return err
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/policyd/policyd/internal/netnsutil"
 )
 
 // Prefix starts the name of every namespace, link and table a lab creates.
@@ -144,7 +146,7 @@ func CleanupLeftovers() error {
 	}
 	for _, name := range names {
 		if isDead(runOf(name)) {
-			if err := deleteNetNS(name); err != nil {
+			if err := netnsutil.DeleteNamed(name); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/policyd/policyd/internal/netnsutil"
 )
 
 func TestRunOf(t *testing.T) {
@@ -137,15 +139,15 @@ func TestCleanupLeftovers_RemovesDeadRunsKeepsLiveOnes(t *testing.T) {
 
 	dead := "leak" + newRunID()[:6]
 	for _, role := range []string{"n0", "p1"} {
-		h, err := createNetNS(Prefix + dead + "-" + role)
+		h, err := netnsutil.CreateNamed(Prefix + dead + "-" + role)
 		if err != nil {
 			t.Fatal(err)
 		}
 		h.Close()
 	}
 	t.Cleanup(func() {
-		deleteNetNS(Prefix + dead + "-n0")
-		deleteNetNS(Prefix + dead + "-p1")
+		netnsutil.DeleteNamed(Prefix + dead + "-n0")
+		netnsutil.DeleteNamed(Prefix + dead + "-p1")
 		os.Remove(lockPath(dead))
 	})
 	// The lock file of a crashed run exists but nobody holds its lock.

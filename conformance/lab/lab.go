@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"github.com/policyd/policyd/internal/netnsutil"
+	"maps"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -495,7 +497,7 @@ func (l *Lab) UpdatePods(ctx context.Context, pods []*corev1.Pod) error {
 	for _, pp := range plans {
 		next[pp.Key] = pp
 	}
-	for _, key := range sortedKeys(l.pods) {
+	for _, key := range slices.Sorted(maps.Keys(l.pods)) {
 		p := l.pods[key]
 		if np, ok := next[key]; !ok || !p.plan.sameTopology(np) {
 			if err := l.removePod(p); err != nil {
@@ -515,15 +517,6 @@ func (l *Lab) UpdatePods(ctx context.Context, pods []*corev1.Pod) error {
 	return l.syncKubeProxy(ctx)
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // Close stops every server and removes every namespace of the lab, then
 // releases the run's lock. It is idempotent, safe on a nil Lab, and waits for
 // running probes.
@@ -538,7 +531,7 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	var errs []error
-	for _, key := range sortedKeys(l.pods) {
+	for _, key := range slices.Sorted(maps.Keys(l.pods)) {
 		p := l.pods[key]
 		p.srv.close()
 		if p.hostVeth != "" {
@@ -682,7 +675,7 @@ func (l *Lab) Pods() []PodInfo {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	var out []PodInfo
-	for _, key := range sortedKeys(l.pods) {
+	for _, key := range slices.Sorted(maps.Keys(l.pods)) {
 		p := l.pods[key]
 		pi := PodInfo{
 			Key:         key,
@@ -714,7 +707,7 @@ func (l *Lab) PodObjects() []*corev1.Pod {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	var out []*corev1.Pod
-	for _, key := range sortedKeys(l.pods) {
+	for _, key := range slices.Sorted(maps.Keys(l.pods)) {
 		p := l.pods[key]
 		o := p.plan.Raw.DeepCopy()
 		o.Spec.NodeName = l.nodes[p.plan.Node].name

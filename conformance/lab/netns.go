@@ -5,56 +5,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/policyd/policyd/internal/netnsutil"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/policyd/policyd/internal/netnsutil"
 )
-
-// netnsDir is where named network namespaces are bind-mounted, as by
-// `ip netns add`.
-const netnsDir = "/run/netns"
-
-// createNetNS creates the named network namespace /run/netns/<name> and
-// returns an open handle to it. It fails if the name exists.
-func createNetNS(name string) (netns.NsHandle, error) {
-	var h netns.NsHandle
-	err := netnsutil.OnFreshThread(func() error {
-		var err error
-		h, err = netns.NewNamed(name)
-		return err
-	})
-	if err != nil {
-		if !errors.Is(err, os.ErrExist) {
-			_ = deleteNetNS(name) // NewNamed can leave the file behind
-		}
-		return netns.None(), fmt.Errorf("creating network namespace %s: %w", name, err)
-	}
-	return h, nil
-}
-
-// deleteNetNS removes the named network namespace. The kernel destroys the
-// namespace when its last reference (open handle, socket, process) is gone.
-// A missing name is not an error.
-func deleteNetNS(name string) error {
-	p := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmounting %s: %w", p, err)
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing %s: %w", p, err)
-	}
-	return nil
-}
 
 // listNetNS returns the names of the named network namespaces that start
 // with prefix.
 func listNetNS(prefix string) ([]string, error) {
-	ents, err := os.ReadDir(netnsDir)
+	ents, err := os.ReadDir(netnsutil.NamedDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

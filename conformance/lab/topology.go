@@ -9,6 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/policyd/policyd/internal/netnsutil"
 )
 
 // Link names inside the lab's namespaces. They live in private namespaces,
@@ -31,7 +33,7 @@ type nsNode struct {
 // off (lab addresses are unique by construction; DAD would keep them
 // tentative for a second) and loopback up.
 func openNS(name string, extra ...sysctl) (*nsNode, error) {
-	h, err := createNetNS(name)
+	h, err := netnsutil.CreateNamed(name)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +74,7 @@ func (n *nsNode) close() error {
 	if n.name == "" {
 		return nil
 	}
-	err := deleteNetNS(n.name)
+	err := netnsutil.DeleteNamed(n.name)
 	n.name = ""
 	return err
 }

@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -36,7 +38,7 @@ type Step struct {
 	Policies   []*networkingv1.NetworkPolicy
 	// Probes are the destination ports probed; nil means every containerPort
 	// each destination pod declares.
-	Probes []truthtable.PortProto
+	Probes []model.PortProto
 	// Expect holds the scenario's own truth tables, if it has them (the
 	// upstream cases do). The model must agree with them, and so must the
 	// packets.
@@ -114,13 +116,9 @@ func (r *StepResult) Tables() (expected, observed truthtable.Tables) {
 	for _, c := range r.Cells {
 		names[c.From], names[c.To] = true, true
 	}
-	var list []string
-	for n := range names {
-		list = append(list, n)
-	}
-	sort.Strings(list)
+	list := slices.Sorted(maps.Keys(names))
 	for _, c := range r.Cells {
-		pp := truthtable.PortProto{Port: c.Port, Protocol: c.Protocol}
+		pp := model.PortProto{Port: c.Port, Protocol: c.Protocol}
 		if expected[pp] == nil {
 			expected[pp], observed[pp] = truthtable.New(list), truthtable.New(list)
 		}
@@ -301,10 +299,10 @@ func (e *enforcer) plan(cfg Config, snap *cluster.Snapshot, st Step) ([]lab.Prob
 
 // probeTargets returns the ports probed on dst: the step's list, or what dst
 // declares, widened to every configured protocol for the same port numbers.
-func probeTargets(cfg Config, st Step, dst *cluster.Pod) []truthtable.PortProto {
-	seen := map[truthtable.PortProto]bool{}
-	var out []truthtable.PortProto
-	add := func(pp truthtable.PortProto) {
+func probeTargets(cfg Config, st Step, dst *cluster.Pod) []model.PortProto {
+	seen := map[model.PortProto]bool{}
+	var out []model.PortProto
+	add := func(pp model.PortProto) {
 		if !seen[pp] {
 			seen[pp] = true
 			out = append(out, pp)
@@ -313,7 +311,7 @@ func probeTargets(cfg Config, st Step, dst *cluster.Pod) []truthtable.PortProto 
 	base := st.Probes
 	if base == nil {
 		for _, cp := range dst.Ports {
-			base = append(base, truthtable.PortProto{Port: cp.Port, Protocol: cp.Protocol})
+			base = append(base, model.PortProto{Port: cp.Port, Protocol: cp.Protocol})
 		}
 	}
 	for _, pp := range base {
@@ -322,7 +320,7 @@ func probeTargets(cfg Config, st Step, dst *cluster.Pod) []truthtable.PortProto 
 		}
 		for _, proto := range cfg.Protocols {
 			if st.Probes != nil || declares(dst, pp.Port, proto) {
-				add(truthtable.PortProto{Port: pp.Port, Protocol: proto})
+				add(model.PortProto{Port: pp.Port, Protocol: proto})
 			}
 		}
 	}

@@ -11,11 +11,11 @@ package truthtable
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
-	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/model"
 )
 
@@ -284,51 +284,12 @@ func describe(c cell) string {
 	return "not probed"
 }
 
-// PortProto identifies one table of a set: a destination port and protocol.
-type PortProto struct {
-	Port     int32
-	Protocol cluster.Protocol
-}
-
-// String renders "TCP/80".
-func (pp PortProto) String() string { return pp.Protocol.String() + "/" + strconv.Itoa(int(pp.Port)) }
-
-// ParsePortProto parses "TCP/80" (protocol case-insensitive).
-func ParsePortProto(s string) (PortProto, error) {
-	proto, port, ok := strings.Cut(strings.TrimSpace(s), "/")
-	if !ok {
-		return PortProto{}, fmt.Errorf("port %q: want PROTOCOL/PORT, e.g. TCP/80", s)
-	}
-	p, err := cluster.ParseProtocol(proto)
-	if err != nil {
-		return PortProto{}, fmt.Errorf("port %q: %w", s, err)
-	}
-	n, err := strconv.ParseInt(port, 10, 32)
-	if err != nil || n < 1 || n > 65535 {
-		return PortProto{}, fmt.Errorf("port %q: port must be a number in 1-65535", s)
-	}
-	return PortProto{Port: int32(n), Protocol: p}, nil
-}
-
-// Less orders by port, then by protocol number (TCP, UDP, SCTP).
-func (pp PortProto) Less(o PortProto) bool {
-	if pp.Port != o.Port {
-		return pp.Port < o.Port
-	}
-	return pp.Protocol < o.Protocol
-}
-
 // Tables is one truth table per destination port and protocol.
-type Tables map[PortProto]*Table
+type Tables map[model.PortProto]*Table
 
 // Keys returns the tables' keys sorted by port, then protocol number.
-func (ts Tables) Keys() []PortProto {
-	keys := make([]PortProto, 0, len(ts))
-	for k := range ts {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].Less(keys[j]) })
-	return keys
+func (ts Tables) Keys() []model.PortProto {
+	return slices.SortedFunc(maps.Keys(ts), model.PortProto.Compare)
 }
 
 // String prints every table, sorted by key, each preceded by a line holding
@@ -350,7 +311,7 @@ func (ts Tables) String() string {
 // a line "PROTOCOL/PORT". Lines starting with "#" are skipped.
 func ParseTables(text string) (Tables, error) {
 	out := Tables{}
-	var key *PortProto
+	var key *model.PortProto
 	var body []string
 	flush := func() error {
 		if key == nil {
@@ -372,7 +333,7 @@ func ParseTables(text string) (Tables, error) {
 			continue
 		}
 		if len(strings.Fields(s)) == 1 && strings.Contains(s, "/") && s != MarkNotProbed {
-			if pp, err := ParsePortProto(s); err == nil {
+			if pp, err := model.ParsePortProto(s); err == nil {
 				if err := flush(); err != nil {
 					return nil, err
 				}
@@ -409,7 +370,7 @@ func FromCells(cells []model.Cell) Tables {
 	sort.Strings(names)
 	out := Tables{}
 	for _, c := range cells {
-		k := PortProto{Port: c.Port, Protocol: c.Protocol}
+		k := model.PortProto{Port: c.Port, Protocol: c.Protocol}
 		t := out[k]
 		if t == nil {
 			t = New(names)

@@ -243,7 +243,7 @@ func TestTables_RoundTrip(t *testing.T) {
 			t.Errorf("table %s names = %s, want every name sorted", k, got)
 		}
 	}
-	tcp := ts[PortProto{80, cluster.ProtocolTCP}]
+	tcp := ts[model.PortProto{Port: 80, Protocol: cluster.ProtocolTCP}]
 	if ok, probed := tcp.Get("x/a", "x/b"); !ok || !probed {
 		t.Errorf("TCP/80 x/a -> x/b = %v,%v, want allowed", ok, probed)
 	}
@@ -284,35 +284,6 @@ func TestParseTables_Errors(t *testing.T) {
 			_, err := ParseTables(tt.text)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("ParseTables error = %v, want %q", err, tt.want)
-			}
-		})
-	}
-}
-
-func TestParsePortProto(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in      string
-		want    PortProto
-		wantErr bool
-	}{
-		{in: "TCP/80", want: PortProto{80, cluster.ProtocolTCP}},
-		{in: "udp/81", want: PortProto{81, cluster.ProtocolUDP}},
-		{in: "SCTP/65535", want: PortProto{65535, cluster.ProtocolSCTP}},
-		{in: "TCP/0", wantErr: true},
-		{in: "TCP/65536", wantErr: true},
-		{in: "ICMP/1", wantErr: true},
-		{in: "80", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			t.Parallel()
-			got, err := ParsePortProto(tt.in)
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Errorf("ParsePortProto(%q) = %v, %v; want %v, err %v", tt.in, got, err, tt.want, tt.wantErr)
-			}
-			if err == nil && got.String() != strings.ToUpper(tt.in) {
-				t.Errorf("String() = %q, want %q", got.String(), strings.ToUpper(tt.in))
 			}
 		})
 	}

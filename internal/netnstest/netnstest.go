@@ -10,7 +10,6 @@ package netnstest
 import (
 	"errors"
 	"fmt"
-	"github.com/policyd/policyd/internal/netnsutil"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/policyd/policyd/internal/netnsutil"
 )
 
 // inCI reports whether the tests run in CI, where missing privileges or tools
@@ -64,9 +65,9 @@ func New(t testing.TB, prefix string) (string, netns.NsHandle) {
 	t.Helper()
 	RequireRoot(t)
 	name := fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), counter.Add(1))
-	h, err := create(name)
+	h, err := netnsutil.CreateNamed(name)
 	if err != nil {
-		t.Fatalf("create network namespace %s: %v", name, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := h.Close(); err != nil {
@@ -77,23 +78,6 @@ func New(t testing.TB, prefix string) (string, netns.NsHandle) {
 		}
 	})
 	return name, h
-}
-
-// create makes the named namespace on a thread of its own (netnsutil
-// discards the thread afterwards, so no goroutine ever runs in it).
-func create(name string) (netns.NsHandle, error) {
-	var h netns.NsHandle
-	err := netnsutil.OnFreshThread(func() error {
-		var err error
-		h, err = netns.NewNamed(name)
-		return err
-	})
-	if err != nil {
-		// NewNamed may leave the mount point file behind.
-		_ = os.Remove("/var/run/netns/" + name)
-		return netns.None(), err
-	}
-	return h, nil
 }
 
 // Exec runs cmd inside the named namespace (`ip netns exec name cmd...`) and

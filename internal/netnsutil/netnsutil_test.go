@@ -1,6 +1,9 @@
 package netnsutil_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -34,4 +37,32 @@ func TestDoNamed(t *testing.T) {
 		return nil
 	}))
 	assert.Error(t, netnsutil.DoNamed("pdutil-no-such-namespace", func() error { return nil }))
+}
+
+// TestCreateNamed creates a named namespace, refuses to create it twice
+// without touching the first, and deletes it; deleting a missing name is not
+// an error.
+func TestCreateNamed(t *testing.T) {
+	netnstest.RequireRoot(t)
+	name := fmt.Sprintf("pdutil-create-%d", os.Getpid())
+	path := filepath.Join(netnsutil.NamedDir, name)
+	h, err := netnsutil.CreateNamed(name)
+	require.NoError(t, err)
+	t.Cleanup(func() { h.Close(); _ = netnsutil.DeleteNamed(name) })
+	named, err := netns.GetFromName(name)
+	require.NoError(t, err)
+	assert.True(t, named.Equal(h), "the handle must be the namespace mounted at %s", path)
+	named.Close()
+	assert.False(t, current(t, h), "the caller must not enter the new namespace")
+
+	_, err = netnsutil.CreateNamed(name)
+	require.ErrorIs(t, err, os.ErrExist)
+	again, err := netns.GetFromName(name)
+	require.NoError(t, err, "a failed second create must leave the first in place")
+	assert.True(t, again.Equal(h))
+	again.Close()
+
+	require.NoError(t, netnsutil.DeleteNamed(name))
+	assert.NoFileExists(t, path)
+	require.NoError(t, netnsutil.DeleteNamed(name), "deleting a missing name is not an error")
 }

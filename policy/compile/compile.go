@@ -74,6 +74,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -478,7 +479,7 @@ func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string
 		}
 		return named[i].proto < named[j].proto
 	})
-	named = dedupeNamed(named)
+	named = slices.Compact(named)
 	if len(elems) == 0 {
 		return "", named, len(named) > 0
 	}
@@ -487,7 +488,9 @@ func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string
 		elems = mergePortRanges(elems)
 		prefix = "ports-"
 	} else {
-		elems = dedupePorts(elems)
+		// Single ports: sort, then drop repeats.
+		sort.Slice(elems, func(i, j int) bool { return elems[i].Less(elems[j]) })
+		elems = slices.Compact(elems)
 	}
 	var key strings.Builder
 	s := &ruleset.Set{Key: ruleset.KeyProtoPort, Interval: interval, Elements: elems}
@@ -500,28 +503,6 @@ func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string
 		c.sets[s.Name] = s
 	}
 	return s.Name, named, true
-}
-
-func dedupeNamed(in []namedKey) []namedKey {
-	out := in[:0]
-	for i, k := range in {
-		if i == 0 || k != in[i-1] {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// dedupePorts sorts single-port elements and drops repeats.
-func dedupePorts(in []ruleset.Element) []ruleset.Element {
-	sort.Slice(in, func(i, j int) bool { return in[i].Less(in[j]) })
-	out := in[:0]
-	for i, e := range in {
-		if i == 0 || e != in[i-1] {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // mergePortRanges sorts elements and merges overlapping or adjacent ranges of

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/policyd/policyd/cluster"
@@ -19,7 +20,7 @@ func Matrix(s *cluster.Snapshot) []Cell {
 	type probed struct {
 		pod   *cluster.Pod
 		key   string
-		ports []portProto
+		ports []PortProto
 	}
 	var pods []probed
 	for _, p := range s.Pods {
@@ -44,38 +45,28 @@ func Matrix(s *cluster.Snapshot) []Cell {
 				continue
 			}
 			for _, k := range to.ports {
-				d := e.evaluate(Packet{Src: src, Dst: dst, Protocol: k.proto, Port: k.port}, false)
-				cells = append(cells, Cell{From: from.key, To: to.key, Port: k.port, Protocol: k.proto, Allowed: d.Allowed})
+				d := e.evaluate(Packet{Src: src, Dst: dst, Protocol: k.Protocol, Port: k.Port}, false)
+				cells = append(cells, Cell{From: from.key, To: to.key, Port: k.Port, Protocol: k.Protocol, Allowed: d.Allowed})
 			}
 		}
 	}
 	return cells
 }
 
-type portProto struct {
-	port  int32
-	proto cluster.Protocol
-}
-
 // declaredPorts returns the pod's distinct valid container ports, sorted by
 // port then protocol.
-func declaredPorts(p *cluster.Pod) []portProto {
-	seen := map[portProto]bool{}
-	var out []portProto
+func declaredPorts(p *cluster.Pod) []PortProto {
+	seen := map[PortProto]bool{}
+	var out []PortProto
 	for _, cp := range p.Ports {
-		k := portProto{cp.Port, cp.Protocol}
+		k := PortProto{Port: cp.Port, Protocol: cp.Protocol}
 		if cp.Port < 1 || cp.Port > 65535 || cp.Protocol == cluster.ProtocolInvalid || seen[k] {
 			continue
 		}
 		seen[k] = true
 		out = append(out, k)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].port != out[j].port {
-			return out[i].port < out[j].port
-		}
-		return out[i].proto < out[j].proto
-	})
+	slices.SortFunc(out, PortProto.Compare) // distinct, so any sort gives one order
 	return out
 }
 

@@ -1,0 +1,59 @@
+package explain
+
+import (
+	"fmt"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/model"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/policy/trace"
+	"github.com/policyd/policyd/selectors"
+)
+
+// CompileNodes compiles the rulesets of the nodes the endpoints' pods run on,
+// keyed by node name. Endpoints that are not pods, or pods not scheduled on a
+// node, need none.
+func CompileNodes(snap *cluster.Snapshot, eps ...model.Endpoint) (map[string]*ruleset.Ruleset, error) {
+	ix := selectors.FromSnapshot(snap)
+	out := map[string]*ruleset.Ruleset{}
+	for _, ep := range eps {
+		if ep.Pod == nil || ep.Pod.NodeName == "" {
+			continue
+		}
+		if _, ok := out[ep.Pod.NodeName]; ok {
+			continue
+		}
+		rs, err := compile.Compile(ix, ep.Pod.NodeName)
+		if err != nil {
+			return nil, fmt.Errorf("compile node %s: %w", ep.Pod.NodeName, err)
+		}
+		out[ep.Pod.NodeName] = rs
+	}
+	return out, nil
+}
+
+// CheckTrace walks the first packet of pkt through rulesets (by node name,
+// as CompileNodes returns them) along its path, and compares the rulesets'
+// verdict with the model's decision d on the same packet. A node on the path
+// without a ruleset, or a rule the tracer does not know, is an error.
+func CheckTrace(rulesets map[string]*ruleset.Ruleset, pkt model.Packet, d model.Decision) (*Trace, error) {
+	hops, allowed, err := trace.Path(rulesets, traceEndpoint(pkt.Src), traceEndpoint(pkt.Dst), uint8(pkt.Protocol), uint16(pkt.Port))
+	if err != nil {
+		return nil, err
+	}
+	t := &Trace{Allowed: allowed, Agrees: allowed == d.Allowed}
+	for _, h := range hops {
+		t.Hops = append(t.Hops, Hop{Node: h.Node, Hook: h.Hook.String(), Verdict: ruleset.Verdict{Kind: h.Verdict}.String(), Rules: h.Steps})
+	}
+	return t, nil
+}
+
+func traceEndpoint(ep model.Endpoint) trace.Endpoint {
+	te := trace.Endpoint{Addr: ep.IP}
+	if ep.Pod != nil {
+		te.Node = ep.Pod.NodeName
+		te.NodeLocal = ep.Pod.HostNetwork
+	}
+	return te
+}

@@ -1,0 +1,212 @@
+// Package explain owns the answers of `policyd explain`: whether one endpoint
+// may open a connection to another, and why.
+//
+// It resolves the endpoints a person names ("namespace/pod" or an IP address)
+// in a cluster snapshot, asks the semantics model (package model) for the
+// verdict of every port in question, and, when asked, walks the nftables
+// rulesets policyd compiles for the nodes on the path (package trace) and
+// checks that they agree with the model. Its results have a stable JSON form,
+// documented in docs/explain-json.md, and a text form for people; it also
+// renders the model's reachability matrix as truth tables or JSON lines.
+//
+// Nothing here reads flags, the API server or the kernel: the caller loads the
+// snapshot and chooses the output.
+package explain
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/model"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/policy/trace"
+)
+
+// Query says which connections to explain. Errors about its fields name the
+// `policyd explain` flags they come from (--port, --protocol).
+type Query struct {
+	// Src and Dst are the endpoints, each "namespace/pod" or an IP address
+	// (see ResolveEndpoint).
+	Src, Dst string
+	// Port is the destination port. Zero explains every port the destination
+	// pod declares in its containerPorts.
+	Port int32
+	// Protocol is TCP, UDP or SCTP, in any case. With Port it is the
+	// protocol of that port ("" means TCP); without, only the declared ports
+	// of that protocol are explained ("" means all of them).
+	Protocol string
+	// Trace also walks the compiled rulesets of the nodes on the path for
+	// each connection and compares their verdict with the model's (see
+	// CheckTrace).
+	Trace bool
+}
+
+// Result is one explained connection: one (port, protocol) from one endpoint
+// to another. Its JSON form is documented in docs/explain-json.md and is
+// stable: fields are only ever added.
+type Result struct {
+	// From and To are "namespace/pod", or the IP address when the endpoint
+	// is not a pod.
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Port and Protocol are the destination port and its protocol ("TCP").
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+	// Allowed is the model's verdict: egress of From and ingress of To both
+	// allow the connection.
+	Allowed bool `json:"allowed"`
+	// Egress and Ingress are the model's verdicts of each direction.
+	Egress  model.Direction `json:"egress"`
+	Ingress model.Direction `json:"ingress"`
+	// Trace is set when the query asked for it: the compiled rulesets walked
+	// for the same packet.
+	Trace *Trace `json:"trace,omitempty"`
+}
+
+// Trace is the compiled nftables rulesets' verdict on one connection, beside
+// the model's.
+type Trace struct {
+	// Allowed is the rulesets' verdict.
+	Allowed bool `json:"allowed"`
+	// Agrees reports whether Allowed equals the model's verdict. False is a
+	// policyd bug.
+	Agrees bool `json:"agrees"`
+	// Hops are the places on the path where policyd's table sees the first
+	// packet, in path order.
+	Hops []Hop `json:"hops"`
+}
+
+// Hop is the walk of one node's ruleset at one hook.
+type Hop struct {
+	// Node is the node's name.
+	Node string `json:"node"`
+	// Hook is "postrouting" or "input".
+	Hook string `json:"hook"`
+	// Verdict is the hook's verdict in nft syntax ("accept", "drop").
+	Verdict string `json:"verdict"`
+	// Rules are the rules walked, in order, matched or not.
+	Rules []trace.Step `json:"rules"`
+}
+
+// UsageError is an error in what was asked (an endpoint that does not
+// resolve, a protocol policyd does not know, a port that must be given), as
+// opposed to a failure while answering it. `policyd explain` exits 2 on it.
+type UsageError struct {
+	Err error
+}
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usageErrorf(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// ErrDisagree is returned by Disagreement when a compiled ruleset and the
+// semantics model decide a connection differently.
+var ErrDisagree = errors.New("the compiled ruleset and the semantics model DISAGREE: this is a policyd bug, please report it with the manifests")
+
+// Explain answers q in snap: one Result per explained (port, protocol),
+// sorted by port, then protocol number. Errors in q itself are *UsageError.
+func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
+	src, err := ResolveEndpoint(snap, q.Src)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := ResolveEndpoint(snap, q.Dst)
+	if err != nil {
+		return nil, err
+	}
+	if err := pickAddrs(&src, &dst); err != nil {
+		return nil, err
+	}
+	targets, err := targetsOf(q, dst)
+	if err != nil {
+		return nil, err
+	}
+
+	var rulesets map[string]*ruleset.Ruleset
+	if q.Trace {
+		if rulesets, err = CompileNodes(snap, src, dst); err != nil {
+			return nil, err
+		}
+	}
+	var results []Result
+	for _, t := range targets {
+		pkt := model.Packet{Src: src, Dst: dst, Protocol: t.Protocol, Port: t.Port}
+		d := model.Evaluate(snap, pkt)
+		r := Result{From: endpointName(src), To: endpointName(dst), Port: t.Port, Protocol: t.Protocol.String(), Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress}
+		if q.Trace {
+			if r.Trace, err = CheckTrace(rulesets, pkt, d); err != nil {
+				return nil, err
+			}
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// targetsOf returns the ports and protocols q asks about for connections to
+// dst, sorted.
+func targetsOf(q Query, dst model.Endpoint) ([]model.PortProto, error) {
+	var targets []model.PortProto
+	switch {
+	case q.Port != 0:
+		proto := cluster.ProtocolTCP
+		if q.Protocol != "" {
+			var err error
+			if proto, err = cluster.ParseProtocol(q.Protocol); err != nil {
+				return nil, usageErrorf("--protocol: %w", err)
+			}
+		}
+		targets = append(targets, model.PortProto{Port: q.Port, Protocol: proto})
+	case dst.Pod == nil:
+		return nil, usageErrorf("%s is not a pod: give --port", q.Dst)
+	default:
+		for _, cp := range dst.Pod.Ports {
+			if q.Protocol != "" && !strings.EqualFold(q.Protocol, cp.Protocol.String()) {
+				continue
+			}
+			targets = append(targets, model.PortProto{Port: cp.Port, Protocol: cp.Protocol})
+		}
+		if len(targets) == 0 {
+			return nil, usageErrorf("%s declares no container ports%s: give --port", dst.Pod.Key(), protoSuffix(q.Protocol))
+		}
+	}
+	// Equal keys are equal values, so the order does not depend on the sort.
+	slices.SortFunc(targets, model.PortProto.Compare)
+	return targets, nil
+}
+
+func protoSuffix(p string) string {
+	if p == "" {
+		return ""
+	}
+	return " for " + strings.ToUpper(p)
+}
+
+// Disagreement returns ErrDisagree when the trace of some result disagrees
+// with the model, and nil otherwise (also when nothing was traced).
+func Disagreement(results []Result) error {
+	for _, r := range results {
+		if r.Trace != nil && !r.Trace.Agrees {
+			return ErrDisagree
+		}
+	}
+	return nil
+}
+
+// AllAllowed reports whether the model allows every result's connection.
+func AllAllowed(results []Result) bool {
+	for _, r := range results {
+		if !r.Allowed {
+			return false
+		}
+	}
+	return true
+}
