@@ -126,15 +126,16 @@ func ConvertPolicy(np *networkingv1.NetworkPolicy) (*Policy, []error) {
 		p.IsolatesIngress = true
 		p.IsolatesEgress = len(np.Spec.Egress) > 0
 	}
+	listedIngress, listedEgress, unknownType := false, false, false
 	for i, t := range np.Spec.PolicyTypes {
 		switch t {
 		case networkingv1.PolicyTypeIngress:
-			p.IsolatesIngress = true
+			p.IsolatesIngress, listedIngress = true, true
 		case networkingv1.PolicyTypeEgress:
-			p.IsolatesEgress = true
+			p.IsolatesEgress, listedEgress = true, true
 		default:
 			errs = append(errs, field.NotSupported(spec.Child("policyTypes").Index(i), t, []string{"Ingress", "Egress"}))
-			p.IsolatesIngress, p.IsolatesEgress = true, true
+			p.IsolatesIngress, p.IsolatesEgress, unknownType = true, true, true
 		}
 	}
 
@@ -154,6 +155,20 @@ func ConvertPolicy(np *networkingv1.NetworkPolicy) (*Policy, []error) {
 	// rules must not then allow anything to pods it may not have meant.
 	if err != nil {
 		p.IngressRules, p.EgressRules = nil, nil
+	}
+	// An unknown policyType isolates both directions, but a direction keeps
+	// its rules only where they would be in force without the unknown
+	// entry: listed, or, when no valid entry is listed, by the default
+	// (ingress always, egress when it has rules). policyTypes [Egress,
+	// Sideways] must not turn an ignored "ingress: [{}]" into an allow-all.
+	if unknownType {
+		noneListed := !listedIngress && !listedEgress
+		if !listedIngress && !noneListed {
+			p.IngressRules = nil
+		}
+		if !listedEgress && !(noneListed && len(np.Spec.Egress) > 0) {
+			p.EgressRules = nil
+		}
 	}
 	for _, e := range errs {
 		p.Errors = append(p.Errors, &PolicyError{Policy: p.Key(), Err: e})
@@ -325,6 +340,7 @@ func NewSnapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []
 		errs = append(errs, perrs...)
 		s.Pods = append(s.Pods, cp)
 	}
+	errs = append(errs, s.releaseHostAddresses()...)
 	for _, np := range policies {
 		cp, perrs := ConvertPolicy(np)
 		errs = append(errs, perrs...)
@@ -338,6 +354,61 @@ func NewSnapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []
 func (s *Snapshot) Sort() {
 	sort.Slice(s.Pods, func(i, j int) bool { return s.Pods[i].Key() < s.Pods[j].Key() })
 	sort.Slice(s.Policies, func(i, j int) bool { return s.Policies[i].Key() < s.Policies[j].Key() })
+}
+
+// releaseHostAddresses takes from hostNetwork pods the addresses a
+// non-hostNetwork pod also claims, and reports each. A hostNetwork pod's
+// address is its node's, which no pod can hold; when the API says both, the
+// address is judged as the pod's (compile never uses hostNetwork pods'
+// addresses), so that the claim can never lift the pod's isolation.
+func (s *Snapshot) releaseHostAddresses() []error {
+	podAddr := map[netip.Addr]*Pod{}
+	for _, p := range s.Pods {
+		if !p.HostNetwork {
+			for _, a := range p.IPs {
+				podAddr[a] = p
+			}
+		}
+	}
+	var errs []error
+	for _, p := range s.Pods {
+		if !p.HostNetwork {
+			continue
+		}
+		kept := p.IPs[:0]
+		for _, a := range p.IPs {
+			if o, ok := podAddr[a]; ok {
+				errs = append(errs, fmt.Errorf("pod %s (hostNetwork): address %s is also claimed by pod %s; it is judged as that pod's", p.Key(), a, o.Key()))
+				continue
+			}
+			kept = append(kept, a)
+		}
+		p.IPs = kept
+	}
+	return errs
+}
+
+// AddressConflicts returns the addresses that two or more non-hostNetwork
+// pods claim (terminal pods hold none), each with its claimants in key
+// order. Such an address is policed as the strictest of its claimants.
+func (s *Snapshot) AddressConflicts() map[netip.Addr][]*Pod {
+	claims := map[netip.Addr][]*Pod{}
+	for _, p := range s.Pods {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			claims[a] = append(claims[a], p)
+		}
+	}
+	for a, cl := range claims {
+		if len(cl) < 2 {
+			delete(claims, a)
+			continue
+		}
+		sort.Slice(cl, func(i, j int) bool { return cl[i].Key() < cl[j].Key() })
+	}
+	return claims
 }
 
 // Pod returns the pod "namespace/name", or nil.

@@ -263,6 +263,28 @@ func TestConvertPolicy_InvalidFailsClosed(t *testing.T) {
 				}
 			},
 		},
+		{
+			// Without the unknown entry the ingress allow-all is ignored
+			// (only Egress is listed); with it, ingress is isolated, and
+			// that rule must not come into force.
+			name: "unknown policyType does not bring an unlisted direction's rules into force",
+			tweak: func(s *networkingv1.NetworkPolicySpec) {
+				s.PolicyTypes = []networkingv1.PolicyType{"Egress", "Sideways"}
+				s.Ingress = append(s.Ingress, networkingv1.NetworkPolicyIngressRule{})
+			},
+			wantPaths: []string{"spec.policyTypes[1]"},
+			replace:   true,
+			probes: []probe{
+				{"y/b", "x/a", cluster.ProtocolTCP, 80, false},
+				{"x/c", "x/a", cluster.ProtocolTCP, 81, false},
+				{"x/a", "y/b", cluster.ProtocolTCP, 80, false},
+			},
+			check: func(t *testing.T, p *cluster.Policy) {
+				if !p.IsolatesIngress || !p.IsolatesEgress || p.IngressRules != nil {
+					t.Errorf("want both directions isolated and no ingress rules, got ingress %v egress %v, %d ingress rules", p.IsolatesIngress, p.IsolatesEgress, len(p.IngressRules))
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
