@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -115,6 +116,8 @@ type Agent struct {
 	compiler *compile.Compiler // reused across syncs: unchanged sets are not rebuilt
 	pending  []Change
 	invalid  map[string]string // policy key -> errors it was last reported with
+	// conflicts is the fingerprint of the address conflicts last reported.
+	conflicts string
 
 	trigger chan struct{}
 	// podLabels shares one labels.Set among pods with identical labels,
@@ -322,7 +325,14 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.pending = nil
 	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
 	counts := a.objectCounts()
+	var conflicts []compile.Conflict
+	if fp := a.compiler.ConflictsFingerprint(); err == nil && fp != a.conflicts {
+		a.conflicts = fp
+		conflicts = a.compiler.Conflicts()
+		a.metrics.conflicts.Set(float64(len(conflicts)))
+	}
 	a.mu.Unlock()
+	a.reportConflicts(conflicts)
 	a.podLabels.setObjects(counts["pods"])
 	a.selectors.setObjects(counts["networkpolicies"])
 
@@ -518,6 +528,25 @@ func (a *Agent) noteInvalid(key string, errs []error) bool {
 	}
 	a.invalid[key] = joined
 	return joined != ""
+}
+
+// reportConflicts warns, once per change, about each address that several
+// pods claim: the API is inconsistent (or someone wrote pods/status to take
+// another pod's address), and the address is policed as the strictest of its
+// claimants until it is resolved.
+func (a *Agent) reportConflicts(conflicts []compile.Conflict) {
+	for _, cf := range conflicts {
+		a.log.Warn("pods claim the same address: it is policed as the strictest of them (allowed only where each one's policies allow)", "address", cf.Addr, "pods", cf.Pods)
+		if a.cfg.Recorder == nil {
+			continue
+		}
+		for _, key := range cf.Pods {
+			ns, name, _ := strings.Cut(key, "/")
+			ref := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			a.cfg.Recorder.Eventf(ref, corev1.EventTypeWarning, "AddressConflict",
+				"address %s is also claimed by %s; policyd polices it as the strictest of these pods until only one holds it", cf.Addr, strings.Join(slices.DeleteFunc(slices.Clone(cf.Pods), func(k string) bool { return k == key }), ", "))
+		}
+	}
 }
 
 func (a *Agent) reportInvalid(r *cached) {

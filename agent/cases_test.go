@@ -508,3 +508,28 @@ func TestAgent_KernelRefusingBatchesTurnsUnready(t *testing.T) {
 	_, m = get("/metrics")
 	assert.Contains(t, m, "policyd_sync_failing_seconds 0\n")
 }
+
+// TestAgent_AddressConflictKeepsTheStrictest: a newer pod claiming the
+// server's address (as anyone who can write pods/status could make it) does
+// not take the server's isolation away: the address is policed as the
+// strictest of both, and the conflict shows in the metrics.
+func TestAgent_AddressConflictKeepsTheStrictest(t *testing.T) {
+	fc := newFakeCluster(t)
+	client := createPod(t, fc.admin, newPod(fc.ns, "client", "node-2", map[string]string{"app": "client"}), "10.77.0.50")
+	fc.agent.waitFor("Pod", key(fc.ns, "client"), client.ResourceVersion)
+	require.True(t, fc.allowed("10.77.0.50", serverIP))
+	require.False(t, fc.allowed("10.77.0.99", serverIP))
+
+	intruder := createPod(t, fc.admin, newPod(fc.ns, "intruder", "node-1", map[string]string{"app": "other"}), serverIP)
+	fc.agent.waitFor("Pod", key(fc.ns, "intruder"), intruder.ResourceVersion)
+	assert.False(t, fc.allowed("10.77.0.99", serverIP), "the intruder's claim lifted the server's isolation")
+	assert.True(t, fc.allowed("10.77.0.50", serverIP), "what both pods' policies allow stays allowed")
+
+	srv := httptest.NewServer(fc.agent.a.Handler())
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	assert.Contains(t, string(b), "policyd_address_conflicts 1\n")
+}

@@ -21,6 +21,7 @@ type Metrics struct {
 	programmed   *prometheus.GaugeVec
 	latency      prometheus.Histogram
 	lastSuccess  prometheus.Gauge
+	conflicts    prometheus.Gauge
 	// failing reports how long syncs have been failing; the agent sets it
 	// once it exists (metrics are created before the agent).
 	failing func() float64
@@ -61,6 +62,9 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_last_successful_sync_timestamp_seconds", Help: "When a sync last committed (Unix time); 0 before the first.",
 	})
+	m.conflicts = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_address_conflicts", Help: "Addresses that two or more pods claim in the API; each is policed as the strictest of its claimants.",
+	})
 	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "policyd_sync_failing_seconds", Help: "How long every sync has been failing (0 while the last sync committed); /readyz turns unready past --unready-after.",
 	}, func() float64 {
@@ -69,7 +73,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, failing)
+	reg.MustRegister(m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, failing)
 	return m
 }
 

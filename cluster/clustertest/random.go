@@ -479,3 +479,168 @@ func randomPorts(rng *rand.Rand) []networkingv1.NetworkPolicyPort {
 	}
 	return out
 }
+
+// Hostile returns a deep copy of o with hostile and invalid parts added, and
+// a description of each, for tests requiring that such input never widens
+// what the rest of the cluster allows. Every part is one an API client
+// could write (pods/status writers included) or a manifest could hold:
+//
+//   - a new running pod claiming an existing pod's address (newer, on any
+//     node, sometimes written IPv4-mapped as ::ffff:a.b.c.d, sometimes a
+//     third claimant), with other labels and ports;
+//   - a hostNetwork pod claiming an existing pod's address;
+//   - container ports outside 1-65535 or with a lowercase protocol, and a
+//     pod listing one address twice;
+//   - invalid policy parts: a peer with a bad selector, a bad CIDR, an
+//     except outside its cidr, an empty peer; port entries with a lowercase
+//     protocol, a port outside 1-65535, endPort below port, endPort with a
+//     named port; an invalid podSelector; an unknown policyType.
+//
+// Only additions are made to existing objects (never a valid part removed),
+// and new objects are pods, so "the same input without the hostile part" is
+// o itself with the new pods left out.
+func Hostile(rng *rand.Rand, o Objects) (Objects, []string) {
+	out := Objects{}
+	for _, ns := range o.Namespaces {
+		out.Namespaces = append(out.Namespaces, ns.DeepCopy())
+	}
+	for _, p := range o.Pods {
+		out.Pods = append(out.Pods, p.DeepCopy())
+	}
+	for _, np := range o.Policies {
+		out.Policies = append(out.Policies, np.DeepCopy())
+	}
+	var what []string
+	var addressed []*corev1.Pod
+	for _, p := range out.Pods {
+		if !p.Spec.HostNetwork && len(p.Status.PodIPs) > 0 {
+			addressed = append(addressed, p)
+		}
+	}
+	newer := metav1.NewTime(metav1.Now().Add(1))
+	for i := range 1 + rng.IntN(3) {
+		if len(addressed) == 0 {
+			break
+		}
+		victim := pick(rng, addressed)
+		intruder := randomPod(rng, Options{Nodes: []string{"node-1", "node-2", "node-3"}}, victim.Namespace, fmt.Sprintf("intruder%d", i), 200+i)
+		intruder.Namespace = pick(rng, namespaceNames)
+		intruder.CreationTimestamp = newer
+		ips := []corev1.PodIP{}
+		for _, ip := range victim.Status.PodIPs {
+			a := netip.MustParseAddr(ip.IP)
+			if a.Is4() && rng.IntN(3) == 0 {
+				ips = append(ips, corev1.PodIP{IP: netip.AddrFrom16(a.As16()).String()}) // ::ffff:a.b.c.d
+				continue
+			}
+			ips = append(ips, ip)
+		}
+		if len(ips) > 1 && rng.IntN(3) == 0 {
+			ips = ips[1:] // only the IPv6 address conflicts
+		}
+		intruder.Status.PodIPs, intruder.Status.PodIP = ips, ips[0].IP
+		kind := "pod"
+		if rng.IntN(4) == 0 {
+			intruder.Spec.HostNetwork = true
+			kind = "hostNetwork pod"
+		}
+		out.Pods = append(out.Pods, intruder)
+		what = append(what, fmt.Sprintf("%s %s/%s claims %s's addresses %v", kind, intruder.Namespace, intruder.Name, victim.Name, ips))
+	}
+	for _, p := range out.Pods {
+		if rng.IntN(4) != 0 || len(p.Spec.Containers) == 0 {
+			continue
+		}
+		c := &p.Spec.Containers[0]
+		bad := pick(rng, []corev1.ContainerPort{
+			{Name: "http", ContainerPort: 70000},
+			{Name: PortName(80, cluster.ProtocolTCP), ContainerPort: -65535},
+			{Name: "http", ContainerPort: 80, Protocol: "tcp"},
+			{Name: "serve-99-tcp", ContainerPort: 0},
+		})
+		c.Ports = append(c.Ports, bad)
+		what = append(what, fmt.Sprintf("pod %s/%s port %+v", p.Namespace, p.Name, bad))
+		if len(p.Status.PodIPs) > 0 && rng.IntN(2) == 0 {
+			p.Status.PodIPs = append(p.Status.PodIPs, p.Status.PodIPs[0])
+		}
+	}
+	for _, np := range out.Policies {
+		if rng.IntN(2) == 0 {
+			continue
+		}
+		what = append(what, fmt.Sprintf("policy %s/%s: %s", np.Namespace, np.Name, spoilPolicy(rng, &np.Spec)))
+	}
+	return out, what
+}
+
+// spoilPolicy adds one invalid part to spec and says which.
+func spoilPolicy(rng *rand.Rand, spec *networkingv1.NetworkPolicySpec) string {
+	badSel := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near", Values: []string{"a"}}}}
+	lower := corev1.Protocol("tcp")
+	big := intstr.FromInt32(70000)
+	p81, p79 := intstr.FromInt32(81), int32(79)
+	named := intstr.FromString("http")
+	end := int32(90)
+	peers := []networkingv1.NetworkPolicyPeer{
+		{PodSelector: badSel},
+		{NamespaceSelector: badSel},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/33"}},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/25", Except: []string{"10.0.1.0/26"}}},
+		{},
+	}
+	ports := []networkingv1.NetworkPolicyPort{
+		{Protocol: &lower, Port: &p81},
+		{Port: &big},
+		{Port: &p81, EndPort: &p79},
+		{Port: &named, EndPort: &end},
+	}
+	addTo := func(ingress bool, peer *networkingv1.NetworkPolicyPeer, port *networkingv1.NetworkPolicyPort) {
+		if ingress && len(spec.Ingress) > 0 {
+			r := &spec.Ingress[rng.IntN(len(spec.Ingress))]
+			if peer != nil {
+				r.From = append(r.From, *peer)
+			} else {
+				r.Ports = append(r.Ports, *port)
+			}
+			return
+		}
+		if !ingress && len(spec.Egress) > 0 {
+			r := &spec.Egress[rng.IntN(len(spec.Egress))]
+			if peer != nil {
+				r.To = append(r.To, *peer)
+			} else {
+				r.Ports = append(r.Ports, *port)
+			}
+			return
+		}
+		// No rule to add to: a new rule holding only the invalid part.
+		var rule networkingv1.NetworkPolicyIngressRule
+		if peer != nil {
+			rule.From = []networkingv1.NetworkPolicyPeer{*peer}
+		} else {
+			rule.Ports = []networkingv1.NetworkPolicyPort{*port}
+		}
+		if ingress {
+			spec.Ingress = append(spec.Ingress, rule)
+		} else {
+			spec.Egress = append(spec.Egress, networkingv1.NetworkPolicyEgressRule{To: rule.From, Ports: rule.Ports})
+		}
+	}
+	switch rng.IntN(4) {
+	case 0:
+		peer := pick(rng, peers)
+		ingress := rng.IntN(2) == 0
+		addTo(ingress, &peer, nil)
+		return fmt.Sprintf("invalid peer %+v (ingress %v)", peer, ingress)
+	case 1:
+		port := pick(rng, ports)
+		ingress := rng.IntN(2) == 0
+		addTo(ingress, nil, &port)
+		return fmt.Sprintf("invalid port %+v (ingress %v)", port, ingress)
+	case 2:
+		spec.PodSelector = *badSel
+		return "invalid podSelector"
+	}
+	spec.PolicyTypes = append(spec.PolicyTypes, "Sideways")
+	return "unknown policyType"
+}

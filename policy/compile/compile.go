@@ -73,6 +73,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -119,15 +120,17 @@ type Source interface {
 
 func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error) {
 	pods := src.Pods()
-	own, contested := owners(pods)
-	cc.resetIfOwnershipChanged(contested)
+	own, claims, contested := owners(pods)
+	cc.resetIfOwnershipChanged(contested, claims)
 	c := &compiler{
-		cc:    cc,
-		own:   own,
-		src:   src,
-		sets:  map[string]*ruleset.Set{},
-		chain: map[string]*ruleset.Chain{},
-		maps:  map[string]*ruleset.Set{},
+		node:   node,
+		cc:     cc,
+		own:    own,
+		claims: claims,
+		src:    src,
+		sets:   map[string]*ruleset.Set{},
+		chain:  map[string]*ruleset.Chain{},
+		maps:   map[string]*ruleset.Set{},
 	}
 	for fam, names := range map[int][]string{4: {MapEgress4, MapIngress4}, 6: {MapEgress6, MapIngress6}} {
 		for _, name := range names {
@@ -153,7 +156,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 			}
 			for _, ip := range p.IPs {
 				if own[ip] != p {
-					continue // an address the API still shows on an older pod too: the newer owns it
+					continue // an address several pods claim: see conflictChain below
 				}
 				// Every address has one owner and a pod one address per
 				// family, so no map or named-port set ever gets a duplicate.
@@ -166,6 +169,9 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 			}
 		}
 		c.localPods = append(c.localPods, p)
+	}
+	if err := c.conflictEntries(node); err != nil {
+		return nil, err
 	}
 	namedAll = c.egressNamed
 	c.fillNamedSets(pods, namedAll)
@@ -246,8 +252,10 @@ func baseChains(extra map[ruleset.Hook][]ruleset.Rule) []*ruleset.Chain {
 }
 
 type compiler struct {
+	node      string
 	cc        *Compiler
 	own       map[netip.Addr]*cluster.Pod
+	claims    map[netip.Addr][]*cluster.Pod // addresses several pods claim
 	src       Source
 	sets      map[string]*ruleset.Set
 	chain     map[string]*ruleset.Chain
@@ -272,9 +280,14 @@ type namedKey struct {
 // creating it on first use. The chain holds only rules that can match a
 // packet of that family: the dispatch maps are per family, so a packet never
 // walks the other family's rules.
-func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam int) (string, error) {
+//
+// chained (ingress only) builds the variant a conflict chain calls: it ends
+// an allowed packet with return instead of accept, so that the next
+// claimant's chain is asked too.
+func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam int, chained ...bool) (string, error) {
+	ret := len(chained) > 0 && chained[0] && d == cluster.Ingress
 	var gk strings.Builder
-	fmt.Fprintf(&gk, "%s/%d", d, fam)
+	fmt.Fprintf(&gk, "%s/%d/%v", d, fam, ret)
 	for _, p := range group {
 		gk.WriteString("|" + p.Key())
 	}
@@ -287,8 +300,10 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 
 	allow := ruleset.Verdict{Kind: ruleset.Accept}
 	peerField := ruleset.Saddr
-	if d == cluster.Egress {
+	if d == cluster.Egress || ret {
 		allow = ruleset.Verdict{Kind: ruleset.Return}
+	}
+	if d == cluster.Egress {
 		peerField = ruleset.Daddr
 	}
 	var allows []*ruleset.AllowRule
@@ -349,7 +364,11 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 		rules = append(rules, r)
 	}
 	if d == cluster.Ingress {
-		rules = append(rules, nodeTraffic())
+		nt := nodeTraffic()
+		if ret {
+			nt = &ruleset.FibLocalRule{Verdict: allow, Comment: "traffic from the node itself, e.g. kubelet probes"}
+		}
+		rules = append(rules, nt)
 	}
 	rules = append(rules, &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Drop}})
 
@@ -529,7 +548,7 @@ func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
 		return name
 	}
 	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
-	s.Addrs = c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own)
+	s.Addrs = c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims)
 	c.sets[name] = s
 	return name
 }
@@ -616,7 +635,81 @@ func (c *compiler) fillNamedSets(all []*cluster.Pod, egress []namedKey) {
 				s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
 			}
 		}
+		// An address several pods claim resolves the name only when every
+		// claimant resolves it to the same port. Ingress-only sets need it
+		// only where a claimant is local.
+		for _, ip := range slices.SortedFunc(maps.Keys(c.claims), netip.Addr.Compare) {
+			cl := c.claims[ip]
+			if family(ip) != k.family || (!wide[k] && !c.hasLocal(cl)) {
+				continue
+			}
+			port, ok := cl[0].ResolvePort(k.name, k.proto)
+			for _, p := range cl[1:] {
+				other, found := p.ResolvePort(k.name, k.proto)
+				ok = ok && found && other == port
+			}
+			if ok {
+				s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
+			}
+		}
 	}
+}
+
+// hasLocal reports whether one of pods runs on the node being compiled.
+func (c *compiler) hasLocal(pods []*cluster.Pod) bool {
+	return slices.ContainsFunc(pods, func(p *cluster.Pod) bool { return p.NodeName == c.node })
+}
+
+// conflictEntries dispatches the addresses several pods claim, on every node
+// where one of the claimants runs, to a chain that asks each claimant's
+// group chain in turn: the packet passes only if every claimant's policies
+// allow it (the strictest of them), so a pod taking another's address never
+// lifts its isolation. A claimant no policy isolates in a direction allows
+// everything there and is skipped; if none is isolated, the address has no
+// entry. The model (policy/model) judges such an address the same way.
+func (c *compiler) conflictEntries(node string) error {
+	for _, ip := range slices.SortedFunc(maps.Keys(c.claims), netip.Addr.Compare) {
+		cl := c.claims[ip]
+		if !c.hasLocal(cl) {
+			continue
+		}
+		for _, d := range []cluster.Direction{cluster.Ingress, cluster.Egress} {
+			var rules []ruleset.Rule
+			var who []string
+			for _, p := range cl {
+				var group []*cluster.Policy
+				for _, pol := range c.src.PoliciesFor(p.Namespace, p.Name) {
+					if pol.Isolates(d) {
+						group = append(group, pol)
+					}
+				}
+				if len(group) == 0 {
+					continue
+				}
+				name, err := c.groupChain(d, group, family(ip), true)
+				if err != nil {
+					return err
+				}
+				who = append(who, p.Key())
+				rules = append(rules, &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: name}, Comment: truncate(p.Key())})
+			}
+			if len(rules) == 0 {
+				continue
+			}
+			final := ruleset.Verdict{Kind: ruleset.Return}
+			if d == cluster.Ingress {
+				final = ruleset.Verdict{Kind: ruleset.Accept}
+			}
+			rules = append(rules, &ruleset.VerdictRule{Verdict: final, Comment: truncate("address claimed by " + strings.Join(who, ", ") + ": allowed by each")})
+			name := d.String() + "-claims-" + chainHash(rules)
+			if _, ok := c.chain[name]; !ok {
+				c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
+			}
+			m := c.maps[dispatchMap(d, ip)]
+			m.Elements = append(m.Elements, ruleset.Element{Addr: ip, Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: name}})
+		}
+	}
+	return nil
 }
 
 func shortHash(s string) string {

@@ -2,6 +2,7 @@ package compile
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -42,7 +43,23 @@ type Compiler struct {
 	// ownership has not changed.
 	peers    map[string]cachedSet
 	conflict string // fingerprint of addresses claimed by several pods
+	claims   []Conflict
 }
+
+// Conflict is an address that two or more (non-hostNetwork, non-terminal)
+// pods claim. It is policed as the strictest of its claimants.
+type Conflict struct {
+	Addr netip.Addr
+	// Pods are the claimants' keys, sorted.
+	Pods []string
+}
+
+// Conflicts returns the address conflicts of the last Compile, sorted by
+// address.
+func (c *Compiler) Conflicts() []Conflict { return c.claims }
+
+// ConflictsFingerprint changes whenever the set of conflicts does.
+func (c *Compiler) ConflictsFingerprint() string { return c.conflict }
 
 type cachedSet struct {
 	version uint64 // Source.PeerVersion
@@ -61,13 +78,14 @@ func Compile(src Source, node string) (*ruleset.Ruleset, error) {
 	return compileWith(src, node, &Compiler{})
 }
 
-// owners resolves which pod owns each address: normally its only holder;
-// when the API shows several pods holding one address, the newest
-// (cluster.Pod.OwnsAddressOver). It returns the owner map and a fingerprint
-// of the contested addresses, which changes whenever ownership can.
-func owners(pods []*cluster.Pod) (map[netip.Addr]*cluster.Pod, string) {
-	own := make(map[netip.Addr]*cluster.Pod, len(pods))
-	var contested []string
+// owners resolves which pod owns each address: its only (non-hostNetwork)
+// holder. An address two or more pods claim has no owner: own maps it to
+// nil (it is still a known pod address), and claims lists its claimants in
+// key order; it is policed as the strictest of them (see conflictChain).
+// The fingerprint names every contested address and its claimants, so it
+// changes whenever ownership can.
+func owners(pods []*cluster.Pod) (own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod, fingerprint string) {
+	own = make(map[netip.Addr]*cluster.Pod, len(pods))
 	for _, p := range pods {
 		if p.HostNetwork {
 			continue
@@ -77,30 +95,65 @@ func owners(pods []*cluster.Pod) (map[netip.Addr]*cluster.Pod, string) {
 			switch {
 			case !ok:
 				own[a] = p
-			case p.OwnsAddressOver(cur):
-				own[a] = p
-				contested = append(contested, a.String()+"="+p.Key())
+			case cur != nil:
+				own[a] = nil
+				claims = addClaim(claims, a, cur, p)
 			default:
-				contested = append(contested, a.String()+"="+cur.Key())
+				claims = addClaim(claims, a, p)
 			}
 		}
 	}
+	var contested []string
+	for a, cl := range claims {
+		sort.Slice(cl, func(i, j int) bool { return cl[i].Key() < cl[j].Key() })
+		keys := make([]string, len(cl))
+		for i, p := range cl {
+			keys[i] = p.Key()
+		}
+		contested = append(contested, a.String()+"="+strings.Join(keys, "+"))
+	}
 	sort.Strings(contested)
-	return own, strings.Join(contested, ",")
+	return own, claims, strings.Join(contested, ",")
+}
+
+func addClaim(claims map[netip.Addr][]*cluster.Pod, a netip.Addr, pods ...*cluster.Pod) map[netip.Addr][]*cluster.Pod {
+	if claims == nil {
+		claims = map[netip.Addr][]*cluster.Pod{}
+	}
+	claims[a] = append(claims[a], pods...)
+	return claims
 }
 
 // cachedPeerAddrs returns the addresses of family fam of the pods peer
 // selects, reusing the last result for set name while the peer's version
 // holds.
-func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, fam int, own map[netip.Addr]*cluster.Pod) ruleset.AddrList {
+//
+// An address several pods claim is in the set only when the peer selects
+// every claimant.
+func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, fam int, own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod) ruleset.AddrList {
 	version := src.PeerVersion(peer)
 	if e, ok := c.peers[name]; ok && e.version == version {
 		return e.addrs
 	}
 	var addrs []netip.Addr
+	var selected map[netip.Addr]int // claimants of a contested address the peer selects
 	src.EachPeerPod(peer, func(p *cluster.Pod) {
-		if ip, ok := p.IP(fam); ok && own[ip] == p {
+		ip, ok := p.IP(fam)
+		if !ok {
+			return
+		}
+		if own[ip] == p {
 			addrs = append(addrs, ip)
+			return
+		}
+		if cl := claims[ip]; len(cl) > 1 {
+			if selected == nil {
+				selected = map[netip.Addr]int{}
+			}
+			selected[ip]++
+			if selected[ip] == len(cl) {
+				addrs = append(addrs, ip)
+			}
 		}
 	})
 	slices.SortFunc(addrs, netip.Addr.Compare)
@@ -114,10 +167,19 @@ func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, 
 
 // resetIfOwnershipChanged drops the cache when the contested addresses
 // changed: a cached set may hold an address whose owner is now another pod.
-func (c *Compiler) resetIfOwnershipChanged(fingerprint string) {
-	if fingerprint != c.conflict {
-		c.peers = nil
-		c.conflict = fingerprint
+func (c *Compiler) resetIfOwnershipChanged(fingerprint string, claims map[netip.Addr][]*cluster.Pod) {
+	if fingerprint == c.conflict {
+		return
+	}
+	c.peers = nil
+	c.conflict = fingerprint
+	c.claims = nil
+	for _, a := range slices.SortedFunc(maps.Keys(claims), netip.Addr.Compare) {
+		cf := Conflict{Addr: a}
+		for _, p := range claims[a] {
+			cf.Pods = append(cf.Pods, p.Key())
+		}
+		c.claims = append(c.claims, cf)
 	}
 }
 

@@ -58,6 +58,9 @@ func writeResult(w *strings.Builder, e Result) {
 				fmt.Fprintf(w, "          nearest miss: %s: %s\n", d.NearestMiss.RuleRef, d.NearestMiss.Reason)
 			}
 		}
+		if len(d.Claimants) > 1 {
+			fmt.Fprintf(w, "          WARNING: pods %s all claim this address; it is policed as the strictest of them (allowed only where each one's policies allow)\n", strings.Join(d.Claimants, ", "))
+		}
 	}
 	if e.Trace != nil {
 		fmt.Fprintf(w, "  nftables trace (compiled ruleset): %s\n", map[bool]string{true: "accept", false: "drop"}[e.Trace.Allowed])

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -50,10 +51,39 @@ type evaluator struct {
 	// selecting maps a pod to the policies isolating it, per direction
 	// (index 0 ingress, 1 egress), in policy key order.
 	selecting map[*cluster.Pod]*[2][]*cluster.Policy
+	// conflicts maps an address two or more pods claim to those pods.
+	conflicts map[netip.Addr][]*cluster.Pod
 }
 
 func newEvaluator(s *cluster.Snapshot) *evaluator {
-	return &evaluator{s: s, selecting: map[*cluster.Pod]*[2][]*cluster.Policy{}}
+	return &evaluator{s: s, selecting: map[*cluster.Pod]*[2][]*cluster.Policy{}, conflicts: s.AddressConflicts()}
+}
+
+// claimants returns the pods an endpoint's address is judged as: every pod
+// claiming it when two or more do and the endpoint is one of them, else nil.
+func (e *evaluator) claimants(ep Endpoint) []*cluster.Pod {
+	pod := policyPod(ep)
+	if pod == nil || ep.Node {
+		return nil
+	}
+	cl := e.conflicts[ep.IP.Unmap()]
+	if !slices.Contains(cl, pod) {
+		return nil
+	}
+	return cl
+}
+
+// selfTraffic reports whether pkt goes from a pod to itself (or to its own
+// address), which never leaves the pod's network namespace.
+func selfTraffic(pkt Packet) bool {
+	self := policyPod(pkt.Src)
+	if self == nil || pkt.Src.Node {
+		return false
+	}
+	if pkt.Src.IP.IsValid() && pkt.Src.IP.Unmap() == pkt.Dst.IP.Unmap() {
+		return true
+	}
+	return pkt.Dst.Pod != nil && self.Key() == pkt.Dst.Pod.Key()
 }
 
 func (e *evaluator) evaluate(pkt Packet, explain bool) Decision {
@@ -103,8 +133,59 @@ func (e *evaluator) isolating(pod *cluster.Pod, d cluster.Direction) []*cluster.
 	return cached[1]
 }
 
-// judge decides one direction: egress on the source, ingress on the destination.
+// judge decides one direction: egress on the source, ingress on the
+// destination.
+//
+// An address two or more (non-hostNetwork, non-terminal) pods claim is
+// policed as the strictest of them: a direction allows only when it allows
+// for each claimant, and a peer selector matches the address only when it
+// matches every claimant (matchPeer), a named port only when every claimant
+// resolves it to the packet's port (matchPort). So a pod that takes another
+// pod's address (anyone who can write pods/status can) never widens what the
+// address may do; compile builds the same.
 func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Direction {
+	subject := pkt.Src
+	if d == cluster.Ingress {
+		subject = pkt.Dst
+	}
+	cl := e.claimants(subject)
+	if len(cl) < 2 || selfTraffic(pkt) {
+		return e.judgeOne(d, pkt, explain)
+	}
+	var own, deny *Direction
+	for _, c := range cl {
+		p := pkt
+		if d == cluster.Ingress {
+			p.Dst.Pod = c
+		} else {
+			p.Src.Pod = c
+		}
+		r := e.judgeOne(d, p, explain)
+		if c == subject.Pod {
+			own = &r
+		}
+		if !r.Allowed && deny == nil {
+			deny = &r
+		}
+	}
+	out := *own
+	if deny != nil {
+		out = *deny
+	}
+	out.Allowed = deny == nil
+	if explain {
+		keys := make([]string, len(cl))
+		for i, c := range cl {
+			keys[i] = c.Key()
+		}
+		out.Claimants = keys
+		out.Reason = fmt.Sprintf("as %s, one of the pods claiming %s (%s): %s", out.Pod, subject.IP, strings.Join(keys, ", "), out.Reason)
+	}
+	return out
+}
+
+// judgeOne decides one direction for the endpoints' own pods.
+func (e *evaluator) judgeOne(d cluster.Direction, pkt Packet, explain bool) Direction {
 	subject, other := pkt.Src, pkt.Dst
 	if d == cluster.Ingress {
 		subject, other = pkt.Dst, pkt.Src
@@ -143,7 +224,7 @@ func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Directi
 		}
 		return out
 	}
-	if self := policyPod(pkt.Src); self != nil && !pkt.Src.Node && pkt.Dst.Pod != nil && self.Key() == pkt.Dst.Pod.Key() {
+	if selfTraffic(pkt) {
 		// A pod cannot block traffic to itself.
 		out.Allowed = true
 		if explain {
@@ -160,6 +241,10 @@ func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Directi
 	}
 
 	dst := policyPod(pkt.Dst) // named ports are resolved on the destination pod
+	dsts := []*cluster.Pod{dst}
+	if cl := e.claimants(pkt.Dst); len(cl) > 1 {
+		dsts = cl // an address several pods claim: each must resolve the name alike
+	}
 	var best *Miss
 	bestScore := -1
 	rules := 0
@@ -167,7 +252,7 @@ func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Directi
 		for ri, r := range p.Rules(d) {
 			rules++
 			peer := e.matchPeer(r, other)
-			port := matchPort(r, dst, pkt.Protocol, pkt.Port)
+			port := matchPort(r, dsts, pkt.Protocol, pkt.Port)
 			if peer != None && port != None {
 				out.Allowed = true
 				if explain {
@@ -254,6 +339,28 @@ func (e *evaluator) peerMatches(peer cluster.Peer, ep Endpoint) bool {
 		if pod == nil {
 			return false
 		}
+		if cl := e.claimants(ep); len(cl) > 1 {
+			// An address several pods claim matches only when it matches
+			// for each of them.
+			for _, c := range cl {
+				if !e.podMatchesPeer(peer, c) {
+					return false
+				}
+			}
+			return true
+		}
+		return e.podMatchesPeer(peer, pod)
+	case cluster.PeerIPBlock:
+		// ipBlock matches by address, whether or not it belongs to a pod:
+		// inside cidr and inside none of the excepts.
+		return ipBlockMatches(peer, ep.IP)
+	}
+	return false // invalid peer: matches nothing
+}
+
+// podMatchesPeer reports whether a pod-selector peer selects pod.
+func (e *evaluator) podMatchesPeer(peer cluster.Peer, pod *cluster.Pod) bool {
+	{
 		// Without a namespaceSelector the peer means the policy's own
 		// namespace; with one, every namespace whose labels it matches. Both
 		// selectors in one peer must match (AND); two peers are an OR.
@@ -265,12 +372,7 @@ func (e *evaluator) peerMatches(peer cluster.Peer, ep Endpoint) bool {
 			return false
 		}
 		return peer.PodSelector == nil || peer.PodSelector.Matches(pod.Labels)
-	case cluster.PeerIPBlock:
-		// ipBlock matches by address, whether or not it belongs to a pod:
-		// inside cidr and inside none of the excepts.
-		return ipBlockMatches(peer, ep.IP)
 	}
-	return false // invalid peer: matches nothing
 }
 
 func ipBlockMatches(peer cluster.Peer, ip netip.Addr) bool {
@@ -287,14 +389,20 @@ func ipBlockMatches(peer cluster.Peer, ip netip.Addr) bool {
 }
 
 // matchPort returns the index of the first port entry of r matching the
-// packet, All when r has no ports list, or None. Named ports resolve on dst,
-// the destination pod (nil when the destination is not a pod).
-func matchPort(r cluster.Rule, dst *cluster.Pod, proto cluster.Protocol, port int32) int {
+// packet, All when r has no ports list, or None. Named ports resolve on the
+// destination pod (dsts holds it, nil when the destination is not a pod, or
+// every pod claiming the destination address, which must all resolve it to
+// the packet's port).
+func matchPort(r cluster.Rule, dsts []*cluster.Pod, proto cluster.Protocol, port int32) int {
 	if r.AllPorts {
 		return All
 	}
 	for i, pt := range r.Ports {
-		if pt.Matches(dst, proto, port) {
+		ok := true
+		for _, dst := range dsts {
+			ok = ok && pt.Matches(dst, proto, port)
+		}
+		if ok {
 			return i
 		}
 	}

@@ -70,6 +70,10 @@ type Direction struct {
 	// key, rule index, peer index, port index. Nil when the direction is not
 	// isolated or the packet was denied, and for node traffic.
 	Match *RuleRef `json:"match,omitempty"`
+	// Claimants, set when two or more pods claim the judged address, are
+	// their keys: the direction was judged as the strictest of them, and Pod
+	// is the claimant whose verdict is reported.
+	Claimants []string `json:"claimants,omitempty"`
 	// NearestMiss is set when the packet was denied while isolated and some
 	// isolating policy has a rule for this direction: the rule that came
 	// closest and why it did not match.

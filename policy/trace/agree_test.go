@@ -211,3 +211,98 @@ func checkCaseTables(t *testing.T, snap *cluster.Snapshot, name string, si int, 
 	}
 	return cells
 }
+
+// TestHostileInputAgreesAndNeverWidens feeds random clusters with hostile and
+// invalid parts added (clustertest.Hostile: address conflicts, bad ports,
+// invalid peers and selectors, hostNetwork pods claiming pod addresses)
+// through compile + trace and the model. They must agree on every
+// connection, and no connection between the original pods may be allowed
+// that the same cluster without the hostile parts denies.
+func TestHostileInputAgreesAndNeverWidens(t *testing.T) {
+	t.Parallel()
+	seeds := 1000
+	if testing.Short() {
+		seeds = 150
+	}
+	if s, err := strconv.Atoi(os.Getenv("POLICYD_AGREE_SEEDS")); err == nil {
+		seeds = s
+	}
+	extra := []netip.Addr{netip.MustParseAddr("10.0.0.250"), netip.MustParseAddr("fd00::fe"), clustertest.NodeIP(0, 4)}
+	total, conflicts, widenChecked := 0, 0, 0
+	for seed := 1; seed <= seeds; seed++ {
+		rng := rand.New(rand.NewPCG(uint64(seed), 0x4057))
+		opts := clustertest.Options{IPv6: seed%2 == 0, HostNetwork: seed%3 == 0}
+		clean := clustertest.RandomObjects(rng, opts)
+		hostile, what := clustertest.Hostile(rng, clean)
+		snap, _ := cluster.NewSnapshot(hostile.Namespaces, hostile.Pods, hostile.Policies)
+		conflicts += len(snap.AddressConflicts())
+		n, bad := Agreement(t, snap, extra)
+		total += n
+		if len(bad) > 0 {
+			t.Fatalf("seed %d: compiled ruleset disagrees with the model on hostile input %q:\n%s", seed, what, bad)
+		}
+
+		// No widening: every connection between the original pods that the
+		// hostile cluster's kernel allows, the clean cluster allows too.
+		cleanSnap := clean.Snapshot()
+		rulesets := compileAll(t, snap)
+		for _, src := range cleanSnap.Pods {
+			for _, dst := range cleanSnap.Pods {
+				if src == dst || src.NodeName == "" || dst.NodeName == "" {
+					continue
+				}
+				for _, sip := range src.IPs {
+					dip, ok := dst.IP(family(sip))
+					if !ok || sip == dip {
+						continue
+					}
+					for _, proto := range cluster.Protocols {
+						for _, port := range []int32{80, 81} {
+							_, allowed, err := trace.Path(rulesets,
+								trace.Endpoint{Addr: sip, Node: src.NodeName, NodeLocal: src.HostNetwork},
+								trace.Endpoint{Addr: dip, Node: dst.NodeName, NodeLocal: dst.HostNetwork}, uint8(proto), uint16(port))
+							if err != nil {
+								t.Fatal(err)
+							}
+							msrc := model.Endpoint{Pod: src, IP: sip}
+							if src.HostNetwork && !dst.HostNetwork && src.NodeName == dst.NodeName {
+								msrc.Node = true
+							}
+							was := model.Evaluate(cleanSnap, model.Packet{Src: msrc, Dst: model.Endpoint{Pod: dst, IP: dip}, Protocol: proto, Port: port})
+							widenChecked++
+							if allowed && !was.Allowed {
+								t.Fatalf("seed %d: hostile input %q widens %s -> %s %s/%d: denied without it (%s | %s), allowed with it",
+									seed, what, src.Key(), dst.Key(), proto, port, was.Egress.Reason, was.Ingress.Reason)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d seeds, %d connections agree, %d address conflicts, %d checked for widening", seeds, total, conflicts, widenChecked)
+	if conflicts < seeds/2 || widenChecked < seeds*10 {
+		t.Fatalf("only %d conflicts and %d widening checks over %d seeds: the generator is broken", conflicts, widenChecked, seeds)
+	}
+}
+
+func compileAll(t *testing.T, snap *cluster.Snapshot) map[string]*ruleset.Ruleset {
+	t.Helper()
+	ix := selectors.FromSnapshot(snap)
+	out := map[string]*ruleset.Ruleset{}
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		rs, err := compile.Compile(ix, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[n] = rs
+	}
+	return out
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
