@@ -125,6 +125,7 @@ func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 	if err := pickAddrs(&src, &dst); err != nil {
 		return nil, err
 	}
+	markNodeTraffic(&src, dst)
 	targets, err := targetsOf(q, dst)
 	if err != nil {
 		return nil, err
@@ -209,4 +210,15 @@ func AllAllowed(results []Result) bool {
 		}
 	}
 	return true
+}
+
+// markNodeTraffic marks a hostNetwork pod's traffic to a pod of its own node
+// as node traffic: it comes from one of the node's addresses, which the
+// kernel lets into the node's pods whatever the policies say (kubelet
+// probes), so the model must judge it so too.
+func markNodeTraffic(src *model.Endpoint, dst model.Endpoint) {
+	if src.Pod != nil && src.Pod.HostNetwork && src.Pod.NodeName != "" &&
+		dst.Pod != nil && !dst.Pod.HostNetwork && dst.Pod.NodeName == src.Pod.NodeName {
+		src.Node = true
+	}
 }

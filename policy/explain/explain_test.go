@@ -190,3 +190,30 @@ func TestExplain_TraceAgreesOnFixture(t *testing.T) {
 		t.Errorf("checked %d connections, want 6", checked)
 	}
 }
+
+// TestExplain_HostNetworkPodToPodOfItsNode: a hostNetwork pod's traffic to a
+// pod of its own node comes from a node address, and is allowed in as node
+// traffic (kubelet probes), as the kernel allows it; explain must say so and
+// the trace agree.
+func TestExplain_HostNetworkPodToPodOfItsNode(t *testing.T) {
+	t.Parallel()
+	snap := snapshot(t, func(o *objects) { o.pods[2].Spec.NodeName = "node-b" }) // node-agent beside db
+	rs, err := Explain(snap, Query{Src: "shop/node-agent", Dst: "shop/db", Port: 5432, Trace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Disagreement(rs); err != nil {
+		t.Fatalf("%v: model %v (%s), trace %v", err, rs[0].Allowed, rs[0].Ingress.Reason, rs[0].Trace.Allowed)
+	}
+	if !rs[0].Allowed || !strings.Contains(rs[0].Ingress.Reason, "own node") {
+		t.Errorf("want allowed as node traffic, got %v: %s", rs[0].Allowed, rs[0].Ingress.Reason)
+	}
+	// From another node it is judged like any other source.
+	rs, err = Explain(snapshot(t), Query{Src: "shop/node-agent", Dst: "shop/db", Port: 5432, Trace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Disagreement(rs); err != nil || rs[0].Allowed {
+		t.Errorf("from node-a: allowed %v, disagreement %v", rs[0].Allowed, err)
+	}
+}
