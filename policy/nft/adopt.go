@@ -14,14 +14,23 @@ import (
 // This file turns what the kernel holds of policyd's table into a Ruleset
 // that ruleset.Diff can compare with the wanted one ("adopt").
 //
-// Sets and their elements are decoded completely. Regular chains are known
-// by name only: a chain the wanted Ruleset also has is assumed equal (names
-// are content hashes), any other is represented by an empty chain to delete.
-// Base chains carry the wanted rules when the kernel's rules match them one
-// by one (by the hash TLV the lowering writes, or for rules written by
-// someone else, such as `nft -f` of Ruleset.Text, by their comment), and
-// opaque ruleset.KernelRules otherwise, which differ from every real rule and so make
-// Diff refill the chain.
+// Sets and their elements are decoded completely. Every chain policyd owns,
+// base or regular, is verified by content without decoding a rule
+// expression: the kernel's rules must match the wanted chain's rules one by
+// one, by the hash TLV the lowering writes into every rule's userdata
+// (ruleHash: the rule's full text). A chain that matches is represented by
+// the wanted chain itself (Diff then has nothing to do); one that does not
+// (a rule missing, added, replaced or moved) by opaque ruleset.KernelRules,
+// which differ from every real rule and so make Diff flush and refill it in
+// place. A regular chain the wanted Ruleset lacks is an empty chain to
+// delete.
+//
+// A table nobody but `nft -f` of Ruleset.Text wrote (`policyd compile`)
+// carries no hash TLVs; its rules are matched by their comments instead, so
+// that policyd adopts such a table without rewriting it. As soon as one rule
+// of the table carries policyd's hash, the table is policyd's and every rule
+// must carry the hash it expects: a rule without one was written by someone
+// else, whatever its comment.
 
 // adopt converts the kernel table to a Ruleset comparable with want.
 func adopt(t *kTable, want *ruleset.Ruleset) *ruleset.Ruleset {
@@ -32,13 +41,17 @@ func adopt(t *kTable, want *ruleset.Ruleset) *ruleset.Ruleset {
 	for _, ks := range t.sets {
 		out.Sets = append(out.Sets, adoptSet(ks))
 	}
+	strict := hashedTable(t)
 	for _, kc := range t.chains {
 		w := want.Chain(kc.name)
 		if !kc.base {
-			if w != nil && w.Base == nil {
-				out.Chains = append(out.Chains, w)
-			} else {
+			switch {
+			case w == nil || w.Base != nil:
 				out.Chains = append(out.Chains, &ruleset.Chain{Name: kc.name})
+			case matchRules(kc.rules, w.Rules, strict):
+				out.Chains = append(out.Chains, w)
+			default:
+				out.Chains = append(out.Chains, &ruleset.Chain{Name: kc.name, Rules: kernelRules(kc.rules)})
 			}
 			continue
 		}
@@ -55,13 +68,10 @@ func adopt(t *kTable, want *ruleset.Ruleset) *ruleset.Ruleset {
 		case nfDrop:
 			c.Base.Policy = ruleset.Drop
 		}
-		if w != nil && w.Base != nil && rulesMatch(kc.rules, w.Rules) {
+		if w != nil && w.Base != nil && matchRules(kc.rules, w.Rules, strict) {
 			c.Rules = w.Rules
 		} else {
-			for _, kr := range kc.rules {
-				tlv, _ := parseUserData(kr.udata)
-				c.Rules = append(c.Rules, &ruleset.KernelRule{Handle: kr.handle, Comment: udataComment(tlv)})
-			}
+			c.Rules = kernelRules(kc.rules)
 		}
 		out.Chains = append(out.Chains, c)
 	}
@@ -69,9 +79,47 @@ func adopt(t *kTable, want *ruleset.Ruleset) *ruleset.Ruleset {
 	return out
 }
 
+// kernelRules represents the rules of a kernel chain that did not match the
+// wanted chain. An empty chain gets one KernelRule of handle 0, standing for
+// the rules it lacks: a regular chain without a KernelRule is trusted by
+// name.
+func kernelRules(rules []kRule) []ruleset.Rule {
+	if len(rules) == 0 {
+		return []ruleset.Rule{&ruleset.KernelRule{}}
+	}
+	out := make([]ruleset.Rule, 0, len(rules))
+	for _, kr := range rules {
+		tlv, _ := parseUserData(kr.udata)
+		out = append(out, &ruleset.KernelRule{Handle: kr.handle, Comment: udataComment(tlv)})
+	}
+	return out
+}
+
+// hashedTable reports whether any rule of the table carries policyd's hash
+// TLV, that is whether policyd's lowering wrote any of it.
+func hashedTable(t *kTable) bool {
+	for _, kc := range t.chains {
+		for _, kr := range kc.rules {
+			if tlv, ok := parseUserData(kr.udata); ok {
+				if _, ok := tlv[udataRuleHash]; ok {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // rulesMatch reports whether the kernel rules are the wanted rules, judged by
-// userdata only.
+// userdata only: by the hash TLV where a rule has one, by its comment
+// otherwise (a table loaded with nft -f).
 func rulesMatch(got []kRule, want []ruleset.Rule) bool {
+	return matchRules(got, want, false)
+}
+
+// matchRules is rulesMatch; when strict, a rule without policyd's hash TLV
+// matches no wanted rule.
+func matchRules(got []kRule, want []ruleset.Rule, strict bool) bool {
 	if len(got) != len(want) {
 		return false
 	}
@@ -86,7 +134,7 @@ func rulesMatch(got []kRule, want []ruleset.Rule) bool {
 			}
 			continue
 		}
-		if udataComment(tlv) != want[i].RuleComment() {
+		if strict || udataComment(tlv) != want[i].RuleComment() {
 			return false
 		}
 	}

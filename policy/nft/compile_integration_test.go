@@ -11,6 +11,7 @@ import (
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
 )
 
@@ -28,12 +29,12 @@ func clusterPod(ns, name, node string, ips ...string) *corev1.Pod {
 	return p
 }
 
-// TestLower_CompiledRulesetMatchesNftText runs the real compiler on a small
-// cluster (peer pods across namespaces, ipBlock with except, port ranges,
-// single-port hash sets, named ports, both families, default deny) and
-// requires the lowering to equal nft -f of its text, and a table loaded by
-// nft -f to be adopted with no operations.
-func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
+// compiledRuleset runs the real compiler on a small cluster (peer pods across
+// namespaces, ipBlock with except, port ranges, single-port hash sets, named
+// ports, both families, default deny) and returns node-1's ruleset: base
+// chains, ingress and egress group chains and the invalid chain.
+func compiledRuleset(t *testing.T) *ruleset.Ruleset {
+	t.Helper()
 	nss := []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: "x", Labels: map[string]string{"team": "x"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "y", Labels: map[string]string{"team": "y"}}},
@@ -79,6 +80,16 @@ func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rs
+}
+
+// TestLower_CompiledRulesetMatchesNftText runs the real compiler on a small
+// cluster (peer pods across namespaces, ipBlock with except, port ranges,
+// single-port hash sets, named ports, both families, default deny) and
+// requires the lowering to equal nft -f of its text, and a table loaded by
+// nft -f to be adopted with no operations.
+func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
+	rs := compiledRuleset(t)
 	textNS, _ := kernelNS(t)
 	ns, b := kernelNS(t)
 	applyText(t, textNS, rs.Text())

@@ -16,7 +16,8 @@ import (
 // This file reads the kernel's nftables state with plain nfnetlink requests:
 // the ruleset generation id (google/nftables v0.3.0 has no getter for it) and
 // the names, types and elements of policyd's sets, its chains, and the
-// userdata of base chain rules. Rule expressions are never read.
+// handle and userdata of every rule of every chain. Rule expressions are
+// never decoded.
 
 // errDumpInterrupted reports a dump the kernel marked inconsistent because
 // the ruleset changed while it was being dumped.
@@ -153,7 +154,7 @@ type kRule struct {
 }
 
 // readTable reads policyd's table: sets with elements, chains, and the
-// userdata of base chain rules.
+// handle and userdata of every rule, in order.
 func readTable(c *netlink.Conn) (*kTable, error) {
 	t := &kTable{}
 	m, err := request(unix.NFT_MSG_GETTABLE, 0, unix.NFPROTO_INET, []netlink.Attribute{
@@ -180,13 +181,12 @@ func readTable(c *netlink.Conn) (*kTable, error) {
 	if t.chains, err = readChains(c); err != nil {
 		return nil, err
 	}
+	rules, err := readRules(c)
+	if err != nil {
+		return nil, err
+	}
 	for _, ch := range t.chains {
-		if !ch.base {
-			continue
-		}
-		if ch.rules, err = readRules(c, ch.name); err != nil {
-			return nil, err
-		}
+		ch.rules = rules[ch.name]
 	}
 	return t, nil
 }
@@ -382,19 +382,20 @@ func readChains(c *netlink.Conn) ([]*kChain, error) {
 	return out, nil
 }
 
-func readRules(c *netlink.Conn, chain string) ([]kRule, error) {
+// readRules reads the rules of every chain of policyd's table in one dump,
+// by chain name, in each chain's order.
+func readRules(c *netlink.Conn) (map[string][]kRule, error) {
 	m, err := request(unix.NFT_MSG_GETRULE, netlink.Dump, unix.NFPROTO_INET, []netlink.Attribute{
 		{Type: unix.NFTA_RULE_TABLE, Data: cstring(ruleset.TableName)},
-		{Type: unix.NFTA_RULE_CHAIN, Data: cstring(chain)},
 	})
 	if err != nil {
 		return nil, err
 	}
 	msgs, err := execute(c, m)
 	if err != nil {
-		return nil, fmt.Errorf("list rules of chain %s: %w", chain, err)
+		return nil, fmt.Errorf("list rules of table inet %s: %w", ruleset.TableName, err)
 	}
-	var out []kRule
+	out := map[string][]kRule{}
 	for _, r := range msgs {
 		ad, err := decoder(r)
 		if err != nil {
@@ -415,12 +416,12 @@ func readRules(c *netlink.Conn, chain string) ([]kRule, error) {
 			}
 		}
 		if err := ad.Err(); err != nil {
-			return nil, fmt.Errorf("decode rule of chain %s: %w", chain, err)
+			return nil, fmt.Errorf("decode rule of chain %s: %w", ch, err)
 		}
-		if table != ruleset.TableName || ch != chain {
+		if r.Data[0] != unix.NFPROTO_INET || table != ruleset.TableName {
 			continue
 		}
-		out = append(out, rule)
+		out[ch] = append(out[ch], rule)
 	}
 	return out, nil
 }

@@ -26,14 +26,14 @@ const maxCommentLen = 128
 // ignores types it does not know, so the hash is invisible to `nft list`.
 const (
 	udataRuleComment = 0
-	// udataRuleHash holds ruleHash of the rule: it identifies a base chain
-	// rule when the table is adopted, without reading the rule's expressions.
+	// udataRuleHash holds ruleHash of the rule: it identifies the rule of
+	// any chain when the table is read back, without reading the rule's
+	// expressions.
 	udataRuleHash = 0xd0
 )
 
 // lowerVersion is part of every rule hash: bump it when a shape's lowering
-// changes, so that adopted base chains written by an older lowering are
-// refilled.
+// changes, so that adopted chains written by an older lowering are refilled.
 const lowerVersion = "policyd-nft-1"
 
 // ruleHash identifies a rule by its full text (with comment).

@@ -189,6 +189,98 @@ func TestRulesMatch(t *testing.T) {
 	}
 }
 
+// TestMatchRules_Strict checks the matching of a table policyd wrote: a rule
+// without policyd's hash matches nothing, even with the wanted comment.
+func TestMatchRules_Strict(t *testing.T) {
+	t.Parallel()
+	want := []ruleset.Rule{
+		&ruleset.CtRule{States: ruleset.CtEstablished, Verdict: accept(), Comment: "a"},
+		&ruleset.VerdictRule{Verdict: drop()},
+	}
+	ours := []kRule{{udata: ruleUserData(want[0])}, {udata: ruleUserData(want[1])}}
+	tests := []struct {
+		name string
+		got  []kRule
+		want bool
+	}{
+		{"our rules", ours, true},
+		{"rules from nft -f", []kRule{{udata: []byte{0, 2, 'a', 0}}, {}}, false},
+		{"last rule replaced by one without hash", []kRule{ours[0], {}}, false},
+		{"first rule replaced, same comment", []kRule{{udata: []byte{0, 2, 'a', 0}}, ours[1]}, false},
+		{"reordered", []kRule{ours[1], ours[0]}, false},
+		{"flushed", nil, false},
+		{"rule inserted", []kRule{{}, ours[0], ours[1]}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := matchRules(tt.got, want, true); got != tt.want {
+				t.Errorf("matchRules(strict) = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestAdopt_RegularChains checks how adopt represents regular chains: the
+// wanted chain when the kernel's matches, KernelRules (one of handle 0 for
+// an empty chain) when it does not, and an empty chain to delete when it is
+// not wanted.
+func TestAdopt_RegularChains(t *testing.T) {
+	t.Parallel()
+	want := fullRuleset()
+	polA, polC := want.Chain("pol-a"), want.Chain("pol-c")
+	udata := func(c *ruleset.Chain) []kRule {
+		var out []kRule
+		for i, r := range c.Rules {
+			out = append(out, kRule{handle: uint64(i + 1), udata: ruleUserData(r)})
+		}
+		return out
+	}
+	kt := &kTable{exists: true, chains: []*kChain{
+		{name: "pol-a", rules: udata(polA)},
+		{name: "pol-b"}, // flushed
+		{name: "pol-c", rules: append(udata(polC), kRule{handle: 9})},
+		{name: "intruder"},
+	}}
+	got := adopt(kt, want)
+	if got.Chain("pol-a") != polA {
+		t.Error("matching chain pol-a is not the wanted chain")
+	}
+	wantKernelRules := func(name string, handles ...uint64) {
+		t.Helper()
+		c := got.Chain(name)
+		if c == nil || len(c.Rules) != len(handles) {
+			t.Fatalf("chain %s = %+v, want %d kernel rules", name, c, len(handles))
+		}
+		for i, r := range c.Rules {
+			kr, ok := r.(*ruleset.KernelRule)
+			if !ok || kr.Handle != handles[i] {
+				t.Errorf("chain %s rule %d = %#v, want kernel rule of handle %d", name, i, r, handles[i])
+			}
+		}
+	}
+	wantKernelRules("pol-b", 0)
+	wantKernelRules("pol-c", 1, 9)
+	if c := got.Chain("intruder"); c == nil || len(c.Rules) != 0 {
+		t.Errorf("unwanted chain = %+v, want an empty chain", c)
+	}
+	p := ruleset.Diff(got, want)
+	if names := chainNames(p.RefillChains); names != "pol-b pol-c" {
+		t.Errorf("RefillChains = %q, want pol-b pol-c", names)
+	}
+	if names := chainNames(p.DelChains); names != "intruder" {
+		t.Errorf("DelChains = %q, want intruder", names)
+	}
+}
+
+func chainNames(cs []*ruleset.Chain) string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return strings.Join(out, " ")
+}
+
 func TestNftReg(t *testing.T) {
 	t.Parallel()
 	for slot, want := range map[int]uint32{0: 1, 1: 9, 2: 10, 4: 2, 5: 13} {

@@ -10,7 +10,8 @@
 // (first Sync, a failed Sync, or a generation id that moved because someone
 // else committed to nftables) it reads the kernel's policyd table back and
 // diffs against that instead: a table left by a previous run is adopted with
-// a partial sync, never flushed.
+// a partial sync, never flushed, and a chain someone else edited is
+// rewritten.
 //
 // Fake implements the same Interface in memory for the tests of callers.
 package nft
@@ -92,13 +93,15 @@ const maxReadAttempts = 5
 //
 // The first call, any call after an error, and any call after the ruleset
 // generation id moved since our last commit (someone else changed nftables,
-// in any table) read the kernel's policyd table (set names, types and
-// elements, chain names, and the userdata of base chain rules; never rule
+// in any table: every commit moves it, so no edit of our table goes
+// unnoticed) read the kernel's policyd table (set names, types and
+// elements, chain names, and the userdata of every rule; never rule
 // expressions) and diff want against it; SyncStats.Full reports this. Other
-// calls diff against the Ruleset committed last. A regular chain whose name
-// exists is assumed equal (names are content hashes); a base chain whose
-// rules differ (count, or the per-rule hash the lowering stores in userdata)
-// is flushed and refilled in place.
+// calls diff against the Ruleset committed last, which the unchanged
+// generation id proves is still the kernel's. On a read, every chain, base
+// or regular, whose rules differ from the wanted ones (count, or the
+// per-rule hash the lowering stores in userdata, position by position) is
+// flushed and refilled in place, in the same batch as everything else.
 //
 // want must be sorted (Ruleset.Sort) and must not be modified after Sync
 // returns: the Backend keeps it as the committed state. On error nothing was

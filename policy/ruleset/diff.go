@@ -7,15 +7,16 @@ import "net/netip"
 // it into one atomic batch, which policy/nft sends (and its Fake checks) as
 // it is, each step valid for the kernel at its point in the batch:
 //
-//  1. flush the rules of RefillBaseChains, ReplaceBaseChains and DelChains;
+//  1. flush the rules of RefillBaseChains, ReplaceBaseChains, RefillChains
+//     and DelChains;
 //  2. delete DelElements (before re-adding a key whose map verdict changed,
 //     and before deleting the chains those entries jump to);
 //  3. flush the maps among DelSets (their entries may jump to chains about
 //     to go), then delete DelChains and ReplaceBaseChains;
 //  4. delete DelSets (their rules are gone by now);
 //  5. add AddSets (empty);
-//  6. add the AddChains chains, then their rules (they may jump to each
-//     other and look up the new sets);
+//  6. add the AddChains chains, then their rules and those of RefillChains
+//     (they may jump to each other and look up the new sets);
 //  7. add the elements of AddSets, then AddElements (map entries may jump
 //     to the new chains);
 //  8. add or update AddBaseChains, ReplaceBaseChains and RefillBaseChains,
@@ -42,6 +43,11 @@ type Plan struct {
 	DelElements []SetElements
 	// AddChains are regular chains to create, with their rules.
 	AddChains []*Chain
+	// RefillChains are regular chains that exist under their wanted name
+	// but whose rules in the old Ruleset differ (adopt found the kernel's
+	// chain edited behind policyd's back): they are flushed and refilled in
+	// place, never deleted, as map entries and other chains jump to them.
+	RefillChains []*Chain
 	// DelChains are chains to flush and delete: regular chains that are no
 	// longer wanted, and base chains the new Ruleset does not declare.
 	DelChains []*Chain
@@ -66,7 +72,7 @@ type SetElements struct {
 func (p *Plan) Empty() bool {
 	return len(p.AddSets) == 0 && len(p.DelSets) == 0 &&
 		len(p.AddElements) == 0 && len(p.DelElements) == 0 &&
-		len(p.AddChains) == 0 && len(p.DelChains) == 0 &&
+		len(p.AddChains) == 0 && len(p.RefillChains) == 0 && len(p.DelChains) == 0 &&
 		len(p.AddBaseChains) == 0 && len(p.RefillBaseChains) == 0 &&
 		len(p.ReplaceBaseChains) == 0
 }
@@ -106,7 +112,7 @@ func (p *Plan) Counts() PlanCounts {
 	for _, es := range p.DelElements {
 		c.Elements += len(es.Elements)
 	}
-	for _, list := range [][]*Chain{p.AddChains, p.AddBaseChains, p.RefillBaseChains, p.ReplaceBaseChains} {
+	for _, list := range [][]*Chain{p.AddChains, p.RefillChains, p.AddBaseChains, p.RefillBaseChains, p.ReplaceBaseChains} {
 		for _, ch := range list {
 			c.Chains++
 			c.Rules += len(ch.Rules)
@@ -121,8 +127,10 @@ func (p *Plan) Counts() PlanCounts {
 // the plan points into them, so neither may be modified while the plan is in
 // use.
 //
-// Regular chains are compared by name only (their names are content hashes).
-// Base chains are compared by hook, priority, policy and the text of each
+// Regular chains are compared by name (their names are content hashes),
+// except that an old regular chain holding a KernelRule is refilled: that is
+// how adopt reports a chain whose kernel contents were changed behind
+// policyd's back. Base chains are compared by hook, priority, policy and the text of each
 // rule including its comment. Sets are compared by type, then element by
 // element; a map entry is equal when its key and verdict are.
 func Diff(old, new *Ruleset) *Plan {
@@ -184,8 +192,11 @@ func Diff(old, new *Ruleset) *Plan {
 		o, ok := oldChains[c.Name]
 		switch {
 		case c.Base == nil:
-			if !ok || o.Base != nil || p.Rebuild {
+			switch {
+			case !ok || o.Base != nil || p.Rebuild:
 				p.AddChains = append(p.AddChains, c)
+			case o != c && !trustedChain(o):
+				p.RefillChains = append(p.RefillChains, c)
 			}
 		case !ok:
 			p.AddBaseChains = append(p.AddBaseChains, c)
@@ -216,6 +227,20 @@ func Diff(old, new *Ruleset) *Plan {
 // type, interval flag and kind (set or map).
 func sameSetType(a, b *Set) bool {
 	return a.Key == b.Key && a.Interval == b.Interval && a.Map == b.Map
+}
+
+// trustedChain reports whether the old regular chain o can be trusted to
+// hold the rules of c, which has the same name. Names are content hashes, so
+// only what adopt reads back from the kernel can differ, and adopt marks
+// such a chain by giving it KernelRules. The check renders no rule text, so
+// partial syncs stay cheap.
+func trustedChain(o *Chain) bool {
+	for _, r := range o.Rules {
+		if _, ok := r.(*KernelRule); ok {
+			return false
+		}
+	}
+	return true
 }
 
 func sameRules(a, b []Rule) bool {

@@ -258,6 +258,46 @@ func TestDiff(t *testing.T) {
 			ops:    19,
 			counts: PlanCounts{Sets: 6, Elements: 4, Chains: 4, Rules: 5},
 		},
+		{
+			name: "regular chain read back with kernel rules is refilled",
+			old: baseRuleset(func(r *Ruleset) {
+				r.Chain("pol-a").Rules = []Rule{&KernelRule{Handle: 4}, &KernelRule{Handle: 5}}
+			}),
+			new: baseRuleset(),
+			check: func(t *testing.T, p *Plan) {
+				wantNames(t, "RefillChains", chainNames(p.RefillChains), "pol-a")
+				wantNames(t, "AddChains", chainNames(p.AddChains))
+				wantNames(t, "DelChains", chainNames(p.DelChains))
+			},
+			// pol-a flushed and refilled with its 2 rules.
+			ops:    3,
+			counts: PlanCounts{Chains: 1, Rules: 2},
+		},
+		{
+			// adopt's form of a chain the kernel holds empty.
+			name: "regular chain read back empty is refilled",
+			old:  baseRuleset(func(r *Ruleset) { r.Chain("pol-a").Rules = []Rule{&KernelRule{}} }),
+			new:  baseRuleset(),
+			check: func(t *testing.T, p *Plan) {
+				wantNames(t, "RefillChains", chainNames(p.RefillChains), "pol-a")
+			},
+			ops:    3,
+			counts: PlanCounts{Chains: 1, Rules: 2},
+		},
+		{
+			name: "rebuild adds a read-back chain rather than refilling it",
+			old: baseRuleset(func(r *Ruleset) {
+				r.Chain("pol-a").Rules = []Rule{&KernelRule{Handle: 4}}
+			}),
+			new: baseRuleset(func(r *Ruleset) { r.Set("peers-a").Interval = true }),
+			check: func(t *testing.T, p *Plan) {
+				wantNames(t, "RefillChains", chainNames(p.RefillChains))
+				wantNames(t, "DelChains", chainNames(p.DelChains), "pol-a")
+				wantNames(t, "AddChains", chainNames(p.AddChains), "pol-a")
+			},
+			ops:    19,
+			counts: PlanCounts{Sets: 6, Elements: 4, Chains: 4, Rules: 5},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -333,6 +373,20 @@ func TestDiff_ApplyGivesNew(t *testing.T) {
 	}
 }
 
+// TestDiff_RefilledChainGivesNew checks that a plan repairing regular
+// chains read back with other contents (empty, fewer or more rules) gives the
+// new Ruleset.
+func TestDiff_RefilledChainGivesNew(t *testing.T) {
+	t.Parallel()
+	new := baseRuleset()
+	for _, rules := range [][]Rule{{&KernelRule{}}, {&KernelRule{Handle: 1}}, {&KernelRule{Handle: 1}, &KernelRule{Handle: 2}, &KernelRule{Handle: 3}}} {
+		old := baseRuleset(func(r *Ruleset) { r.Chain("pol-a").Rules = rules })
+		if got, want := applyForTest(old, Diff(old, new)).Text(), new.Text(); got != want {
+			t.Errorf("%d read-back rules: old + plan != new\n got:\n%s\nwant:\n%s", len(rules), got, want)
+		}
+	}
+}
+
 // applyForTest applies p to a copy of old the way the Plan documents it.
 func applyForTest(old *Ruleset, p *Plan) *Ruleset {
 	sets := map[string]*Set{}
@@ -370,8 +424,10 @@ func applyForTest(old *Ruleset, p *Plan) *Ruleset {
 		c.Replace(s.Elems())
 		sets[s.Name] = &c
 	}
-	for _, c := range p.AddChains {
-		chains[c.Name] = c
+	for _, list := range [][]*Chain{p.AddChains, p.RefillChains} {
+		for _, c := range list {
+			chains[c.Name] = c
+		}
 	}
 	for _, es := range p.AddElements {
 		s := sets[es.Set.Name]

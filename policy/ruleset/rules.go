@@ -140,14 +140,16 @@ type UnknownAddrRule struct {
 	Comment  string
 }
 
-// KernelRule stands for a rule of a base chain read back from the kernel
-// that matched no wanted rule. policyd never decodes rule expressions
+// KernelRule stands for a rule of a chain read back from the kernel that
+// matched no wanted rule. policyd never decodes rule expressions
 // (google/nftables drops those it cannot decode), so the rule is opaque: its
 // text differs from every other rule's, it has no verdict or set references
 // policyd knows, and it can be neither written nor traced. It only ever
-// stands on the old side of Diff, where it makes the chain be refilled.
+// stands on the old side of Diff, where it makes the chain be refilled, base
+// or regular.
 type KernelRule struct {
-	// Handle is the kernel's handle of the rule.
+	// Handle is the kernel's handle of the rule. The kernel numbers rules
+	// from 1; Handle 0 stands for the rules a chain read back empty lacks.
 	Handle uint64
 	// Comment is the comment the rule's userdata carries, if any.
 	Comment string

@@ -103,7 +103,7 @@ func (st Step) ElementBatches(n int, f func([]Element) error) error {
 // Fake checks the order the kernel sees.
 func (p *Plan) Steps() []Step {
 	var out []Step
-	for _, list := range [][]*Chain{p.RefillBaseChains, p.ReplaceBaseChains, p.DelChains} {
+	for _, list := range [][]*Chain{p.RefillBaseChains, p.ReplaceBaseChains, p.RefillChains, p.DelChains} {
 		for _, c := range list {
 			out = append(out, Step{Kind: StepFlushChain, Chain: c})
 		}
@@ -138,9 +138,11 @@ func (p *Plan) Steps() []Step {
 	for _, c := range p.AddChains {
 		out = append(out, Step{Kind: StepAddChain, Chain: c})
 	}
-	for _, c := range p.AddChains {
-		if len(c.Rules) > 0 {
-			out = append(out, Step{Kind: StepAddRules, Chain: c})
+	for _, list := range [][]*Chain{p.AddChains, p.RefillChains} {
+		for _, c := range list {
+			if len(c.Rules) > 0 {
+				out = append(out, Step{Kind: StepAddRules, Chain: c})
+			}
 		}
 	}
 	for _, s := range p.AddSets {

@@ -72,6 +72,21 @@ add chain input
 add rules input
 `,
 		},
+		{
+			name: "read-back chain refilled: flushed first, refilled with the new chains' rules",
+			old: baseRuleset(func(r *Ruleset) {
+				r.Chain("pol-a").Rules = []Rule{&KernelRule{Handle: 9}}
+			}),
+			new: baseRuleset(func(r *Ruleset) {
+				r.Chains = append(r.Chains, &Chain{Name: "pol-b", Rules: []Rule{&VerdictRule{Verdict: Verdict{Kind: Drop}}}})
+				r.Chain("pol-a").Rules = append(r.Chain("pol-a").Rules[:1:1], &VerdictRule{Verdict: Verdict{Kind: Jump, Chain: "pol-b"}})
+			}),
+			want: `flush chain pol-a
+add chain pol-b
+add rules pol-b
+add rules pol-a
+`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
