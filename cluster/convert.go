@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	netutils "k8s.io/utils/net"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // PolicyError is a validation error of one NetworkPolicy, naming the object and
@@ -354,6 +355,39 @@ func NewSnapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []
 func (s *Snapshot) Sort() {
 	sort.Slice(s.Pods, func(i, j int) bool { return s.Pods[i].Key() < s.Pods[j].Key() })
 	sort.Slice(s.Policies, func(i, j int) bool { return s.Policies[i].Key() < s.Policies[j].Key() })
+	SortClusterPolicies(s.ClusterPolicies)
+	sort.Slice(s.Nodes, func(i, j int) bool { return s.Nodes[i].Name < s.Nodes[j].Name })
+}
+
+// AddClusterPolicies converts ClusterNetworkPolicies and nodes into s,
+// keeping its order, and returns the conversion errors; as NewSnapshot, s
+// holds every object, invalid ones in their fail-closed form.
+func (s *Snapshot) AddClusterPolicies(cnps []*npav1beta1.ClusterNetworkPolicy, nodes []*corev1.Node) []error {
+	var errs []error
+	for _, c := range cnps {
+		cp, cerrs := ConvertClusterPolicy(c)
+		errs = append(errs, cerrs...)
+		s.ClusterPolicies = append(s.ClusterPolicies, cp)
+	}
+	for _, n := range nodes {
+		cn, nerrs := ConvertNode(n)
+		errs = append(errs, nerrs...)
+		s.Nodes = append(s.Nodes, cn)
+	}
+	s.Sort()
+	return errs
+}
+
+// NodeByIP returns the node holding addr, or nil.
+func (s *Snapshot) NodeByIP(addr netip.Addr) *Node {
+	for _, n := range s.Nodes {
+		for _, a := range n.IPs {
+			if a == addr {
+				return n
+			}
+		}
+	}
+	return nil
 }
 
 // releaseHostAddresses takes from hostNetwork pods the addresses a

@@ -240,8 +240,12 @@ const (
 	PeerInvalid PeerKind = iota
 	// PeerPods selects pods by namespace and pod selectors.
 	PeerPods
-	// PeerIPBlock selects addresses by CIDR minus excepts.
+	// PeerIPBlock selects addresses by CIDR minus excepts (also a
+	// ClusterNetworkPolicy networks entry, without excepts).
 	PeerIPBlock
+	// PeerNodes selects the addresses of the nodes NodeSelector matches (a
+	// ClusterNetworkPolicy nodes peer).
+	PeerNodes
 )
 
 // Peer is one entry of a rule's from/to list.
@@ -260,6 +264,9 @@ type Peer struct {
 	// For PeerIPBlock.
 	CIDR   netip.Prefix
 	Except []netip.Prefix
+
+	// For PeerNodes.
+	NodeSelector labels.Selector
 }
 
 // Port is one entry of a rule's ports list. Exactly one form is used:
@@ -317,4 +324,8 @@ type Snapshot struct {
 	Namespaces map[string]*Namespace
 	Pods       []*Pod
 	Policies   []*Policy
+	// ClusterPolicies are the ClusterNetworkPolicies, in evaluation order
+	// (SortClusterPolicies); Nodes the nodes, by name.
+	ClusterPolicies []*ClusterPolicy
+	Nodes           []*Node
 }

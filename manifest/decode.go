@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"golang.org/x/text/encoding/unicode"
@@ -21,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	npav1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -39,19 +42,38 @@ const jsonSniffSize = 4096
 // decoding: it decodes any built-in kind, without conversion or defaulting,
 // and reports unknown and duplicated fields as a runtime strict decoding
 // error alongside the decoded object.
-var strictDecoder = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+//
+// Its scheme is client-go's plus the ClusterNetworkPolicy types of
+// sigs.k8s.io/network-policy-api (v1beta1 and v1alpha2).
+var strictDecoder = serializer.NewCodecFactory(decodeScheme(), serializer.EnableStrict).UniversalDeserializer()
+
+func decodeScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{scheme.AddToScheme, npav1beta1.AddToScheme, npav1alpha2.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(fmt.Sprintf("manifest: building the decoding scheme: %v", err))
+		}
+	}
+	return s
+}
 
 var (
-	gvkNamespace     = corev1.SchemeGroupVersion.WithKind(KindNamespace)
-	gvkPod           = corev1.SchemeGroupVersion.WithKind(KindPod)
-	gvkNetworkPolicy = networkingv1.SchemeGroupVersion.WithKind(KindNetworkPolicy)
+	gvkNamespace      = corev1.SchemeGroupVersion.WithKind(KindNamespace)
+	gvkPod            = corev1.SchemeGroupVersion.WithKind(KindPod)
+	gvkNode           = corev1.SchemeGroupVersion.WithKind(KindNode)
+	gvkNetworkPolicy  = networkingv1.SchemeGroupVersion.WithKind(KindNetworkPolicy)
+	gvkCNPv1beta1     = npav1beta1.SchemeGroupVersion.WithKind(KindClusterNetworkPolicy)
+	gvkCNPv1alpha2    = npav1alpha2.SchemeGroupVersion.WithKind(KindClusterNetworkPolicy)
+	clusterScopedGVKs = []schema.GroupVersionKind{gvkNamespace, gvkNode, gvkCNPv1beta1, gvkCNPv1alpha2}
 )
 
-// wanted maps each handled kind to the one GroupVersionKind accepted for it.
-var wanted = map[string]schema.GroupVersionKind{
-	KindNamespace:     gvkNamespace,
-	KindPod:           gvkPod,
-	KindNetworkPolicy: gvkNetworkPolicy,
+// wanted maps each handled kind to the GroupVersionKinds accepted for it.
+var wanted = map[string][]schema.GroupVersionKind{
+	KindNamespace:            {gvkNamespace},
+	KindPod:                  {gvkPod},
+	KindNode:                 {gvkNode},
+	KindNetworkPolicy:        {gvkNetworkPolicy},
+	KindClusterNetworkPolicy: {gvkCNPv1beta1, gvkCNPv1alpha2},
 }
 
 // loader accumulates objects, notes and errors over one or more streams.
@@ -240,12 +262,16 @@ func (l *loader) object(loc location, raw []byte, defaults schema.GroupVersionKi
 		l.list(loc, raw, what, itemGVK, depth)
 		return
 	}
-	for kind, want := range wanted {
+	for kind, wants := range wanted {
 		if !strings.EqualFold(h.Kind, kind) {
 			continue
 		}
-		if gvk != want {
-			fail(what, fmt.Errorf("%s %s is not supported: policyd reads %s %s only", h.APIVersion, h.Kind, want.GroupVersion(), kind))
+		if !slices.Contains(wants, gvk) {
+			var gvs []string
+			for _, w := range wants {
+				gvs = append(gvs, w.GroupVersion().String())
+			}
+			fail(what, fmt.Errorf("%s %s is not supported: policyd reads %s %s only", h.APIVersion, h.Kind, strings.Join(gvs, " or "), kind))
 			return
 		}
 		l.typed(loc, raw, gvk)
@@ -265,8 +291,10 @@ func listKind(gvk schema.GroupVersionKind) (schema.GroupVersionKind, bool) {
 	if !ok {
 		return schema.GroupVersionKind{}, false
 	}
-	if want, ok := wanted[item]; ok && want.GroupVersion() == gvk.GroupVersion() {
-		return want, true
+	for _, want := range wanted[item] {
+		if want.GroupVersion() == gvk.GroupVersion() {
+			return want, true
+		}
 	}
 	return schema.GroupVersionKind{}, false
 }
@@ -306,8 +334,12 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 	var h header
 	_ = json.Unmarshal(raw, &h) // already parsed once by object
 	ns, name := h.nameOf()
-	if ns == "" && gvk != gvkNamespace {
+	clusterScoped := slices.Contains(clusterScopedGVKs, gvk)
+	if ns == "" && !clusterScoped {
 		ns = DefaultNamespace
+	}
+	if clusterScoped {
+		ns = ""
 	}
 	what := describe(gvk.Kind, ns, name)
 	fail := func(err error) {
@@ -325,7 +357,8 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 		var hard []string
 		for _, e := range strict.Errors() {
 			msg := e.Error()
-			if gvk != gvkNetworkPolicy && strings.HasPrefix(msg, "unknown field ") {
+			lenient := gvk == gvkNamespace || gvk == gvkPod || gvk == gvkNode // policies: unknown fields are errors
+			if lenient && strings.HasPrefix(msg, "unknown field ") {
 				ignored = append(ignored, msg)
 				continue
 			}
@@ -349,6 +382,22 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
 	case *networkingv1.NetworkPolicy:
 		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	case *corev1.Node:
+		o.Namespace = ""
+		meta, nameFn, namespaced = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain, false
+	case *npav1beta1.ClusterNetworkPolicy:
+		o.Namespace = ""
+		meta, nameFn, namespaced = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain, false
+	case *npav1alpha2.ClusterNetworkPolicy:
+		// v1alpha2 has v1beta1's schema: one type downstream.
+		conv, err := alpha2ToBeta1(o)
+		if err != nil {
+			fail(err)
+			return
+		}
+		obj = conv
+		conv.Namespace = ""
+		meta, nameFn, namespaced = &conv.ObjectMeta, apivalidation.NameIsDNSSubdomain, false
 	default:
 		fail(fmt.Errorf("decoded as unexpected type %T", obj))
 		return
@@ -387,7 +436,26 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 		l.out.Pods = append(l.out.Pods, o)
 	case *networkingv1.NetworkPolicy:
 		l.out.Policies = append(l.out.Policies, o)
+	case *corev1.Node:
+		l.out.Nodes = append(l.out.Nodes, o)
+	case *npav1beta1.ClusterNetworkPolicy:
+		l.out.ClusterPolicies = append(l.out.ClusterPolicies, o)
 	}
+}
+
+// alpha2ToBeta1 converts a v1alpha2 ClusterNetworkPolicy to v1beta1: the two
+// versions share one schema, so a JSON round trip is exact.
+func alpha2ToBeta1(in *npav1alpha2.ClusterNetworkPolicy) (*npav1beta1.ClusterNetworkPolicy, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	out := &npav1beta1.ClusterNetworkPolicy{}
+	if err := json.Unmarshal(b, out); err != nil {
+		return nil, fmt.Errorf("converting v1alpha2 to v1beta1: %w", err)
+	}
+	out.APIVersion, out.Kind = npav1beta1.SchemeGroupVersion.String(), KindClusterNetworkPolicy
+	return out, nil
 }
 
 // withYAMLHint explains the usual cause of a non-string where a string is

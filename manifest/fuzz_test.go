@@ -96,9 +96,11 @@ func FuzzDecode(f *testing.F) {
 }
 
 func gvkFor(apiVersion, kind string) schema.GroupVersionKind {
-	for _, w := range wanted {
-		if w.Kind == kind && w.GroupVersion().String() == apiVersion {
-			return w
+	for _, ws := range wanted {
+		for _, w := range ws {
+			if w.Kind == kind && w.GroupVersion().String() == apiVersion {
+				return w
+			}
 		}
 	}
 	panic("unknown kind " + kind)

@@ -71,6 +71,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/policyd/policyd/cluster"
 )
 
@@ -79,6 +81,10 @@ const (
 	KindNamespace     = "Namespace"
 	KindPod           = "Pod"
 	KindNetworkPolicy = "NetworkPolicy"
+	KindNode          = "Node"
+	// KindClusterNetworkPolicy is read in policy.networking.k8s.io v1beta1
+	// and v1alpha2 (same schema; decoded as v1beta1).
+	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
 )
 
 // Objects is the result of reading one or more manifests: the objects policyd
@@ -87,6 +93,10 @@ type Objects struct {
 	Namespaces []*corev1.Namespace
 	Pods       []*corev1.Pod
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies are the ClusterNetworkPolicies, either apiVersion,
+	// as v1beta1; Nodes the Nodes (for nodes peers).
+	ClusterPolicies []*npav1beta1.ClusterNetworkPolicy
+	Nodes           []*corev1.Node
 	// Notes are human-readable remarks that are not errors: skipped objects
 	// ("examples/a.yaml: document 3: skipped apps/v1 Deployment shop/web") and
 	// unknown fields ignored on Pods and Namespaces.
@@ -104,7 +114,7 @@ type objectKey struct {
 // " items[i]" for list items), or "" if the object is not in o. Namespace is
 // ignored for Namespaces.
 func (o *Objects) Source(kind, namespace, name string) string {
-	if kind == KindNamespace {
+	if kind == KindNamespace || kind == KindNode || kind == KindClusterNetworkPolicy {
 		namespace = ""
 	}
 	return o.sources[objectKey{kind, namespace, name}]
@@ -115,7 +125,8 @@ func (o *Objects) Source(kind, namespace, name string) string {
 // invalid policy field); the snapshot is usable even when there are some,
 // as the conversion is fail-closed.
 func (o *Objects) Snapshot() (*cluster.Snapshot, []error) {
-	return cluster.NewSnapshot(o.Namespaces, o.Pods, o.Policies)
+	s, errs := cluster.NewSnapshot(o.Namespaces, o.Pods, o.Policies)
+	return s, append(errs, s.AddClusterPolicies(o.ClusterPolicies, o.Nodes)...)
 }
 
 // Error is a problem with one document of a manifest, or with a whole file

@@ -63,6 +63,12 @@ type Index struct {
 	allPolicies     []*cluster.Policy
 	allPolicyValid  bool
 	podCount        int
+	clusterPolicies map[string]*clusterPolicyEntry // by name
+	allCluster      []*cluster.ClusterPolicy
+	allClusterValid bool
+	nodeObjs        map[string]*cluster.Node // Node objects, by name
+	allNodes        []*cluster.Node
+	allNodesValid   bool
 	labelKeyScratch []string
 	labelKeyBuf     []byte
 }
@@ -96,6 +102,12 @@ func FromSnapshot(s *cluster.Snapshot) *Index {
 	}
 	for _, p := range s.Policies {
 		ix.UpsertPolicy(p)
+	}
+	for _, p := range s.ClusterPolicies {
+		ix.UpsertClusterPolicy(p)
+	}
+	for _, n := range s.Nodes {
+		ix.UpsertNode(n)
 	}
 	return ix
 }
@@ -269,6 +281,8 @@ func (ix *Index) Snapshot() *cluster.Snapshot {
 	}
 	s.Pods = slices.Clone(ix.Pods())
 	s.Policies = slices.Clone(ix.Policies())
+	s.ClusterPolicies = slices.Clone(ix.ClusterPolicies())
+	s.Nodes = slices.Clone(ix.Nodes())
 	return s
 }
 

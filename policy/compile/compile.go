@@ -79,6 +79,8 @@ import (
 	"sort"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/ruleset"
 )
@@ -116,6 +118,13 @@ type Source interface {
 	// EachPeerPod calls f for each pod a PeerPods peer selects, without
 	// hostNetwork pods, in any order.
 	EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod))
+	// ClusterPolicies returns every ClusterNetworkPolicy in evaluation
+	// order (cluster.SortClusterPolicies).
+	ClusterPolicies() []*cluster.ClusterPolicy
+	// Nodes returns every node, sorted by name.
+	Nodes() []*cluster.Node
+	// NamespaceLabels returns the labels selectors see for a namespace.
+	NamespaceLabels(name string) labels.Set
 }
 
 func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error) {
@@ -143,26 +152,19 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		if p.NodeName != node || p.HostNetwork || len(p.IPs) == 0 {
 			continue
 		}
-		pols := src.PoliciesFor(p.Namespace, p.Name)
 		for _, d := range []cluster.Direction{cluster.Ingress, cluster.Egress} {
-			var group []*cluster.Policy
-			for _, pol := range pols {
-				if pol.Isolates(d) {
-					group = append(group, pol)
-				}
-			}
-			if len(group) == 0 {
-				continue
-			}
 			for _, ip := range p.IPs {
 				if own[ip] != p {
-					continue // an address several pods claim: see conflictChain below
+					continue // an address several pods claim: see conflictEntries
 				}
 				// Every address has one owner and a pod one address per
 				// family, so no map or named-port set ever gets a duplicate.
-				name, err := c.groupChain(d, group, family(ip))
+				name, err := c.podChain(d, p, family(ip), false)
 				if err != nil {
 					return nil, err
+				}
+				if name == "" {
+					continue // nothing isolates or selects the pod for d
 				}
 				m := c.maps[dispatchMap(d, ip)]
 				m.Elements = append(m.Elements, ruleset.Element{Addr: ip, Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: name}})
@@ -677,18 +679,12 @@ func (c *compiler) conflictEntries(node string) error {
 			var rules []ruleset.Rule
 			var who []string
 			for _, p := range cl {
-				var group []*cluster.Policy
-				for _, pol := range c.src.PoliciesFor(p.Namespace, p.Name) {
-					if pol.Isolates(d) {
-						group = append(group, pol)
-					}
-				}
-				if len(group) == 0 {
-					continue
-				}
-				name, err := c.groupChain(d, group, family(ip), true)
+				name, err := c.podChain(d, p, family(ip), true)
 				if err != nil {
 					return err
+				}
+				if name == "" {
+					continue
 				}
 				who = append(who, p.Key())
 				rules = append(rules, &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: name}, Comment: truncate(p.Key())})

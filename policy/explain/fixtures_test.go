@@ -8,6 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/policyd/policyd/cluster"
 )
 
@@ -85,6 +87,53 @@ func snapshot(t testing.TB, tweaks ...func(*objects)) *cluster.Snapshot {
 	s, errs := cluster.NewSnapshot(o.nss, o.pods, o.policies)
 	if len(errs) > 0 {
 		t.Fatalf("fixture does not convert: %v", errs)
+	}
+	return s
+}
+
+// cnpSnapshot is the fixture plus ClusterNetworkPolicies and an address
+// conflict:
+//
+//	Admin    admin-pass  (priority 10) subject app=db:  ingress "pass-web": Pass from app=web
+//	Baseline base-deny   (priority 5)  every namespace:  ingress "deny-all": Deny from every namespace
+//	shop/intruder {app=db} node-b claims db's 10.0.0.2
+func cnpSnapshot(t testing.TB) *cluster.Snapshot {
+	t.Helper()
+	o := baseObjects()
+	intruder := pod("intruder", "node-b", nil, "10.0.0.2")
+	intruder.Labels["app"] = "db" // selected like db: both claimants decide alike
+	o.pods = append(o.pods, intruder)
+	s, errs := cluster.NewSnapshot(o.nss, o.pods, o.policies)
+	if len(errs) > 0 {
+		t.Fatalf("fixture does not convert: %v", errs)
+	}
+	all := metav1.LabelSelector{}
+	cnps := []*npav1beta1.ClusterNetworkPolicy{
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "admin-pass"},
+			Spec: npav1beta1.ClusterNetworkPolicySpec{
+				Tier: npav1beta1.AdminTier, Priority: 10,
+				Subject: npav1beta1.ClusterNetworkPolicySubject{Pods: &npav1beta1.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}}},
+				Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{{
+					Name: "pass-web", Action: npav1beta1.ClusterNetworkPolicyRuleActionPass,
+					From: []npav1beta1.ClusterNetworkPolicyIngressPeer{{Pods: &npav1beta1.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}},
+				}},
+			},
+		},
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "base-deny"},
+			Spec: npav1beta1.ClusterNetworkPolicySpec{
+				Tier: npav1beta1.BaselineTier, Priority: 5,
+				Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: &all},
+				Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{{
+					Name: "deny-all", Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny,
+					From: []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &all}},
+				}},
+			},
+		},
+	}
+	if errs := s.AddClusterPolicies(cnps, nil); len(errs) > 0 {
+		t.Fatalf("cluster policies do not convert: %v", errs)
 	}
 	return s
 }

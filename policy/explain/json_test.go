@@ -30,6 +30,8 @@ var (
 		"direction": {kind: "string"}, "pod": {kind: "string"}, "isolated": {kind: "bool"},
 		"policies": {kind: "array", optional: true}, "allowed": {kind: "bool"}, "reason": {kind: "string"},
 		"match": {kind: "object", optional: true}, "nearestMiss": {kind: "object", optional: true},
+		"tier": {kind: "string", optional: true}, "clusterRule": {kind: "object", optional: true},
+		"passed": {kind: "array", optional: true}, "claimants": {kind: "array", optional: true},
 	}
 	matchShape = map[string]field{
 		"policy": {kind: "string"}, "direction": {kind: "string"}, "rule": {kind: "number"}, "peer": {kind: "number"}, "port": {kind: "number"},
@@ -114,6 +116,22 @@ func TestResult_JSONShape(t *testing.T) {
 	} {
 		rs, err := Explain(snap, q)
 		if err != nil {
+			t.Fatalf("Explain(%+v): %v", q, err)
+		}
+		results = append(results, rs...)
+	}
+	// ClusterNetworkPolicies and an address conflict: an Admin Pass, a
+	// Baseline Deny, claimants.
+	cnp := cnpSnapshot(t)
+	for _, q := range []Query{
+		{Src: "shop/web", Dst: "shop/db", Port: 5432, Trace: true}, // Admin Pass, then NetworkPolicy allows
+		{Src: "shop/db", Dst: "shop/web", Port: 80, Trace: true},   // Baseline Deny
+	} {
+		rs, err := Explain(cnp, q)
+		if err != nil {
+			t.Fatalf("Explain(%+v): %v", q, err)
+		}
+		if err := Disagreement(rs); err != nil {
 			t.Fatalf("Explain(%+v): %v", q, err)
 		}
 		results = append(results, rs...)

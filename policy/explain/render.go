@@ -46,7 +46,18 @@ func writeResult(w *strings.Builder, e Result) {
 		if who == "" {
 			who = "not a pod"
 		}
+		for _, ps := range d.Passed {
+			if ps.Tier == "Admin" {
+				fmt.Fprintf(w, "  %-7s %s: passed to NetworkPolicies by %s\n", d.Direction, who, describeClusterRule(ps))
+			}
+		}
 		switch {
+		case d.ClusterRule != nil:
+			verb := "DENIES"
+			if d.Allowed {
+				verb = "allows"
+			}
+			fmt.Fprintf(w, "  %-7s %s: %s, by %s\n", d.Direction, who, verb, describeClusterRule(*d.ClusterRule))
 		case !d.Isolated || (d.Allowed && d.Match == nil):
 			fmt.Fprintf(w, "  %-7s %s: allows. %s\n", d.Direction, who, d.Reason)
 		case d.Allowed:
@@ -102,4 +113,14 @@ func WriteMatrixJSONL(w io.Writer, snap *cluster.Snapshot) error {
 		}
 	}
 	return nil
+}
+
+// describeClusterRule renders `Admin ClusterNetworkPolicy x (priority 10)
+// ingress[0] "name": Deny`.
+func describeClusterRule(r model.ClusterRuleRef) string {
+	name := ""
+	if r.Name != "" {
+		name = fmt.Sprintf(" %q", r.Name)
+	}
+	return fmt.Sprintf("%s ClusterNetworkPolicy %s (priority %d) %s[%d]%s: %s", r.Tier, r.Policy, r.Priority, r.Direction, r.Rule, name, r.Action)
 }

@@ -232,18 +232,34 @@ func (e *evaluator) judgeOne(d cluster.Direction, pkt Packet, explain bool) Dire
 		}
 		return out
 	}
-	if !out.Isolated {
-		out.Allowed = true
-		if explain {
-			out.Reason = fmt.Sprintf("allowed: no policy in namespace %s selects %s for %s, so it is not isolated for %s", pod.Namespace, pod.Key(), d, d)
-		}
-		return out
-	}
-
 	dst := policyPod(pkt.Dst) // named ports are resolved on the destination pod
 	dsts := []*cluster.Pod{dst}
 	if cl := e.claimants(pkt.Dst); len(cl) > 1 {
 		dsts = cl // an address several pods claim: each must resolve the name alike
+	}
+
+	// Admin tier: the first matching rule of the ClusterNetworkPolicies
+	// selecting the pod, in evaluation order, decides; Pass skips the rest
+	// of the tier.
+	if done := e.tier(cluster.TierAdmin, pod, d, other, dsts, pkt, explain, &out); done {
+		return out
+	}
+	if !out.Isolated {
+		// Baseline tier: only for pods no NetworkPolicy isolates.
+		if done := e.tier(cluster.TierBaseline, pod, d, other, dsts, pkt, explain, &out); done {
+			return out
+		}
+		out.Allowed = true
+		if explain {
+			out.Reason = fmt.Sprintf("allowed: no policy in namespace %s selects %s for %s, so it is not isolated for %s", pod.Namespace, pod.Key(), d, d)
+			if len(out.Passed) > 0 || e.hasClusterPolicies(pod, d) {
+				out.Reason += ", and no ClusterNetworkPolicy rule decides it"
+			}
+		}
+		return out
+	}
+	if explain {
+		out.Tier = "NetworkPolicy"
 	}
 	var best *Miss
 	bestScore := -1
@@ -512,4 +528,93 @@ func describeEndpoint(ep Endpoint) string {
 		return fmt.Sprintf("%s (%s)", ep.Pod.Key(), ep.IP)
 	}
 	return ep.IP.String()
+}
+
+// clusterPolicies returns the ClusterNetworkPolicies of tier t selecting pod
+// that have rules for d, in evaluation order.
+func (e *evaluator) clusterPolicies(t cluster.Tier, pod *cluster.Pod, d cluster.Direction) []*cluster.ClusterPolicy {
+	var out []*cluster.ClusterPolicy
+	for _, cp := range e.s.ClusterPolicies { // already in evaluation order
+		if cp.Tier == t && len(cp.Rules(d)) > 0 && cp.SelectsPod(pod, e.s.NamespaceLabels(pod.Namespace)) {
+			out = append(out, cp)
+		}
+	}
+	return out
+}
+
+func (e *evaluator) hasClusterPolicies(pod *cluster.Pod, d cluster.Direction) bool {
+	return len(e.clusterPolicies(cluster.TierAdmin, pod, d)) > 0 || len(e.clusterPolicies(cluster.TierBaseline, pod, d)) > 0
+}
+
+// tier evaluates tier t for pod in direction d. It reports whether a rule
+// decided (Accept or Deny; in the Baseline tier also Pass, which hands over
+// to the default allow), setting out; a Pass in the Admin tier or no
+// matching rule returns false, recording a Pass in out.Passed.
+func (e *evaluator) tier(t cluster.Tier, pod *cluster.Pod, d cluster.Direction, other Endpoint, dsts []*cluster.Pod, pkt Packet, explain bool, out *Direction) bool {
+	for _, cp := range e.clusterPolicies(t, pod, d) {
+		for ri, r := range cp.Rules(d) {
+			peer, port := e.matchClusterRule(r, other, dsts, pkt)
+			if peer == None || port == None {
+				continue
+			}
+			ref := ClusterRuleRef{Policy: cp.Name, Tier: t.String(), Priority: cp.Priority, Direction: d.String(), Rule: ri, Name: r.Name, Action: r.Action.String(), Peer: peer, Port: port}
+			switch r.Action {
+			case cluster.ActionAccept:
+				out.Allowed = true
+			case cluster.ActionPass:
+				if explain {
+					out.Passed = append(out.Passed, ref)
+				}
+				if t == cluster.TierAdmin {
+					return false // on to the NetworkPolicy tier
+				}
+				out.Allowed = true // past the Baseline tier: the default allows
+			default: // Deny (and anything invalid) drops
+				out.Allowed = false
+			}
+			if explain {
+				out.Tier = t.String()
+				out.ClusterRule = &ref
+				verdict := "denied"
+				if out.Allowed {
+					verdict = "allowed"
+				}
+				what := "by"
+				if r.Action == cluster.ActionPass {
+					what = "after a Pass (the default allows) by"
+				}
+				out.Reason = fmt.Sprintf("%s %s %s", verdict, what, cluster.DescribeClusterRule(cp, d, ri))
+				if r.MatchAll {
+					out.Reason += " (invalid: enforced as a Deny of everything)"
+				} else {
+					out.Reason += ": " + r.Action.String() + " " + describeEndpoint(other) + " on " + protoPort(pkt)
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// matchClusterRule returns the matching peer and port indexes of r, or None.
+func (e *evaluator) matchClusterRule(r cluster.ClusterRule, other Endpoint, dsts []*cluster.Pod, pkt Packet) (peer, port int) {
+	if r.MatchAll {
+		return All, All
+	}
+	peer = None
+	for i, p := range r.Peers {
+		if e.clusterPeerMatches(p, other) {
+			peer = i
+			break
+		}
+	}
+	return peer, matchPort(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts}, dsts, pkt.Protocol, pkt.Port)
+}
+
+func (e *evaluator) clusterPeerMatches(peer cluster.Peer, ep Endpoint) bool {
+	if peer.Kind != cluster.PeerNodes {
+		return e.peerMatches(peer, ep)
+	}
+	n := e.s.NodeByIP(ep.IP.Unmap())
+	return n != nil && peer.NodeSelector != nil && peer.NodeSelector.Matches(n.Labels)
 }

@@ -70,6 +70,14 @@ type Direction struct {
 	// key, rule index, peer index, port index. Nil when the direction is not
 	// isolated or the packet was denied, and for node traffic.
 	Match *RuleRef `json:"match,omitempty"`
+	// Tier is the tier whose rule decided: "Admin", "NetworkPolicy" or
+	// "Baseline"; "" when nothing did (not isolated, the default allows).
+	Tier string `json:"tier,omitempty"`
+	// ClusterRule is the ClusterNetworkPolicy rule that decided, when one did.
+	ClusterRule *ClusterRuleRef `json:"clusterRule,omitempty"`
+	// Passed lists the Pass rules that matched on the way (an Admin Pass
+	// hands over to the NetworkPolicy tier).
+	Passed []ClusterRuleRef `json:"passed,omitempty"`
 	// Claimants, set when two or more pods claim the judged address, are
 	// their keys: the direction was judged as the strictest of them, and Pod
 	// is the claimant whose verdict is reported.
@@ -78,6 +86,25 @@ type Direction struct {
 	// isolating policy has a rule for this direction: the rule that came
 	// closest and why it did not match.
 	NearestMiss *Miss `json:"nearestMiss,omitempty"`
+}
+
+// ClusterRuleRef names one ClusterNetworkPolicy rule and the peer and port
+// entries that matched.
+type ClusterRuleRef struct {
+	Policy    string `json:"policy"`
+	Tier      string `json:"tier"`
+	Priority  int32  `json:"priority"`
+	Direction string `json:"direction"`
+	// Rule is the index into the policy's ingress or egress list; Name the
+	// rule's name ("" when it has none).
+	Rule   int    `json:"rule"`
+	Name   string `json:"name,omitempty"`
+	Action string `json:"action"`
+	// Peer and Port index the rule's peers (after a networks entry is
+	// split into one peer per CIDR) and protocol entries (a
+	// destinationNamedPort counts once per protocol); All for no list.
+	Peer int `json:"peer"`
+	Port int `json:"port"`
 }
 
 // Index values used in RuleRef.Peer and RuleRef.Port.

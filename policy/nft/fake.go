@@ -209,7 +209,7 @@ func (st *fakeStore) chainUser(name string) string {
 }
 
 func (st *fakeStore) checkJump(v ruleset.Verdict) error {
-	if v.Kind != ruleset.Jump {
+	if v.Kind != ruleset.Jump && v.Kind != ruleset.Goto {
 		return nil
 	}
 	c, ok := st.chains[v.Chain]

@@ -148,6 +148,11 @@ func lowerVerdict(v ruleset.Verdict) (*expr.Verdict, error) {
 			return nil, errors.New("jump without a target chain")
 		}
 		return &expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}, nil
+	case ruleset.Goto:
+		if v.Chain == "" {
+			return nil, errors.New("goto without a target chain")
+		}
+		return &expr.Verdict{Kind: expr.VerdictGoto, Chain: v.Chain}, nil
 	}
 	return nil, fmt.Errorf("invalid verdict kind %d", v.Kind)
 }

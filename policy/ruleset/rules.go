@@ -53,10 +53,10 @@ func ShapeOf(r Rule) Shape {
 // kernel: every shape but ShapeKernel (and ShapeInvalid).
 func (s Shape) Writable() bool { return s != ShapeInvalid && s != ShapeKernel && s < numShapes }
 
-// JumpTarget returns the chain r jumps to when it matches, or "". A
-// DispatchRule's jumps are in its map's entries, not here.
+// JumpTarget returns the chain r jumps (or goes) to when it matches, or
+// "". A DispatchRule's jumps are in its map's entries, not here.
 func JumpTarget(r Rule) string {
-	if v := r.RuleVerdict(); v.Kind == Jump {
+	if v := r.RuleVerdict(); v.Kind == Jump || v.Kind == Goto {
 		return v.Chain
 	}
 	return ""

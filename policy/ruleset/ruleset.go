@@ -361,6 +361,9 @@ const (
 	Drop
 	Return
 	Jump
+	// Goto continues in the target chain and does not come back: a return
+	// there returns to the chain that jumped to the goto's chain.
+	Goto
 )
 
 // Verdict is a verdict with its target chain for Jump.
@@ -380,6 +383,8 @@ func (v Verdict) String() string {
 		return "return"
 	case Jump:
 		return "jump " + v.Chain
+	case Goto:
+		return "goto " + v.Chain
 	}
 	return fmt.Sprintf("invalid-verdict(%d)", v.Kind)
 }

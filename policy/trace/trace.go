@@ -151,6 +151,14 @@ func (t *tracer) chain(c *ruleset.Chain, depth int) (ruleset.Verdict, error) {
 				return sub, nil
 			}
 			// return or end of the jumped-to chain: continue here.
+		case ruleset.Goto:
+			target := t.rs.Chain(v.Chain)
+			if target == nil {
+				return ruleset.Verdict{}, fmt.Errorf("trace: chain %s rule %d goes to missing chain %q", c.Name, i, v.Chain)
+			}
+			// The target replaces this chain: its verdict, return or end
+			// included, is this chain's.
+			return t.chain(target, depth+1)
 		default:
 			return ruleset.Verdict{}, fmt.Errorf("trace: chain %s rule %d: unknown verdict %s", c.Name, i, v)
 		}

@@ -1,0 +1,194 @@
+package compile
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/ruleset"
+)
+
+// Tiers: ClusterNetworkPolicy (policy.networking.k8s.io).
+//
+// A pod that a ClusterNetworkPolicy selects in a direction (one with rules
+// for that direction) is dispatched to a tier chain instead of its plain
+// policy-group chain:
+//
+//	chain ingress-tier-<hash> {
+//		ct state invalid jump invalid-…        (egress: drop)
+//		<Admin rules, in evaluation order>     accept | drop | goto <next>
+//		goto <next>
+//	}
+//
+// where <next> is the pod's NetworkPolicy group chain when NetworkPolicies
+// isolate it (they always decide), else its Baseline chain:
+//
+//	chain ingress-baseline-<hash> {
+//		ct state invalid jump invalid-…
+//		<Baseline rules>                       accept | drop | accept (Pass)
+//		accept                                 (the default allows)
+//	}
+//
+// For egress, "allow" is return: the destination's ingress is still judged
+// in the base chain. An Admin Pass is a goto to <next>, so the rest of the
+// Admin tier is skipped and nothing returns into it. Each rule is one
+// allow-rule shape per (peer, protocols) alternative, in written order, with
+// its action's verdict; the chains are named by their content, so pods with
+// the same policies share them, and a packet walks only the rules of the
+// ClusterNetworkPolicies that select its pod. A pod no ClusterNetworkPolicy
+// selects gets exactly the NetworkPolicy chain it always had.
+
+// podChain returns the chain direction d of pod p dispatches to for family
+// fam, or "" when nothing isolates or selects it. chained builds the
+// variant a conflict chain calls (ingress allow ends in return).
+func (c *compiler) podChain(d cluster.Direction, p *cluster.Pod, fam int, chained bool) (string, error) {
+	var group []*cluster.Policy
+	for _, pol := range c.src.PoliciesFor(p.Namespace, p.Name) {
+		if pol.Isolates(d) {
+			group = append(group, pol)
+		}
+	}
+	var admin, baseline []*cluster.ClusterPolicy
+	if cps := c.src.ClusterPolicies(); len(cps) > 0 && !p.HostNetwork {
+		nsLabels := c.src.NamespaceLabels(p.Namespace)
+		for _, cp := range cps {
+			if len(cp.Rules(d)) == 0 || !cp.SelectsPod(p, nsLabels) {
+				continue
+			}
+			if cp.Tier == cluster.TierBaseline {
+				baseline = append(baseline, cp)
+			} else {
+				admin = append(admin, cp)
+			}
+		}
+	}
+	if len(admin) == 0 && (len(baseline) == 0 || len(group) > 0) {
+		if len(group) == 0 {
+			return "", nil
+		}
+		return c.groupChain(d, group, fam, chained)
+	}
+	allow := ruleset.Verdict{Kind: ruleset.Accept}
+	if d == cluster.Egress || chained {
+		allow = ruleset.Verdict{Kind: ruleset.Return}
+	}
+	// The chain after the Admin tier: NetworkPolicies when they isolate
+	// the pod, else the Baseline tier; none means the default allow.
+	var next string
+	var err error
+	switch {
+	case len(group) > 0:
+		next, err = c.groupChain(d, group, fam, chained)
+	case len(baseline) > 0:
+		next, err = c.tierChain(d, "baseline", baseline, fam, allow, allow, ruleset.Verdict{})
+	}
+	if err != nil {
+		return "", err
+	}
+	if len(admin) == 0 {
+		return next, nil
+	}
+	pass := allow
+	if next != "" {
+		pass = ruleset.Verdict{Kind: ruleset.Goto, Chain: next}
+	}
+	return c.tierChain(d, "tier", admin, fam, allow, pass, pass)
+}
+
+// tierChain returns the chain holding the rules of cps for direction d and
+// family fam, creating it on first use: Accept rules end in allow, Deny
+// rules drop, Pass rules end in pass; a packet no rule matches gets end
+// (allow when end is the zero Verdict).
+func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.ClusterPolicy, fam int, allow, pass, end ruleset.Verdict) (string, error) {
+	if end == (ruleset.Verdict{}) {
+		end = allow
+	}
+	invalid := ruleset.Verdict{Kind: ruleset.Drop}
+	if d == cluster.Ingress {
+		invalid = ruleset.Verdict{Kind: ruleset.Jump, Chain: c.invalidChain()}
+	}
+	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}
+	peerField := ruleset.Saddr
+	if d == cluster.Egress {
+		peerField = ruleset.Daddr
+	}
+	for _, cp := range cps {
+		for ri, r := range cp.Rules(d) {
+			var v ruleset.Verdict
+			switch r.Action {
+			case cluster.ActionAccept:
+				v = allow
+			case cluster.ActionPass:
+				v = pass
+			default:
+				v = ruleset.Verdict{Kind: ruleset.Drop}
+			}
+			comment := truncate(fmt.Sprintf("%s cnp %s %s[%d] %s", cp.Tier, cp.Name, d, ri, r.Action))
+			if r.MatchAll {
+				rules = append(rules, &ruleset.AllowRule{Family: fam, Verdict: v, Comment: comment})
+				continue
+			}
+			portSet, named, ok := c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts}, d)
+			if !ok {
+				continue // every protocol entry was invalid: the rule matches nothing
+			}
+			for i := range r.Peers {
+				peer := &r.Peers[i]
+				var set string
+				switch peer.Kind {
+				case cluster.PeerPods:
+					set = c.peerSet(peer, fam)
+				case cluster.PeerIPBlock:
+					if family(peer.CIDR.Addr()) != fam {
+						continue
+					}
+					set = c.blockSet(peer, fam)
+				case cluster.PeerNodes:
+					set = c.nodeSet(peer, fam)
+				default:
+					return "", fmt.Errorf("clusternetworkpolicy %s %s[%d]: peer of unknown kind %d", cp.Name, d, ri, peer.Kind)
+				}
+				if portSet != "" || len(named) == 0 {
+					rules = append(rules, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: portSet, Verdict: v, Comment: comment})
+				}
+				for _, nk := range named {
+					nk.family = fam
+					rules = append(rules, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: c.namedSet(nk, d), Verdict: v, Comment: comment})
+				}
+			}
+		}
+	}
+	if d == cluster.Ingress && end.Kind == ruleset.Drop {
+		rules = append(rules, nodeTraffic())
+	}
+	rules = append(rules, &ruleset.VerdictRule{Verdict: end})
+	name := d.String() + "-" + kind + "-" + chainHash(rules)
+	if _, ok := c.chain[name]; !ok {
+		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
+	}
+	return name, nil
+}
+
+// nodeSet returns the set of the addresses of family fam of the nodes a
+// nodes peer selects, creating it on first use.
+func (c *compiler) nodeSet(peer *cluster.Peer, fam int) string {
+	name := fmt.Sprintf("nodes%d-%s", fam, shortHash(peer.Key))
+	if _, ok := c.sets[name]; ok {
+		return name
+	}
+	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
+	var addrs []netip.Addr
+	for _, n := range c.src.Nodes() {
+		if peer.NodeSelector == nil || !peer.NodeSelector.Matches(n.Labels) {
+			continue
+		}
+		for _, a := range n.IPs {
+			if family(a) == fam {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	s.Addrs, _ = ruleset.PackAddrs(fam, addrs)
+	c.sets[name] = s
+	return name
+}
