@@ -18,6 +18,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
 )
@@ -43,6 +44,9 @@ type Options struct {
 	// Unscheduled adds, with some probability per namespace, a pod with no
 	// node and no address.
 	Unscheduled bool
+	// MaxClusterPolicies bounds the ClusterNetworkPolicies (0: none, and
+	// no Node objects either).
+	MaxClusterPolicies int
 }
 
 func (o Options) withDefaults() Options {
@@ -110,6 +114,10 @@ type Objects struct {
 	Namespaces []*corev1.Namespace
 	Pods       []*corev1.Pod
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies and Nodes are set by RandomObjects when
+	// Options.MaxClusterPolicies > 0.
+	ClusterPolicies []*npav1beta1.ClusterNetworkPolicy
+	Nodes           []*corev1.Node
 }
 
 // Random builds a random valid cluster and returns its snapshot and the raw
@@ -124,6 +132,7 @@ func Random(rng *rand.Rand, opts Options) (*cluster.Snapshot, []*networkingv1.Ne
 // so a conversion error is a bug in the generator and panics (test helper).
 func (o Objects) Snapshot() *cluster.Snapshot {
 	s, errs := cluster.NewSnapshot(o.Namespaces, o.Pods, o.Policies)
+	errs = append(errs, s.AddClusterPolicies(o.ClusterPolicies, o.Nodes)...)
 	if len(errs) > 0 {
 		panic(fmt.Sprintf("clustertest generated an invalid object: %v", errs))
 	}
@@ -192,6 +201,10 @@ func RandomObjects(rng *rand.Rand, opts Options) Objects {
 		for i := range n {
 			o.Policies = append(o.Policies, randomPolicy(rng, opts, pick(rng, nsNames), fmt.Sprintf("np-%d", i)))
 		}
+	}
+	if opts.MaxClusterPolicies > 0 {
+		o.Nodes = RandomNodes(rng, opts)
+		o.ClusterPolicies = RandomClusterPolicies(rng, opts, opts.MaxClusterPolicies)
 	}
 	return o
 }

@@ -15,6 +15,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/cluster/clustertest"
@@ -41,6 +42,8 @@ type naiveEndpoint struct {
 type naiveCluster struct {
 	namespaces map[string]*corev1.Namespace
 	policies   []*networkingv1.NetworkPolicy
+	cnps       []*npav1beta1.ClusterNetworkPolicy
+	nodes      []*corev1.Node
 }
 
 // allowed: "traffic is allowed if it is allowed by the egress policy of the
@@ -64,6 +67,189 @@ func (c naiveCluster) direction(typ networkingv1.PolicyType, self, other, dst na
 	if self.pod == nil || self.pod.Spec.HostNetwork {
 		return true // only pods are subject to policy; hostNetwork pods are not
 	}
+	// ClusterNetworkPolicy: "Policy tiers are evaluated in the following
+	// order: Admin tier, NetworkPolicy tier, Baseline tier"; "If a given
+	// connection wasn't allowed or denied by any of the tiers, ... all pods
+	// can communicate with each other."
+	if verdict, decided := c.naiveTier(npav1beta1.AdminTier, typ, self, other, dst, proto, port); decided {
+		return verdict
+	}
+	isolated, allowed := c.naiveV1(typ, self, other, dst, proto, port)
+	if isolated {
+		// "v1.NetworkPolicy always makes a final decision for selected pods."
+		return allowed
+	}
+	if verdict, decided := c.naiveTier(npav1beta1.BaselineTier, typ, self, other, dst, proto, port); decided {
+		return verdict
+	}
+	return true
+}
+
+// naiveTier: "Policies with lower priority values have higher precedence";
+// within a policy "a rule that appears at the top ... would take the
+// highest precedence". Accept and Deny decide; Pass "skips all further
+// ClusterNetworkPolicy rules in the current tier". Equal priorities: the
+// API leaves the order open; policyd documents name order, as here.
+func (c naiveCluster) naiveTier(tier npav1beta1.Tier, typ networkingv1.PolicyType, self, other, dst naiveEndpoint, proto string, port int32) (allowed, decided bool) {
+	var in []*npav1beta1.ClusterNetworkPolicy
+	for _, p := range c.cnps {
+		if p.Spec.Tier == tier {
+			in = append(in, p)
+		}
+	}
+	for i := 1; i < len(in); i++ { // insertion sort by (priority, name)
+		for j := i; j > 0 && (in[j].Spec.Priority < in[j-1].Spec.Priority || in[j].Spec.Priority == in[j-1].Spec.Priority && in[j].Name < in[j-1].Name); j-- {
+			in[j], in[j-1] = in[j-1], in[j]
+		}
+	}
+	for _, p := range in {
+		if !c.naiveSubject(p, self) {
+			continue
+		}
+		type rule struct {
+			action    npav1beta1.ClusterNetworkPolicyRuleAction
+			peers     []npav1beta1.ClusterNetworkPolicyEgressPeer
+			protocols []npav1beta1.ClusterNetworkPolicyProtocol
+		}
+		var rules []rule
+		if typ == networkingv1.PolicyTypeIngress {
+			for _, r := range p.Spec.Ingress {
+				var peers []npav1beta1.ClusterNetworkPolicyEgressPeer
+				for _, f := range r.From {
+					peers = append(peers, npav1beta1.ClusterNetworkPolicyEgressPeer{Namespaces: f.Namespaces, Pods: f.Pods})
+				}
+				rules = append(rules, rule{r.Action, peers, r.Protocols})
+			}
+		} else {
+			for _, r := range p.Spec.Egress {
+				rules = append(rules, rule{r.Action, r.To, r.Protocols})
+			}
+		}
+		for _, r := range rules {
+			if !c.naiveCNPPeers(r.peers, other) || !naiveProtocols(r.protocols, dst, proto, port) {
+				continue
+			}
+			switch r.action {
+			case npav1beta1.ClusterNetworkPolicyRuleActionAccept:
+				return true, true
+			case npav1beta1.ClusterNetworkPolicyRuleActionDeny:
+				return false, true
+			}
+			// Pass: in the Admin tier on to NetworkPolicies; in the
+			// Baseline tier on to the default, which allows.
+			return true, tier == npav1beta1.BaselineTier
+		}
+	}
+	return false, false
+}
+
+// naiveSubject: "Namespaces is used to select pods via namespace
+// selectors"; "Pods ... via namespace AND pod selectors"; "host-networked
+// pods are not included in subject selection".
+func (c naiveCluster) naiveSubject(p *npav1beta1.ClusterNetworkPolicy, self naiveEndpoint) bool {
+	if self.pod == nil || self.pod.Spec.HostNetwork {
+		return false
+	}
+	nsl := c.namespaceLabels(self.pod.Namespace)
+	if s := p.Spec.Subject.Namespaces; s != nil {
+		return naiveSelects(s, nsl)
+	}
+	if s := p.Spec.Subject.Pods; s != nil {
+		return naiveSelects(&s.NamespaceSelector, nsl) && naiveSelects(&s.PodSelector, self.pod.Labels)
+	}
+	return false
+}
+
+// naiveCNPPeers: "If any element matches ... the specified action is
+// applied."
+func (c naiveCluster) naiveCNPPeers(peers []npav1beta1.ClusterNetworkPolicyEgressPeer, ep naiveEndpoint) bool {
+	for _, p := range peers {
+		isPod := ep.pod != nil && !ep.pod.Spec.HostNetwork
+		switch {
+		case p.Namespaces != nil:
+			if isPod && naiveSelects(p.Namespaces, c.namespaceLabels(ep.pod.Namespace)) {
+				return true
+			}
+		case p.Pods != nil:
+			if isPod && naiveSelects(&p.Pods.NamespaceSelector, c.namespaceLabels(ep.pod.Namespace)) && naiveSelects(&p.Pods.PodSelector, ep.pod.Labels) {
+				return true
+			}
+		case len(p.Networks) > 0:
+			// "cluster-internal traffic will be checked against the rule as well"
+			for _, cidr := range p.Networks {
+				if _, n, err := net.ParseCIDR(string(cidr)); err == nil && naiveContains(n, ep.ip) {
+					return true
+				}
+			}
+		case p.Nodes != nil:
+			// "It selects the nodeIPs ... present in the node.Status.Addresses"
+			for _, n := range c.nodes {
+				if !naiveSelects(p.Nodes, n.Labels) {
+					continue
+				}
+				for _, a := range n.Status.Addresses {
+					if (a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP) && net.ParseIP(a.Address).Equal(ep.ip) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// naiveProtocols: "If unspecified, protocol-specific attributes will not be
+// used to match traffic."
+func naiveProtocols(ps []npav1beta1.ClusterNetworkPolicyProtocol, dst naiveEndpoint, proto string, port int32) bool {
+	if len(ps) == 0 {
+		return true
+	}
+	portOK := func(p *npav1beta1.Port) bool {
+		switch {
+		case p == nil:
+			return true
+		case p.Range != nil:
+			return port >= p.Range.Start && port <= p.Range.End
+		}
+		return port == p.Number
+	}
+	for _, p := range ps {
+		switch {
+		case p.TCP != nil:
+			if proto == "TCP" && portOK(p.TCP.DestinationPort) {
+				return true
+			}
+		case p.UDP != nil:
+			if proto == "UDP" && portOK(p.UDP.DestinationPort) {
+				return true
+			}
+		case p.SCTP != nil:
+			if proto == "SCTP" && portOK(p.SCTP.DestinationPort) {
+				return true
+			}
+		case p.DestinationNamedPort != "":
+			if dst.pod == nil || dst.pod.Spec.HostNetwork {
+				continue
+			}
+			for _, ctr := range dst.pod.Spec.Containers {
+				for _, cp := range ctr.Ports {
+					cpp := string(cp.Protocol)
+					if cpp == "" {
+						cpp = "TCP"
+					}
+					if cp.Name == p.DestinationNamedPort && cpp == proto && cp.ContainerPort == port {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// naiveV1 reports whether NetworkPolicies isolate self for typ and, if so,
+// whether they allow the packet.
+func (c naiveCluster) naiveV1(typ networkingv1.PolicyType, self, other, dst naiveEndpoint, proto string, port int32) (bool, bool) {
 	isolated, allowed := false, false
 	for _, np := range c.policies {
 		// A policy applies to pods in its own namespace selected by podSelector...
@@ -90,7 +276,7 @@ func (c naiveCluster) direction(typ networkingv1.PolicyType, self, other, dst na
 			}
 		}
 	}
-	return !isolated || allowed
+	return isolated, allowed
 }
 
 func naiveHasType(np *networkingv1.NetworkPolicy, typ networkingv1.PolicyType) bool {
@@ -357,7 +543,7 @@ func (p packetChoice) naive(objs clustertest.Objects) (src, dst naiveEndpoint) {
 }
 
 func naiveFor(objs clustertest.Objects) naiveCluster {
-	c := naiveCluster{namespaces: map[string]*corev1.Namespace{}, policies: objs.Policies}
+	c := naiveCluster{namespaces: map[string]*corev1.Namespace{}, policies: objs.Policies, cnps: objs.ClusterPolicies, nodes: objs.Nodes}
 	for _, ns := range objs.Namespaces {
 		c.namespaces[ns.Name] = ns
 	}
@@ -382,6 +568,7 @@ func compare(objs clustertest.Objects, s *cluster.Snapshot, pc packetChoice) str
 func shrink(objs clustertest.Objects, pc packetChoice) clustertest.Objects {
 	fails := func(o clustertest.Objects) bool {
 		s, errs := cluster.NewSnapshot(o.Namespaces, o.Pods, o.Policies)
+		errs = append(errs, s.AddClusterPolicies(o.ClusterPolicies, o.Nodes)...)
 		return len(errs) == 0 && compare(o, s, pc) != ""
 	}
 	cur := objs
@@ -514,6 +701,9 @@ func TestDifferential(t *testing.T) {
 			Unscheduled:     rng.IntN(4) == 0,
 			ExtraNamespaces: rng.IntN(2),
 			MaxPolicies:     1 + rng.IntN(8),
+		}
+		if i%2 == 1 {
+			opts.MaxClusterPolicies = 1 + rng.IntN(6)
 		}
 		objs := clustertest.RandomObjects(rng, opts)
 		s := objs.Snapshot()

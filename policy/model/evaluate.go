@@ -179,7 +179,7 @@ func (e *evaluator) judge(d cluster.Direction, pkt Packet, explain bool) Directi
 			keys[i] = c.Key()
 		}
 		out.Claimants = keys
-		out.Reason = fmt.Sprintf("as %s, one of the pods claiming %s (%s): %s", out.Pod, subject.IP, strings.Join(keys, ", "), out.Reason)
+		out.Reason = fmt.Sprintf("%s (judged as %s, one of the pods claiming %s: %s)", out.Reason, out.Pod, subject.IP, strings.Join(keys, ", "))
 	}
 	return out
 }

@@ -480,7 +480,9 @@ func checkInvariants(t *testing.T, d Decision) {
 		if dir.NearestMiss != nil && dir.Allowed {
 			t.Errorf("%s: NearestMiss on an allowed direction: %+v", dir.Direction, dir)
 		}
-		if !dir.Allowed && (!dir.Isolated || dir.Pod == "") {
+		// A denial is made by NetworkPolicies isolating the pod or by a
+		// ClusterNetworkPolicy rule selecting it.
+		if !dir.Allowed && ((!dir.Isolated && dir.ClusterRule == nil) || dir.Pod == "") {
 			t.Errorf("%s: denied but not an isolated pod: %+v", dir.Direction, dir)
 		}
 		if dir.Isolated != (len(dir.Policies) > 0) {

@@ -124,6 +124,9 @@ func TestCompiledRulesetAgreesWithModel_Random(t *testing.T) {
 	for seed := 1; seed <= seeds; seed++ {
 		rng := rand.New(rand.NewPCG(uint64(seed), 0x9d1))
 		opts := clustertest.Options{IPv6: seed%3 == 0, HostNetwork: seed%4 == 0, Unscheduled: seed%5 == 0}
+		if seed%2 == 0 {
+			opts.MaxClusterPolicies = 6 // ClusterNetworkPolicies of both tiers, and Node objects
+		}
 		snap, _ := clustertest.Random(rng, opts)
 		n, bad := Agreement(t, snap, extra)
 		total += n
