@@ -2,6 +2,8 @@ package nft
 
 import (
 	"context"
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/cluster/clustertest"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
@@ -104,6 +107,45 @@ func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
 	}
 	b2 := newBackendIn(t, textNS)
 	st, err := b2.Sync(context.Background(), rs)
+	if err != nil || st.Ops != 0 {
+		t.Fatalf("adopting the nft -f table: %+v, %v; want 0 ops", st, err)
+	}
+}
+
+// TestLower_CompiledClusterPoliciesMatchNftText: a ruleset compiled from
+// random ClusterNetworkPolicies (tier chains: accept, drop, return and goto
+// verdicts, node and network peers) lists the same whether applied as text
+// or through netlink, and the netlink backend adopts the text table with
+// 0 operations.
+func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
+	var rs *ruleset.Ruleset
+	for seed := uint64(1); seed < 200 && rs == nil; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		snap, _ := clustertest.Random(rng, clustertest.Options{IPv6: true, MaxClusterPolicies: 6})
+		cand, err := compile.Compile(selectors.FromSnapshot(snap), "node-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if txt := cand.Text(); strings.Contains(txt, " goto ") && strings.Contains(txt, "nodes4-") && strings.Contains(txt, "-baseline-") {
+			rs = cand
+		}
+	}
+	if rs == nil {
+		t.Fatal("no seed compiled to a ruleset with goto, node peers and a baseline chain: the generator changed")
+	}
+	textNS, _ := kernelNS(t)
+	ns, b := kernelNS(t)
+	applyText(t, textNS, rs.Text())
+	if _, err := b.Sync(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if got, exp := listTable(t, ns), listTable(t, textNS); got != exp {
+		t.Fatalf("nft list differs (-nft -f +netlink):\n%s", lineDiff(exp, got))
+	}
+	if gotX, expX := ruleExprs(t, ns), ruleExprs(t, textNS); gotX != expX {
+		t.Fatalf("rule expressions differ (-nft -f +netlink):\n%s", lineDiff(expX, gotX))
+	}
+	st, err := newBackendIn(t, textNS).Sync(context.Background(), rs)
 	if err != nil || st.Ops != 0 {
 		t.Fatalf("adopting the nft -f table: %+v, %v; want 0 ops", st, err)
 	}
