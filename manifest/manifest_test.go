@@ -10,6 +10,9 @@ import (
 	"unicode/utf16"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Small documents reused by the tables.
@@ -623,4 +626,45 @@ func TestObjects_Snapshot(t *testing.T) {
 	if !slices.Equal(keys, []string{"shop/bad", "shop/deny"}) {
 		t.Errorf("policies = %v", keys)
 	}
+}
+
+// TestDecode_ClusterNetworkPolicies: both served apiVersions decode, as
+// v1beta1; a Node too; unknown fields in a CNP are errors.
+func TestDecode_ClusterNetworkPolicies(t *testing.T) {
+	t.Parallel()
+	in := `apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: a}
+spec: {tier: Admin, priority: 1, subject: {namespaces: {}}, ingress: [{action: Deny, from: [{namespaces: {}}]}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: b, namespace: ignored}
+spec: {tier: Baseline, priority: 2, subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: x}}}}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {zone: a}}
+status: {addresses: [{type: InternalIP, address: 10.1.0.1}]}
+`
+	got, err := Decode("in.yaml", []byte(in))
+	require.NoError(t, err)
+	require.Len(t, got.ClusterPolicies, 2)
+	assert.Equal(t, "policy.networking.k8s.io/v1beta1", got.ClusterPolicies[1].APIVersion)
+	assert.Equal(t, "b", got.ClusterPolicies[1].Name)
+	assert.Empty(t, got.ClusterPolicies[1].Namespace)
+	assert.Equal(t, "x", got.ClusterPolicies[1].Spec.Subject.Pods.PodSelector.MatchLabels["app"])
+	require.Len(t, got.Nodes, 1)
+	snap, errs := got.Snapshot()
+	require.Empty(t, errs)
+	require.Len(t, snap.ClusterPolicies, 2)
+	assert.Equal(t, "a", snap.ClusterPolicies[0].Name, "Admin first")
+	require.Len(t, snap.Nodes, 1)
+
+	_, err = Decode("bad.yaml", []byte("apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\nmetadata: {name: a}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}, extra: 1}\n"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown field "spec.extra"`)
+	_, err = Decode("old.yaml", []byte("apiVersion: policy.networking.k8s.io/v1alpha1\nkind: ClusterNetworkPolicy\nmetadata: {name: a}\n"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "policy.networking.k8s.io/v1beta1 or policy.networking.k8s.io/v1alpha2")
 }
