@@ -3,11 +3,14 @@ package compile_test
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
@@ -128,6 +131,182 @@ func BenchmarkPartialSyncOps(b *testing.B) {
 		b.Run(ch.name, func(b *testing.B) {
 			ix := selectors.FromSnapshot(snap)
 			cc := &compile.Compiler{} // long-lived, as in the agent
+			before, err := cc.Compile(ix, benchNode)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ops := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				ch.apply(ix)
+				after, err := cc.Compile(ix, benchNode)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ops = ruleset.Diff(before, after).Ops()
+				b.StopTimer()
+				ch.undo(ix)
+				b.StartTimer()
+			}
+			if ops == 0 {
+				b.Fatalf("%s changed nothing on the node: the benchmark does not measure what it says", ch.name)
+			}
+			b.ReportMetric(float64(ops), "ops/change")
+		})
+	}
+}
+
+// benchClusterPolicies returns n Admin and n Baseline ClusterNetworkPolicies
+// over the synthetic cluster's namespaces: policy i selects the pods of
+// namespace i%(namespaces/2) (so the benchmark node's pods are selected by
+// two of each tier) and has an ingress Deny (Admin) or Accept
+// (Baseline) from the next namespace on one TCP port, a Pass from every
+// namespace on another, and an egress Accept to a network.
+func benchClusterPolicies(b *testing.B, snap *cluster.Snapshot, n int, tweak func(i int, c *npav1beta1.ClusterNetworkPolicy)) []*cluster.ClusterPolicy {
+	b.Helper()
+	var names []string
+	for name := range snap.Namespaces {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var out []*cluster.ClusterPolicy
+	for _, tier := range []npav1beta1.Tier{npav1beta1.AdminTier, npav1beta1.BaselineTier} {
+		for i := range n {
+			ns, next := names[i%(len(names)/2)], names[(i+1)%len(names)] // two of each tier per namespace
+			action := npav1beta1.ClusterNetworkPolicyRuleActionDeny
+			if tier == npav1beta1.BaselineTier {
+				action = npav1beta1.ClusterNetworkPolicyRuleActionAccept
+			}
+			c := &npav1beta1.ClusterNetworkPolicy{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", strings.ToLower(string(tier)), i)},
+				Spec: npav1beta1.ClusterNetworkPolicySpec{
+					Tier: tier, Priority: int32(i % 1000),
+					Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+					Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{
+						{Name: "from-next", Action: action,
+							From:      []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": next}}}},
+							Protocols: []npav1beta1.ClusterNetworkPolicyProtocol{{TCP: &npav1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &npav1beta1.Port{Number: int32(9000 + i)}}}}},
+						{Name: "pass-all", Action: npav1beta1.ClusterNetworkPolicyRuleActionPass,
+							From:      []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}},
+							Protocols: []npav1beta1.ClusterNetworkPolicyProtocol{{TCP: &npav1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &npav1beta1.Port{Number: 8443}}}}},
+					},
+					Egress: []npav1beta1.ClusterNetworkPolicyEgressRule{{Name: "to-net", Action: npav1beta1.ClusterNetworkPolicyRuleActionAccept,
+						To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Networks: []npav1beta1.CIDR{npav1beta1.CIDR(fmt.Sprintf("192.168.%d.0/24", i%256))}}}}},
+				},
+			}
+			if tweak != nil {
+				tweak(i, c)
+			}
+			cp, errs := cluster.ConvertClusterPolicy(c)
+			if len(errs) > 0 {
+				b.Fatal(errs)
+			}
+			out = append(out, cp)
+		}
+	}
+	return out
+}
+
+// BenchmarkCompileClusterPolicies compiles the 10,000-pod / 2,000-policy
+// cluster's benchmark node without ClusterNetworkPolicies (the baseline, in
+// the same run) and with 100 Admin + 100 Baseline ones.
+func BenchmarkCompileClusterPolicies(b *testing.B) {
+	for _, n := range []int{0, 100} {
+		b.Run(fmt.Sprintf("pods=10000/policies=2000/cnps=%d", 2*n), func(b *testing.B) {
+			snap := selectorstest.Synthetic(10000, 2000, 100, 1)
+			stride := len(snap.Pods) / 100
+			for i, p := range snap.Pods {
+				if i%stride == 0 && !p.HostNetwork {
+					p.NodeName = benchNode
+				}
+			}
+			ix := selectors.FromSnapshot(snap)
+			for _, cp := range benchClusterPolicies(b, snap, n, nil) {
+				ix.UpsertClusterPolicy(cp)
+			}
+			rs, err := compile.Compile(ix, benchNode)
+			if err != nil {
+				b.Fatal(err)
+			}
+			elems, rules := 0, 0
+			for _, s := range rs.Sets {
+				elems += s.Len()
+			}
+			for _, c := range rs.Chains {
+				rules += len(c.Rules)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := compile.Compile(ix, benchNode); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(elems), "elements")
+			b.ReportMetric(float64(len(rs.Chains)), "chains")
+			b.ReportMetric(float64(rules), "rules")
+		})
+	}
+}
+
+// BenchmarkPartialSyncOpsClusterPolicies: on the 10k/2k cluster with 100
+// Admin + 100 Baseline CNPs, what a pod add, a CNP action change and a CNP
+// priority change cost (recompile + diff) and write (ops/change).
+func BenchmarkPartialSyncOpsClusterPolicies(b *testing.B) {
+	snap := selectorstest.Synthetic(10000, 2000, 100, 1)
+	stride := len(snap.Pods) / 100
+	var local []*cluster.Pod
+	for i, p := range snap.Pods {
+		if i%stride == 0 && !p.HostNetwork && len(p.IPs) > 0 {
+			p.NodeName = benchNode
+			local = append(local, p)
+		}
+	}
+	cps := benchClusterPolicies(b, snap, 100, nil)
+	// The first Admin CNP selecting a local pod's namespace, edited.
+	var victim *cluster.Pod
+	var target *cluster.ClusterPolicy
+	for _, p := range local {
+		for _, cp := range cps {
+			if cp.SelectsPod(p, snap.NamespaceLabels(p.Namespace)) {
+				victim, target = p, cp
+				break
+			}
+		}
+		if target != nil {
+			break
+		}
+	}
+	if target == nil {
+		b.Fatal("no CNP selects a local pod")
+	}
+	edit := func(f func(*cluster.ClusterPolicy)) *cluster.ClusterPolicy {
+		c := *target
+		c.Ingress = slices.Clone(target.Ingress)
+		f(&c)
+		return &c
+	}
+	denied := edit(func(c *cluster.ClusterPolicy) { c.Ingress[1].Action = cluster.ActionDeny })
+	moved := edit(func(c *cluster.ClusterPolicy) { c.Priority = 999 })
+	added := *victim
+	added.Name = "bench-added"
+	added.IPs = []netip.Addr{netip.MustParseAddr("10.250.0.1")}
+	changes := []struct {
+		name        string
+		apply, undo func(*selectors.Index)
+	}{
+		{"pod-add", func(ix *selectors.Index) { ix.UpsertPod(&added) }, func(ix *selectors.Index) { ix.DeletePod(added.Namespace, added.Name) }},
+		{"cnp-action-change", func(ix *selectors.Index) { ix.UpsertClusterPolicy(denied) }, func(ix *selectors.Index) { ix.UpsertClusterPolicy(target) }},
+		{"cnp-priority-change", func(ix *selectors.Index) { ix.UpsertClusterPolicy(moved) }, func(ix *selectors.Index) { ix.UpsertClusterPolicy(target) }},
+	}
+	for _, ch := range changes {
+		b.Run(ch.name, func(b *testing.B) {
+			ix := selectors.FromSnapshot(snap)
+			for _, cp := range cps {
+				ix.UpsertClusterPolicy(cp)
+			}
+			cc := &compile.Compiler{}
 			before, err := cc.Compile(ix, benchNode)
 			if err != nil {
 				b.Fatal(err)
