@@ -10,6 +10,7 @@ import (
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/policy/trace"
 )
 
 // Small sizes: these tests check the mechanism, not speed.
@@ -264,5 +265,35 @@ func TestPacketPath_CompiledTableSitsOnThePath(t *testing.T) {
 				t.Errorf("flow got through: %d of %d datagrams received, %d connections (%d failed)", u.Received, u.Sent, c.Connected, c.Failed)
 			}
 		})
+	}
+}
+
+// TestScenario_ClusterPoliciesOnThePath: with the benchmark's CNPs the flow
+// is still allowed, and in both directions it walks Admin rules (several
+// CNPs select both pods) before its NetworkPolicies admit it.
+func TestScenario_ClusterPoliciesOnThePath(t *testing.T) {
+	t.Parallel()
+	sc, _ := newTestScenario(t)
+	rs, err := sc.CompileWithClusterPolicies(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, proto := range []uint8{6, 17} {
+		res, err := trace.Trace(rs, ruleset.HookPostrouting, trace.Packet{Src: sc.Src.IPs[0], Dst: sc.Dst.IPs[0], Protocol: proto, Port: Port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Allowed() {
+			t.Fatalf("protocol %d: the benchmark flow is dropped with CNPs:\n%s", proto, res)
+		}
+		tiers := 0
+		for _, st := range res.Steps {
+			if strings.Contains(st.Chain, "-tier-") {
+				tiers++
+			}
+		}
+		if tiers < 2*20 {
+			t.Errorf("protocol %d: the flow walked %d tier-chain rules, want at least 40 (20 CNPs select each pod, both directions):\n%s", proto, tiers, res)
+		}
 	}
 }

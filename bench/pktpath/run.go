@@ -26,13 +26,17 @@ type Options struct {
 	// Rounds is how many times each configuration is measured; the rounds
 	// interleave the configurations (a, b, c, a, b, c, …).
 	Rounds int
+	// ClusterPolicies adds configuration (b+cnp): the compiled table with
+	// this many Admin and as many Baseline ClusterNetworkPolicies
+	// (Scenario.ClusterPolicies); 0 leaves it out.
+	ClusterPolicies int
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
 
 // Configuration is one state of the node's nftables ruleset.
 type Configuration struct {
-	// ID is "a", "b", "c" or "ct"; Label says what it is.
+	// ID is "a", "b", "b+cnp", "c" or "ct"; Label says what it is.
 	ID, Label string
 	// Text is the `nft -f` input loaded into the node ("" for no table).
 	Text string
@@ -161,6 +165,16 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		{Configuration: Configuration{ID: "ct", Label: "conntrack only (ct state established,related accept)", Text: ConntrackOnlyText}},
 		{Configuration: Configuration{ID: "b", Label: "compiled policyd table (sets, vmaps)", Text: rs.Text()}},
 		{Configuration: Configuration{ID: "c", Label: "linear allow-list, one rule per peer", Text: lin.Text}},
+	}
+	if opts.ClusterPolicies > 0 {
+		crs, err := sc.CompileWithClusterPolicies(opts.ClusterPolicies)
+		if err != nil {
+			return nil, err
+		}
+		cnp := &Measurement{Configuration: Configuration{ID: "b+cnp",
+			Label: fmt.Sprintf("compiled, plus %d Admin + %d Baseline ClusterNetworkPolicies (%d of each select both pods)", opts.ClusterPolicies, opts.ClusterPolicies, (opts.ClusterPolicies+4)/5),
+			Text:  crs.Text()}}
+		rep.Results = slices.Insert(rep.Results, 3, cnp)
 	}
 
 	topo, err := NewTopology(src, dst)

@@ -16,6 +16,7 @@ package pktpath
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
 	"github.com/policyd/policyd/selectors/selectorstest"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Names of the benchmark's own objects in the synthetic cluster.
@@ -436,4 +438,85 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 	}
 	fmt.Fprintf(&b, "\t\tip daddr %s drop\n\t}\n}\n", dst)
 	return &Linear{Text: b.String(), Rules: len(order)}, nil
+}
+
+// ClusterPolicies returns n Admin and n Baseline ClusterNetworkPolicies for
+// the scenario: every fifth of each tier selects both benchmark pods (their
+// namespaces carry team=bench), the others the synthetic namespaces in
+// turn. The ones selecting the benchmark pods hold rules the benchmark flow
+// must walk and miss (a Deny from another namespace on another port, an
+// egress Deny to another network), and the last Admin one a Pass for the
+// benchmark flow, so the packet goes on to its NetworkPolicies, which allow
+// it; the Baseline tier is never reached, since NetworkPolicies isolate
+// both pods. Converting them is the caller's part.
+func (sc *Scenario) ClusterPolicies(n int) []*npav1beta1.ClusterNetworkPolicy {
+	var nss []string
+	for name := range sc.Snapshot.Namespaces {
+		if name != ClientNamespace && name != ServerNamespace {
+			nss = append(nss, name)
+		}
+	}
+	slices.Sort(nss)
+	bench := &metav1.LabelSelector{MatchLabels: map[string]string{"team": "bench"}}
+	var out []*npav1beta1.ClusterNetworkPolicy
+	for _, tier := range []npav1beta1.Tier{npav1beta1.AdminTier, npav1beta1.BaselineTier} {
+		for i := range n {
+			subject := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: nss[i%len(nss)]}}
+			if i%5 == 0 {
+				subject = bench
+			}
+			other := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: nss[(i+1)%len(nss)]}}
+			c := &npav1beta1.ClusterNetworkPolicy{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pdbench-%s-%03d", strings.ToLower(string(tier)), i)},
+				Spec: npav1beta1.ClusterNetworkPolicySpec{
+					Tier: tier, Priority: int32(i),
+					Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: subject},
+					Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{{
+						Name: "deny-other", Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny,
+						From:      []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: other}},
+						Protocols: []npav1beta1.ClusterNetworkPolicyProtocol{{TCP: &npav1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &npav1beta1.Port{Number: int32(7000 + i)}}}},
+					}},
+					Egress: []npav1beta1.ClusterNetworkPolicyEgressRule{{
+						Name: "deny-net", Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny,
+						To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Networks: []npav1beta1.CIDR{npav1beta1.CIDR(fmt.Sprintf("192.168.%d.0/24", i%256))}}},
+					}},
+				},
+			}
+			out = append(out, c)
+		}
+	}
+	pass := []npav1beta1.ClusterNetworkPolicyProtocol{
+		{TCP: &npav1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &npav1beta1.Port{Number: Port}}},
+		{UDP: &npav1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: &npav1beta1.Port{Number: Port}}},
+	}
+	out = append(out, &npav1beta1.ClusterNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "pdbench-admin-pass"},
+		Spec: npav1beta1.ClusterNetworkPolicySpec{
+			Tier: npav1beta1.AdminTier, Priority: 1000,
+			Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: bench},
+			Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{{Name: "pass-bench", Action: npav1beta1.ClusterNetworkPolicyRuleActionPass,
+				From: []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: bench}}, Protocols: pass}},
+			Egress: []npav1beta1.ClusterNetworkPolicyEgressRule{{Name: "pass-bench", Action: npav1beta1.ClusterNetworkPolicyRuleActionPass,
+				To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Namespaces: bench}}, Protocols: pass}},
+		},
+	})
+	return out
+}
+
+// CompileWithClusterPolicies compiles the scenario's node with n Admin and
+// n Baseline ClusterNetworkPolicies (ClusterPolicies) added.
+func (sc *Scenario) CompileWithClusterPolicies(n int) (*ruleset.Ruleset, error) {
+	ix := selectors.FromSnapshot(sc.Snapshot)
+	for _, c := range sc.ClusterPolicies(n) {
+		cp, errs := cluster.ConvertClusterPolicy(c)
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("scenario: cluster network policy %s: %v", c.Name, errs)
+		}
+		ix.UpsertClusterPolicy(cp)
+	}
+	rs, err := compile.Compile(ix, sc.Node)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: compile for node %s: %w", sc.Node, err)
+	}
+	return rs, nil
 }

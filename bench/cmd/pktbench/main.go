@@ -28,6 +28,7 @@ func main() {
 	flag.IntVar(&opts.Policies, "policies", 2000, "NetworkPolicies of the synthetic cluster")
 	flag.IntVar(&opts.Namespaces, "namespaces", 0, "namespaces of the synthetic cluster (0: one per 50 pods, at least 2)")
 	flag.Int64Var(&opts.Seed, "seed", 1, "seed of the synthetic cluster")
+	flag.IntVar(&opts.ClusterPolicies, "cnps", 100, "Admin and as many Baseline ClusterNetworkPolicies for configuration (b+cnp); 0 leaves it out")
 	quiet := flag.Bool("q", false, "do not print progress to stderr")
 	flag.Parse()
 	if opts.Namespaces == 0 {
