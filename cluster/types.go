@@ -328,4 +328,7 @@ type Snapshot struct {
 	// (SortClusterPolicies); Nodes the nodes, by name.
 	ClusterPolicies []*ClusterPolicy
 	Nodes           []*Node
+	// Services are the Services (explain only: nothing is enforced on them),
+	// sorted by key, each with its EndpointSlices.
+	Services []*Service
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,6 +63,8 @@ var (
 	gvkPod            = corev1.SchemeGroupVersion.WithKind(KindPod)
 	gvkNode           = corev1.SchemeGroupVersion.WithKind(KindNode)
 	gvkNetworkPolicy  = networkingv1.SchemeGroupVersion.WithKind(KindNetworkPolicy)
+	gvkService        = corev1.SchemeGroupVersion.WithKind(KindService)
+	gvkEndpointSlice  = discoveryv1.SchemeGroupVersion.WithKind(KindEndpointSlice)
 	gvkCNPv1beta1     = npav1beta1.SchemeGroupVersion.WithKind(KindClusterNetworkPolicy)
 	gvkCNPv1alpha2    = npav1alpha2.SchemeGroupVersion.WithKind(KindClusterNetworkPolicy)
 	clusterScopedGVKs = []schema.GroupVersionKind{gvkNamespace, gvkNode, gvkCNPv1beta1, gvkCNPv1alpha2}
@@ -74,6 +77,8 @@ var wanted = map[string][]schema.GroupVersionKind{
 	KindNode:                 {gvkNode},
 	KindNetworkPolicy:        {gvkNetworkPolicy},
 	KindClusterNetworkPolicy: {gvkCNPv1beta1, gvkCNPv1alpha2},
+	KindService:              {gvkService},
+	KindEndpointSlice:        {gvkEndpointSlice},
 }
 
 // loader accumulates objects, notes and errors over one or more streams.
@@ -357,7 +362,7 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 		var hard []string
 		for _, e := range strict.Errors() {
 			msg := e.Error()
-			lenient := gvk == gvkNamespace || gvk == gvkPod || gvk == gvkNode // policies: unknown fields are errors
+			lenient := gvk == gvkNamespace || gvk == gvkPod || gvk == gvkNode || gvk == gvkService || gvk == gvkEndpointSlice // policies: unknown fields are errors
 			if lenient && strings.HasPrefix(msg, "unknown field ") {
 				ignored = append(ignored, msg)
 				continue
@@ -385,6 +390,10 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 	case *corev1.Node:
 		o.Namespace = ""
 		meta, nameFn, namespaced = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain, false
+	case *corev1.Service:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNS1035Label
+	case *discoveryv1.EndpointSlice:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
 	case *npav1beta1.ClusterNetworkPolicy:
 		o.Namespace = ""
 		meta, nameFn, namespaced = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain, false
@@ -438,6 +447,10 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 		l.out.Policies = append(l.out.Policies, o)
 	case *corev1.Node:
 		l.out.Nodes = append(l.out.Nodes, o)
+	case *corev1.Service:
+		l.out.Services = append(l.out.Services, o)
+	case *discoveryv1.EndpointSlice:
+		l.out.EndpointSlices = append(l.out.EndpointSlices, o)
 	case *npav1beta1.ClusterNetworkPolicy:
 		l.out.ClusterPolicies = append(l.out.ClusterPolicies, o)
 	}

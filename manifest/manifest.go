@@ -69,6 +69,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
@@ -85,6 +86,10 @@ const (
 	// KindClusterNetworkPolicy is read in policy.networking.k8s.io v1beta1
 	// and v1alpha2 (same schema; decoded as v1beta1).
 	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
+	// KindService and KindEndpointSlice (discovery.k8s.io/v1) serve explain
+	// only: they say which pods a service address leads to.
+	KindService       = "Service"
+	KindEndpointSlice = "EndpointSlice"
 )
 
 // Objects is the result of reading one or more manifests: the objects policyd
@@ -97,6 +102,9 @@ type Objects struct {
 	// as v1beta1; Nodes the Nodes (for nodes peers).
 	ClusterPolicies []*npav1beta1.ClusterNetworkPolicy
 	Nodes           []*corev1.Node
+	// Services and EndpointSlices, for explain through Services.
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
 	// Notes are human-readable remarks that are not errors: skipped objects
 	// ("examples/a.yaml: document 3: skipped apps/v1 Deployment shop/web") and
 	// unknown fields ignored on Pods and Namespaces.
@@ -126,7 +134,8 @@ func (o *Objects) Source(kind, namespace, name string) string {
 // as the conversion is fail-closed.
 func (o *Objects) Snapshot() (*cluster.Snapshot, []error) {
 	s, errs := cluster.NewSnapshot(o.Namespaces, o.Pods, o.Policies)
-	return s, append(errs, s.AddClusterPolicies(o.ClusterPolicies, o.Nodes)...)
+	errs = append(errs, s.AddClusterPolicies(o.ClusterPolicies, o.Nodes)...)
+	return s, append(errs, s.AddServices(o.Services, o.EndpointSlices)...)
 }
 
 // Error is a problem with one document of a manifest, or with a whole file

@@ -45,12 +45,11 @@ spec:
   podSelector: {}
 `
 	svc = `apiVersion: v1
-kind: Service
+kind: ConfigMap
 metadata:
   name: web
   namespace: shop
-spec:
-  ports: [{port: 80}]
+data: {port: "80"}
 `
 )
 
@@ -122,13 +121,13 @@ items:
   metadata: {name: p, namespace: shop}
   spec: {podSelector: {}}
 - apiVersion: v1
-  kind: Service
+  kind: ConfigMap
   metadata: {name: s, namespace: shop}
 `),
 			want: summary{
 				Pods:     []string{"shop/a"},
 				Policies: []string{"shop/p"},
-				Notes:    []string{"in.yaml: document 1 items[2]: skipped v1 Service shop/s"},
+				Notes:    []string{"in.yaml: document 1 items[2]: skipped v1 ConfigMap shop/s"},
 			},
 		},
 		{
@@ -199,7 +198,7 @@ items:
 			want: summary{
 				Namespaces: []string{"shop"},
 				Notes: []string{
-					"in.yaml: document 2: skipped v1 Service shop/web",
+					"in.yaml: document 2: skipped v1 ConfigMap shop/web",
 					"in.yaml: document 3: skipped apps/v1 Deployment shop/web",
 					"in.yaml: document 4: skipped example.com/v1 Widget w",
 					"in.yaml: document 5: skipped rbac.authorization.k8s.io/v1 ClusterRole view",
@@ -539,7 +538,7 @@ func TestLoadPath(t *testing.T) {
 		Namespaces: []string{"shop", "linked"},
 		Pods:       []string{"shop/web"},
 		Policies:   []string{"shop/deny"},
-		Notes:      []string{filepath.Join(dir, "sub/deeper/d.yaml") + ": document 1: skipped v1 Service shop/web"},
+		Notes:      []string{filepath.Join(dir, "sub/deeper/d.yaml") + ": document 1: skipped v1 ConfigMap shop/web"},
 	}
 	if diff := cmp.Diff(want, summarize(got)); diff != "" {
 		t.Errorf("LoadPath (-want +got):\n%s", diff)
