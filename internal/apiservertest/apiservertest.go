@@ -217,7 +217,7 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 		for _, p := range []*process{s.etcd, s.apiserver} {
 			select {
 			case <-p.done:
-				err := fmt.Errorf("%s exited before the API server was ready: %v\n%s", p.name, p.waitErr, p.tail(40))
+				err := fmt.Errorf("%s exited before the API server was ready: %v\n%s", p.name, p.waitErr, p.tail(40)) //nolint:errorlint // waitErr is nil when the process exited 0; %w would print %!w(<nil>)
 				if p.logContains("address already in use") {
 					err = fmt.Errorf("%w: %w", errPortTaken, err)
 				}
