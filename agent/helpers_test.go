@@ -107,7 +107,7 @@ func (ta *testAgent) stop() {
 	ta.cancel = nil
 	select {
 	case err := <-ta.done:
-		if err != nil && err != context.Canceled {
+		if err != nil && err != context.Canceled { //nolint:errorlint // exact on purpose: Run returns ctx.Err() itself
 			ta.t.Errorf("agent.Run: %v", err)
 		}
 	case <-time.After(30 * time.Second):

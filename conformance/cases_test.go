@@ -440,7 +440,7 @@ func TestParseCase(t *testing.T) {
 		{name: "wrong apiVersion", file: "ok.yaml", data: strings.Replace(validCase, "networking.k8s.io/v1", "extensions/v1beta1", 1), wantErr: `policies[0].apiVersion`},
 		{name: "missing namespace", file: "ok.yaml", data: strings.Replace(validCase, ", namespace: x", "", 1), wantErr: `metadata.namespace: required`},
 		{name: "bad table mark", file: "ok.yaml", data: strings.Replace(validCase, "x/a -   X", "x/a -   Y", 1), wantErr: `unknown mark "Y"`},
-		{name: "no table", file: "ok.yaml", data: validCase[:strings.Index(validCase, "  expect:")], wantErr: `expect: at least one`},
+		{name: "no table", file: "ok.yaml", data: strings.Split(validCase, "  expect:")[0], wantErr: `expect: at least one`},
 		{name: "no steps", file: "ok.yaml", data: "name: ok\nupstream: u\nsteps: []\n", wantErr: `steps: at least one`},
 		{name: "no upstream", file: "ok.yaml", data: strings.Replace(validCase, `upstream: "[sig-network] Netpol something"`, "", 1), wantErr: `upstream: required`},
 		{name: "bad delete key", file: "ok.yaml", data: strings.Replace(validCase, "  expect:", "  deletePolicies: [deny]\n  expect:", 1), wantErr: `deletePolicies[0]`},

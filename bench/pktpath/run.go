@@ -186,10 +186,10 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	// Warm up (neighbour entries, caches) without a table, and check that the
 	// topology carries the flow at all.
 	if u, err := topo.UDP(warmup); err != nil || u.Received == 0 {
-		return rep, fmt.Errorf("warm-up: no UDP datagram got through without any table (%d sent): %v", u.Sent, err)
+		return rep, fmt.Errorf("warm-up: no UDP datagram got through without any table (%d sent): %v", u.Sent, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
 	}
 	if c, err := topo.TCP(warmup); err != nil || c.Connected == 0 {
-		return rep, fmt.Errorf("warm-up: no TCP connection got through without any table (%d failed): %v", c.Failed, err)
+		return rep, fmt.Errorf("warm-up: no TCP connection got through without any table (%d failed): %v", c.Failed, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
 	}
 
 	for round := 1; round <= opts.Rounds; round++ {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -14,7 +15,7 @@ var version = "dev"
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
-		if e, ok := err.(*exitError); !ok || e.err != nil {
+		if e := (*exitError)(nil); !errors.As(err, &e) || e.err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 		}
 		os.Exit(exitCode(err))
@@ -60,7 +61,7 @@ func (e *exitError) Error() string {
 }
 
 func exitCode(err error) int {
-	if e, ok := err.(*exitError); ok {
+	if e := (*exitError)(nil); errors.As(err, &e) {
 		return e.code
 	}
 	return 1

@@ -68,13 +68,13 @@ func acquireRunLock(run string) (*runLock, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }() // the temporary name only; the lock lives on under lockPath
 	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return nil, fmt.Errorf("locking %s: %w", tmp.Name(), err)
 	}
 	if err := os.Link(tmp.Name(), lockPath(run)); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("run id %q is in use (%s exists)", run, lockPath(run))
 		}
@@ -93,7 +93,7 @@ func (r *runLock) release() error {
 	if errors.Is(err, os.ErrNotExist) {
 		err = nil
 	}
-	r.f.Close()
+	_ = r.f.Close() // closing drops the lock; the file was never written
 	r.f = nil
 	return err
 }
@@ -107,7 +107,7 @@ func claimDeadRun(run string) (dead bool, held *os.File) {
 		return true, nil
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		_ = f.Close()
 		return false, nil
 	}
 	return true, f
@@ -124,7 +124,7 @@ func CleanupLeftovers() error {
 	var held []*os.File
 	defer func() {
 		for _, f := range held {
-			f.Close()
+			_ = f.Close()
 		}
 	}()
 	isDead := func(run string) bool {

@@ -195,7 +195,7 @@ func dial(ctx context.Context, ns netns.NsHandle, proto cluster.Protocol, dst ne
 			answer = string(b)
 			if len(b) == 0 {
 				// Connected, but the answer was dropped or reset.
-				return fmt.Errorf("%w (%v)", errNoAnswer, err)
+				return fmt.Errorf("%w (%v)", errNoAnswer, err) //nolint:errorlint // err is nil on a clean EOF; only errNoAnswer classifies the probe
 			}
 			return nil
 		default:

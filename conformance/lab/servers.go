@@ -120,7 +120,7 @@ func (s *servers) close() {
 		return
 	}
 	for _, c := range s.closers {
-		c.Close()
+		_ = c.Close() // listeners and packet sockets: nothing to flush
 	}
 	s.closers = nil
 	s.wg.Wait()

@@ -43,15 +43,15 @@ func openNS(name string, extra ...sysctl) (*nsNode, error) {
 		{"net/ipv6/conf/default/accept_dad", "0"},
 	}, extra...)
 	if err := setSysctls(h, settings...); err != nil {
-		n.close()
+		_ = n.close() // the setup error is the one to report
 		return nil, fmt.Errorf("network namespace %s: %w", name, err)
 	}
 	if n.nl, err = netlink.NewHandleAt(h); err != nil {
-		n.close()
+		_ = n.close() // the setup error is the one to report
 		return nil, fmt.Errorf("network namespace %s: netlink: %w", name, err)
 	}
 	if err := n.up("lo"); err != nil {
-		n.close()
+		_ = n.close() // the setup error is the one to report
 		return nil, err
 	}
 	return n, nil

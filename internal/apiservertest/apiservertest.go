@@ -217,7 +217,7 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 		for _, p := range []*process{s.etcd, s.apiserver} {
 			select {
 			case <-p.done:
-				err := fmt.Errorf("%s exited before the API server was ready: %v\n%s", p.name, p.waitErr, p.tail(40))
+				err := fmt.Errorf("%s exited before the API server was ready: %v\n%s", p.name, p.waitErr, p.tail(40)) //nolint:errorlint // waitErr is nil when the process exited 0; %w would print %!w(<nil>)
 				if p.logContains("address already in use") {
 					err = fmt.Errorf("%w: %w", errPortTaken, err)
 				}
@@ -331,7 +331,7 @@ func freePorts(n int) ([]int, error) {
 		if err != nil {
 			return nil, fmt.Errorf("find a free port: %w", err)
 		}
-		defer l.Close()
+		defer l.Close() //nolint:gocritic // on purpose: every listener is held until all n ports are known
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil

@@ -172,7 +172,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		}
 		c.localPods = append(c.localPods, p)
 	}
-	if err := c.conflictEntries(node); err != nil {
+	if err := c.conflictEntries(); err != nil {
 		return nil, err
 	}
 	namedAll = c.egressNamed
@@ -321,7 +321,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 	for _, pol := range group {
 		for ri, rule := range pol.Rules(d) {
 			comment := truncate(fmt.Sprintf("%s %s[%d]", pol.Key(), d, ri))
-			portSet, named, ok := c.portMatch(rule, d)
+			portSet, named, ok := c.portMatch(rule)
 			if !ok {
 				continue // every port entry was invalid: the rule matches nothing
 			}
@@ -474,7 +474,7 @@ func chainHash(rules []ruleset.Rule) string {
 // interval set (ports-…), which the kernel keeps in its slower pipapo
 // backend. The prefixes differ so that a set never changes flags under one
 // name (the kernel cannot change a set's flags; that would force a rebuild).
-func (c *compiler) portMatch(rule cluster.Rule, d cluster.Direction) (set string, named []namedKey, ok bool) {
+func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedKey, ok bool) {
 	if rule.AllPorts {
 		return "", nil, true
 	}
@@ -669,7 +669,7 @@ func (c *compiler) hasLocal(pods []*cluster.Pod) bool {
 // lifts its isolation. A claimant no policy isolates in a direction allows
 // everything there and is skipped; if none is isolated, the address has no
 // entry. The model (policy/model) judges such an address the same way.
-func (c *compiler) conflictEntries(node string) error {
+func (c *compiler) conflictEntries() error {
 	for _, ip := range slices.SortedFunc(maps.Keys(c.claims), netip.Addr.Compare) {
 		cl := c.claims[ip]
 		if !c.hasLocal(cl) {

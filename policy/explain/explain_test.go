@@ -48,10 +48,6 @@ func TestExplain_Targets(t *testing.T) {
 	}
 }
 
-func itoa(n int32) string {
-	return model.PortProto{Port: n}.String()[len(cluster.Protocol(0).String())+1:]
-}
-
 func TestExplain_UsageErrors(t *testing.T) {
 	t.Parallel()
 	snap := snapshot(t)

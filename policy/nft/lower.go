@@ -119,7 +119,7 @@ func nfprotoMatch(family int) []expr.Any {
 	}
 }
 
-func loadAddr(family int, f ruleset.Field, reg uint32) expr.Any {
+func loadAddr(family int, f ruleset.Field, reg uint32) expr.Any { //nolint:unparam // each caller names the register beside the Lookup that reads it
 	off, n := addrOffset(family, f)
 	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}
 }
