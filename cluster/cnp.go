@@ -274,7 +274,7 @@ func convertClusterRule(name string, action npav1beta1.ClusterNetworkPolicyRuleA
 		}
 	}
 	for i := range peers {
-		peer, err := convertClusterPeer(&peers[i], peersPath.Index(i), egress, r.Action, namedPorts)
+		peer, err := convertClusterPeer(&peers[i], peersPath.Index(i), egress, namedPorts)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -297,7 +297,7 @@ func convertClusterRule(name string, action npav1beta1.ClusterNetworkPolicyRuleA
 	return r, errs
 }
 
-func convertClusterPeer(in *npav1beta1.ClusterNetworkPolicyEgressPeer, path *field.Path, egress bool, action Action, namedPorts bool) ([]Peer, *field.Error) {
+func convertClusterPeer(in *npav1beta1.ClusterNetworkPolicyEgressPeer, path *field.Path, egress bool, namedPorts bool) ([]Peer, *field.Error) {
 	set := 0
 	for _, b := range []bool{in.Namespaces != nil, in.Pods != nil, in.Nodes != nil, len(in.Networks) > 0, len(in.DomainNames) > 0} {
 		if b {

@@ -50,7 +50,7 @@ var strictDecoder = serializer.NewCodecFactory(decodeScheme(), serializer.Enable
 
 func decodeScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{scheme.AddToScheme, npav1beta1.AddToScheme, npav1alpha2.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{scheme.AddToScheme, npav1beta1.Install, npav1alpha2.Install} {
 		if err := add(s); err != nil {
 			panic(fmt.Sprintf("manifest: building the decoding scheme: %v", err))
 		}
@@ -65,8 +65,8 @@ var (
 	gvkNetworkPolicy  = networkingv1.SchemeGroupVersion.WithKind(KindNetworkPolicy)
 	gvkService        = corev1.SchemeGroupVersion.WithKind(KindService)
 	gvkEndpointSlice  = discoveryv1.SchemeGroupVersion.WithKind(KindEndpointSlice)
-	gvkCNPv1beta1     = npav1beta1.SchemeGroupVersion.WithKind(KindClusterNetworkPolicy)
-	gvkCNPv1alpha2    = npav1alpha2.SchemeGroupVersion.WithKind(KindClusterNetworkPolicy)
+	gvkCNPv1beta1     = schema.GroupVersion(npav1beta1.GroupVersion).WithKind(KindClusterNetworkPolicy)
+	gvkCNPv1alpha2    = schema.GroupVersion(npav1alpha2.GroupVersion).WithKind(KindClusterNetworkPolicy)
 	clusterScopedGVKs = []schema.GroupVersionKind{gvkNamespace, gvkNode, gvkCNPv1beta1, gvkCNPv1alpha2}
 )
 
@@ -467,7 +467,7 @@ func alpha2ToBeta1(in *npav1alpha2.ClusterNetworkPolicy) (*npav1beta1.ClusterNet
 	if err := json.Unmarshal(b, out); err != nil {
 		return nil, fmt.Errorf("converting v1alpha2 to v1beta1: %w", err)
 	}
-	out.APIVersion, out.Kind = npav1beta1.SchemeGroupVersion.String(), KindClusterNetworkPolicy
+	out.APIVersion, out.Kind = npav1beta1.GroupVersion.String(), KindClusterNetworkPolicy
 	return out, nil
 }
 

@@ -91,6 +91,7 @@ type Probe struct {
 // placeholder that Cluster.Port resolves.
 type Port string
 
+// UnmarshalJSON reads a number or a placeholder string.
 func (p *Port) UnmarshalJSON(b []byte) error {
 	var n int32
 	if err := json.Unmarshal(b, &n); err == nil {
@@ -111,6 +112,7 @@ func (p *Port) UnmarshalJSON(b []byte) error {
 // Object is one manifest as JSON, placeholders unresolved.
 type Object struct{ Raw []byte }
 
+// UnmarshalJSON keeps the object's JSON as it is.
 func (o *Object) UnmarshalJSON(b []byte) error {
 	o.Raw = append([]byte(nil), b...)
 	return nil

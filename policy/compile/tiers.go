@@ -128,7 +128,7 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 				rules = append(rules, &ruleset.AllowRule{Family: fam, Verdict: v, Comment: comment})
 				continue
 			}
-			portSet, named, ok := c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts}, d)
+			portSet, named, ok := c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts})
 			if !ok {
 				continue // every protocol entry was invalid: the rule matches nothing
 			}
