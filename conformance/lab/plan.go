@@ -240,11 +240,7 @@ func planPods(nodes []string, ipv6, dnat bool, prev map[string]*podPlan, pods []
 			pp.Node = i
 		}
 		ports := map[int32]bool{}
-		for _, cp := range conv.Ports {
-			if cp.Port < 1 || cp.Port > 65535 {
-				errs = append(errs, fmt.Errorf("pod %s: containerPort %d is not in 1-65535", key, cp.Port))
-				continue
-			}
+		for _, cp := range conv.Ports { // in 1-65535: cluster.ConvertPod refuses others
 			ports[cp.Port] = true
 		}
 		for port := range ports {
