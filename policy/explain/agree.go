@@ -38,7 +38,12 @@ func CompileNodes(snap *cluster.Snapshot, eps ...model.Endpoint) (map[string]*ru
 // verdict with the model's decision d on the same packet. A node on the path
 // without a ruleset, or a rule the tracer does not know, is an error.
 func CheckTrace(rulesets map[string]*ruleset.Ruleset, pkt model.Packet, d model.Decision) (*Trace, error) {
-	hops, allowed, err := trace.Path(rulesets, traceEndpoint(pkt.Src), traceEndpoint(pkt.Dst), uint8(pkt.Protocol), uint16(pkt.Port))
+	src, dst := traceEndpoint(pkt.Src), traceEndpoint(pkt.Dst)
+	if pkt.Src.Node && dst.Node != "" {
+		// Node traffic comes from an address local to the destination's node.
+		src.Node, src.NodeLocal = dst.Node, true
+	}
+	hops, allowed, err := trace.Path(rulesets, src, dst, uint8(pkt.Protocol), uint16(pkt.Port))
 	if err != nil {
 		return nil, err
 	}

@@ -64,6 +64,34 @@ type Result struct {
 	// Trace is set when the query asked for it: the compiled rulesets walked
 	// for the same packet.
 	Trace *Trace `json:"trace,omitempty"`
+	// Service is set when To was reached through a Service: the packet
+	// explained is the one kube-proxy delivers to this backend (To, Port).
+	Service *ServicePath `json:"service,omitempty"`
+}
+
+// ServicePath says how a connection to a Service reaches one backend.
+type ServicePath struct {
+	// Service is "namespace/name"; Address the address the client used (a
+	// ClusterIP, external or load-balancer IP; "" when named svc/…).
+	Service string `json:"service"`
+	Address string `json:"address,omitempty"`
+	// Port and Protocol are the service port; the result's Port is the
+	// backend's target port.
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+	// Backends and Ready count the backends of that port, and Allowed those
+	// the connection is allowed to (the same on every result of the port).
+	Backends int `json:"backends"`
+	Ready    int `json:"ready"`
+	Allowed  int `json:"allowed"`
+	// Path describes the client's source address as the backend's policy
+	// sees it: "pod" (a pod's own address: kube-proxy does not SNAT it),
+	// "external" (an outside client's address, kept by
+	// externalTrafficPolicy Local), "node" (the node the traffic entered,
+	// after kube-proxy's SNAT under externalTrafficPolicy Cluster).
+	Path string `json:"path"`
+	// Note explains the path, or why a backend was not explained.
+	Note string `json:"note,omitempty"`
 }
 
 // Trace is the compiled nftables rulesets' verdict on one connection, beside
@@ -117,6 +145,11 @@ func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 	src, err := ResolveEndpoint(snap, q.Src)
 	if err != nil {
 		return nil, err
+	}
+	if svc, addr, ok, err := resolveService(snap, q.Dst); err != nil {
+		return nil, err
+	} else if ok {
+		return explainService(snap, q, src, svc, addr)
 	}
 	dst, err := ResolveEndpoint(snap, q.Dst)
 	if err != nil {

@@ -24,7 +24,7 @@ var (
 	resultShape = map[string]field{
 		"from": {kind: "string"}, "to": {kind: "string"}, "port": {kind: "number"}, "protocol": {kind: "string"},
 		"allowed": {kind: "bool"}, "egress": {kind: "object"}, "ingress": {kind: "object"},
-		"trace": {kind: "object", optional: true},
+		"trace": {kind: "object", optional: true}, "service": {kind: "object", optional: true},
 	}
 	directionShape = map[string]field{
 		"direction": {kind: "string"}, "pod": {kind: "string"}, "isolated": {kind: "bool"},
@@ -136,6 +136,12 @@ func TestResult_JSONShape(t *testing.T) {
 		}
 		results = append(results, rs...)
 	}
+	// Through a Service.
+	rs, err := Explain(serviceSnapshot(t, false), Query{Src: "shop/web", Dst: "svc/shop/db", Port: 5432})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results = append(results, rs...)
 	var buf bytes.Buffer
 	if err := WriteJSON(&buf, results); err != nil {
 		t.Fatal(err)

@@ -29,10 +29,21 @@ func WriteText(w io.Writer, results []Result) error {
 		if i > 0 {
 			b.WriteString("\n")
 		}
+		if sp := r.Service; sp != nil && (i == 0 || results[i-1].Service == nil || !sameServicePort(results[i-1].Service, sp)) {
+			addr := ""
+			if sp.Address != "" {
+				addr = " at " + sp.Address
+			}
+			fmt.Fprintf(&b, "SERVICE %s %s/%d%s: %d of %d backends allowed (%d ready)\n\n", sp.Service, sp.Protocol, sp.Port, addr, sp.Allowed, sp.Backends, sp.Ready)
+		}
 		writeResult(&b, r)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func sameServicePort(a, b *ServicePath) bool {
+	return a.Service == b.Service && a.Port == b.Port && a.Protocol == b.Protocol
 }
 
 func writeResult(w *strings.Builder, e Result) {
@@ -41,6 +52,9 @@ func writeResult(w *strings.Builder, e Result) {
 		verdict = "DENIED"
 	}
 	fmt.Fprintf(w, "%s  %s -> %s  %s/%d\n", verdict, e.From, e.To, e.Protocol, e.Port)
+	if sp := e.Service; sp != nil {
+		fmt.Fprintf(w, "  via     svc/%s %s/%d: %s\n", sp.Service, sp.Protocol, sp.Port, sp.Note)
+	}
 	for _, d := range []model.Direction{e.Egress, e.Ingress} {
 		who := d.Pod
 		if who == "" {

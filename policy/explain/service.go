@@ -1,0 +1,204 @@
+package explain
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/model"
+)
+
+// resolveService reports whether dst names a Service: "svc/namespace/name",
+// or one of a Service's addresses (ClusterIP, external IP, load-balancer IP).
+func resolveService(snap *cluster.Snapshot, dst string) (*cluster.Service, netip.Addr, bool, error) {
+	if rest, ok := strings.CutPrefix(dst, "svc/"); ok {
+		s := snap.Service(rest)
+		if s == nil {
+			return nil, netip.Addr{}, false, usageErrorf("service %s not found in the manifests (give svc/NAMESPACE/NAME)", rest)
+		}
+		return s, netip.Addr{}, true, nil
+	}
+	if a, err := netip.ParseAddr(dst); err == nil {
+		if s := snap.ServiceByAddr(a.Unmap()); s != nil && snap.PodByIP(a.Unmap()) == nil {
+			return s, a.Unmap(), true, nil
+		}
+	}
+	return nil, netip.Addr{}, false, nil
+}
+
+// explainService explains a connection from src to a Service: for each
+// service port in question, every backend the port leads to, judged as
+// the packet kube-proxy delivers (the backend's address and target port),
+// with the source address the backend's policies see.
+func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cluster.Service, addr netip.Addr) ([]Result, error) {
+	if svc.Type == corev1.ServiceTypeExternalName {
+		return nil, usageErrorf("service %s is of type ExternalName: it has no backends in the cluster to explain", svc.Key())
+	}
+	var ports []cluster.ServicePort
+	for _, sp := range svc.Ports {
+		if q.Port != 0 && sp.Port != q.Port {
+			continue
+		}
+		if q.Protocol != "" && !strings.EqualFold(q.Protocol, sp.Protocol.String()) {
+			continue
+		}
+		ports = append(ports, sp)
+	}
+	if len(ports) == 0 {
+		var have []string
+		for _, sp := range svc.Ports {
+			have = append(have, sp.String())
+		}
+		return nil, usageErrorf("service %s has no port %s%s (it has %s)", svc.Key(), portText(q.Port), protoSuffix(q.Protocol), strings.Join(have, ", "))
+	}
+	fam := 4
+	if src.IP.IsValid() && src.IP.Is6() || !src.IP.IsValid() && src.Pod != nil && !hasFamily(src.Pod, 4) {
+		fam = 6
+	}
+	if addr.IsValid() {
+		fam = 6
+		if addr.Is4() {
+			fam = 4
+		}
+	}
+	external := src.Pod == nil && snap.NodeByIP(src.IP) == nil
+	if external && svc.Type != corev1.ServiceTypeNodePort && svc.Type != corev1.ServiceTypeLoadBalancer && !slices.Contains(svc.ExternalIPs, addr) && !slices.Contains(svc.LoadBalancerIPs, addr) {
+		return nil, usageErrorf("%s is outside the cluster and service %s is of type %s: outside clients reach a Service through a NodePort, a LoadBalancer or an external IP", src.IP, svc.Key(), svc.Type)
+	}
+	var out []Result
+	for _, sp := range ports {
+		backends := snap.Backends(svc, sp, fam)
+		path := ServicePath{Service: svc.Key(), Port: sp.Port, Protocol: sp.Protocol.String(), Backends: len(backends), Path: "pod"}
+		if addr.IsValid() {
+			path.Address = addr.String()
+		}
+		switch {
+		case external && svc.ExternalTrafficPolicyLocal:
+			path.Path, path.Note = "external", "externalTrafficPolicy Local: the backend sees the client's own address (ipBlock peers decide), and only backends on the node the traffic enters serve it"
+		case external:
+			path.Path, path.Note = "node", "externalTrafficPolicy Cluster: the node the traffic enters masquerades it to its own address; on the backend's own node that is node traffic (always let in), from another node that node's address (ipBlock peers decide)"
+		case svc.Headless:
+			path.Note = "headless Service: no virtual address, clients reach the backends at their own addresses"
+		default:
+			path.Note = "kube-proxy translates the service address to a backend; the source keeps its address"
+		}
+		var results []Result
+		for _, b := range backends {
+			if b.Ready {
+				path.Ready++
+			}
+		}
+		for _, b := range backends {
+			if !b.Ready || b.Port == 0 {
+				continue
+			}
+			dst := model.Endpoint{Pod: b.Pod, IP: b.Addr}
+			for _, s := range sourcesFor(snap, src, b, external, svc.ExternalTrafficPolicyLocal) {
+				pkt := model.Packet{Src: s.ep, Dst: dst, Protocol: sp.Protocol, Port: b.Port}
+				if !pkt.Src.IP.IsValid() {
+					ip, ok := addrOf(pkt.Src, fam)
+					if !ok {
+						return nil, usageErrorf("%s has no IPv%d address to reach %s", endpointName(src), fam, svc.Key())
+					}
+					pkt.Src.IP = ip
+				}
+				markNodeTraffic(&pkt.Src, dst)
+				d := model.Evaluate(snap, pkt)
+				p := path
+				if s.note != "" {
+					p.Note = s.note
+				}
+				results = append(results, Result{From: endpointName(src), To: endpointName(dst), Port: b.Port, Protocol: sp.Protocol.String(),
+					Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress, Service: &p})
+				if q.Trace {
+					rulesets, err := CompileNodes(snap, pkt.Src, dst)
+					if err != nil {
+						return nil, err
+					}
+					if results[len(results)-1].Trace, err = CheckTrace(rulesets, pkt, d); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		allowed := 0
+		for _, r := range results {
+			if r.Allowed {
+				allowed++
+			}
+		}
+		for i := range results {
+			results[i].Service.Allowed = allowed
+		}
+		if len(results) == 0 {
+			// No backend to reach: the connection fails. Say so as a denied
+			// result, so that scripts see a non-zero exit.
+			why := "has no ready backend for this port"
+			if len(backends) > 0 {
+				why = fmt.Sprintf("has %d backends, none ready or declaring the target port (%s)", len(backends), backends[0].Why)
+			}
+			reason := fmt.Sprintf("denied: service %s %s: connections to it fail before any policy applies", svc.Key(), why)
+			results = append(results, Result{From: endpointName(src), To: "svc/" + svc.Key(), Port: sp.Port, Protocol: sp.Protocol.String(),
+				Egress:  model.Direction{Direction: "egress", Reason: reason},
+				Ingress: model.Direction{Direction: "ingress", Reason: reason}, Service: &path})
+		}
+		out = append(out, results...)
+	}
+	return out, nil
+}
+
+type source struct {
+	ep   model.Endpoint
+	note string
+}
+
+// sourcesFor returns the source addresses the backend's policies may see:
+// the pod's own (kube-proxy does not SNAT pod traffic to a ClusterIP), the
+// outside client's (externalTrafficPolicy Local), or the node's the traffic
+// entered (Cluster): the backend's own node (node traffic) and, when the
+// snapshot knows another node's address, that one.
+func sourcesFor(snap *cluster.Snapshot, src model.Endpoint, b cluster.Backend, external, local bool) []source {
+	if !external || local {
+		return []source{{ep: src}}
+	}
+	node := ""
+	if b.Pod != nil {
+		node = b.Pod.NodeName
+	}
+	var out []source
+	for _, n := range snap.Nodes {
+		for _, a := range n.IPs {
+			if a.Is4() != b.Addr.Is4() {
+				continue
+			}
+			if n.Name == node {
+				out = append(out, source{ep: model.Endpoint{IP: a, Node: true}, note: fmt.Sprintf("entering at %s, the backend's node: masqueraded to %s, node traffic", n.Name, a)})
+			} else if len(out) < 2 {
+				out = append(out, source{ep: model.Endpoint{IP: a}, note: fmt.Sprintf("entering at %s: masqueraded to that node's address %s", n.Name, a)})
+			}
+			break
+		}
+	}
+	if len(out) == 0 {
+		// No Node objects: the address of the backend's node is not known;
+		// traffic entering there is node traffic whatever it is.
+		out = append(out, source{ep: model.Endpoint{IP: src.IP, Node: true}, note: "entering at the backend's node (no Node objects give node addresses): masqueraded to the node's address, node traffic"})
+	}
+	return out
+}
+
+func hasFamily(p *cluster.Pod, fam int) bool {
+	_, ok := p.IP(fam)
+	return ok
+}
+
+func portText(p int32) string {
+	if p == 0 {
+		return "(any)"
+	}
+	return fmt.Sprint(p)
+}
