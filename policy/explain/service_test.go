@@ -160,4 +160,3 @@ func TestExplain_Services(t *testing.T) {
 		require.ErrorAs(t, err, &ue)
 	})
 }
-
