@@ -1,5 +1,6 @@
-// Package agent is policyd's node agent: it watches Pods, Namespaces and
-// NetworkPolicies through client-go informers, keeps the selector index up to
+// Package agent is policyd's node agent: it watches Pods, Namespaces,
+// NetworkPolicies, Nodes and (when the CRD is installed, see cnp.go)
+// ClusterNetworkPolicies through client-go informers, keeps the selector index up to
 // date event by event, and runs a coalescing, bounded-frequency sync loop that
 // compiles the node's ruleset and applies the difference to the kernel.
 //
@@ -38,6 +39,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -60,6 +63,14 @@ type Config struct {
 	NodeName string
 	// Client talks to the API server; required.
 	Client kubernetes.Interface
+	// CNPClient reads ClusterNetworkPolicies (policy.networking.k8s.io
+	// v1beta1), whether or not their CRD is installed yet (see cnp.go); nil
+	// means the agent does not enforce them.
+	CNPClient npaclient.Interface
+	// CRDCheckInterval is how often the agent asks discovery whether
+	// ClusterNetworkPolicies are served, until they are. Zero means
+	// DefaultCRDCheckInterval.
+	CRDCheckInterval time.Duration
 	// Backend programs the kernel; required.
 	Backend nft.Interface
 	// MinSyncInterval is the coalescing delay: at most one sync starts per
@@ -89,8 +100,8 @@ type Config struct {
 
 // Change is one API event that a sync committed.
 type Change struct {
-	// Kind is "Pod", "Namespace" or "NetworkPolicy"; Key is "ns/name" or the
-	// namespace name.
+	// Kind is "Pod", "Namespace", "NetworkPolicy", "ClusterNetworkPolicy"
+	// or "Node"; Key is "ns/name", or the name of a cluster-scoped object.
 	Kind, Key string
 	// ResourceVersion of the object as the informer delivered it ("" for a delete).
 	ResourceVersion string
@@ -111,11 +122,20 @@ type Agent struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu       sync.Mutex // guards index, pending, invalid
+	mu       sync.Mutex // guards index, pending, invalid, invalidCNP, cnpStaging, ambiguous
 	index    *selectors.Index
 	compiler *compile.Compiler // reused across syncs: unchanged sets are not rebuilt
 	pending  []Change
 	invalid  map[string]string // policy key -> errors it was last reported with
+	// invalidCNP is invalid for ClusterNetworkPolicies, by name.
+	invalidCNP map[string]string
+	// cnpStaging holds a late-started CNP informer's objects, by name, until
+	// its initial list is complete (nil otherwise; see cnp.go).
+	cnpStaging map[string]*cached
+	// ambiguous is the same-tier, same-priority groups of CNPs last
+	// reported: "tier/priority" -> names.
+	ambiguous map[string]string
+	bg        sync.WaitGroup // informers started outside the factory
 	// conflicts is the fingerprint of the address conflicts last reported.
 	conflicts string
 
@@ -152,6 +172,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.UnreadyAfter <= 0 {
 		cfg.UnreadyAfter = DefaultUnreadyAfter
 	}
+	if cfg.CRDCheckInterval <= 0 {
+		cfg.CRDCheckInterval = DefaultCRDCheckInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -159,13 +182,14 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	a := &Agent{
-		cfg:      cfg,
-		log:      cfg.Logger.With("node", cfg.NodeName),
-		metrics:  cfg.Metrics,
-		index:    selectors.New(),
-		compiler: &compile.Compiler{Options: compile.Options{PodNetwork: cfg.PodNetwork}},
-		invalid:  map[string]string{},
-		trigger:  make(chan struct{}, 1),
+		cfg:        cfg,
+		log:        cfg.Logger.With("node", cfg.NodeName),
+		metrics:    cfg.Metrics,
+		index:      selectors.New(),
+		compiler:   &compile.Compiler{Options: compile.Options{PodNetwork: cfg.PodNetwork}},
+		invalid:    map[string]string{},
+		invalidCNP: map[string]string{},
+		trigger:    make(chan struct{}, 1),
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
 	return a, nil
@@ -234,9 +258,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	pols := factory.InformerFor(&networkingv1.NetworkPolicy{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
 		return networkinginformers.NewNetworkPolicyInformer(c, metav1.NamespaceAll, resync, noIndex)
 	})
+	nodes := factory.InformerFor(&corev1.Node{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewNodeInformer(c, resync, noIndex)
+	})
 	for _, set := range []struct {
 		inf cache.SharedIndexInformer
-	}{{pods}, {nss}, {pols}} {
+	}{{pods}, {nss}, {pols}, {nodes}} {
 		if err := set.inf.SetTransform(a.toCached); err != nil {
 			return fmt.Errorf("agent: setting informer transform: %w", err)
 		}
@@ -248,6 +275,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		{pods, a.podHandlers()},
 		{nss, a.namespaceHandlers()},
 		{pols, a.policyHandlers()},
+		{nodes, a.nodeHandlers()},
 	}
 	// Wait for the handlers, not just the informers: an informer's cache can
 	// be full while its handler has yet to deliver part of it, and a first
@@ -260,13 +288,30 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		synced = append(synced, reg.HasSynced)
 	}
+	// Informers started outside the factory stop with ctx; Run returns
+	// after them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); factory.Shutdown(); a.bg.Wait() }()
+	cnpAtStart := false
+	if a.cfg.CNPClient != nil {
+		if cnpAtStart = a.cnpServedAtStart(ctx); cnpAtStart {
+			cnpSynced, err := a.startCNPInformer(ctx, false)
+			if err != nil {
+				return err
+			}
+			synced = append(synced, cnpSynced)
+		} else {
+			a.log.Info("ClusterNetworkPolicies are not served (no CRD for policy.networking.k8s.io/v1beta1); checking again periodically", "interval", a.cfg.CRDCheckInterval)
+			a.bg.Add(1)
+			go func() { defer a.bg.Done(); a.waitForCNPAPI(ctx) }()
+		}
+	}
 	factory.Start(ctx.Done())
-	defer factory.Shutdown()
 	a.log.Info("waiting for informer caches; the table a previous run left stays in force meanwhile")
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}
-	a.log.Info("informer caches synced", "pods", len(pods.GetStore().ListKeys()), "namespaces", len(nss.GetStore().ListKeys()), "networkpolicies", len(pols.GetStore().ListKeys()))
+	a.log.Info("informer caches synced", "pods", len(pods.GetStore().ListKeys()), "namespaces", len(nss.GetStore().ListKeys()), "networkpolicies", len(pols.GetStore().ListKeys()), "nodes", len(nodes.GetStore().ListKeys()), "clusternetworkpolicies_watched", cnpAtStart)
 	a.loop(ctx)
 	a.log.Info("stopping; nftables rules stay in place (policyd cleanup removes them)")
 	return nil
@@ -331,8 +376,10 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		conflicts = a.compiler.Conflicts()
 		a.metrics.conflicts.Set(float64(len(conflicts)))
 	}
+	ambiguous := a.noteAmbiguous()
 	a.mu.Unlock()
 	a.reportConflicts(conflicts)
+	a.reportAmbiguous(ambiguous)
 	a.podLabels.setObjects(counts["pods"])
 	a.selectors.setObjects(counts["networkpolicies"])
 
@@ -414,18 +461,22 @@ func (a *Agent) observeProgrammed(rs *ruleset.Ruleset) {
 
 // objectCounts runs under a.mu.
 func (a *Agent) objectCounts() map[string]int {
-	return map[string]int{
-		"pods":            a.index.PodCount(),
-		"networkpolicies": a.index.PolicyCount(),
-		"invalid_networkpolicies": func() int {
-			n := 0
-			for _, v := range a.invalid {
-				if v != "" {
-					n++
-				}
+	invalid := func(m map[string]string) int {
+		n := 0
+		for _, v := range m {
+			if v != "" {
+				n++
 			}
-			return n
-		}(),
+		}
+		return n
+	}
+	return map[string]int{
+		"pods":                           a.index.PodCount(),
+		"networkpolicies":                a.index.PolicyCount(),
+		"invalid_networkpolicies":        invalid(a.invalid),
+		"clusternetworkpolicies":         a.index.ClusterPolicyCount(),
+		"invalid_clusternetworkpolicies": invalid(a.invalidCNP),
+		"nodes":                          len(a.index.Nodes()),
 	}
 }
 
@@ -477,7 +528,7 @@ func (a *Agent) policyHandlers() cache.ResourceEventHandlerFuncs {
 		a.mu.Lock()
 		a.index.UpsertPolicy(r.policy)
 		a.changed("NetworkPolicy", r.key(), r.resourceVersion)
-		report := a.noteInvalid(r.key(), r.errs())
+		report := noteInvalid(a.invalid, r.key(), r.errs())
 		a.mu.Unlock()
 		if report {
 			a.reportInvalid(r)
@@ -513,20 +564,20 @@ func (a *Agent) handlers(upsert func(*cached), del func(ns, name string)) cache.
 	}
 }
 
-// noteInvalid records a policy's validation errors and reports whether they
-// changed since last time (so each problem is reported once, not on every
-// resync). Runs under a.mu.
-func (a *Agent) noteInvalid(key string, errs []error) bool {
+// noteInvalid records in m a policy's validation errors and reports whether
+// they changed since last time (so each problem is reported once, not on
+// every resync). Runs under a.mu.
+func noteInvalid(m map[string]string, key string, errs []error) bool {
 	var msgs []string
 	for _, e := range errs {
 		msgs = append(msgs, e.Error())
 	}
 	sort.Strings(msgs)
 	joined := strings.Join(msgs, "\n")
-	if a.invalid[key] == joined {
+	if m[key] == joined {
 		return false
 	}
-	a.invalid[key] = joined
+	m[key] = joined
 	return joined != ""
 }
 

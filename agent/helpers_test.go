@@ -17,6 +17,8 @@ import (
 	clientfeatures "k8s.io/client-go/features"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/agent"
 	"github.com/policyd/policyd/cluster"
@@ -57,13 +59,16 @@ func startAgent(t *testing.T, cfg *rest.Config, node string, backend nft.Interfa
 	t.Helper()
 	client, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
+	cnpClient, err := npaclient.NewForConfig(cfg)
+	require.NoError(t, err)
 	ta := &testAgent{t: t, backend: backend, done: make(chan error, 1), committed: map[string]map[string]bool{}}
 	ta.cond = sync.NewCond(&ta.mu)
 	acfg := agent.Config{
-		NodeName: node, Client: client, Backend: backend,
+		NodeName: node, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: 20 * time.Millisecond, MaxSyncInterval: 5 * time.Second,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OnCommit: ta.onCommit,
+		CRDCheckInterval: 100 * time.Millisecond,
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnCommit:         ta.onCommit,
 	}
 	if testing.Verbose() {
 		acfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -254,6 +259,28 @@ func apiSnapshot(t *testing.T, c kubernetes.Interface, namespaces ...string) *cl
 	snap, errs := cluster.NewSnapshot(nss, pods, pols)
 	require.Empty(t, errs)
 	return snap
+}
+
+// apiClusterSnapshot is apiSnapshot plus every ClusterNetworkPolicy and
+// Node. It returns the ClusterNetworkPolicies' conversion errors (an invalid
+// one is in the snapshot in its fail-closed form, as the agent enforces it).
+func apiClusterSnapshot(t *testing.T, c kubernetes.Interface, cnpc npaclient.Interface, namespaces ...string) (*cluster.Snapshot, []error) {
+	t.Helper()
+	ctx := context.Background()
+	snap := apiSnapshot(t, c, namespaces...)
+	cl, err := cnpc.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	var cnps []*npav1beta1.ClusterNetworkPolicy
+	for i := range cl.Items {
+		cnps = append(cnps, &cl.Items[i])
+	}
+	nl, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	var nodes []*corev1.Node
+	for i := range nl.Items {
+		nodes = append(nodes, &nl.Items[i])
+	}
+	return snap, snap.AddClusterPolicies(cnps, nodes)
 }
 
 func key(ns, name string) string { return fmt.Sprintf("%s/%s", ns, name) }

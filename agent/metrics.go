@@ -50,7 +50,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "policyd_sync_operations_total", Help: "Netlink operations written (set, chain, rule and element changes).",
 		}),
 		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "policyd_objects", Help: "Objects known to the agent, by kind (pods, networkpolicies, invalid_networkpolicies).",
+			Name: "policyd_objects", Help: "Objects known to the agent, by kind (pods, networkpolicies, invalid_networkpolicies, clusternetworkpolicies, invalid_clusternetworkpolicies, nodes).",
 		}, []string{"kind"}),
 		programmed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "policyd_programmed", Help: "What the last committed table holds, by kind (sets, maps, elements, chains, rules).",

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/policyd/policyd/cluster"
 )
 
@@ -23,6 +25,8 @@ import (
 // Policy the selector index also holds) plus the few fields client-go itself
 // reads (namespace, name, resourceVersion). Pod specs, policy specs,
 // annotations and managed fields are garbage as soon as they are converted.
+// ClusterNetworkPolicies and Nodes become cluster.ClusterPolicy and
+// cluster.Node records the same way.
 
 // cached is what the informers store. It implements
 // metav1.ObjectMetaAccessor, which is how client-go's key functions and
@@ -31,7 +35,7 @@ import (
 type cached struct {
 	resourceVersion string
 
-	// Exactly one is set.
+	// Exactly one of pod, ns, policy, extra.cnp and extra.node is set.
 	pod    *cluster.Pod
 	ns     *cluster.Namespace
 	policy *cluster.Policy
@@ -42,9 +46,12 @@ type cached struct {
 
 type cachedExtra struct {
 	uid types.UID // for the Events about invalid policies
-	// errs are the conversion's complaints: fields ignored (pods) or
+	// errs are the conversion's complaints: fields ignored (pods, nodes) or
 	// enforced fail-closed (policies).
 	errs []error
+	// The rarer kinds live here, so that a pod's record stays 48 bytes.
+	cnp  *cluster.ClusterPolicy
+	node *cluster.Node
 }
 
 func (r *cached) names() (namespace, name string) {
@@ -55,8 +62,26 @@ func (r *cached) names() (namespace, name string) {
 		return r.policy.Namespace, r.policy.Name
 	case r.ns != nil:
 		return "", r.ns.Name
+	case r.extra != nil && r.extra.cnp != nil:
+		return "", r.extra.cnp.Name
+	case r.extra != nil && r.extra.node != nil:
+		return "", r.extra.node.Name
 	}
 	return "", ""
+}
+
+func (r *cached) clusterPolicy() *cluster.ClusterPolicy {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.cnp
+}
+
+func (r *cached) node() *cluster.Node {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.node
 }
 
 func (r *cached) errs() []error {
@@ -99,9 +124,19 @@ func (r *cached) policyRef() *networkingv1.NetworkPolicy {
 	}
 }
 
+// clusterPolicyRef returns an object an EventRecorder can refer to for a
+// ClusterNetworkPolicy (cluster-scoped: its Events go to the default
+// namespace, as client-go's recorder does for every cluster-scoped object).
+func (r *cached) clusterPolicyRef() *npav1beta1.ClusterNetworkPolicy {
+	return &npav1beta1.ClusterNetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: npav1beta1.GroupVersion.String(), Kind: "ClusterNetworkPolicy"},
+		ObjectMeta: *r.GetObjectMeta().(*metav1.ObjectMeta),
+	}
+}
+
 // toCached is the informers' transform. Anything that is not a Pod,
-// Namespace or NetworkPolicy (a record already, a tombstone) passes
-// through, which makes it idempotent as client-go asks.
+// Namespace, NetworkPolicy, ClusterNetworkPolicy or Node (a record already,
+// a tombstone) passes through, which makes it idempotent as client-go asks.
 func (a *Agent) toCached(obj interface{}) (interface{}, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
@@ -120,6 +155,12 @@ func (a *Agent) toCached(obj interface{}) (interface{}, error) {
 		p, errs := cluster.ConvertPolicy(o)
 		internSelectors(&a.selectors, p)
 		return &cached{resourceVersion: o.ResourceVersion, policy: p, extra: &cachedExtra{uid: o.UID, errs: errs}}, nil
+	case *npav1beta1.ClusterNetworkPolicy:
+		p, errs := cluster.ConvertClusterPolicy(o)
+		return &cached{resourceVersion: o.ResourceVersion, extra: &cachedExtra{uid: o.UID, errs: errs, cnp: p}}, nil
+	case *corev1.Node:
+		n, errs := cluster.ConvertNode(o)
+		return &cached{resourceVersion: o.ResourceVersion, extra: &cachedExtra{uid: o.UID, errs: errs, node: n}}, nil
 	}
 	return obj, nil
 }

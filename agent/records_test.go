@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
 )
@@ -116,5 +118,37 @@ func TestToCached_WhatClientGoReads(t *testing.T) {
 	nsObj, _ := a.toCached(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x", ResourceVersion: "3"}})
 	if key, err := cache.MetaNamespaceKeyFunc(nsObj); err != nil || key != "x" {
 		t.Errorf("namespace key = %q, %v", key, err)
+	}
+
+	// Cluster-scoped kinds: a ClusterNetworkPolicy (with what its Events
+	// need) and a Node; a pod's record does not grow for them.
+	cnp := &npav1beta1.ClusterNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "c", UID: "u-2", ResourceVersion: "11"},
+		Spec:       npav1beta1.ClusterNetworkPolicySpec{Tier: npav1beta1.AdminTier, Priority: 4, Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}}},
+	}
+	cobj, _ := a.toCached(cnp)
+	if key, err := cache.MetaNamespaceKeyFunc(cobj); err != nil || key != "c" {
+		t.Errorf("clusternetworkpolicy key = %q, %v", key, err)
+	}
+	if p := cobj.(*cached).clusterPolicy(); p == nil || p.Name != "c" || p.Priority != 4 || p.Tier != cluster.TierAdmin {
+		t.Errorf("converted clusternetworkpolicy = %+v", p)
+	}
+	cref := cobj.(*cached).clusterPolicyRef()
+	if cref.Kind != "ClusterNetworkPolicy" || cref.APIVersion != "policy.networking.k8s.io/v1beta1" || cref.Namespace != "" || cref.Name != "c" || cref.UID != "u-2" {
+		t.Errorf("clusterPolicyRef = %+v", cref)
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n1", ResourceVersion: "12", Labels: map[string]string{"role": "infra"}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.1.0.1"}, {Type: corev1.NodeHostName, Address: "n1"}}},
+	}
+	nobj, _ := a.toCached(node)
+	if key, err := cache.MetaNamespaceKeyFunc(nobj); err != nil || key != "n1" {
+		t.Errorf("node key = %q, %v", key, err)
+	}
+	if n := nobj.(*cached).node(); n == nil || len(n.IPs) != 1 || n.Labels["role"] != "infra" {
+		t.Errorf("converted node = %+v", n)
+	}
+	if size := unsafe.Sizeof(cached{}); size != 48 {
+		t.Errorf("a cached record is %d bytes, want 48 (there is one per pod)", size)
 	}
 }

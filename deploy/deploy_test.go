@@ -418,6 +418,10 @@ func checkPermissionMatrix(t *testing.T, agent kubernetes.Interface, ns string) 
 		{name: "serviceaccounts", sub: "token"},
 		{group: "discovery.k8s.io", name: "endpointslices"},
 		{name: "nodes", clusterScoped: true},
+		{name: "nodes", sub: "status", clusterScoped: true},
+		{group: "policy.networking.k8s.io", name: "clusternetworkpolicies", clusterScoped: true},
+		{group: "policy.networking.k8s.io", name: "clusternetworkpolicies", sub: "status", clusterScoped: true},
+		{group: "apiextensions.k8s.io", name: "customresourcedefinitions", clusterScoped: true},
 		{group: "apps", name: "daemonsets"},
 		{group: "rbac.authorization.k8s.io", name: "clusterroles", clusterScoped: true},
 	}
@@ -425,7 +429,7 @@ func checkPermissionMatrix(t *testing.T, agent kubernetes.Interface, ns string) 
 	record := map[string]bool{"create": true, "patch": true}
 	want := func(r resource, verb string) bool {
 		switch r.String() {
-		case "pods", "namespaces", "networkpolicies.networking.k8s.io":
+		case "pods", "namespaces", "networkpolicies.networking.k8s.io", "nodes", "clusternetworkpolicies.policy.networking.k8s.io":
 			return read[verb]
 		case "events", "events.events.k8s.io":
 			return record[verb]
@@ -487,6 +491,18 @@ func checkAllowedRequests(t *testing.T, agent kubernetes.Interface, ns string) {
 		},
 		"watch networkpolicies": func() error {
 			return watchOnce(agent.NetworkingV1().NetworkPolicies("").Watch(ctx, metav1.ListOptions{}))
+		},
+		"list nodes":  func() error { _, err := agent.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); return err },
+		"watch nodes": func() error { return watchOnce(agent.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})) },
+		// The ClusterNetworkPolicy API is found through discovery, which
+		// needs no grant of its own (the CRD is not installed here, so its
+		// list and watch are covered by the permission matrix only).
+		"discover policy.networking.k8s.io": func() error {
+			_, err := agent.Discovery().ServerResourcesForGroupVersion("policy.networking.k8s.io/v1beta1")
+			if apierrors.IsNotFound(err) {
+				return nil // not installed: NotFound, not Forbidden
+			}
+			return err
 		},
 	}
 	for name, call := range lists {
@@ -577,7 +593,10 @@ func checkForbiddenRequests(t *testing.T, admin, agent kubernetes.Interface, ns 
 		"delete networkpolicies": func() error {
 			return agent.NetworkingV1().NetworkPolicies(ns).Delete(ctx, "deny", metav1.DeleteOptions{})
 		},
-		"get nodes": func() error { _, err := agent.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{}); return err },
+		"update nodes status": func() error {
+			_, err := agent.CoreV1().Nodes().UpdateStatus(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}, metav1.UpdateOptions{})
+			return err
+		},
 		"delete namespaces": func() error {
 			return agent.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 		},

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/agent"
 	"github.com/policyd/policyd/policy/nft"
@@ -167,6 +168,10 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	if err != nil {
 		return err
 	}
+	cnpClient, err := npaclient.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
 	nopts := nft.Options{}
 	if o.netns != "" {
 		h, err := netns.GetFromName(o.netns)
@@ -190,7 +195,7 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	}
 	acfg := agent.Config{
 		PodNetwork: podNet,
-		NodeName:   o.nodeName, Client: client, Backend: backend,
+		NodeName:   o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, UnreadyAfter: o.unreadyAfter, Logger: log,
 	}
 	if o.events {
