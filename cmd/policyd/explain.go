@@ -1,15 +1,21 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/explain"
@@ -133,10 +139,61 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 		pols = append(pols, &npl.Items[i])
 	}
 	snap, errs := cluster.NewSnapshot(nss, pods, pols)
-	for _, e := range errs {
+	extra, err := liveExtras(ctx, cfg, client, snap)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range append(errs, extra...) {
 		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
 	return snap, nil
+}
+
+// liveExtras adds to snap what explain reads besides pods and policies:
+// Nodes, Services and EndpointSlices, and ClusterNetworkPolicies when the
+// cluster serves them (a cluster without the CRD has none). It returns the
+// conversion errors.
+func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot) ([]error, error) {
+	nl, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	sl, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing services: %w", err)
+	}
+	el, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing endpointslices: %w", err)
+	}
+	var cnps []*npav1beta1.ClusterNetworkPolicy
+	if res, err := client.Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String()); err == nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "clusternetworkpolicies" }) {
+		npa, err := npaclient.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cl, err := npa.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing clusternetworkpolicies: %w", err)
+		}
+		for i := range cl.Items {
+			cnps = append(cnps, &cl.Items[i])
+		}
+	}
+	var nodes []*corev1.Node
+	for i := range nl.Items {
+		nodes = append(nodes, &nl.Items[i])
+	}
+	var svcs []*corev1.Service
+	for i := range sl.Items {
+		svcs = append(svcs, &sl.Items[i])
+	}
+	var eps []*discoveryv1.EndpointSlice
+	for i := range el.Items {
+		eps = append(eps, &el.Items[i])
+	}
+	errs := snap.AddClusterPolicies(cnps, nodes)
+	return append(errs, snap.AddServices(svcs, eps)...), nil
 }
 
 func runExplain(w io.Writer, snap *cluster.Snapshot, src, dst string, o *explainOptions) error {
