@@ -55,14 +55,16 @@ loudly and makes the command fail.
 --matrix prints the reachability of every ordered pod pair (not a pod to
 itself) for every port/protocol the destination declares: as truth tables
 (. allowed, X denied; rows are sources, columns destinations), or with
--o jsonl as one JSON object per line.
+-o jsonl as one JSON object per line, or with -o html as one self-contained
+page of colour-coded grids, each cell's deciding rule in its tooltip.
 
 Exit status: 0 when every explained connection is allowed (or with --matrix),
 1 when one is denied, 2 on bad usage.`,
 		Example: `  policyd explain --manifests examples/ shop/frontend-1 shop/api
   policyd explain --manifests examples/ shop/api shop/db --port 5432 -o json
   policyd explain --manifests examples/ monitoring/prometheus shop/db --trace
-  policyd explain --manifests examples/ --matrix`,
+  policyd explain --manifests examples/ --matrix
+  policyd explain --manifests examples/ --matrix -o html > matrix.html`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.matrix {
 				if len(args) != 0 {
@@ -97,7 +99,7 @@ Exit status: 0 when every explained connection is allowed (or with --matrix),
 	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests (Namespace, Pod, NetworkPolicy); default: read the cluster through --kubeconfig/--context")
 	f.Int32Var(&o.port, "port", 0, "destination port (default: every port the destination pod declares)")
 	f.StringVar(&o.protocol, "protocol", "", "TCP, UDP or SCTP (default: TCP with --port, else the declared ports' protocols)")
-	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json (with --matrix: text or jsonl)")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json (with --matrix: text, jsonl or html)")
 	f.BoolVar(&o.matrix, "matrix", false, "print the whole reachability matrix")
 	f.BoolVar(&o.trace, "trace", false, "also walk the compiled nftables ruleset and compare it with the model")
 	return cmd
@@ -227,8 +229,10 @@ func runMatrix(w io.Writer, snap *cluster.Snapshot, o *explainOptions) error {
 		return explain.WriteMatrixJSONL(w, snap)
 	case "text":
 		return explain.WriteMatrixText(w, snap)
+	case "html":
+		return explain.WriteMatrixHTML(w, snap)
 	}
-	return &exitError{2, fmt.Errorf("-o %s: with --matrix want text or jsonl", o.output)}
+	return &exitError{2, fmt.Errorf("-o %s: with --matrix want text, jsonl or html", o.output)}
 }
 
 // usageOr gives a usage error in the query exit status 2.

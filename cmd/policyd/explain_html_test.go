@@ -1,0 +1,31 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestExplain_MatrixHTML(t *testing.T) {
+	t.Parallel()
+	out, err := run(t, "explain", "--manifests", "../../examples", "--matrix", "-o", "html")
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(out, "<!DOCTYPE html>"), "starts with a doctype")
+	assert.Contains(t, out, `<section class="port" id="tcp-5432" data-port="TCP/5432">`)
+	assert.Contains(t, out, `id="legend"`)
+
+	_, err = run(t, "explain", "--manifests", "../../examples", "--matrix", "-o", "json")
+	require.Error(t, err)
+	assert.Equal(t, 2, exitCodeOf(err))
+	assert.Contains(t, err.Error(), "text, jsonl or html")
+}
+
+func TestExplain_HelpMentionsHTML(t *testing.T) {
+	t.Parallel()
+	out, err := run(t, "explain", "--help")
+	require.NoError(t, err)
+	assert.Contains(t, out, "-o html")
+	assert.Contains(t, out, "text, jsonl or html")
+}
