@@ -19,6 +19,7 @@ import (
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/explain"
+	"github.com/policyd/policyd/policy/lint"
 )
 
 type explainOptions struct {
@@ -89,9 +90,9 @@ Exit status: 0 when every explained connection is allowed (or with --matrix),
 				return err
 			}
 			if o.matrix {
-				return runMatrix(cmd.OutOrStdout(), snap, o)
+				return runMatrix(cmd.OutOrStdout(), cmd.ErrOrStderr(), snap, o)
 			}
-			return runExplain(cmd.OutOrStdout(), snap, args[0], args[1], o)
+			return runExplain(cmd.OutOrStdout(), cmd.ErrOrStderr(), snap, args[0], args[1], o)
 		},
 	}
 	o.kube.add(cmd)
@@ -198,7 +199,7 @@ func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interfa
 	return append(errs, snap.AddServices(svcs, eps)...), nil
 }
 
-func runExplain(w io.Writer, snap *cluster.Snapshot, src, dst string, o *explainOptions) error {
+func runExplain(w, errw io.Writer, snap *cluster.Snapshot, src, dst string, o *explainOptions) error {
 	results, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace})
 	if err != nil {
 		return usageOr(err)
@@ -217,13 +218,23 @@ func runExplain(w io.Writer, snap *cluster.Snapshot, src, dst string, o *explain
 	if err := explain.Disagreement(results); err != nil {
 		return err
 	}
+	if src, err := explain.ResolveEndpoint(snap, src); err == nil && src.Pod != nil {
+		if w := lint.DNSWarning(snap, src.Pod, lint.Options{}); w != "" {
+			fmt.Fprintln(errw, "warning:", w)
+		}
+	}
 	if !explain.AllAllowed(results) {
 		return &exitError{code: 1} // the verdict is the output; nothing more to say
 	}
 	return nil
 }
 
-func runMatrix(w io.Writer, snap *cluster.Snapshot, o *explainOptions) error {
+func runMatrix(w, errw io.Writer, snap *cluster.Snapshot, o *explainOptions) error {
+	for _, p := range snap.Pods {
+		if warn := lint.DNSWarning(snap, p, lint.Options{}); warn != "" {
+			fmt.Fprintln(errw, "warning:", warn)
+		}
+	}
 	switch o.output {
 	case "jsonl":
 		return explain.WriteMatrixJSONL(w, snap)

@@ -42,7 +42,7 @@ Commands:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newCleanupCommand())
+	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newLintCommand(), newCleanupCommand())
 	return root
 }
 

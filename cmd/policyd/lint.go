@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"github.com/spf13/cobra"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/lint"
+)
+
+type lintOptions struct {
+	kube       kubeFlags
+	manifests  string
+	output     string
+	dnsService string
+	dnsAddrs   []string
+}
+
+func newLintCommand() *cobra.Command {
+	o := &lintOptions{}
+	cmd := &cobra.Command{
+		Use:   "lint [--manifests PATH]",
+		Short: "Report policies that are valid but probably not what was meant",
+		Long: `Report, for the cluster read from the API server (--kubeconfig, --context) or
+offline from --manifests:
+
+  egress-without-dns    a policy isolates a pod's egress and nothing lets it
+                        reach the cluster DNS on UDP and TCP 53
+  selects-no-pod        a policy (or ClusterNetworkPolicy) selects no pod
+  peer-selects-nothing  a pod peer selects no pod
+  named-port-unserved   a named port no candidate pod declares
+  shadowed-rule         a rule another rule makes redundant, or a
+                        ClusterNetworkPolicy rule after one that matches all
+
+The cluster DNS is --dns-service (default kube-system/kube-dns) or the
+addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
+		Example: `  policyd lint --manifests examples/
+  policyd lint --manifests examples/ -o json
+  policyd lint --dns 10.96.0.10`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.output != "text" && o.output != "json" {
+				return &exitError{2, fmt.Errorf("-o %s: want text or json", o.output)}
+			}
+			opts := lint.Options{DNSService: o.dnsService}
+			for _, s := range o.dnsAddrs {
+				a, err := netip.ParseAddr(s)
+				if err != nil {
+					return &exitError{2, fmt.Errorf("--dns %q: %w", s, err)}
+				}
+				opts.DNSAddrs = append(opts.DNSAddrs, a.Unmap())
+			}
+			var snap *cluster.Snapshot
+			var err error
+			if o.manifests != "" {
+				snap, err = loadSnapshot(cmd, o.manifests)
+			} else {
+				snap, err = liveSnapshot(cmd, &o.kube)
+			}
+			if err != nil {
+				return err
+			}
+			findings := lint.Lint(snap, opts)
+			w := cmd.OutOrStdout()
+			if o.output == "json" {
+				if findings == nil {
+					findings = []lint.Finding{}
+				}
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(findings); err != nil {
+					return err
+				}
+			} else {
+				for _, f := range findings {
+					fmt.Fprintln(w, f)
+				}
+				if len(findings) == 0 {
+					fmt.Fprintln(w, "no findings")
+				}
+			}
+			if len(findings) > 0 {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	o.kube.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests; default: read the cluster through --kubeconfig/--context")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	f.StringVar(&o.dnsService, "dns-service", lint.DefaultDNSService, "the cluster DNS Service, namespace/name")
+	f.StringSliceVar(&o.dnsAddrs, "dns", nil, "cluster DNS server addresses, instead of --dns-service (repeatable)")
+	return cmd
+}
