@@ -129,7 +129,7 @@ func TestPlanPods(t *testing.T) {
 			pods: []*corev1.Pod{podFixture("x", "a", "node-1", func(p *corev1.Pod) {
 				p.Spec.Containers[0].Ports[0].ContainerPort = 0
 			})},
-			wantErr: "pod x/a: containerPort 0 is not in 1-65535",
+			wantErr: "pod x/a: spec.containers[0].ports[0].containerPort: Invalid value: 0",
 		},
 	}
 	for _, tt := range tests {
