@@ -4,8 +4,8 @@
 //
 // A lab has one network namespace per node, one per pod, and an underlay
 // namespace holding a bridge that joins the nodes. Every pod serves each of its
-// containerPorts on TCP and UDP from small in-process servers whose sockets live
-// in the pod's namespace; ProbeAll connects from inside source pods and reports
+// containerPorts on TCP and UDP (or exactly what its ServesAnnotation lists)
+// from small in-process servers whose sockets live in the pod's namespace; ProbeAll connects from inside source pods and reports
 // what got through. The lead applies policyd's table in a node namespace
 // (NodeNetNS, NodeNetNSHandle, DoInNode, ExecInNode) and compares probes with
 // the expected truth table.
