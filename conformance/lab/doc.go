@@ -33,7 +33,8 @@
 // without one gets the lowest free address of its node's range, and PodObjects
 // reports the result. Pods without spec.nodeName are spread round-robin over
 // the nodes in key order. hostNetwork pods live in their node's namespace and
-// use its underlay address.
+// use its underlay address (NodeAddr: what a caller should give as the node's
+// InternalIP).
 //
 // Pod addresses are always /32 (/128) on the pod's eth0, so any placement of
 // addresses on nodes works: nodes hold a /32 route per local pod and a /32
