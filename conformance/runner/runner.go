@@ -172,6 +172,19 @@ func (r *StepResult) Tables() (expected, observed truthtable.Tables) {
 	return expected, observed
 }
 
+// ProbedTables is Tables restricted to the cells that were probed: an
+// observed table compared with its expected one then differs only where the
+// packets did. Port/protocols with no probed cell have no table.
+func (r *StepResult) ProbedTables() (expected, observed truthtable.Tables) {
+	probed := r.Cells[:0:0]
+	for _, c := range r.Cells {
+		if c.Probed {
+			probed = append(probed, c)
+		}
+	}
+	return (&StepResult{Cells: probed}).Tables()
+}
+
 // Run builds the lab for the scenarios' pods (every scenario must use the same
 // pods, as the upstream cases do), runs every step, calls report after each
 // one, and tears the lab down, also when ctx is cancelled. It returns an error
