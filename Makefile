@@ -43,7 +43,8 @@ test-unit:
 test-integration:
 	dir=$$(./hack/apiserver.sh) && POLICYD_TOOLS_DIR="$$dir" $(GO) test -count=1 -timeout 30m ./internal/apiservertest/... ./deploy/... ./agent/...
 
-## conformance: every upstream case, routed and bridged, direct and through ClusterIPs, 2 nodes.
+## conformance: both suites (v1 NetworkPolicy cases, ClusterNetworkPolicy tests), routed and bridged,
+## direct and through ClusterIPs, 2 nodes.
 conformance: deps build
 	./$(BIN) lab --conformance --cni routed  --nodes 2
 	./$(BIN) lab --conformance --cni routed  --nodes 2 --dnat

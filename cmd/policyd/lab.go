@@ -18,6 +18,7 @@ import (
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/conformance"
+	"github.com/policyd/policyd/conformance/cnp"
 	"github.com/policyd/policyd/conformance/lab"
 	"github.com/policyd/policyd/conformance/runner"
 	"github.com/policyd/policyd/conformance/truthtable"
@@ -27,6 +28,7 @@ import (
 type labOptions struct {
 	manifests    string
 	conformance  bool
+	suite        string
 	caseFilter   string
 	cni          string
 	nodes        int
@@ -52,10 +54,15 @@ the command exit 1.
 
 --manifests PATH runs the pods and policies of PATH: first with no policies
 (skip with --skip-baseline), then with them, applied incrementally.
---conformance runs the upstream Kubernetes e2e network-policy cases
-(x/y/z × a/b/c, ports 80/81) one after another in one lab; each case's steps
-are applied incrementally, and the packets must agree with the model and
-with the case's own truth table.
+--conformance runs two suites, each in a lab of its own (--suite v1|cnp|all):
+v1, the upstream Kubernetes e2e network-policy cases (x/y/z × a/b/c, ports
+80/81), whose packets must agree with the model and with each case's own
+truth table; and cnp, SIG Network's ClusterNetworkPolicy conformance tests
+(network-policy-api v0.3.0, Admin and Baseline tiers, conformance/cnp), whose
+own probes must agree with the test data. Each case's steps are applied
+incrementally. A cell expected denied must be dropped (a refused connection
+is a disagreement). The cnp suite needs 2 to 4 nodes; its nodes' InternalIPs
+are the lab's node addresses.
 
 --cni routed gives every pod a /32 route on its node (as kindnet and Calico
 do); --cni bridged puts each node's pods on a Linux bridge with br_netfilter
@@ -68,14 +75,16 @@ Needs root. Everything the lab creates is named pdlab-*; it is removed on exit,
 on Ctrl-C, and at the start of the next run if a previous one crashed.`,
 		Example: `  policyd lab --manifests examples/
   policyd lab --conformance --cni bridged --nodes 2 --dnat
-  policyd lab --conformance --case 'default-deny' -o jsonl`,
+  policyd lab --conformance --case 'default-deny' -o jsonl
+  policyd lab --conformance --suite cnp --case 'AdminTier.*TCP'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLab(cmd, o) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests to run")
 	f.BoolVar(&o.conformance, "conformance", false, "run the upstream conformance cases")
-	f.StringVar(&o.caseFilter, "case", "", "with --conformance: only cases whose name matches this regular expression")
+	f.StringVar(&o.suite, "suite", "all", "with --conformance: v1 (NetworkPolicy cases), cnp (ClusterNetworkPolicy tests) or all")
+	f.StringVar(&o.caseFilter, "case", "", "with --conformance: only cases (of either suite) whose name matches this regular expression")
 	f.StringVar(&o.cni, "cni", "routed", "CNI shape: routed or bridged")
 	f.IntVar(&o.nodes, "nodes", 2, "number of nodes (pods without spec.nodeName are spread over them)")
 	f.BoolVar(&o.dnat, "dnat", false, "probe through per-pod ClusterIPs DNATed by a kube-proxy-like table")
@@ -112,15 +121,17 @@ func runLab(cmd *cobra.Command, o *labOptions) error {
 		nodes = append(nodes, fmt.Sprintf("node-%d", i))
 	}
 
-	var scenarios []runner.Scenario
+	var suites []suite
 	var err error
 	if o.conformance {
-		scenarios, err = conformanceScenarios(o.caseFilter, nodes)
+		suites, err = conformanceSuites(o, nodes)
 		cfg.Lab.Nodes = nodes
 	} else {
-		scenarios, err = manifestScenario(cmd, o, nodes)
+		var sc []runner.Scenario
+		sc, err = manifestScenario(cmd, o, nodes)
+		suites = []suite{{name: "manifests", scenarios: sc}}
 		// A dual-stack manifest set gets a dual-stack lab.
-		for _, p := range firstPods(scenarios) {
+		for _, p := range firstPods(sc) {
 			for _, ip := range p.Status.PodIPs {
 				cfg.Lab.IPv6 = cfg.Lab.IPv6 || strings.Contains(ip.IP, ":")
 			}
@@ -133,28 +144,36 @@ func runLab(cmd *cobra.Command, o *labOptions) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := cmd.OutOrStdout()
-	var summary []runner.StepResult
-	start := time.Now()
-	err = runner.Run(ctx, cfg, scenarios, func(r runner.StepResult) {
-		summary = append(summary, r)
-		if o.output == "jsonl" {
-			writeJSONL(w, r)
-		} else {
-			writeStepText(w, r, o.conformance)
+	var runs []suiteRun
+	for _, su := range suites {
+		run := suiteRun{name: su.name}
+		start := time.Now()
+		// Each suite has its own pods, so its own lab.
+		err = runner.Run(ctx, cfg, su.scenarios, func(r runner.StepResult) {
+			run.results = append(run.results, r)
+			if o.output == "jsonl" {
+				writeJSONL(w, su.name, r)
+			} else {
+				writeStepText(w, r, o.conformance)
+			}
+		})
+		run.took = time.Since(start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("interrupted; the lab was torn down: %w", err)
+			}
+			return fmt.Errorf("suite %s: %w", su.name, err)
 		}
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted; the lab was torn down: %w", err)
-		}
-		return err
+		runs = append(runs, run)
 	}
 	disagree := 0
-	for _, r := range summary {
-		disagree += r.Disagree
+	for _, run := range runs {
+		for _, r := range run.results {
+			disagree += r.Disagree
+		}
 	}
 	if o.output == "text" {
-		writeSummary(w, summary, cfg, o, time.Since(start))
+		writeSummary(w, runs, cfg, o)
 	}
 	if disagree > 0 {
 		return &exitError{1, fmt.Errorf("%d cells disagree: the packets did not do what the policies say", disagree)}
@@ -162,28 +181,96 @@ func runLab(cmd *cobra.Command, o *labOptions) error {
 	return nil
 }
 
-func conformanceScenarios(filter string, nodes []string) ([]runner.Scenario, error) {
+// Suite names for --suite.
+const (
+	suiteV1  = "v1"
+	suiteCNP = "cnp"
+	suiteAll = "all"
+)
+
+// suite is one suite's scenarios, run in a lab of its own.
+type suite struct {
+	name      string
+	scenarios []runner.Scenario
+}
+
+// suiteRun is what a suite's run reported.
+type suiteRun struct {
+	name    string
+	results []runner.StepResult
+	took    time.Duration
+}
+
+// conformanceSuites returns the suites --suite names, with --case applied to
+// both; a suite left with no case is dropped, and none left is an error.
+func conformanceSuites(o *labOptions, nodes []string) ([]suite, error) {
+	if o.suite != suiteV1 && o.suite != suiteCNP && o.suite != suiteAll {
+		return nil, &exitError{2, fmt.Errorf("--suite %s: want %s, %s or %s", o.suite, suiteV1, suiteCNP, suiteAll)}
+	}
+	re, err := regexp.Compile(o.caseFilter)
+	if err != nil {
+		return nil, &exitError{2, fmt.Errorf("--case: %w", err)}
+	}
+	var out []suite
+	if o.suite != suiteCNP {
+		sc, err := conformanceScenarios(re, nodes)
+		if err != nil {
+			return nil, err
+		}
+		if len(sc) > 0 {
+			out = append(out, suite{suiteV1, sc})
+		}
+	}
+	if o.suite != suiteV1 {
+		sc, err := cnpScenarios(re, nodes)
+		if err != nil {
+			return nil, err
+		}
+		if len(sc) > 0 {
+			out = append(out, suite{suiteCNP, sc})
+		}
+	}
+	if len(out) == 0 {
+		return nil, &exitError{2, fmt.Errorf("no case of suite %s matches %q", o.suite, o.caseFilter)}
+	}
+	return out, nil
+}
+
+func cnpScenarios(re *regexp.Regexp, nodes []string) ([]runner.Scenario, error) {
+	tests, err := cnp.Tests()
+	if err != nil {
+		return nil, err
+	}
+	var kept []cnp.Test
+	for _, t := range tests {
+		if re.MatchString(t.Name) {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == 0 {
+		return nil, nil
+	}
+	if len(nodes) < 2 || len(nodes) > 4 {
+		return nil, &exitError{2, fmt.Errorf("--nodes %d: the cnp suite needs 2 to 4 nodes (run --suite v1 for other sizes)", len(nodes))}
+	}
+	return runner.CNPScenarios(kept, nodes)
+}
+
+func conformanceScenarios(re *regexp.Regexp, nodes []string) ([]runner.Scenario, error) {
 	cases, err := conformance.Cases()
 	if err != nil {
 		return nil, err
 	}
-	if filter != "" {
-		re, err := regexp.Compile(filter)
-		if err != nil {
-			return nil, &exitError{2, fmt.Errorf("--case: %w", err)}
+	kept := cases[:0]
+	for _, c := range cases {
+		if re.MatchString(c.Name) {
+			kept = append(kept, c)
 		}
-		kept := cases[:0]
-		for _, c := range cases {
-			if re.MatchString(c.Name) {
-				kept = append(kept, c)
-			}
-		}
-		cases = kept
 	}
-	if len(cases) == 0 {
-		return nil, &exitError{2, fmt.Errorf("no conformance case matches %q", filter)}
+	if len(kept) == 0 {
+		return nil, nil
 	}
-	return runner.CaseScenarios(cases, nodes)
+	return runner.CaseScenarios(kept, nodes)
 }
 
 func manifestScenario(cmd *cobra.Command, o *labOptions, nodes []string) ([]runner.Scenario, error) {
@@ -218,34 +305,41 @@ func firstPods(scs []runner.Scenario) []*corev1.Pod {
 	return scs[0].Steps[0].Pods
 }
 
-func writeJSONL(w io.Writer, r runner.StepResult) {
+func writeJSONL(w io.Writer, suiteName string, r runner.StepResult) {
 	enc := json.NewEncoder(w)
 	for _, c := range r.Cells {
 		_ = enc.Encode(struct {
-			Case string `json:"case"`
-			Step int    `json:"step"`
+			Suite string `json:"suite"`
+			Case  string `json:"case"`
+			Step  int    `json:"step"`
 			runner.Cell
-		}{r.Scenario, r.Index, c})
+		}{suiteName, r.Scenario, r.Index, c})
 	}
 }
 
 func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
-	verdict := "all agree"
+	disagree := fmt.Sprintf("%d disagree", r.Disagree)
 	if r.Disagree > 0 {
-		verdict = fmt.Sprintf("%d DISAGREE", r.Disagree)
+		disagree = fmt.Sprintf("%d DISAGREE", r.Disagree)
 	}
-	fmt.Fprintf(w, "== %s, step %d: %s: %d cells, %s (%d not probed), %d netlink ops, %s\n",
-		r.Scenario, r.Index, r.Step, len(r.Cells), verdict, r.NotProbed, r.SyncOps, r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(w, "== %s, step %d: %s: %d cells: %d agree, %s, %d not probed; %d netlink ops, %s\n",
+		r.Scenario, r.Index, r.Step, len(r.Cells), r.Agree, disagree, r.NotProbed, r.SyncOps, r.Duration.Round(time.Millisecond))
 	for _, inv := range r.Invalid {
 		fmt.Fprintf(w, "   invalid: %s\n", inv)
 	}
 	expected, observed := r.Tables()
+	probedExpected, _ := r.ProbedTables()
 	for _, pp := range expected.Keys() {
-		n, diff := truthtable.Diff(expected[pp], observed[pp])
+		// Only probed cells can differ: a cell that was not probed is
+		// counted as not probed, never as a disagreement.
+		n, diff := 0, ""
+		if pe := probedExpected[pp]; pe != nil {
+			n, diff = truthtable.Diff(pe, observed[pp])
+		}
 		switch {
 		case n > 0:
 			fmt.Fprintf(w, "\n%s: %d cells differ (expected by the policies vs observed with packets):\n%s\n", pp, n, diff)
-		case pp.Protocol == cluster.ProtocolSCTP:
+		case probedExpected[pp] == nil:
 			if !brief {
 				fmt.Fprintf(w, "\n%s: not probed (this kernel has no SCTP sockets); expected:\n%s", pp, expected[pp])
 			}
@@ -257,6 +351,9 @@ func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
 		if c.Case != nil && *c.Case != c.Expected {
 			fmt.Fprintf(w, "   model vs case table: %s -> %s %s/%d: model %v, case %v\n", c.From, c.To, c.Proto, c.Port, c.Expected, *c.Case)
 		}
+		if c.Expected == c.Observed && c.DeniedNotByDrop() {
+			fmt.Fprintf(w, "   denied, but not by a drop: %s -> %s %s/%d: %s\n", c.From, c.To, c.Proto, c.Port, c.Detail)
+		}
 		if c.Err != "" {
 			fmt.Fprintf(w, "   lab fault: %s -> %s %s/%d: %s\n", c.From, c.To, c.Proto, c.Port, c.Err)
 		}
@@ -266,33 +363,40 @@ func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
 	}
 }
 
-func writeSummary(w io.Writer, results []runner.StepResult, cfg runner.Config, o *labOptions, total time.Duration) {
+func writeSummary(w io.Writer, runs []suiteRun, cfg runner.Config, o *labOptions) {
 	type row struct {
-		cells, agree, notProbed int
-		dur                     time.Duration
-	}
-	var order []string
-	rows := map[string]*row{}
-	for _, r := range results {
-		if rows[r.Scenario] == nil {
-			rows[r.Scenario] = &row{}
-			order = append(order, r.Scenario)
-		}
-		x := rows[r.Scenario]
-		x.cells += len(r.Cells)
-		x.agree += r.Agree
-		x.notProbed += r.NotProbed
-		x.dur += r.Duration
+		cells, agree, disagree, notProbed int
+		dur                               time.Duration
 	}
 	fmt.Fprintf(w, "\nSummary: cni=%s nodes=%d dnat=%v protocols=%s\n", cfg.Lab.CNI, o.nodes, cfg.Lab.DNAT, strings.Join(o.protocols, ","))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "case\tcells\tagree\tnot probed\ttime")
-	var tc, ta, tn int
-	for _, name := range order {
-		x := rows[name]
-		tc, ta, tn = tc+x.cells, ta+x.agree, tn+x.notProbed
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", name, x.cells, x.agree, x.notProbed, x.dur.Round(time.Millisecond))
+	fmt.Fprintln(tw, "suite\tcase\tcells\tagree\tdisagree\tnot probed\ttime")
+	var totals []string
+	for _, run := range runs {
+		var order []string
+		rows := map[string]*row{}
+		for _, r := range run.results {
+			if rows[r.Scenario] == nil {
+				rows[r.Scenario] = &row{}
+				order = append(order, r.Scenario)
+			}
+			x := rows[r.Scenario]
+			x.cells += len(r.Cells)
+			x.agree += r.Agree
+			x.disagree += r.Disagree
+			x.notProbed += r.NotProbed
+			x.dur += r.Duration
+		}
+		var t row
+		for _, name := range order {
+			x := rows[name]
+			t.cells, t.agree, t.disagree, t.notProbed = t.cells+x.cells, t.agree+x.agree, t.disagree+x.disagree, t.notProbed+x.notProbed
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", run.name, name, x.cells, x.agree, x.disagree, x.notProbed, x.dur.Round(time.Millisecond))
+		}
+		totals = append(totals, fmt.Sprintf("TOTAL %s (%d)\t\t%d\t%d\t%d\t%d\t%s\n", run.name, len(order), t.cells, t.agree, t.disagree, t.notProbed, run.took.Round(time.Millisecond)))
 	}
-	fmt.Fprintf(tw, "TOTAL (%d)\t%d\t%d\t%d\t%s\n", len(order), tc, ta, tn, total.Round(time.Millisecond))
+	for _, t := range totals {
+		fmt.Fprint(tw, t)
+	}
 	tw.Flush()
 }

@@ -4,8 +4,8 @@
 //
 // A lab has one network namespace per node, one per pod, and an underlay
 // namespace holding a bridge that joins the nodes. Every pod serves each of its
-// containerPorts on TCP and UDP from small in-process servers whose sockets live
-// in the pod's namespace; ProbeAll connects from inside source pods and reports
+// containerPorts on TCP and UDP (or exactly what its ServesAnnotation lists)
+// from small in-process servers whose sockets live in the pod's namespace; ProbeAll connects from inside source pods and reports
 // what got through. The lead applies policyd's table in a node namespace
 // (NodeNetNS, NodeNetNSHandle, DoInNode, ExecInNode) and compares probes with
 // the expected truth table.
@@ -33,7 +33,8 @@
 // without one gets the lowest free address of its node's range, and PodObjects
 // reports the result. Pods without spec.nodeName are spread round-robin over
 // the nodes in key order. hostNetwork pods live in their node's namespace and
-// use its underlay address.
+// use its underlay address (NodeAddr: what a caller should give as the node's
+// InternalIP).
 //
 // Pod addresses are always /32 (/128) on the pod's eth0, so any placement of
 // addresses on nodes works: nodes hold a /32 route per local pod and a /32

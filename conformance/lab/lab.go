@@ -16,6 +16,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/policyd/policyd/policy/model"
 )
 
 // CNI is the shape of the pod network. The zero value is invalid.
@@ -317,7 +319,7 @@ func (l *Lab) addPod(pp *podPlan) error {
 		p := &labPod{plan: pp, ns: node.ns}
 		l.pods[pp.Key] = p
 		var err error
-		p.srv, err = startServers(node.ns.ns, pp.Key, pp.Pod.IPs, pp.Ports)
+		p.srv, err = startServers(node.ns.ns, pp.Key, pp.Pod.IPs, pp.Listen)
 		return err
 	}
 	l.seq++
@@ -330,7 +332,7 @@ func (l *Lab) addPod(pp *podPlan) error {
 	if err := l.wirePod(p, node); err != nil {
 		return fmt.Errorf("pod %s: %w", pp.Key, err)
 	}
-	p.srv, err = startServers(ns.ns, pp.Key, pp.Pod.IPs, pp.Ports)
+	p.srv, err = startServers(ns.ns, pp.Key, pp.Pod.IPs, pp.Listen)
 	return err
 }
 
@@ -666,8 +668,10 @@ type PodInfo struct {
 	Allocated []netip.Addr
 	// ClusterIPs are set in DNAT mode.
 	ClusterIPs []netip.Addr
-	// Ports are the port numbers served on TCP and UDP.
-	Ports []int32
+	// Ports are the distinct port numbers served; Listen says on which
+	// protocols (see ServesAnnotation).
+	Ports  []int32
+	Listen []model.PortProto
 }
 
 // Pods describes the pods, sorted by key.
@@ -683,6 +687,7 @@ func (l *Lab) Pods() []PodInfo {
 			NetNS:       p.ns.name,
 			HostNetwork: p.plan.HostNetwork,
 			Ports:       append([]int32(nil), p.plan.Ports...),
+			Listen:      append([]model.PortProto(nil), p.plan.Listen...),
 		}
 		for _, f := range l.fams {
 			if a := p.plan.IPs[f]; a.IsValid() {

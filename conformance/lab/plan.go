@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/model"
 )
 
 // Family is an IP family. Where a Family is optional (Probe.Family), the zero
@@ -78,6 +80,11 @@ func nodeAddr(i int, f fam) netip.Addr {
 	}
 	return addOffset(underlay4.Addr(), uint32(10+i))
 }
+
+// NodeAddr returns the underlay address of the lab's node i (in Config.Nodes
+// order) of family f: where its hostNetwork pods live and what a caller
+// should give as the node's InternalIP.
+func NodeAddr(i int, f Family) netip.Addr { return nodeAddr(i, famIndex(f)) }
 
 // underlayPrefix is node i's underlay address with the underlay prefix length.
 func underlayPrefix(i int, f fam) netip.Prefix {
@@ -153,23 +160,61 @@ type podPlan struct {
 	IPs        [2]netip.Addr
 	Allocated  [2]bool
 	ClusterIPs [2]netip.Addr
-	// Ports are the distinct container port numbers, sorted. Each is served on
-	// TCP and UDP whatever protocol the pod declares.
+	// Ports are the distinct port numbers served, sorted.
 	Ports []int32
+	// Listen is what the pod's servers listen on, sorted: every container
+	// port on TCP and UDP whatever protocol the pod declares, or exactly the
+	// TCP and UDP entries of ServesAnnotation.
+	Listen []model.PortProto
+}
+
+// ServesAnnotation, on a pod given to the lab, lists exactly what the pod's
+// servers listen on, as comma-separated PROTOCOL/port entries
+// ("TCP/80,UDP/53"), instead of every containerPort on both TCP and UDP. SCTP
+// entries are accepted and not served: this kernel has no SCTP sockets, and
+// SCTP probes are never run.
+const ServesAnnotation = "lab.policyd.io/serves"
+
+// listenOf returns what pod p, converted as conv, listens on.
+func listenOf(key string, p *corev1.Pod, conv *cluster.Pod) ([]model.PortProto, []error) {
+	var out []model.PortProto
+	var errs []error
+	seen := map[model.PortProto]bool{}
+	add := func(pp model.PortProto) {
+		if !seen[pp] {
+			seen[pp] = true
+			out = append(out, pp)
+		}
+	}
+	if s, ok := p.Annotations[ServesAnnotation]; ok {
+		for _, e := range strings.Split(s, ",") {
+			pp, err := model.ParsePortProto(e)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("pod %s: annotation %s: %w", key, ServesAnnotation, err))
+				continue
+			}
+			if pp.Protocol != cluster.ProtocolSCTP {
+				add(pp)
+			}
+		}
+	} else {
+		for _, cp := range conv.Ports {
+			if cp.Port < 1 || cp.Port > 65535 {
+				errs = append(errs, fmt.Errorf("pod %s: containerPort %d is not in 1-65535", key, cp.Port))
+				continue
+			}
+			add(model.PortProto{Port: cp.Port, Protocol: cluster.ProtocolTCP})
+			add(model.PortProto{Port: cp.Port, Protocol: cluster.ProtocolUDP})
+		}
+	}
+	slices.SortFunc(out, model.PortProto.Compare)
+	return out, errs
 }
 
 // sameTopology reports whether a and b need the same namespaces, links,
 // routes and servers (labels may differ).
 func (a *podPlan) sameTopology(b *podPlan) bool {
-	if a.Node != b.Node || a.HostNetwork != b.HostNetwork || a.IPs != b.IPs || len(a.Ports) != len(b.Ports) {
-		return false
-	}
-	for i := range a.Ports {
-		if a.Ports[i] != b.Ports[i] {
-			return false
-		}
-	}
-	return true
+	return a.Node == b.Node && a.HostNetwork == b.HostNetwork && a.IPs == b.IPs && slices.Equal(a.Listen, b.Listen)
 }
 
 // families returns the families the lab uses.
@@ -239,14 +284,17 @@ func planPods(nodes []string, ipv6, dnat bool, prev map[string]*podPlan, pods []
 			}
 			pp.Node = i
 		}
-		ports := map[int32]bool{}
-		for _, cp := range conv.Ports { // in 1-65535: cluster.ConvertPod refuses others
-			ports[cp.Port] = true
+		listen, lerrs := listenOf(key, p, conv)
+		if len(lerrs) > 0 {
+			errs = append(errs, lerrs...)
+			continue
 		}
-		for port := range ports {
-			pp.Ports = append(pp.Ports, port)
+		pp.Listen = listen
+		for _, l := range listen {
+			if !slices.Contains(pp.Ports, l.Port) {
+				pp.Ports = append(pp.Ports, l.Port) // listen is sorted by port
+			}
 		}
-		sort.Slice(pp.Ports, func(i, j int) bool { return pp.Ports[i] < pp.Ports[j] })
 
 		if pp.HostNetwork {
 			for _, f := range families(ipv6) {

@@ -129,9 +129,12 @@ func TestPlanPods(t *testing.T) {
 			pods: []*corev1.Pod{podFixture("x", "a", "node-1", func(p *corev1.Pod) {
 				p.Spec.Containers[0].Ports[0].ContainerPort = 0
 			})},
-			// Refused where every pod is converted (cluster.ConvertPod), as
-			// the API server refuses it.
-			wantErr: "pod x/a: spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535",
+			wantErr: "pod x/a: spec.containers[0].ports[0].containerPort: Invalid value: 0",
+		},
+		{
+			name:    "bad serves annotation",
+			pods:    []*corev1.Pod{podFixture("x", "a", "node-1", withServes("TCP/80,http"))},
+			wantErr: "pod x/a: annotation lab.policyd.io/serves: port \"http\"",
 		},
 	}
 	for _, tt := range tests {
@@ -249,5 +252,35 @@ func TestAddressPlan(t *testing.T) {
 	}
 	if s := nodeSubnet(MaxNodes-1, v4).String(); s != "10.240.199.0/24" {
 		t.Errorf("last node subnet = %s", s)
+	}
+}
+
+func withServes(s string) func(*corev1.Pod) {
+	return func(p *corev1.Pod) { p.Annotations = map[string]string{ServesAnnotation: s} }
+}
+
+// TestPlanPods_ServesAnnotation: with the annotation a pod listens on exactly
+// its TCP and UDP entries, whatever it declares; without it, on every
+// declared port with both protocols.
+func TestPlanPods_ServesAnnotation(t *testing.T) {
+	t.Parallel()
+	got, err := planPods(twoNodes, false, false, nil, []*corev1.Pod{
+		podFixture("x", "a", "node-1", withServes("UDP/53, TCP/8080,TCP/80,SCTP/9003,udp/5353")),
+		podFixture("x", "b", "node-1"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	render := func(p *podPlan) string { return fmt.Sprint(p.Ports, p.Listen) }
+	if s, want := render(got[0]), "[53 80 5353 8080] [UDP/53 TCP/80 UDP/5353 TCP/8080]"; s != want {
+		t.Errorf("annotated pod: %s, want %s", s, want)
+	}
+	if s, want := render(got[1]), "[80 81] [TCP/80 UDP/80 TCP/81 UDP/81]"; s != want {
+		t.Errorf("plain pod: %s, want %s", s, want)
+	}
+	changed := *got[0]
+	changed.Listen = changed.Listen[1:]
+	if got[0].sameTopology(&changed) {
+		t.Error("a pod whose servers change must be rebuilt")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/model"
 )
 
 // token is what the server of pod key answers on proto/port. Probes compare
@@ -29,31 +30,38 @@ type servers struct {
 	wg      sync.WaitGroup
 }
 
-// startServers binds, inside ns, a TCP listener and a UDP socket on every
-// address and port, and serves them until close. Binding to the pod's own
+// startServers binds, inside ns, a TCP listener or a UDP socket on every
+// address for every entry of listen (TCP and UDP only), and serves them until
+// close. Binding to the pod's own
 // addresses (not the wildcard) makes UDP replies leave from the address the
 // probe targeted, even in a node namespace with several addresses.
-func startServers(ns netns.NsHandle, key string, addrs []netip.Addr, ports []int32) (*servers, error) {
+func startServers(ns netns.NsHandle, key string, addrs []netip.Addr, listen []model.PortProto) (*servers, error) {
 	s := &servers{}
 	var tcp []net.Listener
 	var udp []net.PacketConn
 	err := netnsutil.Do(ns, func() error {
 		var lc net.ListenConfig
 		for _, a := range addrs {
-			for _, port := range ports {
-				ap := netip.AddrPortFrom(a, uint16(port)).String()
-				ln, err := lc.Listen(context.Background(), "tcp", ap)
-				if err != nil {
-					return fmt.Errorf("pod %s: listening on tcp %s: %w", key, ap, err)
+			for _, l := range listen {
+				ap := netip.AddrPortFrom(a, uint16(l.Port)).String()
+				switch l.Protocol {
+				case cluster.ProtocolTCP:
+					ln, err := lc.Listen(context.Background(), "tcp", ap)
+					if err != nil {
+						return fmt.Errorf("pod %s: listening on tcp %s: %w", key, ap, err)
+					}
+					tcp = append(tcp, ln)
+					s.closers = append(s.closers, ln)
+				case cluster.ProtocolUDP:
+					pc, err := lc.ListenPacket(context.Background(), "udp", ap)
+					if err != nil {
+						return fmt.Errorf("pod %s: listening on udp %s: %w", key, ap, err)
+					}
+					udp = append(udp, pc)
+					s.closers = append(s.closers, pc)
+				default:
+					return fmt.Errorf("pod %s: cannot serve %s", key, l)
 				}
-				tcp = append(tcp, ln)
-				s.closers = append(s.closers, ln)
-				pc, err := lc.ListenPacket(context.Background(), "udp", ap)
-				if err != nil {
-					return fmt.Errorf("pod %s: listening on udp %s: %w", key, ap, err)
-				}
-				udp = append(udp, pc)
-				s.closers = append(s.closers, pc)
 			}
 		}
 		return nil

@@ -3,7 +3,8 @@
 // as the node agent, applied inside that node's network namespace), applies
 // each step of a scenario incrementally, probes every pod pair with real
 // packets, and compares what it observed with the semantics model and, for the
-// upstream cases, with the case's own truth tables.
+// upstream cases, with the case's own truth tables; the ClusterNetworkPolicy
+// suite (CNPScenarios) runs its own probes against its data's expectations.
 package runner
 
 import (
@@ -43,6 +44,25 @@ type Step struct {
 	// upstream cases do). The model must agree with them, and so must the
 	// packets.
 	Expect truthtable.Tables
+	// Snapshot, when set, is the cluster state enforced in this step,
+	// instead of one built from Namespaces, Pods and Policies (which cannot
+	// hold ClusterNetworkPolicies or Nodes). Pods still build the lab, and
+	// every snapshot pod must have the address the lab gave it.
+	Snapshot *cluster.Snapshot
+	// Checks, when set, are the step's only probes, each with the verdict
+	// the scenario's data expects; the packets must agree with them (the
+	// model is not consulted). Probes, Expect and the all-pairs matrix are
+	// then unused. A step may have Checks of length zero: it is synced and
+	// nothing is probed.
+	Checks []Check
+}
+
+// Check is one probe with its expected verdict.
+type Check struct {
+	From, To string // namespace/pod
+	Port     int32
+	Protocol cluster.Protocol
+	Allowed  bool
 }
 
 // Scenario is a named sequence of steps over one set of pods.
@@ -82,7 +102,11 @@ type Cell struct {
 }
 
 // Agrees reports whether the cell's observed, expected and case verdicts
-// agree. Unprobed cells agree; lab faults never do.
+// agree. Unprobed cells agree (the caller counts them apart); lab faults
+// never do. A cell expected to be denied agrees only when the packets were
+// dropped (DeniedNotByDrop): a refused or unreachable answer means the
+// server was missing or something rejected the packet, which no policy here
+// asks for.
 func (c Cell) Agrees() bool {
 	if c.Err != "" {
 		return false
@@ -90,7 +114,22 @@ func (c Cell) Agrees() bool {
 	if c.Case != nil && *c.Case != c.Expected {
 		return false
 	}
-	return !c.Probed || c.Observed == c.Expected
+	if !c.Probed {
+		return true
+	}
+	return c.Observed == c.Expected && !c.DeniedNotByDrop()
+}
+
+// DeniedNotByDrop reports whether a probed, denied cell failed some other
+// way than by its packets being dropped: a timeout, or a local send refused
+// by the source's output hook ("blocked locally", EPERM), are drops; a
+// refusal (RST or ICMP port unreachable), an ICMP unreachable or a
+// connection that opened and then gave no answer are not.
+func (c Cell) DeniedNotByDrop() bool {
+	if !c.Probed || c.Observed {
+		return false
+	}
+	return c.Detail != "timeout" && c.Detail != "blocked locally"
 }
 
 // StepResult is the outcome of one step.
@@ -99,7 +138,10 @@ type StepResult struct {
 	Step     string
 	Index    int
 	Cells    []Cell
-	// Agree, Disagree and NotProbed count cells.
+	// Agree, Disagree and NotProbed count cells; each cell is in exactly one
+	// of them. A cell that could not be probed (SCTP) is NotProbed, never
+	// Agree, unless its expectations disagree among themselves (model vs
+	// case table), or it hit a lab fault: then it is Disagree.
 	Agree, Disagree, NotProbed int
 	// SyncOps is the number of netlink operations the step's sync wrote over
 	// all nodes; FullSyncs how many nodes read the kernel back first.
@@ -128,6 +170,19 @@ func (r *StepResult) Tables() (expected, observed truthtable.Tables) {
 		}
 	}
 	return expected, observed
+}
+
+// ProbedTables is Tables restricted to the cells that were probed: an
+// observed table compared with its expected one then differs only where the
+// packets did. Port/protocols with no probed cell have no table.
+func (r *StepResult) ProbedTables() (expected, observed truthtable.Tables) {
+	probed := r.Cells[:0:0]
+	for _, c := range r.Cells {
+		if c.Probed {
+			probed = append(probed, c)
+		}
+	}
+	return (&StepResult{Cells: probed}).Tables()
 }
 
 // Run builds the lab for the scenarios' pods (every scenario must use the same
@@ -193,10 +248,18 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	if err := e.lab.UpdatePods(ctx, st.Pods); err != nil {
 		return res, err
 	}
-	pods := e.lab.PodObjects()
-	snap, errs := cluster.NewSnapshot(st.Namespaces, pods, st.Policies)
-	for _, err := range errs {
-		res.Invalid = append(res.Invalid, err.Error())
+	var snap *cluster.Snapshot
+	if st.Snapshot != nil {
+		snap = st.Snapshot
+		if err := e.checkAddresses(snap); err != nil {
+			return res, err
+		}
+	} else {
+		var errs []error
+		snap, errs = cluster.NewSnapshot(st.Namespaces, e.lab.PodObjects(), st.Policies)
+		for _, err := range errs {
+			res.Invalid = append(res.Invalid, err.Error())
+		}
 	}
 	ix := selectors.FromSnapshot(snap)
 	for _, node := range e.nodes {
@@ -237,7 +300,6 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 			res.Disagree++
 		case !c.Probed:
 			res.NotProbed++
-			res.Agree++
 		default:
 			res.Agree++
 		}
@@ -245,6 +307,27 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	res.Cells = cells
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// checkAddresses makes sure policyd is told the addresses the packets carry:
+// every pod of snap must be in the lab, on the same node, with the same IPv4
+// address.
+func (e *enforcer) checkAddresses(snap *cluster.Snapshot) error {
+	built := map[string]lab.PodInfo{}
+	for _, p := range e.lab.Pods() {
+		built[p.Key] = p
+	}
+	for _, p := range snap.Pods {
+		b, ok := built[p.Key()]
+		if !ok {
+			return fmt.Errorf("pod %s is in the snapshot but not in the lab", p.Key())
+		}
+		ip, _ := p.IP(4)
+		if b.Node != p.NodeName || len(b.IPs) == 0 || b.IPs[0] != ip {
+			return fmt.Errorf("pod %s: snapshot says %s on %s, the lab built %v on %s", p.Key(), ip, p.NodeName, b.IPs, b.Node)
+		}
+	}
+	return nil
 }
 
 func (e *enforcer) flushConntrack(node string) error {
@@ -265,6 +348,13 @@ func (e *enforcer) flushConntrack(node string) error {
 func (e *enforcer) plan(cfg Config, snap *cluster.Snapshot, st Step) ([]lab.Probe, []Cell) {
 	var probes []lab.Probe
 	var cells []Cell
+	if st.Checks != nil {
+		for _, c := range st.Checks {
+			cells = append(cells, Cell{From: c.From, To: c.To, Port: c.Port, Protocol: c.Protocol, Proto: c.Protocol.String(), Expected: c.Allowed})
+			probes = append(probes, lab.Probe{From: c.From, To: c.To, Port: c.Port, Protocol: c.Protocol, Service: cfg.Lab.DNAT})
+		}
+		return probes, cells
+	}
 	var pods []*cluster.Pod
 	for _, p := range snap.Pods {
 		if !p.HostNetwork && len(p.IPs) > 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/policyd/policyd/conformance"
+	"github.com/policyd/policyd/conformance/cnp"
 	"github.com/policyd/policyd/conformance/lab"
 	"github.com/policyd/policyd/conformance/runner"
 	"github.com/policyd/policyd/internal/netnstest"
@@ -126,4 +127,85 @@ func TestRun_MutationIsDetected(t *testing.T) {
 		}
 	}
 	assert.Positive(t, disagree, "a ruleset missing an allow rule went unnoticed")
+}
+
+func cnpScenarios(t *testing.T, pattern string, nodes []string, edit func([]cnp.Test)) []runner.Scenario {
+	t.Helper()
+	tests, err := cnp.Tests()
+	require.NoError(t, err)
+	re := regexp.MustCompile(pattern)
+	var picked []cnp.Test
+	for _, tc := range tests {
+		if re.MatchString(tc.Name) {
+			picked = append(picked, tc)
+		}
+	}
+	require.NotEmpty(t, picked, pattern)
+	if edit != nil {
+		edit(picked)
+	}
+	sc, err := runner.CNPScenarios(picked, nodes)
+	require.NoError(t, err)
+	return sc
+}
+
+// TestRun_CNPTests runs a spread of the ClusterNetworkPolicy suite (both
+// tiers, priorities, host-networked peers, node peers, a NetworkPolicy
+// beside the tiers, label changes between probes) with real packets on two
+// routed nodes: every probed cell must agree with the data, denials must be
+// drops, and SCTP cells are counted as not probed only. `make conformance`
+// runs the whole suite in every mode.
+func TestRun_CNPTests(t *testing.T) {
+	netnstest.RequireRoot(t)
+	nodes := []string{"node-1", "node-2"}
+	sc := cnpScenarios(t, "^(CNPAdminTierPriorityField|CNPAdminTierIntegration|CNPAdminTierEgressNodePeers|CNPBaselineTierPodSelector|CNPAdminTierIngressSCTP)$", nodes, nil)
+	results := run(t, runner.Config{Lab: lab.Config{CNI: lab.CNIRouted, Nodes: nodes}}, sc)
+	var agree, notProbed int
+	for _, r := range results {
+		agree += r.Agree
+		notProbed += r.NotProbed
+		for _, c := range r.Cells {
+			if !c.Agrees() {
+				t.Errorf("%s step %d (%s): %s -> %s %s/%d: expected allowed=%v, observed %v (%s) %s", r.Scenario, r.Index, r.Step, c.From, c.To, c.Proto, c.Port, c.Expected, c.Observed, c.Detail, c.Err)
+			}
+			if !c.Probed {
+				assert.Equal(t, "SCTP", c.Proto, "only SCTP goes unprobed: %+v", c)
+			}
+		}
+		assert.Equal(t, len(r.Cells), r.Agree+r.Disagree+r.NotProbed, "every cell is counted once")
+	}
+	assert.Greater(t, agree, 30, "the tests must have probed something")
+	assert.Positive(t, notProbed, "CNPAdminTierIngressSCTP's probes are SCTP")
+}
+
+// TestRun_CNPWrongExpectationIsDetected proves the lab can fail on the CNP
+// suite: with one probe's expectation flipped in a copy of the data, that
+// cell, and only that one, must be reported as disagreeing.
+func TestRun_CNPWrongExpectationIsDetected(t *testing.T) {
+	netnstest.RequireRoot(t)
+	nodes := []string{"node-1", "node-2"}
+	var flipped cnp.Probe
+	sc := cnpScenarios(t, "^CNPAdminTierPriorityField$", nodes, func(tests []cnp.Test) {
+		// A copy: the Steps and Probes slices are shared with the data.
+		tc := &tests[0]
+		tc.Steps = append([]cnp.Step(nil), tc.Steps...)
+		tc.Steps[0].Probes = append([]cnp.Probe(nil), tc.Steps[0].Probes...)
+		tc.Steps[0].Probes[0].Allowed = !tc.Steps[0].Probes[0].Allowed
+		flipped = tc.Steps[0].Probes[0]
+	})
+	results := run(t, runner.Config{Lab: lab.Config{CNI: lab.CNIRouted, Nodes: nodes}}, sc)
+	var bad []runner.Cell
+	for _, r := range results {
+		for _, c := range r.Cells {
+			if !c.Agrees() {
+				bad = append(bad, c)
+			}
+		}
+	}
+	require.Len(t, bad, 1, "exactly the flipped probe must disagree")
+	assert.Equal(t, flipped.From, bad[0].From)
+	assert.Equal(t, flipped.To, bad[0].To)
+	assert.Equal(t, flipped.Allowed, bad[0].Expected)
+	assert.NotEqual(t, bad[0].Expected, bad[0].Observed, "the packets must contradict the flipped expectation: %+v", bad[0])
+	t.Logf("flipped %s -> %s %s/%s to allowed=%v: reported expected %v, observed %v (%s)", flipped.From, flipped.To, flipped.Protocol, flipped.Port, flipped.Allowed, bad[0].Expected, bad[0].Observed, bad[0].Detail)
 }
