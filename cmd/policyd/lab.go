@@ -291,10 +291,15 @@ func manifestScenario(cmd *cobra.Command, o *labOptions, nodes []string) ([]runn
 		}
 	}
 	sc := runner.Scenario{Name: o.manifests}
-	if !o.skipBaseline && len(objs.Policies) > 0 {
+	n := len(objs.Policies) + len(objs.ClusterPolicies)
+	if !o.skipBaseline && n > 0 {
 		sc.Steps = append(sc.Steps, runner.Step{Name: "without policies", Namespaces: objs.Namespaces, Pods: pods, Policies: []*networkingv1.NetworkPolicy{}})
 	}
-	sc.Steps = append(sc.Steps, runner.Step{Name: fmt.Sprintf("with %d policies", len(objs.Policies)), Namespaces: objs.Namespaces, Pods: pods, Policies: objs.Policies})
+	name := fmt.Sprintf("with %d policies", len(objs.Policies))
+	if len(objs.ClusterPolicies) > 0 {
+		name += fmt.Sprintf(" and %d cluster network policies", len(objs.ClusterPolicies))
+	}
+	sc.Steps = append(sc.Steps, runner.Step{Name: name, Namespaces: objs.Namespaces, Pods: pods, Policies: objs.Policies, ClusterPolicies: objs.ClusterPolicies, Nodes: objs.Nodes})
 	return []runner.Scenario{sc}, nil
 }
 

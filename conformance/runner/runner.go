@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/conformance"
@@ -37,6 +38,9 @@ type Step struct {
 	Namespaces []*corev1.Namespace
 	Pods       []*corev1.Pod
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies and Nodes join Policies when Snapshot is not set.
+	ClusterPolicies []*npav1beta1.ClusterNetworkPolicy
+	Nodes           []*corev1.Node
 	// Probes are the destination ports probed; nil means every containerPort
 	// each destination pod declares.
 	Probes []model.PortProto
@@ -257,6 +261,7 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	} else {
 		var errs []error
 		snap, errs = cluster.NewSnapshot(st.Namespaces, e.lab.PodObjects(), st.Policies)
+		errs = append(errs, snap.AddClusterPolicies(st.ClusterPolicies, st.Nodes)...)
 		for _, err := range errs {
 			res.Invalid = append(res.Invalid, err.Error())
 		}
