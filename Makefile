@@ -5,6 +5,11 @@ BIN       := bin/policyd
 PKGS      := ./...
 TESTFLAGS ?= -count=1 -timeout 25m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# policyd version and --version report these; without them the binary falls
+# back to the VCS revision Go records, then to "dev".
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: all deps tools build test test-unit verify bench fuzz demo conformance kind-conformance clean
 
@@ -15,7 +20,7 @@ deps:
 	@./hack/deps.sh
 
 build:
-	$(GO) build -o $(BIN) ./cmd/policyd
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/policyd
 
 ## demo: the lab on examples/: the matrix without policies, then with them.
 demo: deps build
