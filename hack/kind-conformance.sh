@@ -34,7 +34,7 @@ YAML
 kind create cluster --name "$cluster" --config "$work/kind.yaml" --wait 120s
 docker build -t policyd:latest .
 kind load docker-image policyd:latest --name "$cluster"
-kubectl --context "kind-$cluster" apply -f deploy/
+kubectl --context "kind-$cluster" apply -f deploy/policyd.yaml
 kubectl --context "kind-$cluster" -n policyd-system rollout status daemonset/policyd --timeout=180s
 
 # The e2e binary comes from the same pinned k8s.io/kubernetes release as the

@@ -1,51 +1,50 @@
 package main
 
 import (
-	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
-	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+	"sigs.k8s.io/yaml"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/conformance/truthtable"
 	"github.com/policyd/policyd/policy/explain"
 	"github.com/policyd/policyd/policy/lint"
+	"github.com/policyd/policyd/policy/model"
 )
 
 type explainOptions struct {
-	kube      kubeFlags
-	manifests string
+	src       source
+	namespace string
 	port      int32
 	protocol  string
 	output    string
 	matrix    bool
 	trace     bool
+	// from, to and selector are label selectors (-l applies to both ends).
+	from, to, selector string
 }
 
 func newExplainCommand() *cobra.Command {
 	o := &explainOptions{}
 	cmd := &cobra.Command{
-		Use:   "explain SRC DST | explain --matrix",
+		Use:   "explain SRC DST | explain --from SELECTOR --to SELECTOR | explain --matrix",
 		Short: "Say whether traffic between two pods is allowed, and which policy and rule decide it",
 		Long: `Explain whether SRC may open a connection to DST, and why.
 
-SRC and DST are pods, written namespace/name, or IP addresses. The cluster is
-read from the API server (--kubeconfig, --context, as kubectl does), or
-offline from --manifests. The verdict
-comes first, then, for each direction, whether the pod is isolated and by
-which policies, and the rule that admitted the traffic, or the rule that came
-closest and what did not match. Traffic is allowed only if the source's
-egress and the destination's ingress both allow it.
+SRC and DST are pods or IP addresses. A pod is written as kubectl writes it:
+NAME or pod/NAME (in --namespace), or NAMESPACE/NAME. The cluster is read
+from the API server (--kubeconfig, --context, as kubectl does), or offline
+from --manifests (a file, a directory, or - for stdin, e.g. from
+kubectl get pods,networkpolicies,namespaces -A -o yaml).
+
+The verdict comes first, then, for each direction, whether the pod is
+isolated and by which policies, and the rule that admitted the traffic, or
+the rule that came closest and what did not match. Traffic is allowed only
+if the source's egress and the destination's ingress both allow it.
 
 Without --port, every port the destination pod declares in its
 containerPorts is explained. With --trace, the nftables ruleset policyd
@@ -53,204 +52,312 @@ compiles for the nodes on the path is walked for the same packet and shown
 beside the model's reasons; a disagreement between the two is reported
 loudly and makes the command fail.
 
+--from SELECTOR and --to SELECTOR (label selectors, as kubectl -l takes
+them) stand for SRC and DST: every selected source is explained against
+every selected destination, e.g. --from app=web --to app=db -n shop; give
+one of them and the other end as an argument (explain --from app=web
+shop/db). With --namespace they select in that namespace only, else in all.
+
 --matrix prints the reachability of every ordered pod pair (not a pod to
 itself) for every port/protocol the destination declares: as truth tables
 (. allowed, X denied; rows are sources, columns destinations), or with
 -o jsonl as one JSON object per line, or with -o html as one self-contained
-page of colour-coded grids, each cell's deciding rule in its tooltip.
+page of colour-coded grids, each cell's deciding rule in its tooltip. -n, -l,
+--from and --to narrow it:
+-n to one namespace, -l to the pods it selects at both ends, --from to the
+rows, --to to the columns.
 
-Exit status: 0 when every explained connection is allowed (or with --matrix),
-1 when one is denied, 2 on bad usage.`,
+Exit status: 0 when every explained connection is allowed (and always with
+--matrix), 1 when one is denied or --trace finds a disagreement, 2 on bad
+usage or input (an unknown pod, a bad --port, no cluster found), 3 when the
+API server cannot be read.`,
 		Example: `  policyd explain --manifests examples/ shop/frontend-1 shop/api
-  policyd explain --manifests examples/ shop/api shop/db --port 5432 -o json
+  policyd explain --manifests examples/ -n shop frontend-1 api --port 9090
+  policyd explain --manifests examples/ shop/api shop/db --port 5432 -o yaml
+  policyd explain --manifests examples/ -n shop --from app=frontend --to app=db
   policyd explain --manifests examples/ monitoring/prometheus shop/db --trace
-  policyd explain --manifests examples/ --matrix
-  policyd explain --manifests examples/ --matrix -o html > matrix.html`,
+  policyd explain --manifests examples/ --matrix -n shop
+  policyd explain --manifests examples/ --matrix -o html > matrix.html
+  kubectl get pods,networkpolicies,namespaces -A -o yaml | policyd explain --manifests - shop/frontend-1 shop/api
+  kubectl policyd explain -n shop frontend-1 api`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.matrix {
 				if len(args) != 0 {
-					return fmt.Errorf("--matrix takes no SRC DST")
+					return fmt.Errorf("--matrix takes no SRC DST (narrow it with -n, -l, --from, --to)")
 				}
 				return nil
 			}
-			if len(args) != 2 {
-				return fmt.Errorf("want SRC DST (namespace/pod or IP), got %d arguments", len(args))
+			want := 2
+			if o.from != "" {
+				want--
+			}
+			if o.to != "" {
+				want--
+			}
+			if len(args) != want {
+				return fmt.Errorf("%s, got %d arguments", o.wantArgs(), len(args))
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var snap *cluster.Snapshot
-			var err error
-			if o.manifests != "" {
-				snap, err = loadSnapshot(cmd, o.manifests)
-			} else {
-				snap, err = liveSnapshot(cmd, &o.kube)
+			if err := o.validate(cmd); err != nil {
+				return err
 			}
+			snap, err := o.src.snapshot(cmd)
 			if err != nil {
 				return err
 			}
 			if o.matrix {
 				return runMatrix(cmd.OutOrStdout(), cmd.ErrOrStderr(), snap, o)
 			}
-			return runExplain(cmd.OutOrStdout(), cmd.ErrOrStderr(), snap, args[0], args[1], o)
+			return runExplain(cmd, snap, args, o)
 		},
 	}
-	o.kube.add(cmd)
+	o.src.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests (Namespace, Pod, NetworkPolicy); default: read the cluster through --kubeconfig/--context")
-	f.Int32Var(&o.port, "port", 0, "destination port (default: every port the destination pod declares)")
+	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace of pods written without one (default: the kubeconfig context's, else default); with -l, --from, --to, --matrix: only this namespace")
+	f.Int32Var(&o.port, "port", 0, "destination port, 1-65535 (default: every port the destination pod declares)")
 	f.StringVar(&o.protocol, "protocol", "", "TCP, UDP or SCTP (default: TCP with --port, else the declared ports' protocols)")
-	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json (with --matrix: text, jsonl or html)")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (with --matrix: text, jsonl, json, yaml or html)")
 	f.BoolVar(&o.matrix, "matrix", false, "print the whole reachability matrix")
 	f.BoolVar(&o.trace, "trace", false, "also walk the compiled nftables ruleset and compare it with the model")
+	f.StringVar(&o.from, "from", "", "label selector for the sources, instead of SRC (e.g. app=web)")
+	f.StringVar(&o.to, "to", "", "label selector for the destinations, instead of DST (e.g. app=db)")
+	f.StringVarP(&o.selector, "selector", "l", "", "with --matrix: label selector for the pods at both ends")
 	return cmd
 }
 
-// liveSnapshot lists namespaces, pods and policies from the API server.
-func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
-	cfg, err := k.restConfig()
-	if err != nil {
-		return nil, err
+func (o *explainOptions) wantArgs() string {
+	switch {
+	case o.from != "" && o.to != "":
+		return "with --from and --to, want no SRC DST"
+	case o.from != "":
+		return "with --from, want DST only"
+	case o.to != "":
+		return "with --to, want SRC only"
 	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	ctx := cmd.Context()
-	nsl, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
-	}
-	pl, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing pods: %w", err)
-	}
-	npl, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing networkpolicies: %w", err)
-	}
-	var nss []*corev1.Namespace
-	for i := range nsl.Items {
-		nss = append(nss, &nsl.Items[i])
-	}
-	var pods []*corev1.Pod
-	for i := range pl.Items {
-		pods = append(pods, &pl.Items[i])
-	}
-	var pols []*networkingv1.NetworkPolicy
-	for i := range npl.Items {
-		pols = append(pols, &npl.Items[i])
-	}
-	snap, errs := cluster.NewSnapshot(nss, pods, pols)
-	extra, err := liveExtras(ctx, cfg, client, snap)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range append(errs, extra...) {
-		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
-	}
-	return snap, nil
+	return "want SRC DST (pod, namespace/pod or IP)"
 }
 
-// liveExtras adds to snap what explain reads besides pods and policies:
-// Nodes, Services and EndpointSlices, and ClusterNetworkPolicies when the
-// cluster serves them (a cluster without the CRD has none). It returns the
-// conversion errors.
-func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot) ([]error, error) {
-	nl, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing nodes: %w", err)
+// validate checks every flag before anything is read.
+func (o *explainOptions) validate(cmd *cobra.Command) error {
+	if cmd.Flags().Changed("port") && (o.port < 1 || o.port > 65535) {
+		return usagef("--port %d: want a port from 1 to 65535", o.port)
 	}
-	sl, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing services: %w", err)
+	if o.protocol != "" {
+		if _, err := cluster.ParseProtocol(o.protocol); err != nil {
+			return usagef("--protocol: %w", err)
+		}
 	}
-	el, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing endpointslices: %w", err)
+	outputs := []string{"text", "json", "yaml"}
+	if o.matrix {
+		outputs = []string{"text", "jsonl", "json", "yaml", "html"}
 	}
-	var cnps []*npav1beta1.ClusterNetworkPolicy
-	if res, err := client.Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String()); err == nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "clusternetworkpolicies" }) {
-		npa, err := npaclient.NewForConfig(cfg)
+	if !contains(outputs, o.output) {
+		return usagef("-o %s: want one of %v", o.output, outputs)
+	}
+	if o.selector != "" && !o.matrix {
+		return usagef("-l/--selector narrows --matrix; for SRC and DST use --from and --to")
+	}
+	if o.matrix && (o.trace || cmd.Flags().Changed("port") || o.protocol != "") {
+		return usagef("--matrix covers every declared port and takes no --port, --protocol or --trace")
+	}
+	for _, s := range []struct{ flag, v string }{{"--from", o.from}, {"--to", o.to}, {"-l", o.selector}} {
+		if s.v != "" {
+			if _, err := parseSelection(s.flag, s.v, ""); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ends returns the sources and destinations to explain: from the arguments
+// (qualified with the default namespace) or the --from and --to selectors.
+func (o *explainOptions) ends(snap *cluster.Snapshot, args []string) (srcs, dsts []string, err error) {
+	ns := defaultNamespace(o.namespace, &o.src)
+	pick := func(flag, sel string) ([]string, error) {
+		if sel == "" {
+			a := qualify(args[0], ns)
+			args = args[1:]
+			return []string{a}, nil
+		}
+		p, err := parseSelection(flag, sel, o.namespace)
 		if err != nil {
 			return nil, err
 		}
-		cl, err := npa.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("listing clusternetworkpolicies: %w", err)
-		}
-		for i := range cl.Items {
-			cnps = append(cnps, &cl.Items[i])
-		}
+		return p.pods(snap)
 	}
-	var nodes []*corev1.Node
-	for i := range nl.Items {
-		nodes = append(nodes, &nl.Items[i])
+	if srcs, err = pick("--from", o.from); err != nil {
+		return nil, nil, err
 	}
-	var svcs []*corev1.Service
-	for i := range sl.Items {
-		svcs = append(svcs, &sl.Items[i])
+	if dsts, err = pick("--to", o.to); err != nil {
+		return nil, nil, err
 	}
-	var eps []*discoveryv1.EndpointSlice
-	for i := range el.Items {
-		eps = append(eps, &el.Items[i])
-	}
-	errs := snap.AddClusterPolicies(cnps, nodes)
-	return append(errs, snap.AddServices(svcs, eps)...), nil
+	return srcs, dsts, nil
 }
 
-func runExplain(w, errw io.Writer, snap *cluster.Snapshot, src, dst string, o *explainOptions) error {
-	results, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace})
+func runExplain(cmd *cobra.Command, snap *cluster.Snapshot, args []string, o *explainOptions) error {
+	srcs, dsts, err := o.ends(snap, args)
 	if err != nil {
-		return usageOr(err)
+		return err
 	}
+	selected := o.from != "" || o.to != ""
+	var results []explain.Result
+	for _, src := range srcs {
+		for _, dst := range dsts {
+			if src == dst && selected {
+				continue // a pod to itself is always allowed
+			}
+			r, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace})
+			var ue *explain.UsageError
+			if selected && errors.As(err, &ue) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s -> %s not explained: %v\n", src, dst, err)
+				continue
+			}
+			if err != nil {
+				return usageOr(err)
+			}
+			results = append(results, r...)
+		}
+	}
+	if len(results) == 0 {
+		return usagef("--from %q --to %q: no connection to explain (every selected pair was skipped)", o.from, o.to)
+	}
+	w := cmd.OutOrStdout()
 	switch o.output {
 	case "json":
 		err = explain.WriteJSON(w, results)
-	case "text":
-		err = explain.WriteText(w, results)
+	case "yaml":
+		err = writeYAML(w, results)
 	default:
-		return &exitError{2, fmt.Errorf("-o %s: want text or json", o.output)}
+		err = explain.WriteText(w, results)
 	}
 	if err != nil {
 		return err
 	}
 	if err := explain.Disagreement(results); err != nil {
-		return err
+		return &exitError{exitFindings, err}
 	}
-	if src, err := explain.ResolveEndpoint(snap, src); err == nil && src.Pod != nil {
-		if w := lint.DNSWarning(snap, src.Pod, lint.Options{}); w != "" {
-			fmt.Fprintln(errw, "warning:", w)
+	warned := map[string]bool{}
+	for _, r := range results {
+		if p := snap.Pod(r.From); p != nil && !warned[r.From] {
+			warned[r.From] = true
+			if w := lint.DNSWarning(snap, p, lint.Options{}); w != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 		}
 	}
 	if !explain.AllAllowed(results) {
-		return &exitError{code: 1} // the verdict is the output; nothing more to say
+		return &exitError{code: exitFindings} // the verdict is the output; nothing more to say
 	}
 	return nil
 }
 
 func runMatrix(w, errw io.Writer, snap *cluster.Snapshot, o *explainOptions) error {
 	for _, p := range snap.Pods {
-		if warn := lint.DNSWarning(snap, p, lint.Options{}); warn != "" {
-			fmt.Fprintln(errw, "warning:", warn)
+		if (o.namespace == "" || p.Namespace == o.namespace) && !p.HostNetwork {
+			if warn := lint.DNSWarning(snap, p, lint.Options{}); warn != "" {
+				fmt.Fprintln(errw, "warning:", warn)
+			}
 		}
+	}
+	if o.output == "html" {
+		if o.namespace != "" || o.selector != "" || o.from != "" || o.to != "" {
+			return usagef("-o html draws the whole cluster: -n, -l, --from and --to do not apply to it")
+		}
+		return explain.WriteMatrixHTML(w, snap)
+	}
+	var rows, cols, both *podSelection
+	var err error
+	if o.from != "" {
+		if rows, err = parseSelection("--from", o.from, o.namespace); err != nil {
+			return err
+		}
+	}
+	if o.to != "" {
+		if cols, err = parseSelection("--to", o.to, o.namespace); err != nil {
+			return err
+		}
+	}
+	if o.selector != "" {
+		if both, err = parseSelection("-l", o.selector, o.namespace); err != nil {
+			return err
+		}
+	}
+	keep := map[string]*cluster.Pod{}
+	for _, p := range snap.Pods {
+		keep[p.Key()] = p
+	}
+	in := func(key string, sels ...*podSelection) bool {
+		p := keep[key]
+		if p == nil {
+			return false
+		}
+		if o.namespace != "" && p.Namespace != o.namespace {
+			return false
+		}
+		for _, s := range sels {
+			if !s.matches(p) {
+				return false
+			}
+		}
+		return true
+	}
+	var cells []model.Cell
+	for _, c := range model.Matrix(snap) {
+		if in(c.From, rows, both) && in(c.To, cols, both) {
+			cells = append(cells, c)
+		}
+	}
+	if len(cells) == 0 && (o.namespace != "" || rows != nil || cols != nil || both != nil) {
+		return usagef("--matrix: no pod pair matches -n %q -l %q --from %q --to %q", o.namespace, o.selector, o.from, o.to)
 	}
 	switch o.output {
 	case "jsonl":
-		return explain.WriteMatrixJSONL(w, snap)
-	case "text":
-		return explain.WriteMatrixText(w, snap)
-	case "html":
-		return explain.WriteMatrixHTML(w, snap)
+		enc := json.NewEncoder(w)
+		for _, c := range cells {
+			if err := enc.Encode(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(cells)
+	case "yaml":
+		return writeYAML(w, cells)
 	}
-	return &exitError{2, fmt.Errorf("-o %s: with --matrix want text, jsonl or html", o.output)}
+	_, err = fmt.Fprint(w, truthtable.FromCells(cells).String())
+	return err
+}
+
+// writeYAML writes v as YAML through its JSON form, so that the YAML has
+// the same fields as -o json (docs/explain-json.md).
+func writeYAML(w io.Writer, v any) error {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
 }
 
 // usageOr gives a usage error in the query exit status 2.
 func usageOr(err error) error {
 	var ue *explain.UsageError
 	if errors.As(err, &ue) {
-		return &exitError{2, err}
+		return usageError(err)
 	}
 	return err
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"strings"
 	"testing"
 
@@ -22,16 +21,7 @@ func run(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
-func exitCodeOf(err error) int {
-	if err == nil {
-		return 0
-	}
-	var e *exitError
-	if errors.As(err, &e) {
-		return e.code
-	}
-	return 1
-}
+func exitCodeOf(err error) int { return exitCode(err) }
 
 func TestExplain_VerdictsAndExitCodes(t *testing.T) {
 	t.Parallel()
@@ -47,7 +37,7 @@ func TestExplain_VerdictsAndExitCodes(t *testing.T) {
 
 	_, err = run(t, "explain", "--manifests", "../../examples", "shop/nope", "shop/db")
 	assert.Equal(t, 2, exitCodeOf(err), "an unknown pod is a usage error")
-	_, err = run(t, "explain", "--manifests", "../../examples", "shop/api", "shop/db", "-o", "yaml")
+	_, err = run(t, "explain", "--manifests", "../../examples", "shop/api", "shop/db", "-o", "xml")
 	assert.Equal(t, 2, exitCodeOf(err))
 }
 

@@ -102,6 +102,9 @@ func runLab(cmd *cobra.Command, o *labOptions) error {
 	if o.output != "text" && o.output != "jsonl" {
 		return &exitError{2, fmt.Errorf("-o %s: want text or jsonl", o.output)}
 	}
+	if o.cni != string(lab.CNIRouted) && o.cni != string(lab.CNIBridged) {
+		return &exitError{2, fmt.Errorf("--cni %s: want %s or %s", o.cni, lab.CNIRouted, lab.CNIBridged)}
+	}
 	if o.nodes < 1 {
 		return &exitError{2, fmt.Errorf("--nodes must be at least 1")}
 	}

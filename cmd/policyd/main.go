@@ -1,68 +1,124 @@
 // Command policyd enforces Kubernetes NetworkPolicies on a node with nftables
-// and explains its decisions. See `policyd --help`.
+// and explains its decisions. See `policyd --help`. Installed on the PATH as
+// kubectl-policyd, it is also a kubectl plugin: `kubectl policyd explain …`.
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
 
-// version is set at link time (-ldflags "-X main.version=...").
-var version = "dev"
+// version and commit are set at link time by the Makefile:
+// -ldflags "-X main.version=... -X main.commit=...". Without them they come
+// from the module and VCS information Go records in the binary.
+var (
+	version = ""
+	commit  = ""
+)
 
 func main() {
-	if err := newRootCommand().Execute(); err != nil {
-		if e := (*exitError)(nil); !errors.As(err, &e) || e.err != nil {
-			fmt.Fprintln(os.Stderr, "error:", err)
+	os.Exit(execute(newRootCommand(), os.Args[1:], os.Stderr))
+}
+
+// buildVersion returns the version and commit: the link-time values, else
+// what the Go toolchain recorded (the module version of `go install
+// …@version`, the vcs.revision of a build in a git checkout), else "dev".
+func buildVersion() (ver, rev string) {
+	ver, rev = version, commit
+	info, ok := debug.ReadBuildInfo()
+	if ok {
+		if ver == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+			ver = info.Main.Version
 		}
-		os.Exit(exitCode(err))
+		if rev == "" {
+			var modified bool
+			for _, s := range info.Settings {
+				switch s.Key {
+				case "vcs.revision":
+					rev = s.Value
+				case "vcs.modified":
+					modified = s.Value == "true"
+				}
+			}
+			if rev != "" && modified {
+				rev += "-dirty"
+			}
+		}
 	}
+	if ver == "" {
+		ver = "dev"
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return ver, rev
+}
+
+// commandName is the name the binary was invoked as, so that usage, help
+// and completion say "kubectl-policyd" (shown as "kubectl policyd") when it
+// runs as a kubectl plugin.
+func commandName() string {
+	name := filepath.Base(os.Args[0])
+	if strings.HasPrefix(name, "kubectl-") {
+		return "kubectl " + strings.TrimPrefix(name, "kubectl-")
+	}
+	return "policyd"
 }
 
 func newRootCommand() *cobra.Command {
+	ver, rev := buildVersion()
+	name := commandName()
 	root := &cobra.Command{
-		Use:   "policyd",
+		Use:   name,
 		Short: "Kubernetes NetworkPolicy enforcement in the kernel, with nftables",
 		Long: `policyd enforces Kubernetes NetworkPolicies (networking.k8s.io/v1) on each node
 with nftables sets and verdict maps, beside whatever CNI the cluster runs.
 Every packet is judged in the kernel; policyd only programs the table.
+explain, compile and lab show what it would do, offline from manifests or
+against a live cluster.
 
-Commands:
-  run       the node agent (a DaemonSet: see deploy/)
-  explain   say whether traffic between two pods is allowed, and which policy
-            and rule decide it (offline from manifests)
-  compile   print the nftables ruleset one node would get, as nft -f text
-  lab       run the conformance lab: a cluster of network namespaces, real
-            packets through real nftables, expected vs observed matrices
-  cleanup   remove policyd's nftables table from this node`,
-		Version:       version,
+Exit status, for every command: 0 ok (explain: allowed), 1 denied (explain)
+or findings (lab, --trace disagreements), 2 usage or input errors (unknown
+command or flag, bad flag value, wrong arguments, missing or broken
+manifests, unknown pod or node, no cluster found), 3 other failures (the API
+server or the kernel failed).`,
+		Version:       fmt.Sprintf("%s (commit %s, %s)", ver, rev, runtime.Version()),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newLintCommand(), newCleanupCommand())
+	if strings.HasPrefix(name, "kubectl ") {
+		// Cobra takes the first word of Use as the command's name; the
+		// annotation makes help show the whole "kubectl policyd".
+		root.Use = strings.ReplaceAll(name, " ", "-")
+		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: name}
+	}
+	root.PersistentFlags().BoolP("verbose", "v", false, "also list the manifest objects that were skipped (Services, Deployments, …) and other notes")
+	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newLintCommand(), newCleanupCommand(), newVersionCommand())
+	withUsageErrors(root)
 	return root
 }
 
-// exitError carries a specific exit code (e.g. 1 for "denied" or "lab
-// disagreement", 2 for usage errors).
-type exitError struct {
-	code int
-	err  error
+// isVerbose reports the root's --verbose flag as cmd sees it.
+func isVerbose(cmd *cobra.Command) bool {
+	f := cmd.Flag("verbose")
+	return f != nil && f.Value.String() == "true"
 }
 
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, the commit and the Go version it was built with",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ver, rev := buildVersion()
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "policyd %s\ncommit %s\n%s %s/%s\n", ver, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return err
+		},
 	}
-	return e.err.Error()
-}
-
-func exitCode(err error) int {
-	if e := (*exitError)(nil); errors.As(err, &e) {
-		return e.code
-	}
-	return 1
 }

@@ -50,7 +50,7 @@ func (k *kubeFlags) restConfig() (*rest.Config, error) {
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context}).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("no API server to talk to (not in a cluster, and the kubeconfig failed): %w", err)
+		return nil, usagef("no API server to talk to (not in a cluster, and the kubeconfig failed): %w", err)
 	}
 	return cfg, nil
 }

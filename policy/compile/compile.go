@@ -132,14 +132,15 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	own, claims, contested := owners(pods)
 	cc.resetIfOwnershipChanged(contested, claims)
 	c := &compiler{
-		node:   node,
-		cc:     cc,
-		own:    own,
-		claims: claims,
-		src:    src,
-		sets:   map[string]*ruleset.Set{},
-		chain:  map[string]*ruleset.Chain{},
-		maps:   map[string]*ruleset.Set{},
+		node:    node,
+		cc:      cc,
+		own:     own,
+		claims:  claims,
+		src:     src,
+		sets:    map[string]*ruleset.Set{},
+		pending: map[string]*ruleset.Set{},
+		chain:   map[string]*ruleset.Chain{},
+		maps:    map[string]*ruleset.Set{},
 	}
 	for fam, names := range map[int][]string{4: {MapEgress4, MapIngress4}, 6: {MapEgress6, MapIngress6}} {
 		for _, name := range names {
@@ -254,12 +255,14 @@ func baseChains(extra map[ruleset.Hook][]ruleset.Rule) []*ruleset.Chain {
 }
 
 type compiler struct {
-	node      string
-	cc        *Compiler
-	own       map[netip.Addr]*cluster.Pod
-	claims    map[netip.Addr][]*cluster.Pod // addresses several pods claim
-	src       Source
-	sets      map[string]*ruleset.Set
+	node   string
+	cc     *Compiler
+	own    map[netip.Addr]*cluster.Pod
+	claims map[netip.Addr][]*cluster.Pod // addresses several pods claim
+	src    Source
+	sets   map[string]*ruleset.Set
+	// pending holds port sets no rule refers to yet (usePortSet).
+	pending   map[string]*ruleset.Set
 	chain     map[string]*ruleset.Chain
 	maps      map[string]*ruleset.Set
 	localPods []*cluster.Pod
@@ -348,6 +351,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 			}
 			for _, pm := range peers {
 				if portSet != "" || len(named) == 0 {
+					c.usePortSet(portSet)
 					add(&ruleset.AllowRule{Family: pm.family, PeerField: peerField, PeerSet: pm.set, PortSet: portSet, Verdict: allow, Comment: comment})
 				}
 				for _, nk := range named {
@@ -513,17 +517,29 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedKey, o
 		sort.Slice(elems, func(i, j int) bool { return elems[i].Less(elems[j]) })
 		elems = slices.Compact(elems)
 	}
-	var key strings.Builder
 	s := &ruleset.Set{Key: ruleset.KeyProtoPort, Interval: interval, Elements: elems}
-	for _, e := range elems {
-		key.WriteString(s.ElementKey(e) + ",")
+	keys := make([]string, len(elems))
+	for i, e := range elems {
+		keys[i] = s.ElementKey(e)
 	}
-	s.Name = prefix + shortHash(key.String())
-	s.Comment = truncate(key.String())
+	// The hash covers the keys each followed by a comma, as it always has:
+	// a new name would make every node rebuild its port sets on upgrade.
+	s.Name = prefix + shortHash(strings.Join(keys, ",")+",")
+	s.Comment = truncate(strings.Join(keys, ","))
 	if _, exists := c.sets[s.Name]; !exists {
-		c.sets[s.Name] = s
+		c.pending[s.Name] = s
 	}
 	return s.Name, named, true
+}
+
+// usePortSet moves a port set portMatch made into the ruleset: only once a
+// rule refers to it, so that a rule that ends up emitting nothing (every
+// peer invalid, or only peers of the other family) leaves no unused set.
+func (c *compiler) usePortSet(name string) {
+	if s, ok := c.pending[name]; ok {
+		c.sets[name] = s
+		delete(c.pending, name)
+	}
 }
 
 // mergePortRanges sorts elements and merges overlapping or adjacent ranges of

@@ -465,3 +465,37 @@ func TestCompile_NodeTrafficAndConntrackStates(t *testing.T) {
 		})
 	}
 }
+
+// TestCompile_NoUnusedPortSets: a rule whose peers all match nothing (here an
+// invalid ipBlock) emits no allow rule, so its ports must leave no set
+// behind; and a port set's comment lists its elements without a stray comma.
+func TestCompile_NoUnusedPortSets(t *testing.T) {
+	t.Parallel()
+	f := newFixture(withPolicy(policy("x", "p", networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{
+			{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "not-a-cidr"}}}, Ports: []networkingv1.NetworkPolicyPort{tcp(8080)}},
+			{Ports: []networkingv1.NetworkPolicyPort{tcp(80), tcp(81)}},
+		},
+	})))
+	snap, errs := cluster.NewSnapshot(f.namespaces, f.pods, f.policies)
+	require.NotEmpty(t, errs, "the ipBlock is invalid")
+	rs, err := compile.Compile(selectors.FromSnapshot(snap), "node-1")
+	require.NoError(t, err)
+	used := map[string]bool{}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			if a, ok := r.(*ruleset.AllowRule); ok {
+				used[a.PortSet] = true
+			}
+		}
+	}
+	var comments []string
+	for _, s := range rs.Sets {
+		if s.Key == ruleset.KeyProtoPort {
+			assert.True(t, used[s.Name], "port set %s (%s) is not used by any rule", s.Name, s.Comment)
+			comments = append(comments, s.Comment)
+		}
+	}
+	assert.Equal(t, []string{"tcp . 80,tcp . 81"}, comments)
+}

@@ -149,6 +149,7 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 					return "", fmt.Errorf("clusternetworkpolicy %s %s[%d]: peer of unknown kind %d", cp.Name, d, ri, peer.Kind)
 				}
 				if portSet != "" || len(named) == 0 {
+					c.usePortSet(portSet)
 					rules = append(rules, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: portSet, Verdict: v, Comment: comment})
 				}
 				for _, nk := range named {

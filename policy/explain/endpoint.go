@@ -28,7 +28,7 @@ func ResolveEndpoint(snap *cluster.Snapshot, s string) (model.Endpoint, error) {
 	}
 	p := snap.Pod(s)
 	if p == nil {
-		return model.Endpoint{}, usageErrorf("pod %s not found in the manifests", s)
+		return model.Endpoint{}, usageErrorf("pod %s not found", s)
 	}
 	return model.Endpoint{Pod: p}, nil
 }

@@ -199,7 +199,7 @@ func TestMatrixHTML_Deciders(t *testing.T) {
 		"shop/web → shop/db TCP/5432: ALLOWED\negress shop/web: allowed by shop/web-egress egress[0] peer 0 all ports (isolated by shop/web-egress)\ningress shop/db: allowed by shop/db-ingress ingress[0] peer 0 port 0 (isolated by shop/db-ingress)",
 		// web -> db UDP/5432: ingress misses on the port.
 		"shop/web → shop/db UDP/5432: DENIED",
-		"ingress shop/db: denied: isolated by shop/db-ingress; no rule admits it; nearest miss shop/db-ingress ingress[0] peer 0 no port: ",
+		"ingress shop/db: denied: isolated by shop/db-ingress; no rule admits it; nearest miss shop/db-ingress ingress[0] peer 0, no port entry matched: ",
 	} {
 		if !strings.Contains(page, html.EscapeString(want)) {
 			t.Errorf("page lacks %q", want)
@@ -262,7 +262,7 @@ func TestMatrixHTML_EscapesReasons(t *testing.T) {
 		t.Fatalf("%d denied cells, want 1", len(denied))
 	}
 	title, _ := attr(denied[0], "title")
-	if !strings.Contains(title, "nearest miss x/p ingress[0] no peer all ports: "+hostile) {
+	if !strings.Contains(title, "nearest miss x/p ingress[0] no peer entry matched, all ports: "+hostile) {
 		t.Errorf("title does not hold the reason verbatim: %q", title)
 	}
 	if !strings.Contains(title, fmt.Sprintf("%q: Allow", hostile)) {

@@ -73,7 +73,8 @@ func writeResult(w *strings.Builder, e Result) {
 			}
 			fmt.Fprintf(w, "  %-7s %s: %s, by %s\n", d.Direction, who, verb, describeClusterRule(*d.ClusterRule))
 		case !d.Isolated || (d.Allowed && d.Match == nil):
-			fmt.Fprintf(w, "  %-7s %s: allows. %s\n", d.Direction, who, d.Reason)
+			// The reason starts "allowed: "; the verb already says it.
+			fmt.Fprintf(w, "  %-7s %s: allows: %s\n", d.Direction, who, strings.TrimPrefix(d.Reason, "allowed: "))
 		case d.Allowed:
 			fmt.Fprintf(w, "  %-7s %s: allows, by %s\n", d.Direction, who, d.Match)
 			fmt.Fprintf(w, "          isolated by %s\n", strings.Join(d.Policies, ", "))

@@ -409,7 +409,7 @@ func TestEvaluate(t *testing.T) {
 					if !reflect.DeepEqual(d.Ingress.NearestMiss, want) {
 						t.Errorf("NearestMiss = %+v, want %+v", d.Ingress.NearestMiss, want)
 					}
-					wantContains(t, d.Ingress.Reason, "denied: no ingress rule of policy x/m admits y/a (10.0.1.1) on TCP/81; nearest is x/m ingress[2] peer 0 no port: peer matched")
+					wantContains(t, d.Ingress.Reason, "denied: no ingress rule of policy x/m admits y/a (10.0.1.1) on TCP/81; nearest is x/m ingress[2] peer 0, no port entry matched: peer matched")
 				}),
 				no("z/c", "x/a", tcp, 81).with(func(t *testing.T, d Decision) {
 					m := d.Ingress.NearestMiss

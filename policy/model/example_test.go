@@ -52,7 +52,7 @@ func ExampleEvaluate() {
 	}
 	// Output:
 	// true allowed by shop/allow-web ingress[0] peer 0 port 0
-	// false denied: no ingress rule of policy shop/allow-web admits shop/web (10.0.0.1) on TCP/5432; nearest is shop/allow-web ingress[0] peer 0 no port: peer matched but port TCP/5432 is not in [TCP/http (=80 on shop/db)]
-	// false denied: no ingress rule of policy shop/allow-web admits shop/batch (10.0.0.3) on TCP/80; nearest is shop/allow-web ingress[0] no peer port 0: port matched but shop/batch (10.0.0.3) matches none of [pods with app=web in namespace shop]
+	// false denied: no ingress rule of policy shop/allow-web admits shop/web (10.0.0.1) on TCP/5432; nearest is shop/allow-web ingress[0] peer 0, no port entry matched: peer matched but port TCP/5432 is not in [TCP/http (=80 on shop/db)]
+	// false denied: no ingress rule of policy shop/allow-web admits shop/batch (10.0.0.3) on TCP/80; nearest is shop/allow-web ingress[0] no peer entry matched, port 0: port matched but shop/batch (10.0.0.3) matches none of [pods with app=web in namespace shop]
 	// true allowed: no policy in namespace shop selects shop/web for ingress, so it is not isolated for ingress
 }

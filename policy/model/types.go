@@ -132,8 +132,13 @@ type RuleRef struct {
 	Port int `json:"port"`
 }
 
-// String renders the reference as "x/p ingress[0] peer 1 port 0".
+// String renders the reference as "x/p ingress[0] peer 1 port 0"; in a Miss,
+// a list none of whose entries matched reads "no port entry matched"
+// ("x/p ingress[0] peer 1, no port entry matched").
 func (r RuleRef) String() string {
+	if r.Peer == None || r.Port == None {
+		return fmt.Sprintf("%s %s[%d] %s, %s", r.Policy, r.Direction, r.Rule, indexString("peer", r.Peer), indexString("port", r.Port))
+	}
 	return fmt.Sprintf("%s %s[%d] %s %s", r.Policy, r.Direction, r.Rule, indexString("peer", r.Peer), indexString("port", r.Port))
 }
 
@@ -142,7 +147,7 @@ func indexString(what string, i int) string {
 	case All:
 		return "all " + what + "s"
 	case None:
-		return "no " + what
+		return "no " + what + " entry matched"
 	}
 	return fmt.Sprintf("%s %d", what, i)
 }

@@ -10,9 +10,13 @@ import (
 // Text renders the Ruleset as `nft -f` input that creates the table from
 // nothing. The order is fixed: sets, regular chains, maps, base chains, so that
 // every name is declared before it is referenced.
-func (r *Ruleset) Text() string {
+func (r *Ruleset) Text() string { return r.TextAs(TableName) }
+
+// TextAs is Text for a table of another name (policyd compile prints a
+// preview table that cannot replace the agent's own when loaded).
+func (r *Ruleset) TextAs(table string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+	fmt.Fprintf(&b, "table inet %s {\n", table)
 	for _, s := range r.Sets {
 		if !s.Map {
 			s.writeText(&b)

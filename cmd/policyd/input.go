@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/manifest"
+)
+
+// source is where explain and compile read the cluster from: --manifests
+// (a file, a directory, or - for stdin), else the API server.
+type source struct {
+	kube      kubeFlags
+	manifests string
+}
+
+func (s *source) add(cmd *cobra.Command) {
+	s.kube.add(cmd)
+	cmd.Flags().StringVar(&s.manifests, "manifests", "", "file or directory of Kubernetes manifests (Namespace, Pod, NetworkPolicy, …), or - for stdin; default: read the cluster through --kubeconfig/--context")
+}
+
+// snapshot reads the cluster from the manifests or the API server. Notes
+// and validation errors go to stderr; validation errors do not stop the
+// command: the snapshot holds the invalid policies in their fail-closed form.
+func (s *source) snapshot(cmd *cobra.Command) (*cluster.Snapshot, error) {
+	if s.manifests != "" {
+		return loadSnapshot(cmd, s.manifests)
+	}
+	return liveSnapshot(cmd, &s.kube)
+}
+
+// loadSnapshot reads manifests from path, or from stdin when path is "-".
+func loadSnapshot(cmd *cobra.Command, path string) (*cluster.Snapshot, error) {
+	var objs *manifest.Objects
+	var err error
+	if path == "-" {
+		var data []byte
+		if data, err = io.ReadAll(cmd.InOrStdin()); err != nil {
+			return nil, usagef("--manifests -: reading stdin: %w", err)
+		}
+		objs, err = manifest.Decode("stdin", data)
+	} else {
+		objs, err = manifest.LoadPath(path)
+	}
+	if err != nil {
+		return nil, usagef("--manifests %s: %w", path, err)
+	}
+	writeNotes(cmd, objs.Notes)
+	snap, errs := objs.Snapshot()
+	for _, e := range errs {
+		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
+	}
+	return snap, nil
+}
+
+// writeNotes lists the notes with --verbose. Without it, notes about
+// skipped objects (Services, Deployments: the usual company of pods in a
+// manifest) become one line, and other notes (ignored fields) are listed.
+func writeNotes(cmd *cobra.Command, notes []string) {
+	skipped := 0
+	for _, n := range notes {
+		if !isVerbose(cmd) && strings.Contains(n, ": skipped ") {
+			skipped++
+			continue
+		}
+		fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
+	}
+	if skipped > 0 {
+		what := "objects"
+		if skipped == 1 {
+			what = "object"
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: skipped %d %s of kinds policyd does not use (-v lists them)\n", skipped, what)
+	}
+}
+
+// noClusterHint replaces client-go's "try setting KUBERNETES_MASTER".
+const noClusterHint = "no cluster found: not running in a pod, and no kubeconfig ($KUBECONFIG, ~/.kube/config or --kubeconfig) with a usable --context; give --manifests PATH (or - for stdin) to work offline"
+
+// liveSnapshot lists namespaces, pods and policies from the API server.
+func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
+	cfg, err := k.restConfig()
+	if err != nil {
+		if clusterCause(err) == "" {
+			return nil, usageError(errors.New(noClusterHint))
+		}
+		return nil, usagef("%w; or give --manifests PATH (- for stdin) to work offline", err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx := cmd.Context()
+	nsl, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	pl, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	npl, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing networkpolicies: %w", err)
+	}
+	var nss []*corev1.Namespace
+	for i := range nsl.Items {
+		nss = append(nss, &nsl.Items[i])
+	}
+	var pods []*corev1.Pod
+	for i := range pl.Items {
+		pods = append(pods, &pl.Items[i])
+	}
+	var pols []*networkingv1.NetworkPolicy
+	for i := range npl.Items {
+		pols = append(pols, &npl.Items[i])
+	}
+	snap, errs := cluster.NewSnapshot(nss, pods, pols)
+	extra, err := liveExtras(ctx, cfg, client, snap)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range append(errs, extra...) {
+		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
+	}
+	return snap, nil
+}
+
+// liveExtras adds to snap what explain reads besides pods and policies:
+// Nodes, Services and EndpointSlices, and ClusterNetworkPolicies when the
+// cluster serves them (a cluster without the CRD has none). It returns the
+// conversion errors.
+func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot) ([]error, error) {
+	nl, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	sl, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing services: %w", err)
+	}
+	el, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing endpointslices: %w", err)
+	}
+	var cnps []*npav1beta1.ClusterNetworkPolicy
+	if res, err := client.Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String()); err == nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "clusternetworkpolicies" }) {
+		npa, err := npaclient.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cl, err := npa.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing clusternetworkpolicies: %w", err)
+		}
+		for i := range cl.Items {
+			cnps = append(cnps, &cl.Items[i])
+		}
+	}
+	var nodes []*corev1.Node
+	for i := range nl.Items {
+		nodes = append(nodes, &nl.Items[i])
+	}
+	var svcs []*corev1.Service
+	for i := range sl.Items {
+		svcs = append(svcs, &sl.Items[i])
+	}
+	var eps []*discoveryv1.EndpointSlice
+	for i := range el.Items {
+		eps = append(eps, &el.Items[i])
+	}
+	errs := snap.AddClusterPolicies(cnps, nodes)
+	return append(errs, snap.AddServices(svcs, eps)...), nil
+}
+
+// clusterCause is what client-go said was wrong with the kubeconfig (a
+// context or cluster it lacks), or "" when there is no configuration at
+// all: client-go's message for that suggests KUBERNETES_MASTER, a hint for
+// kubectl's own developers rather than for users.
+func clusterCause(err error) string {
+	if noCluster(err) {
+		for e := err; e != nil; e = errors.Unwrap(e) {
+			if clientcmd.IsEmptyConfig(e) {
+				return ""
+			}
+		}
+	}
+	return err.Error()
+}
+
+// defaultNamespace is the namespace bare pod names are in: --namespace, else
+// (reading a live cluster) the kubeconfig context's namespace, else "default".
+func defaultNamespace(ns string, src *source) string {
+	if ns != "" {
+		return ns
+	}
+	if src.manifests == "" {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		if src.kube.kubeconfig != "" {
+			rules.ExplicitPath = src.kube.kubeconfig
+		}
+		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: src.kube.context})
+		if n, _, err := cc.Namespace(); err == nil && n != "" {
+			return n
+		}
+	}
+	return metav1.NamespaceDefault
+}
+
+// qualify turns what a person wrote for one end of a connection into what
+// policy/explain resolves: an IP address as it is, and a pod as
+// "namespace/name". Pods are written as kubectl writes them: NAME (in ns),
+// pod/NAME (also pods/ and po/), NAMESPACE/NAME, or pod/NAMESPACE/NAME (for
+// a namespace that is itself called pod, pods or po).
+func qualify(s, ns string) string {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return s
+	}
+	for _, p := range []string{"pod/", "pods/", "po/"} {
+		if rest, ok := strings.CutPrefix(s, p); ok && rest != "" {
+			s = rest
+			break
+		}
+	}
+	if !strings.Contains(s, "/") {
+		return ns + "/" + s
+	}
+	return s
+}
+
+// podSelection is a label selector over pods, limited to one namespace when
+// namespace is set.
+type podSelection struct {
+	flag      string
+	selector  labels.Selector
+	namespace string
+}
+
+// parseSelection parses a -l/--from/--to value with apimachinery's label
+// selector syntax (app=web, tier in (a,b), !canary).
+func parseSelection(flag, value, namespace string) (*podSelection, error) {
+	sel, err := labels.Parse(value)
+	if err != nil {
+		return nil, usagef("%s %q: %w", flag, value, err)
+	}
+	return &podSelection{flag: flag, selector: sel, namespace: namespace}, nil
+}
+
+func (p *podSelection) matches(pod *cluster.Pod) bool {
+	if p == nil {
+		return true
+	}
+	return (p.namespace == "" || pod.Namespace == p.namespace) && p.selector.Matches(pod.Labels)
+}
+
+// pods returns the keys of the selected pods of snap, sorted; none is a
+// usage error naming the flag.
+func (p *podSelection) pods(snap *cluster.Snapshot) ([]string, error) {
+	var keys []string
+	for _, pod := range snap.Pods {
+		if !pod.HostNetwork && p.matches(pod) {
+			keys = append(keys, pod.Key())
+		}
+	}
+	sort.Strings(keys)
+	if len(keys) == 0 {
+		where := "in any namespace"
+		if p.namespace != "" {
+			where = "in namespace " + p.namespace
+		}
+		return nil, usagef("%s %s: no pod %s matches", p.flag, p.selector, where)
+	}
+	return keys, nil
+}
