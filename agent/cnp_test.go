@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -193,7 +194,7 @@ func (cc *cnpCluster) check(step string) {
 	for _, p := range cc.pods {
 		eps = append(eps, endpoint{key(p.ns, p.name), p.ip, p.node, snap.Pod(key(p.ns, p.name))})
 	}
-	dsts := append(eps, endpoint{name: "node/infra-1", ip: infraNodeIP})
+	dsts := append(slices.Clone(eps), endpoint{name: "node/infra-1", ip: infraNodeIP})
 	bad := 0
 	var rows []string
 	for _, src := range eps {

@@ -183,11 +183,16 @@ func TestExplain_KubectlHabits(t *testing.T) {
 		}
 	})
 	t.Run("skipped objects are one line, listed with -v", func(t *testing.T) {
-		_, stderr, _ := cli(t, "", "explain", "--manifests", examples, "shop/api", "shop/db", "--port", "5432")
-		assert.NotContains(t, stderr, "Service")
+		// examples/ holds only kinds policyd reads (its Service included);
+		// a ConfigMap on stdin is skipped.
+		in, err := os.ReadFile(filepath.Join(examples, "pods.yaml"))
+		require.NoError(t, err)
+		stdin := string(in) + "\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: shop}\n"
+		_, stderr, _ := cli(t, stdin, "explain", "--manifests", "-", "shop/api", "shop/db", "--port", "5432")
+		assert.NotContains(t, stderr, "ConfigMap")
 		assert.Contains(t, stderr, "note: skipped 1 object of kinds policyd does not use (-v lists them)")
-		_, stderr, _ = cli(t, "", "explain", "-v", "--manifests", examples, "shop/api", "shop/db", "--port", "5432")
-		assert.Contains(t, stderr, "skipped v1 Service")
+		_, stderr, _ = cli(t, stdin, "explain", "-v", "--manifests", "-", "shop/api", "shop/db", "--port", "5432")
+		assert.Contains(t, stderr, "skipped v1 ConfigMap")
 	})
 	t.Run("the text says allowed once and spells out a missed port list", func(t *testing.T) {
 		out, _, _ := cli(t, "", "explain", "--manifests", examples, "monitoring/prometheus", "shop/db", "--port", "9100")

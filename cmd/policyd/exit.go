@@ -141,7 +141,7 @@ func execute(root *cobra.Command, args []string, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	e, ok := err.(*exitError)
+	e, ok := err.(*exitError) //nolint:errorlint // only an unwrapped exitError means the output already said it; a wrapped one has a message to print
 	switch {
 	case ok && e.err == nil:
 		// the output already said it (explain: DENIED)

@@ -16,10 +16,10 @@ func TestExplain_MatrixHTML(t *testing.T) {
 	assert.Contains(t, out, `<section class="port" id="tcp-5432" data-port="TCP/5432">`)
 	assert.Contains(t, out, `id="legend"`)
 
-	_, err = run(t, "explain", "--manifests", "../../examples", "--matrix", "-o", "json")
+	_, err = run(t, "explain", "--manifests", "../../examples", "--matrix", "-o", "xml")
 	require.Error(t, err)
 	assert.Equal(t, 2, exitCodeOf(err))
-	assert.Contains(t, err.Error(), "text, jsonl or html")
+	assert.Contains(t, err.Error(), "html")
 }
 
 func TestExplain_HelpMentionsHTML(t *testing.T) {
@@ -27,5 +27,5 @@ func TestExplain_HelpMentionsHTML(t *testing.T) {
 	out, err := run(t, "explain", "--help")
 	require.NoError(t, err)
 	assert.Contains(t, out, "-o html")
-	assert.Contains(t, out, "text, jsonl or html")
+	assert.Contains(t, out, "jsonl, json, yaml or html")
 }

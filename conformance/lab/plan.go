@@ -168,7 +168,7 @@ type podPlan struct {
 	Listen []model.PortProto
 }
 
-// ServesAnnotation, on a pod given to the lab, lists exactly what the pod's
+// ServesAnnotation is the annotation that, on a pod given to the lab, lists exactly what the pod's
 // servers listen on, as comma-separated PROTOCOL/port entries
 // ("TCP/80,UDP/53"), instead of every containerPort on both TCP and UDP. SCTP
 // entries are accepted and not served: this kernel has no SCTP sockets, and
