@@ -59,6 +59,8 @@ import (
 	"github.com/policyd/policyd/internal/netnstest"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/selectors/selectorstest"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 )
 
 // Sizes and pacing of the agent benchmarks.
@@ -189,6 +191,101 @@ func benchLatency(b *testing.B, c *benchCluster, delay time.Duration) {
 	report(b, "burst: %d changes fired back to back in %v, committed by %d syncs, last commit %v after the first write:\n%s",
 		len(burst), writes[len(writes)-1].start.Sub(writes[0].start).Round(time.Millisecond), len(commits),
 		burstWall.Round(time.Millisecond), latencyTable(burst))
+}
+
+// BenchmarkAgentLatencyClusterPolicies installs the ClusterNetworkPolicy
+// CRD on the loaded 10k-pod / 2k-policy API server, creates 100 Admin and
+// 100 Baseline CNPs selecting the namespaces of the agent's pods in turn,
+// and measures how long a CNP edit (an action change, or a priority change)
+// takes from the API write to the kernel commit, one at a time.
+func BenchmarkAgentLatencyClusterPolicies(b *testing.B) {
+	netnstest.RequireRoot(b)
+	c := loadedCluster(b, latencyPods)
+	installCNPCRD(b, c.s)
+	cnps, err := npaclient.NewForConfig(c.s.AdminConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	var nss []string
+	for _, p := range c.pods {
+		if p.Spec.NodeName == benchAgentNode && !slices.Contains(nss, p.Namespace) {
+			nss = append(nss, p.Namespace)
+		}
+	}
+	slices.Sort(nss)
+	if len(nss) == 0 {
+		b.Fatal("no pod runs on the agent's node")
+	}
+	var names []string
+	for _, tier := range []npav1beta1.Tier{npav1beta1.AdminTier, npav1beta1.BaselineTier} {
+		for i := range 100 {
+			ns := nss[i%len(nss)]
+			name := fmt.Sprintf("bench-%s-%03d", strings.ToLower(string(tier)), i)
+			cnp := &npav1beta1.ClusterNetworkPolicy{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: npav1beta1.ClusterNetworkPolicySpec{
+					Tier: tier, Priority: int32(i),
+					Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}},
+					Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{{Name: "r", Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny,
+						From:      []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: nss[(i+1)%len(nss)]}}}},
+						Protocols: []npav1beta1.ClusterNetworkPolicyProtocol{{TCP: &npav1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &npav1beta1.Port{Number: int32(7000 + i)}}}}}},
+				},
+			}
+			if _, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Create(ctx, cnp, metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			names = append(names, name)
+		}
+	}
+	defer func() {
+		for _, n := range names {
+			_ = cnps.PolicyV1beta1().ClusterNetworkPolicies().Delete(ctx, n, metav1.DeleteOptions{})
+		}
+	}()
+	delay := agent.DefaultMinSyncInterval
+	nsName, h := netnstest.New(b, "pdlatc")
+	backend, err := nft.New(nft.Options{NetNS: int(h)})
+	if err != nil {
+		b.Fatalf("nft backend in %s: %v", nsName, err)
+	}
+	ra := startRecordingAgent(b, c.s.AdminConfig(), delay, backend)
+	ra.waitReady(b, 10*time.Minute)
+	ra.waitQuiet(b, time.Second, 5*time.Minute)
+	rng := rand.New(rand.NewPCG(benchSeed, 7))
+	var paced []sample
+	for len(paced) < 200 {
+		name := names[rng.IntN(len(names))]
+		cur, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		op := "cnp-action"
+		if len(paced)%2 == 0 {
+			if cur.Spec.Ingress[0].Action == npav1beta1.ClusterNetworkPolicyRuleActionDeny {
+				cur.Spec.Ingress[0].Action = npav1beta1.ClusterNetworkPolicyRuleActionAccept
+			} else {
+				cur.Spec.Ingress[0].Action = npav1beta1.ClusterNetworkPolicyRuleActionDeny
+			}
+		} else {
+			op = "cnp-priority"
+			cur.Spec.Priority = (cur.Spec.Priority + 37) % 1000
+		}
+		start := time.Now()
+		upd, err := cnps.PolicyV1beta1().ClusterNetworkPolicies().Update(ctx, cur, metav1.UpdateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		paced = append(paced, ra.measure(b, write{op: op, kind: "ClusterNetworkPolicy", key: name, rv: upd.ResourceVersion, start: start}))
+	}
+	all := totals(paced)
+	b.ReportMetric(ms(delay), "min-sync-ms")
+	b.ReportMetric(float64(len(paced)), "changes")
+	b.ReportMetric(ms(percentile(all, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(all, 99)), "p99-ms")
+	b.ReportMetric(ms(percentile(all, 99)-delay), "p99-beyond-coalescing-ms")
+	report(b, "CNP edits with 200 CNPs beside %d pods / %d policies, min-sync %v, one at a time (API write to commit):\n%s",
+		len(c.pods), len(c.pols), delay, latencyTable(paced))
 }
 
 // BenchmarkAgentRSS runs `policyd run` as a process of its own against
@@ -504,10 +601,14 @@ func startRecordingAgent(b *testing.B, cfg *rest.Config, minSync time.Duration, 
 	if err != nil {
 		b.Fatal(err)
 	}
+	cnpClient, err := npaclient.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
 	ra := &recordingAgent{registry: prometheus.NewRegistry(), done: make(chan error, 1), seen: map[string]observedChange{}}
 	ra.cond = sync.NewCond(&ra.mu)
 	ra.a, err = agent.New(agent.Config{
-		NodeName: benchAgentNode, Client: client, Backend: backend,
+		NodeName: benchAgentNode, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: minSync,
 		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Metrics:         agent.NewMetrics(ra.registry),

@@ -49,7 +49,7 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // sigs.k8s.io/network-policy-api module policyd builds against (its
 // experimental channel), with the dynamic client, and waits until it is
 // established and discovery serves policy.networking.k8s.io/v1beta1.
-func installCNPCRD(t *testing.T, s *apiservertest.Server) {
+func installCNPCRD(t testing.TB, s *apiservertest.Server) {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/network-policy-api").Output()
 	require.NoError(t, err, "go list -m sigs.k8s.io/network-policy-api")
