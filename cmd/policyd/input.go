@@ -11,9 +11,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -122,18 +119,9 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing networkpolicies: %w", err)
 	}
-	var nss []*corev1.Namespace
-	for i := range nsl.Items {
-		nss = append(nss, &nsl.Items[i])
-	}
-	var pods []*corev1.Pod
-	for i := range pl.Items {
-		pods = append(pods, &pl.Items[i])
-	}
-	var pols []*networkingv1.NetworkPolicy
-	for i := range npl.Items {
-		pols = append(pols, &npl.Items[i])
-	}
+	nss := ptrs(nsl.Items)
+	pods := ptrs(pl.Items)
+	pols := ptrs(npl.Items)
 	snap, errs := cluster.NewSnapshot(nss, pods, pols)
 	extra, err := liveExtras(ctx, cfg, client, snap)
 	if err != nil {
@@ -172,22 +160,11 @@ func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interfa
 		if err != nil {
 			return nil, fmt.Errorf("listing clusternetworkpolicies: %w", err)
 		}
-		for i := range cl.Items {
-			cnps = append(cnps, &cl.Items[i])
-		}
+		cnps = ptrs(cl.Items)
 	}
-	var nodes []*corev1.Node
-	for i := range nl.Items {
-		nodes = append(nodes, &nl.Items[i])
-	}
-	var svcs []*corev1.Service
-	for i := range sl.Items {
-		svcs = append(svcs, &sl.Items[i])
-	}
-	var eps []*discoveryv1.EndpointSlice
-	for i := range el.Items {
-		eps = append(eps, &el.Items[i])
-	}
+	nodes := ptrs(nl.Items)
+	svcs := ptrs(sl.Items)
+	eps := ptrs(el.Items)
 	errs := snap.AddClusterPolicies(cnps, nodes)
 	return append(errs, snap.AddServices(svcs, eps)...), nil
 }
@@ -290,4 +267,13 @@ func (p *podSelection) pods(snap *cluster.Snapshot) ([]string, error) {
 		return nil, usagef("%s %s: no pod %s matches", p.flag, p.selector, where)
 	}
 	return keys, nil
+}
+
+// ptrs returns pointers to the items of a List, in order.
+func ptrs[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
 }

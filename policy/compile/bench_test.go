@@ -113,10 +113,7 @@ func BenchmarkPartialSyncOps(b *testing.B) {
 	added.Name = "bench-added"
 	added.IPs = []netip.Addr{netip.MustParseAddr("10.250.0.1")}
 
-	changes := []struct {
-		name        string
-		apply, undo func(*selectors.Index)
-	}{
+	changes := []partialChange{
 		{"pod-add",
 			func(ix *selectors.Index) { ix.UpsertPod(&added) },
 			func(ix *selectors.Index) { ix.DeletePod(added.Namespace, added.Name) }},
@@ -127,9 +124,23 @@ func BenchmarkPartialSyncOps(b *testing.B) {
 			func(ix *selectors.Index) { ix.UpsertPolicy(newPolicy) },
 			func(ix *selectors.Index) { ix.DeletePolicy(newPolicy.Namespace, newPolicy.Name) }},
 	}
+	runPartialSyncs(b, func() *selectors.Index { return selectors.FromSnapshot(snap) }, changes)
+}
+
+// partialChange is one change of a partial-sync benchmark and its undo.
+type partialChange struct {
+	name        string
+	apply, undo func(*selectors.Index)
+}
+
+// runPartialSyncs measures, for each change, recompiling the benchmark node
+// with a long-lived Compiler (as the agent does) on an index newIndex
+// builds, and diffing against the ruleset before it; it reports the kernel
+// operations the diff holds.
+func runPartialSyncs(b *testing.B, newIndex func() *selectors.Index, changes []partialChange) {
 	for _, ch := range changes {
 		b.Run(ch.name, func(b *testing.B) {
-			ix := selectors.FromSnapshot(snap)
+			ix := newIndex()
 			cc := &compile.Compiler{} // long-lived, as in the agent
 			before, err := cc.Compile(ix, benchNode)
 			if err != nil {
@@ -292,43 +303,16 @@ func BenchmarkPartialSyncOpsClusterPolicies(b *testing.B) {
 	added := *victim
 	added.Name = "bench-added"
 	added.IPs = []netip.Addr{netip.MustParseAddr("10.250.0.1")}
-	changes := []struct {
-		name        string
-		apply, undo func(*selectors.Index)
-	}{
+	changes := []partialChange{
 		{"pod-add", func(ix *selectors.Index) { ix.UpsertPod(&added) }, func(ix *selectors.Index) { ix.DeletePod(added.Namespace, added.Name) }},
 		{"cnp-action-change", func(ix *selectors.Index) { ix.UpsertClusterPolicy(denied) }, func(ix *selectors.Index) { ix.UpsertClusterPolicy(target) }},
 		{"cnp-priority-change", func(ix *selectors.Index) { ix.UpsertClusterPolicy(moved) }, func(ix *selectors.Index) { ix.UpsertClusterPolicy(target) }},
 	}
-	for _, ch := range changes {
-		b.Run(ch.name, func(b *testing.B) {
-			ix := selectors.FromSnapshot(snap)
-			for _, cp := range cps {
-				ix.UpsertClusterPolicy(cp)
-			}
-			cc := &compile.Compiler{}
-			before, err := cc.Compile(ix, benchNode)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ops := 0
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				ch.apply(ix)
-				after, err := cc.Compile(ix, benchNode)
-				if err != nil {
-					b.Fatal(err)
-				}
-				ops = ruleset.Diff(before, after).Ops()
-				b.StopTimer()
-				ch.undo(ix)
-				b.StartTimer()
-			}
-			if ops == 0 {
-				b.Fatalf("%s changed nothing on the node: the benchmark does not measure what it says", ch.name)
-			}
-			b.ReportMetric(float64(ops), "ops/change")
-		})
-	}
+	runPartialSyncs(b, func() *selectors.Index {
+		ix := selectors.FromSnapshot(snap)
+		for _, cp := range cps {
+			ix.UpsertClusterPolicy(cp)
+		}
+		return ix
+	}, changes)
 }

@@ -92,7 +92,14 @@ func compiledRuleset(t *testing.T) *ruleset.Ruleset {
 // requires the lowering to equal nft -f of its text, and a table loaded by
 // nft -f to be adopted with no operations.
 func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
-	rs := compiledRuleset(t)
+	requireTextEqualsNetlink(t, compiledRuleset(t))
+}
+
+// requireTextEqualsNetlink applies rs as `nft -f` text in one namespace and
+// through the netlink backend in another, requires equal listings and rule
+// expressions, and requires a backend to adopt the text table with 0 ops.
+func requireTextEqualsNetlink(t *testing.T, rs *ruleset.Ruleset) {
+	t.Helper()
 	textNS, _ := kernelNS(t)
 	ns, b := kernelNS(t)
 	applyText(t, textNS, rs.Text())
@@ -105,8 +112,7 @@ func TestLower_CompiledRulesetMatchesNftText(t *testing.T) {
 	if gotX, expX := ruleExprs(t, ns), ruleExprs(t, textNS); gotX != expX {
 		t.Fatalf("rule expressions differ (-nft -f +netlink):\n%s", lineDiff(expX, gotX))
 	}
-	b2 := newBackendIn(t, textNS)
-	st, err := b2.Sync(context.Background(), rs)
+	st, err := newBackendIn(t, textNS).Sync(context.Background(), rs)
 	if err != nil || st.Ops != 0 {
 		t.Fatalf("adopting the nft -f table: %+v, %v; want 0 ops", st, err)
 	}
@@ -133,20 +139,5 @@ func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
 	if rs == nil {
 		t.Fatal("no seed compiled to a ruleset with goto, node peers and a baseline chain: the generator changed")
 	}
-	textNS, _ := kernelNS(t)
-	ns, b := kernelNS(t)
-	applyText(t, textNS, rs.Text())
-	if _, err := b.Sync(context.Background(), rs); err != nil {
-		t.Fatal(err)
-	}
-	if got, exp := listTable(t, ns), listTable(t, textNS); got != exp {
-		t.Fatalf("nft list differs (-nft -f +netlink):\n%s", lineDiff(exp, got))
-	}
-	if gotX, expX := ruleExprs(t, ns), ruleExprs(t, textNS); gotX != expX {
-		t.Fatalf("rule expressions differ (-nft -f +netlink):\n%s", lineDiff(expX, gotX))
-	}
-	st, err := newBackendIn(t, textNS).Sync(context.Background(), rs)
-	if err != nil || st.Ops != 0 {
-		t.Fatalf("adopting the nft -f table: %+v, %v; want 0 ops", st, err)
-	}
+	requireTextEqualsNetlink(t, rs)
 }
