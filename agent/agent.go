@@ -89,9 +89,10 @@ type Config struct {
 	Metrics *Metrics
 	// Recorder, when set, receives a Warning Event for each invalid policy.
 	Recorder record.EventRecorder
-	// PodNetwork is the pod network's CIDRs; when set, addresses inside it
-	// that no known pod holds are dropped (compile.Options.PodNetwork): a new
-	// pod gets no traffic before policyd knows which policies apply to it.
+	// PodNetwork adds CIDRs to the pod network, which is otherwise the
+	// union of every Node's spec.podCIDRs (see podnet.go). Addresses inside
+	// it that no known pod holds are dropped (compile.Options.PodNetwork): a
+	// new pod gets no traffic before policyd knows which policies apply to it.
 	PodNetwork []netip.Prefix
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
@@ -122,7 +123,7 @@ type Agent struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu       sync.Mutex // guards index, pending, invalid, invalidCNP, cnpStaging, ambiguous
+	mu       sync.Mutex // guards index, compiler, pending, invalid, invalidCNP, cnpStaging, ambiguous, podNet
 	index    *selectors.Index
 	compiler *compile.Compiler // reused across syncs: unchanged sets are not rebuilt
 	pending  []Change
@@ -138,6 +139,8 @@ type Agent struct {
 	bg        sync.WaitGroup // informers started outside the factory
 	// conflicts is the fingerprint of the address conflicts last reported.
 	conflicts string
+	// podNet is the fingerprint of the pod network last reported.
+	podNet string
 
 	trigger chan struct{}
 	// podLabels shares one labels.Set among pods with identical labels,
@@ -186,7 +189,7 @@ func New(cfg Config) (*Agent, error) {
 		log:        cfg.Logger.With("node", cfg.NodeName),
 		metrics:    cfg.Metrics,
 		index:      selectors.New(),
-		compiler:   &compile.Compiler{Options: compile.Options{PodNetwork: cfg.PodNetwork}},
+		compiler:   &compile.Compiler{},
 		invalid:    map[string]string{},
 		invalidCNP: map[string]string{},
 		trigger:    make(chan struct{}, 1),
@@ -368,6 +371,10 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.mu.Lock()
 	pending := a.pending
 	a.pending = nil
+	podNet := podNetwork(a.cfg.PodNetwork, a.index.Nodes())
+	a.compiler.Options.PodNetwork = podNet.network
+	reportPodNet := podNet.fingerprint() != a.podNet
+	a.podNet = podNet.fingerprint()
 	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
 	counts := a.objectCounts()
 	var conflicts []compile.Conflict
@@ -378,6 +385,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	}
 	ambiguous := a.noteAmbiguous()
 	a.mu.Unlock()
+	if reportPodNet {
+		a.reportPodNetwork(podNet)
+	}
 	a.reportConflicts(conflicts)
 	a.reportAmbiguous(ambiguous)
 	a.podLabels.setObjects(counts["pods"])

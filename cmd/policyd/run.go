@@ -116,7 +116,7 @@ and reported as Warning Events on the policy.`,
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
-	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "the pod network's CIDRs (e.g. the cluster CIDR; repeatable). Addresses inside them that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
+	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "CIDRs to add to the pod network (repeatable), which is otherwise the union of the Nodes' spec.podCIDRs; for CNIs that publish none. Addresses inside the pod network that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
 	f.BoolVar(&o.watchList, "watch-list", true, "stream the informers' initial state from the API server (WatchList, on by default in Kubernetes 1.34 API servers) instead of one LIST per resource, so start-up memory stays near the converted state; client-go falls back to LIST when the server lacks it. KUBE_FEATURE_WatchListClient overrides")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --profiling-addr; off by default because profiles expose internals")
 	f.StringVar(&o.profilingAddr, "profiling-addr", "127.0.0.1:6060", "loopback address for /debug/pprof/ with --profiling (a non-loopback address is refused); captures are capped at 30 s")
