@@ -42,6 +42,7 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
@@ -55,6 +56,8 @@ const (
 	// agent reports itself unready.
 	DefaultUnreadyAfter = 30 * time.Second
 	retryInterval       = time.Second
+	// DefaultFlowMark is the conntrack mark bit of strict mode.
+	DefaultFlowMark = 0x00100000
 )
 
 // Config configures an Agent.
@@ -94,6 +97,14 @@ type Config struct {
 	// it that no known pod holds are dropped (compile.Options.PodNetwork): a
 	// new pod gets no traffic before policyd knows which policies apply to it.
 	PodNetwork []netip.Prefix
+	// CutEstablished, when set, is strict mode (--cut-established): the
+	// table marks the flows of this node's pods with FlowMark, and after
+	// each commit that changed the table the agent ends the marked flows
+	// the new table would not admit as new connections (policy/ctcut).
+	CutEstablished ctcut.Table
+	// FlowMark is the conntrack mark bit strict mode uses; zero means
+	// DefaultFlowMark.
+	FlowMark uint32
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
 	OnCommit func(Commit)
@@ -181,6 +192,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.FlowMark == 0 {
+		cfg.FlowMark = DefaultFlowMark
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -193,6 +207,9 @@ func New(cfg Config) (*Agent, error) {
 		invalid:    map[string]string{},
 		invalidCNP: map[string]string{},
 		trigger:    make(chan struct{}, 1),
+	}
+	if cfg.CutEstablished != nil {
+		a.compiler.Options.FlowMark = cfg.FlowMark
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
 	return a, nil
@@ -443,10 +460,35 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		level = slog.LevelInfo
 	}
 	a.log.Log(ctx, level, "sync committed", "full", stats.Full, "ops", stats.Ops, "changes", len(pending), "duration", now.Sub(start))
+	if a.cfg.CutEstablished != nil && stats.Ops > 0 {
+		a.cutEstablished(ctx, rs)
+	}
 	if a.cfg.OnCommit != nil {
 		a.cfg.OnCommit(Commit{Time: now, Changes: pending, Stats: stats})
 	}
 	return nil
+}
+
+// cutEstablished is strict mode's pass after a commit that changed the
+// table: the marked flows the committed table would not admit are ended.
+func (a *Agent) cutEstablished(ctx context.Context, rs *ruleset.Ruleset) {
+	start := time.Now()
+	res, err := ctcut.Pass(ctx, a.cfg.CutEstablished, rs, a.cfg.NodeName, a.cfg.FlowMark)
+	a.metrics.ctPass.Observe(time.Since(start).Seconds())
+	if err != nil {
+		a.metrics.ctErrors.Inc()
+		a.log.Error("strict mode: conntrack pass failed; established flows the policies deny may continue", "err", err)
+		return
+	}
+	for _, c := range res.Cuts {
+		a.metrics.ctCut.WithLabelValues(c.Verdict.Reason).Inc()
+		a.log.Info("strict mode: established flow cut", "flow", c.Flow.String(), "denied_by", c.Verdict.Reason, "rule", c.Verdict.Rule)
+	}
+	for _, e := range res.Errors {
+		a.metrics.ctErrors.Inc()
+		a.log.Warn("strict mode: flow not judged or not cut", "err", e)
+	}
+	a.log.Debug("strict mode pass", "judged", res.Judged, "cut", len(res.Cuts), "duration", time.Since(start))
 }
 
 func (a *Agent) observeProgrammed(rs *ruleset.Ruleset) {
