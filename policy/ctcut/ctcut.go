@@ -15,6 +15,13 @@
 // from such pods, so neither end can revive it by a mid-stream pickup, and a
 // UDP packet after the cut is a new flow the table judges.
 //
+// Known gap, UDP: a reply the destination sends between the delete and the
+// source's next datagram starts a reverse flow that the table judges as a
+// new connection from the destination, which policies usually admit; the
+// source's datagrams then ride it as replies. TestAgent_LabCutEstablished
+// measures how often. Closing it needs the cut entries kept and dropped
+// (a cut mark matched before the established rule) rather than deleted.
+//
 // What a pass does not see: flows established before the mark rule existed
 // (strict mode turned on, or a table of an older policyd), flows of a pod
 // before this node knew it, and flows whose mark bit someone else cleared.
