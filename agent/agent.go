@@ -42,6 +42,7 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
@@ -55,6 +56,8 @@ const (
 	// agent reports itself unready.
 	DefaultUnreadyAfter = 30 * time.Second
 	retryInterval       = time.Second
+	// DefaultFlowMark is the conntrack mark bit of strict mode.
+	DefaultFlowMark = 0x00100000
 )
 
 // Config configures an Agent.
@@ -89,10 +92,19 @@ type Config struct {
 	Metrics *Metrics
 	// Recorder, when set, receives a Warning Event for each invalid policy.
 	Recorder record.EventRecorder
-	// PodNetwork is the pod network's CIDRs; when set, addresses inside it
-	// that no known pod holds are dropped (compile.Options.PodNetwork): a new
-	// pod gets no traffic before policyd knows which policies apply to it.
+	// PodNetwork adds CIDRs to the pod network, which is otherwise the
+	// union of every Node's spec.podCIDRs (see podnet.go). Addresses inside
+	// it that no known pod holds are dropped (compile.Options.PodNetwork): a
+	// new pod gets no traffic before policyd knows which policies apply to it.
 	PodNetwork []netip.Prefix
+	// CutEstablished, when set, is strict mode (--cut-established): the
+	// table marks the flows of this node's pods with FlowMark, and after
+	// each commit that changed the table the agent ends the marked flows
+	// the new table would not admit as new connections (policy/ctcut).
+	CutEstablished ctcut.Table
+	// FlowMark is the conntrack mark bit strict mode uses; zero means
+	// DefaultFlowMark.
+	FlowMark uint32
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
 	OnCommit func(Commit)
@@ -122,7 +134,7 @@ type Agent struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu       sync.Mutex // guards index, pending, invalid, invalidCNP, cnpStaging, ambiguous
+	mu       sync.Mutex // guards index, compiler, pending, invalid, invalidCNP, cnpStaging, ambiguous, podNet
 	index    *selectors.Index
 	compiler *compile.Compiler // reused across syncs: unchanged sets are not rebuilt
 	pending  []Change
@@ -138,6 +150,8 @@ type Agent struct {
 	bg        sync.WaitGroup // informers started outside the factory
 	// conflicts is the fingerprint of the address conflicts last reported.
 	conflicts string
+	// podNet is the fingerprint of the pod network last reported.
+	podNet string
 
 	trigger chan struct{}
 	// podLabels shares one labels.Set among pods with identical labels,
@@ -178,6 +192,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.FlowMark == 0 {
+		cfg.FlowMark = DefaultFlowMark
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -186,10 +203,13 @@ func New(cfg Config) (*Agent, error) {
 		log:        cfg.Logger.With("node", cfg.NodeName),
 		metrics:    cfg.Metrics,
 		index:      selectors.New(),
-		compiler:   &compile.Compiler{Options: compile.Options{PodNetwork: cfg.PodNetwork}},
+		compiler:   &compile.Compiler{},
 		invalid:    map[string]string{},
 		invalidCNP: map[string]string{},
 		trigger:    make(chan struct{}, 1),
+	}
+	if cfg.CutEstablished != nil {
+		a.compiler.Options.FlowMark = cfg.FlowMark
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
 	return a, nil
@@ -368,6 +388,10 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.mu.Lock()
 	pending := a.pending
 	a.pending = nil
+	podNet := podNetwork(a.cfg.PodNetwork, a.index.Nodes())
+	a.compiler.Options.PodNetwork = podNet.network
+	reportPodNet := podNet.fingerprint() != a.podNet
+	a.podNet = podNet.fingerprint()
 	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
 	counts := a.objectCounts()
 	var conflicts []compile.Conflict
@@ -378,6 +402,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	}
 	ambiguous := a.noteAmbiguous()
 	a.mu.Unlock()
+	if reportPodNet {
+		a.reportPodNetwork(podNet)
+	}
 	a.reportConflicts(conflicts)
 	a.reportAmbiguous(ambiguous)
 	a.podLabels.setObjects(counts["pods"])
@@ -433,10 +460,35 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		level = slog.LevelInfo
 	}
 	a.log.Log(ctx, level, "sync committed", "full", stats.Full, "ops", stats.Ops, "changes", len(pending), "duration", now.Sub(start))
+	if a.cfg.CutEstablished != nil && stats.Ops > 0 {
+		a.cutEstablished(ctx, rs)
+	}
 	if a.cfg.OnCommit != nil {
 		a.cfg.OnCommit(Commit{Time: now, Changes: pending, Stats: stats})
 	}
 	return nil
+}
+
+// cutEstablished is strict mode's pass after a commit that changed the
+// table: the marked flows the committed table would not admit are ended.
+func (a *Agent) cutEstablished(ctx context.Context, rs *ruleset.Ruleset) {
+	start := time.Now()
+	res, err := ctcut.Pass(ctx, a.cfg.CutEstablished, rs, a.cfg.NodeName, a.cfg.FlowMark)
+	a.metrics.ctPass.Observe(time.Since(start).Seconds())
+	if err != nil {
+		a.metrics.ctErrors.Inc()
+		a.log.Error("strict mode: conntrack pass failed; established flows the policies deny may continue", "err", err)
+		return
+	}
+	for _, c := range res.Cuts {
+		a.metrics.ctCut.WithLabelValues(c.Verdict.Reason).Inc()
+		a.log.Info("strict mode: established flow cut", "flow", c.Flow.String(), "denied_by", c.Verdict.Reason, "rule", c.Verdict.Rule)
+	}
+	for _, e := range res.Errors {
+		a.metrics.ctErrors.Inc()
+		a.log.Warn("strict mode: flow not judged or not cut", "err", e)
+	}
+	a.log.Debug("strict mode pass", "judged", res.Judged, "cut", len(res.Cuts), "duration", time.Since(start))
 }
 
 func (a *Agent) observeProgrammed(rs *ruleset.Ruleset) {

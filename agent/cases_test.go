@@ -426,6 +426,57 @@ func TestAgent_NoUnprotectedWindowForNewPods(t *testing.T) {
 	assert.False(t, fc.allowed("10.77.0.70", serverIP), "and is still denied by the server's policy")
 }
 
+// TestAgent_NewPodsClosedByNodePodCIDRs: without --pod-network the pod
+// network is the union of the Nodes' spec.podCIDRs, and follows them: a new
+// pod whose policies isolate it gets no traffic before the commit that
+// learns it (its address is unknown, so dropped both ways), then exactly what
+// its policies allow. A Node added later widens the pod network at the next
+// sync.
+func TestAgent_NewPodsClosedByNodePodCIDRs(t *testing.T) {
+	s := apiservertest.Shared(t)
+	createNode := func(name string, cidrs ...string) *corev1.Node {
+		t.Helper()
+		n, err := s.Client().CoreV1().Nodes().Create(context.Background(), &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:       corev1.NodeSpec{PodCIDRs: cidrs, PodCIDR: cidrs[0]},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = s.Client().CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+		return n
+	}
+	createNode("pn-node-1", "10.77.0.0/24")
+	n2 := createNode("pn-node-2", "10.77.1.0/24")
+	fc := newFakeCluster(t) // no PodNetwork option
+	fc.agent.waitFor("Node", "pn-node-2", n2.ResourceVersion)
+	client := createPod(t, fc.admin, newPod(fc.ns, "client", "node-2", map[string]string{"app": "client"}), "10.77.1.150")
+	open := createPod(t, fc.admin, newPod(fc.ns, "open", "node-1", map[string]string{"app": "open"}), "10.77.0.150")
+	fc.agent.waitFor("Pod", key(fc.ns, "client"), client.ResourceVersion)
+	fc.agent.waitFor("Pod", key(fc.ns, "open"), open.ResourceVersion)
+	require.True(t, fc.allowed("10.77.1.150", "10.77.0.150"), "known pod to a pod no policy isolates")
+	require.True(t, fc.allowed("10.77.1.150", serverIP), "the server admits the client")
+
+	// The window: 10.77.0.160 is live (the CNI gave it to "newcomer") but
+	// the agent has not committed the pod yet.
+	assert.False(t, fc.allowed("10.77.1.150", "10.77.0.160"), "to a new pod before its commit, even from a peer its policies will admit")
+	assert.False(t, fc.allowed("10.77.1.161", "10.77.0.150"), "from another node's new pod before its commit")
+	_, out, err := trace.Path(map[string]*ruleset.Ruleset{"node-1": fc.fake.Ruleset()},
+		trace.Endpoint{Addr: netip.MustParseAddr("10.77.0.160"), Node: "node-1"},
+		trace.Endpoint{Addr: netip.MustParseAddr("10.77.0.150")}, 6, 80)
+	require.NoError(t, err)
+	assert.False(t, out, "from the new pod before its commit")
+	assert.True(t, fc.allowed("10.9.0.1", "10.77.0.150"), "addresses outside every Node's pod CIDRs are not concerned")
+
+	newcomer := createPod(t, fc.admin, newPod(fc.ns, "newcomer", "node-1", map[string]string{"app": "server"}), "10.77.0.160")
+	fc.agent.waitFor("Pod", key(fc.ns, "newcomer"), newcomer.ResourceVersion)
+	assert.True(t, fc.allowed("10.77.1.150", "10.77.0.160"), "its commit opens what its policies allow")
+	assert.False(t, fc.allowed("10.77.0.150", "10.77.0.160"), "and only that")
+
+	assert.True(t, fc.allowed("10.77.2.170", "10.77.0.150"), "before pn-node-3 exists, 10.77.2.0/24 is not pod network")
+	n3 := createNode("pn-node-3", "10.77.2.0/24")
+	fc.agent.waitFor("Node", "pn-node-3", n3.ResourceVersion)
+	assert.False(t, fc.allowed("10.77.2.170", "10.77.0.150"), "the pod network follows the Nodes")
+}
+
 // refusingBackend passes every sync to the real kernel backend; while
 // refuse is set it adds a chain that jumps to a chain that does not exist,
 // so the kernel rejects the whole batch (ENOENT), as it would a table it

@@ -41,6 +41,13 @@ type labCluster struct {
 // agentConfig's credentials.
 func newLabCluster(t *testing.T, s *apiservertest.Server, agentConfig *rest.Config, nss []string, pods []*corev1.Pod) *labCluster {
 	t.Helper()
+	return newLabClusterWith(t, s, agentConfig, nss, pods, nil)
+}
+
+// newLabClusterWith is newLabCluster with per-node agent options (opts may
+// be nil), given the node's network namespace handle.
+func newLabClusterWith(t *testing.T, s *apiservertest.Server, agentConfig *rest.Config, nss []string, pods []*corev1.Pod, opts func(node string, ns int) agentOption) *labCluster {
+	t.Helper()
 	netnstest.RequireRoot(t)
 	ctx := context.Background()
 	l, err := lab.New(ctx, lab.Config{CNI: lab.CNIRouted, Nodes: labNodes, RunID: fmt.Sprintf("ag%d", os.Getpid()%1000000)}, pods)
@@ -58,7 +65,11 @@ func newLabCluster(t *testing.T, s *apiservertest.Server, agentConfig *rest.Conf
 		require.True(t, ok)
 		b, err := nft.New(nft.Options{NetNS: int(h)})
 		require.NoError(t, err)
-		lc.agents = append(lc.agents, startAgent(t, agentConfig, node, b))
+		var o []agentOption
+		if opts != nil {
+			o = append(o, opts(node, int(h)))
+		}
+		lc.agents = append(lc.agents, startAgent(t, agentConfig, node, b, o...))
 	}
 	for _, a := range lc.agents {
 		a.waitReady()

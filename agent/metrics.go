@@ -15,6 +15,9 @@ type Metrics struct {
 	registry     *prometheus.Registry
 	syncDuration prometheus.Histogram
 	syncErrors   prometheus.Counter
+	ctCut        *prometheus.CounterVec
+	ctPass       prometheus.Histogram
+	ctErrors     prometheus.Counter
 	syncs        *prometheus.CounterVec
 	syncOps      prometheus.Counter
 	objects      *prometheus.GaugeVec
@@ -39,6 +42,16 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		registry: reg,
 		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "policyd_sync_duration_seconds", Help: "Time to compile the node's ruleset and commit the difference to the kernel.", Buckets: buckets,
+		}),
+		ctCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "policyd_conntrack_cut_total", Help: "Conntrack flows strict mode ended, by the direction that denies them (egress, ingress, unknown-source, unknown-destination).",
+		}, []string{"reason"}),
+		ctPass: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "policyd_conntrack_pass_duration_seconds", Help: "Duration of one strict-mode pass over the marked conntrack flows.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		ctErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "policyd_conntrack_pass_errors_total", Help: "Strict-mode passes or flows that failed (dump, judgement or delete).",
 		}),
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "policyd_sync_errors_total", Help: "Syncs that failed; the next one is a full resync.",
@@ -73,7 +86,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, failing)
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, failing)
 	return m
 }
 

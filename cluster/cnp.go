@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -435,10 +436,15 @@ type Node struct {
 	// IPs are the node's addresses from status.addresses (InternalIP and
 	// ExternalIP), unmapped, at most a few.
 	IPs []netip.Addr
+	// PodCIDRs are the node's pod ranges from spec.podCIDRs (spec.podCIDR
+	// when podCIDRs is empty), masked, sorted and without duplicates; empty
+	// when the node publishes none (some CNIs allocate addresses
+	// themselves). The agent takes the pod network from their union.
+	PodCIDRs []netip.Prefix
 }
 
-// ConvertNode converts a core/v1 Node. Unparsable addresses are reported and
-// skipped.
+// ConvertNode converts a core/v1 Node. Unparsable addresses and pod CIDRs
+// are reported and skipped.
 func ConvertNode(n *corev1.Node) (*Node, []error) {
 	out := &Node{Name: n.Name, Labels: labels.Set(copyMap(n.Labels))}
 	var errs []error
@@ -459,7 +465,37 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 		}
 	}
 	sort.Slice(out.IPs, func(i, j int) bool { return out.IPs[i].Less(out.IPs[j]) })
+	cidrs, field := n.Spec.PodCIDRs, "spec.podCIDRs"
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs, field = []string{n.Spec.PodCIDR}, "spec.podCIDR"
+	}
+	for i, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %s[%d]: %w", n.Name, field, i, err))
+			continue
+		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				errs = append(errs, fmt.Errorf("node %s: %s[%d]: %s mixes IPv4-mapped and IPv6 addresses", n.Name, field, i, c))
+				continue
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		p = p.Masked()
+		if !slices.Contains(out.PodCIDRs, p) {
+			out.PodCIDRs = append(out.PodCIDRs, p)
+		}
+	}
+	slices.SortFunc(out.PodCIDRs, comparePrefixes)
 	return out, errs
+}
+
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
 }
 
 // DescribeClusterRule renders "CNP name ingress[2] "rule-name"" for reasons.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
@@ -150,4 +151,33 @@ func TestConvertClusterPolicy_Valid(t *testing.T) {
 	assert.Len(t, p.Ingress[0].Ports, 6)
 	assert.Len(t, p.Egress[0].Peers, 3)
 	assert.Equal(t, cluster.PeerNodes, p.Egress[0].Peers[2].Kind)
+}
+
+func TestConvertNode_PodCIDRs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		spec     corev1.NodeSpec
+		want     []string
+		wantErrs int
+	}{
+		{name: "none", spec: corev1.NodeSpec{}},
+		{name: "podCIDRs, sorted, masked, unique", spec: corev1.NodeSpec{PodCIDRs: []string{"fd00:10::/64", "10.244.1.7/24", "10.244.1.0/24"}}, want: []string{"10.244.1.0/24", "fd00:10::/64"}},
+		{name: "podCIDR when podCIDRs is empty", spec: corev1.NodeSpec{PodCIDR: "10.244.2.0/24"}, want: []string{"10.244.2.0/24"}},
+		{name: "podCIDRs win over podCIDR", spec: corev1.NodeSpec{PodCIDR: "10.244.2.0/24", PodCIDRs: []string{"10.244.3.0/24"}}, want: []string{"10.244.3.0/24"}},
+		{name: "IPv4-mapped is unmapped", spec: corev1.NodeSpec{PodCIDRs: []string{"::ffff:10.244.4.0/120"}}, want: []string{"10.244.4.0/24"}},
+		{name: "unparsable skipped and reported", spec: corev1.NodeSpec{PodCIDRs: []string{"nope", "10.244.5.0/24", "::ffff:0:0/80"}}, want: []string{"10.244.5.0/24"}, wantErrs: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n, errs := cluster.ConvertNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}, Spec: tt.spec})
+			assert.Len(t, errs, tt.wantErrs, "%v", errs)
+			var got []string
+			for _, p := range n.PodCIDRs {
+				got = append(got, p.String())
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
 }

@@ -22,6 +22,7 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/agent"
+	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
 )
 
@@ -70,6 +71,7 @@ type runOptions struct {
 	events           bool
 	netns            string
 	podNetwork       []string
+	cutEstablished   bool
 	profiling        bool
 	watchList        bool
 }
@@ -116,7 +118,8 @@ and reported as Warning Events on the policy.`,
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
-	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "the pod network's CIDRs (e.g. the cluster CIDR; repeatable). Addresses inside them that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
+	f.BoolVar(&o.cutEstablished, "cut-established", false, "strict mode: after a commit, end the conntrack flows of this node's pods that the new table would not admit as new connections (and refuse mid-stream TCP pickups to or from them); off by default, when a policy change never cuts an established connection")
+	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "CIDRs to add to the pod network (repeatable), which is otherwise the union of the Nodes' spec.podCIDRs; for CNIs that publish none. Addresses inside the pod network that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
 	f.BoolVar(&o.watchList, "watch-list", true, "stream the informers' initial state from the API server (WatchList, on by default in Kubernetes 1.34 API servers) instead of one LIST per resource, so start-up memory stays near the converted state; client-go falls back to LIST when the server lacks it. KUBE_FEATURE_WatchListClient overrides")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --profiling-addr; off by default because profiles expose internals")
 	f.StringVar(&o.profilingAddr, "profiling-addr", "127.0.0.1:6060", "loopback address for /debug/pprof/ with --profiling (a non-loopback address is refused); captures are capped at 30 s")
@@ -193,9 +196,19 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 		}
 		podNet = append(podNet, p.Masked())
 	}
+	var cut ctcut.Table
+	if o.cutEstablished {
+		k, err := ctcut.NewKernel(nopts.NetNS)
+		if err != nil {
+			return fmt.Errorf("--cut-established: opening ctnetlink: %w", err)
+		}
+		defer k.Close()
+		cut = k
+	}
 	acfg := agent.Config{
-		PodNetwork: podNet,
-		NodeName:   o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
+		CutEstablished: cut,
+		PodNetwork:     podNet,
+		NodeName:       o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, UnreadyAfter: o.unreadyAfter, Logger: log,
 	}
 	if o.events {

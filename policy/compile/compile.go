@@ -194,7 +194,9 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		return nil, err
 	}
 	rs.Sets = append(rs.Sets, netSets...)
-	rs.Chains = append(rs.Chains, baseChains(netRules)...)
+	markSets, markRules := flowMarkSets(cc.Options, c.localPods, own)
+	rs.Sets = append(rs.Sets, markSets...)
+	rs.Chains = append(rs.Chains, baseChains(markRules, netRules)...)
 	rs.Sort()
 	return rs, nil
 }
@@ -220,9 +222,11 @@ func dispatchMap(d cluster.Direction, ip netip.Addr) string {
 }
 
 // baseChains returns the static skeleton. It never depends on the cluster;
-// extra rules (the pod-network option's) go at the end of their hook's chain,
-// where only packets no pod chain has accepted or dropped arrive.
-func baseChains(extra map[ruleset.Hook][]ruleset.Rule) []*ruleset.Chain {
+// first rules (the flow-mark option's) go right after the established rule,
+// which only a connection's first packet passes; extra rules (the
+// pod-network option's) go at the end of their hook's chain, where only
+// packets no pod chain has accepted or dropped arrive.
+func baseChains(first, extra map[ruleset.Hook][]ruleset.Rule) []*ruleset.Chain {
 	ct := &ruleset.CtRule{States: ruleset.CtEstablished | ruleset.CtRelated, Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "only the first packet of a connection is judged"}
 	nd := &ruleset.NDRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "IPv6 neighbour discovery is never policed"}
 	dispatch := func(fam int, f ruleset.Field, m string) *ruleset.DispatchRule {
@@ -232,24 +236,22 @@ func baseChains(extra map[ruleset.Hook][]ruleset.Rule) []*ruleset.Chain {
 		{
 			Name: ChainPostrouting,
 			Base: &ruleset.Base{Hook: ruleset.HookPostrouting, Priority: PriorityPostrouting, Policy: ruleset.Accept},
-			Rules: append([]ruleset.Rule{
-				ct,
+			Rules: append(append(append([]ruleset.Rule{ct}, first[ruleset.HookPostrouting]...),
 				dispatch(4, ruleset.Saddr, MapEgress4),
 				dispatch(4, ruleset.Daddr, MapIngress4),
 				nd,
 				dispatch(6, ruleset.Saddr, MapEgress6),
 				dispatch(6, ruleset.Daddr, MapIngress6),
-			}, extra[ruleset.HookPostrouting]...),
+			), extra[ruleset.HookPostrouting]...),
 		},
 		{
 			Name: ChainInput,
 			Base: &ruleset.Base{Hook: ruleset.HookInput, Priority: PriorityInput, Policy: ruleset.Accept},
-			Rules: append([]ruleset.Rule{
-				ct,
+			Rules: append(append(append([]ruleset.Rule{ct}, first[ruleset.HookInput]...),
 				dispatch(4, ruleset.Saddr, MapEgress4),
 				nd,
 				dispatch(6, ruleset.Saddr, MapEgress6),
-			}, extra[ruleset.HookInput]...),
+			), extra[ruleset.HookInput]...),
 		},
 	}
 }

@@ -21,6 +21,15 @@ type Options struct {
 	// which policies apply to it. Without it, such a pod is unpoliced from the
 	// moment its address is live until the next sync commits.
 	PodNetwork []netip.Prefix
+	// FlowMark, when not zero, is the conntrack mark bit (or bits) the
+	// table ORs into every connection to or from a pod of this node when
+	// it judges the connection's first packet, and it drops a TCP
+	// connection's first packet without SYN (a mid-stream pickup) to or
+	// from such a pod. Strict mode (the agent's --cut-established) dumps
+	// the marked connections and ends those the table would no longer
+	// admit; dropping pickups keeps a cut connection from being revived
+	// from its other end.
+	FlowMark uint32
 }
 
 // Names of the sets the pod-network option adds.
@@ -29,6 +38,9 @@ const (
 	SetPodNetwork6 = "podnet6"
 	SetKnownPods4  = "known4"
 	SetKnownPods6  = "known6"
+	// The FlowMark option's sets: the addresses of this node's pods.
+	SetLocalPods4 = "local4"
+	SetLocalPods6 = "local6"
 )
 
 // Compiler compiles one node's ruleset again and again, as the agent does on
@@ -229,4 +241,52 @@ func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod) ([]*ruleset.S
 		ruleset.HookInput:       {unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr)},
 	}
 	return []*ruleset.Set{net4, net6, known4, known6}, rules, nil
+}
+
+// flowMarkSets returns the sets and the rules (for right after the
+// established rule of each base chain) of Options.FlowMark.
+func flowMarkSets(opts Options, local []*cluster.Pod, own map[netip.Addr]*cluster.Pod) ([]*ruleset.Set, map[ruleset.Hook][]ruleset.Rule) {
+	if opts.FlowMark == 0 {
+		return nil, nil
+	}
+	l4 := &ruleset.Set{Name: SetLocalPods4, Key: ruleset.KeyIPv4, Comment: "the pods of this node"}
+	l6 := &ruleset.Set{Name: SetLocalPods6, Key: ruleset.KeyIPv6, Comment: "the pods of this node"}
+	seen := map[netip.Addr]bool{}
+	for _, p := range local {
+		for _, a := range p.IPs {
+			if _, known := own[a]; !known || seen[a] {
+				continue
+			}
+			seen[a] = true
+			if a.Is4() {
+				l4.Elements = append(l4.Elements, ruleset.Element{Addr: a})
+			} else {
+				l6.Elements = append(l6.Elements, ruleset.Element{Addr: a})
+			}
+		}
+	}
+	set := func(fam int) string {
+		if fam == 4 {
+			return SetLocalPods4
+		}
+		return SetLocalPods6
+	}
+	rules := func(fields ...ruleset.Field) []ruleset.Rule {
+		var out []ruleset.Rule
+		for _, fam := range []int{4, 6} {
+			for _, f := range fields {
+				out = append(out, &ruleset.CtMarkRule{Family: fam, Field: f, Set: set(fam), Mark: opts.FlowMark, Comment: "strict mode: a flow of this node's pods"})
+			}
+		}
+		for _, fam := range []int{4, 6} {
+			for _, f := range fields {
+				out = append(out, &ruleset.TCPPickupRule{Family: fam, Field: f, Set: set(fam), Verdict: ruleset.Verdict{Kind: ruleset.Drop}, Comment: "strict mode: no mid-stream pickup"})
+			}
+		}
+		return out
+	}
+	return []*ruleset.Set{l4, l6}, map[ruleset.Hook][]ruleset.Rule{
+		ruleset.HookPostrouting: rules(ruleset.Saddr, ruleset.Daddr),
+		ruleset.HookInput:       rules(ruleset.Saddr),
+	}
 }

@@ -103,6 +103,10 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				&ruleset.AllowRule{Family: 6, PeerField: ruleset.Saddr, PeerSet: "all6", Verdict: accept()},
 				&ruleset.VerdictRule{Verdict: returnV()},
 			}},
+			{Name: "strict", Rules: []ruleset.Rule{
+				&ruleset.CtMarkRule{Family: 4, Field: ruleset.Saddr, Set: "all4", Mark: 0x00100000, Comment: "policed flow"},
+				&ruleset.TCPPickupRule{Family: 6, Field: ruleset.Daddr, Set: "all6", Verdict: drop()},
+			}},
 			{Name: "pol-c", Rules: []ruleset.Rule{
 				&ruleset.VerdictRule{Verdict: accept()},
 			}},

@@ -244,6 +244,25 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			loadAddr(r.Family, r.Field, 1),
 			&expr.Lookup{SourceRegister: 1, SetName: r.KnownSet, Invert: true},
 		)
+	case *ruleset.CtMarkRule:
+		return append(nfprotoMatch(r.Family),
+			loadAddr(r.Family, r.Field, 1),
+			&expr.Lookup{SourceRegister: 1, SetName: r.Set},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(^r.Mark), Xor: binaryutil.NativeEndian.PutUint32(r.Mark)},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+		), nil, nil // no verdict: the packet continues
+	case *ruleset.TCPPickupRule:
+		exprs = append(nfprotoMatch(r.Family),
+			loadAddr(r.Family, r.Field, 1),
+			&expr.Lookup{SourceRegister: 1, SetName: r.Set},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x17}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x02}},
+		)
 	case *ruleset.VerdictRule:
 		// The verdict alone.
 	default:
@@ -348,6 +367,30 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 			return err
 		}
 		return checkVerdict(r.Verdict)
+	case *ruleset.CtMarkRule, *ruleset.TCPPickupRule:
+		var fam int
+		var field ruleset.Field
+		var set string
+		switch r := r.(type) {
+		case *ruleset.CtMarkRule:
+			if r.Mark == 0 {
+				return errors.New("ct mark rule sets no bit")
+			}
+			fam, field, set = r.Family, r.Field, r.Set
+		case *ruleset.TCPPickupRule:
+			if err := checkVerdict(r.Verdict); err != nil {
+				return err
+			}
+			fam, field, set = r.Family, r.Field, r.Set
+		}
+		if err := family(fam); err != nil {
+			return err
+		}
+		if field != ruleset.Saddr && field != ruleset.Daddr {
+			return fmt.Errorf("invalid field %d", field)
+		}
+		return needSet("address", set, func(s *ruleset.Set) bool { return !s.Map && !s.Key.HasPort() && s.Key.Family() == fam },
+			fmt.Sprintf("an ipv%d_addr set", fam))
 	case *ruleset.VerdictRule:
 		return checkVerdict(r.Verdict)
 	case *ruleset.KernelRule:

@@ -37,6 +37,8 @@ const (
 	ShapeUnknownAddr
 	ShapeVerdict
 	ShapeKernel
+	ShapeCtMark
+	ShapeTCPPickup
 	// numShapes counts the shapes, ShapeInvalid included; it must stay last.
 	numShapes
 )
@@ -155,6 +157,38 @@ type KernelRule struct {
 	Comment string
 }
 
+// CtMarkRule sets the bits of Mark in the conntrack mark of a connection
+// whose Field address is in Set, keeping the other bits (other programs may
+// use them). It has no verdict: the packet goes on to the next rule. The
+// compiled table marks the connections of this node's pods with it, so that
+// strict mode (the agent's --cut-established) dumps only those from the
+// kernel.
+//
+//	ip saddr @local4 ct mark set ct mark | 0x00100000
+type CtMarkRule struct {
+	Family  int
+	Field   Field
+	Set     string
+	Mark    uint32
+	Comment string
+}
+
+// TCPPickupRule matches a TCP packet that would start a connection without
+// a SYN (conntrack picks up a connection in mid-stream, as after its entry
+// was deleted) when its Field address is in Set, and applies Verdict. In the
+// base chains, after the established rule, only a connection's first packet
+// reaches it, so it refuses exactly the pickups: strict mode drops them so
+// that a cut connection's peer cannot revive it from the other end.
+//
+//	ip saddr @local4 tcp flags != syn / fin,syn,rst,ack drop
+type TCPPickupRule struct {
+	Family  int
+	Field   Field
+	Set     string
+	Verdict Verdict
+	Comment string
+}
+
 func (*CtRule) shape() Shape          { return ShapeCt }
 func (*FibLocalRule) shape() Shape    { return ShapeFibLocal }
 func (*NDRule) shape() Shape          { return ShapeND }
@@ -163,6 +197,8 @@ func (*AllowRule) shape() Shape       { return ShapeAllow }
 func (*UnknownAddrRule) shape() Shape { return ShapeUnknownAddr }
 func (*VerdictRule) shape() Shape     { return ShapeVerdict }
 func (*KernelRule) shape() Shape      { return ShapeKernel }
+func (*CtMarkRule) shape() Shape      { return ShapeCtMark }
+func (*TCPPickupRule) shape() Shape   { return ShapeTCPPickup }
 
 // RuleComment implements Rule.
 func (r *CtRule) RuleComment() string { return r.Comment }
@@ -187,6 +223,25 @@ func (r *VerdictRule) RuleComment() string { return r.Comment }
 
 // RuleComment implements Rule.
 func (r *KernelRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *CtMarkRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *TCPPickupRule) RuleComment() string { return r.Comment }
+
+// RuleVerdict implements Rule: the zero Verdict, the rule has none (the
+// packet continues).
+func (r *CtMarkRule) RuleVerdict() Verdict { return Verdict{} }
+
+// RuleVerdict implements Rule.
+func (r *TCPPickupRule) RuleVerdict() Verdict { return r.Verdict }
+
+// SetRefs implements Rule: the address set.
+func (r *CtMarkRule) SetRefs() []string { return []string{r.Set} }
+
+// SetRefs implements Rule: the address set.
+func (r *TCPPickupRule) SetRefs() []string { return []string{r.Set} }
 
 // RuleVerdict implements Rule.
 func (r *CtRule) RuleVerdict() Verdict { return r.Verdict }

@@ -21,6 +21,8 @@ func Shapes() []Rule {
 			Verdict: Verdict{Kind: Drop}, Comment: "sample unknown address"},
 		&VerdictRule{Verdict: Verdict{Kind: Drop}, Comment: "sample verdict"},
 		&KernelRule{Handle: 7, Comment: "sample kernel rule"},
+		&CtMarkRule{Family: 4, Field: Saddr, Set: "shape-peer4", Mark: 0x00100000, Comment: "sample ct mark"},
+		&TCPPickupRule{Family: 4, Field: Daddr, Set: "shape-peer4", Verdict: Verdict{Kind: Drop}, Comment: "sample tcp pickup"},
 	}
 }
 

@@ -231,3 +231,13 @@ func (r *UnknownAddrRule) Text() string {
 func (r *KernelRule) Text() string {
 	return fmt.Sprintf("# unmatched kernel rule handle %d", r.Handle)
 }
+
+// Text implements Rule.
+func (r *CtMarkRule) Text() string {
+	return fmt.Sprintf("%s %s @%s ct mark set ct mark | 0x%08x", familyWord(r.Family), r.Field, r.Set, r.Mark)
+}
+
+// Text implements Rule, in the form nft lists it.
+func (r *TCPPickupRule) Text() string {
+	return fmt.Sprintf("%s %s @%s tcp flags != syn / fin,syn,rst,ack %s", familyWord(r.Family), r.Field, r.Set, r.Verdict)
+}

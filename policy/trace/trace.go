@@ -30,6 +30,9 @@ type Packet struct {
 	State ruleset.CtState
 	// SrcLocal says the source address is local to the node (fib saddr type local).
 	SrcLocal bool
+	// Pickup says a TCP packet carries no SYN: conntrack picks the
+	// connection up in mid-stream. The zero value is a SYN.
+	Pickup bool
 }
 
 // Step is one rule the packet was checked against.
@@ -138,6 +141,11 @@ func (t *tracer) chain(c *ruleset.Chain, depth int) (ruleset.Verdict, error) {
 			return v, nil
 		case ruleset.Return:
 			return v, nil
+		case ruleset.VerdictInvalid:
+			if ruleset.ShapeOf(r) != ruleset.ShapeCtMark {
+				return ruleset.Verdict{}, fmt.Errorf("trace: chain %s rule %d matched without a verdict", c.Name, i)
+			}
+			// A statement without a verdict: go on.
 		case ruleset.Jump:
 			target := t.rs.Chain(v.Chain)
 			if target == nil {
@@ -222,6 +230,15 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 			return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) })
 		}
 		return in(cidr) && !in(known), r.Verdict, nil
+	case *ruleset.CtMarkRule:
+		// Marking changes no verdict: matched or not, the packet goes on.
+		in, err := t.addrIn(r.Family, r.Field, r.Set)
+		return in, ruleset.Verdict{}, err
+	case *ruleset.TCPPickupRule:
+		in, err := t.addrIn(r.Family, r.Field, r.Set)
+		// A traced packet is a connection's first; Pickup says whether it
+		// lacks the SYN.
+		return in && p.Protocol == 6 && p.Pickup, r.Verdict, err
 	case *ruleset.VerdictRule:
 		return true, r.Verdict, nil
 	case *ruleset.KernelRule:
@@ -230,6 +247,27 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		return false, ruleset.Verdict{}, fmt.Errorf("nil rule")
 	}
 	return false, ruleset.Verdict{}, fmt.Errorf("unknown rule shape %T", r)
+}
+
+// addrIn reports whether the packet is of family fam and its field address
+// is in the address set name.
+func (t *tracer) addrIn(fam int, field ruleset.Field, name string) (bool, error) {
+	s, err := t.set(name, false)
+	if err != nil {
+		return false, err
+	}
+	if !familyMatches(fam, t.pkt) {
+		return false, nil
+	}
+	addr := t.pkt.Src
+	switch field {
+	case ruleset.Daddr:
+		addr = t.pkt.Dst
+	case ruleset.Saddr:
+	default:
+		return false, fmt.Errorf("address lookup on invalid field")
+	}
+	return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) }), nil
 }
 
 func (t *tracer) allow(r *ruleset.AllowRule) (bool, ruleset.Verdict, error) {
