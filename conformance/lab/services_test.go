@@ -12,12 +12,15 @@ import (
 
 // TestLab_ServicesPinnedNodePortAndLoadBalancer builds each CNI shape with
 // backends x/b1 (node-1) and x/b2 (node-2) and a client x/c (node-1), and
-// one Service per externalTrafficPolicy. A drop rule on node-2 for packets
-// from node-1's underlay address to b2 shows the masquerade: external
-// traffic entering at node-1 under Cluster reaches b2 as node-1, entering
-// at node-2 it reaches b2 from node-2's gateway, and under Local it keeps
-// the client's address. Local drops a connection pinned to a backend of
-// another node; the load-balancer IP enters at b1's node.
+// one Service per externalTrafficPolicy. A drop rule on node-2 in
+// postrouting before srcnat (where policyd's chain is) for packets from the
+// external client to b2 shows the source addresses: under Cluster,
+// traffic entering at node-1 reaches b2 masqueraded to node-1 (not
+// dropped); entering at node-2, b2's own node, the rule still sees the
+// client (the masquerade comes after it: dropped); under Local the client
+// keeps its address (dropped), and a connection pinned to a backend of
+// another node is dropped by the table. The load-balancer IP enters at
+// b1's node.
 func TestLab_ServicesPinnedNodePortAndLoadBalancer(t *testing.T) {
 	requireKernel(t)
 	for _, cni := range []CNI{CNIRouted, CNIBridged} {
@@ -36,7 +39,7 @@ func TestLab_ServicesPinnedNodePortAndLoadBalancer(t *testing.T) {
 			if got := l.LoadBalancerNode(svcs[1]); got != "node-1" {
 				t.Errorf("LoadBalancerNode = %s, want node-1", got)
 			}
-			dropRule(t, l, "node-2", "ip saddr "+NodeAddr(0, IPv4).String()+" ip daddr "+b2.String()+" tcp dport 80")
+			dropRule(t, l, "node-2", "ip saddr "+ExternalClientAddr.String()+" ip daddr "+b2.String()+" tcp dport 80")
 			n1, n2 := NodeAddr(0, IPv4), NodeAddr(1, IPv4)
 			ap := netip.AddrPortFrom
 			type tc struct {
@@ -50,10 +53,11 @@ func TestLab_ServicesPinnedNodePortAndLoadBalancer(t *testing.T) {
 			add("x/c", "x/b1", ap(vip, 8080), 1, true)
 			add("x/c", "x/b2", ap(vip, 8080), 2, true) // the pod's own address: not dropped
 			add(ExternalClient, "x/b1", ap(n1, 30080), 1, true)
-			add(ExternalClient, "x/b2", ap(n1, 30080), 2, false) // masqueraded to node-1: dropped
-			add(ExternalClient, "x/b2", ap(n2, 30080), 2, true)  // node-2's gateway
-			add(ExternalClient, "x/b2", ap(n2, 30081), 2, true)  // Local: the client's address
-			add(ExternalClient, "x/b2", ap(n2, 30081), 0, true)  // Local, unpinned: the only local backend
+			add(ExternalClient, "x/b2", ap(n1, 30080), 2, true)  // masqueraded to node-1: not dropped
+			add(ExternalClient, "x/b2", ap(n2, 30080), 2, false) // b2's node: the rule sees the client
+			add(ExternalClient, "x/b2", ap(n2, 30081), 2, false) // Local: the client's address, dropped
+			add(ExternalClient, "x/b1", ap(n1, 30081), 1, true)  // Local: the client's address
+			add(ExternalClient, "x/b1", ap(n1, 30081), 0, true)  // Local, unpinned: the only local backend
 			add(ExternalClient, "x/b2", ap(n1, 30081), 2, false) // Local: b2 is not on node-1
 			add(ExternalClient, "x/b1", ap(lb, 8080), 1, true)
 			add(ExternalClient, "x/b2", ap(lb, 8080), 2, false) // the LB sends to node-1, Local
