@@ -134,8 +134,11 @@ func (l *Lab) SetServices(ctx context.Context, svcs []Service) error {
 	if len(svcs) > 0 && !l.cfg.External && hasExternal(svcs) {
 		return fmt.Errorf("services with external paths need Config.External (the external client)")
 	}
+	if len(svcs) == 0 && l.svcs == nil {
+		return nil // never had any: no table to write
+	}
 	old := l.svcs
-	l.svcs = slices.Clone(svcs)
+	l.svcs = append([]Service{}, svcs...)
 	if err := l.syncKubeProxy(ctx); err != nil {
 		return err
 	}
