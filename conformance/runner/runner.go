@@ -474,6 +474,7 @@ func CaseScenarios(cases []conformance.Case, nodes []string) ([]Scenario, error)
 	for _, c := range cases {
 		nss, pods := conformance.ModelCluster(nodes)
 		var pols []*networkingv1.NetworkPolicy
+		var svcs []*corev1.Service
 		sc := Scenario{Name: c.Name}
 		// Every case starts from no policies and the model's labels: the
 		// first step's sync removes whatever the previous case left.
@@ -483,9 +484,19 @@ func CaseScenarios(cases []conformance.Case, nodes []string) ([]Scenario, error)
 			if err != nil {
 				return nil, fmt.Errorf("%s step %d: %w", c.Name, i, err)
 			}
+			svcs = st.ApplyServices(svcs)
+			var expect []ServiceExpect
+			for _, x := range st.External {
+				proto, err := cluster.ParseProtocol(x.Protocol)
+				if err != nil {
+					return nil, fmt.Errorf("%s step %d: %w", c.Name, i, err)
+				}
+				expect = append(expect, ServiceExpect{Service: x.Service, Port: x.Port, Protocol: proto, External: true, Allowed: x.Allowed})
+			}
 			sc.Steps = append(sc.Steps, Step{
 				Name: st.Name, Namespaces: nss, Pods: pods, Policies: pols,
 				Probes: st.Expect.Keys(), Expect: st.Expect,
+				Services: svcs, ServiceExpect: expect,
 			})
 		}
 		out = append(out, sc)
