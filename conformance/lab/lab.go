@@ -468,6 +468,9 @@ func (l *Lab) syncKubeProxy(ctx context.Context) error {
 	for _, n := range l.nodes {
 		var svcs []service
 		for _, p := range l.pods {
+			if !l.cfg.DNAT {
+				break // Services only: no per-pod ClusterIPs
+			}
 			for _, f := range l.fams {
 				svcs = append(svcs, service{
 					ClusterIP: p.plan.ClusterIPs[f],
