@@ -15,10 +15,13 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -48,10 +51,49 @@ type Step struct {
 	PodLabels map[string]map[string]string
 	// NamespaceLabels maps a namespace name to its complete new label set.
 	NamespaceLabels map[string]map[string]string
+	// Services are created, or replace the Service of the same namespace and
+	// name; they stay for the following steps (ApplyServices).
+	Services []*corev1.Service
+	// External are the expected verdicts on connections from a client
+	// outside the cluster (ExternalClientIP) to a Service: every backend
+	// the connection may reach must have this verdict.
+	External []External
 	// Expect holds one truth table per probed destination port and protocol;
 	// its keys are the probes of this step. Cells marked not probed (the
 	// diagonal: a pod to itself) carry no expectation.
 	Expect truthtable.Tables
+}
+
+// ExternalClientIP is the address of the client outside the cluster whose
+// connections External states; the lab's external client has it
+// (lab.ExternalClientAddr).
+const ExternalClientIP = "10.255.0.250"
+
+// External is the expected verdict on connections from ExternalClientIP to
+// one port of a Service, through its NodePorts and load-balancer IPs.
+type External struct {
+	// Service is "namespace/name".
+	Service  string `json:"service"`
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+	Allowed  bool   `json:"allowed"`
+}
+
+// ApplyServices returns prev with the step's Services created or replacing
+// the ones of the same namespace and name, sorted by namespace/name.
+func (s Step) ApplyServices(prev []*corev1.Service) []*corev1.Service {
+	byKey := map[string]*corev1.Service{}
+	for _, x := range prev {
+		byKey[x.Namespace+"/"+x.Name] = x
+	}
+	for _, x := range s.Services {
+		byKey[x.Namespace+"/"+x.Name] = x.DeepCopy()
+	}
+	var out []*corev1.Service
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		out = append(out, byKey[k])
+	}
+	return out
 }
 
 // Case is one upstream reachability test.
@@ -106,6 +148,8 @@ type stepFile struct {
 	DeletePolicies  []string                     `json:"deletePolicies,omitempty"`
 	PodLabels       map[string]map[string]string `json:"podLabels,omitempty"`
 	NamespaceLabels map[string]map[string]string `json:"namespaceLabels,omitempty"`
+	Services        []corev1.Service             `json:"services,omitempty"`
+	External        []External                   `json:"external,omitempty"`
 	Expect          string                       `json:"expect"`
 }
 
@@ -167,6 +211,30 @@ func convertStep(sf stepFile) (Step, error) {
 		}
 		seen[key] = true
 		s.Policies = append(s.Policies, np)
+	}
+	svcs := map[string]bool{}
+	for i := range sf.Services {
+		sv := sf.Services[i].DeepCopy()
+		switch {
+		case sv.APIVersion != "v1" || sv.Kind != "Service":
+			return Step{}, fmt.Errorf("services[%d]: apiVersion/kind %s/%s, want v1/Service", i, sv.APIVersion, sv.Kind)
+		case sv.Name == "" || sv.Namespace == "":
+			return Step{}, fmt.Errorf("services[%d].metadata: name and namespace are required", i)
+		}
+		svcs[sv.Namespace+"/"+sv.Name] = true
+		s.Services = append(s.Services, sv)
+	}
+	for i, x := range sf.External {
+		if err := checkKey(x.Service); err != nil {
+			return Step{}, fmt.Errorf("external[%d].service: %w", i, err)
+		}
+		if x.Port < 1 || x.Port > 65535 {
+			return Step{}, fmt.Errorf("external[%d].port: %d is not in 1-65535", i, x.Port)
+		}
+		if x.Protocol != "TCP" && x.Protocol != "UDP" && x.Protocol != "SCTP" {
+			return Step{}, fmt.Errorf("external[%d].protocol: %q is not TCP, UDP or SCTP", i, x.Protocol)
+		}
+		s.External = append(s.External, x)
 	}
 	for i, k := range sf.DeletePolicies {
 		if err := checkKey(k); err != nil {

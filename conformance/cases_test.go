@@ -18,7 +18,7 @@ import (
 // upstreamReachabilityTests is the number of upstream reachability tests over
 // the model (42 TCP, 3 UDP, 3 SCTP) minus the ones listed in cases/SKIPPED.md.
 // A file that fails to embed or is deleted by mistake shows up here.
-const upstreamReachabilityTests = 48
+const upstreamReachabilityTests = 49
 
 var testNodes = []string{"node-1", "node-2"}
 
@@ -132,14 +132,24 @@ func TestCases_Model(t *testing.T) {
 			t.Parallel()
 			nss, pods := ModelCluster(testNodes)
 			var pols []*networkingv1.NetworkPolicy
+			var svcs []*corev1.Service
 			for i, s := range c.Steps {
 				var err error
 				if nss, pods, pols, err = s.Apply(nss, pods, pols); err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}
+				svcs = s.ApplyServices(svcs)
 				snap, errs := cluster.NewSnapshot(nss, pods, pols)
+				errs = append(errs, snap.AddServices(svcs, nil)...)
 				if len(errs) > 0 {
 					t.Fatalf("step %d %q: snapshot: %v", i, s.Name, errs)
+				}
+				bad, _, err := CheckExternal(snap, s, false)
+				if err != nil {
+					t.Fatalf("step %d %q: %v", i, s.Name, err)
+				}
+				for _, b := range bad {
+					t.Errorf("case %s step %d %q: %s", c.Name, i, s.Name, b)
 				}
 				for _, pp := range s.Expect.Keys() {
 					exp := s.Expect[pp]

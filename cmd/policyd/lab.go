@@ -68,7 +68,12 @@ are the lab's node addresses.
 do); --cni bridged puts each node's pods on a Linux bridge with br_netfilter
 (as flannel does). --dnat gives every pod a ClusterIP, DNATed in each node by
 a kube-proxy-like table, and probes through it, so policy must be judged after
-DNAT. SCTP cannot be probed on this kernel (no SCTP sockets): such cells are
+DNAT. Services in the manifests (and the one upstream case with a Service)
+are always translated by that table, with or without --dnat: each is probed
+per backend (the probe's source port pins the backend) from every pod through
+its ClusterIP, and from an external client outside the cluster through each
+node's NodePort and its load-balancer IP, and every probe must observe what
+policyd explain says for the same query. SCTP cannot be probed on this kernel (no SCTP sockets): such cells are
 reported as not probed.
 
 Needs root. Everything the lab creates is named pdlab-*; it is removed on exit,
@@ -296,13 +301,15 @@ func manifestScenario(cmd *cobra.Command, o *labOptions, nodes []string) ([]runn
 	sc := runner.Scenario{Name: o.manifests}
 	n := len(objs.Policies) + len(objs.ClusterPolicies)
 	if !o.skipBaseline && n > 0 {
-		sc.Steps = append(sc.Steps, runner.Step{Name: "without policies", Namespaces: objs.Namespaces, Pods: pods, Policies: []*networkingv1.NetworkPolicy{}})
+		sc.Steps = append(sc.Steps, runner.Step{Name: "without policies", Namespaces: objs.Namespaces, Pods: pods, Policies: []*networkingv1.NetworkPolicy{},
+			Services: objs.Services, EndpointSlices: objs.EndpointSlices})
 	}
 	name := fmt.Sprintf("with %d policies", len(objs.Policies))
 	if len(objs.ClusterPolicies) > 0 {
 		name += fmt.Sprintf(" and %d cluster network policies", len(objs.ClusterPolicies))
 	}
-	sc.Steps = append(sc.Steps, runner.Step{Name: name, Namespaces: objs.Namespaces, Pods: pods, Policies: objs.Policies, ClusterPolicies: objs.ClusterPolicies, Nodes: objs.Nodes})
+	sc.Steps = append(sc.Steps, runner.Step{Name: name, Namespaces: objs.Namespaces, Pods: pods, Policies: objs.Policies, ClusterPolicies: objs.ClusterPolicies, Nodes: objs.Nodes,
+		Services: objs.Services, EndpointSlices: objs.EndpointSlices})
 	return []runner.Scenario{sc}, nil
 }
 
@@ -354,6 +361,25 @@ func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
 		case !brief:
 			fmt.Fprintf(w, "\n%s (observed with packets; . allowed, X denied; rows are sources):\n%s", pp, observed[pp])
 		}
+	}
+	for _, c := range r.Cells {
+		if c.Via == "" || brief && c.Agrees() {
+			continue
+		}
+		mark := func(b bool) string {
+			if b {
+				return "."
+			}
+			return "X"
+		}
+		obs, flag := "-", ""
+		if c.Probed {
+			obs = mark(c.Observed)
+		}
+		if !c.Agrees() {
+			flag = "  DISAGREE"
+		}
+		fmt.Fprintf(w, "   service: %s -> %s %s/%d (%s): explain %s, observed %s%s\n", c.From, c.To, c.Proto, c.Port, c.Via, mark(c.Expected), obs, flag)
 	}
 	for _, c := range r.Cells {
 		if c.Case != nil && *c.Case != c.Expected {

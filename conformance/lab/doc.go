@@ -65,6 +65,22 @@
 // is SNATed to its node's gateway address, as kube-proxy masquerades hairpin
 // traffic (a pod cannot receive packets from its own address).
 //
+// # Services
+//
+// SetServices puts Services (plain data: addresses, ports, backends) in the
+// kube-proxy-like table of every node, with or without DNAT mode:
+// address . protocol . port is looked up in a verdict map; a Service's
+// chain picks a backend at random (numgen), unless the source port is
+// PinPortBase+i, which pins backend i (Probe.Pin). NodePorts (on each
+// node's underlay address) and external IPs take the external path:
+// under externalTrafficPolicy Cluster the connection is marked and
+// masqueraded in postrouting (to the node's underlay address towards
+// another node, to the gateway towards its own pods); under Local only the
+// node's own backends serve it, with the client's address. Config.External
+// adds the external client (pdlab-<id>-ext, ExternalClientAddr on the
+// underlay); the external IPs are routed from it to LoadBalancerNode.
+// ClusterIPs of Services should come from ServiceRange (10.97.0.0/16).
+//
 // # Probes
 //
 // SCTP is never probed: this kernel has no SCTP sockets, and Results say so

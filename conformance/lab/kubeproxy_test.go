@@ -14,7 +14,7 @@ func TestKubeProxyText(t *testing.T) {
 		{ClusterIP: a("10.96.0.10"), PodIP: a("10.244.1.10"), Hairpin: true},
 		{ClusterIP: a("fd00:10:96::a"), PodIP: a("fd00:10:240::2"), Hairpin: true},
 	}
-	got := kubeProxyText(svcs, [2]netip.Addr{a("10.240.0.1"), a("fd00:10:240::1")}, []fam{v4, v6})
+	got := kubeProxyText(svcs, [2]netip.Addr{a("10.240.0.1"), a("fd00:10:240::1")}, []fam{v4, v6}, serviceNAT{})
 	want := `table ip pdlab-kubeproxy
 delete table ip pdlab-kubeproxy
 table ip pdlab-kubeproxy {
@@ -67,7 +67,7 @@ table ip6 pdlab-kubeproxy {
 	if got != want {
 		t.Errorf("kubeProxyText:\n%s\nwant:\n%s", got, want)
 	}
-	empty := kubeProxyText(nil, [2]netip.Addr{a("10.240.0.1")}, []fam{v4})
+	empty := kubeProxyText(nil, [2]netip.Addr{a("10.240.0.1")}, []fam{v4}, serviceNAT{})
 	if want := "type ipv4_addr : ipv4_addr\n\t}"; !strings.Contains(empty, want) {
 		t.Errorf("empty map must have no elements line:\n%s", empty)
 	}

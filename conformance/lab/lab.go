@@ -46,6 +46,10 @@ type Config struct {
 	// DNAT gives every pod a ClusterIP and installs the kube-proxy-like table
 	// in every node (see KubeProxyTable).
 	DNAT bool
+	// External adds the external client (ExternalClient): a network
+	// namespace outside the cluster on the underlay, which probes reach
+	// Services' NodePorts and external IPs from.
+	External bool
 	// IPv6 makes the lab dual-stack: every pod also gets an IPv6 address.
 	IPv6 bool
 	// RunID names the run's namespaces (pdlab-<RunID>-...): 1-12 lower-case
@@ -126,6 +130,10 @@ type Lab struct {
 	byName   map[string]*labNode
 	pods     map[string]*labPod
 	seq      int
+	// ext is the external client (Config.External), nil without it.
+	ext *nsNode
+	// svcs are the Services of SetServices; nil before the first call.
+	svcs []Service
 }
 
 type labNode struct {
@@ -152,9 +160,9 @@ func New(ctx context.Context, cfg Config, pods []*corev1.Pod) (_ *Lab, err error
 	if err != nil {
 		return nil, err
 	}
-	if cfg.DNAT {
+	if cfg.DNAT || cfg.External {
 		if _, err := exec.LookPath("nft"); err != nil {
-			return nil, fmt.Errorf("config.DNAT needs the nft binary: %w", err)
+			return nil, fmt.Errorf("config.DNAT and config.External need the nft binary: %w", err)
 		}
 	}
 	plans, err := planPods(cfg.Nodes, cfg.IPv6, cfg.DNAT, nil, pods)
@@ -182,6 +190,11 @@ func New(ctx context.Context, cfg Config, pods []*corev1.Pod) (_ *Lab, err error
 	}()
 	if err := l.buildUnderlay(); err != nil {
 		return nil, err
+	}
+	if cfg.External {
+		if err := l.buildExternal(); err != nil {
+			return nil, err
+		}
 	}
 	for i, name := range cfg.Nodes {
 		if err := ctx.Err(); err != nil {
@@ -446,14 +459,18 @@ func (l *Lab) removePod(p *labPod) error {
 	return nil
 }
 
-// syncKubeProxy replaces the DNAT table in every node; a no-op without DNAT.
+// syncKubeProxy replaces the DNAT table in every node; a no-op without DNAT
+// and Services.
 func (l *Lab) syncKubeProxy(ctx context.Context) error {
-	if !l.cfg.DNAT {
+	if !l.cfg.DNAT && l.svcs == nil {
 		return nil
 	}
 	for _, n := range l.nodes {
 		var svcs []service
 		for _, p := range l.pods {
+			if !l.cfg.DNAT {
+				break // Services only: no per-pod ClusterIPs
+			}
 			for _, f := range l.fams {
 				svcs = append(svcs, service{
 					ClusterIP: p.plan.ClusterIPs[f],
@@ -466,7 +483,18 @@ func (l *Lab) syncKubeProxy(ctx context.Context) error {
 		for _, f := range l.fams {
 			gw[f] = nodeGateway(n.idx, f)
 		}
-		text := kubeProxyText(svcs, gw, l.fams)
+		var nat serviceNAT
+		if l.svcs != nil {
+			nat.addr = nodeAddr(n.idx, v4)
+			nat.maps, nat.chains = serviceText(l.svcs, n.idx, func(pod string) (int, bool) {
+				p, ok := l.pods[pod]
+				if !ok {
+					return 0, false
+				}
+				return p.plan.Node, true
+			})
+		}
+		text := kubeProxyText(svcs, gw, l.fams, nat)
 		if _, err := execInNetNS(ctx, n.ns.ns, []byte(text), "nft", "-f", "-"); err != nil {
 			return fmt.Errorf("node %s: installing %s: %w", n.name, KubeProxyTable, err)
 		}
@@ -544,7 +572,7 @@ func (l *Lab) Close() error {
 	for _, n := range l.nodes {
 		errs = append(errs, n.ns.close())
 	}
-	errs = append(errs, l.underlay.close())
+	errs = append(errs, l.ext.close(), l.underlay.close())
 	// Namespaces first, lock last: until the lock is gone, no
 	// CleanupLeftovers touches this run.
 	errs = append(errs, l.lock.release())

@@ -21,6 +21,13 @@ import (
 // Probe is one connection attempt: from inside pod From to pod To's address
 // of Family (the zero value means IPv4), or to To's ClusterIP when Service is
 // set (DNAT mode only), on Port and Protocol.
+//
+// Probes through a Service (SetServices) set Target: the service address
+// and port (a ClusterIP, an external IP, or a node's address and NodePort);
+// To is then the backend pod expected to answer and Port its target port.
+// Pin, when positive, binds the source port to PinPortBase+Pin-1, which the
+// kube-proxy-like table sends to the Service's backend Pin-1, so that every
+// backend can be probed deterministically. From may be ExternalClient.
 type Probe struct {
 	From     string
 	To       string
@@ -28,6 +35,8 @@ type Probe struct {
 	Protocol cluster.Protocol
 	Family   Family
 	Service  bool
+	Target   netip.AddrPort
+	Pin      int
 }
 
 // String renders the probe as "x/a -> y/b TCP/80" (with " v6" and " via
@@ -39,6 +48,12 @@ func (p Probe) String() string {
 	}
 	if p.Service {
 		s += " via ClusterIP"
+	}
+	if p.Target.IsValid() {
+		s += " via " + p.Target.String()
+		if p.Pin > 0 {
+			s += fmt.Sprintf(" pinned to backend %d", p.Pin)
+		}
 	}
 	return s
 }
@@ -105,6 +120,9 @@ func (l *Lab) probe(ctx context.Context, p Probe) Result {
 		return fail("lab is closed")
 	}
 	from, ok := l.pods[p.From]
+	if p.From == ExternalClient && l.ext != nil {
+		from, ok = &labPod{plan: &podPlan{Key: ExternalClient, IPs: [2]netip.Addr{ExternalClientAddr}}, ns: l.ext}, true
+	}
 	if !ok {
 		return fail("unknown source pod %q", p.From)
 	}
@@ -132,7 +150,12 @@ func (l *Lab) probe(ctx context.Context, p Probe) Result {
 		return fail("port %d is not in 1-65535", p.Port)
 	}
 	var dst netip.Addr
-	if p.Service {
+	if p.Target.IsValid() {
+		dst = p.Target.Addr()
+		if famOf(dst) != f {
+			return fail("target %s is not IPv%d", p.Target, f.Family())
+		}
+	} else if p.Service {
 		dst = to.plan.ClusterIPs[f]
 		if !dst.IsValid() {
 			return fail("pod %s has no IPv%d ClusterIP (Config.DNAT off, or the family is off)", p.To, f.Family())
@@ -147,11 +170,21 @@ func (l *Lab) probe(ctx context.Context, p Probe) Result {
 		return fail("pod %s has no IPv%d address", p.From, f.Family())
 	}
 	r.Dst = netip.AddrPortFrom(dst, uint16(p.Port))
+	if p.Target.IsValid() {
+		r.Dst = p.Target
+	}
+	if p.Pin < 0 || p.Pin > 1000 {
+		return fail("pin %d is not in 0-1000", p.Pin)
+	}
+	localPort := 0
+	if p.Pin > 0 {
+		localPort = PinPortBase + p.Pin - 1
+	}
 	want := token(p.To, p.Protocol, p.Port)
 	r.Probed = true
 	for attempt := 1; attempt <= 2; attempt++ {
 		r.Attempts = attempt
-		got, err := dial(ctx, from.ns.ns, p.Protocol, r.Dst, l.cfg.ProbeTimeout)
+		got, err := dial(ctx, from.ns.ns, p.Protocol, r.Dst, localPort, l.cfg.ProbeTimeout)
 		switch {
 		case err == nil && got == want:
 			r.Observed, r.Detail, r.Err = true, "ok", ""
@@ -175,7 +208,9 @@ func (l *Lab) probe(ctx context.Context, p Probe) Result {
 }
 
 // dial makes one attempt from inside ns and returns the server's answer.
-func dial(ctx context.Context, ns netns.NsHandle, proto cluster.Protocol, dst netip.AddrPort, timeout time.Duration) (string, error) {
+// A non-zero localPort is bound as the source port, with SO_REUSEADDR so that
+// probes to different destinations may share it.
+func dial(ctx context.Context, ns netns.NsHandle, proto cluster.Protocol, dst netip.AddrPort, localPort int, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -183,6 +218,22 @@ func dial(ctx context.Context, ns netns.NsHandle, proto cluster.Protocol, dst ne
 	err := netnsutil.Do(ns, func() error {
 		// The socket is created here, on a thread inside ns, and stays in ns.
 		d := net.Dialer{}
+		if localPort != 0 {
+			if proto == cluster.ProtocolTCP {
+				d.LocalAddr = &net.TCPAddr{Port: localPort}
+			} else {
+				d.LocalAddr = &net.UDPAddr{Port: localPort}
+			}
+			d.Control = func(_, _ string, c syscall.RawConn) error {
+				var serr error
+				if err := c.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+				}); err != nil {
+					return err
+				}
+				return serr
+			}
+		}
 		switch proto {
 		case cluster.ProtocolTCP:
 			c, err := d.DialContext(ctx, "tcp", dst.String())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
@@ -53,6 +54,14 @@ type Step struct {
 	// hold ClusterNetworkPolicies or Nodes). Pods still build the lab, and
 	// every snapshot pod must have the address the lab gave it.
 	Snapshot *cluster.Snapshot
+	// Services and EndpointSlices are the Services the lab's kube-proxy-like
+	// table translates (see planServices); ServiceExpect the scenario's own
+	// verdicts on them. A Service without a ClusterIP or NodePort gets one
+	// (prepareServices); with Services, the snapshot's Nodes carry the lab's
+	// node addresses.
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
+	ServiceExpect  []ServiceExpect
 	// Checks, when set, are the step's only probes, each with the verdict
 	// the scenario's data expects; the packets must agree with them (the
 	// model is not consulted). Probes, Expect and the all-pairs matrix are
@@ -100,7 +109,11 @@ type Cell struct {
 	Observed bool `json:"observed"`
 	Probed   bool `json:"probed"`
 	// Case is the case table's verdict, when the scenario has one for this cell.
-	Case   *bool  `json:"case,omitempty"`
+	Case *bool `json:"case,omitempty"`
+	// Via is set for a probe through a Service: the Service, its port and
+	// the address used; To is the backend explain names, pinned, and
+	// Expected explain's verdict for it.
+	Via    string `json:"via,omitempty"`
 	Detail string `json:"detail,omitempty"`
 	Err    string `json:"error,omitempty"`
 }
@@ -160,10 +173,15 @@ func (r *StepResult) Tables() (expected, observed truthtable.Tables) {
 	expected, observed = truthtable.Tables{}, truthtable.Tables{}
 	names := map[string]bool{}
 	for _, c := range r.Cells {
-		names[c.From], names[c.To] = true, true
+		if c.Via == "" {
+			names[c.From], names[c.To] = true, true
+		}
 	}
 	list := slices.Sorted(maps.Keys(names))
 	for _, c := range r.Cells {
+		if c.Via != "" {
+			continue // through a Service: listed apart (ServiceCells)
+		}
 		pp := model.PortProto{Port: c.Port, Protocol: c.Protocol}
 		if expected[pp] == nil {
 			expected[pp], observed[pp] = truthtable.New(list), truthtable.New(list)
@@ -200,6 +218,11 @@ func Run(ctx context.Context, cfg Config, scenarios []Scenario, report func(Step
 	}
 	if len(cfg.Protocols) == 0 {
 		cfg.Protocols = []cluster.Protocol{cluster.ProtocolTCP, cluster.ProtocolUDP}
+	}
+	for _, sc := range scenarios {
+		for _, st := range sc.Steps {
+			cfg.Lab.External = cfg.Lab.External || len(st.Services) > 0
+		}
 	}
 	l, err := lab.New(ctx, cfg.Lab, scenarios[0].Steps[0].Pods)
 	if err != nil {
@@ -261,7 +284,12 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	} else {
 		var errs []error
 		snap, errs = cluster.NewSnapshot(st.Namespaces, e.lab.PodObjects(), st.Policies)
-		errs = append(errs, snap.AddClusterPolicies(st.ClusterPolicies, st.Nodes)...)
+		nodes := st.Nodes
+		if len(st.Services) > 0 {
+			nodes = e.labNodeObjects(nodes)
+		}
+		errs = append(errs, snap.AddClusterPolicies(st.ClusterPolicies, nodes)...)
+		errs = append(errs, snap.AddServices(prepareServices(st.Services), st.EndpointSlices)...)
 		for _, err := range errs {
 			res.Invalid = append(res.Invalid, err.Error())
 		}
@@ -295,7 +323,14 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 			return res, fmt.Errorf("node %s: flushing conntrack: %w", node, err)
 		}
 	}
+	svcs := servicesOf(snap)
+	if err := e.setServices(ctx, svcs); err != nil {
+		return res, err
+	}
 	probes, cells := e.plan(cfg, snap, st)
+	sp, sc, inv := e.planServices(snap, svcs, st.ServiceExpect)
+	probes, cells = append(probes, sp...), append(cells, sc...)
+	res.Invalid = append(res.Invalid, inv...)
 	results := e.lab.ProbeAll(ctx, probes)
 	for i, r := range results {
 		c := &cells[i]
@@ -439,6 +474,7 @@ func CaseScenarios(cases []conformance.Case, nodes []string) ([]Scenario, error)
 	for _, c := range cases {
 		nss, pods := conformance.ModelCluster(nodes)
 		var pols []*networkingv1.NetworkPolicy
+		var svcs []*corev1.Service
 		sc := Scenario{Name: c.Name}
 		// Every case starts from no policies and the model's labels: the
 		// first step's sync removes whatever the previous case left.
@@ -448,9 +484,19 @@ func CaseScenarios(cases []conformance.Case, nodes []string) ([]Scenario, error)
 			if err != nil {
 				return nil, fmt.Errorf("%s step %d: %w", c.Name, i, err)
 			}
+			svcs = st.ApplyServices(svcs)
+			var expect []ServiceExpect
+			for _, x := range st.External {
+				proto, err := cluster.ParseProtocol(x.Protocol)
+				if err != nil {
+					return nil, fmt.Errorf("%s step %d: %w", c.Name, i, err)
+				}
+				expect = append(expect, ServiceExpect{Service: x.Service, Port: x.Port, Protocol: proto, External: true, Allowed: x.Allowed})
+			}
 			sc.Steps = append(sc.Steps, Step{
 				Name: st.Name, Namespaces: nss, Pods: pods, Policies: pols,
 				Probes: st.Expect.Keys(), Expect: st.Expect,
+				Services: svcs, ServiceExpect: expect,
 			})
 		}
 		out = append(out, sc)

@@ -73,7 +73,7 @@ func assertNoLeftovers(t *testing.T, runID string) {
 func TestRun_UpstreamCases(t *testing.T) {
 	netnstest.RequireRoot(t)
 	nodes := []string{"node-1", "node-2"}
-	sc := scenarios(t, "^(default-deny-all|egress-named-port|egress-cidr-except|ingress-from-updated-namespace|stop-enforcing-after-delete|udp-ports)$", nodes)
+	sc := scenarios(t, "^(default-deny-all|egress-named-port|egress-cidr-except|ingress-from-updated-namespace|stop-enforcing-after-delete|udp-ports|default-deny-ingress-loadbalancer-local)$", nodes)
 	for _, cni := range []lab.CNI{lab.CNIRouted, lab.CNIBridged} {
 		t.Run(string(cni), func(t *testing.T) {
 			results := run(t, runner.Config{Lab: lab.Config{CNI: cni, Nodes: nodes, DNAT: true}}, sc)

@@ -90,6 +90,10 @@ type ServicePath struct {
 	// externalTrafficPolicy Local), "node" (the node the traffic entered,
 	// after kube-proxy's SNAT under externalTrafficPolicy Cluster).
 	Path string `json:"path"`
+	// Entry is the node the traffic enters under externalTrafficPolicy
+	// Cluster: the backend sees that node's address, or, on the backend's
+	// own node, the client's ("" on other paths).
+	Entry string `json:"entry,omitempty"`
 	// Note explains the path, or why a backend was not explained.
 	Note string `json:"note,omitempty"`
 }

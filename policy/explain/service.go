@@ -80,7 +80,7 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 		case external && svc.ExternalTrafficPolicyLocal:
 			path.Path, path.Note = "external", "externalTrafficPolicy Local: the backend sees the client's own address (ipBlock peers decide), and only backends on the node the traffic enters serve it"
 		case external:
-			path.Path, path.Note = "node", "externalTrafficPolicy Cluster: the node the traffic enters masquerades it to its own address; on the backend's own node that is node traffic (always let in), from another node that node's address (ipBlock peers decide)"
+			path.Path, path.Note = "node", "externalTrafficPolicy Cluster: the node the traffic enters masquerades it to its own address on the way out; from another node the backend sees that node's address, on the backend's own node policyd judges the packet before the masquerade, so by the client's own address (ipBlock peers decide either way)"
 		case svc.Headless:
 			path.Note = "headless Service: no virtual address, clients reach the backends at their own addresses"
 		default:
@@ -112,6 +112,7 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 				if s.note != "" {
 					p.Note = s.note
 				}
+				p.Entry = s.entry
 				results = append(results, Result{From: endpointName(src), To: endpointName(dst), Port: b.Port, Protocol: sp.Protocol.String(),
 					Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress, Service: &p})
 				if q.Trace {
@@ -152,15 +153,19 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 }
 
 type source struct {
-	ep   model.Endpoint
-	note string
+	ep    model.Endpoint
+	note  string
+	entry string // the node the traffic enters, when it matters
 }
 
 // sourcesFor returns the source addresses the backend's policies may see:
 // the pod's own (kube-proxy does not SNAT pod traffic to a ClusterIP), the
-// outside client's (externalTrafficPolicy Local), or the node's the traffic
-// entered (Cluster): the backend's own node (node traffic) and, when the
-// snapshot knows another node's address, that one.
+// outside client's (externalTrafficPolicy Local), or, under Cluster, per
+// node the traffic enters: on the backend's own node the client's own
+// address (kube-proxy masquerades in postrouting at srcnat, 100, after
+// policyd's postrouting chain at 95 has judged the packet), and, when the
+// snapshot knows another node's address, that node's (the masquerade
+// happened there, before the packet reached the backend's node).
 func sourcesFor(snap *cluster.Snapshot, src model.Endpoint, b cluster.Backend, external, local bool) []source {
 	if !external || local {
 		return []source{{ep: src}}
@@ -169,24 +174,27 @@ func sourcesFor(snap *cluster.Snapshot, src model.Endpoint, b cluster.Backend, e
 	if b.Pod != nil {
 		node = b.Pod.NodeName
 	}
+	const before = "policyd's postrouting chain (priority 95) judges the packet before kube-proxy's masquerade (srcnat, 100): the client's own address"
 	var out []source
+	own := false
 	for _, n := range snap.Nodes {
 		for _, a := range n.IPs {
 			if a.Is4() != b.Addr.Is4() {
 				continue
 			}
 			if n.Name == node {
-				out = append(out, source{ep: model.Endpoint{IP: a, Node: true}, note: fmt.Sprintf("entering at %s, the backend's node: masqueraded to %s, node traffic", n.Name, a)})
+				own = true
+				out = append(out, source{ep: src, entry: n.Name, note: fmt.Sprintf("entering at %s, the backend's node: %s", n.Name, before)})
 			} else if len(out) < 2 {
-				out = append(out, source{ep: model.Endpoint{IP: a}, note: fmt.Sprintf("entering at %s: masqueraded to that node's address %s", n.Name, a)})
+				out = append(out, source{ep: model.Endpoint{IP: a}, entry: n.Name, note: fmt.Sprintf("entering at %s: masqueraded to that node's address %s", n.Name, a)})
 			}
 			break
 		}
 	}
-	if len(out) == 0 {
-		// No Node objects: the address of the backend's node is not known;
-		// traffic entering there is node traffic whatever it is.
-		out = append(out, source{ep: model.Endpoint{IP: src.IP, Node: true}, note: "entering at the backend's node (no Node objects give node addresses): masqueraded to the node's address, node traffic"})
+	if !own {
+		// No Node object gives the address of the backend's node; what
+		// enters there is still judged by the client's address.
+		out = append([]source{{ep: src, entry: node, note: "entering at the backend's node: " + before}}, out...)
 	}
 	return out
 }

@@ -139,11 +139,17 @@ func TestExplain_Services(t *testing.T) {
 	})
 	t.Run("NodePort, externalTrafficPolicy Cluster: the entry node's address decides", func(t *testing.T) {
 		t.Parallel()
-		rs, err := Explain(serviceSnapshot(t, false), Query{Src: "198.51.100.1", Dst: "svc/shop/dbnp", Port: 5432, Trace: true})
+		rs, err := Explain(serviceSnapshot(t, false), Query{Src: "203.0.113.9", Dst: "svc/shop/dbnp", Port: 5432, Trace: true})
 		require.NoError(t, err)
-		// Entering at db's node node-b: node traffic, let in. Entering at
+		// Entering at db's node node-b: judged before the masquerade, by
+		// the client's address, which the ipBlock admits. Entering at
 		// node-a: from 192.168.0.1, which no rule admits.
 		require.Len(t, rs, 2)
+		byEntry := map[string]bool{}
+		for _, r := range rs {
+			byEntry[r.Service.Entry] = r.Allowed
+		}
+		assert.Equal(t, map[string]bool{"node-a": false, "node-b": true}, byEntry)
 		assert.Equal(t, "node", rs[0].Service.Path)
 		byNote := map[bool]string{}
 		for _, r := range rs {

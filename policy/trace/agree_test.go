@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/policyd/policyd/cluster"
@@ -153,26 +154,42 @@ func TestCompiledRulesetAgreesWithModel_Upstream(t *testing.T) {
 	if len(cases) < 40 {
 		t.Fatalf("only %d upstream cases loaded", len(cases))
 	}
-	cells := 0
+	cells, external := 0, 0
 	for _, c := range cases {
 		nss, pods := conformance.ModelCluster([]string{"node-1", "node-2", "node-3"})
 		var pols []*networkingv1.NetworkPolicy
+		var svcs []*corev1.Service
 		for si, step := range c.Steps {
 			nss, pods, pols, err = step.Apply(nss, pods, pols)
 			if err != nil {
 				t.Fatalf("%s step %d: %v", c.Name, si, err)
 			}
+			svcs = step.ApplyServices(svcs)
 			snap, errs := cluster.NewSnapshot(nss, pods, pols)
+			errs = append(errs, snap.AddServices(svcs, nil)...)
 			if len(errs) > 0 {
 				t.Fatalf("%s step %d: %v", c.Name, si, errs)
 			}
+			// Connections from outside the cluster through the case's
+			// Services, traced through the compiled rulesets.
+			bad, n, err := conformance.CheckExternal(snap, step, true)
+			if err != nil {
+				t.Fatalf("%s step %d: %v", c.Name, si, err)
+			}
+			for _, b := range bad {
+				t.Errorf("%s step %d (%s): %s", c.Name, si, step.Name, b)
+			}
+			external += n
 			if _, bad := Agreement(t, snap, nil); len(bad) > 0 {
 				t.Fatalf("%s step %d (%s): compiled ruleset disagrees with the model:\n%s", c.Name, si, step.Name, bad)
 			}
 			cells += checkCaseTables(t, snap, c.Name, si, step)
 		}
 	}
-	t.Logf("%d cases, %d truth-table cells agree", len(cases), cells)
+	if external == 0 {
+		t.Error("no case checks connections from outside the cluster")
+	}
+	t.Logf("%d cases, %d truth-table cells and %d external connections agree", len(cases), cells, external)
 }
 
 // checkCaseTables compares the traced verdicts with the case's truth tables.
