@@ -125,7 +125,7 @@ func openStreams(t *testing.T, cliNS, srvNS, srvAddr string, tcpPort, udpPort in
 		}()
 		wg.Add(1)
 		go send(cu)
-		closers = append(closers, func() { cu.Close(); uc.Close() })
+		closers = append(closers, func() { _ = cu.Close(); _ = uc.Close() })
 	}
 	stop := func() {
 		close(done)
@@ -176,7 +176,7 @@ func TestAgent_LabCutEstablished(t *testing.T) {
 				opts = func(_ string, h int) agentOption {
 					k, err := ctcut.NewKernel(h)
 					require.NoError(t, err)
-					t.Cleanup(func() { k.Close() })
+					t.Cleanup(func() { _ = k.Close() })
 					return func(c *agent.Config) { c.CutEstablished = k }
 				}
 			}

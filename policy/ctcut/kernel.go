@@ -33,7 +33,7 @@ func NewKernel(netnsFD int) (*Kernel, error) {
 		h, err = vnl.NewHandle()
 	}
 	if err != nil {
-		conn.Close()
+		_ = conn.Close() // the dial half-failed: nothing to flush
 		return nil, err
 	}
 	return &Kernel{conn: conn, nl: h}, nil
