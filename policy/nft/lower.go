@@ -244,6 +244,8 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			loadAddr(r.Family, r.Field, 1),
 			&expr.Lookup{SourceRegister: 1, SetName: r.KnownSet, Invert: true},
 		)
+	case *ruleset.LogRule:
+		return lowerLog(r), nil, nil
 	case *ruleset.VerdictRule:
 		// The verdict alone.
 	default:
@@ -350,6 +352,8 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 		return checkVerdict(r.Verdict)
 	case *ruleset.VerdictRule:
 		return checkVerdict(r.Verdict)
+	case *ruleset.LogRule:
+		return checkLog(r)
 	case *ruleset.KernelRule:
 		return fmt.Errorf("rule handle %d was read back from the kernel and cannot be written", r.Handle)
 	}

@@ -37,6 +37,7 @@ const (
 	ShapeUnknownAddr
 	ShapeVerdict
 	ShapeKernel
+	ShapeLog
 	// numShapes counts the shapes, ShapeInvalid included; it must stay last.
 	numShapes
 )

@@ -21,6 +21,7 @@ func Shapes() []Rule {
 			Verdict: Verdict{Kind: Drop}, Comment: "sample unknown address"},
 		&VerdictRule{Verdict: Verdict{Kind: Drop}, Comment: "sample verdict"},
 		&KernelRule{Handle: 7, Comment: "sample kernel rule"},
+		&LogRule{States: CtNew, Prefix: "pd:0123456789abcdef", Group: 7, Rate: 10, Burst: 5, Comment: "sample log"},
 	}
 }
 
