@@ -179,7 +179,10 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	namedAll = c.egressNamed
 	c.fillNamedSets(pods, namedAll)
 
-	rs := &ruleset.Ruleset{}
+	if c.logErr != nil {
+		return nil, c.logErr
+	}
+	rs := &ruleset.Ruleset{Deciders: c.deciderMap()}
 	for _, s := range c.sets {
 		rs.Sets = append(rs.Sets, s)
 	}
@@ -274,6 +277,10 @@ type compiler struct {
 	// rules, whose destinations may be any pod of the cluster.
 	named       map[namedKey]string
 	egressNamed []namedKey
+	// deciders maps the ids of the log chains made so far to their
+	// deciders; logErr is a collision among them (see logged).
+	deciders map[string]ruleset.Decider
+	logErr   error
 }
 
 type namedKey struct {
@@ -326,6 +333,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 	for _, pol := range group {
 		for ri, rule := range pol.Rules(d) {
 			comment := truncate(fmt.Sprintf("%s %s[%d]", pol.Key(), d, ri))
+			allow := c.logged(allow, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: d.String(), Policies: []string{pol.Key()}, Rule: ri})
 			portSet, named, ok := c.portMatch(rule)
 			if !ok {
 				continue // every port entry was invalid: the rule matches nothing
@@ -363,10 +371,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 			}
 		}
 	}
-	invalid := ruleset.Verdict{Kind: ruleset.Drop}
-	if d == cluster.Ingress {
-		invalid = ruleset.Verdict{Kind: ruleset.Jump, Chain: c.invalidChain()}
-	}
+	invalid := c.invalidVerdict(d)
 	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}
 	for _, r := range c.orderAllows(allows) {
 		rules = append(rules, r)
@@ -378,7 +383,8 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 		}
 		rules = append(rules, nt)
 	}
-	rules = append(rules, &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Drop}})
+	deny := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: d.String(), Policies: policyKeys(group)})
+	rules = append(rules, &ruleset.VerdictRule{Verdict: deny})
 
 	name := d.String() + "-" + chainHash(rules)
 	if _, ok := c.chain[name]; !ok {
@@ -454,7 +460,8 @@ func nodeTraffic() ruleset.Rule {
 // accepted (as at the end of the ingress chain), anything else dropped. Its
 // name is a hash of its rules, like a group chain's.
 func (c *compiler) invalidChain() string {
-	rules := []ruleset.Rule{nodeTraffic(), &ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Drop}}}
+	drop := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderCtInvalid, Direction: cluster.Ingress.String()})
+	rules := []ruleset.Rule{nodeTraffic(), &ruleset.VerdictRule{Verdict: drop}}
 	name := "invalid-" + chainHash(rules)
 	if _, ok := c.chain[name]; !ok {
 		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}

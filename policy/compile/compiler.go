@@ -14,6 +14,8 @@ import (
 
 // Options tunes what Compile emits besides the policies themselves.
 type Options struct {
+	// Log chooses the verdicts the table counts and logs (none by default).
+	Log LogOptions
 	// PodNetwork lists the pod network's CIDRs (the cluster CIDR, or this
 	// node's pod CIDRs). When set, a packet from or to an address inside them
 	// that no known pod holds is dropped: a pod the API server has not yet

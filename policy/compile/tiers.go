@@ -103,10 +103,7 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 	if end == (ruleset.Verdict{}) {
 		end = allow
 	}
-	invalid := ruleset.Verdict{Kind: ruleset.Drop}
-	if d == cluster.Ingress {
-		invalid = ruleset.Verdict{Kind: ruleset.Jump, Chain: c.invalidChain()}
-	}
+	invalid := c.invalidVerdict(d)
 	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}
 	peerField := ruleset.Saddr
 	if d == cluster.Egress {
@@ -124,6 +121,8 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 				v = ruleset.Verdict{Kind: ruleset.Drop}
 			}
 			comment := truncate(fmt.Sprintf("%s cnp %s %s[%d] %s", cp.Tier, cp.Name, d, ri, r.Action))
+			v = c.logged(v, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
+				Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
 			if r.MatchAll {
 				rules = append(rules, &ruleset.AllowRule{Family: fam, Verdict: v, Comment: comment})
 				continue

@@ -141,3 +141,39 @@ func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
 	}
 	requireTextEqualsNetlink(t, rs)
 }
+
+// TestLower_CompiledLoggedRulesetMatchesNftText: a ruleset compiled from
+// random ClusterNetworkPolicies and NetworkPolicies with drop and accept
+// logging on (log chains, gotos to them) lists the same whether applied as
+// text or through netlink, and is adopted with 0 operations.
+func TestLower_CompiledLoggedRulesetMatchesNftText(t *testing.T) {
+	cc := &compile.Compiler{Options: compile.Options{Log: compile.LogOptions{Drops: true, Allowed: true, Group: 100, Rate: 10, Burst: 5}}}
+	var rs *ruleset.Ruleset
+	for seed := uint64(1); seed < 200 && rs == nil; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		snap, _ := clustertest.Random(rng, clustertest.Options{IPv6: true, MaxClusterPolicies: 6})
+		cand, err := cc.Compile(selectors.FromSnapshot(snap), "node-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if txt := cand.Text(); strings.Contains(txt, "ct state new counter") && strings.Contains(txt, "-tier-") && strings.Contains(txt, "chain ingress-") {
+			rs = cand
+		}
+	}
+	if rs == nil {
+		t.Fatal("no seed compiled to a ruleset with accept logging, a tier chain and a group chain")
+	}
+	textNS, _ := kernelNS(t)
+	ns, b := kernelNS(t)
+	applyText(t, textNS, rs.Text())
+	if _, err := b.Sync(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if got, exp := listTable(t, ns), listTable(t, textNS); got != exp {
+		t.Fatalf("nft list differs (-nft -f +netlink):\n%s", lineDiff(exp, got))
+	}
+	b2 := newBackendIn(t, textNS)
+	if st, err := b2.Sync(context.Background(), rs); err != nil || st.Ops != 0 {
+		t.Fatalf("adopting the nft -f table: %+v, %v; want 0 ops", st, err)
+	}
+}

@@ -93,6 +93,8 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				&ruleset.AllowRule{Family: 4, PeerField: ruleset.Saddr, PeerSet: "top4", Verdict: accept()},
 				&ruleset.AllowRule{Family: 4, PeerField: ruleset.Saddr, PeerSet: "empty4", Verdict: jump("pol-c")},
 				&ruleset.AllowRule{Family: 0, Verdict: accept(), Comment: "allow all"},
+				&ruleset.LogRule{Prefix: "pd:00000000000000aa", Group: 100, Rate: 5, Burst: 10, Comment: "log a drop"},
+				&ruleset.LogRule{Prefix: "pd:00000000000000bb", Group: 3},
 				&ruleset.VerdictRule{Verdict: drop(), Comment: "default deny"},
 			}},
 			{Name: "pol-b", Rules: []ruleset.Rule{

@@ -263,6 +263,8 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x17}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x02}},
 		)
+	case *ruleset.LogRule:
+		return lowerLog(r), nil, nil
 	case *ruleset.VerdictRule:
 		// The verdict alone.
 	default:
@@ -393,6 +395,8 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 			fmt.Sprintf("an ipv%d_addr set", fam))
 	case *ruleset.VerdictRule:
 		return checkVerdict(r.Verdict)
+	case *ruleset.LogRule:
+		return checkLog(r)
 	case *ruleset.KernelRule:
 		return fmt.Errorf("rule handle %d was read back from the kernel and cannot be written", r.Handle)
 	}

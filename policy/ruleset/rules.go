@@ -39,6 +39,7 @@ const (
 	ShapeKernel
 	ShapeCtMark
 	ShapeTCPPickup
+	ShapeLog
 	// numShapes counts the shapes, ShapeInvalid included; it must stay last.
 	numShapes
 )

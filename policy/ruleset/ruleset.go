@@ -24,6 +24,11 @@ type Ruleset struct {
 	Sets []*Set
 	// Chains holds base and regular chains, sorted by name.
 	Chains []*Chain
+	// Deciders maps the id every LogRule carries as its prefix to what it
+	// stands for. It is metadata: it is neither printed, diffed nor written,
+	// and ids are content hashes, so one id means one decider in every
+	// Ruleset.
+	Deciders map[string]Decider
 }
 
 // Set returns the set or map called name, or nil.

@@ -23,6 +23,7 @@ func Shapes() []Rule {
 		&KernelRule{Handle: 7, Comment: "sample kernel rule"},
 		&CtMarkRule{Family: 4, Field: Saddr, Set: "shape-peer4", Mark: 0x00100000, Comment: "sample ct mark"},
 		&TCPPickupRule{Family: 4, Field: Daddr, Set: "shape-peer4", Verdict: Verdict{Kind: Drop}, Comment: "sample tcp pickup"},
+		&LogRule{States: CtNew, Prefix: "pd:0123456789abcdef", Group: 7, Rate: 10, Burst: 5, Comment: "sample log"},
 	}
 }
 

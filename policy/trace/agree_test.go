@@ -30,13 +30,22 @@ import (
 // first few disagreements.
 func Agreement(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr) (checked int, mismatches []string) {
 	t.Helper()
+	return AgreementWith(t, snap, extra, compile.Options{})
+}
+
+// AgreementWith is Agreement for rulesets compiled with opts. With logging
+// on it also requires every dropping hop to have passed a log rule whose id
+// the ruleset's Deciders resolve to a drop, and no accept to be logged
+// unless Allowed is on.
+func AgreementWith(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr, opts compile.Options) (checked int, mismatches []string) {
+	t.Helper()
 	ix := selectors.FromSnapshot(snap)
 	rulesets := map[string]*ruleset.Ruleset{}
 	for _, p := range snap.Pods {
 		if p.NodeName == "" || rulesets[p.NodeName] != nil {
 			continue
 		}
-		rs, err := compile.Compile(ix, p.NodeName)
+		rs, err := (&compile.Compiler{Options: opts}).Compile(ix, p.NodeName)
 		if err != nil {
 			t.Fatalf("compile %s: %v", p.NodeName, err)
 		}
@@ -82,6 +91,9 @@ func Agreement(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr) (checke
 						t.Fatalf("trace %s -> %s: %v", src.m.IP, dst.m.IP, err)
 					}
 					checked++
+					if bad := checkLogged(rulesets, hops, opts.Log); bad != "" && len(mismatches) < 5 {
+						mismatches = append(mismatches, fmt.Sprintf("%s -> %s %s/%d: %s", name(src.m), name(dst.m), proto, port, bad))
+					}
 					if allowed != d.Allowed && len(mismatches) < 5 {
 						desc := fmt.Sprintf("%s -> %s %s/%d: model allowed=%v (egress: %s; ingress: %s), ruleset allowed=%v:\n",
 							name(src.m), name(dst.m), proto, port, d.Allowed, d.Egress.Reason, d.Ingress.Reason, allowed)
@@ -95,6 +107,32 @@ func Agreement(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr) (checke
 		}
 	}
 	return checked, mismatches
+}
+
+// checkLogged checks what the hops of one connection logged (see
+// AgreementWith); it returns "" when all is well.
+func checkLogged(rulesets map[string]*ruleset.Ruleset, hops []trace.HopResult, opts compile.LogOptions) string {
+	for _, h := range hops {
+		rs := rulesets[h.Node]
+		for _, id := range h.Logged {
+			d, ok := rs.Deciders[id]
+			if !ok {
+				return fmt.Sprintf("node %s logged id %s, which its Deciders lack", h.Node, id)
+			}
+			if d.Verdict == ruleset.Accept && !opts.Allowed {
+				return fmt.Sprintf("node %s logged an accept (%s) with Allowed off", h.Node, d)
+			}
+		}
+		if !h.Allowed() && h.Decider != nil && opts.Drops {
+			if len(h.Logged) == 0 {
+				return fmt.Sprintf("node %s %s dropped without logging:\n%s", h.Node, h.Hook, h.Result)
+			}
+			if d := rs.Deciders[h.Logged[len(h.Logged)-1]]; d.Verdict != ruleset.Drop {
+				return fmt.Sprintf("node %s %s dropped, but logged %s", h.Node, h.Hook, d)
+			}
+		}
+	}
+	return ""
 }
 
 func name(e model.Endpoint) string {
@@ -139,6 +177,34 @@ func TestCompiledRulesetAgreesWithModel_Random(t *testing.T) {
 	if total < seeds*10 {
 		t.Fatalf("only %d connections checked over %d seeds: the generator or the walk is broken", total, seeds)
 	}
+}
+
+// TestCompiledRulesetAgreesWithModel_Logged is the random agreement test
+// with every kind of logging on: log chains must not change a verdict, and
+// every drop is logged with an id that resolves.
+func TestCompiledRulesetAgreesWithModel_Logged(t *testing.T) {
+	t.Parallel()
+	seeds := 300
+	if testing.Short() {
+		seeds = 60
+	}
+	extra := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fd00:1::1"), clustertest.NodeIP(0, 4)}
+	opts := compile.Options{Log: compile.LogOptions{Drops: true, Allowed: true, Group: 100, Rate: 10, Burst: 5}}
+	total := 0
+	for seed := 1; seed <= seeds; seed++ {
+		rng := rand.New(rand.NewPCG(uint64(seed), 0x10a))
+		copts := clustertest.Options{IPv6: seed%3 == 0, HostNetwork: seed%4 == 0}
+		if seed%2 == 0 {
+			copts.MaxClusterPolicies = 6
+		}
+		snap, _ := clustertest.Random(rng, copts)
+		n, bad := AgreementWith(t, snap, extra, opts)
+		total += n
+		if len(bad) > 0 {
+			t.Fatalf("seed %d: logged ruleset disagrees:\n%s", seed, bad)
+		}
+	}
+	t.Logf("%d seeds, %d connections checked with logging on, all agree", seeds, total)
 }
 
 // TestCompiledRulesetAgreesWithModel_Upstream runs every step of every

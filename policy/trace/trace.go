@@ -52,6 +52,10 @@ type Result struct {
 	// Decider is the rule that gave the final verdict; nil when the chain
 	// policy did.
 	Decider *Step `json:"decider,omitempty"`
+	// Logged lists the prefixes (decider ids) of the LogRules the packet
+	// matched, in order: what the kernel would count and, within its rate
+	// limit, log.
+	Logged []string `json:"logged,omitempty"`
 }
 
 // Allowed reports whether the hook accepted the packet.
@@ -136,16 +140,17 @@ func (t *tracer) chain(c *ruleset.Chain, depth int) (ruleset.Verdict, error) {
 		}
 		step := t.res.Steps[len(t.res.Steps)-1]
 		switch v.Kind {
+		case ruleset.VerdictInvalid:
+			// Only a non-terminal shape (a log or ct mark statement)
+			// matches without a verdict; rule has recorded what it did.
+			if sh := ruleset.ShapeOf(r); sh != ruleset.ShapeLog && sh != ruleset.ShapeCtMark {
+				return ruleset.Verdict{}, fmt.Errorf("trace: chain %s rule %d matched without a verdict", c.Name, i)
+			}
 		case ruleset.Accept, ruleset.Drop:
 			t.res.Decider = &step
 			return v, nil
 		case ruleset.Return:
 			return v, nil
-		case ruleset.VerdictInvalid:
-			if ruleset.ShapeOf(r) != ruleset.ShapeCtMark {
-				return ruleset.Verdict{}, fmt.Errorf("trace: chain %s rule %d matched without a verdict", c.Name, i)
-			}
-			// A statement without a verdict: go on.
 		case ruleset.Jump:
 			target := t.rs.Chain(v.Chain)
 			if target == nil {
@@ -241,6 +246,8 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		return in && p.Protocol == 6 && p.Pickup, r.Verdict, err
 	case *ruleset.VerdictRule:
 		return true, r.Verdict, nil
+	case *ruleset.LogRule:
+		return t.log(r)
 	case *ruleset.KernelRule:
 		return false, ruleset.Verdict{}, fmt.Errorf("rule handle %d was read back from the kernel: its expressions are unknown", r.Handle)
 	case nil:

@@ -1,0 +1,236 @@
+// Package nflog reads packets the kernel logs to an nfnetlink_log group
+// (nft `log group N`) and decodes the parts policyd's verdict records need:
+// the log prefix and the addresses, protocol and ports of the IP header of
+// the payload. It owns the netlink socket and nothing else: mapping a
+// prefix to a policy is the caller's business.
+package nflog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// nfnetlink_log constants (linux/netfilter/nfnetlink_log.h).
+const (
+	subsysULog     = 4 // NFNL_SUBSYS_ULOG
+	msgPacket      = 0 // NFULNL_MSG_PACKET
+	msgConfig      = 1 // NFULNL_MSG_CONFIG
+	cfgCmd         = 1 // NFULA_CFG_CMD
+	cfgMode        = 2 // NFULA_CFG_MODE
+	cfgFlags       = 6 // NFULA_CFG_FLAGS
+	cmdBind        = 1 // NFULNL_CFG_CMD_BIND
+	copyPacket     = 2 // NFULNL_COPY_PACKET
+	cfgFlagSeq     = 1 // NFULNL_CFG_F_SEQ
+	attrPacketHdr  = 1 // NFULA_PACKET_HDR
+	attrTimestamp  = 3 // NFULA_TIMESTAMP
+	attrPayload    = 9 // NFULA_PAYLOAD
+	attrPrefix     = 10
+	attrSeq        = 13 // NFULA_SEQ
+	copyRange      = 96 // bytes of payload: an IPv6 header and a transport header
+	nfnlVersion    = 0  // NFNETLINK_V0
+	nfgenHeaderLen = 4
+)
+
+// Packet is one logged packet.
+type Packet struct {
+	// Time is the kernel's timestamp, or the time it was read.
+	Time time.Time
+	// Prefix is the log statement's prefix.
+	Prefix string
+	// Seq is the group-local sequence number (gaps mean the kernel lost
+	// messages); 0 when the kernel sent none.
+	Seq uint32
+	// Flow is decoded from the payload; its zero value when the payload is
+	// not an IPv4 or IPv6 packet.
+	Flow Flow
+	// Len is the length of the payload copied.
+	Len int
+}
+
+// Flow is what an IP header and its transport header say.
+type Flow struct {
+	Src, Dst         netip.Addr
+	Protocol         uint8
+	SrcPort, DstPort uint16
+}
+
+// Conn is a socket bound to one nfnetlink_log group.
+type Conn struct {
+	c     *netlink.Conn
+	group uint16
+}
+
+// Config configures Listen.
+type Config struct {
+	// Group is the nfnetlink_log group.
+	Group uint16
+	// NetNS is a network namespace file descriptor; 0 is the current one.
+	NetNS int
+	// ReadBuffer sets the socket's receive buffer (bytes); 0 keeps the
+	// default.
+	ReadBuffer int
+}
+
+// Listen binds a socket to cfg.Group and asks for packet copies.
+func Listen(cfg Config) (*Conn, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: cfg.NetNS})
+	if err != nil {
+		return nil, fmt.Errorf("nflog: dial: %w", err)
+	}
+	if cfg.ReadBuffer > 0 {
+		_ = c.SetReadBuffer(cfg.ReadBuffer)
+	}
+	// ENOBUFS is how the kernel says it dropped messages; report it.
+	_ = c.SetOption(netlink.NoENOBUFS, false)
+	l := &Conn{c: c, group: cfg.Group}
+	mode := make([]byte, 6)
+	binary.BigEndian.PutUint32(mode[0:4], copyRange)
+	mode[4] = copyPacket
+	flags := make([]byte, 2)
+	binary.BigEndian.PutUint16(flags, cfgFlagSeq)
+	for _, attrs := range [][]netlink.Attribute{
+		{{Type: cfgCmd, Data: []byte{cmdBind}}},
+		{{Type: cfgMode, Data: mode}},
+		{{Type: cfgFlags, Data: flags}},
+	} {
+		if err := l.config(attrs); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("nflog: bind group %d: %w", cfg.Group, err)
+		}
+	}
+	return l, nil
+}
+
+func (l *Conn) config(attrs []netlink.Attribute) error {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	for _, a := range attrs {
+		ae.Bytes(a.Type, a.Data)
+	}
+	b, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	hdr := []byte{unix.AF_UNSPEC, nfnlVersion, 0, 0}
+	binary.BigEndian.PutUint16(hdr[2:], l.group)
+	_, err = l.c.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(subsysULog<<8 | msgConfig), Flags: netlink.Request | netlink.Acknowledge},
+		Data:   append(hdr, b...),
+	})
+	return err
+}
+
+// ErrOverrun is returned by Receive when the socket's buffer overflowed and
+// the kernel dropped messages; the Conn stays usable.
+var ErrOverrun = errors.New("nflog: socket buffer overrun, messages lost")
+
+// SetDeadline sets the read deadline.
+func (l *Conn) SetDeadline(t time.Time) error { return l.c.SetReadDeadline(t) }
+
+// Receive blocks for the next batch of logged packets.
+func (l *Conn) Receive() ([]Packet, error) {
+	msgs, err := l.c.Receive()
+	if err != nil {
+		var oe *netlink.OpError
+		if errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOBUFS) {
+			return nil, ErrOverrun
+		}
+		return nil, err
+	}
+	var out []Packet
+	for _, m := range msgs {
+		if m.Header.Type != netlink.HeaderType(subsysULog<<8|msgPacket) || len(m.Data) < nfgenHeaderLen {
+			continue
+		}
+		p, err := ParseMessage(m.Data[nfgenHeaderLen:])
+		if err != nil {
+			continue
+		}
+		if p.Time.IsZero() {
+			p.Time = time.Now()
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Close closes the socket.
+func (l *Conn) Close() error { return l.c.Close() }
+
+// ParseMessage decodes the attributes of one NFULNL_MSG_PACKET (after its
+// nfgenmsg header).
+func ParseMessage(b []byte) (Packet, error) {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return Packet{}, err
+	}
+	ad.ByteOrder = binary.BigEndian
+	var p Packet
+	for ad.Next() {
+		switch ad.Type() {
+		case attrPrefix:
+			p.Prefix = ad.String()
+		case attrPayload:
+			pl := ad.Bytes()
+			p.Len = len(pl)
+			p.Flow, _ = ParseIP(pl)
+		case attrSeq:
+			p.Seq = ad.Uint32()
+		case attrTimestamp:
+			if d := ad.Bytes(); len(d) == 16 {
+				sec := binary.BigEndian.Uint64(d[0:8])
+				usec := binary.BigEndian.Uint64(d[8:16])
+				p.Time = time.Unix(int64(sec), int64(usec)*1000)
+			}
+		}
+	}
+	return p, ad.Err()
+}
+
+// ParseIP decodes an IPv4 or IPv6 header and, for TCP, UDP and SCTP, the
+// ports after it. IPv6 extension headers are not walked: the protocol is
+// then the first next-header value and the ports are zero.
+func ParseIP(b []byte) (Flow, error) {
+	if len(b) < 1 {
+		return Flow{}, errors.New("nflog: empty payload")
+	}
+	var f Flow
+	var l4 []byte
+	switch b[0] >> 4 {
+	case 4:
+		if len(b) < 20 {
+			return Flow{}, errors.New("nflog: short IPv4 header")
+		}
+		ihl := int(b[0]&0x0f) * 4
+		f.Protocol = b[9]
+		f.Src = netip.AddrFrom4([4]byte(b[12:16]))
+		f.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		if ihl >= 20 && len(b) >= ihl && binary.BigEndian.Uint16(b[6:8])&0x1fff == 0 {
+			l4 = b[ihl:]
+		}
+	case 6:
+		if len(b) < 40 {
+			return Flow{}, errors.New("nflog: short IPv6 header")
+		}
+		f.Protocol = b[6]
+		f.Src = netip.AddrFrom16([16]byte(b[8:24]))
+		f.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		l4 = b[40:]
+	default:
+		return Flow{}, fmt.Errorf("nflog: IP version %d", b[0]>>4)
+	}
+	switch f.Protocol {
+	case unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_SCTP:
+		if len(l4) >= 4 {
+			f.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+			f.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		}
+	}
+	return f, nil
+}

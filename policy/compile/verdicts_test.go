@@ -1,0 +1,98 @@
+package compile_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/selectors"
+)
+
+var logDrops = compile.Options{Log: compile.LogOptions{Drops: true, Group: 100, Rate: 10, Burst: 5}}
+
+func (f *fixture) compileWith(t *testing.T, node string, opts compile.Options) *ruleset.Ruleset {
+	t.Helper()
+	snap, errs := cluster.NewSnapshot(f.namespaces, f.pods, f.policies)
+	require.Empty(t, errs)
+	rs, err := (&compile.Compiler{Options: opts}).Compile(selectors.FromSnapshot(snap), node)
+	require.NoError(t, err)
+	return rs
+}
+
+// TestCompile_LoggedDefaultDeny: the default deny of a group chain goes to
+// a log chain whose prefix resolves to the isolating policies.
+func TestCompile_LoggedDefaultDeny(t *testing.T) {
+	t.Parallel()
+	f := newFixture(withPolicy(policy("x", "deny", networkingv1.NetworkPolicySpec{})))
+	rs := f.compileWith(t, "node-1", logDrops)
+	ch := rs.Chain(mapTargets(rs, compile.MapIngress4)["10.0.0.1"])
+	require.NotNil(t, ch)
+	last := ch.Rules[len(ch.Rules)-1].RuleVerdict()
+	require.Equal(t, ruleset.Goto, last.Kind, "default deny %s", last)
+	lc := rs.Chain(last.Chain)
+	require.NotNil(t, lc)
+	require.Len(t, lc.Rules, 2)
+	lr, ok := lc.Rules[0].(*ruleset.LogRule)
+	require.True(t, ok, "log chain starts with %q", lc.Rules[0].Text())
+	assert.Equal(t, "drop", lc.Rules[1].Text())
+	assert.Equal(t, uint16(100), lr.Group)
+	assert.Equal(t, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "ingress", Verdict: ruleset.Drop, Policies: []string{"x/deny"}}, rs.Deciders[lr.Prefix])
+	// Both families and the invalid drop have their log chains; every
+	// prefix resolves.
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			if lr, ok := r.(*ruleset.LogRule); ok {
+				assert.Contains(t, rs.Deciders, lr.Prefix)
+				assert.True(t, strings.HasPrefix(c.Name, ruleset.LogChainPrefix), "log rule in %s", c.Name)
+			}
+		}
+	}
+}
+
+// TestCompile_LoggingOffIsTodaysTable: the zero LogOptions compile the
+// same text as Compile, without Deciders.
+func TestCompile_LoggingOffIsTodaysTable(t *testing.T) {
+	t.Parallel()
+	f := newFixture(withPolicy(policy("x", "deny", networkingv1.NetworkPolicySpec{})))
+	off := f.compileWith(t, "node-1", compile.Options{Log: compile.LogOptions{Group: 5, Rate: 3}})
+	assert.Equal(t, f.compile(t, "node-1").Text(), off.Text())
+	assert.Nil(t, off.Deciders)
+	assert.NotEqual(t, off.Text(), f.compileWith(t, "node-1", logDrops).Text())
+}
+
+// TestCompile_LogIDsStableAndNeverReused: adding a policy keeps the ids of
+// the deciders that did not change, and a changed decider gets a new id,
+// never an old one that stood for something else.
+func TestCompile_LogIDsStableAndNeverReused(t *testing.T) {
+	t.Parallel()
+	deny := withPolicy(policy("x", "deny", networkingv1.NetworkPolicySpec{}))
+	before := newFixture(deny).compileWith(t, "node-1", logDrops)
+	afterUnrelated := newFixture(deny, withPolicy(policy("y", "other", networkingv1.NetworkPolicySpec{}))).compileWith(t, "node-1", logDrops)
+	for id, d := range before.Deciders {
+		assert.Equal(t, d, afterUnrelated.Deciders[id], "id %s", id)
+	}
+	edited := newFixture(deny, withPolicy(policy("x", "second", networkingv1.NetworkPolicySpec{}))).compileWith(t, "node-1", logDrops)
+	seen := map[string]ruleset.Decider{}
+	for _, rs := range []*ruleset.Ruleset{before, afterUnrelated, edited} {
+		for id, d := range rs.Deciders {
+			if old, ok := seen[id]; ok {
+				assert.Equal(t, old, d, "id %s reused", id)
+			}
+			seen[id] = d
+			assert.Equal(t, compile.DeciderID(d), id)
+		}
+	}
+	var found bool
+	for _, d := range edited.Deciders {
+		if d.Kind == ruleset.DeciderPolicies && strings.Join(d.Policies, ",") == "x/deny,x/second" {
+			found = true
+		}
+	}
+	assert.True(t, found, "the edited group's deny names both policies: %v", edited.Deciders)
+}
