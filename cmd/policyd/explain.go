@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
@@ -23,6 +24,7 @@ type explainOptions struct {
 	protocol  string
 	output    string
 	matrix    bool
+	services  bool
 	trace     bool
 	// from, to and selector are label selectors (-l applies to both ends).
 	from, to, selector string
@@ -120,6 +122,7 @@ API server cannot be read.`,
 	f.StringVar(&o.protocol, "protocol", "", "TCP, UDP or SCTP (default: TCP with --port, else the declared ports' protocols)")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (with --matrix: text, jsonl, json, yaml or html)")
 	f.BoolVar(&o.matrix, "matrix", false, "print the whole reachability matrix")
+	f.BoolVar(&o.services, "services", false, "with --matrix: also every pod to every Service port, through its backends")
 	f.BoolVar(&o.trace, "trace", false, "also walk the compiled nftables ruleset and compare it with the model")
 	f.StringVar(&o.from, "from", "", "label selector for the sources, instead of SRC (e.g. app=web)")
 	f.StringVar(&o.to, "to", "", "label selector for the destinations, instead of DST (e.g. app=db)")
@@ -322,6 +325,19 @@ func runMatrix(w, errw io.Writer, snap *cluster.Snapshot, o *explainOptions) err
 	if len(cells) == 0 && (o.namespace != "" || rows != nil || cols != nil || both != nil) {
 		return usagef("--matrix: no pod pair matches -n %q -l %q --from %q --to %q", o.namespace, o.selector, o.from, o.to)
 	}
+	var svcCells []explain.ServiceCell
+	if o.services {
+		all, err := explain.ServiceMatrix(snap)
+		if err != nil {
+			return err
+		}
+		for _, c := range all {
+			// --to selects pods, not Services: -n and --from narrow the sources.
+			if in(c.From, rows, both) && (o.namespace == "" || strings.HasPrefix(c.To, "svc/"+o.namespace+"/")) {
+				svcCells = append(svcCells, c)
+			}
+		}
+	}
 	switch o.output {
 	case "jsonl":
 		enc := json.NewEncoder(w)
@@ -330,16 +346,38 @@ func runMatrix(w, errw io.Writer, snap *cluster.Snapshot, o *explainOptions) err
 				return err
 			}
 		}
+		for _, c := range svcCells {
+			if err := enc.Encode(c); err != nil {
+				return err
+			}
+		}
 		return nil
-	case "json":
+	case "json", "yaml":
+		var v any = cells
+		if o.services {
+			v = map[string]any{"pods": cells, "services": svcCells}
+		}
+		if o.output == "yaml" {
+			return writeYAML(w, v)
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(cells)
-	case "yaml":
-		return writeYAML(w, cells)
+		return enc.Encode(v)
 	}
-	_, err = fmt.Fprint(w, truthtable.FromCells(cells).String())
-	return err
+	if _, err = fmt.Fprint(w, truthtable.FromCells(cells).String()); err != nil {
+		return err
+	}
+	if len(svcCells) > 0 {
+		fmt.Fprintln(w, "\nServices (allowed when every backend is; counts are backends allowed of backends):")
+		for _, c := range svcCells {
+			v := "X"
+			if c.Allowed {
+				v = "."
+			}
+			fmt.Fprintf(w, "%s  %s -> %s %s/%d  %d of %d\n", v, c.From, c.To, c.Protocol, c.Port, c.AllowedBackends, c.Backends)
+		}
+	}
+	return nil
 }
 
 // writeYAML writes v as YAML through its JSON form, so that the YAML has

@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -209,4 +210,60 @@ func portText(p int32) string {
 		return "(any)"
 	}
 	return fmt.Sprint(p)
+}
+
+// ServiceCell is one cell of the matrix of connections from pods to
+// Services: may From open a connection to the Service To on its port, and
+// to how many of the port's backends.
+type ServiceCell struct {
+	From     string `json:"from"`
+	To       string `json:"to"` // svc/NAMESPACE/NAME
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+	// Allowed: the port has a ready backend and every one is allowed.
+	Allowed bool `json:"allowed"`
+	// Backends and AllowedBackends count the results explain gives (one per
+	// backend and source path) and the allowed ones.
+	Backends        int `json:"backends"`
+	AllowedBackends int `json:"allowedBackends"`
+}
+
+// ServiceMatrix explains, for every (non-hostNetwork) pod with an address
+// and every port of every Service but ExternalName ones, the connection
+// from the pod to the Service, as Explain does with svc/NAMESPACE/NAME.
+// Cells are sorted by From, To, Port, Protocol.
+func ServiceMatrix(snap *cluster.Snapshot) ([]ServiceCell, error) {
+	var out []ServiceCell
+	for _, p := range snap.Pods {
+		if p.HostNetwork || len(p.IPs) == 0 {
+			continue
+		}
+		for _, s := range snap.Services {
+			if s.Type == corev1.ServiceTypeExternalName {
+				continue
+			}
+			for _, sp := range s.Ports {
+				rs, err := Explain(snap, Query{Src: p.Key(), Dst: "svc/" + s.Key(), Port: sp.Port, Protocol: sp.Protocol.String()})
+				var ue *UsageError
+				if errors.As(err, &ue) {
+					continue // no common address family, say
+				}
+				if err != nil {
+					return nil, err
+				}
+				c := ServiceCell{From: p.Key(), To: "svc/" + s.Key(), Port: sp.Port, Protocol: sp.Protocol.String()}
+				for _, r := range rs {
+					if r.Service != nil && r.Service.Ready > 0 && r.To != "svc/"+s.Key() {
+						c.Backends++
+						if r.Allowed {
+							c.AllowedBackends++
+						}
+					}
+				}
+				c.Allowed = c.Backends > 0 && c.AllowedBackends == c.Backends
+				out = append(out, c)
+			}
+		}
+	}
+	return out, nil
 }

@@ -166,3 +166,22 @@ func TestExplain_Services(t *testing.T) {
 		require.ErrorAs(t, err, &ue)
 	})
 }
+
+// TestServiceMatrix: every pod to every Service port, counted per backend,
+// as Explain counts them.
+func TestServiceMatrix(t *testing.T) {
+	t.Parallel()
+	snap := serviceSnapshot(t, false)
+	cells, err := ServiceMatrix(snap)
+	require.NoError(t, err)
+	got := map[string]ServiceCell{}
+	for _, c := range cells {
+		got[c.From+">"+c.To] = c
+	}
+	web := got["shop/web>svc/shop/db"]
+	assert.Equal(t, ServiceCell{From: "shop/web", To: "svc/shop/db", Port: 5432, Protocol: "TCP", Allowed: false, Backends: 2, AllowedBackends: 1}, web, "db allows web, the closed replica does not")
+	rs, err := Explain(snap, Query{Src: "shop/web", Dst: "svc/shop/db", Port: 5432})
+	require.NoError(t, err)
+	assert.Equal(t, rs[0].Service.Allowed, web.AllowedBackends)
+	assert.Contains(t, got, "shop/db2>svc/shop/dbh", "headless services are in the matrix too")
+}
