@@ -70,7 +70,11 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 				errs = append(errs, fmt.Errorf("pod %s: spec.containers[%d].ports[%d].containerPort: Invalid value: %d: %s (the port is ignored: a named port naming it matches nothing)", out.Key(), i, j, cp.ContainerPort, msgs[0]))
 				continue
 			}
-			out.Ports = append(out.Ports, ContainerPort{Name: cp.Name, Port: cp.ContainerPort, Protocol: proto})
+			hp := uint16(0)
+			if cp.HostPort > 0 && cp.HostPort <= 65535 {
+				hp = uint16(cp.HostPort)
+			}
+			out.Ports = append(out.Ports, ContainerPort{Name: cp.Name, Port: cp.ContainerPort, Protocol: proto, HostPort: hp})
 		}
 	}
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {

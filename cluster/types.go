@@ -91,6 +91,9 @@ type ContainerPort struct {
 	Name     string
 	Port     int32
 	Protocol Protocol
+	// HostPort, when set, is the node port the CNI (portmap) DNATs to this
+	// container port; explain follows it.
+	HostPort uint16
 }
 
 // Pod is the part of a pod that policy decisions depend on.

@@ -67,6 +67,21 @@ type Result struct {
 	// Service is set when To was reached through a Service: the packet
 	// explained is the one kube-proxy delivers to this backend (To, Port).
 	Service *ServicePath `json:"service,omitempty"`
+	// HostPort is set when To was reached through a node address and a
+	// pod's hostPort: the packet explained is the one the node DNATs to
+	// the pod (To, Port).
+	HostPort *HostPortPath `json:"hostPort,omitempty"`
+}
+
+// HostPortPath says how a connection to a node's address reaches a pod
+// through its hostPort.
+type HostPortPath struct {
+	// Node and Address are the node and the address the client used;
+	// HostPort the port it used.
+	Node     string `json:"node"`
+	Address  string `json:"address"`
+	HostPort int32  `json:"hostPort"`
+	Note     string `json:"note"`
 }
 
 // ServicePath says how a connection to a Service reaches one backend.
@@ -154,6 +169,9 @@ func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 		return nil, err
 	} else if ok {
 		return explainService(snap, q, src, svc, addr)
+	}
+	if rs, ok, err := explainHostPort(snap, q, src); ok || err != nil {
+		return rs, err
 	}
 	dst, err := ResolveEndpoint(snap, q.Dst)
 	if err != nil {

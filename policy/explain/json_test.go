@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"os"
 	"slices"
 	"strings"
@@ -25,6 +27,7 @@ var (
 		"from": {kind: "string"}, "to": {kind: "string"}, "port": {kind: "number"}, "protocol": {kind: "string"},
 		"allowed": {kind: "bool"}, "egress": {kind: "object"}, "ingress": {kind: "object"},
 		"trace": {kind: "object", optional: true}, "service": {kind: "object", optional: true},
+		"hostPort": {kind: "object", optional: true},
 	}
 	directionShape = map[string]field{
 		"direction": {kind: "string"}, "pod": {kind: "string"}, "isolated": {kind: "bool"},
@@ -136,9 +139,17 @@ func TestResult_JSONShape(t *testing.T) {
 		}
 		results = append(results, rs...)
 	}
-	// Through a Service.
+	// Through a Service, and through a hostPort.
 	rs, err := Explain(serviceSnapshot(t, false), Query{Src: "shop/web", Dst: "svc/shop/db", Port: 5432})
 	if err != nil {
+		t.Fatal(err)
+	}
+	results = append(results, rs...)
+	hp := snapshot(t, func(o *objects) { o.pods[1].Spec.Containers[0].Ports[0].HostPort = 15432 })
+	if errs := hp.AddClusterPolicies(nil, []*corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.2"}}}}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if rs, err = Explain(hp, Query{Src: "198.51.100.1", Dst: "192.168.0.2", Port: 15432}); err != nil {
 		t.Fatal(err)
 	}
 	results = append(results, rs...)

@@ -55,6 +55,9 @@ func writeResult(w *strings.Builder, e Result) {
 	if sp := e.Service; sp != nil {
 		fmt.Fprintf(w, "  via     svc/%s %s/%d: %s\n", sp.Service, sp.Protocol, sp.Port, sp.Note)
 	}
+	if hp := e.HostPort; hp != nil {
+		fmt.Fprintf(w, "  via     %s:%d: %s\n", hp.Address, hp.HostPort, hp.Note)
+	}
 	for _, d := range []model.Direction{e.Egress, e.Ingress} {
 		who := d.Pod
 		if who == "" {

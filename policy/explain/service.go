@@ -267,3 +267,94 @@ func ServiceMatrix(snap *cluster.Snapshot) ([]ServiceCell, error) {
 	}
 	return out, nil
 }
+
+// explainHostPort reports whether q's destination is a node address and
+// q's port a hostPort of a pod on that node, and if so explains the
+// connection the node delivers to the pod: the CNI's portmap DNATs
+// node:hostPort to pod:containerPort before policyd's chains, keeping the
+// client's address, so the pod's policies judge the client.
+func explainHostPort(snap *cluster.Snapshot, q Query, src model.Endpoint) ([]Result, bool, error) {
+	a, err := netip.ParseAddr(q.Dst)
+	if err != nil || q.Port == 0 || snap.PodByIP(a.Unmap()) != nil {
+		return nil, false, nil
+	}
+	a = a.Unmap()
+	node := ""
+	if n := snap.NodeByIP(a); n != nil {
+		node = n.Name
+	}
+	for _, p := range snap.Pods {
+		if p.HostNetwork && node == "" && slices.Contains(p.IPs, a) {
+			node = p.NodeName // a hostNetwork pod's address is its node's
+		}
+	}
+	if node == "" {
+		return nil, false, nil
+	}
+	proto := cluster.ProtocolTCP
+	if q.Protocol != "" {
+		if proto, err = cluster.ParseProtocol(q.Protocol); err != nil {
+			return nil, true, usageErrorf("--protocol: %w", err)
+		}
+	}
+	for _, p := range snap.Pods {
+		if p.NodeName != node || p.HostNetwork {
+			continue
+		}
+		for _, cp := range p.Ports {
+			if int32(cp.HostPort) != q.Port || cp.Protocol != proto {
+				continue
+			}
+			if sp := policyPodOf(src); sp != nil && sp.NodeName != node {
+				// The source's node sees the packet before the DNAT, on its
+				// way to the node address: its egress is judged against
+				// that address, the pod's ingress against the pod.
+				return nil, true, usageErrorf("%s runs on %s, not on %s: its egress is judged against %s:%d (before the node DNATs it to %s) and %s's ingress after it; ask the two halves: %s %s --port %d, and %s %s --port %d",
+					sp.Key(), sp.NodeName, node, a, q.Port, p.Key(), p.Key(), endpointName(src), a, q.Port, endpointName(src), p.Key(), cp.Port)
+			}
+			ip, ok := p.IP(family(a))
+			if !ok {
+				continue
+			}
+			dst := model.Endpoint{Pod: p, IP: ip}
+			s := src
+			if !s.IP.IsValid() {
+				if s.IP, ok = addrOf(s, family(a)); !ok {
+					return nil, true, usageErrorf("%s has no IPv%d address", endpointName(src), family(a))
+				}
+			}
+			markNodeTraffic(&s, dst)
+			pkt := model.Packet{Src: s, Dst: dst, Protocol: proto, Port: cp.Port}
+			d := model.Evaluate(snap, pkt)
+			r := Result{From: endpointName(src), To: p.Key(), Port: cp.Port, Protocol: proto.String(), Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress,
+				HostPort: &HostPortPath{Node: node, Address: a.String(), HostPort: q.Port,
+					Note: fmt.Sprintf("hostPort %d on node %s: the node DNATs it to %s port %d, keeping the client's address", q.Port, node, p.Key(), cp.Port)}}
+			if q.Trace {
+				rulesets, err := CompileNodes(snap, pkt.Src, dst)
+				if err != nil {
+					return nil, true, err
+				}
+				if r.Trace, err = CheckTrace(rulesets, pkt, d); err != nil {
+					return nil, true, err
+				}
+			}
+			return []Result{r}, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+// policyPodOf returns the endpoint's non-hostNetwork pod, or nil.
+func policyPodOf(ep model.Endpoint) *cluster.Pod {
+	if ep.Pod == nil || ep.Pod.HostNetwork || ep.Node {
+		return nil
+	}
+	return ep.Pod
+}

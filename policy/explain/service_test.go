@@ -185,3 +185,28 @@ func TestServiceMatrix(t *testing.T) {
 	assert.Equal(t, rs[0].Service.Allowed, web.AllowedBackends)
 	assert.Contains(t, got, "shop/db2>svc/shop/dbh", "headless services are in the matrix too")
 }
+
+// TestExplain_HostPort: a node address and a pod's hostPort lead to the
+// pod, judged with the client's address; a pod on another node is told to
+// ask the two halves (its egress is judged before the DNAT).
+func TestExplain_HostPort(t *testing.T) {
+	t.Parallel()
+	o := baseObjects()
+	o.pods[1].Spec.Containers[0].Ports[0].HostPort = 15432 // db on node-b
+	s, errs := cluster.NewSnapshot(o.nss, o.pods, o.policies)
+	require.Empty(t, errs)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.2"}}}}
+	require.Empty(t, s.AddClusterPolicies(nil, []*corev1.Node{node}))
+	rs, err := Explain(s, Query{Src: "198.51.100.1", Dst: "192.168.0.2", Port: 15432, Trace: true})
+	require.NoError(t, err)
+	require.Len(t, rs, 1)
+	assert.Equal(t, "shop/db", rs[0].To)
+	assert.EqualValues(t, 5432, rs[0].Port)
+	assert.False(t, rs[0].Allowed, "db admits web only")
+	require.NotNil(t, rs[0].HostPort)
+	require.NoError(t, Disagreement(rs))
+	_, err = Explain(s, Query{Src: "shop/web", Dst: "192.168.0.2", Port: 15432})
+	var ue *UsageError
+	require.ErrorAs(t, err, &ue)
+	assert.Contains(t, err.Error(), "ask the two halves")
+}
