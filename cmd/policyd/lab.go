@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -362,6 +363,21 @@ func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
 			fmt.Fprintf(w, "\n%s (observed with packets; . allowed, X denied; rows are sources):\n%s", pp, observed[pp])
 		}
 	}
+	v6, v6agree := 0, 0
+	for _, c := range r.Cells {
+		if c.Family != 6 {
+			continue
+		}
+		v6++
+		if c.Agrees() {
+			v6agree++
+			continue
+		}
+		fmt.Fprintf(w, "   IPv6: %s -> %s %s/%d: expected %v, observed %v  DISAGREE\n", c.From, c.To, c.Proto, c.Port, c.Expected, c.Observed)
+	}
+	if v6 > 0 && !brief {
+		fmt.Fprintf(w, "\nIPv6 (the dual-stack pairs, probed over both families): %d cells, %d agree\n", v6, v6agree)
+	}
 	for _, c := range r.Cells {
 		if c.Via == "" || brief && c.Agrees() {
 			continue
@@ -402,7 +418,15 @@ func writeSummary(w io.Writer, runs []suiteRun, cfg runner.Config, o *labOptions
 		cells, agree, disagree, notProbed int
 		dur                               time.Duration
 	}
-	fmt.Fprintf(w, "\nSummary: cni=%s nodes=%d dnat=%v protocols=%s\n", cfg.Lab.CNI, o.nodes, cfg.Lab.DNAT, strings.Join(o.protocols, ","))
+	families := "IPv4"
+	for _, run := range runs {
+		for _, r := range run.results {
+			if slices.ContainsFunc(r.Cells, func(c runner.Cell) bool { return c.Family == 6 && c.Probed }) {
+				families = "IPv4,IPv6"
+			}
+		}
+	}
+	fmt.Fprintf(w, "\nSummary: cni=%s nodes=%d dnat=%v protocols=%s families=%s\n", cfg.Lab.CNI, o.nodes, cfg.Lab.DNAT, strings.Join(o.protocols, ","), families)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "suite\tcase\tcells\tagree\tdisagree\tnot probed\ttime")
 	var totals []string

@@ -113,7 +113,10 @@ type Cell struct {
 	// Via is set for a probe through a Service: the Service, its port and
 	// the address used; To is the backend explain names, pinned, and
 	// Expected explain's verdict for it.
-	Via    string `json:"via,omitempty"`
+	Via string `json:"via,omitempty"`
+	// Family is 6 for a probe over IPv6 (the dual-stack pairs of a
+	// dual-stack lab are probed over both families); absent for IPv4.
+	Family int    `json:"family,omitempty"`
 	Detail string `json:"detail,omitempty"`
 	Err    string `json:"error,omitempty"`
 }
@@ -173,14 +176,14 @@ func (r *StepResult) Tables() (expected, observed truthtable.Tables) {
 	expected, observed = truthtable.Tables{}, truthtable.Tables{}
 	names := map[string]bool{}
 	for _, c := range r.Cells {
-		if c.Via == "" {
+		if c.Via == "" && c.Family != 6 {
 			names[c.From], names[c.To] = true, true
 		}
 	}
 	list := slices.Sorted(maps.Keys(names))
 	for _, c := range r.Cells {
-		if c.Via != "" {
-			continue // through a Service: listed apart (ServiceCells)
+		if c.Via != "" || c.Family == 6 {
+			continue // through a Service, or over IPv6: listed apart
 		}
 		pp := model.PortProto{Port: c.Port, Protocol: c.Protocol}
 		if expected[pp] == nil {
@@ -421,6 +424,17 @@ func (e *enforcer) plan(cfg Config, snap *cluster.Snapshot, st Step) ([]lab.Prob
 				}
 				cells = append(cells, c)
 				probes = append(probes, lab.Probe{From: src.Key(), To: dst.Key(), Port: pp.Port, Protocol: pp.Protocol, Service: cfg.Lab.DNAT})
+				// Dual-stack pairs are probed over IPv6 too.
+				sip6, ok1 := src.IP(6)
+				dip6, ok2 := dst.IP(6)
+				if cfg.Lab.IPv6 && ok1 && ok2 && !cfg.Lab.DNAT {
+					d6 := model.Evaluate(snap, model.Packet{
+						Src: model.Endpoint{Pod: src, IP: sip6}, Dst: model.Endpoint{Pod: dst, IP: dip6},
+						Protocol: pp.Protocol, Port: pp.Port,
+					})
+					cells = append(cells, Cell{From: src.Key(), To: dst.Key(), Port: pp.Port, Protocol: pp.Protocol, Proto: pp.Protocol.String(), Expected: d6.Allowed, Family: 6})
+					probes = append(probes, lab.Probe{From: src.Key(), To: dst.Key(), Port: pp.Port, Protocol: pp.Protocol, Family: lab.IPv6})
+				}
 			}
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/policyd/policyd/conformance/lab"
 	"github.com/policyd/policyd/conformance/runner"
 	"github.com/policyd/policyd/internal/netnstest"
+	"github.com/policyd/policyd/manifest"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
@@ -208,4 +209,56 @@ func TestRun_CNPWrongExpectationIsDetected(t *testing.T) {
 	assert.Equal(t, flipped.Allowed, bad[0].Expected)
 	assert.NotEqual(t, bad[0].Expected, bad[0].Observed, "the packets must contradict the flipped expectation: %+v", bad[0])
 	t.Logf("flipped %s -> %s %s/%s to allowed=%v: reported expected %v, observed %v (%s)", flipped.From, flipped.To, flipped.Protocol, flipped.Port, flipped.Allowed, bad[0].Expected, bad[0].Observed, bad[0].Detail)
+}
+
+// TestRun_DualStackProbesBothFamilies: a dual-stack lab probes its
+// dual-stack pairs over IPv6 as well (the examples' frontend-1, api and db),
+// every IPv6 cell agrees, and removing the allow rules of the IPv6 ingress
+// chains is seen on IPv6 cells only.
+func TestRun_DualStackProbesBothFamilies(t *testing.T) {
+	netnstest.RequireRoot(t)
+	objs, err := manifest.LoadPath("../../examples")
+	require.NoError(t, err)
+	nodes := []string{"node-a", "node-b"}
+	sc := []runner.Scenario{{Name: "examples", Steps: []runner.Step{{Name: "policies", Namespaces: objs.Namespaces, Pods: objs.Pods,
+		Policies: objs.Policies, ClusterPolicies: objs.ClusterPolicies, Nodes: objs.Nodes}}}}
+	count := func(results []runner.StepResult) (v6, v6bad, v4bad int) {
+		for _, r := range results {
+			for _, c := range r.Cells {
+				switch {
+				case c.Family == 6:
+					v6++
+					if !c.Agrees() {
+						v6bad++
+					}
+				case !c.Agrees():
+					v4bad++
+				}
+			}
+		}
+		return v6, v6bad, v4bad
+	}
+	cfg := runner.Config{Lab: lab.Config{CNI: lab.CNIRouted, Nodes: nodes, IPv6: true}}
+	v6, v6bad, v4bad := count(run(t, cfg, sc))
+	assert.Positive(t, v6, "no IPv6 cell was probed")
+	assert.Zero(t, v6bad+v4bad)
+
+	cfg.Mutate = func(_ string, rs *ruleset.Ruleset) {
+		for _, c := range rs.Chains {
+			if !strings.HasPrefix(c.Name, "ingress-") {
+				continue
+			}
+			kept := c.Rules[:0:0]
+			for _, r := range c.Rules {
+				if a, ok := r.(*ruleset.AllowRule); ok && a.Family == 6 {
+					continue
+				}
+				kept = append(kept, r)
+			}
+			c.Rules = kept
+		}
+	}
+	_, v6bad, v4bad = count(run(t, cfg, sc))
+	assert.Positive(t, v6bad, "IPv6 ingress chains without allow rules went unnoticed")
+	assert.Zero(t, v4bad, "IPv4 was not touched")
 }
