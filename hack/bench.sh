@@ -27,9 +27,9 @@ run "Selector index: build for 10,000 pods / 2,000 policies, one relabel, cached
 run "Semantics model: one explain, one matrix of a 100-pod namespace" \
   go test -run='^$' -bench='Evaluate|Matrix100' -benchmem ./policy/model/
 run "Compile: 1k/10k/50k pods x 200/2k/10k policies, about 100 pods on the compiled node" \
-  go test -run='^$' -bench='BenchmarkCompile' -benchmem -benchtime=5x -timeout=30m ./policy/compile/
+  go test -run='^$' -bench='^BenchmarkCompile$' -benchmem -benchtime=5x -timeout=30m ./policy/compile/
 run "Partial sync on the 10k/2k cluster: compile + diff time and kernel operations per change (pod add, pod relabel, policy add)" \
-  go test -run='^$' -bench='BenchmarkPartialSyncOps' -benchmem -benchtime=10x ./policy/compile/
+  go test -run='^$' -bench='^BenchmarkPartialSyncOps$' -benchmem -benchtime=10x ./policy/compile/
 run "ClusterNetworkPolicy: compile the 10k/2k node without and with 100 Admin + 100 Baseline CNPs (two of each tier select each benchmark pod's namespace); partial sync per pod add, CNP action change and CNP priority change" \
   go test -run='^$' -bench='ClusterPolicies' -benchmem -benchtime=5x ./policy/compile/
 run "Partial sync through netlink: one pod add written to a real kernel table" \
