@@ -45,18 +45,7 @@ func TestExplain_LiveFromAPIServer(t *testing.T) {
 	ns := s.Namespace(t)
 	c := s.Client()
 	ctx := context.Background()
-	for name, ip := range map[string]string{"web": "10.88.0.1", "client": "10.88.0.2"} {
-		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
-			Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
-				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}}},
-		}
-		p, err := c.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
-		require.NoError(t, err)
-		p.Status.PodIP, p.Status.PodIPs, p.Status.Phase = ip, []corev1.PodIP{{IP: ip}}, corev1.PodRunning
-		_, err = c.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-		require.NoError(t, err)
-	}
+	createLivePods(t, s, ns, map[string]string{"web": "10.88.0.1", "client": "10.88.0.2"})
 	_, err := c.NetworkingV1().NetworkPolicies(ns).Create(ctx, &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-deny"},
 		Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
@@ -90,18 +79,7 @@ func TestExplain_LiveThroughService(t *testing.T) {
 	ns := s.Namespace(t)
 	c := s.Client()
 	ctx := context.Background()
-	for name, ip := range map[string]string{"web": "10.88.1.1", "client": "10.88.1.2"} {
-		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
-			Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
-				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}}},
-		}
-		p, err := c.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
-		require.NoError(t, err)
-		p.Status.PodIP, p.Status.PodIPs, p.Status.Phase = ip, []corev1.PodIP{{IP: ip}}, corev1.PodRunning
-		_, err = c.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-		require.NoError(t, err)
-	}
+	createLivePods(t, s, ns, map[string]string{"web": "10.88.1.1", "client": "10.88.1.2"})
 	_, err := c.NetworkingV1().NetworkPolicies(ns).Create(ctx, &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-only-8080-from-nobody"},
 		Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
@@ -135,5 +113,24 @@ func TestExplain_LiveThroughService(t *testing.T) {
 		assert.Equal(t, ns+"/websvc", sp["service"])
 		assert.EqualValues(t, 1, sp["backends"])
 		assert.Equal(t, true, res[0]["trace"].(map[string]any)["agrees"])
+	}
+}
+
+// createLivePods creates running pods app=NAME on node-1 with the given
+// addresses, each declaring TCP/80 "http".
+func createLivePods(t *testing.T, s *apiservertest.Server, ns string, ips map[string]string) {
+	t.Helper()
+	c, ctx := s.Client(), context.Background()
+	for name, ip := range ips {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
+			Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}}},
+		}
+		p, err := c.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		require.NoError(t, err)
+		p.Status.PodIP, p.Status.PodIPs, p.Status.Phase = ip, []corev1.PodIP{{IP: ip}}, corev1.PodRunning
+		_, err = c.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+		require.NoError(t, err)
 	}
 }

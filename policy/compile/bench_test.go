@@ -40,30 +40,9 @@ func BenchmarkCompile(b *testing.B) {
 						local++
 					}
 				}
-				ix := selectors.FromSnapshot(snap)
-				rs, err := compile.Compile(ix, benchNode)
-				if err != nil {
-					b.Fatal(err)
-				}
-				elems, rules := 0, 0
-				for _, s := range rs.Sets {
-					elems += s.Len()
-				}
-				for _, c := range rs.Chains {
-					rules += len(c.Rules)
-				}
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					if _, err := compile.Compile(ix, benchNode); err != nil {
-						b.Fatal(err)
-					}
-				}
+				rs := benchCompile(b, selectors.FromSnapshot(snap))
 				b.ReportMetric(float64(local), "local-pods")
 				b.ReportMetric(float64(len(rs.Sets)), "sets")
-				b.ReportMetric(float64(elems), "elements")
-				b.ReportMetric(float64(len(rs.Chains)), "chains")
-				b.ReportMetric(float64(rules), "rules")
 			})
 		}
 	}
@@ -236,27 +215,7 @@ func BenchmarkCompileClusterPolicies(b *testing.B) {
 			for _, cp := range benchClusterPolicies(b, snap, n, nil) {
 				ix.UpsertClusterPolicy(cp)
 			}
-			rs, err := compile.Compile(ix, benchNode)
-			if err != nil {
-				b.Fatal(err)
-			}
-			elems, rules := 0, 0
-			for _, s := range rs.Sets {
-				elems += s.Len()
-			}
-			for _, c := range rs.Chains {
-				rules += len(c.Rules)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if _, err := compile.Compile(ix, benchNode); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(elems), "elements")
-			b.ReportMetric(float64(len(rs.Chains)), "chains")
-			b.ReportMetric(float64(rules), "rules")
+			benchCompile(b, ix)
 		})
 	}
 }
@@ -315,4 +274,32 @@ func BenchmarkPartialSyncOpsClusterPolicies(b *testing.B) {
 		}
 		return ix
 	}, changes)
+}
+
+// benchCompile times compiling the benchmark node from ix and reports the
+// ruleset's elements, chains and rules; it returns the ruleset.
+func benchCompile(b *testing.B, ix *selectors.Index) *ruleset.Ruleset {
+	b.Helper()
+	rs, err := compile.Compile(ix, benchNode)
+	if err != nil {
+		b.Fatal(err)
+	}
+	elems, rules := 0, 0
+	for _, s := range rs.Sets {
+		elems += s.Len()
+	}
+	for _, c := range rs.Chains {
+		rules += len(c.Rules)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := compile.Compile(ix, benchNode); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(elems), "elements")
+	b.ReportMetric(float64(len(rs.Chains)), "chains")
+	b.ReportMetric(float64(rules), "rules")
+	return rs
 }
