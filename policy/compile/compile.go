@@ -260,12 +260,13 @@ func baseChains(first, extra map[ruleset.Hook][]ruleset.Rule) []*ruleset.Chain {
 }
 
 type compiler struct {
-	node   string
-	cc     *Compiler
-	own    map[netip.Addr]*cluster.Pod
-	claims map[netip.Addr][]*cluster.Pod // addresses several pods claim
-	src    Source
-	sets   map[string]*ruleset.Set
+	node     string
+	cc       *Compiler
+	own      map[netip.Addr]*cluster.Pod
+	claims   map[netip.Addr][]*cluster.Pod // addresses several pods claim
+	selected map[podDir]podSelection       // per pod and direction, see selection
+	src      Source
+	sets     map[string]*ruleset.Set
 	// pending holds port sets no rule refers to yet (usePortSet).
 	pending   map[string]*ruleset.Set
 	chain     map[string]*ruleset.Chain

@@ -42,26 +42,8 @@ import (
 // fam, or "" when nothing isolates or selects it. chained builds the
 // variant a conflict chain calls (ingress allow ends in return).
 func (c *compiler) podChain(d cluster.Direction, p *cluster.Pod, fam int, chained bool) (string, error) {
-	var group []*cluster.Policy
-	for _, pol := range c.src.PoliciesFor(p.Namespace, p.Name) {
-		if pol.Isolates(d) {
-			group = append(group, pol)
-		}
-	}
-	var admin, baseline []*cluster.ClusterPolicy
-	if cps := c.src.ClusterPolicies(); len(cps) > 0 && !p.HostNetwork {
-		nsLabels := c.src.NamespaceLabels(p.Namespace)
-		for _, cp := range cps {
-			if len(cp.Rules(d)) == 0 || !cp.SelectsPod(p, nsLabels) {
-				continue
-			}
-			if cp.Tier == cluster.TierBaseline {
-				baseline = append(baseline, cp)
-			} else {
-				admin = append(admin, cp)
-			}
-		}
-	}
+	sel := c.selection(d, p)
+	group, admin, baseline := sel.group, sel.admin, sel.baseline
 	if len(admin) == 0 && (len(baseline) == 0 || len(group) > 0) {
 		if len(group) == 0 {
 			return "", nil
@@ -93,6 +75,53 @@ func (c *compiler) podChain(d cluster.Direction, p *cluster.Pod, fam int, chaine
 		pass = ruleset.Verdict{Kind: ruleset.Goto, Chain: next}
 	}
 	return c.tierChain(d, "tier", admin, fam, allow, pass, pass)
+}
+
+// podSelection is what applies to one pod in one direction: the
+// NetworkPolicies isolating it and the CNPs of each tier selecting it (with
+// rules for that direction), in evaluation order.
+type podSelection struct {
+	group           []*cluster.Policy
+	admin, baseline []*cluster.ClusterPolicy
+}
+
+type podDir struct {
+	pod *cluster.Pod
+	d   cluster.Direction
+}
+
+// selection returns what applies to p in direction d, matched once per
+// compile: podChain asks for each of a pod's addresses, and conflict
+// chains ask again for their claimants.
+func (c *compiler) selection(d cluster.Direction, p *cluster.Pod) podSelection {
+	k := podDir{p, d}
+	if sel, ok := c.selected[k]; ok {
+		return sel
+	}
+	var sel podSelection
+	for _, pol := range c.src.PoliciesFor(p.Namespace, p.Name) {
+		if pol.Isolates(d) {
+			sel.group = append(sel.group, pol)
+		}
+	}
+	if cps := c.src.ClusterPolicies(); len(cps) > 0 && !p.HostNetwork {
+		nsLabels := c.src.NamespaceLabels(p.Namespace)
+		for _, cp := range cps {
+			if len(cp.Rules(d)) == 0 || !cp.SelectsPod(p, nsLabels) {
+				continue
+			}
+			if cp.Tier == cluster.TierBaseline {
+				sel.baseline = append(sel.baseline, cp)
+			} else {
+				sel.admin = append(sel.admin, cp)
+			}
+		}
+	}
+	if c.selected == nil {
+		c.selected = map[podDir]podSelection{}
+	}
+	c.selected[k] = sel
+	return sel
 }
 
 // tierChain returns the chain holding the rules of cps for direction d and
