@@ -255,43 +255,58 @@ func dnsTargets(snap *cluster.Snapshot, opts Options) ([]dnsTarget, string) {
 	return out, "service " + name
 }
 
-// DNSWarning returns a warning when pod may not reach the cluster DNS on
-// every DNS port and protocol (or "" when it may, when the pod is not
-// egress-isolated in a way that matters, or when no DNS is known).
-func DNSWarning(snap *cluster.Snapshot, pod *cluster.Pod, opts Options) string {
+// dnsBlock is what stops a pod from reaching the cluster DNS: the blocked
+// PROTO/port pairs and the policies denying them ("ns/name" for a
+// NetworkPolicy, "ClusterNetworkPolicy name" for a CNP).
+type dnsBlock struct {
+	dns      string
+	blocked  []string
+	deniedBy []string
+}
+
+// dnsCheck judges pod's egress to every DNS target.
+func dnsCheck(snap *cluster.Snapshot, pod *cluster.Pod, opts Options) dnsBlock {
 	targets, name := dnsTargets(snap, opts)
+	out := dnsBlock{dns: name}
 	if len(targets) == 0 || pod == nil || pod.HostNetwork {
-		return ""
+		return out
 	}
-	var blocked []string
-	var isolating []string
+	add := func(l *[]string, v string) {
+		if !slices.Contains(*l, v) {
+			*l = append(*l, v)
+		}
+	}
 	for _, t := range targets {
 		ip, ok := pod.IP(family(t.dst.IP))
 		if !ok {
 			continue
 		}
 		d := model.Evaluate(snap, model.Packet{Src: model.Endpoint{Pod: pod, IP: ip}, Dst: t.dst, Protocol: t.proto, Port: t.port})
-		if !d.Egress.Allowed {
-			what := fmt.Sprintf("%s/%d", t.proto, t.port)
-			if !slices.Contains(blocked, what) {
-				blocked = append(blocked, what)
-			}
-			for _, p := range d.Egress.Policies {
-				if !slices.Contains(isolating, p) {
-					isolating = append(isolating, p)
-				}
-			}
-			if d.Egress.ClusterRule != nil && !slices.Contains(isolating, "ClusterNetworkPolicy "+d.Egress.ClusterRule.Policy) {
-				isolating = append(isolating, "ClusterNetworkPolicy "+d.Egress.ClusterRule.Policy)
-			}
+		if d.Egress.Allowed {
+			continue
+		}
+		add(&out.blocked, fmt.Sprintf("%s/%d", t.proto, t.port))
+		for _, p := range d.Egress.Policies {
+			add(&out.deniedBy, p)
+		}
+		if d.Egress.ClusterRule != nil {
+			add(&out.deniedBy, "ClusterNetworkPolicy "+d.Egress.ClusterRule.Policy)
 		}
 	}
-	if len(blocked) == 0 {
+	sort.Strings(out.blocked)
+	return out
+}
+
+// DNSWarning returns a warning when pod may not reach the cluster DNS on
+// every DNS port and protocol (or "" when it may, when the pod is not
+// egress-isolated in a way that matters, or when no DNS is known).
+func DNSWarning(snap *cluster.Snapshot, pod *cluster.Pod, opts Options) string {
+	b := dnsCheck(snap, pod, opts)
+	if len(b.blocked) == 0 {
 		return ""
 	}
-	sort.Strings(blocked)
 	return fmt.Sprintf("pod %s cannot reach cluster DNS (%s) on %s: its egress is denied by %s; add an egress rule allowing UDP and TCP 53 to the DNS pods (e.g. namespace kube-system, pods k8s-app=kube-dns)",
-		pod.Key(), name, strings.Join(blocked, ", "), strings.Join(isolating, ", "))
+		pod.Key(), b.dns, strings.Join(b.blocked, ", "), strings.Join(b.deniedBy, ", "))
 }
 
 func dnsFindings(snap *cluster.Snapshot, opts Options) []Finding {
@@ -300,13 +315,7 @@ func dnsFindings(snap *cluster.Snapshot, opts Options) []Finding {
 		if pod.HostNetwork || len(pod.IPs) == 0 {
 			continue
 		}
-		w := DNSWarning(snap, pod, opts)
-		if w == "" {
-			continue
-		}
-		_, after, _ := strings.Cut(w, "denied by ")
-		pols, _, _ := strings.Cut(after, ";")
-		for _, p := range strings.Split(pols, ", ") {
+		for _, p := range dnsCheck(snap, pod, opts).deniedBy {
 			byPolicy[p] = append(byPolicy[p], pod.Key())
 		}
 	}
