@@ -24,14 +24,7 @@ func (ix *Index) UpsertClusterPolicy(p *cluster.ClusterPolicy) {
 	ce := &clusterPolicyEntry{pol: p}
 	for _, d := range []cluster.Direction{cluster.Ingress, cluster.Egress} {
 		for _, r := range p.Rules(d) {
-			for i := range r.Peers {
-				if r.Peers[i].Kind != cluster.PeerPods {
-					continue
-				}
-				pr := ix.acquirePeer(&r.Peers[i])
-				pr.refs++
-				ce.peers = append(ce.peers, pr)
-			}
+			ce.peers = ix.refPodPeers(ce.peers, r.Peers)
 		}
 	}
 	if ix.clusterPolicies == nil {
@@ -111,4 +104,18 @@ func (ix *Index) Nodes() []*cluster.Node {
 		ix.allNodesValid = true
 	}
 	return ix.allNodes
+}
+
+// refPodPeers takes a reference on the entry of each pod-selecting peer of
+// peers and appends the entries to held.
+func (ix *Index) refPodPeers(held []*peerEntry, peers []cluster.Peer) []*peerEntry {
+	for i := range peers {
+		if peers[i].Kind != cluster.PeerPods {
+			continue
+		}
+		pr := ix.acquirePeer(&peers[i])
+		pr.refs++
+		held = append(held, pr)
+	}
+	return held
 }

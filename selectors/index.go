@@ -229,14 +229,7 @@ func (ix *Index) UpsertPolicy(p *cluster.Policy) {
 	pe := &policyEntry{pol: p, subject: ix.acquireCell(e, selectorKey(sel), sel)}
 	for _, d := range []cluster.Direction{cluster.Ingress, cluster.Egress} {
 		for _, r := range p.Rules(d) {
-			for i := range r.Peers {
-				if r.Peers[i].Kind != cluster.PeerPods {
-					continue
-				}
-				pr := ix.acquirePeer(&r.Peers[i])
-				pr.refs++
-				pe.peers = append(pe.peers, pr)
-			}
+			pe.peers = ix.refPodPeers(pe.peers, r.Peers)
 		}
 	}
 	// Acquire the new references before releasing the old ones, so that an
