@@ -183,6 +183,9 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		return nil, c.logErr
 	}
 	rs := &ruleset.Ruleset{Deciders: c.deciderMap()}
+	if c.limit != nil {
+		rs.Limits = []*ruleset.Limit{c.limit}
+	}
 	for _, s := range c.sets {
 		rs.Sets = append(rs.Sets, s)
 	}
@@ -282,6 +285,8 @@ type compiler struct {
 	// deciders; logErr is a collision among them (see logged).
 	deciders map[string]ruleset.Decider
 	logErr   error
+	// limit is the limit object the log rules share (see logLimit).
+	limit *ruleset.Limit
 }
 
 type namedKey struct {

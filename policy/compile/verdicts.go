@@ -20,11 +20,9 @@ import (
 // isolating policies of a group chain and a direction for a default deny,
 // one rule of a ClusterNetworkPolicy, the conntrack-invalid drop of a
 // direction; both families share it. So its counter counts that decider's
-// packets, and the limit expression in it bounds that decider's log rate:
-// the kernel logs at most Rate a second (plus Burst) for each decider, and
-// the node as a whole at most Rate times the deciders that fire in that
-// second. (A per-node limit needs a named limit object, which the Ruleset
-// does not model yet; the agent's reader bounds what it emits per node.)
+// packets exactly. The log statements of every log chain share one limit
+// object (ruleset.Limit), so the node as a whole logs at most Rate packets a
+// second (plus Burst), however many deciders fire.
 type LogOptions struct {
 	// Drops logs the packets policies drop: default denies, ClusterNetwork
 	// Policy Deny rules and the conntrack-invalid drop.
@@ -34,8 +32,8 @@ type LogOptions struct {
 	Allowed bool
 	// Group is the nfnetlink_log group.
 	Group uint16
-	// Rate is the log limit in packets a second per decider, Burst its
-	// burst; Rate 0 logs every packet.
+	// Rate is the node's log limit in packets a second, Burst its burst (1
+	// when 0); Rate 0 logs every packet.
 	Rate, Burst uint32
 }
 
@@ -83,10 +81,7 @@ func (c *compiler) logged(v ruleset.Verdict, d ruleset.Decider) ruleset.Verdict 
 		c.deciders = map[string]ruleset.Decider{}
 	}
 	c.deciders[id] = d
-	lr := &ruleset.LogRule{Prefix: id, Group: opts.Group, Rate: opts.Rate, Burst: opts.Burst, Comment: truncate(d.String())}
-	if opts.Rate != 0 && opts.Burst == 0 {
-		lr.Burst = 1
-	}
+	lr := &ruleset.LogRule{Prefix: id, Group: opts.Group, Limit: c.logLimit(), Comment: truncate(d.String())}
 	if d.Verdict == ruleset.Accept {
 		lr.States = ruleset.CtNew
 	}
@@ -96,6 +91,20 @@ func (c *compiler) logged(v ruleset.Verdict, d ruleset.Decider) ruleset.Verdict 
 		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
 	}
 	return ruleset.Verdict{Kind: ruleset.Goto, Chain: name}
+}
+
+// logLimit returns the name of the limit object the log rules share, and
+// creates it on first use; "" when the options log every packet.
+func (c *compiler) logLimit() string {
+	opts := c.cc.Options.Log
+	if opts.Rate == 0 {
+		return ""
+	}
+	if c.limit == nil {
+		c.limit = &ruleset.Limit{Rate: opts.Rate, Burst: max(opts.Burst, 1)}
+		c.limit.Name = ruleset.LimitName(c.limit.Rate, c.limit.Burst)
+	}
+	return c.limit.Name
 }
 
 // policyKeys returns the keys of group, in the group's (sorted) order.

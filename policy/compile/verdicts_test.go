@@ -44,10 +44,13 @@ func TestCompile_LoggedDefaultDeny(t *testing.T) {
 	assert.Equal(t, uint16(100), lr.Group)
 	assert.Equal(t, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "ingress", Verdict: ruleset.Drop, Policies: []string{"x/deny"}}, rs.Deciders[lr.Prefix])
 	// Both families and the invalid drop have their log chains; every
-	// prefix resolves.
+	// prefix resolves, and every log rule names the table's one limit: the
+	// rate is the node's.
+	require.Equal(t, []*ruleset.Limit{{Name: ruleset.LimitName(10, 5), Rate: 10, Burst: 5}}, rs.Limits)
 	for _, c := range rs.Chains {
 		for _, r := range c.Rules {
 			if lr, ok := r.(*ruleset.LogRule); ok {
+				assert.Equal(t, rs.Limits[0].Name, lr.Limit)
 				assert.Contains(t, rs.Deciders, lr.Prefix)
 				assert.True(t, strings.HasPrefix(c.Name, ruleset.LogChainPrefix), "log rule in %s", c.Name)
 			}

@@ -41,6 +41,7 @@ func adopt(t *kTable, want *ruleset.Ruleset) *ruleset.Ruleset {
 	for _, ks := range t.sets {
 		out.Sets = append(out.Sets, adoptSet(ks))
 	}
+	out.Limits = t.limits
 	strict := hashedTable(t)
 	for _, kc := range t.chains {
 		w := want.Chain(kc.name)

@@ -140,6 +140,7 @@ func checkChainNames(old, want *ruleset.Ruleset) error {
 type fakeStore struct {
 	sets   map[string]*fakeSet
 	chains map[string]*ruleset.Chain
+	limits map[string]ruleset.Limit
 }
 
 type fakeSet struct {
@@ -148,9 +149,12 @@ type fakeSet struct {
 }
 
 func newFakeStore(r *ruleset.Ruleset) *fakeStore {
-	st := &fakeStore{sets: map[string]*fakeSet{}, chains: map[string]*ruleset.Chain{}}
+	st := &fakeStore{sets: map[string]*fakeSet{}, chains: map[string]*ruleset.Chain{}, limits: map[string]ruleset.Limit{}}
 	if r == nil {
 		return st
+	}
+	for _, l := range r.Limits {
+		st.limits[l.Name] = *l
 	}
 	for _, s := range r.Sets {
 		fs := &fakeSet{def: *s, elems: map[string]ruleset.Element{}}
@@ -184,6 +188,18 @@ func (st *fakeStore) setUser(name string) string {
 				if n == name {
 					return "chain " + c.Name
 				}
+			}
+		}
+	}
+	return ""
+}
+
+// limitUser reports which chain still names the limit object name.
+func (st *fakeStore) limitUser(name string) string {
+	for _, c := range st.chains {
+		for _, r := range c.Rules {
+			if lr, ok := r.(*ruleset.LogRule); ok && lr.Limit == name {
+				return "chain " + c.Name
 			}
 		}
 	}
@@ -313,6 +329,11 @@ func (st *fakeStore) apply(s ruleset.Step) error {
 			if _, _, err := lowerRule(r, st.lookup); err != nil {
 				return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
 			}
+			if lr, ok := r.(*ruleset.LogRule); ok && lr.Limit != "" {
+				if _, ok := st.limits[lr.Limit]; !ok {
+					return fmt.Errorf("chain %s rule %d: limit %s does not exist", s.Chain.Name, i, lr.Limit)
+				}
+			}
 			if j := ruleset.JumpTarget(r); j != "" {
 				if err := st.checkJump(ruleset.Verdict{Kind: ruleset.Jump, Chain: j}); err != nil {
 					return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
@@ -346,6 +367,22 @@ func (st *fakeStore) apply(s ruleset.Step) error {
 				return err
 			}
 		}
+	case ruleset.StepAddLimit:
+		if _, ok := st.limits[s.Limit.Name]; ok {
+			return fmt.Errorf("add limit %s: exists", s.Limit.Name)
+		}
+		if err := checkLimit(s.Limit); err != nil {
+			return fmt.Errorf("add limit: %w", err)
+		}
+		st.limits[s.Limit.Name] = *s.Limit
+	case ruleset.StepDelLimit:
+		if _, ok := st.limits[s.Limit.Name]; !ok {
+			return fmt.Errorf("delete limit %s: no such limit", s.Limit.Name)
+		}
+		if u := st.limitUser(s.Limit.Name); u != "" {
+			return fmt.Errorf("delete limit %s: still referenced by %s", s.Limit.Name, u)
+		}
+		delete(st.limits, s.Limit.Name)
 	default:
 		return fmt.Errorf("%s", s.Kind)
 	}
@@ -403,6 +440,9 @@ func (st *fakeStore) ruleset() *ruleset.Ruleset {
 	}
 	for _, c := range st.chains {
 		out.Chains = append(out.Chains, c)
+	}
+	for _, l := range st.limits {
+		out.Limits = append(out.Limits, &l)
 	}
 	out.Sort()
 	return out

@@ -84,6 +84,21 @@ func TestFake_Rejects(t *testing.T) {
 			err: "verdict map",
 		},
 		{
+			name: "log rule names a missing limit",
+			tweak: func(r *ruleset.Ruleset) {
+				r.Chains = append(r.Chains, &ruleset.Chain{Name: "bad", Rules: []ruleset.Rule{&ruleset.LogRule{Prefix: "pd:1", Group: 1, Limit: "nope"}}})
+			},
+			err: "limit nope does not exist",
+		},
+		{
+			name: "limit of rate 0",
+			tweak: func(r *ruleset.Ruleset) {
+				r.Limits = append(r.Limits, &ruleset.Limit{Name: "zero", Burst: 1})
+				r.Sort()
+			},
+			err: "limit zero: rate 0",
+		},
+		{
 			name: "rule jumps to a missing chain",
 			tweak: func(r *ruleset.Ruleset) {
 				r.Chains = append(r.Chains, &ruleset.Chain{Name: "bad", Rules: []ruleset.Rule{&ruleset.VerdictRule{Verdict: jump("nope")}}})

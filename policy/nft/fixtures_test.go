@@ -18,6 +18,7 @@ func rng(a, b string) ruleset.Element { return ruleset.Element{Addr: ip(a), Addr
 // and every kind of set and map.
 func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 	r := &ruleset.Ruleset{
+		Limits: []*ruleset.Limit{{Name: "log-limit-5-10", Rate: 5, Burst: 10}},
 		Sets: []*ruleset.Set{
 			{Name: "peer4", Key: ruleset.KeyIPv4, Comment: "app=web in ns1", Elements: []ruleset.Element{
 				{Addr: ip("10.0.0.1")}, {Addr: ip("10.0.0.2")},
@@ -93,7 +94,7 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				&ruleset.AllowRule{Family: 4, PeerField: ruleset.Saddr, PeerSet: "top4", Verdict: accept()},
 				&ruleset.AllowRule{Family: 4, PeerField: ruleset.Saddr, PeerSet: "empty4", Verdict: jump("pol-c")},
 				&ruleset.AllowRule{Family: 0, Verdict: accept(), Comment: "allow all"},
-				&ruleset.LogRule{Prefix: "pd:00000000000000aa", Group: 100, Rate: 5, Burst: 10, Comment: "log a drop"},
+				&ruleset.LogRule{Prefix: "pd:00000000000000aa", Group: 100, Limit: "log-limit-5-10", Comment: "log a drop"},
 				&ruleset.LogRule{Prefix: "pd:00000000000000bb", Group: 3},
 				&ruleset.VerdictRule{Verdict: drop(), Comment: "default deny"},
 			}},

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -15,8 +16,8 @@ import (
 
 // This file reads the kernel's nftables state with plain nfnetlink requests:
 // the ruleset generation id (google/nftables v0.3.0 has no getter for it) and
-// the names, types and elements of policyd's sets, its chains, and the
-// handle and userdata of every rule of every chain. Rule expressions are
+// the names, types and elements of policyd's sets, its chains, its limit
+// objects, and the handle and userdata of every rule of every chain. Rule expressions are
 // never decoded.
 
 // errDumpInterrupted reports a dump the kernel marked inconsistent because
@@ -119,6 +120,7 @@ type kTable struct {
 	exists bool
 	sets   []*kSet
 	chains []*kChain
+	limits []*ruleset.Limit
 }
 
 type kSet struct {
@@ -188,7 +190,78 @@ func readTable(c *netlink.Conn) (*kTable, error) {
 	for _, ch := range t.chains {
 		ch.rules = rules[ch.name]
 	}
+	if t.limits, err = readLimits(c); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+// readLimits reads the table's limit objects. One that is not a plain
+// packets-a-second limit (the only kind policyd writes) is returned with
+// rate 0, so that it differs from every wanted limit and is replaced.
+func readLimits(c *netlink.Conn) ([]*ruleset.Limit, error) {
+	m, err := request(unix.NFT_MSG_GETOBJ, netlink.Dump, unix.NFPROTO_INET, []netlink.Attribute{
+		{Type: unix.NFTA_OBJ_TABLE, Data: cstring(ruleset.TableName)},
+		{Type: unix.NFTA_OBJ_TYPE, Data: binary.BigEndian.AppendUint32(nil, unix.NFT_OBJECT_LIMIT)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := execute(c, m)
+	if err != nil {
+		return nil, fmt.Errorf("list objects of table inet %s: %w", ruleset.TableName, err)
+	}
+	var out []*ruleset.Limit
+	for _, r := range msgs {
+		ad, err := decoder(r)
+		if err != nil {
+			return nil, err
+		}
+		l := &ruleset.Limit{}
+		var table string
+		var typ uint32
+		var rate, unit uint64
+		var kind, flags uint32
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_OBJ_TABLE:
+				table = ad.String()
+			case unix.NFTA_OBJ_NAME:
+				l.Name = ad.String()
+			case unix.NFTA_OBJ_TYPE:
+				typ = ad.Uint32()
+			case unix.NFTA_OBJ_DATA:
+				ad.Nested(func(nd *netlink.AttributeDecoder) error {
+					for nd.Next() {
+						switch nd.Type() {
+						case unix.NFTA_LIMIT_RATE:
+							rate = nd.Uint64()
+						case unix.NFTA_LIMIT_UNIT:
+							unit = nd.Uint64()
+						case unix.NFTA_LIMIT_BURST:
+							l.Burst = nd.Uint32()
+						case unix.NFTA_LIMIT_TYPE:
+							kind = nd.Uint32()
+						case unix.NFTA_LIMIT_FLAGS:
+							flags = nd.Uint32()
+						}
+					}
+					return nil
+				})
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, fmt.Errorf("decode object: %w", err)
+		}
+		if table != ruleset.TableName || typ != unix.NFT_OBJECT_LIMIT {
+			continue
+		}
+		if unit == 1 && kind == unix.NFT_LIMIT_PKTS && flags == 0 && rate <= math.MaxUint32 {
+			l.Rate = uint32(rate)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 func cstring(s string) []byte { return append([]byte(s), 0) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -26,8 +27,8 @@ func lowerLog(r *ruleset.LogRule) []expr.Any {
 		)
 	}
 	exprs = append(exprs, &expr.Counter{})
-	if r.Rate != 0 {
-		exprs = append(exprs, &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(r.Rate), Unit: expr.LimitTimeSecond, Burst: r.Burst})
+	if r.Limit != "" {
+		exprs = append(exprs, &expr.Objref{Type: int(nftables.ObjTypeLimit), Name: r.Limit})
 	}
 	exprs = append(exprs, &expr.Log{
 		Key:   1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX,
@@ -46,10 +47,36 @@ func checkLog(r *ruleset.LogRule) error {
 		return fmt.Errorf("log prefix longer than %d bytes", ruleset.MaxLogPrefix)
 	case strings.ContainsAny(r.Prefix, "\"\x00\n"):
 		return fmt.Errorf("log prefix %q holds a quote, newline or NUL", r.Prefix)
-	case r.Rate == 0 && r.Burst != 0:
-		return errors.New("log burst without a rate")
-	case r.Rate != 0 && r.Burst == 0:
-		return errors.New("log rate without a burst")
+	case strings.ContainsAny(r.Limit, "\"\x00\n"):
+		return fmt.Errorf("limit name %q holds a quote, newline or NUL", r.Limit)
 	}
 	return nil
 }
+
+// lowerLimit returns the netlink form of a limit object.
+func lowerLimit(t *nftables.Table, l *ruleset.Limit) (*nftables.NamedObj, error) {
+	if err := checkLimit(l); err != nil {
+		return nil, err
+	}
+	return &nftables.NamedObj{Table: t, Name: l.Name, Type: nftables.ObjTypeLimit,
+		Obj: &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(l.Rate), Unit: expr.LimitTimeSecond, Burst: l.Burst}}, nil
+}
+
+// checkLimit validates a limit object.
+func checkLimit(l *ruleset.Limit) error {
+	switch {
+	case l.Name == "" || len(l.Name) > maxObjName:
+		return fmt.Errorf("limit name %q is empty or longer than %d bytes", l.Name, maxObjName)
+	case strings.ContainsAny(l.Name, "\"\x00\n "):
+		return fmt.Errorf("limit name %q holds a quote, space, newline or NUL", l.Name)
+	case l.Rate == 0:
+		return fmt.Errorf("limit %s: rate 0", l.Name)
+	case l.Burst == 0:
+		return fmt.Errorf("limit %s: burst 0", l.Name)
+	}
+	return nil
+}
+
+// maxObjName is the longest object name the kernel takes (NFT_OBJ_MAXNAMELEN
+// less its terminating zero).
+const maxObjName = 255

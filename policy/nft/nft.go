@@ -414,6 +414,14 @@ func emit(conn *nftables.Conn, steps []ruleset.Step, want *ruleset.Ruleset) erro
 			if err != nil {
 				return err
 			}
+		case ruleset.StepAddLimit:
+			o, err := lowerLimit(t, st.Limit)
+			if err != nil {
+				return err
+			}
+			conn.AddObj(o)
+		case ruleset.StepDelLimit:
+			conn.DeleteObject(&nftables.NamedObj{Table: t, Name: st.Limit.Name, Type: nftables.ObjTypeLimit})
 		default:
 			return fmt.Errorf("%s", st.Kind)
 		}

@@ -13,8 +13,8 @@ import "net/netip"
 //     and before deleting the chains those entries jump to);
 //  3. flush the maps among DelSets (their entries may jump to chains about
 //     to go), then delete DelChains and ReplaceBaseChains;
-//  4. delete DelSets (their rules are gone by now);
-//  5. add AddSets (empty);
+//  4. delete DelSets (their rules are gone by now), then DelLimits;
+//  5. add AddLimits, then AddSets (empty);
 //  6. add the AddChains chains, then their rules and those of RefillChains
 //     (they may jump to each other and look up the new sets);
 //  7. add the elements of AddSets, then AddElements (map entries may jump
@@ -60,6 +60,9 @@ type Plan struct {
 	// ReplaceBaseChains are base chains whose hook or priority changed,
 	// which the kernel cannot update: they are deleted and created again.
 	ReplaceBaseChains []*Chain
+	// AddLimits and DelLimits are the limit objects to create and delete.
+	// Their names are their contents, so a limit is never changed in place.
+	AddLimits, DelLimits []*Limit
 }
 
 // SetElements is a list of elements of one set.
@@ -74,7 +77,7 @@ func (p *Plan) Empty() bool {
 		len(p.AddElements) == 0 && len(p.DelElements) == 0 &&
 		len(p.AddChains) == 0 && len(p.RefillChains) == 0 && len(p.DelChains) == 0 &&
 		len(p.AddBaseChains) == 0 && len(p.RefillBaseChains) == 0 &&
-		len(p.ReplaceBaseChains) == 0
+		len(p.ReplaceBaseChains) == 0 && len(p.AddLimits) == 0 && len(p.DelLimits) == 0
 }
 
 // PlanCounts counts what a plan touches. Each field counts objects, not
@@ -89,13 +92,15 @@ type PlanCounts struct {
 	Chains int
 	// Rules counts rules written.
 	Rules int
+	// Limits counts limit objects added or deleted.
+	Limits int
 }
 
 // Ops returns the number of operations in the plan: one per set, chain, rule
 // and element touched. A replaced base chain counts twice (delete and add).
 func (p *Plan) Ops() int {
 	c := p.Counts()
-	return c.Sets + c.Elements + c.Chains + c.Rules + len(p.ReplaceBaseChains)
+	return c.Sets + c.Elements + c.Chains + c.Rules + c.Limits + len(p.ReplaceBaseChains)
 }
 
 // Counts returns what the plan touches, by kind.
@@ -119,6 +124,7 @@ func (p *Plan) Counts() PlanCounts {
 		}
 	}
 	c.Chains += len(p.DelChains)
+	c.Limits = len(p.AddLimits) + len(p.DelLimits)
 	return c
 }
 
@@ -209,6 +215,7 @@ func Diff(old, new *Ruleset) *Plan {
 			p.RefillBaseChains = append(p.RefillBaseChains, c)
 		}
 	}
+	p.AddLimits, p.DelLimits = diffLimits(old.Limits, new.Limits)
 	for _, c := range old.Chains {
 		n, ok := newChains[c.Name]
 		switch {
@@ -221,6 +228,33 @@ func Diff(old, new *Ruleset) *Plan {
 		}
 	}
 	return p
+}
+
+// diffLimits returns the limits of new that old lacks, and those of old that
+// new lacks. A limit of old whose rate or burst differs from the one of the
+// same name in new (only adopt can read such a thing back from the kernel)
+// is deleted and added again.
+func diffLimits(old, new []*Limit) (add, del []*Limit) {
+	have := make(map[string]*Limit, len(old))
+	for _, l := range old {
+		have[l.Name] = l
+	}
+	want := make(map[string]bool, len(new))
+	for _, l := range new {
+		want[l.Name] = true
+		if o, ok := have[l.Name]; !ok || *o != *l {
+			add = append(add, l)
+		}
+		if o, ok := have[l.Name]; ok && *o != *l {
+			del = append(del, o)
+		}
+	}
+	for _, l := range old {
+		if !want[l.Name] {
+			del = append(del, l)
+		}
+	}
+	return add, del
 }
 
 // sameSetType reports whether the kernel set a could serve as b: same key

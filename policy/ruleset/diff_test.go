@@ -359,6 +359,10 @@ func TestDiff_ApplyGivesNew(t *testing.T) {
 		baseRuleset(func(r *Ruleset) { r.Set("ports-a").Key = KeyIPv4ProtoPort }),
 		baseRuleset(func(r *Ruleset) { r.Chain("input").Rules = nil }),
 		baseRuleset(func(r *Ruleset) { r.Chain("input").Base.Priority = 0 }),
+		baseRuleset(func(r *Ruleset) { r.Limits = []*Limit{{Name: LimitName(10, 5), Rate: 10, Burst: 5}} }),
+		baseRuleset(func(r *Ruleset) { r.Limits = []*Limit{{Name: LimitName(20, 5), Rate: 20, Burst: 5}} }),
+		// What adopt reads when someone replaced the object: same name, other rate.
+		baseRuleset(func(r *Ruleset) { r.Limits = []*Limit{{Name: LimitName(20, 5), Rate: 7, Burst: 5}} }),
 	}
 	for i, old := range variants {
 		for j, new := range variants {
@@ -410,6 +414,16 @@ func applyForTest(old *Ruleset, p *Plan) *Ruleset {
 			}
 		}
 	}
+	limits := map[string]*Limit{}
+	for _, l := range old.Limits {
+		limits[l.Name] = l
+	}
+	for _, l := range p.DelLimits {
+		delete(limits, l.Name)
+	}
+	for _, l := range p.AddLimits {
+		limits[l.Name] = l
+	}
 	for _, c := range p.DelChains {
 		delete(chains, c.Name)
 	}
@@ -439,6 +453,9 @@ func applyForTest(old *Ruleset, p *Plan) *Ruleset {
 		}
 	}
 	out := &Ruleset{}
+	for _, l := range limits {
+		out.Limits = append(out.Limits, l)
+	}
 	for _, s := range sets {
 		out.Sets = append(out.Sets, s)
 	}

@@ -11,20 +11,41 @@ import (
 // compile puts it first in a log chain (see LogChainPrefix) whose next rule
 // applies the verdict it records.
 //
-//	counter limit rate 10/second burst 5 packets log prefix "pd:0123456789abcdef" group 100
+//	counter limit name "log-limit-100-200" log prefix "pd:0123456789abcdef" group 100
 //
 // Prefix is the id of what decided (see Decider); Group the nfnetlink_log
 // group. With States set the rule matches only packets in those conntrack
-// states (`ct state new counter …`), which accept logging uses. Rate is in
-// packets a second; 0 logs every packet (no limit expression). The counter
-// counts every packet that reaches the rule, the limit only gates the log.
+// states (`ct state new counter …`), which accept logging uses. Limit names
+// the table's Limit object that gates the log; every log rule of a table
+// names the same one, so the rate is the node's, however many deciders fire.
+// An empty Limit logs every packet. The counter counts every packet that
+// reaches the rule, the limit only gates the log.
 type LogRule struct {
 	States  CtState
 	Prefix  string
 	Group   uint16
-	Rate    uint32
-	Burst   uint32
+	Limit   string
 	Comment string
+}
+
+// Limit is a named limit object of the table (`limit NAME { rate R/second
+// burst B packets }`): a token bucket the rules that name it share. Its name
+// is its content (see LimitName), so a changed rate is a new object and the
+// kernel never has to update one in place, which it cannot do for limits.
+type Limit struct {
+	Name  string
+	Rate  uint32 // packets a second; never 0
+	Burst uint32 // packets
+}
+
+// LimitName returns the name of the Limit of rate and burst.
+func LimitName(rate, burst uint32) string {
+	return fmt.Sprintf("log-limit-%d-%d", rate, burst)
+}
+
+// Text renders the object's declaration.
+func (l *Limit) Text() string {
+	return fmt.Sprintf("limit %s { rate %d/second burst %d packets }", l.Name, l.Rate, l.Burst)
 }
 
 // MaxLogPrefix is the longest log prefix the kernel keeps (NF_LOG_PREFIXLEN
@@ -49,8 +70,8 @@ func (r *LogRule) Text() string {
 		parts = append(parts, "ct state "+ctStateText(r.States))
 	}
 	parts = append(parts, "counter")
-	if r.Rate != 0 {
-		parts = append(parts, fmt.Sprintf("limit rate %d/second burst %d packets", r.Rate, r.Burst))
+	if r.Limit != "" {
+		parts = append(parts, "limit name "+quote(r.Limit))
 	}
 	parts = append(parts, fmt.Sprintf("log prefix %s group %d", quote(r.Prefix), r.Group))
 	return strings.Join(parts, " ")

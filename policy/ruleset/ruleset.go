@@ -24,6 +24,8 @@ type Ruleset struct {
 	Sets []*Set
 	// Chains holds base and regular chains, sorted by name.
 	Chains []*Chain
+	// Limits holds the named limit objects, sorted by name.
+	Limits []*Limit
 	// Deciders maps the id every LogRule carries as its prefix to what it
 	// stands for. It is metadata: it is neither printed, diffed nor written,
 	// and ids are content hashes, so one id means one decider in every
@@ -49,11 +51,22 @@ func (r *Ruleset) Chain(name string) *Chain {
 	return nil
 }
 
+// Limit returns the limit object called name, or nil.
+func (r *Ruleset) Limit(name string) *Limit {
+	for _, l := range r.Limits {
+		if l.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
 // Sort puts sets, chains and set elements in canonical order. Compile calls it;
 // anything that builds a Ruleset by hand must too.
 func (r *Ruleset) Sort() {
 	sort.Slice(r.Sets, func(i, j int) bool { return r.Sets[i].Name < r.Sets[j].Name })
 	sort.Slice(r.Chains, func(i, j int) bool { return r.Chains[i].Name < r.Chains[j].Name })
+	sort.Slice(r.Limits, func(i, j int) bool { return r.Limits[i].Name < r.Limits[j].Name })
 	for _, s := range r.Sets {
 		s.SortElements()
 	}

@@ -23,7 +23,7 @@ func Shapes() []Rule {
 		&KernelRule{Handle: 7, Comment: "sample kernel rule"},
 		&CtMarkRule{Family: 4, Field: Saddr, Set: "shape-peer4", Mark: 0x00100000, Comment: "sample ct mark"},
 		&TCPPickupRule{Family: 4, Field: Daddr, Set: "shape-peer4", Verdict: Verdict{Kind: Drop}, Comment: "sample tcp pickup"},
-		&LogRule{States: CtNew, Prefix: "pd:0123456789abcdef", Group: 7, Rate: 10, Burst: 5, Comment: "sample log"},
+		&LogRule{States: CtNew, Prefix: "pd:0123456789abcdef", Group: 7, Limit: "shape-limit", Comment: "sample log"},
 	}
 }
 
@@ -41,6 +41,7 @@ func ShapesRuleset() *Ruleset {
 			{Name: "shape-cidr4", Key: KeyIPv4, Interval: true, Elements: []Element{{Addr: a, AddrEnd: netip.MustParseAddr("10.0.255.255")}}},
 		},
 	}
+	r.Limits = []*Limit{{Name: "shape-limit", Rate: 10, Burst: 5}}
 	c := &Chain{Name: "shapes", Base: &Base{Hook: HookInput, Priority: 0, Policy: Accept}}
 	for _, rule := range Shapes() {
 		if ShapeOf(rule).Writable() {

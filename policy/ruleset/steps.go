@@ -28,6 +28,10 @@ const (
 	// StepAddElements adds Elems to Set, or all of Set's elements when
 	// Whole is set.
 	StepAddElements
+	// StepDelLimit deletes the limit object Limit (no rule names it by now).
+	StepDelLimit
+	// StepAddLimit creates the limit object Limit.
+	StepAddLimit
 )
 
 // String returns the step kind's name, for error messages.
@@ -51,6 +55,10 @@ func (k StepKind) String() string {
 		return "add rules"
 	case StepAddElements:
 		return "add elements"
+	case StepDelLimit:
+		return "delete limit"
+	case StepAddLimit:
+		return "add limit"
 	}
 	return fmt.Sprintf("invalid step kind %d", k)
 }
@@ -61,6 +69,7 @@ type Step struct {
 	Kind  StepKind
 	Set   *Set
 	Chain *Chain
+	Limit *Limit
 	// Elems are the elements a StepDelElements or StepAddElements touches,
 	// unless Whole is set.
 	Elems []Element
@@ -125,6 +134,14 @@ func (p *Plan) Steps() []Step {
 	}
 	for _, s := range p.DelSets {
 		out = append(out, Step{Kind: StepDelSet, Set: s})
+	}
+	// The rules naming a limit to delete went with their chains above; a
+	// limit deleted and added again (adopt found it changed) is added after.
+	for _, l := range p.DelLimits {
+		out = append(out, Step{Kind: StepDelLimit, Limit: l})
+	}
+	for _, l := range p.AddLimits {
+		out = append(out, Step{Kind: StepAddLimit, Limit: l})
 	}
 	// Sets before maps, as Ruleset.Text declares them, so that a new table
 	// lists in the same order as one loaded with nft -f.

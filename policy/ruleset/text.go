@@ -8,7 +8,7 @@ import (
 )
 
 // Text renders the Ruleset as `nft -f` input that creates the table from
-// nothing. The order is fixed: sets, regular chains, maps, base chains, so that
+// nothing. The order is fixed: limit objects, sets, regular chains, maps, base chains, so that
 // every name is declared before it is referenced.
 func (r *Ruleset) Text() string { return r.TextAs(TableName) }
 
@@ -17,6 +17,9 @@ func (r *Ruleset) Text() string { return r.TextAs(TableName) }
 func (r *Ruleset) TextAs(table string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", table)
+	for _, l := range r.Limits {
+		fmt.Fprintf(&b, "\t%s\n", l.Text())
+	}
 	for _, s := range r.Sets {
 		if !s.Map {
 			s.writeText(&b)
