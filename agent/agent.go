@@ -58,6 +58,9 @@ const (
 	retryInterval       = time.Second
 	// DefaultFlowMark is the conntrack mark bit of strict mode.
 	DefaultFlowMark = 0x00100000
+	// DefaultCutMark is the conntrack mark bit of the UDP and SCTP flows
+	// strict mode cut (compile.Options.CutMark).
+	DefaultCutMark = DefaultFlowMark << 1
 )
 
 // Config configures an Agent.
@@ -105,6 +108,10 @@ type Config struct {
 	// FlowMark is the conntrack mark bit strict mode uses; zero means
 	// DefaultFlowMark.
 	FlowMark uint32
+	// CutMark is the conntrack mark bit of the flows strict mode cut and
+	// keeps (UDP, SCTP), which the table drops; zero means DefaultCutMark.
+	// It must not share a bit with FlowMark.
+	CutMark uint32
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
 	OnCommit func(Commit)
@@ -195,6 +202,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.FlowMark == 0 {
 		cfg.FlowMark = DefaultFlowMark
 	}
+	if cfg.CutMark == 0 {
+		cfg.CutMark = DefaultCutMark
+	}
+	if cfg.FlowMark&cfg.CutMark != 0 {
+		return nil, fmt.Errorf("agent: flow mark %#x and cut mark %#x share bits", cfg.FlowMark, cfg.CutMark)
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -210,6 +223,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.CutEstablished != nil {
 		a.compiler.Options.FlowMark = cfg.FlowMark
+		a.compiler.Options.CutMark = cfg.CutMark
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
 	return a, nil
@@ -473,7 +487,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 // table: the marked flows the committed table would not admit are ended.
 func (a *Agent) cutEstablished(ctx context.Context, rs *ruleset.Ruleset) {
 	start := time.Now()
-	res, err := ctcut.Pass(ctx, a.cfg.CutEstablished, rs, a.cfg.NodeName, a.cfg.FlowMark)
+	res, err := ctcut.Pass(ctx, a.cfg.CutEstablished, rs, a.cfg.NodeName, a.cfg.FlowMark, a.cfg.CutMark)
 	a.metrics.ctPass.Observe(time.Since(start).Seconds())
 	if err != nil {
 		a.metrics.ctErrors.Inc()
@@ -488,7 +502,10 @@ func (a *Agent) cutEstablished(ctx context.Context, rs *ruleset.Ruleset) {
 		a.metrics.ctErrors.Inc()
 		a.log.Warn("strict mode: flow not judged or not cut", "err", e)
 	}
-	a.log.Debug("strict mode pass", "judged", res.Judged, "cut", len(res.Cuts), "duration", time.Since(start))
+	if res.Restored > 0 {
+		a.log.Info("strict mode: flows cut earlier are admitted again", "flows", res.Restored)
+	}
+	a.log.Debug("strict mode pass", "judged", res.Judged, "cut", len(res.Cuts), "restored", res.Restored, "duration", time.Since(start))
 }
 
 func (a *Agent) observeProgrammed(rs *ruleset.Ruleset) {

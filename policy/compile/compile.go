@@ -202,7 +202,14 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	rs.Sets = append(rs.Sets, netSets...)
 	markSets, markRules := flowMarkSets(cc.Options, c.localPods, own)
 	rs.Sets = append(rs.Sets, markSets...)
-	rs.Chains = append(rs.Chains, baseChains(markRules, netRules)...)
+	base := baseChains(markRules, netRules)
+	if m := cc.Options.CutMark; m != 0 {
+		for _, b := range base {
+			cut := &ruleset.CutMarkRule{Mark: m, Verdict: ruleset.Verdict{Kind: ruleset.Drop}, Comment: "strict mode: a connection cut by a policy change"}
+			b.Rules = append([]ruleset.Rule{cut}, b.Rules...)
+		}
+	}
+	rs.Chains = append(rs.Chains, base...)
 	rs.Sort()
 	return rs, nil
 }

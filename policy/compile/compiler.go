@@ -32,6 +32,11 @@ type Options struct {
 	// admit; dropping pickups keeps a cut connection from being revived
 	// from its other end.
 	FlowMark uint32
+	// CutMark, when not zero, is the conntrack mark bit strict mode sets on
+	// the connections it cuts without deleting them (UDP, SCTP): the first
+	// rule of each base chain drops every packet of such a connection,
+	// before the established rule accepts it (ruleset.CutMarkRule).
+	CutMark uint32
 }
 
 // Names of the sets the pod-network option adds.

@@ -10,17 +10,19 @@
 // the reply tuple's source (a ClusterIP flow is judged as the endpoint pod it
 // reached), on the reply's source port; egress of the source and ingress of
 // the destination, as the kernel judges a first packet. TCP, UDP and SCTP
-// flows are judged; others (ICMP) are left to expire. A denied flow is
-// deleted; the table drops a TCP connection's first packet without SYN to or
-// from such pods, so neither end can revive it by a mid-stream pickup, and a
-// UDP packet after the cut is a new flow the table judges.
+// flows are judged; others (ICMP) are left to expire.
 //
-// Known gap, UDP: a reply the destination sends between the delete and the
-// source's next datagram starts a reverse flow that the table judges as a
-// new connection from the destination, which policies usually admit; the
-// source's datagrams then ride it as replies. TestAgent_LabCutEstablished
-// measures how often. Closing it needs the cut entries kept and dropped
-// (a cut mark matched before the established rule) rather than deleted.
+// A denied TCP flow is deleted: the table drops a TCP connection's first
+// packet without SYN to or from such pods, so neither end can revive it by
+// a mid-stream pickup. A denied UDP or SCTP flow is kept and given the cut
+// mark bit (compile.Options.CutMark), which the first rule of each base
+// chain drops in both directions: had the entry been deleted, a reply the
+// destination sent before the source's next datagram would have started a
+// reverse flow, judged as a new connection from the destination (which
+// policies usually admit), and the source's datagrams would then ride it as
+// replies. The kept entry expires when its traffic stops (conntrack's UDP
+// timeout); a later pass that finds a cut flow allowed again (the policy
+// came back) deletes it, so its next packet is judged as new.
 //
 // What a pass does not see: flows established before the mark rule existed
 // (strict mode turned on, or a table of an older policyd), flows of a pod
@@ -48,7 +50,9 @@ type Flow struct {
 	// original destination after DNAT), DstPort its port.
 	Dst     netip.Addr
 	DstPort uint16
-	// Ref is the backend's handle on the entry, for Delete.
+	// Mark is the entry's conntrack mark.
+	Mark uint32
+	// Ref is the backend's handle on the entry, for Delete and SetMark.
 	Ref any
 }
 
@@ -62,6 +66,9 @@ type Table interface {
 	Flows(ctx context.Context, mark uint32) ([]Flow, error)
 	// Delete ends one entry; an entry already gone is not an error.
 	Delete(ctx context.Context, f Flow) error
+	// SetMark sets the conntrack mark of an entry to mark; an entry
+	// already gone is not an error.
+	SetMark(ctx context.Context, f Flow, mark uint32) error
 	// LocalAddrs returns the node's own addresses (fib saddr type local).
 	LocalAddrs(ctx context.Context) (map[netip.Addr]bool, error)
 }
@@ -155,7 +162,12 @@ type Cut struct {
 // Result is what one pass did.
 type Result struct {
 	Judged int
-	Cuts   []Cut
+	// Cuts are the flows this pass ended: deleted (TCP) or given the cut
+	// mark (UDP, SCTP).
+	Cuts []Cut
+	// Restored counts the flows cut earlier that the ruleset admits again:
+	// their entries are deleted, so their next packet is judged as new.
+	Restored int
 	// Errors are flows the pass could not judge or delete.
 	Errors []error
 }
@@ -166,10 +178,12 @@ type judgeKey struct {
 	port     uint16
 }
 
-// Pass dumps the flows carrying mark, judges each against rs and deletes
-// those rs denies. Flows with equal (protocol, source, destination,
-// destination port) are judged once.
-func Pass(ctx context.Context, t Table, rs *ruleset.Ruleset, node string, mark uint32) (Result, error) {
+// Pass dumps the flows carrying mark, judges each against rs and ends those
+// rs denies: TCP flows (and all flows when cutMark is 0) are deleted, UDP and
+// SCTP flows get the cutMark bit, which the table drops. A flow with the
+// cutMark bit that rs admits again is deleted. Flows with equal (protocol,
+// source, destination, destination port) are judged once.
+func Pass(ctx context.Context, t Table, rs *ruleset.Ruleset, node string, mark, cutMark uint32) (Result, error) {
 	var res Result
 	flows, err := t.Flows(ctx, mark)
 	if err != nil {
@@ -195,12 +209,27 @@ func Pass(ctx context.Context, t Table, rs *ruleset.Ruleset, node string, mark u
 			}
 			judged[k] = v
 		}
-		if v.Allowed {
+		wasCut := cutMark != 0 && f.Mark&cutMark == cutMark
+		switch {
+		case v.Allowed && wasCut:
+			if err := t.Delete(ctx, f); err != nil {
+				res.Errors = append(res.Errors, fmt.Errorf("deleting %s: %w", f, err))
+				continue
+			}
+			res.Restored++
 			continue
-		}
-		if err := t.Delete(ctx, f); err != nil {
-			res.Errors = append(res.Errors, fmt.Errorf("deleting %s: %w", f, err))
+		case v.Allowed, wasCut:
 			continue
+		case f.Proto == 6 || cutMark == 0:
+			if err := t.Delete(ctx, f); err != nil {
+				res.Errors = append(res.Errors, fmt.Errorf("deleting %s: %w", f, err))
+				continue
+			}
+		default:
+			if err := t.SetMark(ctx, f, f.Mark|cutMark); err != nil {
+				res.Errors = append(res.Errors, fmt.Errorf("marking %s cut: %w", f, err))
+				continue
+			}
 		}
 		res.Cuts = append(res.Cuts, Cut{Flow: f, Verdict: v})
 	}

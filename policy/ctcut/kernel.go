@@ -61,7 +61,8 @@ func (k *Kernel) Flows(_ context.Context, mark uint32) ([]Flow, error) {
 			Proto: c.TupleOrig.Proto.Protocol,
 			Src:   c.TupleOrig.IP.SourceAddress.Unmap(), SrcPort: c.TupleOrig.Proto.SourcePort,
 			Dst: c.TupleReply.IP.SourceAddress.Unmap(), DstPort: c.TupleReply.Proto.SourcePort,
-			Ref: conntrack.Flow{TupleOrig: c.TupleOrig, TupleReply: c.TupleReply, Zone: c.Zone, ID: c.ID},
+			Mark: c.Mark,
+			Ref:  conntrack.Flow{TupleOrig: c.TupleOrig, TupleReply: c.TupleReply, Zone: c.Zone, ID: c.ID},
 		})
 	}
 	return out, nil
@@ -74,6 +75,21 @@ func (k *Kernel) Delete(_ context.Context, f Flow) error {
 		return errors.New("flow not from this table")
 	}
 	err := k.conn.Delete(cf)
+	var oe *netlink.OpError
+	if errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOENT) {
+		return nil // gone already
+	}
+	return err
+}
+
+// SetMark implements Table.
+func (k *Kernel) SetMark(_ context.Context, f Flow, mark uint32) error {
+	cf, ok := f.Ref.(conntrack.Flow)
+	if !ok {
+		return errors.New("flow not from this table")
+	}
+	u := conntrack.Flow{TupleOrig: cf.TupleOrig, TupleReply: cf.TupleReply, Zone: cf.Zone, Mark: mark}
+	err := k.conn.Update(u)
 	var oe *netlink.OpError
 	if errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOENT) {
 		return nil // gone already

@@ -107,6 +107,7 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				&ruleset.VerdictRule{Verdict: returnV()},
 			}},
 			{Name: "strict", Rules: []ruleset.Rule{
+				&ruleset.CutMarkRule{Mark: 0x00200000, Verdict: drop(), Comment: "cut flow"},
 				&ruleset.CtMarkRule{Family: 4, Field: ruleset.Saddr, Set: "all4", Mark: 0x00100000, Comment: "policed flow"},
 				&ruleset.TCPPickupRule{Family: 6, Field: ruleset.Daddr, Set: "all6", Verdict: drop()},
 			}},

@@ -253,6 +253,13 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 				Mask: binaryutil.NativeEndian.PutUint32(^r.Mark), Xor: binaryutil.NativeEndian.PutUint32(r.Mark)},
 			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
 		), nil, nil // no verdict: the packet continues
+	case *ruleset.CutMarkRule:
+		exprs = []expr.Any{
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(r.Mark), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(r.Mark)},
+		}
 	case *ruleset.TCPPickupRule:
 		exprs = append(nfprotoMatch(r.Family),
 			loadAddr(r.Family, r.Field, 1),
@@ -394,6 +401,11 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 		return needSet("address", set, func(s *ruleset.Set) bool { return !s.Map && !s.Key.HasPort() && s.Key.Family() == fam },
 			fmt.Sprintf("an ipv%d_addr set", fam))
 	case *ruleset.VerdictRule:
+		return checkVerdict(r.Verdict)
+	case *ruleset.CutMarkRule:
+		if r.Mark == 0 {
+			return errors.New("cut mark rule matches no bit")
+		}
 		return checkVerdict(r.Verdict)
 	case *ruleset.LogRule:
 		return checkLog(r)

@@ -40,6 +40,7 @@ const (
 	ShapeCtMark
 	ShapeTCPPickup
 	ShapeLog
+	ShapeCutMark
 	// numShapes counts the shapes, ShapeInvalid included; it must stay last.
 	numShapes
 )
@@ -174,6 +175,20 @@ type CtMarkRule struct {
 	Comment string
 }
 
+// CutMarkRule applies Verdict to a packet whose connection carries every
+// bit of Mark in its conntrack mark. Strict mode sets that bit on the
+// connections it cuts but keeps (UDP and SCTP, whose entries, if deleted,
+// a reply could recreate in the other direction), and the rule, first in
+// each base chain, drops every later packet of theirs, either way. A new
+// connection's mark is 0: the rule never matches a first packet.
+//
+//	ct mark & 0x00200000 == 0x00200000 drop
+type CutMarkRule struct {
+	Mark    uint32
+	Verdict Verdict
+	Comment string
+}
+
 // TCPPickupRule matches a TCP packet that would start a connection without
 // a SYN (conntrack picks up a connection in mid-stream, as after its entry
 // was deleted) when its Field address is in Set, and applies Verdict. In the
@@ -199,6 +214,7 @@ func (*UnknownAddrRule) shape() Shape { return ShapeUnknownAddr }
 func (*VerdictRule) shape() Shape     { return ShapeVerdict }
 func (*KernelRule) shape() Shape      { return ShapeKernel }
 func (*CtMarkRule) shape() Shape      { return ShapeCtMark }
+func (*CutMarkRule) shape() Shape     { return ShapeCutMark }
 func (*TCPPickupRule) shape() Shape   { return ShapeTCPPickup }
 
 // RuleComment implements Rule.
@@ -227,6 +243,15 @@ func (r *KernelRule) RuleComment() string { return r.Comment }
 
 // RuleComment implements Rule.
 func (r *CtMarkRule) RuleComment() string { return r.Comment }
+
+// RuleComment implements Rule.
+func (r *CutMarkRule) RuleComment() string { return r.Comment }
+
+// RuleVerdict implements Rule.
+func (r *CutMarkRule) RuleVerdict() Verdict { return r.Verdict }
+
+// SetRefs implements Rule: none.
+func (r *CutMarkRule) SetRefs() []string { return nil }
 
 // RuleComment implements Rule.
 func (r *TCPPickupRule) RuleComment() string { return r.Comment }

@@ -24,6 +24,7 @@ func Shapes() []Rule {
 		&CtMarkRule{Family: 4, Field: Saddr, Set: "shape-peer4", Mark: 0x00100000, Comment: "sample ct mark"},
 		&TCPPickupRule{Family: 4, Field: Daddr, Set: "shape-peer4", Verdict: Verdict{Kind: Drop}, Comment: "sample tcp pickup"},
 		&LogRule{States: CtNew, Prefix: "pd:0123456789abcdef", Group: 7, Limit: "shape-limit", Comment: "sample log"},
+		&CutMarkRule{Mark: 0x00200000, Verdict: Verdict{Kind: Drop}, Comment: "sample cut mark"},
 	}
 }
 

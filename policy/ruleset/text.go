@@ -241,6 +241,11 @@ func (r *CtMarkRule) Text() string {
 }
 
 // Text implements Rule, in the form nft lists it.
+func (r *CutMarkRule) Text() string {
+	return fmt.Sprintf("ct mark & 0x%08x == 0x%08x %s", r.Mark, r.Mark, r.Verdict)
+}
+
+// Text implements Rule, in the form nft lists it.
 func (r *TCPPickupRule) Text() string {
 	return fmt.Sprintf("%s %s @%s tcp flags != syn / fin,syn,rst,ack %s", familyWord(r.Family), r.Field, r.Set, r.Verdict)
 }

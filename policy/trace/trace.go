@@ -239,6 +239,10 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		// Marking changes no verdict: matched or not, the packet goes on.
 		in, err := t.addrIn(r.Family, r.Field, r.Set)
 		return in, ruleset.Verdict{}, err
+	case *ruleset.CutMarkRule:
+		// A traced packet is a connection's first, whose mark is 0: only
+		// the later packets of a connection strict mode cut match.
+		return false, r.Verdict, nil
 	case *ruleset.TCPPickupRule:
 		in, err := t.addrIn(r.Family, r.Field, r.Set)
 		// A traced packet is a connection's first; Pickup says whether it
