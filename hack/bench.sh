@@ -34,6 +34,8 @@ run "ClusterNetworkPolicy: compile the 10k/2k node without and with 100 Admin + 
   go test -run='^$' -bench='ClusterPolicies' -benchmem -benchtime=5x ./policy/compile/
 run "Partial sync through netlink: one pod add written to a real kernel table" \
   go test -run='^$' -bench='BenchmarkSync' -benchmem -benchtime=20x ./policy/nft/
+run "Strict mode: one --cut-established pass over 100,000 conntrack entries on the 10k/2k node (dump with the kernel mark filter, judge every marked flow, cut the denied)" \
+  go test -run='^$' -bench='BenchmarkPass' -benchtime=3x -timeout=10m ./policy/ctcut/
 go build -o "$tmp/pktbench" ./bench/cmd/pktbench
 run "Packet path: 64-byte UDP packets/s and new TCP connections/s through a node namespace" \
   "$tmp/pktbench" -rounds 5 -duration 1s

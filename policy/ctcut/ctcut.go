@@ -103,7 +103,7 @@ func Judge(rs *ruleset.Ruleset, node string, local map[netip.Addr]bool, f Flow) 
 		}
 		return trace.Endpoint{Addr: a}
 	}
-	hops, ok, err := trace.Path(map[string]*ruleset.Ruleset{node: rs}, endpoint(f.Src), endpoint(f.Dst), f.Proto, f.DstPort)
+	hops, ok, err := trace.Judge(map[string]*ruleset.Ruleset{node: rs}, endpoint(f.Src), endpoint(f.Dst), f.Proto, f.DstPort)
 	if err != nil {
 		return Verdict{}, err
 	}
@@ -145,8 +145,11 @@ func isLocalPod(rs *ruleset.Ruleset, a netip.Addr) bool {
 	if s == nil {
 		return false
 	}
-	for i := range s.Len() {
-		if s.At(i).Addr == a {
+	if len(s.Elements) == 0 {
+		return s.Addrs.Contains(a)
+	}
+	for _, e := range s.Elements {
+		if e.Addr == a {
 			return true
 		}
 	}

@@ -248,6 +248,17 @@ func (l AddrList) Len() int {
 	return len(l.data) / 4
 }
 
+// Contains reports whether a is in the list, by binary search: PackAddrs
+// keeps the list sorted.
+func (l AddrList) Contains(a netip.Addr) bool {
+	if a.Is4() == l.v6 {
+		return false
+	}
+	n := l.Len()
+	i := sort.Search(n, func(i int) bool { return l.At(i).Compare(a) >= 0 })
+	return i < n && l.At(i) == a
+}
+
 // At returns address i.
 func (l AddrList) At(i int) netip.Addr {
 	if l.v6 {

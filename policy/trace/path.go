@@ -57,6 +57,18 @@ type HopResult struct {
 // rulesets of every node on its path. rulesets maps node names to their
 // compiled Ruleset; a node on the path without one is an error.
 func Path(rulesets map[string]*ruleset.Ruleset, src, dst Endpoint, proto uint8, port uint16) ([]HopResult, bool, error) {
+	return path(rulesets, src, dst, proto, port, false)
+}
+
+// Judge is Path for callers that need only the verdict and the deciding
+// rule: each hop's Result holds its Decider (and Logged) but no Steps, and
+// no other rule's text is rendered. Strict mode judges every marked flow of
+// a node with it.
+func Judge(rulesets map[string]*ruleset.Ruleset, src, dst Endpoint, proto uint8, port uint16) ([]HopResult, bool, error) {
+	return path(rulesets, src, dst, proto, port, true)
+}
+
+func path(rulesets map[string]*ruleset.Ruleset, src, dst Endpoint, proto uint8, port uint16, quiet bool) ([]HopResult, bool, error) {
 	allowed := true
 	var out []HopResult
 	for _, h := range Hops(src, dst) {
@@ -64,7 +76,7 @@ func Path(rulesets map[string]*ruleset.Ruleset, src, dst Endpoint, proto uint8, 
 		if !ok {
 			return nil, false, fmt.Errorf("trace: no ruleset for node %q", h.Node)
 		}
-		res, err := Trace(rs, h.Hook, Packet{Src: src.Addr, Dst: dst.Addr, Protocol: proto, Port: port, SrcLocal: h.SrcLocal})
+		res, err := trace(rs, h.Hook, Packet{Src: src.Addr, Dst: dst.Addr, Protocol: proto, Port: port, SrcLocal: h.SrcLocal}, quiet)
 		if err != nil {
 			return nil, false, fmt.Errorf("node %s hook %s: %w", h.Node, h.Hook, err)
 		}

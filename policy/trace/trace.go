@@ -83,6 +83,11 @@ const maxDepth = 8
 
 // Trace walks the base chain attached to hook with pkt.
 func Trace(rs *ruleset.Ruleset, hook ruleset.Hook, pkt Packet) (*Result, error) {
+	return trace(rs, hook, pkt, false)
+}
+
+// trace is Trace; quiet records no Steps, only the Decider.
+func trace(rs *ruleset.Ruleset, hook ruleset.Hook, pkt Packet, quiet bool) (*Result, error) {
 	if pkt.State == 0 {
 		pkt.State = ruleset.CtNew
 	}
@@ -100,7 +105,7 @@ func Trace(rs *ruleset.Ruleset, hook ruleset.Hook, pkt Packet) (*Result, error) 
 		res.Verdict = ruleset.Accept // no chain on this hook: policyd does not interfere
 		return res, nil
 	}
-	t := &tracer{rs: rs, pkt: pkt, res: res}
+	t := &tracer{rs: rs, pkt: pkt, res: res, quiet: quiet}
 	v, err := t.chain(base, 0)
 	if err != nil {
 		return nil, err
@@ -121,6 +126,8 @@ type tracer struct {
 	rs  *ruleset.Ruleset
 	pkt Packet
 	res *Result
+	// quiet records no Steps: only the Decider's text is rendered.
+	quiet bool
 }
 
 // chain evaluates c and returns the terminal verdict (Accept or Drop), Return,
@@ -134,11 +141,16 @@ func (t *tracer) chain(c *ruleset.Chain, depth int) (ruleset.Verdict, error) {
 		if err != nil {
 			return ruleset.Verdict{}, fmt.Errorf("trace: chain %s rule %d: %w", c.Name, i, err)
 		}
-		t.res.Steps = append(t.res.Steps, Step{Chain: c.Name, Rule: i, Text: r.Text(), Comment: r.RuleComment(), Matched: matched})
+		if t.quiet && !matched {
+			continue
+		}
+		step := Step{Chain: c.Name, Rule: i, Text: r.Text(), Comment: r.RuleComment(), Matched: matched}
+		if !t.quiet {
+			t.res.Steps = append(t.res.Steps, step)
+		}
 		if !matched {
 			continue
 		}
-		step := t.res.Steps[len(t.res.Steps)-1]
 		switch v.Kind {
 		case ruleset.VerdictInvalid:
 			// Only a non-terminal shape (a log or ct mark statement)
@@ -232,7 +244,7 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 			return false, r.Verdict, err
 		}
 		in := func(s *ruleset.Set) bool {
-			return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) })
+			return containsAddr(s, addr)
 		}
 		return in(cidr) && !in(known), r.Verdict, nil
 	case *ruleset.CtMarkRule:
@@ -278,7 +290,7 @@ func (t *tracer) addrIn(fam int, field ruleset.Field, name string) (bool, error)
 	default:
 		return false, fmt.Errorf("address lookup on invalid field")
 	}
-	return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) }), nil
+	return containsAddr(s, addr), nil
 }
 
 func (t *tracer) allow(r *ruleset.AllowRule) (bool, ruleset.Verdict, error) {
@@ -303,7 +315,7 @@ func (t *tracer) allow(r *ruleset.AllowRule) (bool, ruleset.Verdict, error) {
 		if s.Key.Family() != r.Family || s.Key.HasPort() {
 			return false, r.Verdict, fmt.Errorf("peer set %s has key %s, not an IPv%d address", s.Name, s.Key.NftType(), r.Family)
 		}
-		if !contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, addr) }) {
+		if !containsAddr(s, addr) {
 			return false, r.Verdict, nil
 		}
 	}
@@ -343,6 +355,15 @@ func (t *tracer) set(name string, wantMap bool) (*ruleset.Set, error) {
 		return nil, fmt.Errorf("set %q used as map=%v but is map=%v", name, wantMap, s.Map)
 	}
 	return s, nil
+}
+
+// containsAddr reports whether address a is in the address set s: a
+// binary search when s is packed (the large peer sets), else a scan.
+func containsAddr(s *ruleset.Set, a netip.Addr) bool {
+	if len(s.Elements) == 0 && s.Addrs.Len() > 0 {
+		return s.Addrs.Contains(a)
+	}
+	return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, a) })
 }
 
 func contains(s *ruleset.Set, match func(ruleset.Element) bool) bool {
