@@ -91,6 +91,15 @@ func AgreementWith(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr, opt
 						t.Fatalf("trace %s -> %s: %v", src.m.IP, dst.m.IP, err)
 					}
 					checked++
+					// Judge (no steps recorded) must reach the same verdict
+					// through the same deciding rule.
+					jhops, jallowed, err := trace.Judge(rulesets, src.t, dst.t, uint8(proto), uint16(port))
+					if err != nil {
+						t.Fatalf("judge %s -> %s: %v", src.m.IP, dst.m.IP, err)
+					}
+					if jallowed != allowed || len(jhops) != len(hops) || (len(hops) > 0 && !sameDecider(jhops[len(jhops)-1].Decider, hops[len(hops)-1].Decider)) {
+						mismatches = append(mismatches, fmt.Sprintf("%s -> %s %s/%d: Judge says allowed=%v, Path says %v", name(src.m), name(dst.m), proto, port, jallowed, allowed))
+					}
 					if bad := checkLogged(rulesets, hops, opts.Log); bad != "" && len(mismatches) < 5 {
 						mismatches = append(mismatches, fmt.Sprintf("%s -> %s %s/%d: %s", name(src.m), name(dst.m), proto, port, bad))
 					}
@@ -111,6 +120,13 @@ func AgreementWith(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr, opt
 
 // checkLogged checks what the hops of one connection logged (see
 // AgreementWith); it returns "" when all is well.
+func sameDecider(a, b *trace.Step) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
 func checkLogged(rulesets map[string]*ruleset.Ruleset, hops []trace.HopResult, opts compile.LogOptions) string {
 	for _, h := range hops {
 		rs := rulesets[h.Node]
