@@ -48,6 +48,14 @@ func newLabCluster(t *testing.T, s *apiservertest.Server, agentConfig *rest.Conf
 // be nil), given the node's network namespace handle.
 func newLabClusterWith(t *testing.T, s *apiservertest.Server, agentConfig *rest.Config, nss []string, pods []*corev1.Pod, opts func(node string, ns int) agentOption) *labCluster {
 	t.Helper()
+	return newLabClusterIn(t, s, agentConfig, nss, pods, opts, nil)
+}
+
+// newLabClusterIn is newLabClusterWith where the pods notInAPI names (by
+// key) are built in the lab, addresses and all, but not created in the API
+// server: pods the CNI has wired that the agent cannot know yet.
+func newLabClusterIn(t *testing.T, s *apiservertest.Server, agentConfig *rest.Config, nss []string, pods []*corev1.Pod, opts func(node string, ns int) agentOption, notInAPI map[string]bool) *labCluster {
+	t.Helper()
 	netnstest.RequireRoot(t)
 	ctx := context.Background()
 	l, err := lab.New(ctx, lab.Config{CNI: lab.CNIRouted, Nodes: labNodes, RunID: fmt.Sprintf("ag%d", os.Getpid()%1000000)}, pods)
@@ -55,6 +63,9 @@ func newLabClusterWith(t *testing.T, s *apiservertest.Server, agentConfig *rest.
 	t.Cleanup(func() { require.NoError(t, l.Close()) })
 	lc := &labCluster{t: t, lab: l, admin: s.Client(), nss: nss}
 	for _, p := range l.PodObjects() {
+		if notInAPI[key(p.Namespace, p.Name)] {
+			continue
+		}
 		orig := p.DeepCopy()
 		orig.Status = corev1.PodStatus{}
 		createPod(t, lc.admin, orig, p.Status.PodIP)

@@ -243,9 +243,14 @@ func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod) ([]*ruleset.S
 		return &ruleset.UnknownAddrRule{Family: fam, Field: f, CIDRSet: cidr, KnownSet: known, Verdict: drop,
 			Comment: "a pod policyd does not know yet"}
 	}
+	// The node's own addresses can lie inside the pod network (a bridge
+	// CNI's gateway is the first address of the node's pod CIDR, and the
+	// node's traffic to its pods, kubelet's probes among it, comes from
+	// there): what the node sends is never an unknown pod's.
+	node := &ruleset.FibLocalRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "the node's own addresses are no pod's"}
 	rules := map[ruleset.Hook][]ruleset.Rule{
-		ruleset.HookPostrouting: {unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr), unknown(4, ruleset.Daddr), unknown(6, ruleset.Daddr)},
-		ruleset.HookInput:       {unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr)},
+		ruleset.HookPostrouting: {node, unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr), unknown(4, ruleset.Daddr), unknown(6, ruleset.Daddr)},
+		ruleset.HookInput:       {node, unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr)},
 	}
 	return []*ruleset.Set{net4, net6, known4, known6}, rules, nil
 }
