@@ -100,4 +100,3 @@ func BenchmarkPass(b *testing.B) {
 		})
 	}
 }
-
