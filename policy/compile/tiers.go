@@ -31,9 +31,10 @@ import (
 //
 // For egress, "allow" is return: the destination's ingress is still judged
 // in the base chain. An Admin Pass is a goto to <next>, so the rest of the
-// Admin tier is skipped and nothing returns into it. Each rule is one
-// allow-rule shape per (peer, protocols) alternative, in written order, with
-// its action's verdict; the chains are named by their content, so pods with
+// Admin tier is skipped and nothing returns into it. Runs of rules become
+// one tier-map lookup each (tiermap.go); the other rules are one allow-rule
+// shape per (peer, protocols) alternative, in written order, with their
+// action's verdict. The chains are named by their content, so pods with
 // the same policies share them, and a packet walks only the rules of the
 // ClusterNetworkPolicies that select its pod. A pod no ClusterNetworkPolicy
 // selects gets exactly the NetworkPolicy chain it always had.
@@ -138,8 +139,11 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 	if d == cluster.Egress {
 		peerField = ruleset.Daddr
 	}
+	var entries []tierEntry
 	for _, cp := range cps {
-		for ri, r := range cp.Rules(d) {
+		rs := cp.Rules(d)
+		for ri := range rs {
+			r := &rs[ri]
 			var v ruleset.Verdict
 			switch r.Action {
 			case cluster.ActionAccept:
@@ -152,41 +156,29 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 			comment := truncate(fmt.Sprintf("%s cnp %s %s[%d] %s", cp.Tier, cp.Name, d, ri, r.Action))
 			v = c.logged(v, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
 				Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
-			if r.MatchAll {
-				rules = append(rules, &ruleset.AllowRule{Family: fam, Verdict: v, Comment: comment})
-				continue
-			}
-			portSet, named, ok := c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts})
-			if !ok {
-				continue // every protocol entry was invalid: the rule matches nothing
-			}
-			for i := range r.Peers {
-				peer := &r.Peers[i]
-				var set string
-				switch peer.Kind {
-				case cluster.PeerPods:
-					set = c.peerSet(peer, fam)
-				case cluster.PeerIPBlock:
-					if family(peer.CIDR.Addr()) != fam {
-						continue
-					}
-					set = c.blockSet(peer, fam)
-				case cluster.PeerNodes:
-					set = c.nodeSet(peer, fam)
+			e := tierEntry{cp: cp, index: ri, rule: r, verdict: v, comment: comment}
+			if !r.MatchAll {
+				var ok bool
+				e.portSet, e.named, ok = c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts})
+				if !ok {
+					continue // every protocol entry was invalid: the rule matches nothing
+				}
+				switch {
+				case len(e.named) > 0:
+				case e.portSet == "":
+					e.class = tierAllPorts
 				default:
-					return "", fmt.Errorf("clusternetworkpolicy %s %s[%d]: peer of unknown kind %d", cp.Name, d, ri, peer.Kind)
-				}
-				if portSet != "" || len(named) == 0 {
-					c.usePortSet(portSet)
-					rules = append(rules, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: portSet, Verdict: v, Comment: comment})
-				}
-				for _, nk := range named {
-					nk.family = fam
-					rules = append(rules, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: c.namedSet(nk, d), Verdict: v, Comment: comment})
+					e.class = tierPorts
 				}
 			}
+			entries = append(entries, e)
 		}
 	}
+	laid, err := c.layoutTier(d, fam, peerField, entries)
+	if err != nil {
+		return "", err
+	}
+	rules = append(rules, laid...)
 	if d == cluster.Ingress && end.Kind == ruleset.Drop {
 		rules = append(rules, nodeTraffic())
 	}

@@ -345,8 +345,10 @@ func decodeVerdict(k kElem) (ruleset.Verdict, error) {
 		return ruleset.Verdict{Kind: ruleset.Return}, nil
 	case unix.NFT_JUMP:
 		return ruleset.Verdict{Kind: ruleset.Jump, Chain: k.chain}, nil
+	case unix.NFT_GOTO:
+		return ruleset.Verdict{Kind: ruleset.Goto, Chain: k.chain}, nil
 	}
-	// Any other verdict (goto, continue, queue …) is not one policyd writes;
+	// Any other verdict (continue, queue …) is not one policyd writes;
 	// an invalid verdict differs from every wanted one, so Diff replaces it.
 	return ruleset.Verdict{}, nil
 }

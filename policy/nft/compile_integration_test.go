@@ -120,7 +120,8 @@ func requireTextEqualsNetlink(t *testing.T, rs *ruleset.Ruleset) {
 
 // TestLower_CompiledClusterPoliciesMatchNftText: a ruleset compiled from
 // random ClusterNetworkPolicies (tier chains: accept, drop, return and goto
-// verdicts, node and network peers) lists the same whether applied as text
+// verdicts, node and network peers, tier maps keyed by address and by
+// address, protocol and port) lists the same whether applied as text
 // or through netlink, and the netlink backend adopts the text table with
 // 0 operations.
 func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
@@ -132,12 +133,15 @@ func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if txt := cand.Text(); strings.Contains(txt, " goto ") && strings.Contains(txt, "nodes4-") && strings.Contains(txt, "-baseline-") {
+		txt := cand.Text()
+		tierMaps := strings.Contains(txt, " . meta l4proto . th dport vmap @tmap") &&
+			(strings.Contains(txt, "saddr vmap @tmap") || strings.Contains(txt, "daddr vmap @tmap")) && strings.Contains(txt, ": goto ")
+		if strings.Contains(txt, " goto ") && strings.Contains(txt, "-baseline-") && tierMaps {
 			rs = cand
 		}
 	}
 	if rs == nil {
-		t.Fatal("no seed compiled to a ruleset with goto, node peers and a baseline chain: the generator changed")
+		t.Fatal("no seed compiled to a ruleset with goto, a baseline chain and tier maps of both kinds with goto entries: the generator changed")
 	}
 	requireTextEqualsNetlink(t, rs)
 }

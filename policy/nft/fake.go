@@ -216,7 +216,7 @@ func (st *fakeStore) chainUser(name string) string {
 	}
 	for _, s := range st.sets {
 		for _, e := range s.elems {
-			if s.def.Map && e.Verdict.Kind == ruleset.Jump && e.Verdict.Chain == name {
+			if s.def.Map && (e.Verdict.Kind == ruleset.Jump || e.Verdict.Kind == ruleset.Goto) && e.Verdict.Chain == name {
 				return "map " + s.def.Name
 			}
 		}

@@ -210,8 +210,12 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			&expr.Lookup{SourceRegister: 1, SetName: "__set%d"},
 		)
 	case *ruleset.DispatchRule:
-		exprs = append(nfprotoMatch(r.Family),
-			loadAddr(r.Family, r.Field, 1),
+		exprs = append(nfprotoMatch(r.Family), loadAddr(r.Family, r.Field, 1))
+		if r.Ports {
+			_, n := addrOffset(r.Family, r.Field)
+			exprs = append(exprs, loadProtoPort(int(n/4), true)...)
+		}
+		exprs = append(exprs,
 			&expr.Lookup{SourceRegister: 1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: r.Map},
 		)
 		// The map supplies the verdict.
@@ -324,6 +328,11 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 		}
 		if r.Field != ruleset.Saddr && r.Field != ruleset.Daddr {
 			return fmt.Errorf("invalid field %d", r.Field)
+		}
+		if r.Ports {
+			return needSet("map", r.Map, func(s *ruleset.Set) bool {
+				return s.Map && s.Key.HasPort() && s.Key.HasAddr() && s.Interval && s.Key.Family() == r.Family
+			}, fmt.Sprintf("an interval verdict map of ipv%d_addr . inet_proto . inet_service", r.Family))
 		}
 		return needSet("map", r.Map, func(s *ruleset.Set) bool {
 			return s.Map && !s.Key.HasPort() && s.Key.Family() == r.Family

@@ -93,10 +93,18 @@ type NDRule struct {
 // DispatchRule looks the packet's Field address up in verdict map Map:
 //
 //	ip saddr vmap @egress4
+//
+// With Ports the key is the address, the protocol and the destination port
+// (a map of type ipv4_addr . inet_proto . inet_service, flags interval),
+// which is how a tier chain looks a run of ClusterNetworkPolicy rules up at
+// once:
+//
+//	ip saddr . meta l4proto . th dport vmap @tmap4-0123456789abcdef
 type DispatchRule struct {
 	Family  int // 4 or 6
 	Field   Field
 	Map     string
+	Ports   bool
 	Comment string
 }
 

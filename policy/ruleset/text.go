@@ -201,6 +201,9 @@ func (r *NDRule) Text() string {
 
 // Text implements Rule.
 func (r *DispatchRule) Text() string {
+	if r.Ports {
+		return fmt.Sprintf("%s %s . meta l4proto . th dport vmap @%s", familyWord(r.Family), r.Field, r.Map)
+	}
 	return fmt.Sprintf("%s %s vmap @%s", familyWord(r.Family), r.Field, r.Map)
 }
 

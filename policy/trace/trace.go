@@ -217,8 +217,11 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		} else if r.Field != ruleset.Saddr {
 			return false, ruleset.Verdict{}, fmt.Errorf("dispatch on invalid field")
 		}
+		if r.Ports != m.Key.HasPort() {
+			return false, ruleset.Verdict{}, fmt.Errorf("dispatch (ports %v) through map %s of key %s", r.Ports, m.Name, m.Key.NftType())
+		}
 		for i := range m.Len() {
-			if e := m.At(i); inAddrRange(m, e, addr) {
+			if e := m.At(i); inAddrRange(m, e, addr) && (!r.Ports || portMatches(e, p)) {
 				return true, e.Verdict, nil
 			}
 		}

@@ -1,0 +1,453 @@
+package compile
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/ruleset"
+)
+
+// Tier maps: a run of ClusterNetworkPolicy rules as one lookup.
+//
+// A tier chain evaluates its rules in order, first match wins, with
+// different verdicts (accept, drop, goto the next tier, goto a log chain).
+// Written one allow-rule shape per peer, a packet walks every rule of every
+// ClusterNetworkPolicy that selects its pod before the one that decides:
+// the cost grows with the policies. So consecutive rules that can be
+// expressed as boxes of (address range, protocol, port range) are compiled
+// into one interval verdict map, looked up once:
+//
+//	ip saddr . meta l4proto . th dport vmap @tmap4-…   (rules with ports)
+//	ip saddr vmap @tmap4-…                             (rules without)
+//
+// The map's elements are disjoint: compile resolves the rules' order
+// itself, giving each piece of the key space the verdict of the first rule
+// that covers it. A rule that matches every protocol cannot go into a
+// ported map (ICMP has no port), and one with named ports resolves them on
+// the destination pod, which a shared chain cannot know, so such rules, and
+// the rules forced to match everything, stay single rules and split the
+// runs around them, as do rules whose peers are too large to copy (see
+// maxTierRuleBoxes). A run that would be one rule anyway stays a rule.
+//
+// The map is named after what defines its contents (the rules, peers and
+// ports, not the addresses the peers hold), so a pod that joins a peer is
+// an element add, like for a peer set.
+
+// tierClass says how a tier rule can be laid out.
+type tierClass uint8
+
+const (
+	// tierPlain rules stay allow-rule shapes.
+	tierPlain tierClass = iota
+	// tierPorts rules go into a map keyed by address, protocol and port.
+	tierPorts
+	// tierAllPorts rules (every protocol and port) go into a map keyed by
+	// address.
+	tierAllPorts
+)
+
+// tierEntry is one rule of a tier chain before it is laid out.
+type tierEntry struct {
+	cp      *cluster.ClusterPolicy
+	index   int
+	rule    *cluster.ClusterRule
+	verdict ruleset.Verdict
+	comment string
+	class   tierClass
+	portSet string
+	named   []namedKey
+	// boxes is the number of boxes the entry puts in a tier map.
+	boxes int
+}
+
+// tierBox is a piece of the key space: addresses [lo, hi] and, in a ported
+// map, one protocol and ports [plo, phi].
+type tierBox struct {
+	lo, hi   netip.Addr
+	proto    uint8
+	plo, phi uint16
+	order    int // the entry's position: lower wins
+}
+
+// Bounds on what a tier map copies. A peer set is shared by every chain
+// that names it; a tier map holds its own copy of its rules' addresses,
+// times their ports, and every pod that joins a peer is an element add in
+// each map that copies it. So a rule whose peers hold more than
+// maxTierRuleBoxes boxes (a Pass from every namespace, say) stays a single
+// rule on its shared set, and a run stops growing at maxTierMapBoxes.
+const (
+	maxTierRuleBoxes = 1024
+	maxTierMapBoxes  = 4096
+)
+
+// layoutTier turns the entries of a tier chain into its rules.
+func (c *compiler) layoutTier(d cluster.Direction, fam int, peerField ruleset.Field, entries []tierEntry) ([]ruleset.Rule, error) {
+	for i := range entries {
+		e := &entries[i]
+		if e.class == tierPlain {
+			continue
+		}
+		n, err := c.boxCount(e, fam)
+		if err != nil {
+			return nil, err
+		}
+		if n > maxTierRuleBoxes {
+			e.class = tierPlain
+		}
+		e.boxes = n
+	}
+	var out []ruleset.Rule
+	for i := 0; i < len(entries); {
+		j, boxes := i+1, entries[i].boxes
+		for j < len(entries) && entries[i].class != tierPlain && entries[j].class == entries[i].class && boxes+entries[j].boxes <= maxTierMapBoxes {
+			boxes += entries[j].boxes
+			j++
+		}
+		run := entries[i:j]
+		i = j
+		if run[0].class == tierPlain || c.plainCount(run, fam) < 2 {
+			for k := range run {
+				rules, err := c.plainTierRules(d, &run[k], fam, peerField)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, rules...)
+			}
+			continue
+		}
+		rule, err := c.tierMap(d, fam, peerField, run)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rule)
+	}
+	return out, nil
+}
+
+// boxCount is the number of boxes entry e puts in a tier map of family fam.
+func (c *compiler) boxCount(e *tierEntry, fam int) (int, error) {
+	ports := 1
+	if e.class == tierPorts {
+		ports = len(c.portElements(e.portSet))
+	}
+	n := 0
+	for i := range e.rule.Peers {
+		peer := &e.rule.Peers[i]
+		if peer.Kind == cluster.PeerPods {
+			// Counted without unpacking the (cached) address list.
+			name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
+			n += c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims).Len() * ports
+			continue
+		}
+		ranges, err := c.peerRanges(peer, fam)
+		if err != nil {
+			return 0, fmt.Errorf("clusternetworkpolicy %s: %w", e.cp.Name, err)
+		}
+		n += len(ranges) * ports
+	}
+	return n, nil
+}
+
+// plainCount is the number of allow rules run would take as single rules.
+func (c *compiler) plainCount(run []tierEntry, fam int) int {
+	n := 0
+	for _, e := range run {
+		for _, p := range e.rule.Peers {
+			if p.Kind != cluster.PeerIPBlock || family(p.CIDR.Addr()) == fam {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// plainTierRules returns the allow-rule shapes of one tier rule: one per
+// (peer, port form), in written order.
+func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, peerField ruleset.Field) ([]ruleset.Rule, error) {
+	if e.rule.MatchAll {
+		return []ruleset.Rule{&ruleset.AllowRule{Family: fam, Verdict: e.verdict, Comment: e.comment}}, nil
+	}
+	var out []ruleset.Rule
+	for i := range e.rule.Peers {
+		peer := &e.rule.Peers[i]
+		var set string
+		switch peer.Kind {
+		case cluster.PeerPods:
+			set = c.peerSet(peer, fam)
+		case cluster.PeerIPBlock:
+			if family(peer.CIDR.Addr()) != fam {
+				continue
+			}
+			set = c.blockSet(peer, fam)
+		case cluster.PeerNodes:
+			set = c.nodeSet(peer, fam)
+		default:
+			return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: peer of unknown kind %d", e.cp.Name, d, e.index, peer.Kind)
+		}
+		if e.portSet != "" || len(e.named) == 0 {
+			c.usePortSet(e.portSet)
+			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment})
+		}
+		for _, nk := range e.named {
+			nk.family = fam
+			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: c.namedSet(nk, d), Verdict: e.verdict, Comment: e.comment})
+		}
+	}
+	return out, nil
+}
+
+// tierMap returns the dispatch rule of a run of entries of one class,
+// creating its map on first use.
+func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry) (ruleset.Rule, error) {
+	ported := run[0].class == tierPorts
+	var key strings.Builder
+	fmt.Fprintf(&key, "%s|%d|%v", d, fam, ported)
+	var names []string
+	for _, e := range run {
+		fmt.Fprintf(&key, "|%s|%s|%s", e.comment, e.verdict, e.portSet)
+		for _, p := range e.rule.Peers {
+			key.WriteString("|" + p.Key)
+		}
+		names = append(names, fmt.Sprintf("%s %s[%d]", e.cp.Name, d, e.index))
+	}
+	name := fmt.Sprintf("tmap%d-%s", fam, shortHash(key.String()))
+	comment := truncate(fmt.Sprintf("%s cnp rules %s", run[0].cp.Tier, strings.Join(names, ", ")))
+	rule := &ruleset.DispatchRule{Family: fam, Field: peerField, Map: name, Ports: ported, Comment: comment}
+	if _, ok := c.maps[name]; ok {
+		return rule, nil
+	}
+	var boxes []tierBox
+	verdicts := make([]ruleset.Verdict, len(run))
+	for order, e := range run {
+		verdicts[order] = e.verdict
+		var ports []ruleset.Element
+		if ported {
+			ports = c.portElements(e.portSet)
+		}
+		for i := range e.rule.Peers {
+			ranges, err := c.peerRanges(&e.rule.Peers[i], fam)
+			if err != nil {
+				return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
+			}
+			for _, r := range ranges {
+				if !ported {
+					boxes = append(boxes, tierBox{lo: r[0], hi: r[1], order: order})
+					continue
+				}
+				for _, p := range ports {
+					boxes = append(boxes, tierBox{lo: r[0], hi: r[1], proto: p.Proto, plo: p.Port, phi: max(p.PortEnd, p.Port), order: order})
+				}
+			}
+		}
+	}
+	m := &ruleset.Set{Name: name, Map: true, Interval: true, Key: ruleset.AddrKey(fam), Comment: comment}
+	if ported {
+		m.Key = ruleset.KeyIPv4ProtoPort
+		if fam == 6 {
+			m.Key = ruleset.KeyIPv6ProtoPort
+		}
+		m.Elements = firstMatchPorts(boxes, verdicts)
+	} else {
+		m.Elements = firstMatchAddrs(boxes, verdicts)
+	}
+	c.maps[name] = m
+	return rule, nil
+}
+
+// portElements returns the elements of the port set portMatch made.
+func (c *compiler) portElements(name string) []ruleset.Element {
+	if s, ok := c.sets[name]; ok {
+		return s.Elems()
+	}
+	if s, ok := c.pending[name]; ok {
+		return s.Elems()
+	}
+	return nil
+}
+
+// peerRanges returns the address ranges of family fam a peer holds: what
+// peerSet, blockSet or nodeSet would put in its set.
+func (c *compiler) peerRanges(peer *cluster.Peer, fam int) ([][2]netip.Addr, error) {
+	var out [][2]netip.Addr
+	switch peer.Kind {
+	case cluster.PeerPods:
+		name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
+		addrs := c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims)
+		for i := range addrs.Len() {
+			a := addrs.At(i)
+			out = append(out, [2]netip.Addr{a, a})
+		}
+	case cluster.PeerIPBlock:
+		if family(peer.CIDR.Addr()) == fam {
+			out = subtractPrefixes(peer.CIDR, peer.Except)
+		}
+	case cluster.PeerNodes:
+		for _, n := range c.src.Nodes() {
+			if peer.NodeSelector == nil || !peer.NodeSelector.Matches(n.Labels) {
+				continue
+			}
+			for _, a := range n.IPs {
+				if family(a) == fam {
+					out = append(out, [2]netip.Addr{a, a})
+				}
+			}
+		}
+	default:
+		return nil, fmt.Errorf("peer of unknown kind %d", peer.Kind)
+	}
+	return out, nil
+}
+
+// elementary calls f for each maximal address range over which the set of
+// boxes covering it does not change, with those boxes (in no order); ranges
+// no box covers are skipped. bounds are the range starts.
+func elementary(boxes []tierBox, f func(lo, hi netip.Addr, active []tierBox)) {
+	if len(boxes) == 0 {
+		return
+	}
+	var bounds []netip.Addr
+	for _, b := range boxes {
+		bounds = append(bounds, b.lo)
+		if n := b.hi.Next(); n.IsValid() {
+			bounds = append(bounds, n)
+		}
+	}
+	slices.SortFunc(bounds, netip.Addr.Compare)
+	bounds = slices.Compact(bounds)
+	byLo := slices.Clone(boxes)
+	slices.SortFunc(byLo, func(a, b tierBox) int { return a.lo.Compare(b.lo) })
+	var active []tierBox
+	next := 0
+	for i, lo := range bounds {
+		kept := active[:0]
+		for _, b := range active {
+			if b.hi.Compare(lo) >= 0 {
+				kept = append(kept, b)
+			}
+		}
+		active = kept
+		for next < len(byLo) && byLo[next].lo == lo {
+			active = append(active, byLo[next])
+			next++
+		}
+		if len(active) == 0 {
+			continue
+		}
+		hi := lastAddr(lo)
+		if i+1 < len(bounds) {
+			hi = bounds[i+1].Prev()
+		}
+		f(lo, hi, active)
+	}
+}
+
+// lastAddr returns the last address of a's family.
+func lastAddr(a netip.Addr) netip.Addr {
+	return ruleset.LastAddr(netip.PrefixFrom(a, 0))
+}
+
+// firstMatchAddrs returns the disjoint elements of an address-keyed map:
+// each range gets the verdict of the first box covering it; adjacent ranges
+// of one verdict are merged.
+func firstMatchAddrs(boxes []tierBox, verdicts []ruleset.Verdict) []ruleset.Element {
+	var out []ruleset.Element
+	elementary(boxes, func(lo, hi netip.Addr, active []tierBox) {
+		win := slices.MinFunc(active, func(a, b tierBox) int { return cmp.Compare(a.order, b.order) })
+		v := verdicts[win.order]
+		if n := len(out); n > 0 && out[n-1].Verdict == v && out[n-1].AddrEnd.Next() == lo {
+			out[n-1].AddrEnd = hi
+			return
+		}
+		out = append(out, ruleset.Element{Addr: lo, AddrEnd: hi, Verdict: v})
+	})
+	return out
+}
+
+// portPiece is a port range of one protocol with its verdict.
+type portPiece struct {
+	proto   uint8
+	lo, hi  uint16
+	verdict ruleset.Verdict
+}
+
+// firstMatchPorts returns the disjoint elements of an address, protocol
+// and port keyed map: for each address range, each protocol's ports are cut
+// into the pieces the boxes covering them make, each with the verdict of
+// the first box that covers it; adjacent address ranges cut the same way
+// are merged.
+func firstMatchPorts(boxes []tierBox, verdicts []ruleset.Verdict) []ruleset.Element {
+	type span struct {
+		lo, hi netip.Addr
+		pieces []portPiece
+	}
+	var spans []span
+	elementary(boxes, func(lo, hi netip.Addr, active []tierBox) {
+		slices.SortFunc(active, func(a, b tierBox) int {
+			return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.order, b.order))
+		})
+		var pieces []portPiece
+		for start := 0; start < len(active); {
+			end := start
+			for end < len(active) && active[end].proto == active[start].proto {
+				end++
+			}
+			pieces = append(pieces, cutPorts(active[start:end], verdicts)...)
+			start = end
+		}
+		if n := len(spans); n > 0 && spans[n-1].hi.Next() == lo && slices.Equal(spans[n-1].pieces, pieces) {
+			spans[n-1].hi = hi
+			return
+		}
+		spans = append(spans, span{lo, hi, pieces})
+	})
+	var out []ruleset.Element
+	for _, s := range spans {
+		for _, p := range s.pieces {
+			out = append(out, ruleset.Element{Addr: s.lo, AddrEnd: s.hi, Proto: p.proto, Port: p.lo, PortEnd: p.hi, Verdict: p.verdict})
+		}
+	}
+	return out
+}
+
+// cutPorts returns the pieces of the port space of one protocol that the
+// boxes cover (sorted by order, first wins), sorted by port, adjacent
+// pieces of one verdict merged.
+func cutPorts(boxes []tierBox, verdicts []ruleset.Verdict) []portPiece {
+	// covered holds disjoint claimed ranges, sorted by lo.
+	var covered []portPiece
+	for _, b := range boxes {
+		lo := int(b.plo)
+		hi := int(b.phi)
+		var add []portPiece
+		for _, c := range covered {
+			if int(c.hi) < lo || int(c.lo) > hi {
+				continue
+			}
+			if int(c.lo) > lo {
+				add = append(add, portPiece{b.proto, uint16(lo), c.lo - 1, verdicts[b.order]})
+			}
+			lo = int(c.hi) + 1
+			if lo > hi {
+				break
+			}
+		}
+		if lo <= hi {
+			add = append(add, portPiece{b.proto, uint16(lo), uint16(hi), verdicts[b.order]})
+		}
+		covered = append(covered, add...)
+		slices.SortFunc(covered, func(a, b portPiece) int { return cmp.Compare(a.lo, b.lo) })
+	}
+	var out []portPiece
+	for _, p := range covered {
+		if n := len(out); n > 0 && out[n-1].verdict == p.verdict && int(out[n-1].hi)+1 == int(p.lo) {
+			out[n-1].hi = p.hi
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
