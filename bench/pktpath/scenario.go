@@ -369,7 +369,10 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 			continue
 		}
 		var ports []string
-		all := ar.PortSet == "" && ar.NamedPortSet == ""
+		all := ar.PortSet == "" && ar.Proto == 0 && ar.NamedPortSet == ""
+		if ar.Proto != 0 {
+			ports = append(ports, ruleset.ProtoText(ar.Proto)+" . "+fmt.Sprint(ar.Port))
+		}
 		if ar.PortSet != "" {
 			s := rs.Set(ar.PortSet)
 			if s == nil {

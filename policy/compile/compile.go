@@ -210,6 +210,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		}
 	}
 	rs.Chains = append(rs.Chains, base...)
+	dropUnusedPortSets(rs)
 	rs.Sort()
 	return rs, nil
 }
@@ -387,7 +388,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 	invalid := c.invalidVerdict(d)
 	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}
 	for _, r := range c.orderAllows(allows) {
-		rules = append(rules, r)
+		rules = append(rules, c.literalPort(r))
 	}
 	if d == cluster.Ingress {
 		nt := nodeTraffic()
@@ -552,6 +553,38 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedKey, o
 		c.pending[s.Name] = s
 	}
 	return s.Name, named, true
+}
+
+// literalPort returns r with its port set written as a literal port when
+// the set holds one protocol and port: two comparisons instead of a hash
+// lookup on every packet the rule sees. The set stays in c.sets until
+// dropUnusedPortSets finds no rule naming it.
+func (c *compiler) literalPort(r *ruleset.AllowRule) *ruleset.AllowRule {
+	s := c.sets[r.PortSet]
+	if r.PortSet == "" || s == nil || s.Interval || s.Len() != 1 {
+		return r
+	}
+	e := s.At(0)
+	if e.PortEnd != e.Port && e.PortEnd != 0 {
+		return r
+	}
+	lit := *r
+	lit.PortSet, lit.Proto, lit.Port = "", e.Proto, e.Port
+	return &lit
+}
+
+// dropUnusedPortSets removes the port sets no rule of the ruleset names
+// (every rule that used them got a literal port).
+func dropUnusedPortSets(rs *ruleset.Ruleset) {
+	used := map[string]bool{}
+	for _, ch := range rs.Chains {
+		for _, r := range ch.Rules {
+			for _, n := range r.SetRefs() {
+				used[n] = true
+			}
+		}
+	}
+	rs.Sets = slices.DeleteFunc(rs.Sets, func(s *ruleset.Set) bool { return s.Key == ruleset.KeyProtoPort && !used[s.Name] })
 }
 
 // usePortSet moves a port set portMatch made into the ruleset: only once a

@@ -190,7 +190,7 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 		}
 		if e.portSet != "" || len(e.named) == 0 {
 			c.usePortSet(e.portSet)
-			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment})
+			out = append(out, c.literalPort(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment}))
 		}
 		for _, nk := range e.named {
 			nk.family = fam

@@ -99,6 +99,13 @@ func TestFake_Rejects(t *testing.T) {
 			err: "limit zero: rate 0",
 		},
 		{
+			name: "literal port of a protocol without ports",
+			tweak: func(r *ruleset.Ruleset) {
+				r.Chains = append(r.Chains, &ruleset.Chain{Name: "bad", Rules: []ruleset.Rule{&ruleset.AllowRule{Family: 4, Proto: 1, Port: 8, Verdict: accept()}}})
+			},
+			err: "literal port of protocol 1",
+		},
+		{
 			name: "rule jumps to a missing chain",
 			tweak: func(r *ruleset.Ruleset) {
 				r.Chains = append(r.Chains, &ruleset.Chain{Name: "bad", Rules: []ruleset.Rule{&ruleset.VerdictRule{Verdict: jump("nope")}}})

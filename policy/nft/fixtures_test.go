@@ -90,6 +90,8 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				&ruleset.AllowRule{Family: 4, NamedPortSet: "npi4", Verdict: accept()},
 				&ruleset.AllowRule{Family: 4, PortSet: "allports", Verdict: accept()},
 				&ruleset.AllowRule{Family: 0, PortSet: "ports", Verdict: accept()},
+				&ruleset.AllowRule{Family: 4, Proto: 6, Port: 8080, PeerField: ruleset.Saddr, PeerSet: "peer4", Verdict: accept(), Comment: "literal port"},
+				&ruleset.AllowRule{Family: 0, Proto: 17, Port: 53, Verdict: accept()},
 				&ruleset.AllowRule{Family: 4, PeerField: ruleset.Daddr, PeerSet: "all4", Verdict: accept()},
 				&ruleset.AllowRule{Family: 4, PeerField: ruleset.Saddr, PeerSet: "top4", Verdict: accept()},
 				&ruleset.AllowRule{Family: 4, PeerField: ruleset.Saddr, PeerSet: "empty4", Verdict: jump("pol-c")},

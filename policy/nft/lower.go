@@ -227,6 +227,14 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			exprs = append(exprs, loadProtoPort(0, sets(r.PortSet).Interval)...)
 			exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.PortSet})
 		}
+		if r.Proto != 0 {
+			exprs = append(exprs,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{r.Proto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Port)},
+			)
+		}
 		if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") {
 			exprs = append(exprs, nfprotoMatch(r.Family)...)
 		}
@@ -354,6 +362,14 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 			}, fmt.Sprintf("an ipv%d_addr set", r.Family)); err != nil {
 				return err
 			}
+		}
+		switch {
+		case r.Proto != 0 && r.PortSet != "":
+			return errors.New("allow rule with both a port set and a literal port")
+		case r.Proto != 0 && r.Proto != unix.IPPROTO_TCP && r.Proto != unix.IPPROTO_UDP && r.Proto != unix.IPPROTO_SCTP:
+			return fmt.Errorf("literal port of protocol %d, not tcp, udp or sctp", r.Proto)
+		case r.Proto == 0 && r.Port != 0:
+			return errors.New("literal port without a protocol")
 		}
 		if r.PortSet != "" {
 			if err := needSet("port", r.PortSet, func(s *ruleset.Set) bool {

@@ -119,12 +119,21 @@ type DispatchRule struct {
 // PeerSet is looked up with the PeerField address (saddr for ingress, daddr for
 // egress); PortSet holds inet_proto . inet_service ranges; NamedPortSet holds
 // (destination address . protocol . port) triples resolved from named ports.
-// When Family is 0 the rule matches both families and only PortSet may be set.
+// When Family is 0 the rule matches both families and only PortSet (or
+// the literal port) may be set.
+//
+// Proto and Port, instead of PortSet, match one protocol and destination
+// port literally, which costs two comparisons where a set costs a hash
+// lookup; compile writes a port set of one port that way:
+//
+//	tcp dport 8080 ip saddr @PeerSet accept
 type AllowRule struct {
 	Family       int
 	PeerField    Field
 	PeerSet      string
 	PortSet      string
+	Proto        uint8 // 6, 17 or 132 with Port; 0: no literal port
+	Port         uint16
 	NamedPortSet string
 	Verdict      Verdict
 	Comment      string

@@ -213,6 +213,9 @@ func (r *AllowRule) Text() string {
 	if r.PortSet != "" {
 		parts = append(parts, "meta l4proto . th dport @"+r.PortSet)
 	}
+	if r.Proto != 0 {
+		parts = append(parts, fmt.Sprintf("%s dport %d", ProtoText(r.Proto), r.Port))
+	}
 	if r.PeerSet != "" {
 		parts = append(parts, fmt.Sprintf("%s %s @%s", familyWord(r.Family), r.PeerField, r.PeerSet))
 	}

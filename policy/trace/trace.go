@@ -334,6 +334,9 @@ func (t *tracer) allow(r *ruleset.AllowRule) (bool, ruleset.Verdict, error) {
 			return false, r.Verdict, nil
 		}
 	}
+	if r.Proto != 0 && (p.Protocol != r.Proto || p.Port != r.Port) {
+		return false, r.Verdict, nil
+	}
 	if r.NamedPortSet != "" {
 		s, err := t.set(r.NamedPortSet, false)
 		if err != nil {
