@@ -49,6 +49,16 @@ type VerdictConfig struct {
 	RecordLevel slog.Leveler
 }
 
+// Defaults of policyd run's verdict flags: a group clear of the low numbers
+// ulogd setups take, and a per-node log rate that keeps every distinct
+// denied flow visible on a quiet node while a flood costs the reader about
+// a hundred messages a second (the counters still count every packet).
+const (
+	DefaultLogGroup = 100
+	DefaultLogRate  = 100
+	DefaultLogBurst = 200
+)
+
 func (c VerdictConfig) enabled() bool { return c.Log.Drops || c.Log.Allowed }
 
 // Timing of the verdict reader.
@@ -344,6 +354,7 @@ type policyCounters struct {
 	packets, bytes, readErrors *prometheus.Desc
 	read, lost, overruns       *prometheus.Desc
 	limitedDesc, dropped       *prometheus.Desc
+	observers                  *prometheus.Desc
 
 	mu     sync.Mutex
 	last   map[string]nft.Counter // id -> the kernel's count at the last read
@@ -368,6 +379,7 @@ func newPolicyCounters(b counterReader, r *verdicts.Resolver) *policyCounters {
 		lost:        prometheus.NewDesc("policyd_verdict_lost_total", "Packets the kernel logged that never reached the agent (gaps in nflog sequence numbers: the socket buffer was full).", nil, nil),
 		overruns:    prometheus.NewDesc("policyd_verdict_socket_overruns_total", "Times the nflog socket's buffer overflowed (ENOBUFS); policyd_verdict_lost_total says how many packets that cost.", nil, nil),
 		limitedDesc: prometheus.NewDesc("policyd_verdict_rate_limited_total", "Packets counted by a logged verdict that the kernel's --log-rate limit kept from the log, since the agent bound the nflog group: per decider, counted minus read, less the packets lost. It can run ahead of the truth by the packets in flight at a scrape (a 50 ms batch).", nil, nil),
+		observers:   prometheus.NewDesc("policyd_verdict_observers", "Clients reading /verdicts (policyd observe) now.", nil, nil),
 		dropped:     prometheus.NewDesc("policyd_verdict_stream_dropped_total", "Records that observers of /verdicts missed by reading too slowly.", nil, nil),
 		last:        map[string]nft.Counter{}, totals: map[policyLabels]nft.Counter{}, since: map[string]uint64{},
 	}
@@ -451,7 +463,7 @@ func (pc *policyCounters) account() {
 
 // Describe implements prometheus.Collector.
 func (pc *policyCounters) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{pc.packets, pc.bytes, pc.readErrors, pc.read, pc.lost, pc.overruns, pc.limitedDesc, pc.dropped} {
+	for _, d := range []*prometheus.Desc{pc.packets, pc.bytes, pc.readErrors, pc.read, pc.lost, pc.overruns, pc.limitedDesc, pc.dropped, pc.observers} {
 		ch <- d
 	}
 }
@@ -481,6 +493,7 @@ func (pc *policyCounters) Collect(ch chan<- prometheus.Metric) {
 	counter(pc.overruns, st.Overruns)
 	counter(pc.limitedDesc, limited)
 	counter(pc.dropped, st.Dropped)
+	ch <- prometheus.MustNewConstMetric(pc.observers, prometheus.GaugeValue, float64(pc.resolver.Subscribers()))
 }
 
 // errVerdictsOff answers /verdicts when the table logs nothing.

@@ -12,13 +12,6 @@ func DedupSize(r *Resolver) int {
 	return len(r.dedup.cur) + len(r.dedup.prev)
 }
 
-// Subscribers counts the live subscriptions.
-func Subscribers(r *Resolver) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.subs)
-}
-
 // Queued counts the records waiting in subscriptions.
 func Queued(r *Resolver) int {
 	r.mu.Lock()

@@ -76,8 +76,7 @@ func TestHandler_StreamsFilteredRecordsPastServerTimeouts(t *testing.T) {
 	require.Eventually(t, func() bool { return subscribers(r) == 0 }, 5*time.Second, 10*time.Millisecond, "the agent drops the subscription")
 }
 
-// subscribers counts r's live subscriptions.
-func subscribers(r *verdicts.Resolver) int { return verdicts.Subscribers(r) }
+func subscribers(r *verdicts.Resolver) int { return r.Subscribers() }
 
 // gatedWriter is a ResponseWriter whose writes after the first wait for
 // gate: a client that stopped reading.

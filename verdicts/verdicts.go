@@ -356,6 +356,13 @@ func (r *Resolver) SubscribeSince(since time.Time, backlog bool) *Subscription {
 	return s
 }
 
+// Subscribers is how many subscriptions are open.
+func (r *Resolver) Subscribers() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.subs)
+}
+
 // Subscribe returns a channel of the records from now on, and a function
 // that ends the subscription.
 func (r *Resolver) Subscribe() (<-chan Record, func()) {
