@@ -184,3 +184,35 @@ func TestPolicyCounters_RateLimited(t *testing.T) {
 	require.NoError(t, pc.poll(context.Background()))
 	assert.Equal(t, uint64(500-120-30), pc.rateLimited)
 }
+
+type cnpIndex []*cluster.ClusterPolicy
+
+func (ix cnpIndex) ClusterPolicies() []*cluster.ClusterPolicy { return ix }
+
+// TestVerdictState_LearnNamesRulesAndNoticesRemovals: a ClusterNetworkPolicy
+// decider is named with its rule's name from the compiled state; a sync
+// that drops a decider is noticed (its counters are read before the
+// commit removes its chain).
+func TestVerdictState_LearnNamesRulesAndNoticesRemovals(t *testing.T) {
+	t.Parallel()
+	v := newVerdictState("n", nft.NewFake())
+	ix := cnpIndex{{Name: "block", Ingress: []cluster.ClusterRule{{Name: "first"}, {Name: "no-metrics"}}, Egress: []cluster.ClusterRule{{Name: "out"}}}}
+	in := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "ingress", Verdict: ruleset.Drop, Tier: "Admin", Name: "block", Rule: 1, Action: "Deny"}
+	out := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "egress", Verdict: ruleset.Drop, Tier: "Admin", Name: "block", Rule: 0, Action: "Deny"}
+	gone := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "egress", Verdict: ruleset.Drop, Tier: "Admin", Name: "deleted", Rule: 0, Action: "Deny"}
+	rs := func(ds ...ruleset.Decider) *ruleset.Ruleset {
+		m := map[string]ruleset.Decider{}
+		for _, d := range ds {
+			m[compile.DeciderID(d)] = d
+		}
+		return &ruleset.Ruleset{Deciders: m}
+	}
+	assert.False(t, v.learn(rs(in, out, gone), ix), "the first ruleset removes nothing")
+	for d, name := range map[*ruleset.Decider]string{&in: "no-metrics", &out: "out", &gone: ""} {
+		rec, ok := v.resolver.Handle(nflog.Packet{Time: time.Unix(1, 0), Prefix: compile.DeciderID(*d)})
+		require.True(t, ok)
+		assert.Equal(t, name, rec.RuleName, d.String())
+	}
+	assert.False(t, v.learn(rs(in, out, gone), ix))
+	assert.True(t, v.learn(rs(in, out), ix), "gone's chain goes")
+}
