@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -203,7 +204,12 @@ func TestAgent_LabVerdicts(t *testing.T) {
 	obsDone := make(chan error, 1)
 	go func() { obsDone <- obs.Wait() }()
 	t.Cleanup(func() { _ = obs.Process.Kill() })
-	require.Eventually(t, func() bool { return node1.a.Resolver().Subscribers() == 2 }, 10*time.Second, 10*time.Millisecond, "observe never connected: %s", &obsErr)
+	var textOut bytes.Buffer
+	text := exec.Command(bin, "observe", "--agent-addr", addr, "-n", ns)
+	text.Stdout, text.Stderr = &textOut, &obsErr
+	require.NoError(t, text.Start())
+	t.Cleanup(func() { _ = text.Process.Kill() })
+	require.Eventually(t, func() bool { return node1.a.Resolver().Subscribers() == 3 }, 10*time.Second, 10*time.Millisecond, "observe never connected: %s", &obsErr)
 
 	phases := []struct {
 		name     string
@@ -313,6 +319,27 @@ func TestAgent_LabVerdicts(t *testing.T) {
 	}
 	check("policyd observe -o json", printed)
 	t.Logf("policyd observe -o json printed %d records, e.g.\n%s", len(printed), strings.SplitN(obsOut.String(), "\n", 2)[0])
+	require.NoError(t, text.Process.Signal(os.Interrupt))
+	require.NoError(t, text.Wait(), "policyd observe (text) after Ctrl-C: %s", &obsErr)
+	lines := strings.Split(strings.TrimSpace(textOut.String()), "\n")
+	assert.Len(t, lines, 4, "three UDP records and the TCP one")
+	for _, l := range lines {
+		assert.Contains(t, l, " -> "+server+":80 ")
+		assert.Contains(t, l, " ingress DENIED by NetworkPolicy "+ns+"/")
+	}
+	t.Logf("policyd observe -n %s:\n%s", ns, textOut.String())
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	var series []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "policyd_policy_packets_total{") || strings.HasPrefix(l, "policyd_verdict_") {
+			series = append(series, l)
+		}
+	}
+	t.Logf("/metrics:\n%s", strings.Join(series, "\n"))
 	require.NoError(t, stream.stop())
 }
 
