@@ -122,7 +122,7 @@ func sendUDP(t *testing.T, podNS string, srcPort int, dst netip.Addr, port int) 
 		if err != nil {
 			return err
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }() // a UDP socket: nothing is buffered
 		_, err = c.Write([]byte("x"))
 		return err
 	}))
@@ -386,7 +386,7 @@ func flood(target netip.Addr, rate float64, d time.Duration) (floodReport, error
 	if err != nil {
 		return floodReport{}, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }() // a UDP socket: nothing is buffered
 	_ = c.SetWriteBuffer(4 << 20)
 	pc := ipv4.NewPacketConn(c)
 	const batch = 64
