@@ -62,7 +62,9 @@ func TestResolver_DedupPerFlowPerSecondAndUnknownIDs(t *testing.T) {
 		{nflog.Packet{Time: t0.Add(500 * time.Millisecond), Prefix: npID, Flow: flow(4000)}, true},
 		{nflog.Packet{Time: t0.Add(500 * time.Millisecond), Prefix: id, Flow: flow(4001)}, true},
 		{nflog.Packet{Time: t0.Add(999 * time.Millisecond), Prefix: id, Flow: flow(4000)}, false},
+		{nflog.Packet{Time: t0.Add(999 * time.Millisecond), Prefix: id, Flow: flow(4002)}, true},
 		{nflog.Packet{Time: t0.Add(1500 * time.Millisecond), Prefix: id, Flow: flow(4000)}, true},
+		{nflog.Packet{Time: t0.Add(1700 * time.Millisecond), Prefix: id, Flow: flow(4002)}, false}, // recorded in the previous second
 		{nflog.Packet{Time: t0.Add(1600 * time.Millisecond), Prefix: id, Flow: flow(4001)}, true},
 		{nflog.Packet{Time: t0.Add(2400 * time.Millisecond), Prefix: id, Flow: flow(4000)}, false},
 		{nflog.Packet{Time: t0.Add(9 * time.Second), Prefix: id, Flow: flow(4000)}, true},
@@ -71,8 +73,8 @@ func TestResolver_DedupPerFlowPerSecondAndUnknownIDs(t *testing.T) {
 		_, ok := r.Handle(tt.p)
 		assert.Equal(t, tt.want, ok, "packet %d", i)
 	}
-	assert.Equal(t, verdicts.Stats{Logged: 10, Recorded: 6, Deduplicated: 3, UnknownID: 1}, r.Stats())
-	assert.Equal(t, map[string]uint64{id: 8, npID: 1}, r.ReadCounts())
+	assert.Equal(t, verdicts.Stats{Logged: 12, Recorded: 7, Deduplicated: 4, UnknownID: 1}, r.Stats())
+	assert.Equal(t, map[string]uint64{id: 10, npID: 1}, r.ReadCounts())
 }
 
 // TestResolver_Records: each kind of decider becomes a record in the API's
@@ -200,6 +202,12 @@ func TestResolver_DedupMemoryIsBounded(t *testing.T) {
 		r.Handle(nflog.Packet{Time: t0.Add(time.Duration(i) * 20 * time.Microsecond), Prefix: id, Flow: f})
 	}
 	assert.LessOrEqual(t, verdicts.DedupSize(r), 2*16384)
+	// And it still deduplicates afterwards.
+	end := t0.Add(200000 * 20 * time.Microsecond)
+	_, first := r.Handle(nflog.Packet{Time: end, Prefix: id, Flow: flow(1)})
+	_, again := r.Handle(nflog.Packet{Time: end.Add(100 * time.Millisecond), Prefix: id, Flow: flow(1)})
+	assert.True(t, first)
+	assert.False(t, again, "a repeat within the second after a flood of flows")
 }
 
 func TestPolicyLabels(t *testing.T) {
