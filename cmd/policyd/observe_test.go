@@ -107,6 +107,22 @@ func observe(t *testing.T, want int, args ...string) (lines []string, stderr str
 	return strings.Split(strings.TrimSpace(out.String()), "\n"), errOut.String(), code
 }
 
+// observeFails runs policyd observe, which must end by itself within 5 s
+// (an error), and returns its stderr and exit status.
+func observeFails(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut syncBuffer
+	root := newRootCommand()
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	root.SetContext(ctx)
+	code := execute(root, append([]string{"observe"}, args...), &errOut)
+	require.NoError(t, ctx.Err(), "observe %v kept streaming instead of failing", args)
+	return errOut.String(), code
+}
+
 // TestObserve_JSONLinesFilteredByTheAgent: -o json prints one record a
 // line, the backlog --since asks for and then live records, as the agent
 // filtered them; cancelling (Ctrl-C) exits 0.
@@ -188,7 +204,7 @@ func TestObserve_Errors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, stderr, code := cli(t, "", append([]string{"observe"}, tt.args...)...)
+			stderr, code := observeFails(t, tt.args...)
 			assert.Equal(t, tt.code, code, stderr)
 			for _, n := range tt.names {
 				assert.Contains(t, stderr, n)
