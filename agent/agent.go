@@ -218,6 +218,12 @@ func New(cfg Config) (*Agent, error) {
 		a.compiler.Options.FlowMark = cfg.FlowMark
 	}
 	if cfg.Verdicts.enabled() {
+		if cfg.Verdicts.Log.Rate == 0 {
+			// No limit: a burst without a rate is a limit the kernel
+			// refuses (policyd run --log-rate 0 keeps --log-burst's default).
+			cfg.Verdicts.Log.Burst = 0
+		}
+		a.cfg.Verdicts = cfg.Verdicts
 		a.compiler.Options.Log = cfg.Verdicts.Log
 		a.verdicts = newVerdictState(cfg.NodeName, cfg.Backend)
 		if err := a.metrics.registry.Register(a.verdicts.counters); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/nflog"
@@ -215,4 +216,19 @@ func TestVerdictState_LearnNamesRulesAndNoticesRemovals(t *testing.T) {
 	}
 	assert.False(t, v.learn(rs(in, out, gone), ix))
 	assert.True(t, v.learn(rs(in, out), ix), "gone's chain goes")
+}
+
+// TestNew_UnlimitedLogHasNoBurst: --log-rate 0 with --log-burst's default
+// compiles no limit at all; a burst without a rate is a rule the kernel
+// refuses, which would fail every sync.
+func TestNew_UnlimitedLogHasNoBurst(t *testing.T) {
+	t.Parallel()
+	a, err := New(Config{NodeName: "n", Client: fake.NewClientset(), Backend: nft.NewFake(),
+		Verdicts: VerdictConfig{Log: compile.LogOptions{Drops: true, Group: 100, Rate: 0, Burst: DefaultLogBurst}}})
+	require.NoError(t, err)
+	assert.Equal(t, compile.LogOptions{Drops: true, Group: 100}, a.compiler.Options.Log)
+	a, err = New(Config{NodeName: "n", Client: fake.NewClientset(), Backend: nft.NewFake(),
+		Verdicts: VerdictConfig{Log: compile.LogOptions{Drops: true, Group: 100, Rate: 5, Burst: 7}}})
+	require.NoError(t, err)
+	assert.Equal(t, compile.LogOptions{Drops: true, Group: 100, Rate: 5, Burst: 7}, a.compiler.Options.Log)
 }
