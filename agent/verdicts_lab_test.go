@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -34,6 +35,24 @@ import (
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/verdicts"
 )
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // withVerdicts makes each lab node's agent log drops to the default group
 // in that node's namespace, rate limited as given.
@@ -185,7 +204,19 @@ func TestAgent_LabVerdicts(t *testing.T) {
 		newPod(ns, "server", "node-1", map[string]string{"app": "server"}),
 		newPod(ns, "client", "node-2", map[string]string{"app": "client"}),
 	}
-	lc := newLabClusterWith(t, s, agentRESTConfig(t, s), []string{ns}, pods, withVerdicts(agent.DefaultLogRate, agent.DefaultLogBurst))
+	// node-1's agent also writes each record to its log, at info.
+	var agentLog syncBuffer
+	opts := func(node string, h int) agentOption {
+		base := withVerdicts(agent.DefaultLogRate, agent.DefaultLogBurst)(node, h)
+		return func(c *agent.Config) {
+			base(c)
+			if node == "node-1" {
+				c.Logger = slog.New(slog.NewTextHandler(&agentLog, &slog.HandlerOptions{Level: slog.LevelInfo}))
+				c.Verdicts.RecordLevel = slog.LevelInfo
+			}
+		}
+	}
+	lc := newLabClusterWith(t, s, agentRESTConfig(t, s), []string{ns}, pods, opts)
 	node1 := lc.agents[0]
 	addr := serveAgent(t, node1.a)
 	netnsOf := map[string]string{}
@@ -342,6 +373,9 @@ func TestAgent_LabVerdicts(t *testing.T) {
 		}
 	}
 	t.Logf("/metrics:\n%s", strings.Join(series, "\n"))
+	assert.Zero(t, metric(t, addr, "policyd_verdict_packets_total", `outcome="unknown_id"`), "every id was learned before its table was committed")
+	assert.Contains(t, agentLog.String(), fmt.Sprintf("msg=verdict node=node-1 src=%s dst=%s protocol=UDP port=80 direction=ingress verdict=deny kind=NetworkPolicy policies=[%s/deny-all]", client, server, ns),
+		"the agent's log line of a record at --verdict-log-level info")
 	require.NoError(t, stream.stop())
 }
 
