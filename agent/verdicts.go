@@ -18,7 +18,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -497,4 +496,4 @@ func (pc *policyCounters) Collect(ch chan<- prometheus.Metric) {
 }
 
 // errVerdictsOff answers /verdicts when the table logs nothing.
-var errVerdictsOff = fmt.Errorf("verdict logging is off on this agent (policyd run --log-drops=false --log-allowed=false)")
+var errVerdictsOff = errors.New("verdict logging is off on this agent (policyd run --log-drops=false --log-allowed=false)")
