@@ -112,6 +112,10 @@ type Config struct {
 	// keeps (UDP, SCTP), which the table drops; zero means DefaultCutMark.
 	// It must not share a bit with FlowMark.
 	CutMark uint32
+	// Verdicts configures live verdicts (verdicts.go): what the table
+	// logs, where the agent reads it and whether records go to its log.
+	// The zero value logs nothing.
+	Verdicts VerdictConfig
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
 	OnCommit func(Commit)
@@ -159,6 +163,8 @@ type Agent struct {
 	conflicts string
 	// podNet is the fingerprint of the pod network last reported.
 	podNet string
+	// verdicts is nil unless Config.Verdicts logs something.
+	verdicts *verdictState
 
 	trigger chan struct{}
 	// podLabels shares one labels.Set among pods with identical labels,
@@ -224,6 +230,19 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.CutEstablished != nil {
 		a.compiler.Options.FlowMark = cfg.FlowMark
 		a.compiler.Options.CutMark = cfg.CutMark
+	}
+	if cfg.Verdicts.enabled() {
+		if cfg.Verdicts.Log.Rate == 0 {
+			// No limit: a burst without a rate is a limit the kernel
+			// refuses (policyd run --log-rate 0 keeps --log-burst's default).
+			cfg.Verdicts.Log.Burst = 0
+		}
+		a.cfg.Verdicts = cfg.Verdicts
+		a.compiler.Options.Log = cfg.Verdicts.Log
+		a.verdicts = newVerdictState(cfg.NodeName, cfg.Backend)
+		if err := a.metrics.registry.Register(a.verdicts.counters); err != nil {
+			return nil, fmt.Errorf("agent: registering the policy counters: %w", err)
+		}
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
 	return a, nil
@@ -326,6 +345,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	// after them.
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); factory.Shutdown(); a.bg.Wait() }()
+	if a.verdicts != nil {
+		// Bound before the first sync, so the first packets its table logs
+		// are read; they resolve once that sync has learned their ids.
+		a.bg.Add(1)
+		go func() { defer a.bg.Done(); a.readVerdicts(ctx) }()
+	}
 	cnpAtStart := false
 	if a.cfg.CNPClient != nil {
 		if cnpAtStart = a.cnpServedAtStart(ctx); cnpAtStart {
@@ -407,6 +432,13 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	reportPodNet := podNet.fingerprint() != a.podNet
 	a.podNet = podNet.fingerprint()
 	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
+	// Learned before the commit, so the first packet logged under a new id
+	// resolves (ids are content hashes: a commit that fails teaches nothing
+	// wrong).
+	removesDecider := false
+	if err == nil && a.verdicts != nil {
+		removesDecider = a.verdicts.learn(rs, a.index)
+	}
 	counts := a.objectCounts()
 	var conflicts []compile.Conflict
 	if fp := a.compiler.ConflictsFingerprint(); err == nil && fp != a.conflicts {
@@ -431,6 +463,13 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		a.metrics.objects.WithLabelValues(k).Set(float64(v))
 	}
 
+	if removesDecider {
+		// The commit deletes log chains: keep what they counted since the
+		// last scrape.
+		cctx, cancel := context.WithTimeout(ctx, counterTimeout)
+		_ = a.verdicts.counters.poll(cctx)
+		cancel()
+	}
 	var stats nft.SyncStats
 	if err == nil {
 		stats, err = a.cfg.Backend.Sync(ctx, rs)
@@ -564,10 +603,16 @@ func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
 		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
+		if a.verdicts != nil {
+			a.verdicts.addrs.update(a.index.Pod(r.pod.Namespace, r.pod.Name), r.pod)
+		}
 		a.index.UpsertPod(r.pod)
 		a.changed("Pod", r.key(), r.resourceVersion)
 	}
 	return a.handlers(upsert, func(ns, name string) {
+		if a.verdicts != nil {
+			a.verdicts.addrs.update(a.index.Pod(ns, name), nil)
+		}
 		a.index.DeletePod(ns, name)
 		a.changed("Pod", ns+"/"+name, "")
 	})

@@ -1114,12 +1114,12 @@ func breakdownTable(ss []sample) string {
 // ---- policyd as a process ----
 
 // buildPolicyd builds cmd/policyd into a temporary directory.
-func buildPolicyd(b *testing.B) string {
-	b.Helper()
-	bin := filepath.Join(b.TempDir(), "policyd")
+func buildPolicyd(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "policyd")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/policyd/policyd/cmd/policyd")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./cmd/policyd: %v\n%s", err, out)
+		tb.Fatalf("go build ./cmd/policyd: %v\n%s", err, out)
 	}
 	return bin
 }

@@ -27,6 +27,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(floodSenderEnv); spec != "" {
+		os.Exit(floodSender(spec)) // the flood test's sender, in a pod's namespace
+	}
 	// As policyd run does (--watch-list defaults to true): the tests cover
 	// the informers' streaming start-up path that production uses.
 	if err := agent.UseWatchList(true); err != nil {

@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/policyd/policyd/verdicts"
 )
 
 // Metrics are the agent's Prometheus metrics, all prefixed policyd_.
@@ -25,6 +27,8 @@ type Metrics struct {
 	latency      prometheus.Histogram
 	lastSuccess  prometheus.Gauge
 	conflicts    prometheus.Gauge
+	// verdictReaderUp is 1 while the verdict reader has the nflog group.
+	verdictReaderUp prometheus.Gauge
 	// failing reports how long syncs have been failing; the agent sets it
 	// once it exists (metrics are created before the agent).
 	failing func() float64
@@ -78,6 +82,9 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.conflicts = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_address_conflicts", Help: "Addresses that two or more pods claim in the API; each is policed as the strictest of its claimants.",
 	})
+	m.verdictReaderUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_verdict_reader_up", Help: "1 while the agent reads the nflog group its table logs verdicts to (0 with verdicts on means no records and no rate-limit accounting; the log says why).",
+	})
 	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "policyd_sync_failing_seconds", Help: "How long every sync has been failing (0 while the last sync committed); /readyz turns unready past --unready-after.",
 	}, func() float64 {
@@ -86,15 +93,23 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, failing)
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, failing)
 	return m
 }
 
-// Handler serves /metrics, /healthz (the sync loop is alive) and /readyz
-// (the first sync has committed).
+// Handler serves /metrics, /healthz (the sync loop is alive), /readyz
+// (the first sync has committed) and /verdicts (the stream of verdict
+// records, see verdicts.Resolver.Handler; 404 when verdicts are off).
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	if a.verdicts != nil {
+		mux.Handle(verdicts.Path, a.verdicts.resolver.Handler())
+	} else {
+		mux.HandleFunc(verdicts.Path, func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, errVerdictsOff.Error(), http.StatusNotFound)
+		})
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := a.Healthy(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -23,6 +24,7 @@ const (
 	msgConfig      = 1 // NFULNL_MSG_CONFIG
 	cfgCmd         = 1 // NFULA_CFG_CMD
 	cfgMode        = 2 // NFULA_CFG_MODE
+	cfgTimeout     = 4 // NFULA_CFG_TIMEOUT, in 1/100 s
 	cfgFlags       = 6 // NFULA_CFG_FLAGS
 	cmdBind        = 1 // NFULNL_CFG_CMD_BIND
 	copyPacket     = 2 // NFULNL_COPY_PACKET
@@ -43,9 +45,11 @@ type Packet struct {
 	Time time.Time
 	// Prefix is the log statement's prefix.
 	Prefix string
-	// Seq is the group-local sequence number (gaps mean the kernel lost
-	// messages); 0 when the kernel sent none.
-	Seq uint32
+	// Seq is the group-local sequence number, counted from 0 by the kernel
+	// for each bound socket; HasSeq says the kernel sent one. Conn counts
+	// the gaps (Stats.Lost).
+	Seq    uint32
+	HasSeq bool
 	// Flow is decoded from the payload; its zero value when the payload is
 	// not an IPv4 or IPv6 packet.
 	Flow Flow
@@ -60,11 +64,34 @@ type Flow struct {
 	SrcPort, DstPort uint16
 }
 
-// Conn is a socket bound to one nfnetlink_log group.
+// Conn is a socket bound to one nfnetlink_log group. Receive must not be
+// called concurrently; Stats and Close may be called from any goroutine.
 type Conn struct {
 	c     *netlink.Conn
 	group uint16
+
+	// next is the sequence number expected next, valid once seqd is set;
+	// only Receive touches them.
+	next uint32
+	seqd bool
+
+	overruns, lost atomic.Uint64
 }
+
+// Stats counts what the kernel could not deliver to a Conn.
+type Stats struct {
+	// Overruns is the times the socket's receive buffer overflowed.
+	Overruns uint64
+	// Lost is the messages the kernel logged but the socket never
+	// received: the gaps in their sequence numbers. It is exact: each
+	// logged packet gets the next number, whether or not it is delivered.
+	Lost uint64
+}
+
+// DefaultFlushTimeout is how long the kernel holds logged packets to send
+// them in one batch when Config.FlushTimeout is zero. The kernel's own
+// default is a second, which delays every record by up to that much.
+const DefaultFlushTimeout = 50 * time.Millisecond
 
 // Config configures Listen.
 type Config struct {
@@ -73,8 +100,11 @@ type Config struct {
 	// NetNS is a network namespace file descriptor; 0 is the current one.
 	NetNS int
 	// ReadBuffer sets the socket's receive buffer (bytes); 0 keeps the
-	// default.
+	// default. The kernel caps it at net.core.rmem_max.
 	ReadBuffer int
+	// FlushTimeout is the longest the kernel batches logged packets before
+	// sending them (10 ms steps); 0 means DefaultFlushTimeout.
+	FlushTimeout time.Duration
 }
 
 // Listen binds a socket to cfg.Group and asks for packet copies.
@@ -94,10 +124,17 @@ func Listen(cfg Config) (*Conn, error) {
 	mode[4] = copyPacket
 	flags := make([]byte, 2)
 	binary.BigEndian.PutUint16(flags, cfgFlagSeq)
+	flush := cfg.FlushTimeout
+	if flush <= 0 {
+		flush = DefaultFlushTimeout
+	}
+	timeout := make([]byte, 4)
+	binary.BigEndian.PutUint32(timeout, uint32(max(flush/(10*time.Millisecond), 1)))
 	for _, attrs := range [][]netlink.Attribute{
 		{{Type: cfgCmd, Data: []byte{cmdBind}}},
 		{{Type: cfgMode, Data: mode}},
 		{{Type: cfgFlags, Data: flags}},
+		{{Type: cfgTimeout, Data: timeout}},
 	} {
 		if err := l.config(attrs); err != nil {
 			c.Close()
@@ -133,12 +170,15 @@ var ErrOverrun = errors.New("nflog: socket buffer overrun, messages lost")
 // SetDeadline sets the read deadline.
 func (l *Conn) SetDeadline(t time.Time) error { return l.c.SetReadDeadline(t) }
 
-// Receive blocks for the next batch of logged packets.
+// Receive blocks for the next batch of logged packets. It returns
+// ErrOverrun once after the socket's buffer overflowed (the messages lost
+// are counted in Stats.Lost when the next one arrives).
 func (l *Conn) Receive() ([]Packet, error) {
 	msgs, err := l.c.Receive()
 	if err != nil {
 		var oe *netlink.OpError
 		if errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOBUFS) {
+			l.overruns.Add(1)
 			return nil, ErrOverrun
 		}
 		return nil, err
@@ -155,9 +195,29 @@ func (l *Conn) Receive() ([]Packet, error) {
 		if p.Time.IsZero() {
 			p.Time = time.Now()
 		}
+		if p.HasSeq {
+			l.sequence(p.Seq)
+		}
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// sequence counts the messages missing before seq.
+func (l *Conn) sequence(seq uint32) {
+	if l.seqd {
+		// uint32 arithmetic: a gap wraps around like the counter. A number
+		// from behind (no kernel sends one) is taken as a new start.
+		if gap := seq - l.next; gap != 0 && gap < 1<<31 {
+			l.lost.Add(uint64(gap))
+		}
+	}
+	l.next, l.seqd = seq+1, true
+}
+
+// Stats returns what the kernel could not deliver so far.
+func (l *Conn) Stats() Stats {
+	return Stats{Overruns: l.overruns.Load(), Lost: l.lost.Load()}
 }
 
 // Close closes the socket.
@@ -181,7 +241,7 @@ func ParseMessage(b []byte) (Packet, error) {
 			p.Len = len(pl)
 			p.Flow, _ = ParseIP(pl)
 		case attrSeq:
-			p.Seq = ad.Uint32()
+			p.Seq, p.HasSeq = ad.Uint32(), true
 		case attrTimestamp:
 			if d := ad.Bytes(); len(d) == 16 {
 				sec := binary.BigEndian.Uint64(d[0:8])

@@ -1,8 +1,13 @@
 // Package verdicts turns packets the kernel logged (nflog) into verdict
 // records: which pods, which policy and rule, which verdict. It owns the
 // map from log ids to deciders, learned from every ruleset the agent
-// commits, the per-flow deduplication and the stream of records to
-// subscribers. It never talks to the kernel itself.
+// commits, the per-flow deduplication, the recent records and the stream of
+// records to subscribers, with the filters and the HTTP form of that stream
+// (handler and client). It never talks to the kernel itself.
+//
+// Records use the vocabulary of the API and of policyd explain: kind
+// NetworkPolicy, ClusterNetworkPolicy or ct-invalid; verdict allow or deny.
+// docs/verdicts.md documents the fields.
 package verdicts
 
 import (
@@ -10,30 +15,56 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
-// Record is one verdict on one flow.
+// Kinds of deciders, as records and metrics name them.
+const (
+	KindNetworkPolicy        = "NetworkPolicy"
+	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
+	KindCtInvalid            = "ct-invalid"
+)
+
+// Verdicts, as records and metrics name them.
+const (
+	VerdictAllow = "allow"
+	VerdictDeny  = "deny"
+)
+
+// Record is one verdict on one flow. docs/verdicts.md documents the JSON.
 type Record struct {
-	Time      time.Time `json:"time"`
-	Node      string    `json:"node"`
-	Src       Endpoint  `json:"src"`
-	Dst       Endpoint  `json:"dst"`
-	Protocol  string    `json:"protocol"`
-	Port      uint16    `json:"port,omitempty"`
-	Direction string    `json:"direction"`
-	Verdict   string    `json:"verdict"`
-	// Kind is networkpolicy, clusternetworkpolicy or ct-invalid.
+	Time time.Time `json:"time"`
+	Node string    `json:"node"`
+	Src  Endpoint  `json:"src"`
+	Dst  Endpoint  `json:"dst"`
+	// Protocol is TCP, UDP, SCTP, ICMP, ICMPv6 or proto-N.
+	Protocol string `json:"protocol"`
+	SrcPort  uint16 `json:"srcPort,omitempty"`
+	// Port is the destination port.
+	Port      uint16 `json:"port,omitempty"`
+	Direction string `json:"direction"`
+	// Verdict is VerdictAllow or VerdictDeny.
+	Verdict string `json:"verdict"`
+	// Kind is KindNetworkPolicy, KindClusterNetworkPolicy or KindCtInvalid.
 	Kind string `json:"kind"`
-	// Policies names the deciding policies: "namespace/name" for
-	// NetworkPolicies, the name for a ClusterNetworkPolicy.
+	// Policies names the deciding policies: for a NetworkPolicy default
+	// deny, every policy isolating the pod in that direction
+	// ("namespace/name", sorted), as explain lists them; for an allow, the
+	// policy whose rule allowed; for a ClusterNetworkPolicy, its name.
 	Policies []string `json:"policies,omitempty"`
-	// Rule is the decider in words, e.g. "admin cnp deny-all ingress[0] Deny".
-	Rule string `json:"rule"`
-	// ID is the log prefix.
+	// Tier, Rule (the index in the policy's ingress or egress list),
+	// RuleName and Action name a ClusterNetworkPolicy's rule.
+	Tier     string `json:"tier,omitempty"`
+	Rule     *int   `json:"rule,omitempty"`
+	RuleName string `json:"ruleName,omitempty"`
+	Action   string `json:"action,omitempty"`
+	// Decider is the decider in words, e.g. "ingress default deny of x/a".
+	Decider string `json:"decider"`
+	// ID is the log prefix: the decider's id.
 	ID string `json:"id"`
 }
 
@@ -52,32 +83,80 @@ func (e Endpoint) String() string {
 	return e.IP.String()
 }
 
+// Key is "namespace/pod", or "" when the endpoint is not a known pod.
+func (e Endpoint) Key() string {
+	if e.Pod == "" {
+		return ""
+	}
+	return e.Namespace + "/" + e.Pod
+}
+
 // PodLookup returns the pod ("namespace", "name") holding an address.
 type PodLookup func(netip.Addr) (ns, name string, ok bool)
+
+// RuleNamer returns the name of the ClusterNetworkPolicy rule a
+// DeciderCNP stands for, "" when it has none. It is asked at Learn time,
+// against the state that was compiled.
+type RuleNamer func(ruleset.Decider) string
 
 // Stats counts what the Resolver saw.
 type Stats struct {
 	// Logged is the packets read from the socket.
 	Logged uint64
+	// Recorded is the records made.
+	Recorded uint64
 	// Deduplicated is the packets folded into a record of the same flow
-	// within a second.
+	// and decider within a second.
 	Deduplicated uint64
-	// UnknownID is the packets whose prefix no committed ruleset knew.
+	// UnknownID is the packets whose prefix no committed ruleset knew (or
+	// whose id two deciders claimed: never guessed).
 	UnknownID uint64
-	// Overruns is the times the socket buffer overflowed (messages lost).
+	// Overruns is the times the socket buffer overflowed.
 	Overruns uint64
+	// Lost is the logged packets the socket never received (sequence gaps).
+	Lost uint64
+	// Dropped is the records slow subscribers missed.
+	Dropped uint64
 }
+
+// Retention is how long the Resolver keeps the meaning of an id that no
+// ruleset learned since: far longer than a logged packet spends in the
+// socket, short enough that policy churn does not grow the map for ever.
+const Retention = 10 * time.Minute
+
+// RecentRecords is how many records the Resolver keeps for subscribers
+// that ask for the recent past.
+const RecentRecords = 1024
+
+// maxFlows caps the flows the deduplication remembers per second; beyond it
+// a flow's repeats are recorded again rather than memory growing with a
+// flood of distinct flows.
+const maxFlows = 16384
 
 // Resolver turns packets into records. It is safe for concurrent use.
 type Resolver struct {
 	node string
 	pods PodLookup
+	now  func() time.Time
 
 	mu       sync.Mutex
-	deciders map[string]ruleset.Decider
-	seen     map[flowKey]time.Time
+	deciders map[string]*known
+	dedup    dedup
 	stats    Stats
-	subs     map[chan Record]struct{}
+	recent   []Record // a ring of RecentRecords
+	next     int      // where the next record goes in recent
+	subs     map[*Subscription]struct{}
+}
+
+// known is one id's meaning and what was read under it.
+type known struct {
+	d        ruleset.Decider
+	ruleName string
+	// conflict: two deciders were learned under this id (a hash
+	// collision): its packets are never attributed to either.
+	conflict bool
+	learned  time.Time
+	read     uint64
 }
 
 type flowKey struct {
@@ -85,19 +164,43 @@ type flowKey struct {
 	flow nflog.Flow
 }
 
-// NewResolver returns a Resolver for node; pods maps addresses to pods.
+// NewResolver returns a Resolver for node; pods maps addresses to pods and
+// may be nil.
 func NewResolver(node string, pods PodLookup) *Resolver {
-	return &Resolver{node: node, pods: pods, deciders: map[string]ruleset.Decider{}, seen: map[flowKey]time.Time{}, subs: map[chan Record]struct{}{}}
+	return &Resolver{node: node, pods: pods, now: time.Now, deciders: map[string]*known{}, subs: map[*Subscription]struct{}{}}
 }
 
-// Learn adds the deciders of a committed ruleset. Ids are content hashes,
-// so an id learned once keeps its meaning: a packet logged under an older
-// ruleset still resolves after a sync.
-func (r *Resolver) Learn(rs *ruleset.Ruleset) {
+// Learn adds the deciders of a ruleset; see LearnNamed.
+func (r *Resolver) Learn(rs *ruleset.Ruleset) { r.LearnNamed(rs, nil) }
+
+// LearnNamed adds the deciders of a ruleset the caller is about to commit,
+// naming ClusterNetworkPolicy rules with names (nil: none). Call it before
+// the commit, so that the first packet logged under a new id resolves. Ids
+// are content hashes, so an id learned once keeps its meaning: a packet
+// logged under an older ruleset still resolves after a sync. An id not
+// learned again for Retention is forgotten. An id learned for two different
+// deciders (a hash collision) resolves to neither from then on.
+func (r *Resolver) LearnNamed(rs *ruleset.Ruleset, names RuleNamer) {
+	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, d := range rs.Deciders {
-		r.deciders[id] = d
+		k := r.deciders[id]
+		if k == nil {
+			k = &known{d: d}
+			r.deciders[id] = k
+		} else if k.d.Key() != d.Key() {
+			k.conflict = true
+		}
+		k.learned = now
+		if names != nil && d.Kind == ruleset.DeciderCNP {
+			k.ruleName = names(d)
+		}
+	}
+	for id, k := range r.deciders {
+		if now.Sub(k.learned) > Retention {
+			delete(r.deciders, id)
+		}
 	}
 }
 
@@ -105,14 +208,35 @@ func (r *Resolver) Learn(rs *ruleset.Ruleset) {
 func (r *Resolver) Decider(id string) (ruleset.Decider, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	d, ok := r.deciders[id]
-	return d, ok
+	k, ok := r.deciders[id]
+	if !ok || k.conflict {
+		return ruleset.Decider{}, false
+	}
+	return k.d, true
 }
 
-// Overrun notes that the socket lost messages.
+// ReadCounts returns, for each id known, the packets read under it.
+func (r *Resolver) ReadCounts() map[string]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]uint64, len(r.deciders))
+	for id, k := range r.deciders {
+		out[id] = k.read
+	}
+	return out
+}
+
+// Overrun notes that the socket's buffer overflowed.
 func (r *Resolver) Overrun() {
 	r.mu.Lock()
 	r.stats.Overruns++
+	r.mu.Unlock()
+}
+
+// Lost notes n logged packets the socket never received.
+func (r *Resolver) Lost(n uint64) {
+	r.mu.Lock()
+	r.stats.Lost += n
 	r.mu.Unlock()
 }
 
@@ -120,68 +244,157 @@ func (r *Resolver) Overrun() {
 func (r *Resolver) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.stats
+	st := r.stats
+	for s := range r.subs {
+		st.Dropped += s.dropped.Load()
+	}
+	return st
 }
 
 // Handle resolves one packet. It returns the record and true, or false
-// when the packet is a repeat of a flow recorded less than a second ago or
-// its id is unknown. The record goes to every subscriber too.
+// when the packet is a repeat of a flow recorded less than a second ago
+// under the same id, or its id is unknown. The record goes to every
+// subscriber too.
 func (r *Resolver) Handle(p nflog.Packet) (Record, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.Logged++
-	d, ok := r.deciders[p.Prefix]
-	if !ok {
+	k, ok := r.deciders[p.Prefix]
+	if !ok || k.conflict {
 		r.stats.UnknownID++
 		return Record{}, false
 	}
-	k := flowKey{p.Prefix, p.Flow}
-	if last, ok := r.seen[k]; ok && p.Time.Sub(last) < time.Second && p.Time.Sub(last) >= 0 {
+	k.read++
+	if r.dedup.seen(flowKey{p.Prefix, p.Flow}, p.Time) {
 		r.stats.Deduplicated++
 		return Record{}, false
 	}
-	r.seen[k] = p.Time
-	if len(r.seen) > 4096 {
-		for k, t := range r.seen {
-			if p.Time.Sub(t) >= time.Second {
-				delete(r.seen, k)
-			}
-		}
+	r.stats.Recorded++
+	rec := r.record(p, k)
+	if len(r.recent) < RecentRecords {
+		r.recent = append(r.recent, rec)
+	} else {
+		r.recent[r.next] = rec
 	}
+	r.next = (r.next + 1) % RecentRecords
+	for s := range r.subs {
+		s.send(rec)
+	}
+	return rec, true
+}
+
+// record builds p's record; it runs under r.mu.
+func (r *Resolver) record(p nflog.Packet, k *known) Record {
+	d := k.d
 	rec := Record{
 		Time: p.Time, Node: r.node,
 		Src: r.endpoint(p.Flow.Src), Dst: r.endpoint(p.Flow.Dst),
-		Protocol: protoName(p.Flow.Protocol), Port: p.Flow.DstPort,
-		Direction: d.Direction, Verdict: strings.ToLower(ruleset.Verdict{Kind: d.Verdict}.String()),
-		Kind: d.Kind.String(), Rule: d.String(), ID: p.Prefix,
+		Protocol: protoName(p.Flow.Protocol), SrcPort: p.Flow.SrcPort, Port: p.Flow.DstPort,
+		Direction: d.Direction, Verdict: VerdictOf(d), Kind: KindOf(d),
+		Decider: d.String(), ID: p.Prefix,
 	}
 	switch d.Kind {
 	case ruleset.DeciderPolicies:
 		rec.Policies = d.Policies
 	case ruleset.DeciderCNP:
+		rule := d.Rule
 		rec.Policies = []string{d.Name}
+		rec.Tier, rec.Rule, rec.RuleName, rec.Action = d.Tier, &rule, k.ruleName, d.Action
 	}
-	for ch := range r.subs {
-		select {
-		case ch <- rec:
-		default: // a slow subscriber misses records rather than stalling the reader
+	return rec
+}
+
+// Recent returns the records kept (at most RecentRecords) made at or after
+// since, oldest first.
+func (r *Resolver) Recent(since time.Time) []Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recentLocked(since)
+}
+
+func (r *Resolver) recentLocked(since time.Time) []Record {
+	var out []Record
+	n := len(r.recent)
+	start := 0
+	if n == RecentRecords {
+		start = r.next
+	}
+	for i := range n {
+		rec := r.recent[(start+i)%n]
+		if !rec.Time.Before(since) {
+			out = append(out, rec)
 		}
 	}
-	return rec, true
+	return out
+}
+
+// Subscription is a stream of the records made after it started.
+type Subscription struct {
+	r  *Resolver
+	ch chan Record
+	// Backlog is the recent records asked for, made before the
+	// subscription started: none of them is also sent on Records.
+	Backlog []Record
+	dropped atomic.Uint64
+	once    sync.Once
+}
+
+// subscriptionBuffer is how many records a subscriber may fall behind by
+// before it misses some (Dropped).
+const subscriptionBuffer = 256
+
+// SubscribeSince starts a subscription; with backlog set, its Backlog holds
+// the records kept that were made at or after since (the zero time: all).
+func (r *Resolver) SubscribeSince(since time.Time, backlog bool) *Subscription {
+	s := &Subscription{r: r, ch: make(chan Record, subscriptionBuffer)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if backlog {
+		s.Backlog = r.recentLocked(since)
+	}
+	r.subs[s] = struct{}{}
+	return s
+}
+
+// Subscribers is how many subscriptions are open.
+func (r *Resolver) Subscribers() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.subs)
 }
 
 // Subscribe returns a channel of the records from now on, and a function
 // that ends the subscription.
 func (r *Resolver) Subscribe() (<-chan Record, func()) {
-	ch := make(chan Record, 256)
-	r.mu.Lock()
-	r.subs[ch] = struct{}{}
-	r.mu.Unlock()
-	return ch, func() {
-		r.mu.Lock()
-		delete(r.subs, ch)
-		r.mu.Unlock()
+	s := r.SubscribeSince(time.Time{}, false)
+	return s.Records(), s.Close
+}
+
+// send runs under r.mu: a slow subscriber misses records rather than
+// stalling the reader.
+func (s *Subscription) send(rec Record) {
+	select {
+	case s.ch <- rec:
+	default:
+		s.dropped.Add(1)
 	}
+}
+
+// Records is the stream; it is never closed.
+func (s *Subscription) Records() <-chan Record { return s.ch }
+
+// Dropped is how many records this subscriber missed by falling behind.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Close ends the subscription; what it dropped stays in the Resolver's
+// Stats. Idempotent.
+func (s *Subscription) Close() {
+	s.once.Do(func() {
+		s.r.mu.Lock()
+		delete(s.r.subs, s)
+		s.r.stats.Dropped += s.dropped.Load()
+		s.r.mu.Unlock()
+	})
 }
 
 func (r *Resolver) endpoint(a netip.Addr) Endpoint {
@@ -192,6 +405,82 @@ func (r *Resolver) endpoint(a netip.Addr) Endpoint {
 		}
 	}
 	return e
+}
+
+// dedup remembers the flows recorded in the current and the previous
+// second of packet time, so a flow is recorded once a second at most and
+// memory holds two seconds of distinct flows (each capped at maxFlows).
+type dedup struct {
+	cur, prev map[flowKey]time.Time
+	start     time.Time
+}
+
+// seen reports whether k was recorded less than a second before t, and
+// remembers t as k's record time when it was not.
+func (d *dedup) seen(k flowKey, t time.Time) bool {
+	if el := t.Sub(d.start); d.cur == nil || el >= time.Second || el < 0 {
+		if el >= 2*time.Second || el < 0 || d.cur == nil {
+			d.prev = nil // everything remembered is a second old or more
+		} else {
+			d.prev = d.cur
+		}
+		d.cur, d.start = map[flowKey]time.Time{}, t
+	}
+	for _, m := range []map[flowKey]time.Time{d.cur, d.prev} {
+		if last, ok := m[k]; ok {
+			if el := t.Sub(last); el >= 0 && el < time.Second {
+				return true
+			}
+		}
+	}
+	if len(d.cur) < maxFlows {
+		d.cur[k] = t
+	}
+	return false
+}
+
+// KindOf names d's kind as records and metrics do.
+func KindOf(d ruleset.Decider) string {
+	switch d.Kind {
+	case ruleset.DeciderPolicies:
+		return KindNetworkPolicy
+	case ruleset.DeciderCNP:
+		return KindClusterNetworkPolicy
+	case ruleset.DeciderCtInvalid:
+		return KindCtInvalid
+	}
+	return "invalid"
+}
+
+// VerdictOf names d's verdict: VerdictAllow or VerdictDeny.
+func VerdictOf(d ruleset.Decider) string {
+	if d.Verdict == ruleset.Accept {
+		return VerdictAllow
+	}
+	return VerdictDeny
+}
+
+// PolicyLabels returns the namespace and name that metrics give d: for
+// NetworkPolicies the namespace and the comma-joined names of every policy
+// of the decider (a default deny's isolating policies are all in the pod's
+// namespace), so that each packet is counted in one series; for a
+// ClusterNetworkPolicy "" and its name; for ct-invalid "" and "".
+func PolicyLabels(d ruleset.Decider) (namespace, name string) {
+	switch d.Kind {
+	case ruleset.DeciderCNP:
+		return "", d.Name
+	case ruleset.DeciderPolicies:
+		names := make([]string, len(d.Policies))
+		for i, key := range d.Policies {
+			ns, n, ok := strings.Cut(key, "/")
+			if !ok || (i > 0 && ns != namespace) {
+				return "", strings.Join(d.Policies, ",") // not one namespace: full keys
+			}
+			namespace, names[i] = ns, n
+		}
+		return namespace, strings.Join(names, ",")
+	}
+	return "", ""
 }
 
 func protoName(p uint8) string {

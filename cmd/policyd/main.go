@@ -81,7 +81,8 @@ func newRootCommand() *cobra.Command {
 with nftables sets and verdict maps, beside whatever CNI the cluster runs.
 Every packet is judged in the kernel; policyd only programs the table.
 explain, compile and lab show what it would do, offline from manifests or
-against a live cluster.
+against a live cluster; observe shows what the kernel did to live packets on
+this node, and which policy decided.
 
 Exit status, for every command: 0 ok (explain: allowed), 1 denied (explain)
 or findings (lab, --trace disagreements), 2 usage or input errors (unknown
@@ -99,7 +100,7 @@ server or the kernel failed).`,
 		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: name}
 	}
 	root.PersistentFlags().BoolP("verbose", "v", false, "also list the manifest objects that were skipped (Services, Deployments, …) and other notes")
-	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newLintCommand(), newCleanupCommand(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newLintCommand(), newObserveCommand(), newCleanupCommand(), newVersionCommand())
 	withUsageErrors(root)
 	return root
 }

@@ -22,6 +22,7 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/agent"
+	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
 )
@@ -74,6 +75,11 @@ type runOptions struct {
 	cutEstablished   bool
 	profiling        bool
 	watchList        bool
+	// Live verdicts.
+	logDrops, logAllowed bool
+	logGroup             uint16
+	logRate, logBurst    uint32
+	verdictLogLevel      string
 }
 
 func newRunCommand() *cobra.Command {
@@ -101,7 +107,17 @@ sync commits and when every sync has failed for --unready-after (default
 30s), the failure and its age in the body. Profiles (--profiling) are served
 on a separate loopback listener only.
 Invalid policies are enforced fail-closed (the invalid part matches nothing)
-and reported as Warning Events on the policy.`,
+and reported as Warning Events on the policy.
+
+Live verdicts: the packets policies drop (--log-drops, on by default) and,
+opt-in, the new connections they allow (--log-allowed) are counted per
+policy in the kernel and logged to nfnetlink_log group --log-group behind a
+per-node rate limit (--log-rate, --log-burst). The agent reads them, names
+the policy, rule and pods of each, and streams the records on /verdicts of
+--metrics-addr (behind --metrics-token-file when it is set), which
+'policyd observe' reads; policyd_policy_packets_total and _bytes_total are
+the kernel's counters. Each record is also written to the agent's log at
+--verdict-log-level (debug by default: hidden at the default --log-level).`,
 		Example: `  policyd run --node-name "$NODE_NAME"
   policyd run --node-name kind-worker --kubeconfig ~/.kube/config --context kind-kind`,
 		Args: cobra.NoArgs,
@@ -110,7 +126,7 @@ and reported as Warning Events on the policy.`,
 	o.kube.add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME; the DaemonSet sets it from spec.nodeName)")
-	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9743", "address for /metrics, /healthz and /readyz; empty disables. The default is reachable from the node only; to let Prometheus scrape, bind the node's address and set --metrics-token-file")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9743", "address for /metrics, /healthz, /readyz and /verdicts (policyd observe); empty disables. The default is reachable from the node only; to let Prometheus scrape, bind the node's address and set --metrics-token-file")
 	f.StringVar(&o.metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics requires (Prometheus: authorization.credentials_file); /healthz and /readyz stay open for kubelet probes")
 	f.DurationVar(&o.unreadyAfter, "unready-after", agent.DefaultUnreadyAfter, "report unready (/readyz) when every sync has failed for this long; the last committed table stays in force")
 	f.DurationVar(&o.minSync, "min-sync-interval", agent.DefaultMinSyncInterval, "coalescing delay: events within it become one sync")
@@ -123,6 +139,12 @@ and reported as Warning Events on the policy.`,
 	f.BoolVar(&o.watchList, "watch-list", true, "stream the informers' initial state from the API server (WatchList, on by default in Kubernetes 1.34 API servers) instead of one LIST per resource, so start-up memory stays near the converted state; client-go falls back to LIST when the server lacks it. KUBE_FEATURE_WatchListClient overrides")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --profiling-addr; off by default because profiles expose internals")
 	f.StringVar(&o.profilingAddr, "profiling-addr", "127.0.0.1:6060", "loopback address for /debug/pprof/ with --profiling (a non-loopback address is refused); captures are capped at 30 s")
+	f.BoolVar(&o.logDrops, "log-drops", true, "count and log the packets policies drop (NetworkPolicy default denies, ClusterNetworkPolicy Deny rules, conntrack-invalid drops), for policyd observe and policyd_policy_packets_total")
+	f.BoolVar(&o.logAllowed, "log-allowed", false, "also count and log the new connections a policy rule allows (first packet only; established traffic is never logged)")
+	f.Uint16Var(&o.logGroup, "log-group", agent.DefaultLogGroup, "nfnetlink_log group the table logs verdicts to (0-65535); one reader per group and network namespace, so pick one no other logger (ulogd) binds")
+	f.Uint32Var(&o.logRate, "log-rate", agent.DefaultLogRate, "most packets a second the kernel logs on this node; above it packets are still counted (policyd_policy_packets_total), not logged (policyd_verdict_rate_limited_total). 0 logs every packet: not for busy nodes")
+	f.Uint32Var(&o.logBurst, "log-burst", agent.DefaultLogBurst, "packets logged at once above --log-rate before the limit applies")
+	f.StringVar(&o.verdictLogLevel, "verdict-log-level", "debug", "level at which each verdict record is written to the agent's log: debug (hidden at the default --log-level info), info, warn, error, or off")
 	f.StringVar(&o.netns, "netns", "", "program the table in this named network namespace (/run/netns/NAME) instead of the agent's own; for labs and benchmarks")
 	return cmd
 }
@@ -142,11 +164,27 @@ func newLogger(format, level string, w *os.File) (*slog.Logger, error) {
 	return nil, &exitError{2, fmt.Errorf("--log-format %s: want text or json", format)}
 }
 
+// verdictLevel parses --verdict-log-level: a slog level, or off (nil).
+func verdictLevel(s string) (slog.Leveler, error) {
+	if s == "off" {
+		return nil, nil
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(s)); err != nil {
+		return nil, usagef("--verdict-log-level %s: want debug, info, warn, error or off", s)
+	}
+	return lv, nil
+}
+
 func runAgent(cmd *cobra.Command, o *runOptions) error {
 	if o.nodeName == "" {
 		return &exitError{2, errors.New("--node-name is required (or set NODE_NAME)")}
 	}
 	log, err := newLogger(o.logFormat, o.logLevel, os.Stderr)
+	if err != nil {
+		return err
+	}
+	recordLevel, err := verdictLevel(o.verdictLogLevel)
 	if err != nil {
 		return err
 	}
@@ -206,6 +244,10 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 		cut = k
 	}
 	acfg := agent.Config{
+		Verdicts: agent.VerdictConfig{
+			Log:   compile.LogOptions{Drops: o.logDrops, Allowed: o.logAllowed, Group: o.logGroup, Rate: o.logRate, Burst: o.logBurst},
+			NetNS: nopts.NetNS, RecordLevel: recordLevel,
+		},
 		CutEstablished: cut,
 		PodNetwork:     podNet,
 		NodeName:       o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
@@ -244,6 +286,9 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 		l.serve(log)
 		defer l.shutdown()
 		log.Info("serving profiles", "addr", l.ln.Addr().String())
+	}
+	if (o.logDrops || o.logAllowed) && o.logRate == 0 {
+		log.Warn("--log-rate 0: the kernel logs every packet it drops (and with --log-allowed every new connection); on a busy node that is a flood of netlink messages", "group", o.logGroup)
 	}
 	log.Info("policyd agent starting", "version", version, "node", o.nodeName, "apiserver", cfg.Host)
 	return a.Run(ctx)

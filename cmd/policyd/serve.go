@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/policyd/policyd/verdicts"
 )
 
 // maxProfileSeconds caps /debug/pprof/profile and /debug/pprof/trace: a
@@ -85,7 +87,7 @@ func requireBearer(token string, h http.Handler) http.Handler {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="policyd metrics"`)
-			http.Error(w, "unauthorized: /metrics needs the bearer token of --metrics-token-file", http.StatusUnauthorized)
+			http.Error(w, "unauthorized: "+r.URL.Path+" needs the bearer token of the agent's --metrics-token-file", http.StatusUnauthorized)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -105,15 +107,17 @@ func readToken(path string) (string, error) {
 	return tok, nil
 }
 
-// metricsHandler serves the agent's endpoints: /metrics, behind the bearer
-// token when one is given; /healthz and /readyz always without (kubelet
-// probes carry no credentials, and they reveal only the sync state).
+// metricsHandler serves the agent's endpoints: /metrics and /verdicts (who
+// talks to whom, and which policy drops it), behind the bearer token when
+// one is given; /healthz and /readyz always without (kubelet probes carry
+// no credentials, and they reveal only the sync state).
 func metricsHandler(agentMux http.Handler, token string) http.Handler {
 	if token == "" {
 		return agentMux
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", requireBearer(token, agentMux))
+	mux.Handle(verdicts.Path, requireBearer(token, agentMux))
 	mux.Handle("/", agentMux)
 	return mux
 }

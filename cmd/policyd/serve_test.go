@@ -21,12 +21,13 @@ func TestIsLoopback(t *testing.T) {
 	}
 }
 
-// TestMetricsHandler_TokenGuardsMetricsOnly: with a token, /metrics answers
-// only requests that carry it; the probes stay open for the kubelet.
-func TestMetricsHandler_TokenGuardsMetricsOnly(t *testing.T) {
+// TestMetricsHandler_TokenGuardsMetricsAndVerdicts: with a token, /metrics
+// and /verdicts answer only requests that carry it; the probes stay open
+// for the kubelet.
+func TestMetricsHandler_TokenGuardsMetricsAndVerdicts(t *testing.T) {
 	t.Parallel()
 	inner := http.NewServeMux()
-	for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
+	for _, p := range []string{"/metrics", "/verdicts", "/healthz", "/readyz"} {
 		inner.HandleFunc(p, func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("served")) })
 	}
 	h := metricsHandler(inner, "0123456789abcdef-token")
@@ -43,6 +44,9 @@ func TestMetricsHandler_TokenGuardsMetricsOnly(t *testing.T) {
 	assert.Equal(t, 401, get("/metrics", "Bearer wrong"))
 	assert.Equal(t, 401, get("/metrics", "0123456789abcdef-token"))
 	assert.Equal(t, 200, get("/metrics", "Bearer 0123456789abcdef-token"))
+	assert.Equal(t, 401, get("/verdicts", ""), "the verdict stream says who talks to whom")
+	assert.Equal(t, 401, get("/verdicts?namespace=x", "Bearer wrong"))
+	assert.Equal(t, 200, get("/verdicts", "Bearer 0123456789abcdef-token"))
 	assert.Equal(t, 200, get("/healthz", ""))
 	assert.Equal(t, 200, get("/readyz", ""))
 	assert.Equal(t, 200, metricsCode(metricsHandler(inner, "")), "no token: open, as before")
