@@ -44,14 +44,14 @@ pktbench=("$tmp/pktbench" -rounds 5 -duration 1s -pods 10000 -policies 2000 -cnp
   -curve-policies 200,2000,10000 -curve-pods 1000,10000,50000 -curve-rounds 5)
 echo "== packet path: ${pktbench[*]}" >&2
 {
-  echo '```'
-  echo "\$ pktbench ${pktbench[*]:1}"
-  echo '```'
-  echo
   if ! "${pktbench[@]}" 2> "$tmp/pktbench.log"; then
     echo "**pktbench failed:** $(tail -n 1 "$tmp/pktbench.log")"
     tail -n 1 "$tmp/pktbench.log" >&2
   fi
+  echo
+  echo '```'
+  echo "\$ pktbench ${pktbench[*]:1}"
+  echo '```'
   echo
   echo '<details><summary>pktbench progress: every measurement as it was taken</summary>'
   echo

@@ -1,16 +1,21 @@
-// Package pktpath owns the packet-path benchmark: it measures 64-byte UDP
-// packets per second and new TCP connections per second between two pod
-// network namespaces routed through a node network namespace, with no
-// nftables table on the node, with the table policyd compiles for a large
-// synthetic cluster, and with the same allow-list written as one linear rule
-// per peer address (the iptables style the compiled sets replace).
+// Package pktpath owns the packet-path benchmark: between two pod network
+// namespaces routed through a node network namespace it measures new TCP
+// connections, UDP datagrams that are each a new flow, a one-flow UDP stream
+// and an established TCP stream, per second of sender CPU, with no nftables
+// table on the node, with conntrack only, with the hand-written floor (the
+// least a table that judges the packet can do), with the table policyd
+// compiles for a large synthetic cluster (plain, with ClusterNetworkPolicies,
+// with logging, and for a curve of cluster sizes), and with the same
+// allow-list written as one linear rule per peer address (the iptables style
+// the compiled sets replace).
 //
-// The package has three parts: the scenario (a synthetic cluster plus two
-// benchmark pods and the policies that select them, compiled for the node that
-// hosts them, and the linear rendering of the destination's allow-list), the
-// topology (three network namespaces joined by veth pairs, always removed
-// again), and the traffic generators with the interleaved rounds that produce
-// a Report.
+// The package has four parts: the scenario (a synthetic cluster plus two
+// benchmark pods and the policies that select them, compiled for the node
+// that hosts them, the floor and the linear rendering of the destination's
+// allow-list), the topology (three network namespaces joined by veth pairs,
+// always removed again, and the node's conntrack table), the traffic
+// generators, and the interleaved rounds that produce a Report and its
+// markdown.
 package pktpath
 
 import (
