@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/policy/trace"
 )
 
 // Options sizes one benchmark run.
@@ -21,77 +21,45 @@ type Options struct {
 	Pods, Policies, Namespaces int
 	// Seed seeds the synthetic cluster.
 	Seed int64
-	// Duration is the length of one UDP and of one TCP measurement.
+	// Duration is the length of one measurement of one kind of traffic.
 	Duration time.Duration
 	// Rounds is how many times each configuration is measured; the rounds
-	// interleave the configurations (a, b, c, a, b, c, …).
+	// interleave the configurations (a, ct, f, b, …, a, ct, f, b, …).
 	Rounds int
 	// ClusterPolicies adds configuration (b+cnp): the compiled table with
 	// this many Admin and as many Baseline ClusterNetworkPolicies
 	// (Scenario.ClusterPolicies); 0 leaves it out.
 	ClusterPolicies int
+	// CurvePolicies and CurvePods are the curve: configuration (b) compiled
+	// for Pods pods and each of CurvePolicies policies, and for each of
+	// CurvePods pods and Policies policies (a point equal to the main
+	// scenario is (b) itself). Both empty leave the curve out.
+	CurvePolicies, CurvePods []int
+	// CurveRounds is how many rounds (the first ones, at most Rounds) the
+	// curve is measured in; only CurveTraffic is measured for it.
+	CurveRounds int
+	// FlowSockets is Topology.FlowSockets (0: DefaultFlowSockets).
+	FlowSockets int
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
 
-// Configuration is one state of the node's nftables ruleset.
-type Configuration struct {
-	// ID is "a", "b", "b+cnp", "c" or "ct"; Label says what it is.
-	ID, Label string
-	// Text is the `nft -f` input loaded into the node ("" for no table).
-	Text string
-}
+// CurveTraffic is what the curve measures: the two kinds of traffic that
+// are judged as new flows, where the table's cost shows.
+var CurveTraffic = []Traffic{TCPConnect, UDPFlows}
 
-// Measurement is one configuration's figures over all rounds.
-type Measurement struct {
-	Configuration
-	UDP []UDPResult
-	TCP []TCPResult
-	// Load is the longest time `nft -f` took to load Text.
-	Load time.Duration
-}
+// DefaultNamespaces is the number of namespaces the synthetic cluster gets
+// for pods pods unless told otherwise: one per 50 pods, at least 2.
+func DefaultNamespaces(pods int) int { return max(2, pods/50) }
 
-// MedianPPS returns the median of the rounds' UDP packets per second.
-func (m *Measurement) MedianPPS() float64 { return medianUDP(m.UDP, UDPResult.PPS) }
-
-// MedianUDPPerCPU returns the median of the rounds' UDP packets per second of
-// sender CPU time.
-func (m *Measurement) MedianUDPPerCPU() float64 { return medianUDP(m.UDP, UDPResult.PerCPU) }
-
-// MedianCPS returns the median of the rounds' TCP connections per second.
-func (m *Measurement) MedianCPS() float64 { return medianTCP(m.TCP, TCPResult.CPS) }
-
-// MedianTCPPerCPU returns the median of the rounds' TCP connections per second
-// of client CPU time.
-func (m *Measurement) MedianTCPPerCPU() float64 { return medianTCP(m.TCP, TCPResult.PerCPU) }
-
-func medianUDP(rs []UDPResult, f func(UDPResult) float64) float64 {
-	v := make([]float64, len(rs))
-	for i, r := range rs {
-		v[i] = f(r)
-	}
-	return median(v)
-}
-
-func medianTCP(rs []TCPResult, f func(TCPResult) float64) float64 {
-	v := make([]float64, len(rs))
-	for i, r := range rs {
-		v[i] = f(r)
-	}
-	return median(v)
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
+// The drop-logging options of (b+log) and (b+log-allowed): the agent's
+// defaults, a group no one reads (the kernel still does the work of
+// counting, rate-limiting and handing packets to nfnetlink_log, which is
+// what is measured).
+var (
+	LogDrops   = compile.LogOptions{Drops: true, Group: 100, Rate: 100, Burst: 200}
+	LogAllowed = compile.LogOptions{Drops: true, Allowed: true, Group: 100, Rate: 100, Burst: 200}
+)
 
 // Report is the outcome of Run.
 type Report struct {
@@ -110,116 +78,104 @@ type Report struct {
 	IngressPolicies, EgressPolicies int
 	IngressAllowAt, IngressRules    int
 	EgressAllowAt, EgressRules      int
+	// SrcSelection and DstSelection count the policies of each kind that
+	// select pod A and pod B in (b+cnp).
+	SrcSelection, DstSelection Selection
 	// LinearRules counts the per-peer rules of configuration (c).
 	LinearRules int
+	// Curve lists the points of the curve, in the order of Options.
+	Curve []CurvePoint
 	// Results holds the configurations in the order they are measured in
-	// each round; the first is the baseline (a).
+	// each round: (a), (ct), then the rest.
 	Results []*Measurement
+	// ConntrackPeak is the most entries the node's conntrack table held
+	// after a measurement, ConntrackMax its limit.
+	ConntrackPeak, ConntrackMax int
+	// Setup is how long building and compiling the scenarios took; Elapsed
+	// the whole run.
+	Setup, Elapsed time.Duration
 }
 
-// Run builds the scenario and the topology, measures every configuration
+// CurvePoint is configuration (b) compiled for another cluster size.
+type CurvePoint struct {
+	// Pods and Policies size the synthetic cluster (Namespaces as in
+	// DefaultNamespaces, or Options.Namespaces at Options.Pods).
+	Pods, Policies, Namespaces int
+	// ID is the point's configuration in Report.Results: "b" for the main
+	// scenario's size.
+	ID string
+	// Curve is "policies" (Pods fixed at Options.Pods) or "pods" (Policies
+	// fixed at Options.Policies).
+	Curve string
+	// NodePods counts the pods on the compiled node; Compiled describes the
+	// table.
+	NodePods int
+	Compiled Stats
+	// IngressAllowAt/IngressRules and EgressAllowAt/EgressRules are as in
+	// Report.
+	IngressAllowAt, IngressRules, EgressAllowAt, EgressRules int
+}
+
+// Result returns the measurement with the given ID, or nil.
+func (rep *Report) Result(id string) *Measurement {
+	for _, m := range rep.Results {
+		if m.ID == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// Run builds the scenarios and the topology, measures every configuration
 // opts.Rounds times, interleaved, and removes the topology again. It returns
 // early, still cleaning up, when ctx is cancelled. A measurement that gets
 // nothing through is an error: the benchmark flow must be allowed in every
 // configuration.
 func Run(ctx context.Context, opts Options) (rep *Report, err error) {
+	t0 := time.Now()
 	logw := opts.Log
 	if logw == nil {
 		logw = io.Discard
 	}
-	if opts.Rounds < 1 || opts.Duration <= 0 {
-		return nil, fmt.Errorf("run: need rounds >= 1 and duration > 0, got %d and %s", opts.Rounds, opts.Duration)
+	if opts.Rounds < 1 || opts.Duration <= 0 || opts.CurveRounds < 0 {
+		return nil, fmt.Errorf("run: need rounds >= 1, duration > 0 and curve rounds >= 0, got %d, %s and %d", opts.Rounds, opts.Duration, opts.CurveRounds)
 	}
+	opts.CurveRounds = min(opts.CurveRounds, opts.Rounds)
 	if err := RemoveLeftovers(); err != nil {
 		return nil, fmt.Errorf("remove leftover namespaces: %w", err)
 	}
+	opts.Log = logw
 
-	t0 := time.Now()
-	sc, err := NewScenario(opts.Pods, opts.Policies, opts.Namespaces, opts.Seed)
+	rep, err = prepare(opts)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := sc.Compile()
-	if err != nil {
-		return nil, err
-	}
-	src, dst := sc.Src.IPs[0], sc.Dst.IPs[0]
-	lin, err := LinearAllowList(rs, src, dst)
-	if err != nil {
-		return nil, err
-	}
-	rep = &Report{Options: opts, Node: sc.Node, Src: src, Dst: dst, Compiled: RulesetStats(rs), LinearRules: lin.Rules}
-	for _, p := range sc.Snapshot.Pods {
-		if p.NodeName == sc.Node {
-			rep.NodePods++
-		}
-	}
-	if err := rep.describeGroups(sc, rs); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(logw, "scenario built and compiled in %s: %d sets, %d elements, %d chains; linear: %d rules\n",
-		time.Since(t0).Round(time.Millisecond), rep.Compiled.Sets+rep.Compiled.Maps, rep.Compiled.Elements, rep.Compiled.Chains, lin.Rules)
+	rep.Setup = time.Since(t0)
+	defer func() { rep.Elapsed = time.Since(t0) }()
 
-	rep.Results = []*Measurement{
-		{Configuration: Configuration{ID: "a", Label: "no nftables table"}},
-		{Configuration: Configuration{ID: "ct", Label: "conntrack only (ct state established,related accept)", Text: ConntrackOnlyText}},
-		{Configuration: Configuration{ID: "b", Label: "compiled policyd table (sets, vmaps)", Text: rs.Text()}},
-		{Configuration: Configuration{ID: "c", Label: "linear allow-list, one rule per peer", Text: lin.Text}},
-	}
-	if opts.ClusterPolicies > 0 {
-		crs, err := sc.CompileWithClusterPolicies(opts.ClusterPolicies)
-		if err != nil {
-			return nil, err
-		}
-		cnp := &Measurement{Configuration: Configuration{ID: "b+cnp",
-			Label: fmt.Sprintf("compiled, plus %d Admin + %d Baseline ClusterNetworkPolicies (%d of each select both pods)", opts.ClusterPolicies, opts.ClusterPolicies, (opts.ClusterPolicies+4)/5),
-			Text:  crs.Text()}}
-		rep.Results = slices.Insert(rep.Results, 3, cnp)
-	}
-
-	topo, err := NewTopology(src, dst)
+	topo, err := NewTopology(rep.Src, rep.Dst)
 	if err != nil {
 		return nil, err
 	}
+	topo.FlowSockets = opts.FlowSockets
 	defer func() { err = errors.Join(err, topo.Close()) }()
 
-	// Warm up (neighbour entries, caches) without a table, and check that the
-	// topology carries the flow at all.
-	if u, err := topo.UDP(warmup); err != nil || u.Received == 0 {
-		return rep, fmt.Errorf("warm-up: no UDP datagram got through without any table (%d sent): %v", u.Sent, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
-	}
-	if c, err := topo.TCP(warmup); err != nil || c.Connected == 0 {
-		return rep, fmt.Errorf("warm-up: no TCP connection got through without any table (%d failed): %v", c.Failed, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
+	// Warm up (neighbour entries, caches, the flow sockets) without a
+	// table, and check that the topology carries every kind of traffic.
+	for _, k := range AllTraffic {
+		if s, err := topo.Measure(k, warmup); err != nil || s.Count == 0 {
+			return rep, fmt.Errorf("warm-up: no %s got through without any table (%d lost): %v", k, s.Lost, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
+		}
 	}
 
 	for round := 1; round <= opts.Rounds; round++ {
 		for _, m := range rep.Results {
-			if err := ctx.Err(); err != nil {
+			if m.Rounds > 0 && round > m.Rounds {
+				continue
+			}
+			if err := rep.measure(ctx, topo, m, round, logw); err != nil {
 				return rep, err
 			}
-			start := time.Now()
-			if err := topo.SetRuleset(m.Text); err != nil {
-				return rep, fmt.Errorf("round %d, configuration (%s): %w", round, m.ID, err)
-			}
-			load := time.Since(start)
-			m.Load = max(m.Load, load)
-			u, err := topo.UDP(opts.Duration)
-			if err != nil {
-				return rep, fmt.Errorf("round %d, configuration (%s): %w", round, m.ID, err)
-			}
-			if err := ctx.Err(); err != nil {
-				return rep, err
-			}
-			c, err := topo.TCP(opts.Duration)
-			if err != nil {
-				return rep, fmt.Errorf("round %d, configuration (%s): %w", round, m.ID, err)
-			}
-			if u.Received == 0 || c.Connected == 0 {
-				return rep, fmt.Errorf("round %d, configuration (%s): the benchmark flow was blocked (%d datagrams received, %d connections)", round, m.ID, u.Received, c.Connected)
-			}
-			m.UDP, m.TCP = append(m.UDP, u), append(m.TCP, c)
-			fmt.Fprintf(logw, "round %d (%s): udp %.0f pkt/s, %.0f per CPU-s (%d sent, %d received, cpu %s), tcp %.0f conn/s, %.0f per CPU-s (%d failed, cpu %s), load %s\n",
-				round, m.ID, u.PPS(), u.PerCPU(), u.Sent, u.Received, u.CPU.Round(time.Millisecond), c.CPS(), c.PerCPU(), c.Failed, c.CPU.Round(time.Millisecond), load.Round(time.Millisecond))
 		}
 	}
 	if err := topo.SetRuleset(""); err != nil {
@@ -228,7 +184,50 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	return rep, nil
 }
 
-// warmup is the length of the unmeasured UDP and TCP runs before the rounds.
+// measure loads m's table and measures each of its kinds of traffic once.
+func (rep *Report) measure(ctx context.Context, topo *Topology, m *Measurement, round int, logw io.Writer) error {
+	start := time.Now()
+	if err := topo.SetRuleset(m.Text); err != nil {
+		return fmt.Errorf("round %d, configuration (%s): %w", round, m.ID, err)
+	}
+	load := time.Since(start)
+	m.Load = max(m.Load, load)
+	fmt.Fprintf(logw, "round %d (%s), load %s:", round, m.ID, load.Round(time.Millisecond))
+	for _, k := range m.Traffic {
+		if err := ctx.Err(); err != nil {
+			fmt.Fprintln(logw)
+			return err
+		}
+		// Every measurement starts from an empty conntrack table, so none
+		// pays for the entries an earlier one left.
+		if err := topo.FlushConntrack(); err != nil {
+			return err
+		}
+		s, err := topo.Measure(k, rep.Options.Duration)
+		if err != nil {
+			fmt.Fprintln(logw)
+			return fmt.Errorf("round %d, configuration (%s), %s: %w", round, m.ID, k, err)
+		}
+		if s.Count == 0 {
+			fmt.Fprintln(logw)
+			return fmt.Errorf("round %d, configuration (%s), %s: the benchmark flow was blocked (%d lost)", round, m.ID, k, s.Lost)
+		}
+		entries, limit, err := topo.ConntrackEntries()
+		if err != nil {
+			return err
+		}
+		rep.ConntrackPeak, rep.ConntrackMax = max(rep.ConntrackPeak, entries), limit
+		if m.Samples == nil {
+			m.Samples = map[Traffic][]Sample{}
+		}
+		m.Samples[k] = append(m.Samples[k], s)
+		fmt.Fprintf(logw, " %s %s %s/CPU-s (%d lost, cpu %s);", k, thousands(k.display(s.Rate())), thousands(k.display(s.PerCPU())), s.Lost, s.CPU.Round(time.Millisecond))
+	}
+	fmt.Fprintln(logw)
+	return nil
+}
+
+// warmup is the length of the unmeasured runs before the rounds.
 const warmup = 200 * time.Millisecond
 
 // ConntrackOnlyText is the "conntrack only" configuration: a table whose one
@@ -244,20 +243,230 @@ const ConntrackOnlyText = `table inet pdbench_ct {
 }
 `
 
-// describeGroups fills in the policy group facts of the report.
-func (rep *Report) describeGroups(sc *Scenario, rs *ruleset.Ruleset) error {
-	ix := sc.Snapshot
-	count := func(p *cluster.Pod, d cluster.Direction) int {
-		n := 0
-		for _, pol := range ix.Policies {
-			if pol.Namespace == p.Namespace && pol.PodSelector.Matches(p.Labels) && pol.Isolates(d) {
-				n++
+// prepare builds the main scenario and the curve's, compiles every
+// configuration and fills in the report's inputs.
+func prepare(opts Options) (*Report, error) {
+	t0 := time.Now()
+	logw := opts.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	sc, err := NewScenario(opts.Pods, opts.Policies, opts.Namespaces, opts.Seed)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := sc.Compile()
+	if err != nil {
+		return nil, err
+	}
+	src, dst := sc.Src.IPs[0], sc.Dst.IPs[0]
+	lin, err := LinearAllowList(rs, src, dst)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Options: opts, Node: sc.Node, Src: src, Dst: dst, Compiled: RulesetStats(rs), LinearRules: lin.Rules, NodePods: nodePods(sc)}
+	if err := rep.describeGroups(sc, rs); err != nil {
+		return nil, err
+	}
+	if rep.SrcSelection, rep.DstSelection, err = sc.Selections(opts.ClusterPolicies); err != nil {
+		return nil, err
+	}
+
+	compiled := func(id, label string, ropts compile.Options, cnps int) (*Measurement, error) {
+		crs := rs
+		if id != "b" {
+			if crs, err = sc.CompileWith(ropts, cnps); err != nil {
+				return nil, err
 			}
 		}
-		return n
+		path, err := pathRules(crs, src, dst)
+		if err != nil {
+			return nil, fmt.Errorf("configuration (%s): %w", id, err)
+		}
+		return &Measurement{Configuration: Configuration{ID: id, Label: label, Text: crs.Text(), Traffic: AllTraffic, PathRules: path}}, nil
 	}
-	rep.IngressPolicies, rep.EgressPolicies = count(sc.Dst, cluster.Ingress), count(sc.Src, cluster.Egress)
-	var err error
+	rep.Results = []*Measurement{
+		{Configuration: Configuration{ID: "a", Label: "no nftables table", Traffic: AllTraffic}},
+		{Configuration: Configuration{ID: "ct", Label: "conntrack only (ct state established,related accept)", Text: ConntrackOnlyText, Traffic: AllTraffic, PathRules: 1}},
+		{Configuration: Configuration{ID: "f", Label: "floor: conntrack + one address dispatch + one set lookup per direction", Text: FloorText(src, dst), Traffic: AllTraffic, PathRules: FloorRules}},
+	}
+	add := func(id, label string, ropts compile.Options, cnps int) error {
+		m, err := compiled(id, label, ropts, cnps)
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, m)
+		return nil
+	}
+	if err := add("b", "policyd as compiled (sets, vmaps)", compile.Options{}, 0); err != nil {
+		return nil, err
+	}
+	if err := rep.addCurve(sc, logw); err != nil {
+		return nil, err
+	}
+	if opts.ClusterPolicies > 0 {
+		label := fmt.Sprintf("(b) plus %d Admin + %d Baseline ClusterNetworkPolicies", opts.ClusterPolicies, opts.ClusterPolicies)
+		if err := add("b+cnp", label, compile.Options{}, opts.ClusterPolicies); err != nil {
+			return nil, err
+		}
+	}
+	if err := add("b+log", "(b) with drop logging (nflog group 100, limit 100/s burst 200)", compile.Options{Log: LogDrops}, 0); err != nil {
+		return nil, err
+	}
+	if err := add("b+log-allowed", "(b+log) and allowed new connections logged too", compile.Options{Log: LogAllowed}, 0); err != nil {
+		return nil, err
+	}
+	rep.Results = append(rep.Results, &Measurement{Configuration: Configuration{ID: "c", Label: "linear allow-list, one rule per peer", Text: lin.Text, Traffic: AllTraffic, PathRules: 1 + lin.Rules}})
+	fmt.Fprintf(logw, "scenarios built and compiled in %s: (b) %d sets, %d elements, %d chains; linear: %d rules; curve: %d points\n",
+		time.Since(t0).Round(time.Millisecond), rep.Compiled.Sets+rep.Compiled.Maps, rep.Compiled.Elements, rep.Compiled.Chains, lin.Rules, len(rep.Curve))
+	return rep, nil
+}
+
+// addCurve builds, compiles and appends the curve's configurations (main is
+// the main scenario, whose size is (b) and is not compiled again), and
+// lists the points.
+func (rep *Report) addCurve(main *Scenario, logw io.Writer) error {
+	o := rep.Options
+	if o.CurveRounds == 0 {
+		return nil
+	}
+	b := rep.Result("b")
+	built := map[string]CurvePoint{}
+	for _, p := range CurvePoints(o) {
+		t0 := time.Now()
+		if p.Pods == o.Pods && p.Policies == o.Policies {
+			p.ID = "b"
+			p.NodePods, p.Compiled = rep.NodePods, rep.Compiled
+			p.IngressAllowAt, p.IngressRules, p.EgressAllowAt, p.EgressRules = rep.IngressAllowAt, rep.IngressRules, rep.EgressAllowAt, rep.EgressRules
+			rep.Curve = append(rep.Curve, p)
+			continue
+		}
+		if q, ok := built[p.ID]; ok {
+			q.Curve = p.Curve
+			rep.Curve = append(rep.Curve, q)
+			continue
+		}
+		m, pt, err := curveConfiguration(p, o, main)
+		if err != nil {
+			return err
+		}
+		m.Rounds = o.CurveRounds
+		if b != nil && m.PathRules != b.PathRules {
+			return fmt.Errorf("curve point %s: a judged packet meets %d rules, in (b) %d: the points would not be comparable", m.ID, m.PathRules, b.PathRules)
+		}
+		rep.Results = append(rep.Results, m)
+		rep.Curve = append(rep.Curve, pt)
+		built[pt.ID] = pt
+		fmt.Fprintf(logw, "curve point (%s) built and compiled in %s: %d elements\n", m.ID, time.Since(t0).Round(time.Millisecond), pt.Compiled.Elements)
+	}
+	return nil
+}
+
+// CurvePoints returns the curve's points for opts, without their
+// measurements: Pods pods with each of CurvePolicies policies (curve
+// "policies"), then each of CurvePods pods with Policies policies (curve
+// "pods"). A size in both curves is one configuration, measured once.
+func CurvePoints(opts Options) []CurvePoint {
+	var out []CurvePoint
+	add := func(pods, policies int, curve string) {
+		ns := DefaultNamespaces(pods)
+		if pods == opts.Pods {
+			ns = opts.Namespaces
+		}
+		out = append(out, CurvePoint{Pods: pods, Policies: policies, Namespaces: ns, Curve: curve, ID: fmt.Sprintf("b@%s/%s", short(pods), short(policies))})
+	}
+	for _, n := range opts.CurvePolicies {
+		add(opts.Pods, n, "policies")
+	}
+	for _, n := range opts.CurvePods {
+		add(n, opts.Policies, "pods")
+	}
+	return out
+}
+
+// curveConfiguration builds and compiles the scenario of p, checks that its
+// benchmark pods are main's (same addresses, so the same topology carries
+// it) and returns its configuration and the completed point.
+func curveConfiguration(p CurvePoint, o Options, main *Scenario) (*Measurement, CurvePoint, error) {
+	sc, err := NewScenario(p.Pods, p.Policies, p.Namespaces, o.Seed)
+	if err != nil {
+		return nil, p, fmt.Errorf("curve point %s: %w", p.ID, err)
+	}
+	if sc.Src.IPs[0] != main.Src.IPs[0] || sc.Dst.IPs[0] != main.Dst.IPs[0] {
+		return nil, p, fmt.Errorf("curve point %s: benchmark pods at %s and %s, not %s and %s", p.ID, sc.Src.IPs[0], sc.Dst.IPs[0], main.Src.IPs[0], main.Dst.IPs[0])
+	}
+	rs, err := sc.Compile()
+	if err != nil {
+		return nil, p, fmt.Errorf("curve point %s: %w", p.ID, err)
+	}
+	var r Report
+	r.Src, r.Dst = sc.Src.IPs[0], sc.Dst.IPs[0]
+	if err := r.describeGroups(sc, rs); err != nil {
+		return nil, p, fmt.Errorf("curve point %s: %w", p.ID, err)
+	}
+	path, err := pathRules(rs, r.Src, r.Dst)
+	if err != nil {
+		return nil, p, fmt.Errorf("curve point %s: %w", p.ID, err)
+	}
+	p.NodePods, p.Compiled = nodePods(sc), RulesetStats(rs)
+	p.IngressAllowAt, p.IngressRules, p.EgressAllowAt, p.EgressRules = r.IngressAllowAt, r.IngressRules, r.EgressAllowAt, r.EgressRules
+	m := &Measurement{Configuration: Configuration{
+		ID:    p.ID,
+		Label: fmt.Sprintf("(b) for %s pods / %s policies", thousands(float64(p.Pods)), thousands(float64(p.Policies))),
+		Text:  rs.Text(), Traffic: CurveTraffic, PathRules: path,
+	}}
+	return m, p, nil
+}
+
+// short writes n as 200, 2k, 10k, 1.5k.
+func short(n int) string {
+	if n >= 1000 && n%100 == 0 {
+		if n%1000 == 0 {
+			return fmt.Sprintf("%dk", n/1000)
+		}
+		return fmt.Sprintf("%.1fk", float64(n)/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+func nodePods(sc *Scenario) int {
+	n := 0
+	for _, p := range sc.Snapshot.Pods {
+		if p.NodeName == sc.Node {
+			n++
+		}
+	}
+	return n
+}
+
+// pathRules returns how many rules the benchmark flow's first packet meets
+// in rs on its way through the node, UDP and TCP alike, as the tracer walks
+// them; it fails when the two protocols differ or the flow is not allowed.
+func pathRules(rs *ruleset.Ruleset, src, dst netip.Addr) (int, error) {
+	n := -1
+	for _, proto := range []uint8{17, 6} {
+		res, err := trace.Trace(rs, ruleset.HookPostrouting, trace.Packet{Src: src, Dst: dst, Protocol: proto, Port: Port})
+		if err != nil {
+			return 0, err
+		}
+		if !res.Allowed() {
+			return 0, fmt.Errorf("protocol %d: the benchmark flow is dropped:\n%s", proto, res)
+		}
+		if n >= 0 && n != len(res.Steps) {
+			return 0, fmt.Errorf("the benchmark flow meets %d rules in UDP and %d in TCP", n, len(res.Steps))
+		}
+		n = len(res.Steps)
+	}
+	return n, nil
+}
+
+// describeGroups fills in the policy group facts of the report.
+func (rep *Report) describeGroups(sc *Scenario, rs *ruleset.Ruleset) error {
+	s, d, err := sc.Selections(0)
+	if err != nil {
+		return err
+	}
+	rep.IngressPolicies, rep.EgressPolicies = d.NetworkPolicies, s.NetworkPolicies
 	rep.IngressAllowAt, rep.IngressRules, err = allowPosition(rs, cluster.Ingress, rep.Dst, ServerNamespace+"/"+IngressAllowPolicy)
 	if err != nil {
 		return err
@@ -282,86 +491,14 @@ func allowPosition(rs *ruleset.Ruleset, d cluster.Direction, addr netip.Addr, po
 	return 0, 0, fmt.Errorf("chain %s of %s has no rule commented %q", c.Name, addr, want)
 }
 
-// Markdown renders the report as a markdown table of medians with the
-// percentage of configuration (a), the raw rounds, and the input sizes.
-func (rep *Report) Markdown() string {
-	var b strings.Builder
-	o := rep.Options
-	fmt.Fprintf(&b, "## Packet path: pod A (%s) -> node -> pod B (%s)\n\n", rep.Src, rep.Dst)
-	if len(rep.Results) == 0 || len(rep.Results[0].UDP) == 0 {
-		b.WriteString("No measurement completed.\n")
-		return b.String()
-	}
-	base := rep.Results[0]
-	pct := func(v, of float64) string {
-		if of == 0 {
-			return "-"
+// curveIDs returns the IDs of the curve's points of curve ("policies" or
+// "pods"), in order.
+func (rep *Report) curveIDs(curve string) []string {
+	var ids []string
+	for _, p := range rep.Curve {
+		if p.Curve == curve && !slices.Contains(ids, p.ID) {
+			ids = append(ids, p.ID)
 		}
-		return fmt.Sprintf("%.1f%%", 100*v/of)
 	}
-	b.WriteString("| configuration | UDP 64 B pkt/s | % of (a) | per sender CPU-s | % of (a) | TCP new conn/s | % of (a) | per client CPU-s | % of (a) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, m := range rep.Results {
-		fmt.Fprintf(&b, "| (%s) %s |", m.ID, m.Label)
-		for _, f := range []func(*Measurement) float64{(*Measurement).MedianPPS, (*Measurement).MedianUDPPerCPU, (*Measurement).MedianCPS, (*Measurement).MedianTCPPerCPU} {
-			fmt.Fprintf(&b, " %s | %s |", thousands(f(m)), pct(f(m), f(base)))
-		}
-		b.WriteString("\n")
-	}
-	fmt.Fprintf(&b, "\nMedians of %d interleaved rounds (", len(base.UDP))
-	for i, m := range rep.Results {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		b.WriteString(m.ID)
-	}
-	fmt.Fprintf(&b, ", repeated) of %s per figure, on a shared %d-CPU machine.\n", o.Duration, runtime.NumCPU())
-	b.WriteString("UDP: one connected socket in pod A writes 64-byte payloads in a tight loop; pod B counts what it receives.\n")
-	b.WriteString("Nothing answers, so every datagram stays in conntrack state new and is judged through the whole\n")
-	b.WriteString("policy path (egress chain of pod A, then ingress chain of pod B), not only the first one.\n")
-	b.WriteString("TCP: connect + close with SO_LINGER 0 in a loop; pod B accepts and closes; only each SYN is judged.\n")
-	b.WriteString("Per CPU-s: the same count divided by the CPU time of the sending (connecting) thread, which runs the\n")
-	b.WriteString("whole veth/forwarding path in softirq; it is what one idle CPU would reach and is far less disturbed by\n")
-	b.WriteString("other work on a shared machine than the wall-clock rate.\n\n")
-
-	b.WriteString("Rounds, pkt/s (per CPU-s) / conn/s (per CPU-s):\n\n| configuration |")
-	for i := range base.UDP {
-		fmt.Fprintf(&b, " round %d |", i+1)
-	}
-	b.WriteString(" nft -f load |\n|---|")
-	for range base.UDP {
-		b.WriteString("---:|")
-	}
-	b.WriteString("---:|\n")
-	for _, m := range rep.Results {
-		fmt.Fprintf(&b, "| (%s) |", m.ID)
-		for i := range m.UDP {
-			fmt.Fprintf(&b, " %s (%s) / %s (%s) |", thousands(m.UDP[i].PPS()), thousands(m.UDP[i].PerCPU()), thousands(m.TCP[i].CPS()), thousands(m.TCP[i].PerCPU()))
-		}
-		fmt.Fprintf(&b, " %s |\n", m.Load.Round(time.Millisecond))
-	}
-
-	st := rep.Compiled
-	b.WriteString("\nInputs:\n\n")
-	fmt.Fprintf(&b, "- cluster: %d synthetic pods + 2 benchmark pods, %d synthetic policies + 6 benchmark policies, %d namespaces + 2 (seed %d)\n",
-		o.Pods, o.Policies, o.Namespaces, o.Seed)
-	fmt.Fprintf(&b, "- compiled node %s: %d pods on it; pod A and pod B both run there\n", rep.Node, rep.NodePods)
-	fmt.Fprintf(&b, "- (b): %d sets + %d verdict maps holding %d elements (%d dispatch entries), %d policy-group chains, %d rules in all\n",
-		st.Sets, st.Maps, st.Elements, st.DispatchEntries, st.Chains, st.Rules)
-	fmt.Fprintf(&b, "- pod B ingress: %d policies; the allowing rule is rule %d of %d in its chain\n", rep.IngressPolicies, rep.IngressAllowAt, rep.IngressRules)
-	fmt.Fprintf(&b, "- pod A egress: %d policies; the allowing rule is rule %d of %d in its chain\n", rep.EgressPolicies, rep.EgressAllowAt, rep.EgressRules)
-	fmt.Fprintf(&b, "- (c): %d per-peer rules (pod A's last) between a ct established,related accept and a drop for pod B,\n  in table inet %s, postrouting priority 95; it carries pod B's ingress allow-list only\n", rep.LinearRules, LinearTable)
-	return b.String()
-}
-
-func thousands(v float64) string {
-	s := fmt.Sprintf("%.0f", v)
-	var out []byte
-	for i := range len(s) {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			out = append(out, ',')
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
+	return ids
 }

@@ -1,16 +1,21 @@
-// Package pktpath owns the packet-path benchmark: it measures 64-byte UDP
-// packets per second and new TCP connections per second between two pod
-// network namespaces routed through a node network namespace, with no
-// nftables table on the node, with the table policyd compiles for a large
-// synthetic cluster, and with the same allow-list written as one linear rule
-// per peer address (the iptables style the compiled sets replace).
+// Package pktpath owns the packet-path benchmark: between two pod network
+// namespaces routed through a node network namespace it measures new TCP
+// connections, UDP datagrams that are each a new flow, a one-flow UDP stream
+// and an established TCP stream, per second of sender CPU, with no nftables
+// table on the node, with conntrack only, with the hand-written floor (the
+// least a table that judges the packet can do), with the table policyd
+// compiles for a large synthetic cluster (plain, with ClusterNetworkPolicies,
+// with logging, and for a curve of cluster sizes), and with the same
+// allow-list written as one linear rule per peer address (the iptables style
+// the compiled sets replace).
 //
-// The package has three parts: the scenario (a synthetic cluster plus two
-// benchmark pods and the policies that select them, compiled for the node that
-// hosts them, and the linear rendering of the destination's allow-list), the
-// topology (three network namespaces joined by veth pairs, always removed
-// again), and the traffic generators with the interleaved rounds that produce
-// a Report.
+// The package has four parts: the scenario (a synthetic cluster plus two
+// benchmark pods and the policies that select them, compiled for the node
+// that hosts them, the floor and the linear rendering of the destination's
+// allow-list), the topology (three network namespaces joined by veth pairs,
+// always removed again, and the node's conntrack table), the traffic
+// generators, and the interleaved rounds that produce a Report and its
+// markdown.
 package pktpath
 
 import (
@@ -247,7 +252,25 @@ func benchPolicies() []*networkingv1.NetworkPolicy {
 // Compile compiles the scenario's cluster for its node, through the selector
 // index as the agent does.
 func (sc *Scenario) Compile() (*ruleset.Ruleset, error) {
-	rs, err := compile.Compile(selectors.FromSnapshot(sc.Snapshot), sc.Node)
+	return sc.CompileWith(compile.Options{}, 0)
+}
+
+// CompileWith compiles the scenario's node with a compile.Compiler holding
+// opts, after adding clusterPolicies Admin and as many Baseline
+// ClusterNetworkPolicies (Scenario.ClusterPolicies; 0 adds none).
+func (sc *Scenario) CompileWith(opts compile.Options, clusterPolicies int) (*ruleset.Ruleset, error) {
+	ix := selectors.FromSnapshot(sc.Snapshot)
+	if clusterPolicies > 0 {
+		cps, err := sc.convertClusterPolicies(clusterPolicies)
+		if err != nil {
+			return nil, err
+		}
+		for _, cp := range cps {
+			ix.UpsertClusterPolicy(cp)
+		}
+	}
+	c := &compile.Compiler{Options: opts}
+	rs, err := c.Compile(ix, sc.Node)
 	if err != nil {
 		return nil, fmt.Errorf("scenario: compile for node %s: %w", sc.Node, err)
 	}
@@ -509,17 +532,103 @@ func (sc *Scenario) ClusterPolicies(n int) []*npav1beta1.ClusterNetworkPolicy {
 // CompileWithClusterPolicies compiles the scenario's node with n Admin and
 // n Baseline ClusterNetworkPolicies (ClusterPolicies) added.
 func (sc *Scenario) CompileWithClusterPolicies(n int) (*ruleset.Ruleset, error) {
-	ix := selectors.FromSnapshot(sc.Snapshot)
+	return sc.CompileWith(compile.Options{}, n)
+}
+
+func (sc *Scenario) convertClusterPolicies(n int) ([]*cluster.ClusterPolicy, error) {
+	var out []*cluster.ClusterPolicy
 	for _, c := range sc.ClusterPolicies(n) {
 		cp, errs := cluster.ConvertClusterPolicy(c)
 		if len(errs) > 0 {
 			return nil, fmt.Errorf("scenario: cluster network policy %s: %v", c.Name, errs)
 		}
-		ix.UpsertClusterPolicy(cp)
+		out = append(out, cp)
 	}
-	rs, err := compile.Compile(ix, sc.Node)
-	if err != nil {
-		return nil, fmt.Errorf("scenario: compile for node %s: %w", sc.Node, err)
-	}
-	return rs, nil
+	return out, nil
 }
+
+// Selection counts the policies of each kind that select one benchmark pod.
+type Selection struct {
+	// NetworkPolicies counts the NetworkPolicies that select the pod and
+	// isolate it in the direction the benchmark flow leaves (pod A) or
+	// enters (pod B) it.
+	NetworkPolicies int
+	// Admin and Baseline count the ClusterNetworkPolicies of each tier
+	// whose subject is the pod.
+	Admin, Baseline int
+}
+
+// Selections returns the Selection of pod A (egress) and pod B (ingress)
+// with n Admin and n Baseline ClusterNetworkPolicies added
+// (Scenario.ClusterPolicies).
+func (sc *Scenario) Selections(n int) (src, dst Selection, err error) {
+	var cps []*cluster.ClusterPolicy
+	if n > 0 {
+		if cps, err = sc.convertClusterPolicies(n); err != nil {
+			return src, dst, err
+		}
+	}
+	ix := selectors.FromSnapshot(sc.Snapshot)
+	count := func(p *cluster.Pod, d cluster.Direction) Selection {
+		var s Selection
+		for _, pol := range sc.Snapshot.Policies {
+			if pol.Namespace == p.Namespace && pol.PodSelector.Matches(p.Labels) && pol.Isolates(d) {
+				s.NetworkPolicies++
+			}
+		}
+		nsLabels := ix.NamespaceLabels(p.Namespace)
+		for _, cp := range cps {
+			if !cp.SelectsPod(p, nsLabels) {
+				continue
+			}
+			switch cp.Tier {
+			case cluster.TierAdmin:
+				s.Admin++
+			case cluster.TierBaseline:
+				s.Baseline++
+			}
+		}
+		return s
+	}
+	return count(sc.Src, cluster.Egress), count(sc.Dst, cluster.Ingress), nil
+}
+
+// FloorTable is the name of the inet table holding configuration (f).
+const FloorTable = "pdbench_floor"
+
+// FloorText is configuration (f), the floor: the cheapest table that still
+// judges the benchmark flow's packet in both directions, written by hand. In
+// the compiled table's hook and priority it accepts established and related
+// packets, then dispatches on the source address with one verdict map (pod A
+// to its egress chain) and on the destination address with another (pod B to
+// its ingress chain); each chain makes one lookup of the packet's peer,
+// protocol and port in a concatenated set holding exactly the benchmark flow
+// (pod B or pod A, TCP and UDP Port) and drops what is not in it. So a judged
+// packet costs one conntrack lookup, two map lookups, two set lookups and two
+// jumps: what any table that tells allowed peers and ports from the rest
+// must at least do.
+func FloorText(src, dst netip.Addr) string { return floorText(src, dst, dst, src) }
+
+// floorText renders the floor for pods src and dst with egressPeer the one
+// peer src may send to and ingressPeer the one dst may receive from.
+func floorText(src, dst, egressPeer, ingressPeer netip.Addr) string {
+	var b strings.Builder
+	set := func(name string, peer netip.Addr) {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\telements = { %s . tcp . %d, %s . udp . %d }\n\t}\n", name, peer, Port, peer, Port)
+	}
+	fmt.Fprintf(&b, "table inet %s {\n", FloorTable)
+	set("egress_allow", egressPeer)
+	set("ingress_allow", ingressPeer)
+	fmt.Fprintf(&b, "\tchain egress_pod {\n\t\tip daddr . meta l4proto . th dport @egress_allow return\n\t\tdrop\n\t}\n")
+	fmt.Fprintf(&b, "\tchain ingress_pod {\n\t\tip saddr . meta l4proto . th dport @ingress_allow accept\n\t\tdrop\n\t}\n")
+	fmt.Fprintf(&b, "\tmap egress4 {\n\t\ttype ipv4_addr : verdict\n\t\telements = { %s : jump egress_pod }\n\t}\n", src)
+	fmt.Fprintf(&b, "\tmap ingress4 {\n\t\ttype ipv4_addr : verdict\n\t\telements = { %s : jump ingress_pod }\n\t}\n", dst)
+	fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype filter hook postrouting priority %d; policy accept;\n", compile.PriorityPostrouting)
+	b.WriteString("\t\tct state established,related accept\n\t\tip saddr vmap @egress4\n\t\tip daddr vmap @ingress4\n\t}\n}\n")
+	return b.String()
+}
+
+// FloorRules is the number of rules a judged packet of the benchmark flow
+// meets in the floor: the conntrack rule, the egress dispatch, the egress
+// lookup, the ingress dispatch and the ingress lookup.
+const FloorRules = 5

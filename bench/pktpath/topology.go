@@ -10,6 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/policyd/policyd/internal/netnsutil"
 )
 
 // NetnsPrefix starts the name of every network namespace the benchmark
@@ -26,7 +33,25 @@ type Topology struct {
 	PodA, Node, PodB string
 	// Src and Dst are the addresses of pod A and pod B.
 	Src, Dst netip.Addr
+	// FlowSockets is how many sockets UDPFlows sends from, one datagram
+	// each per pass (0: DefaultFlowSockets). Set it before the first
+	// UDPFlows.
+	FlowSockets int
+
+	// pool holds the UDPFlows sockets once made; ct is the node's
+	// conntrack table, opened on first use.
+	pool []int
+	ct   *conntrack.Conn
 }
+
+// DefaultFlowSockets is the default Topology.FlowSockets: enough datagrams per
+// pass that the flush between passes is rare, few enough to stay well inside
+// a 20,000 file descriptor limit and far below nf_conntrack_max.
+const DefaultFlowSockets = 16384
+
+// FlowPortBase is the source port of the first UDPFlows socket; the others
+// follow it.
+const FlowPortBase = 20000
 
 // NewTopology creates the three namespaces for the pod addresses src and dst
 // (IPv4, in 10.0.0.0/8). On error, whatever was created is removed again; on
@@ -85,6 +110,14 @@ func NewTopology(src, dst netip.Addr) (t *Topology, err error) {
 // partly built topology.
 func (t *Topology) Close() error {
 	var errs []error
+	for _, fd := range t.pool {
+		unix.Close(fd)
+	}
+	t.pool = nil
+	if t.ct != nil {
+		errs = append(errs, t.ct.Close())
+		t.ct = nil
+	}
 	for _, ns := range []string{t.PodA, t.Node, t.PodB} {
 		if !netnsExists(ns) {
 			continue
@@ -106,6 +139,110 @@ func (t *Topology) SetRuleset(text string) error {
 		return nil
 	}
 	return runInput(text, "ip", "netns", "exec", t.Node, "nft", "-f", "-")
+}
+
+// conntrack returns the node's conntrack table, opening it on first use.
+func (t *Topology) conntrack() (*conntrack.Conn, error) {
+	if t.ct != nil {
+		return t.ct, nil
+	}
+	ns, err := netns.GetFromName(t.Node)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", t.Node, err)
+	}
+	defer ns.Close() // the netlink socket keeps the namespace it was made in
+	c, err := conntrack.Dial(&netlink.Config{NetNS: int(ns)})
+	if err != nil {
+		return nil, fmt.Errorf("conntrack in %s: %w", t.Node, err)
+	}
+	t.ct = c
+	return c, nil
+}
+
+// FlushConntrack deletes every conntrack entry of the node.
+func (t *Topology) FlushConntrack() error {
+	c, err := t.conntrack()
+	if err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("flush conntrack in %s: %w", t.Node, err)
+	}
+	return nil
+}
+
+// ConntrackEntries returns how many entries the node's conntrack table
+// holds, and its limit (nf_conntrack_max), as the node's
+// /proc/sys/net/netfilter shows them. (ctnetlink's global statistics
+// request, conntrack.Conn.StatsGlobal, never answers on some kernels.)
+func (t *Topology) ConntrackEntries() (entries, limit int, err error) {
+	err = netnsutil.DoNamed(t.Node, func() error {
+		var err error
+		if entries, err = readSysctlInt("/proc/sys/net/netfilter/nf_conntrack_count"); err != nil {
+			return err
+		}
+		limit, err = readSysctlInt("/proc/sys/net/netfilter/nf_conntrack_max")
+		return err
+	})
+	return entries, limit, err
+}
+
+func readSysctlInt(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
+}
+
+// flowSockets returns the UDPFlows sockets, creating them on first use: in
+// pod A, FlowSockets UDP sockets bound to the ports from FlowPortBase on and
+// connected to pod B's Port.
+func (t *Topology) flowSockets() ([]int, error) {
+	if t.pool != nil {
+		return t.pool, nil
+	}
+	n := t.FlowSockets
+	if n == 0 {
+		n = DefaultFlowSockets
+	}
+	if n < 1 || FlowPortBase+n-1 > 65535 {
+		return nil, fmt.Errorf("udp flows: need 1 to %d sockets, got %d", 65535-FlowPortBase+1, n)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n)+256 {
+		return nil, fmt.Errorf("udp flows: %d sockets need more open files than the limit of %d (ulimit -n)", n, lim.Cur)
+	}
+	pool := make([]int, 0, n)
+	dst := &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}
+	err := netnsutil.DoNamed(t.PodA, func() error {
+		for i := range n {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("socket %d: %w", i, err)
+			}
+			pool = append(pool, fd)
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Port: FlowPortBase + i, Addr: t.Src.As4()}); err != nil {
+				return fmt.Errorf("bind %s:%d: %w", t.Src, FlowPortBase+i, err)
+			}
+			if err := unix.Connect(fd, dst); err != nil {
+				return fmt.Errorf("connect %s:%d: %w", t.Dst, Port, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, fd := range pool {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("udp flow sockets in %s: %w", t.PodA, err)
+	}
+	t.pool = pool
+	return pool, nil
 }
 
 // RemoveLeftovers deletes the network namespaces named NetnsPrefix<pid>-…

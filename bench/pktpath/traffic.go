@@ -3,7 +3,6 @@ package pktpath
 import (
 	"errors"
 	"fmt"
-	"github.com/policyd/policyd/internal/netnsutil"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/policyd/policyd/internal/netnsutil"
 )
 
 // PayloadSize is the UDP payload of every benchmark datagram.
@@ -69,44 +70,22 @@ const connectTimeout = 500 * time.Millisecond
 // UDP sends PayloadSize-byte datagrams from pod A to pod B's Port for d, as
 // fast as one connected socket writes them, and counts what pod B receives.
 // Nothing answers, so conntrack never sees a reply: every datagram is in
-// state new and is judged through the whole policy path.
+// state new and is judged through the whole policy path, but all of them
+// belong to one conntrack entry (see UDPFlows for one entry per datagram).
 func (t *Topology) UDP(d time.Duration) (UDPResult, error) {
 	var res UDPResult
-	rfd, err := socketIn(t.PodB, unix.SOCK_DGRAM)
+	sink, err := t.startUDPSink()
 	if err != nil {
 		return res, err
-	}
-	defer unix.Close(rfd)
-	if err := unix.SetsockoptInt(rfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
-		return res, fmt.Errorf("udp receiver in %s: SO_RCVBUFFORCE: %w", t.PodB, err)
-	}
-	if err := setTimeout(rfd, unix.SO_RCVTIMEO, recvTimeout); err != nil {
-		return res, fmt.Errorf("udp receiver in %s: %w", t.PodB, err)
-	}
-	if err := unix.Bind(rfd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
-		return res, fmt.Errorf("udp receiver in %s: bind %s:%d: %w", t.PodB, t.Dst, Port, err)
 	}
 	sfd, err := socketIn(t.PodA, unix.SOCK_DGRAM)
 	if err != nil {
-		return res, err
+		return res, errors.Join(err, sink.stop())
 	}
 	defer unix.Close(sfd)
 	if err := unix.Connect(sfd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
-		return res, fmt.Errorf("udp sender in %s: connect %s:%d: %w", t.PodA, t.Dst, Port, err)
+		return res, errors.Join(fmt.Errorf("udp sender in %s: connect %s:%d: %w", t.PodA, t.Dst, Port, err), sink.stop())
 	}
-
-	var stop atomic.Bool
-	var received uint64
-	var recvErr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		defer boost()()
-		received, recvErr = receiveAll(rfd, &stop)
-	}()
 
 	runtime.LockOSThread()
 	unboost := boost()
@@ -127,12 +106,111 @@ func (t *Topology) UDP(d time.Duration) (UDPResult, error) {
 	res.CPU = threadCPU() - cpu0
 	unboost()
 	runtime.UnlockOSThread()
-	// Let the receiver drain its socket buffer before it stops.
+	err = sink.stop()
+	res.Sent, res.Received = sent, sink.received
+	return res, err
+}
+
+// UDPFlows sends PayloadSize-byte datagrams from pod A to pod B's Port for
+// d, each from a source port of its own, so that each datagram is a new
+// conntrack entry in the node and is judged as the first packet of a new
+// flow. It writes one datagram to each of the topology's FlowSockets
+// sockets in turn (connected UDP sockets bound to consecutive ports, kept
+// for the topology's life), and before every such pass, the first
+// included, it flushes the node's conntrack table, so no datagram finds the
+// entry of an earlier one and the table never holds more than
+// FlowSockets benchmark entries. Elapsed and CPU count the passes only,
+// not the flushes between them.
+func (t *Topology) UDPFlows(d time.Duration) (UDPResult, error) {
+	var res UDPResult
+	pool, err := t.flowSockets()
+	if err != nil {
+		return res, err
+	}
+	sink, err := t.startUDPSink()
+	if err != nil {
+		return res, err
+	}
+
+	runtime.LockOSThread()
+	unboost := boost()
+	payload := make([]byte, PayloadSize)
+	var sent uint64
+	for done := false; !done && err == nil; {
+		if err = t.FlushConntrack(); err != nil {
+			break
+		}
+		cpu0 := threadCPU()
+		start := time.Now()
+		for i, fd := range pool {
+			if i&63 == 0 && res.Elapsed+time.Since(start) >= d {
+				done = true
+				break
+			}
+			if _, err := unix.Write(fd, payload); err == nil {
+				sent++
+			}
+		}
+		res.Elapsed += time.Since(start)
+		res.CPU += threadCPU() - cpu0
+		done = done || res.Elapsed >= d
+	}
+	unboost()
+	runtime.UnlockOSThread()
+	err = errors.Join(err, sink.stop())
+	res.Sent, res.Received = sent, sink.received
+	return res, err
+}
+
+// udpSink counts the datagrams pod B receives on Port.
+type udpSink struct {
+	fd       int
+	halt     atomic.Bool
+	wg       sync.WaitGroup
+	received uint64
+	err      error
+}
+
+// startUDPSink binds pod B's receiving socket and starts counting on a
+// thread of its own.
+func (t *Topology) startUDPSink() (*udpSink, error) {
+	rfd, err := socketIn(t.PodB, unix.SOCK_DGRAM)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*udpSink, error) {
+		unix.Close(rfd)
+		return nil, fmt.Errorf("udp receiver in %s: %w", t.PodB, err)
+	}
+	if err := unix.SetsockoptInt(rfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+		return fail(fmt.Errorf("SO_RCVBUFFORCE: %w", err))
+	}
+	if err := setTimeout(rfd, unix.SO_RCVTIMEO, recvTimeout); err != nil {
+		return fail(err)
+	}
+	if err := unix.Bind(rfd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
+		return fail(fmt.Errorf("bind %s:%d: %w", t.Dst, Port, err))
+	}
+	s := &udpSink{fd: rfd}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer boost()()
+		s.received, s.err = receiveAll(rfd, &s.halt)
+	}()
+	return s, nil
+}
+
+// stop lets the receiver drain its socket buffer, stops it and closes the
+// socket; received is final afterwards.
+func (s *udpSink) stop() error {
 	time.Sleep(2 * recvTimeout)
-	stop.Store(true)
-	wg.Wait()
-	res.Sent, res.Received = sent, received
-	return res, recvErr
+	s.halt.Store(true)
+	s.wg.Wait()
+	unix.Close(s.fd)
+	return s.err
 }
 
 // receiveAll counts datagrams on fd, in batches of recvmmsg, until stop is set
@@ -170,23 +248,11 @@ func receiveAll(fd int, stop *atomic.Bool) (uint64, error) {
 // SYN of each connection is in conntrack state new; the rest is established.
 func (t *Topology) TCP(d time.Duration) (TCPResult, error) {
 	var res TCPResult
-	lfd, err := socketIn(t.PodB, unix.SOCK_STREAM)
+	lfd, err := t.listenB()
 	if err != nil {
 		return res, err
 	}
 	defer unix.Close(lfd)
-	if err := unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		return res, fmt.Errorf("tcp server in %s: SO_REUSEADDR: %w", t.PodB, err)
-	}
-	if err := setTimeout(lfd, unix.SO_RCVTIMEO, recvTimeout); err != nil {
-		return res, fmt.Errorf("tcp server in %s: %w", t.PodB, err)
-	}
-	if err := unix.Bind(lfd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
-		return res, fmt.Errorf("tcp server in %s: bind %s:%d: %w", t.PodB, t.Dst, Port, err)
-	}
-	if err := unix.Listen(lfd, 4096); err != nil {
-		return res, fmt.Errorf("tcp server in %s: listen: %w", t.PodB, err)
-	}
 
 	var stop atomic.Bool
 	var acceptErr error
@@ -234,6 +300,32 @@ func (t *Topology) TCP(d time.Duration) (TCPResult, error) {
 	stop.Store(true)
 	wg.Wait()
 	return res, errors.Join(err, acceptErr)
+}
+
+// listenB returns a TCP socket listening on pod B's Port, whose accepts time
+// out after recvTimeout.
+func (t *Topology) listenB() (int, error) {
+	lfd, err := socketIn(t.PodB, unix.SOCK_STREAM)
+	if err != nil {
+		return -1, err
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(lfd)
+		return -1, fmt.Errorf("tcp server in %s: %w", t.PodB, err)
+	}
+	if err := unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail(fmt.Errorf("SO_REUSEADDR: %w", err))
+	}
+	if err := setTimeout(lfd, unix.SO_RCVTIMEO, recvTimeout); err != nil {
+		return fail(err)
+	}
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
+		return fail(fmt.Errorf("bind %s:%d: %w", t.Dst, Port, err))
+	}
+	if err := unix.Listen(lfd, 4096); err != nil {
+		return fail(fmt.Errorf("listen: %w", err))
+	}
+	return lfd, nil
 }
 
 // acceptAll accepts and closes connections on fd until stop is set and an
@@ -310,4 +402,126 @@ func threadCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ts.Nano())
+}
+
+// StreamResult is one TCP stream measurement.
+type StreamResult struct {
+	// Written counts the bytes pod A wrote, Received those pod B read.
+	Written, Received uint64
+	// Elapsed is how long pod A was writing; CPU is the CPU time the
+	// writing thread used meanwhile, the softirq work of the whole path
+	// included.
+	Elapsed, CPU time.Duration
+}
+
+// BPS returns received bytes per second.
+func (r StreamResult) BPS() float64 { return perSecond(r.Received, r.Elapsed) }
+
+// PerCPU returns received bytes per second of the writing thread's CPU time
+// (see UDPResult.PerCPU).
+func (r StreamResult) PerCPU() float64 { return perSecond(r.Received, r.CPU) }
+
+// streamChunk is the size of one write (and read) of the TCP stream.
+const streamChunk = 256 << 10
+
+// TCPStream opens one TCP connection from pod A to pod B's Port and writes
+// to it as fast as it goes for d; pod B reads everything until the end of
+// the stream. Only the SYN is in conntrack state new: every other packet of
+// the measurement belongs to an established connection, which every
+// configuration's first rule accepts, so the figure must not depend on the
+// configuration (other than (a), which tracks no connection).
+func (t *Topology) TCPStream(d time.Duration) (StreamResult, error) {
+	var res StreamResult
+	lfd, err := t.listenB()
+	if err != nil {
+		return res, err
+	}
+	defer unix.Close(lfd)
+
+	var stop atomic.Bool
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer boost()()
+		res.Received, readErr = readStream(lfd, &stop)
+	}()
+
+	err = netnsutil.DoNamed(t.PodA, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("tcp stream client in %s: socket: %w", t.PodA, err)
+		}
+		defer unix.Close(fd)
+		if err := setTimeout(fd, unix.SO_SNDTIMEO, connectTimeout); err != nil {
+			return fmt.Errorf("tcp stream client in %s: %w", t.PodA, err)
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
+			return fmt.Errorf("tcp stream client in %s: connect %s:%d: %w", t.PodA, t.Dst, Port, err)
+		}
+		defer boost()()
+		buf := make([]byte, streamChunk)
+		cpu0 := threadCPU()
+		start := time.Now()
+		for time.Since(start) < d {
+			n, err := unix.Write(fd, buf)
+			if err != nil {
+				return fmt.Errorf("tcp stream client in %s: write after %d bytes: %w", t.PodA, res.Written, err)
+			}
+			res.Written += uint64(n)
+		}
+		res.Elapsed = time.Since(start)
+		res.CPU = threadCPU() - cpu0
+		return nil
+	})
+	stop.Store(true)
+	wg.Wait()
+	if err == nil && readErr == nil && res.Received != res.Written {
+		readErr = fmt.Errorf("tcp stream: pod B read %d bytes of %d written", res.Received, res.Written)
+	}
+	return res, errors.Join(err, readErr)
+}
+
+// readStream accepts one connection on lfd and reads it to its end. It gives
+// up when stop is set and no connection came, or the connection went quiet
+// for a receive timeout.
+func readStream(lfd int, stop *atomic.Bool) (uint64, error) {
+	var fd int
+	for {
+		nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+		if err == nil {
+			fd = nfd
+			break
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+			return 0, fmt.Errorf("tcp stream server: accept: %w", err)
+		}
+		if stop.Load() {
+			return 0, nil
+		}
+	}
+	defer unix.Close(fd)
+	if err := setTimeout(fd, unix.SO_RCVTIMEO, recvTimeout); err != nil {
+		return 0, fmt.Errorf("tcp stream server: %w", err)
+	}
+	buf := make([]byte, streamChunk)
+	var total uint64
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case err == nil && n == 0:
+			return total, nil
+		case err == nil:
+			total += uint64(n)
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			if stop.Load() {
+				return total, nil
+			}
+		default:
+			return total, fmt.Errorf("tcp stream server: read: %w", err)
+		}
+	}
 }
