@@ -28,6 +28,12 @@ import (
 // Pin, when positive, binds the source port to PinPortBase+Pin-1, which the
 // kube-proxy-like table sends to the Service's backend Pin-1, so that every
 // backend can be probed deterministically. From may be ExternalClient.
+//
+// SrcPort, when positive and Pin is not, binds every attempt's source port
+// to it (with SO_REUSEADDR), so that the caller can tell the probe's packets
+// apart from every other probe's, e.g. in what the kernel logs. It must not
+// be a port the source serves; a caller choosing it keeps it unique among the
+// probes it runs at once. Zero lets the kernel choose.
 type Probe struct {
 	From     string
 	To       string
@@ -37,6 +43,7 @@ type Probe struct {
 	Service  bool
 	Target   netip.AddrPort
 	Pin      int
+	SrcPort  int
 }
 
 // String renders the probe as "x/a -> y/b TCP/80" (with " v6" and " via
@@ -78,6 +85,9 @@ type Result struct {
 	Err string
 	// Dst is the address probed.
 	Dst netip.AddrPort
+	// SrcPort is the source port every attempt was bound to (Pin's or
+	// SrcPort's); 0 when the kernel chose one.
+	SrcPort int
 	// Attempts is how many connections were tried (1, or 2 after a failure).
 	Attempts int
 	// Elapsed is the time the probe took.
@@ -176,10 +186,14 @@ func (l *Lab) probe(ctx context.Context, p Probe) Result {
 	if p.Pin < 0 || p.Pin > 1000 {
 		return fail("pin %d is not in 0-1000", p.Pin)
 	}
-	localPort := 0
+	if p.SrcPort < 0 || p.SrcPort > 65535 {
+		return fail("source port %d is not in 0-65535", p.SrcPort)
+	}
+	localPort := p.SrcPort
 	if p.Pin > 0 {
 		localPort = PinPortBase + p.Pin - 1
 	}
+	r.SrcPort = localPort
 	want := token(p.To, p.Protocol, p.Port)
 	r.Probed = true
 	for attempt := 1; attempt <= 2; attempt++ {
