@@ -134,3 +134,34 @@ func TestCompile_AdminPassIsNotLoggedAsDecider(t *testing.T) {
 	}
 	assert.Equal(t, []string{"Accept"}, actions, "deciders: %v", rs.Deciders)
 }
+
+// TestCompile_LoggedAllowsKeepPolicyOrder: with allowed logging, the first
+// allow rule that matches is the decider logged, so a group chain keeps its
+// rules in policy-key and rule order (the order explain names the admitting
+// rule in) instead of dropping a rule another policy's covers. Without
+// logging the covered rule is still dropped. The lab's --verdicts
+// --log-allowed found the kernel naming x/b-any-80 where explain names
+// x/a-from-b for x/b -> x/a TCP/80.
+func TestCompile_LoggedAllowsKeepPolicyOrder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(
+		withPolicy(policy("x", "a-from-b", networkingv1.NetworkPolicySpec{PodSelector: *podSel(map[string]string{"pod": "a"}),
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: podSel(map[string]string{"pod": "b"})}}, Ports: []networkingv1.NetworkPolicyPort{tcp(80)}}}})),
+		withPolicy(policy("x", "b-any-80", networkingv1.NetworkPolicySpec{PodSelector: *podSel(map[string]string{"pod": "a"}),
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{tcp(80)}}}})),
+	)
+	allowed := func(rs *ruleset.Ruleset) []string {
+		ch := rs.Chain(mapTargets(rs, compile.MapIngress4)["10.0.0.1"])
+		require.NotNil(t, ch)
+		var out []string
+		for _, r := range ch.Rules {
+			if ar, ok := r.(*ruleset.AllowRule); ok {
+				out = append(out, ar.Comment)
+			}
+		}
+		return out
+	}
+	logged := f.compileWith(t, "node-1", compile.Options{Log: compile.LogOptions{Drops: true, Allowed: true, Group: 100}})
+	assert.Equal(t, []string{"x/a-from-b ingress[0]", "x/b-any-80 ingress[0]"}, allowed(logged))
+	assert.Equal(t, []string{"x/b-any-80 ingress[0]"}, allowed(f.compile(t, "node-1")), "without logging the covered rule goes")
+}
