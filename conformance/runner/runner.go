@@ -278,26 +278,39 @@ func Run(ctx context.Context, cfg Config, scenarios []Scenario, report func(Step
 		e.resolver = newVerdictResolver()
 		e.ports = &srcPorts{skip: servedPorts(l)}
 	}
-	// With verdicts, a step is reported once its records are in: after the
-	// next step's probes, so that waiting for the log's flush overlaps
-	// with work (see resolveVerdicts).
-	var pending *verdictStep
-	flush := func() error {
-		if pending == nil {
-			return nil
+	// With verdicts, a step is reported once its records are in. The log
+	// delivers a batch up to a second after its first record, so steps
+	// wait in a queue, and every step that is ready is resolved after each
+	// step's probes: waiting overlaps with the next steps' work.
+	var queue []*verdictStep
+	resolve := func(wait bool) error {
+		for len(queue) > 0 {
+			vs := queue[0]
+			if !wait && !e.verdictsReady(cfg, vs) {
+				return nil
+			}
+			e.resolveVerdicts(ctx, cfg, vs)
+			if _, err := e.klog.stats(); err != nil {
+				return err
+			}
+			report(vs.res)
+			e.lastProbes = vs.end
+			queue = queue[1:]
 		}
-		e.resolveVerdicts(ctx, cfg, pending)
-		if _, err := e.klog.stats(); err != nil {
-			return err
-		}
-		report(pending.res)
-		pending = nil
 		return nil
 	}
 	for _, sc := range scenarios {
 		for i, st := range sc.Steps {
 			if err := ctx.Err(); err != nil {
 				return err
+			}
+			if e.klog != nil && len(st.Services) > 0 {
+				// Its pinned probes' flows may be an earlier step's:
+				// start on a log holding nothing of earlier steps.
+				if err := resolve(true); err != nil {
+					return err
+				}
+				e.awaitLog(ctx)
 			}
 			res, vs, err := e.step(ctx, cfg, sc.Name, i, st)
 			if err != nil {
@@ -307,19 +320,15 @@ func Run(ctx context.Context, cfg Config, scenarios []Scenario, report func(Step
 				report(res)
 				continue
 			}
-			if err := flush(); err != nil {
+			queue = append(queue, vs)
+			// A step with pinned probes is resolved before the next one
+			// starts: its flows repeat there.
+			if err := resolve(vs.pinned); err != nil {
 				return err
-			}
-			pending = vs
-			if vs.pinned {
-				// Its flows repeat in the next step: resolve it first.
-				if err := flush(); err != nil {
-					return err
-				}
 			}
 		}
 	}
-	return flush()
+	return resolve(true)
 }
 
 type enforcer struct {
@@ -334,6 +343,8 @@ type enforcer struct {
 	resolver     *verdicts.Resolver
 	ports        *srcPorts
 	overrunsSeen int
+	// lastProbes is when the probes of the last step resolved ended.
+	lastProbes time.Time
 }
 
 // servedPorts returns every port a pod of l serves.

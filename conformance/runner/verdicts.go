@@ -539,15 +539,31 @@ type verdictRef struct {
 // collected.
 //
 // Pinned probes (through a Service) bind the same source port in every
-// step, so their flows repeat from step to step: a step with pinned probes
-// waits the whole logDrainWait, every record of it is in before the next
-// step starts, and the next step's purge removes what it did not take.
+// step, so their flows repeat from step to step, and a pinned probe may
+// take the records of any source port (see resolveVerdicts). So a step with
+// Services starts only once every record of the steps before it is in
+// (awaitLog), and its resolution purges them; it waits the whole
+// logDrainWait itself, so every record of it is in before the next step
+// starts, and the next step's purge removes what it did not take.
 type verdictStep struct {
 	res        StepResult
 	snap       *cluster.Snapshot
 	refs       []verdictRef
 	start, end time.Time
 	pinned     bool
+	// decisions are explain's, per cell (nil: not checked), once asked.
+	decisions []*model.Decision
+}
+
+// awaitLog waits until every record of the steps resolved so far has been
+// read: logDrainWait after their last probe.
+func (e *enforcer) awaitLog(ctx context.Context) {
+	t := time.NewTimer(time.Until(e.lastProbes.Add(logDrainWait)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // logOptions are the compile options of the lab's tables.
@@ -620,19 +636,20 @@ func checked(cfg Config, c *Cell) bool {
 	return !c.Observed || cfg.LogAllowed
 }
 
-// resolveVerdicts waits until the records of every checked probe of vs are
-// in (or logDrainWait has passed since its last probe), then matches them
-// to the probes and compares them with explain.
-func (e *enforcer) resolveVerdicts(ctx context.Context, cfg Config, vs *verdictStep) {
+// explainVerdicts asks explain about every checked probe of vs, once.
+func (e *enforcer) explainVerdicts(cfg Config, vs *verdictStep) {
+	if vs.decisions != nil {
+		return
+	}
 	res := &vs.res
-	decisions := make([]*model.Decision, len(res.Cells))
+	vs.decisions = make([]*model.Decision, len(res.Cells))
 	for i := range res.Cells {
 		c, ref := &res.Cells[i], &vs.refs[i]
 		if !checked(cfg, c) {
 			continue
 		}
 		if ref.decision != nil {
-			decisions[i] = ref.decision
+			vs.decisions[i] = ref.decision
 			continue
 		}
 		rs, err := explain.Explain(vs.snap, ref.query)
@@ -640,35 +657,46 @@ func (e *enforcer) resolveVerdicts(ctx context.Context, cfg Config, vs *verdictS
 			res.Invalid = append(res.Invalid, fmt.Sprintf("verdicts: explain %s -> %s %s/%d: %v (%d results)", ref.query.Src, ref.query.Dst, ref.query.Protocol, ref.query.Port, err, len(rs)))
 			continue
 		}
-		decisions[i] = &model.Decision{Allowed: rs[0].Allowed, Egress: rs[0].Egress, Ingress: rs[0].Ingress}
+		vs.decisions[i] = &model.Decision{Allowed: rs[0].Allowed, Egress: rs[0].Egress, Ingress: rs[0].Ingress}
 	}
-	key := func(c *Cell, ref *verdictRef) flowKey {
-		return flowKey{proto: uint8(c.Protocol), sport: uint16(ref.srcPort), dport: uint16(c.Port), dst: ref.dst}
+}
+
+func recordKey(c *Cell, ref *verdictRef) flowKey {
+	return flowKey{proto: uint8(c.Protocol), sport: uint16(ref.srcPort), dport: uint16(c.Port), dst: ref.dst}
+}
+
+// verdictsReady reports whether vs can be resolved now: logDrainWait has
+// passed since its last probe, or (unless it has pinned probes, which wait
+// the whole time) every probe that should have a record has one.
+func (e *enforcer) verdictsReady(cfg Config, vs *verdictStep) bool {
+	if !time.Now().Before(vs.end.Add(logDrainWait)) {
+		return true
 	}
-	// Wait for the records, at most until the log's flush timeout has
-	// passed since the last probe.
-	deadline := vs.end.Add(logDrainWait)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if vs.pinned {
-			time.Sleep(time.Until(deadline))
-			break
+	if vs.pinned {
+		return false
+	}
+	e.explainVerdicts(cfg, vs)
+	for i := range vs.res.Cells {
+		c, ref, d := &vs.res.Cells[i], &vs.refs[i], vs.decisions[i]
+		if d == nil || ref.srcPort == 0 {
+			continue
 		}
-		complete := true
-		for i := range res.Cells {
-			c, ref := &res.Cells[i], &vs.refs[i]
-			if decisions[i] == nil || ref.srcPort == 0 {
-				continue
-			}
-			if (!c.Observed || len(wantDeciders(c, *decisions[i], cfg.LogAllowed)) > 0) && !e.klog.has(key(c, ref), ref.srcs) {
-				complete = false
-				break
-			}
+		if (!c.Observed || len(wantDeciders(c, *d, cfg.LogAllowed)) > 0) && !e.klog.has(recordKey(c, ref), ref.srcs) {
+			return false
 		}
-		if complete {
-			break
-		}
+	}
+	return true
+}
+
+// resolveVerdicts waits until vs is ready (verdictsReady), then matches
+// the records to its probes and compares them with explain.
+func (e *enforcer) resolveVerdicts(ctx context.Context, cfg Config, vs *verdictStep) {
+	res := &vs.res
+	for !e.verdictsReady(cfg, vs) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
+	e.explainVerdicts(cfg, vs)
+	decisions, key := vs.decisions, recordKey
 	e.klog.purge(vs.start)
 	// A pinned probe's flow may be another probe's too (two Services, or
 	// a NodePort and an external IP, reaching one backend from one

@@ -162,3 +162,28 @@ func TestRun_VerdictsCanFail(t *testing.T) {
 	assert.Equal(t, st.Denied.Probes, st.Denied.Missing, "drops without a log went unnoticed: %+v", st.Denied)
 	assert.Zero(t, st.Denied.Recorded)
 }
+
+// TestRun_VerdictsServiceAfterDrops: the LoadBalancer case's probes are
+// pinned to their backend's source port, so a record of any port of the
+// same flow counts for them; right after a case that dropped probes to the
+// same backend, none of that case's late records may be taken for them
+// (it did, when the Service step started before the earlier records were
+// all in). Through ClusterIPs, NodePorts and the external IP, denied and
+// allowed, every probe agrees.
+func TestRun_VerdictsServiceAfterDrops(t *testing.T) {
+	netnstest.RequireRoot(t)
+	nodes := []string{"node-1", "node-2"}
+	sc := scenarios(t, "^(default-deny-all|default-deny-ingress-loadbalancer-local)$", nodes)
+	require.Equal(t, "default-deny-all", sc[0].Name)
+	results := run(t, runner.Config{Lab: lab.Config{CNI: lab.CNIRouted, Nodes: nodes}, Verdicts: true, LogAllowed: true}, sc)
+	cells, st := verdictCells(results)
+	assert.False(t, st.Failed(), "%+v", st)
+	via := 0
+	for _, c := range cells {
+		assert.Equal(t, runner.VerdictAgree, c.VerdictCheck, "%+v kernel %s explain %s", c, c.Kernel, c.Explained)
+		if c.Via != "" && !c.Observed {
+			via++
+		}
+	}
+	assert.Positive(t, via, "the Service's denied probes were checked")
+}
