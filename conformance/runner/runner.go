@@ -436,7 +436,7 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	if e.ports != nil {
 		for i := range probes {
 			if probes[i].Pin == 0 {
-				probes[i].SrcPort = e.ports.take()
+				probes[i].SrcPort = e.ports.take(lab.Attempts)
 			} else {
 				pinned = true
 			}

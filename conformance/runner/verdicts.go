@@ -40,12 +40,13 @@ import (
 // per network namespace, so it never meets another lab's or the host's.
 const LogGroup = 100
 
-// Source ports the runner gives probes with Config.Verdicts: below
-// lab.PinPortBase, above every port the upstream and ClusterNetworkPolicy
-// data serve. Nothing else in the lab's namespaces takes ephemeral ports
-// (servers answer from their listening port), so these never clash.
+// Source ports the runner gives probes with Config.Verdicts, lab.Attempts
+// a probe: below lab.PinPortBase; ports a pod serves are skipped. Nothing
+// else in the lab's namespaces takes ephemeral ports (servers answer from
+// their listening port), so these never clash. 41,000 ports last 20,500
+// probes, longer than a connection stays in TIME_WAIT (60 s) in any suite.
 const (
-	srcPortFirst = 40000
+	srcPortFirst = 20000
 	srcPortLast  = lab.PinPortBase - 1
 )
 
@@ -503,15 +504,20 @@ type srcPorts struct {
 	skip map[int]bool
 }
 
-func (p *srcPorts) take() int {
+// take returns the first of n consecutive free ports.
+func (p *srcPorts) take(n int) int {
 	for {
-		if p.next < srcPortFirst || p.next > srcPortLast {
+		if p.next < srcPortFirst || p.next+n-1 > srcPortLast {
 			p.next = srcPortFirst
 		}
-		port := p.next
-		p.next++
-		if !p.skip[port] {
-			return port
+		first := p.next
+		p.next += n
+		free := true
+		for port := first; port < first+n; port++ {
+			free = free && !p.skip[port]
+		}
+		if free {
+			return first
 		}
 	}
 }
@@ -519,11 +525,12 @@ func (p *srcPorts) take() int {
 // verdictRef is what the verdict check needs to know of one cell's probe:
 // how its packet looks to policyd's chains, and what explain says of it.
 type verdictRef struct {
-	// srcPort is the probe's source port (0: the kernel chose it, and the
-	// probe cannot be matched); pinned says it is a Service backend's pin,
-	// which probes of other Services share.
-	srcPort int
-	pinned  bool
+	// srcPorts are the source ports of the probe's attempts (none: the
+	// kernel chose them, and the probe cannot be matched); pinned says the
+	// one port is a Service backend's pin, which probes of other Services
+	// share.
+	srcPorts []int
+	pinned   bool
 	// dst is the destination policyd judges (the backend after DNAT).
 	dst netip.Addr
 	// srcs are the source addresses policyd may judge it by: the probe's
@@ -579,7 +586,7 @@ func logOptions(cfg Config) compile.Options {
 func (e *enforcer) verdictRefs(cells []Cell, refs []verdictRef, results []lab.Result) {
 	for i, r := range results {
 		c, ref := &cells[i], &refs[i]
-		ref.srcPort, ref.pinned = r.SrcPort, r.Pin > 0
+		ref.srcPorts, ref.pinned = r.SrcPorts, r.Pin > 0
 		fam := lab.IPv4
 		if c.Family == 6 {
 			fam = lab.IPv6
@@ -661,8 +668,13 @@ func (e *enforcer) explainVerdicts(cfg Config, vs *verdictStep) {
 	}
 }
 
-func recordKey(c *Cell, ref *verdictRef) flowKey {
-	return flowKey{proto: uint8(c.Protocol), sport: uint16(ref.srcPort), dport: uint16(c.Port), dst: ref.dst}
+// recordKeys are the flows of a probe's attempts as records show them.
+func recordKeys(c *Cell, ref *verdictRef) []flowKey {
+	var out []flowKey
+	for _, p := range slices.Compact(slices.Clone(ref.srcPorts)) { // a pin is every attempt's port
+		out = append(out, flowKey{proto: uint8(c.Protocol), sport: uint16(p), dport: uint16(c.Port), dst: ref.dst})
+	}
+	return out
 }
 
 // verdictsReady reports whether vs can be resolved now: logDrainWait has
@@ -678,10 +690,11 @@ func (e *enforcer) verdictsReady(cfg Config, vs *verdictStep) bool {
 	e.explainVerdicts(cfg, vs)
 	for i := range vs.res.Cells {
 		c, ref, d := &vs.res.Cells[i], &vs.refs[i], vs.decisions[i]
-		if d == nil || ref.srcPort == 0 {
+		if d == nil || len(ref.srcPorts) == 0 {
 			continue
 		}
-		if (!c.Observed || len(wantDeciders(c, *d, cfg.LogAllowed)) > 0) && !e.klog.has(recordKey(c, ref), ref.srcs) {
+		// The first attempt's record is the one that counts.
+		if (!c.Observed || len(wantDeciders(c, *d, cfg.LogAllowed)) > 0) && !e.klog.has(recordKeys(c, ref)[0], ref.srcs) {
 			return false
 		}
 	}
@@ -696,7 +709,7 @@ func (e *enforcer) resolveVerdicts(ctx context.Context, cfg Config, vs *verdictS
 		time.Sleep(20 * time.Millisecond)
 	}
 	e.explainVerdicts(cfg, vs)
-	decisions, key := vs.decisions, recordKey
+	decisions := vs.decisions
 	e.klog.purge(vs.start)
 	// A pinned probe's flow may be another probe's too (two Services, or
 	// a NodePort and an external IP, reaching one backend from one
@@ -709,13 +722,18 @@ func (e *enforcer) resolveVerdicts(ctx context.Context, cfg Config, vs *verdictS
 	recs := make([][]*logRecord, len(res.Cells))
 	for i := range res.Cells {
 		c, ref := &res.Cells[i], &vs.refs[i]
-		if !checked(cfg, c) || ref.srcPort == 0 {
+		if !checked(cfg, c) || len(ref.srcPorts) == 0 {
 			continue
 		}
-		recs[i] = e.klog.take(key(c, ref), ref.srcs, ref.pinned)
-		if ref.pinned && len(recs[i]) == 0 {
-			recs[i] = e.klog.anyPort(key(c, ref), ref.srcs)
+		keys := recordKeys(c, ref)
+		for _, k := range keys {
+			recs[i] = append(recs[i], e.klog.take(k, ref.srcs, ref.pinned)...)
 		}
+		if ref.pinned && len(recs[i]) == 0 {
+			recs[i] = e.klog.anyPort(keys[0], ref.srcs)
+		}
+		// In the order read: the first attempt's first.
+		slices.SortStableFunc(recs[i], func(a, b *logRecord) int { return a.read.Compare(b.read) })
 	}
 	var st VerdictStats
 	for i := range res.Cells {
