@@ -49,12 +49,13 @@ test-integration:
 	dir=$$(./hack/apiserver.sh) && POLICYD_TOOLS_DIR="$$dir" $(GO) test -count=1 -timeout 30m ./internal/apiservertest/... ./deploy/... ./agent/...
 
 ## conformance: both suites (v1 NetworkPolicy cases, ClusterNetworkPolicy tests), routed and bridged,
-## direct and through ClusterIPs, 2 nodes.
+## direct and through ClusterIPs, 2 nodes; every denied probe's kernel log record must name the
+## decider explain names (--verdicts), and in two modes every allowed probe's too (--log-allowed).
 conformance: deps build
-	./$(BIN) lab --conformance --cni routed  --nodes 2
-	./$(BIN) lab --conformance --cni routed  --nodes 2 --dnat
-	./$(BIN) lab --conformance --cni bridged --nodes 2
-	./$(BIN) lab --conformance --cni bridged --nodes 2 --dnat
+	./$(BIN) lab --conformance --cni routed  --nodes 2        --verdicts --log-allowed
+	./$(BIN) lab --conformance --cni routed  --nodes 2 --dnat --verdicts
+	./$(BIN) lab --conformance --cni bridged --nodes 2        --verdicts
+	./$(BIN) lab --conformance --cni bridged --nodes 2 --dnat --verdicts --log-allowed
 
 ## kind-conformance: the upstream e2e Netpol suite on kind (needs Docker; not run in CI here).
 kind-conformance:

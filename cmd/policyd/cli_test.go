@@ -90,6 +90,7 @@ current-context: ctx
 		{"lab unknown --cni", []string{"lab", "--manifests", examples, "--cni", "foo"}, 2, []string{"--cni foo"}, []string{"config.CNI"}},
 		{"lab neither input", []string{"lab"}, 2, []string{"--manifests", "--conformance"}, nil},
 		{"lab --nodes 0", []string{"lab", "--conformance", "--nodes", "0"}, 2, []string{"--nodes"}, nil},
+		{"lab --log-allowed alone", []string{"lab", "--conformance", "--log-allowed"}, 2, []string{"--log-allowed needs --verdicts"}, nil},
 		{"run without --node-name", []string{"run", "--node-name", ""}, 2, []string{"--node-name"}, nil},
 		{"run bad --log-format", []string{"run", "--node-name", "n", "--log-format", "xml"}, 2, []string{"--log-format"}, nil},
 		{"completion needs a shell", []string{"completion", "tcsh"}, 2, []string{"tcsh"}, nil},

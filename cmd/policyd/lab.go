@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,6 +39,8 @@ type labOptions struct {
 	protocols    []string
 	skipBaseline bool
 	timeout      time.Duration
+	verdicts     bool
+	logAllowed   bool
 }
 
 func newLabCommand() *cobra.Command {
@@ -77,11 +80,22 @@ node's NodePort and its load-balancer IP, and every probe must observe what
 policyd explain says for the same query. SCTP cannot be probed on this kernel (no SCTP sockets): such cells are
 reported as not probed.
 
+--verdicts makes every node's table log what it drops to nfnetlink_log (every
+packet, no rate limit), reads each node's log, and checks every denied TCP
+and UDP probe: its first packet must have a kernel record, and the decider
+the record names (the isolating NetworkPolicies of a default deny, or the
+ClusterNetworkPolicy rule) must be the one policyd explain names.
+--log-allowed also logs the new connections rules admit and checks the
+allowed probes the same way, one record per direction a rule decided.
+-o jsonl lines then carry the kernel's and explain's deciders; a missing
+record or a different decider makes the command exit 1.
+
 Needs root. Everything the lab creates is named pdlab-*; it is removed on exit,
 on Ctrl-C, and at the start of the next run if a previous one crashed.`,
 		Example: `  policyd lab --manifests examples/
   policyd lab --conformance --cni bridged --nodes 2 --dnat
   policyd lab --conformance --case 'default-deny' -o jsonl
+  policyd lab --conformance --verdicts --log-allowed --case 'stacked'
   policyd lab --conformance --suite cnp --case 'AdminTier.*TCP'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLab(cmd, o) },
@@ -98,6 +112,8 @@ on Ctrl-C, and at the start of the next run if a previous one crashed.`,
 	f.StringSliceVar(&o.protocols, "protocols", []string{"TCP", "UDP"}, "protocols to probe")
 	f.BoolVar(&o.skipBaseline, "skip-baseline", false, "with --manifests: do not run the step without policies first")
 	f.DurationVar(&o.timeout, "probe-timeout", lab.DefaultProbeTimeout, "timeout of one probe attempt (each probe retries once)")
+	f.BoolVar(&o.verdicts, "verdicts", false, "log the kernel's drops and check each denied probe's record against the decider explain names")
+	f.BoolVar(&o.logAllowed, "log-allowed", false, "with --verdicts: also log allowed new connections and check the allowed probes")
 	return cmd
 }
 
@@ -114,10 +130,13 @@ func runLab(cmd *cobra.Command, o *labOptions) error {
 	if o.nodes < 1 {
 		return &exitError{2, fmt.Errorf("--nodes must be at least 1")}
 	}
+	if o.logAllowed && !o.verdicts {
+		return &exitError{2, fmt.Errorf("--log-allowed needs --verdicts")}
+	}
 	if os.Geteuid() != 0 {
 		return &exitError{2, fmt.Errorf("the lab creates network namespaces: run it as root")}
 	}
-	cfg := runner.Config{Lab: lab.Config{CNI: lab.CNI(o.cni), DNAT: o.dnat, ProbeTimeout: o.timeout}}
+	cfg := runner.Config{Lab: lab.Config{CNI: lab.CNI(o.cni), DNAT: o.dnat, ProbeTimeout: o.timeout}, Verdicts: o.verdicts, LogAllowed: o.logAllowed}
 	for _, p := range o.protocols {
 		proto, err := cluster.ParseProtocol(p)
 		if err != nil {
@@ -176,16 +195,26 @@ func runLab(cmd *cobra.Command, o *labOptions) error {
 		runs = append(runs, run)
 	}
 	disagree := 0
+	var vs runner.VerdictStats
 	for _, run := range runs {
 		for _, r := range run.results {
 			disagree += r.Disagree
+			vs.Add(r.Verdicts)
 		}
 	}
 	if o.output == "text" {
 		writeSummary(w, runs, cfg, o)
 	}
+	var errs []string
 	if disagree > 0 {
-		return &exitError{1, fmt.Errorf("%d cells disagree: the packets did not do what the policies say", disagree)}
+		errs = append(errs, fmt.Sprintf("%d cells disagree: the packets did not do what the policies say", disagree))
+	}
+	if vs.Failed() {
+		errs = append(errs, fmt.Sprintf("%d probes' kernel records name another decider than explain, %d lack one",
+			vs.Denied.Disagree+vs.Allowed.Disagree, vs.Denied.Missing+vs.Allowed.Missing))
+	}
+	if len(errs) > 0 {
+		return &exitError{exitFindings, errors.New(strings.Join(errs, "; "))}
 	}
 	return nil
 }
@@ -338,8 +367,12 @@ func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
 	if r.Disagree > 0 {
 		disagree = fmt.Sprintf("%d DISAGREE", r.Disagree)
 	}
-	fmt.Fprintf(w, "== %s, step %d: %s: %d cells: %d agree, %s, %d not probed; %d netlink ops, %s\n",
-		r.Scenario, r.Index, r.Step, len(r.Cells), r.Agree, disagree, r.NotProbed, r.SyncOps, r.Duration.Round(time.Millisecond))
+	verdicts := ""
+	if v := r.Verdicts; v.Denied.Probes+v.Allowed.Probes > 0 {
+		verdicts = fmt.Sprintf("; verdicts: %d of %d agree", v.Denied.Agree+v.Allowed.Agree, v.Denied.Probes+v.Allowed.Probes)
+	}
+	fmt.Fprintf(w, "== %s, step %d: %s: %d cells: %d agree, %s, %d not probed; %d netlink ops, %s%s\n",
+		r.Scenario, r.Index, r.Step, len(r.Cells), r.Agree, disagree, r.NotProbed, r.SyncOps, r.Duration.Round(time.Millisecond), verdicts)
 	for _, inv := range r.Invalid {
 		fmt.Fprintf(w, "   invalid: %s\n", inv)
 	}
@@ -407,10 +440,36 @@ func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
 		if c.Err != "" {
 			fmt.Fprintf(w, "   lab fault: %s -> %s %s/%d: %s\n", c.From, c.To, c.Proto, c.Port, c.Err)
 		}
+		writeVerdictCheck(w, c)
 	}
 	if !brief {
 		fmt.Fprintln(w)
 	}
+}
+
+// writeVerdictCheck prints a probe whose kernel record is missing or names
+// another decider than explain.
+func writeVerdictCheck(w io.Writer, c runner.Cell) {
+	if c.VerdictCheck == "" || c.VerdictCheck == runner.VerdictAgree {
+		return
+	}
+	observed := "denied"
+	if c.Observed {
+		observed = "allowed"
+	}
+	via := ""
+	if c.Via != "" {
+		via = " (" + c.Via + ")"
+	}
+	fmt.Fprintf(w, "   verdict %s: %s -> %s %s/%d%s, %s: kernel %s", strings.ToUpper(c.VerdictCheck), c.From, c.To, c.Proto, c.Port, via, observed, c.Kernel)
+	if c.KernelEgress != nil {
+		fmt.Fprintf(w, " after %s", c.KernelEgress)
+	}
+	fmt.Fprintf(w, "; explain %s", c.Explained)
+	if c.ExplainedEgress != nil {
+		fmt.Fprintf(w, " after %s", c.ExplainedEgress)
+	}
+	fmt.Fprintln(w)
 }
 
 func writeSummary(w io.Writer, runs []suiteRun, cfg runner.Config, o *labOptions) {
@@ -457,4 +516,24 @@ func writeSummary(w io.Writer, runs []suiteRun, cfg runner.Config, o *labOptions
 		fmt.Fprint(tw, t)
 	}
 	tw.Flush()
+	if !cfg.Verdicts {
+		return
+	}
+	for _, run := range runs {
+		var vs runner.VerdictStats
+		for _, r := range run.results {
+			vs.Add(r.Verdicts)
+		}
+		d := vs.Denied
+		fmt.Fprintf(w, "verdicts %s: %d denied probes, %d with kernel record, %d agree, %d disagree, %d missing\n",
+			run.name, d.Probes, d.Recorded, d.Agree, d.Disagree, d.Missing)
+		if cfg.LogAllowed {
+			a := vs.Allowed
+			fmt.Fprintf(w, "verdicts %s allowed: %d allowed probes, %d decided by a rule, %d with kernel record, %d agree, %d disagree, %d missing\n",
+				run.name, a.Probes, a.Decided, a.Recorded, a.Agree, a.Disagree, a.Missing)
+		}
+		if vs.Overruns+vs.UnknownIDs > 0 {
+			fmt.Fprintf(w, "verdicts %s: %d log socket overruns, %d records with an unknown id\n", run.name, vs.Overruns, vs.UnknownIDs)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/policyd/policyd/cluster"
@@ -268,4 +269,28 @@ func TestLab_EmptyThenGrow(t *testing.T) {
 		t.Fatalf("UpdatePods: %v", err)
 	}
 	probeAndCheck(t, l, append(allProbes(l, []int32{81}, tcpUDP, IPv4, true), allProbes(l, []int32{81}, tcpUDP, IPv6, false)...), nil)
+}
+
+// TestLab_SourcePortPerAttempt: a probe given a source port binds its
+// first attempt to it and its retry to the next port (a retry on the same
+// ports would fail while the first connection is in TIME_WAIT), and says
+// so; the packets carry those ports (a drop rule matching only the first
+// port lets the retry through).
+func TestLab_SourcePortPerAttempt(t *testing.T) {
+	requireKernel(t)
+	l := newTestLab(t, Config{CNI: CNIRouted}, fourPods())
+	dropRule(t, l, "node-1", fmt.Sprintf("ip daddr %s tcp sport 45000", l.PodIP("x/b")))
+	res := l.ProbeAll(context.Background(), []Probe{
+		{From: "y/c", To: "x/b", Port: 80, Protocol: cluster.ProtocolTCP, SrcPort: 45000},
+		{From: "y/c", To: "x/b", Port: 80, Protocol: cluster.ProtocolTCP, SrcPort: 45010},
+		{From: "y/c", To: "x/b", Port: 80, Protocol: cluster.ProtocolTCP},
+	})
+	first, other, chosen := res[0], res[1], res[2]
+	assert.True(t, first.Observed, "the retry from port 45001 must pass: %+v", first)
+	assert.Equal(t, 2, first.Attempts)
+	assert.Equal(t, []int{45000, 45001}, first.SrcPorts)
+	assert.True(t, other.Observed, "%+v", other)
+	assert.Equal(t, []int{45010}, other.SrcPorts)
+	assert.True(t, chosen.Observed, "%+v", chosen)
+	assert.Nil(t, chosen.SrcPorts, "the kernel chose the port")
 }

@@ -28,6 +28,15 @@ import (
 // Pin, when positive, binds the source port to PinPortBase+Pin-1, which the
 // kube-proxy-like table sends to the Service's backend Pin-1, so that every
 // backend can be probed deterministically. From may be ExternalClient.
+//
+// SrcPort, when positive and Pin is not, binds attempt n (1 to Attempts)
+// to source port SrcPort+n-1 (with SO_REUSEADDR), so that the caller can
+// tell the probe's packets apart from every other probe's, e.g. in what the
+// kernel logs. Each attempt needs a port of its own: an attempt that timed
+// out after connecting leaves its connection in TIME_WAIT, and the next
+// connect on the same ports would fail. The caller reserves Attempts ports
+// that the source does not serve and no other running probe uses. Zero lets
+// the kernel choose.
 type Probe struct {
 	From     string
 	To       string
@@ -37,6 +46,7 @@ type Probe struct {
 	Service  bool
 	Target   netip.AddrPort
 	Pin      int
+	SrcPort  int
 }
 
 // String renders the probe as "x/a -> y/b TCP/80" (with " v6" and " via
@@ -78,11 +88,18 @@ type Result struct {
 	Err string
 	// Dst is the address probed.
 	Dst netip.AddrPort
+	// SrcPorts are the source ports the attempts made were bound to (Pin's,
+	// or SrcPort's), in order; nil when the kernel chose them.
+	SrcPorts []int
 	// Attempts is how many connections were tried (1, or 2 after a failure).
 	Attempts int
 	// Elapsed is the time the probe took.
 	Elapsed time.Duration
 }
+
+// Attempts is how many connections a probe tries at most: once, and once
+// more if the first is not allowed.
+const Attempts = 2
 
 // ProbeAll runs the probes in parallel (at most Config.Parallelism at once)
 // and returns their results in the same order. Each probe tries once and, if
@@ -176,14 +193,23 @@ func (l *Lab) probe(ctx context.Context, p Probe) Result {
 	if p.Pin < 0 || p.Pin > 1000 {
 		return fail("pin %d is not in 0-1000", p.Pin)
 	}
-	localPort := 0
-	if p.Pin > 0 {
-		localPort = PinPortBase + p.Pin - 1
+	if p.SrcPort < 0 || p.SrcPort > 65536-Attempts {
+		return fail("source port %d is not in 0-%d", p.SrcPort, 65536-Attempts)
 	}
 	want := token(p.To, p.Protocol, p.Port)
 	r.Probed = true
-	for attempt := 1; attempt <= 2; attempt++ {
+	for attempt := 1; attempt <= Attempts; attempt++ {
 		r.Attempts = attempt
+		localPort := 0
+		switch {
+		case p.Pin > 0:
+			localPort = PinPortBase + p.Pin - 1
+		case p.SrcPort > 0:
+			localPort = p.SrcPort + attempt - 1
+		}
+		if localPort != 0 {
+			r.SrcPorts = append(r.SrcPorts, localPort)
+		}
 		got, err := dial(ctx, from.ns.ns, p.Protocol, r.Dst, localPort, l.cfg.ProbeTimeout)
 		switch {
 		case err == nil && got == want:

@@ -31,6 +31,7 @@ import (
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
+	"github.com/policyd/policyd/verdicts"
 )
 
 // Step is the desired cluster state after one step of a scenario.
@@ -94,6 +95,12 @@ type Config struct {
 	// applied. It exists to prove the lab can fail (a deliberately wrong
 	// ruleset must show up as disagreeing cells).
 	Mutate func(node string, rs *ruleset.Ruleset)
+	// Verdicts makes every node's table log what it drops (every packet,
+	// no rate limit) and checks each denied TCP and UDP probe's kernel
+	// record against the decider policyd explain names (see Decider and
+	// StepResult.Verdicts). LogAllowed also logs the new connections rules
+	// admit and checks the allowed probes the same way.
+	Verdicts, LogAllowed bool
 }
 
 // Cell is one probe's outcome.
@@ -119,6 +126,18 @@ type Cell struct {
 	Family int    `json:"family,omitempty"`
 	Detail string `json:"detail,omitempty"`
 	Err    string `json:"error,omitempty"`
+	// With Config.Verdicts, for a checked probe (a denied one; an allowed
+	// one with Config.LogAllowed): Kernel is the deciding kernel record of
+	// its first packet (the drop; for an allowed probe the ingress accept,
+	// else the egress one) and KernelEgress, when the packet was logged in
+	// both directions, the egress record; Explained and ExplainedEgress are
+	// the same as policyd explain names them. VerdictCheck is VerdictAgree,
+	// VerdictDisagree or VerdictMissing.
+	Kernel          *Decider `json:"kernel,omitempty"`
+	KernelEgress    *Decider `json:"kernelEgress,omitempty"`
+	Explained       *Decider `json:"explained,omitempty"`
+	ExplainedEgress *Decider `json:"explainedEgress,omitempty"`
+	VerdictCheck    string   `json:"verdicts,omitempty"`
 }
 
 // Agrees reports whether the cell's observed, expected and case verdicts
@@ -169,6 +188,8 @@ type StepResult struct {
 	// Invalid lists validation errors of the step's objects.
 	Invalid  []string
 	Duration time.Duration
+	// Verdicts counts the verdict checks (Config.Verdicts).
+	Verdicts VerdictStats
 }
 
 // Tables returns the expected and observed truth tables by port/protocol.
@@ -236,7 +257,7 @@ func Run(ctx context.Context, cfg Config, scenarios []Scenario, report func(Step
 			err = fmt.Errorf("tearing the lab down: %w", cerr)
 		}
 	}()
-	e := &enforcer{lab: l, backends: map[string]*nft.Backend{}}
+	e := &enforcer{lab: l, backends: map[string]*nft.Backend{}, opts: logOptions(cfg)}
 	for _, n := range l.Nodes() {
 		h, ok := l.NodeNetNSHandle(n.Name)
 		if !ok {
@@ -249,40 +270,113 @@ func Run(ctx context.Context, cfg Config, scenarios []Scenario, report func(Step
 		e.backends[n.Name] = b
 		e.nodes = append(e.nodes, n.Name)
 	}
+	if cfg.Verdicts {
+		if e.klog, err = openKernelLog(l, e.nodes); err != nil {
+			return err
+		}
+		defer e.klog.close()
+		e.resolver = newVerdictResolver()
+		e.ports = &srcPorts{skip: servedPorts(l)}
+	}
+	// With verdicts, a step is reported once its records are in. The log
+	// delivers a batch up to a second after its first record, so steps
+	// wait in a queue, and every step that is ready is resolved after each
+	// step's probes: waiting overlaps with the next steps' work.
+	var queue []*verdictStep
+	resolve := func(wait bool) error {
+		for len(queue) > 0 {
+			vs := queue[0]
+			if !wait && !e.verdictsReady(cfg, vs) {
+				return nil
+			}
+			e.resolveVerdicts(ctx, cfg, vs)
+			if _, err := e.klog.stats(); err != nil {
+				return err
+			}
+			report(vs.res)
+			e.lastProbes = vs.end
+			queue = queue[1:]
+		}
+		return nil
+	}
 	for _, sc := range scenarios {
 		for i, st := range sc.Steps {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			res, err := e.step(ctx, cfg, sc.Name, i, st)
+			if e.klog != nil && len(st.Services) > 0 {
+				// Its pinned probes' flows may be an earlier step's:
+				// start on a log holding nothing of earlier steps.
+				if err := resolve(true); err != nil {
+					return err
+				}
+				e.awaitLog(ctx)
+			}
+			res, vs, err := e.step(ctx, cfg, sc.Name, i, st)
 			if err != nil {
 				return fmt.Errorf("%s step %d (%s): %w", sc.Name, i, st.Name, err)
 			}
-			report(res)
+			if vs == nil {
+				report(res)
+				continue
+			}
+			queue = append(queue, vs)
+			// A step with pinned probes is resolved before the next one
+			// starts: its flows repeat there.
+			if err := resolve(vs.pinned); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
+	return resolve(true)
 }
 
 type enforcer struct {
 	lab      *lab.Lab
 	nodes    []string
 	backends map[string]*nft.Backend
+	opts     compile.Options
+	// With Config.Verdicts: the nodes' logs, the ids of every ruleset
+	// committed, the probes' source ports, and the log overruns counted in
+	// a step so far.
+	klog         *kernelLog
+	resolver     *verdicts.Resolver
+	ports        *srcPorts
+	overrunsSeen int
+	// lastProbes is when the probes of the last step resolved ended.
+	lastProbes time.Time
 }
 
-func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index int, st Step) (StepResult, error) {
+// servedPorts returns every port a pod of l serves.
+func servedPorts(l *lab.Lab) map[int]bool {
+	out := map[int]bool{}
+	for _, p := range l.Pods() {
+		for _, port := range p.Ports {
+			out[int(port)] = true
+		}
+		for _, pp := range p.Listen {
+			out[int(pp.Port)] = true
+		}
+	}
+	return out
+}
+
+// step runs one step. With Config.Verdicts it also returns what checking
+// the step's kernel records needs; the result is then complete only after
+// resolveVerdicts.
+func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index int, st Step) (StepResult, *verdictStep, error) {
 	start := time.Now()
 	res := StepResult{Scenario: scenario, Step: st.Name, Index: index}
 	// The lab may have allocated addresses and nodes: use its view of the pods,
 	// with this step's labels.
 	if err := e.lab.UpdatePods(ctx, st.Pods); err != nil {
-		return res, err
+		return res, nil, err
 	}
 	var snap *cluster.Snapshot
 	if st.Snapshot != nil {
 		snap = st.Snapshot
 		if err := e.checkAddresses(snap); err != nil {
-			return res, err
+			return res, nil, err
 		}
 	} else {
 		var errs []error
@@ -299,16 +393,19 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	}
 	ix := selectors.FromSnapshot(snap)
 	for _, node := range e.nodes {
-		rs, err := compile.Compile(ix, node)
+		rs, err := (&compile.Compiler{Options: e.opts}).Compile(ix, node)
 		if err != nil {
-			return res, fmt.Errorf("compile %s: %w", node, err)
+			return res, nil, fmt.Errorf("compile %s: %w", node, err)
 		}
 		if cfg.Mutate != nil {
 			cfg.Mutate(node, rs)
 		}
 		stats, err := e.backends[node].Sync(ctx, rs)
 		if err != nil {
-			return res, fmt.Errorf("sync %s: %w", node, err)
+			return res, nil, fmt.Errorf("sync %s: %w", node, err)
+		}
+		if e.resolver != nil {
+			e.resolver.Learn(rs)
 		}
 		res.SyncOps += stats.Ops
 		if stats.Full {
@@ -323,18 +420,31 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	// empty conntrack tables.
 	for _, node := range e.nodes {
 		if err := e.flushConntrack(node); err != nil {
-			return res, fmt.Errorf("node %s: flushing conntrack: %w", node, err)
+			return res, nil, fmt.Errorf("node %s: flushing conntrack: %w", node, err)
 		}
 	}
 	svcs := servicesOf(snap)
 	if err := e.setServices(ctx, svcs); err != nil {
-		return res, err
+		return res, nil, err
 	}
 	probes, cells := e.plan(cfg, snap, st)
-	sp, sc, inv := e.planServices(snap, svcs, st.ServiceExpect)
-	probes, cells = append(probes, sp...), append(cells, sc...)
+	refs := make([]verdictRef, len(cells))
+	sp, sc, sr, inv := e.planServices(snap, svcs, st.ServiceExpect)
+	probes, cells, refs = append(probes, sp...), append(cells, sc...), append(refs, sr...)
 	res.Invalid = append(res.Invalid, inv...)
+	pinned := false
+	if e.ports != nil {
+		for i := range probes {
+			if probes[i].Pin == 0 {
+				probes[i].SrcPort = e.ports.take(lab.Attempts)
+			} else {
+				pinned = true
+			}
+		}
+	}
+	probeStart := time.Now()
 	results := e.lab.ProbeAll(ctx, probes)
+	probeEnd := time.Now()
 	for i, r := range results {
 		c := &cells[i]
 		c.Probed, c.Observed, c.Detail, c.Err = r.Probed, r.Observed, r.Detail, r.Err
@@ -349,7 +459,11 @@ func (e *enforcer) step(ctx context.Context, cfg Config, scenario string, index 
 	}
 	res.Cells = cells
 	res.Duration = time.Since(start)
-	return res, nil
+	if e.klog == nil {
+		return res, nil, nil
+	}
+	e.verdictRefs(cells, refs, results)
+	return res, &verdictStep{res: res, snap: snap, refs: refs, start: probeStart, end: probeEnd, pinned: pinned}, nil
 }
 
 // checkAddresses makes sure policyd is told the addresses the packets carry:

@@ -11,6 +11,7 @@ import (
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/conformance/lab"
 	"github.com/policyd/policyd/policy/explain"
+	"github.com/policyd/policyd/policy/model"
 )
 
 // ServiceExpect is a scenario's own verdict on connections to a Service
@@ -140,9 +141,14 @@ func servicesOf(snap *cluster.Snapshot) []labService {
 //     node (lab.Lab.LoadBalancerNode).
 //
 // Explain errors are returned as invalid-input lines.
-func (e *enforcer) planServices(snap *cluster.Snapshot, svcs []labService, expect []ServiceExpect) ([]lab.Probe, []Cell, []string) {
+//
+// The verdict references carry explain's decision and the source addresses
+// the backend's policies see (the entry node's under Cluster, on another
+// node).
+func (e *enforcer) planServices(snap *cluster.Snapshot, svcs []labService, expect []ServiceExpect) ([]lab.Probe, []Cell, []verdictRef, []string) {
 	var probes []lab.Probe
 	var cells []Cell
+	var refs []verdictRef
 	var invalid []string
 	nodeIdx := map[string]int{}
 	for i, n := range e.nodes {
@@ -166,6 +172,16 @@ func (e *enforcer) planServices(snap *cluster.Snapshot, svcs []labService, expec
 			Via: fmt.Sprintf("%s %s via %s", ls.svc.Key(), ls.port, via), Case: caseOf(ls.svc.Key(), ls.port.Port, ls.port.Protocol, from == lab.ExternalClient)}
 		cells = append(cells, c)
 		probes = append(probes, lab.Probe{From: from, To: r.To, Port: r.Port, Protocol: ls.port.Protocol, Target: target, Pin: pin})
+		ref := verdictRef{decision: &model.Decision{Allowed: r.Allowed, Egress: r.Egress, Ingress: r.Ingress}}
+		if a, err := netip.ParseAddr(r.To); err == nil {
+			ref.dst = a // a backend that is no pod
+		}
+		if s := r.Service; s != nil && s.Path == "node" {
+			if i, ok := nodeIdx[s.Entry]; ok {
+				ref.srcs = append(ref.srcs, lab.NodeAddr(i, lab.IPv4))
+			}
+		}
+		refs = append(refs, ref)
 	}
 	query := func(src, dst string, ls labService) []explain.Result {
 		rs, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: ls.port.Port, Protocol: ls.port.Protocol.String()})
@@ -221,7 +237,7 @@ func (e *enforcer) planServices(snap *cluster.Snapshot, svcs []labService, expec
 			}
 		}
 	}
-	return probes, cells, invalid
+	return probes, cells, refs, invalid
 }
 
 // setServices installs the step's Services in the lab.

@@ -423,7 +423,24 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 //     peer, then those whose port set is an interval set, then peer-only
 //     rules (a probe of a large set for every packet), then named-port rules
 //     (a probe of a large set, often two). Within a class, policy order.
+//
+// Both rest on every rule sharing one verdict. With allowed logging they do
+// not: each policy rule goes to its own decider's log chain, and the first
+// matching rule is the one logged. Then the written order is kept (the
+// group's policies by key, their rules by index: the order in which explain
+// names the first rule that admits a packet), and only the rules after one
+// that matches every packet, which no packet reaches, are dropped.
 func (c *compiler) orderAllows(in []*ruleset.AllowRule) []*ruleset.AllowRule {
+	for _, r := range in {
+		if r.Verdict != in[0].Verdict {
+			for i, r := range in {
+				if r.PeerSet == "" && r.PortSet == "" && r.NamedPortSet == "" {
+					return in[:i+1]
+				}
+			}
+			return in
+		}
+	}
 	portOnly, peerOnly, namedOnly := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, r := range in {
 		switch {

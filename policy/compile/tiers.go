@@ -154,8 +154,14 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 				v = ruleset.Verdict{Kind: ruleset.Drop}
 			}
 			comment := truncate(fmt.Sprintf("%s cnp %s %s[%d] %s", cp.Tier, cp.Name, d, ri, r.Action))
-			v = c.logged(v, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
-				Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
+			// An Admin Pass decides nothing: it hands the packet to what
+			// follows the tier, which logs its own verdict, or, when
+			// nothing follows (pass is then allow), to the default allow,
+			// which is never logged, as explain names no decider for it.
+			if r.Action != cluster.ActionPass || cp.Tier != cluster.TierAdmin {
+				v = c.logged(v, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
+					Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
+			}
 			e := tierEntry{cp: cp, index: ri, rule: r, verdict: v, comment: comment}
 			if !r.MatchAll {
 				var ok bool

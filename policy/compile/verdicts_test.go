@@ -7,6 +7,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
@@ -98,4 +100,71 @@ func TestCompile_LogIDsStableAndNeverReused(t *testing.T) {
 		}
 	}
 	assert.True(t, found, "the edited group's deny names both policies: %v", edited.Deciders)
+}
+
+// TestCompile_AdminPassIsNotLoggedAsDecider: an Admin Pass with nothing
+// after it (no NetworkPolicy, no Baseline) is the default allow, for which
+// explain names no decider, so with allowed logging on it has no log chain
+// of its own; an Admin Accept beside it does. The lab's --verdicts
+// --log-allowed run on the ClusterNetworkPolicy suite found the kernel
+// logging such a Pass as the rule that admitted the packet.
+func TestCompile_AdminPassIsNotLoggedAsDecider(t *testing.T) {
+	t.Parallel()
+	f := newFixture()
+	snap, errs := cluster.NewSnapshot(f.namespaces, f.pods, nil)
+	require.Empty(t, errs)
+	peer := []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}}
+	cnp := &npav1beta1.ClusterNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "admin"},
+		Spec: npav1beta1.ClusterNetworkPolicySpec{
+			Tier: npav1beta1.AdminTier, Priority: 1,
+			Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "x"}}},
+			Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{
+				{Name: "pass-80", Action: npav1beta1.ClusterNetworkPolicyRuleActionPass, From: peer,
+					Protocols: []npav1beta1.ClusterNetworkPolicyProtocol{{TCP: &npav1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: &npav1beta1.Port{Number: 80}}}}},
+				{Name: "accept-rest", Action: npav1beta1.ClusterNetworkPolicyRuleActionAccept, From: peer},
+			},
+		},
+	}
+	require.Empty(t, snap.AddClusterPolicies([]*npav1beta1.ClusterNetworkPolicy{cnp}, nil))
+	rs, err := (&compile.Compiler{Options: compile.Options{Log: compile.LogOptions{Drops: true, Allowed: true, Group: 100}}}).Compile(selectors.FromSnapshot(snap), "node-1")
+	require.NoError(t, err)
+	var actions []string
+	for _, d := range rs.Deciders {
+		if d.Kind == ruleset.DeciderCNP {
+			actions = append(actions, d.Action)
+		}
+	}
+	assert.Equal(t, []string{"Accept"}, actions, "deciders: %v", rs.Deciders)
+}
+
+// TestCompile_LoggedAllowsKeepPolicyOrder: with allowed logging, the first
+// allow rule that matches is the decider logged, so a group chain keeps its
+// rules in policy-key and rule order (the order explain names the admitting
+// rule in) instead of dropping a rule another policy's covers. Without
+// logging the covered rule is still dropped. The lab's --verdicts
+// --log-allowed found the kernel naming x/b-any-80 where explain names
+// x/a-from-b for x/b -> x/a TCP/80.
+func TestCompile_LoggedAllowsKeepPolicyOrder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(
+		withPolicy(policy("x", "a-from-b", networkingv1.NetworkPolicySpec{PodSelector: *podSel(map[string]string{"pod": "a"}),
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: podSel(map[string]string{"pod": "b"})}}, Ports: []networkingv1.NetworkPolicyPort{tcp(80)}}}})),
+		withPolicy(policy("x", "b-any-80", networkingv1.NetworkPolicySpec{PodSelector: *podSel(map[string]string{"pod": "a"}),
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{tcp(80)}}}})),
+	)
+	allowed := func(rs *ruleset.Ruleset) []string {
+		ch := rs.Chain(mapTargets(rs, compile.MapIngress4)["10.0.0.1"])
+		require.NotNil(t, ch)
+		var out []string
+		for _, r := range ch.Rules {
+			if ar, ok := r.(*ruleset.AllowRule); ok {
+				out = append(out, ar.Comment)
+			}
+		}
+		return out
+	}
+	logged := f.compileWith(t, "node-1", compile.Options{Log: compile.LogOptions{Drops: true, Allowed: true, Group: 100}})
+	assert.Equal(t, []string{"x/a-from-b ingress[0]", "x/b-any-80 ingress[0]"}, allowed(logged))
+	assert.Equal(t, []string{"x/b-any-80 ingress[0]"}, allowed(f.compile(t, "node-1")), "without logging the covered rule goes")
 }
