@@ -13,7 +13,8 @@
 //     restarts and upgrades. `policyd cleanup` removes it.
 //   - While the API server is away the informers retry and the kernel keeps
 //     enforcing the last committed state; periodic syncs still repair a table
-//     someone else changed.
+//     someone else changed. When informers come back from a gap one by one,
+//     syncs are held until all are back (gate.go).
 package agent
 
 import (
