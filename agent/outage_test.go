@@ -91,15 +91,14 @@ type goneSniffer struct {
 
 func (s *goneSniffer) Read(p []byte) (int, error) {
 	n, err := s.ReadCloser.Read(p)
-	buf := append(s.tail, p[:n]...)
-	if bytes.Contains(buf, []byte(`"code":410`)) {
+	s.tail = append(s.tail, p[:n]...)
+	if bytes.Contains(s.tail, []byte(`"code":410`)) {
 		s.g.gone.Add(1)
-		buf = nil
+		s.tail = s.tail[:0]
 	}
-	if len(buf) > 16 {
-		buf = buf[len(buf)-16:]
+	if len(s.tail) > 16 {
+		s.tail = append(s.tail[:0], s.tail[len(s.tail)-16:]...)
 	}
-	s.tail = append([]byte(nil), buf...)
 	return n, err
 }
 

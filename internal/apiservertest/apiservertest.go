@@ -199,7 +199,8 @@ func start(ctx context.Context, tools string, extraArgs []string, timeout time.D
 		"--profiling=false",
 	}
 	s.etcdURL = etcdURL
-	s.apiBin, s.apiArgs = filepath.Join(tools, "kube-apiserver"), append(args, extraArgs...)
+	args = append(args, extraArgs...)
+	s.apiBin, s.apiArgs = filepath.Join(tools, "kube-apiserver"), args
 	s.apiserver, err = startProcess(dir, "kube-apiserver", s.apiBin, s.apiArgs...)
 	if err != nil {
 		return nil, err

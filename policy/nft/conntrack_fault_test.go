@@ -65,7 +65,7 @@ func TestFault_ConntrackTableFull(t *testing.T) {
 	require.True(t, ok)
 	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(h)})
 	require.NoError(t, err)
-	defer ct.Close()
+	t.Cleanup(func() { _ = ct.Close() }) // only reads and deletes went through it
 	// Only the stream's entry stays: the probes' entries (time-wait,
 	// unreplied) are what the kernel may evict to make room, and would let
 	// a few new connections through a table that is not quite full.
@@ -195,6 +195,7 @@ func ctNewMessage(src, dst netip.Addr, sport, dport uint16, status, mark uint32)
 		ctaProtoinfoTCP, ctaProtoinfoTCPState                                     = 1, 1
 		tcpEstablished                                                            = 3
 		nested                                                                    = unix.NLA_F_NESTED
+		ipctnlMsgCtNew                                                            = 0 // IPCTNL_MSG_CT_NEW
 	)
 	tuple := func(ae *netlink.AttributeEncoder, s, d netip.Addr, sp, dp uint16) {
 		ae.Nested(ctaTupleIP|nested, func(ae *netlink.AttributeEncoder) error {
@@ -230,7 +231,7 @@ func ctNewMessage(src, dst netip.Addr, sport, dport uint16, status, mark uint32)
 	}
 	return netlink.Message{
 		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | 0), // IPCTNL_MSG_CT_NEW
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtNew),
 			Flags: netlink.Request | netlink.Create | netlink.Excl,
 		},
 		Data: append([]byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, data...),
