@@ -164,7 +164,8 @@ func (g *watchGate) held(now time.Time) bool {
 	switch {
 	case g.holding && now.Sub(g.holdSince) >= g.maxHold:
 		g.release(now, "a hold ends after "+g.maxHold.String()+" whatever the informers still down")
-		return false // the hold's bound has passed: do not settle on top of it
+		g.settleUntil = time.Time{} // the hold's bound has passed: no settling on top of it
+		return false
 	case g.holding && len(g.blocking()) == 0:
 		// The last informers down turned out not to be served.
 		g.release(now, "the informers still down serve no resource")
