@@ -15,7 +15,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all deps tools build test test-unit verify bench fuzz demo conformance kind-conformance clean
+.PHONY: all deps tools build test test-unit verify bench fuzz soak demo conformance kind-conformance clean
 
 all: build
 
@@ -70,6 +70,13 @@ verify:
 ## bench: benchmarks with baselines from the same run, into BENCHMARKS.md.
 bench: deps build
 	./hack/bench.sh
+
+## soak: the pod-churn soak (issue 15): 10k pods / 2k policies in a real API
+## server churned for SOAK_DURATION (default 10m) while real packets probe a
+## lab every second; 0 false allows, RSS and set sizes sampled. Not in make test.
+SOAK_DURATION ?= 10m
+soak: deps tools
+	SOAK_DURATION=$(SOAK_DURATION) ./hack/soak.sh
 
 ## fuzz: every fuzz target for FUZZTIME each (seed corpora live in testdata/fuzz).
 FUZZTIME ?= 30s

@@ -13,7 +13,8 @@
 //     restarts and upgrades. `policyd cleanup` removes it.
 //   - While the API server is away the informers retry and the kernel keeps
 //     enforcing the last committed state; periodic syncs still repair a table
-//     someone else changed.
+//     someone else changed. When informers come back from a gap one by one,
+//     syncs are held until all are back (gate.go).
 package agent
 
 import (
@@ -33,8 +34,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	networkinginformers "k8s.io/client-go/informers/networking/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -165,6 +164,8 @@ type Agent struct {
 	podNet string
 	// verdicts is nil unless Config.Verdicts logs something.
 	verdicts *verdictState
+	// gate holds syncs across a watch gap (gate.go).
+	gate *watchGate
 
 	trigger chan struct{}
 	// podLabels shares one labels.Set among pods with identical labels,
@@ -245,6 +246,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
+	a.gate = newWatchGate(a.log, a.Trigger)
 	return a, nil
 }
 
@@ -302,17 +304,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	// namespace, 2.5 MB at 50k pods) serves listers, which the agent does
 	// not use; the selector index is its index.
 	noIndex := cache.Indexers{}
+	// Their requests pass through the gate (gate.go), which holds syncs
+	// while informers come back from a gap one by one.
 	pods := factory.InformerFor(&corev1.Pod{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewPodInformer(c, metav1.NamespaceAll, resync, noIndex)
+		return a.gate.podInformer(c, resync, noIndex)
 	})
 	nss := factory.InformerFor(&corev1.Namespace{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewNamespaceInformer(c, resync, noIndex)
+		return a.gate.namespaceInformer(c, resync, noIndex)
 	})
 	pols := factory.InformerFor(&networkingv1.NetworkPolicy{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return networkinginformers.NewNetworkPolicyInformer(c, metav1.NamespaceAll, resync, noIndex)
+		return a.gate.policyInformer(c, resync, noIndex)
 	})
 	nodes := factory.InformerFor(&corev1.Node{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewNodeInformer(c, resync, noIndex)
+		return a.gate.nodeInformer(c, resync, noIndex)
 	})
 	for _, set := range []struct {
 		inf cache.SharedIndexInformer
@@ -424,6 +428,9 @@ func (a *Agent) loop(ctx context.Context) {
 // next attempt; the backend itself falls back to a full resync after an error.
 func (a *Agent) syncOnce(ctx context.Context) error {
 	start := time.Now()
+	if a.holdSync(start) {
+		return nil // pending changes wait for the hold to end
+	}
 	a.mu.Lock()
 	pending := a.pending
 	a.pending = nil

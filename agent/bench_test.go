@@ -350,7 +350,7 @@ func BenchmarkAgentRSS(b *testing.B) {
 // report prints a paragraph of the benchmark's findings to standard output,
 // headed by the benchmark's name. b.Log would do, but the testing package
 // keeps only the first 10 lines a benchmark logs.
-func report(b *testing.B, format string, args ...any) {
+func report(b testing.TB, format string, args ...any) {
 	fmt.Printf("%s: %s\n", b.Name(), strings.TrimRight(fmt.Sprintf(format, args...), "\n"))
 }
 
@@ -395,7 +395,7 @@ func loadedCluster(b *testing.B, pods int) *benchCluster {
 	return c
 }
 
-func newBenchCluster(b *testing.B, s *apiservertest.Server) *benchCluster {
+func newBenchCluster(b testing.TB, s *apiservertest.Server) *benchCluster {
 	cfg := s.AdminConfig()
 	cfg.QPS, cfg.Burst = writerQPS, writerBurst
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
@@ -428,7 +428,7 @@ func newBenchCluster(b *testing.B, s *apiservertest.Server) *benchCluster {
 
 // load writes namespaces [c.loadedNS, upTo) with their pods (create, then
 // the status a kubelet would write) and policies, loadWorkers at a time.
-func (c *benchCluster) load(b *testing.B, upTo int) {
+func (c *benchCluster) load(b testing.TB, upTo int) {
 	b.Helper()
 	ctx := context.Background()
 	began := time.Now()
@@ -764,19 +764,23 @@ func (ra *recordingAgent) measure(b *testing.B, w write) sample {
 type mutator struct {
 	c      *benchCluster
 	rng    *rand.Rand
-	local  keyList // pods on benchAgentNode with an app label
-	remote keyList // other pods with an app label (not hostNetwork)
+	mix    []mixEntry // changeMix unless set
+	local  keyList    // pods on benchAgentNode with an app label
+	remote keyList    // other pods with an app label (not hostNetwork)
 	pols   keyList
 	apps   []string          // app label values
 	tierOf map[string]string // app -> tier label
 	n      int               // names and addresses of added objects
 }
 
-// changeMix weighs the changes the mutator makes.
-var changeMix = []struct {
+// mixEntry weighs one kind of change.
+type mixEntry struct {
 	op     string
 	weight int
-}{
+}
+
+// changeMix weighs the changes the mutator makes.
+var changeMix = []mixEntry{
 	{"relabel-local", 25},
 	{"relabel-remote", 25},
 	{"pod-add", 10}, // two writes: pod-create, then pod-ip
@@ -824,13 +828,17 @@ type step func(ctx context.Context) (write, error)
 
 // next returns the writes of one random change, to be made in order.
 func (m *mutator) next() []step {
+	mix := m.mix
+	if mix == nil {
+		mix = changeMix
+	}
 	total := 0
-	for _, c := range changeMix {
+	for _, c := range mix {
 		total += c.weight
 	}
 	r := m.rng.IntN(total)
-	op := changeMix[0].op
-	for _, c := range changeMix {
+	op := mix[0].op
+	for _, c := range mix {
 		if r < c.weight {
 			op = c.op
 			break
@@ -1151,7 +1159,7 @@ type policydProcess struct {
 	tail []string
 }
 
-func startPolicyd(b *testing.B, bin, kubeconfig, netnsName string) *policydProcess {
+func startPolicyd(b testing.TB, bin, kubeconfig, netnsName string) *policydProcess {
 	b.Helper()
 	cmd := exec.Command(bin, "run", "--node-name", benchAgentNode, "--kubeconfig", kubeconfig,
 		"--netns", netnsName, "--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--profiling")
@@ -1208,7 +1216,7 @@ func (p *policydProcess) logTail() string {
 
 // waitReady polls /readyz and returns how long the process took to get
 // there.
-func (p *policydProcess) waitReady(b *testing.B, timeout time.Duration) time.Duration {
+func (p *policydProcess) waitReady(b testing.TB, timeout time.Duration) time.Duration {
 	b.Helper()
 	hc := &http.Client{Timeout: 2 * time.Second}
 	deadline := p.started.Add(timeout)
@@ -1262,7 +1270,7 @@ func (p *policydProcess) metric(name string) (float64, error) {
 
 // daemonSetEnv returns the literal environment variables (not those from
 // the downward API) of the DaemonSet's container in deploy/.
-func daemonSetEnv(b *testing.B) []string {
+func daemonSetEnv(b testing.TB) []string {
 	b.Helper()
 	docs, err := deploy.Documents()
 	if err != nil {
@@ -1311,7 +1319,7 @@ func (p *policydProcess) saveHeapProfile(path string) error {
 }
 
 // stop sends SIGTERM and waits; after 30 s it kills. Idempotent.
-func (p *policydProcess) stop(b *testing.B) {
+func (p *policydProcess) stop(b testing.TB) {
 	select {
 	case <-p.exited:
 		return

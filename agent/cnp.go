@@ -40,7 +40,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
-	npainformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
 )
@@ -126,7 +125,7 @@ func (a *Agent) waitForCNPAPI(ctx context.Context) {
 // together (see the top of this file); otherwise the caller waits for the
 // returned HasSynced before the first sync.
 func (a *Agent) startCNPInformer(ctx context.Context, staged bool) (cache.InformerSynced, error) {
-	inf := npainformers.NewClusterNetworkPolicyInformer(a.cfg.CNPClient, 0, cache.Indexers{})
+	inf := a.gate.clusterPolicyInformer(a.cfg.CNPClient, 0, cache.Indexers{})
 	if err := inf.SetTransform(a.toCached); err != nil {
 		return nil, fmt.Errorf("agent: setting informer transform: %w", err)
 	}

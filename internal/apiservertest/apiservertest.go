@@ -78,8 +78,18 @@ type Server struct {
 	caPEM      []byte // CA that signed the serving certificate
 	adminToken string
 
-	etcd      *process
+	etcd    *process
+	etcdURL string // http://127.0.0.1:port, etcd's client URL
+	// apiserver is the running kube-apiserver (or the last one, dead,
+	// after StopAPIServer); apiBin and apiArgs start it again.
+	apiMu     sync.Mutex
 	apiserver *process
+	apiBin    string
+	apiArgs   []string
+	apiStarts int
+	// peer is set on a Server from StartPeer: it shares etcd and the
+	// credentials of another, and its Stop kills only its API server.
+	peer bool
 
 	clientOnce sync.Once
 	client     kubernetes.Interface
@@ -188,10 +198,14 @@ func start(ctx context.Context, tools string, extraArgs []string, timeout time.D
 		"--service-cluster-ip-range=" + ServiceClusterIPRange,
 		"--profiling=false",
 	}
-	s.apiserver, err = startProcess(dir, "kube-apiserver", filepath.Join(tools, "kube-apiserver"), append(args, extraArgs...)...)
+	s.etcdURL = etcdURL
+	args = append(args, extraArgs...)
+	s.apiBin, s.apiArgs = filepath.Join(tools, "kube-apiserver"), args
+	s.apiserver, err = startProcess(dir, "kube-apiserver", s.apiBin, s.apiArgs...)
 	if err != nil {
 		return nil, err
 	}
+	s.apiStarts = 1
 	if err := s.waitReady(ctx, timeout); err != nil {
 		return nil, err
 	}
@@ -213,8 +227,11 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	last := "no answer yet"
+	s.apiMu.Lock()
+	procs := []*process{s.etcd, s.apiserver}
+	s.apiMu.Unlock()
 	for {
-		for _, p := range []*process{s.etcd, s.apiserver} {
+		for _, p := range procs {
 			select {
 			case <-p.done:
 				err := fmt.Errorf("%s exited before the API server was ready: %v\n%s", p.name, p.waitErr, p.tail(40)) //nolint:errorlint // waitErr is nil when the process exited 0; %w would print %!w(<nil>)
@@ -242,7 +259,7 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("kube-apiserver at %s not ready after %v (last /readyz: %s)\n%s\n%s",
-				s.url, timeout, last, s.apiserver.tail(40), s.etcd.tail(20))
+				s.url, timeout, last, procs[1].tail(40), s.etcd.tail(20))
 		case <-tick.C:
 		}
 	}
@@ -291,7 +308,10 @@ func (s *Server) Client() kubernetes.Interface {
 // failure messages.
 func (s *Server) Logs(n int) string {
 	var b strings.Builder
-	for _, p := range []*process{s.apiserver, s.etcd} {
+	s.apiMu.Lock()
+	procs := []*process{s.apiserver, s.etcd}
+	s.apiMu.Unlock()
+	for _, p := range procs {
 		if p != nil {
 			b.WriteString(p.tail(n))
 		}
@@ -304,11 +324,18 @@ func (s *Server) Logs(n int) string {
 // call's result.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
+		if s.peer {
+			s.StopAPIServer()
+			return
+		}
 		var errs []error
 		// The data is thrown away, so there is nothing to shut down
 		// gracefully: the API server first, so that it does not log a storm
 		// of etcd errors, then etcd.
-		for _, p := range []*process{s.apiserver, s.etcd} {
+		s.apiMu.Lock()
+		procs := []*process{s.apiserver, s.etcd}
+		s.apiMu.Unlock()
+		for _, p := range procs {
 			if p != nil {
 				p.kill()
 			}

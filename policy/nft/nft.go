@@ -72,6 +72,10 @@ type Backend struct {
 	last *ruleset.Ruleset
 	// lastGen is the generation id right after the commit of last.
 	lastGen uint32
+	// beforeFlush, when set, runs with the queued batch right before it is
+	// sent. Only fault-injection tests set it: to append a message the
+	// kernel refuses, or to note the moment a writer starts its flush.
+	beforeFlush func(*nftables.Conn)
 }
 
 var _ Interface = (*Backend)(nil)
@@ -171,6 +175,9 @@ func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 	}
 	if err := ctx.Err(); err != nil {
 		return stats, err
+	}
+	if b.beforeFlush != nil {
+		b.beforeFlush(conn)
 	}
 	if err := conn.Flush(); err != nil {
 		return stats, fmt.Errorf("commit batch of %d ops: %w", stats.Ops, err)

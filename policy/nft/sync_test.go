@@ -36,12 +36,15 @@ func normalizeListing(s string) string {
 			blocks = append(blocks, strings.Join(cur, "\n"))
 			cur = nil
 		case cur != nil && strings.HasPrefix(strings.TrimSpace(line), "elements = {"):
-			text := strings.TrimSpace(line)
-			for !strings.HasSuffix(text, "}") && i+1 < len(lines) {
+			// A builder, not +=: a set of 100k elements spans as many
+			// lines, and repeated concatenation would be quadratic.
+			var sb strings.Builder
+			sb.WriteString(strings.TrimSpace(line))
+			for !strings.HasSuffix(strings.TrimSpace(lines[i]), "}") && i+1 < len(lines) {
 				i++
-				text += " " + strings.TrimSpace(lines[i])
+				sb.WriteString(" " + strings.TrimSpace(lines[i]))
 			}
-			text = strings.TrimSuffix(strings.TrimPrefix(text, "elements = {"), "}")
+			text := strings.TrimSuffix(strings.TrimPrefix(sb.String(), "elements = {"), "}")
 			elems := strings.Split(text, ",")
 			for j := range elems {
 				elems[j] = strings.TrimSpace(elems[j])
