@@ -1162,7 +1162,7 @@ type policydProcess struct {
 func startPolicyd(b testing.TB, bin, kubeconfig, netnsName string) *policydProcess {
 	b.Helper()
 	cmd := exec.Command(bin, "run", "--node-name", benchAgentNode, "--kubeconfig", kubeconfig,
-		"--netns", netnsName, "--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--profiling")
+		"--netns", netnsName, "--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--profiling", "--profiling-addr", "127.0.0.1:0")
 	// Run it as the DaemonSet does: with the environment variables the
 	// manifest sets to fixed values (GOMEMLIMIT).
 	cmd.Env = append(os.Environ(), daemonSetEnv(b)...)
