@@ -764,23 +764,19 @@ func (ra *recordingAgent) measure(b *testing.B, w write) sample {
 type mutator struct {
 	c      *benchCluster
 	rng    *rand.Rand
-	mix    []mixEntry // changeMix unless set
-	local  keyList    // pods on benchAgentNode with an app label
-	remote keyList    // other pods with an app label (not hostNetwork)
+	local  keyList // pods on benchAgentNode with an app label
+	remote keyList // other pods with an app label (not hostNetwork)
 	pols   keyList
 	apps   []string          // app label values
 	tierOf map[string]string // app -> tier label
 	n      int               // names and addresses of added objects
 }
 
-// mixEntry weighs one kind of change.
-type mixEntry struct {
+// changeMix weighs the changes the mutator makes.
+var changeMix = []struct {
 	op     string
 	weight int
-}
-
-// changeMix weighs the changes the mutator makes.
-var changeMix = []mixEntry{
+}{
 	{"relabel-local", 25},
 	{"relabel-remote", 25},
 	{"pod-add", 10}, // two writes: pod-create, then pod-ip
@@ -828,17 +824,13 @@ type step func(ctx context.Context) (write, error)
 
 // next returns the writes of one random change, to be made in order.
 func (m *mutator) next() []step {
-	mix := m.mix
-	if mix == nil {
-		mix = changeMix
-	}
 	total := 0
-	for _, c := range mix {
+	for _, c := range changeMix {
 		total += c.weight
 	}
 	r := m.rng.IntN(total)
-	op := mix[0].op
-	for _, c := range mix {
+	op := changeMix[0].op
+	for _, c := range changeMix {
 		if r < c.weight {
 			op = c.op
 			break
