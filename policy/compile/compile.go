@@ -638,9 +638,16 @@ func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
 		return name
 	}
 	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
-	s.Addrs = c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims)
+	s.Addrs = c.podPeerAddrs(peer, fam)
 	c.sets[name] = s
 	return name
+}
+
+// podPeerAddrs returns the (cached) addresses of family fam of the pods a
+// pods peer selects: what its peer set holds.
+func (c *compiler) podPeerAddrs(peer *cluster.Peer, fam int) ruleset.AddrList {
+	name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
+	return c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims)
 }
 
 // blockSet returns the interval set holding an ipBlock's CIDR minus excepts.

@@ -139,8 +139,7 @@ func (c *compiler) boxCount(e *tierEntry, fam int) (int, error) {
 		peer := &e.rule.Peers[i]
 		if peer.Kind == cluster.PeerPods {
 			// Counted without unpacking the (cached) address list.
-			name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
-			n += c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims).Len() * ports
+			n += c.podPeerAddrs(peer, fam).Len() * ports
 			continue
 		}
 		ranges, err := c.peerRanges(peer, fam)
@@ -275,8 +274,7 @@ func (c *compiler) peerRanges(peer *cluster.Peer, fam int) ([][2]netip.Addr, err
 	var out [][2]netip.Addr
 	switch peer.Kind {
 	case cluster.PeerPods:
-		name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
-		addrs := c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims)
+		addrs := c.podPeerAddrs(peer, fam)
 		for i := range addrs.Len() {
 			a := addrs.At(i)
 			out = append(out, [2]netip.Addr{a, a})
@@ -286,15 +284,8 @@ func (c *compiler) peerRanges(peer *cluster.Peer, fam int) ([][2]netip.Addr, err
 			out = subtractPrefixes(peer.CIDR, peer.Except)
 		}
 	case cluster.PeerNodes:
-		for _, n := range c.src.Nodes() {
-			if peer.NodeSelector == nil || !peer.NodeSelector.Matches(n.Labels) {
-				continue
-			}
-			for _, a := range n.IPs {
-				if family(a) == fam {
-					out = append(out, [2]netip.Addr{a, a})
-				}
-			}
+		for _, a := range c.nodeAddrs(peer, fam) {
+			out = append(out, [2]netip.Addr{a, a})
 		}
 	default:
 		return nil, fmt.Errorf("peer of unknown kind %d", peer.Kind)

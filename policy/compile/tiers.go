@@ -204,6 +204,14 @@ func (c *compiler) nodeSet(peer *cluster.Peer, fam int) string {
 		return name
 	}
 	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
+	s.Addrs, _ = ruleset.PackAddrs(fam, c.nodeAddrs(peer, fam))
+	c.sets[name] = s
+	return name
+}
+
+// nodeAddrs returns the addresses of family fam of the nodes a nodes peer
+// selects.
+func (c *compiler) nodeAddrs(peer *cluster.Peer, fam int) []netip.Addr {
 	var addrs []netip.Addr
 	for _, n := range c.src.Nodes() {
 		if peer.NodeSelector == nil || !peer.NodeSelector.Matches(n.Labels) {
@@ -215,7 +223,5 @@ func (c *compiler) nodeSet(peer *cluster.Peer, fam int) string {
 			}
 		}
 	}
-	s.Addrs, _ = ruleset.PackAddrs(fam, addrs)
-	c.sets[name] = s
-	return name
+	return addrs
 }
