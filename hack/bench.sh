@@ -39,9 +39,20 @@ run "Strict mode: one --cut-established pass over 100,000 conntrack entries on t
 go build -o "$tmp/pktbench" ./bench/cmd/pktbench
 # The packet path writes its own markdown (tables, headings); its progress
 # lines, every measurement as it happened, go below it in a collapsed block.
-# About 6 minutes with these flags (pktbench's defaults, spelled out).
-pktbench=("$tmp/pktbench" -rounds 5 -duration 1s -pods 10000 -policies 2000 -cnps 100
-  -curve-policies 200,2000,10000 -curve-pods 1000,10000,50000 -curve-rounds 5)
+# Every configuration has a topology of its own with its table loaded once,
+# so rounds are short and many: 15 rounds of 300 ms, then a kernel profile
+# (perf, from Debian's linux-perf) of the time spent in nftables per judged
+# packet. About 8 minutes with these flags.
+if ! command -v perf >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null 2>&1 || true
+fi
+pktbench=("$tmp/pktbench" -rounds 15 -duration 300ms -pods 10000 -policies 2000 -cnps 100
+  -curve-policies 200,2000,10000 -curve-pods 1000,10000,50000 -curve-rounds 15)
+if command -v perf >/dev/null; then
+  pktbench+=(-profile -profile-rounds 3 -profile-duration 2s)
+else
+  echo "bench: no perf (apt-get install linux-perf): the packet path runs without its kernel profile" >&2
+fi
 echo "== packet path: ${pktbench[*]}" >&2
 {
   if ! "${pktbench[@]}" 2> "$tmp/pktbench.log"; then

@@ -177,7 +177,10 @@ type Measurement struct {
 	// Samples holds, per kind of traffic, one sample per round measured,
 	// round 1 first.
 	Samples map[Traffic][]Sample
-	// Load is the longest time `nft -f` took to load Text.
+	// Profiles holds the profiled measurements (Options.Profile), by
+	// traffic.
+	Profiles map[Traffic][]ProfileSample
+	// Load is the time `nft -f` took to load Text into its topology.
 	Load time.Duration
 }
 

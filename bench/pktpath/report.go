@@ -54,7 +54,7 @@ func (rep *Report) Markdown() string {
 	if rounds == 1 {
 		plural = ""
 	}
-	fmt.Fprintf(&b, "One run: %d interleaved round%s (", rounds, plural)
+	fmt.Fprintf(&b, "One run: every configuration in a topology of its own (pod A, node, pod B namespaces), its table loaded once; %d interleaved round%s (", rounds, plural)
 	for i, m := range rep.Results {
 		if i > 0 {
 			b.WriteString(", ")
@@ -136,6 +136,7 @@ func (rep *Report) Markdown() string {
 		b.WriteString("\n")
 	}
 
+	rep.profileMarkdown(&b, ct)
 	rep.curveMarkdown(&b, ct)
 
 	b.WriteString("\n#### Wall-clock medians\n\n| configuration |")
@@ -241,6 +242,46 @@ func (rep *Report) curveMarkdown(b *strings.Builder, ct *Measurement) {
 		}
 		fmt.Fprintf(b, "- %s curve (%s): %s\n", curve, strings.Join(ids, ", "), strings.Join(parts, "; "))
 	}
+	b.WriteString("\nmax/min of the whole per-packet cost (1 / per sender CPU-s rate, medians of the same rounds):\n\n")
+	for _, curve := range []string{"policies", "pods"} {
+		ids := rep.curveIDs(curve)
+		if len(ids) < 2 {
+			continue
+		}
+		var parts []string
+		for _, k := range CurveTraffic {
+			lo, hi := math.Inf(1), math.Inf(-1)
+			for _, id := range ids {
+				if r := medianFirst(rep.Result(id), k, o.CurveRounds); r > 0 {
+					lo, hi = min(lo, 1e9/r), max(hi, 1e9/r)
+				}
+			}
+			parts = append(parts, fmt.Sprintf("%s %s (%.0f to %.0f ns)", k.Title(), maxMin(hi, lo), lo, hi))
+		}
+		fmt.Fprintf(b, "- %s curve (%s): %s\n", curve, strings.Join(ids, ", "), strings.Join(parts, "; "))
+	}
+	if o.Profile == nil {
+		return
+	}
+	b.WriteString("\nmax/min of the time in nftables per judged packet, by kernel profile (the section above):\n\n")
+	for _, curve := range []string{"policies", "pods"} {
+		ids := rep.curveIDs(curve)
+		if len(ids) < 2 {
+			continue
+		}
+		var parts []string
+		for _, k := range ProfiledTraffic {
+			lo, hi := math.Inf(1), math.Inf(-1)
+			for _, id := range ids {
+				if ps := rep.Result(id).Profiles[k]; len(ps) > 0 {
+					ns, _, _ := NftNs(ps, o.Profile.Hz)
+					lo, hi = min(lo, ns), max(hi, ns)
+				}
+			}
+			parts = append(parts, fmt.Sprintf("%s %s (%.0f to %.0f ns)", k.Title(), maxMin(hi, lo), lo, hi))
+		}
+		fmt.Fprintf(b, "- %s curve (%s): %s\n", curve, strings.Join(ids, ", "), strings.Join(parts, "; "))
+	}
 }
 
 // inputsMarkdown writes what the benchmark ran on.
@@ -336,4 +377,41 @@ func thousands(v float64) string {
 		return "-" + string(out)
 	}
 	return string(out)
+}
+
+// profileMarkdown writes the kernel profile's section, if one was taken.
+func (rep *Report) profileMarkdown(b *strings.Builder, ct *Measurement) {
+	o := rep.Options
+	if o.Profile == nil || len(ct.Profiles) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n#### Time in nftables per judged packet, by kernel profile\n\n")
+	fmt.Fprintf(b, "After the rounds, %s of %s per configuration and traffic, interleaved, with the sending thread sampled by\n", roundsText(o.ProfileRounds), o.ProfileDuration)
+	fmt.Fprintf(b, "`perf record -e cpu-clock -F %d -g -t <thread>`: a sample is in nftables when `%s` is on its stack (rule\n", o.Profile.Hz, NftSymbol)
+	b.WriteString("evaluation, set and map lookups, jumps, logging); ns = samples in nftables / frequency / datagrams (or connections: a TCP connection is a SYN judged plus its established packets).\n")
+	b.WriteString("Unlike the throughput ratios this does not move with the rest of the path, so it is the narrow figure of what a\n")
+	b.WriteString("table costs. \"% of (ct) if only nftables differs\" is P / (P + Δ), with P the sending thread's CPU per packet in (ct)\n")
+	b.WriteString("(1 / its median per sender CPU-s rate of the rounds above: sampling slows the thread) and Δ the nftables time over (ct)'s: what the throughput ratio would be without noise.\n\n")
+	b.WriteString("| configuration | traffic | samples | in nftables | ns in nftables per datagram or TCP connection (min–max of a run) | Δ over (ct), ns | CPU per packet while profiled, ns | % of (ct) if only nftables differs |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, k := range ProfiledTraffic {
+		base, _, _ := NftNs(ct.Profiles[k], o.Profile.Hz)
+		// P from the rounds, not the profiled runs: sampling slows the
+		// thread, which would make P larger and the ratio kinder.
+		p := 1e9 / ct.MedianPerCPU(k)
+		for _, m := range rep.Results {
+			ps := m.Profiles[k]
+			if len(ps) == 0 {
+				continue
+			}
+			samples, nft := 0, 0
+			for _, s := range ps {
+				samples += s.Samples
+				nft += s.Nft
+			}
+			ns, lo, hi := NftNs(ps, o.Profile.Hz)
+			fmt.Fprintf(b, "| (%s) | %s | %s | %s | %.0f (%.0f–%.0f) | %.0f | %.0f | %s |\n", m.ID, k.Title(), thousands(float64(samples)), thousands(float64(nft)),
+				ns, lo, hi, ns-base, CPUNs(ps), pct(p, p+ns-base))
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/policyd/policyd/cluster"
@@ -38,6 +39,12 @@ type Options struct {
 	// CurveRounds is how many rounds (the first ones, at most Rounds) the
 	// curve is measured in; only CurveTraffic is measured for it.
 	CurveRounds int
+	// Profile, when not nil, profiles the sending thread after the
+	// rounds: ProfileRounds interleaved rounds of ProfileDuration per
+	// configuration of ProfiledIDs and traffic of ProfiledTraffic.
+	Profile         *Profiler
+	ProfileRounds   int
+	ProfileDuration time.Duration
 	// FlowSockets is Topology.FlowSockets (0: DefaultFlowSockets).
 	FlowSockets int
 	// Log receives progress lines; nil discards them.
@@ -153,46 +160,111 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	rep.Setup = time.Since(t0)
 	defer func() { rep.Elapsed = time.Since(t0) }()
 
-	topo, err := NewTopology(rep.Src, rep.Dst)
-	if err != nil {
-		return nil, err
-	}
-	topo.FlowSockets = opts.FlowSockets
-	defer func() { err = errors.Join(err, topo.Close()) }()
-
-	// Warm up (neighbour entries, caches, the flow sockets) without a
-	// table, and check that the topology carries every kind of traffic.
-	for _, k := range AllTraffic {
-		if s, err := topo.Measure(k, warmup); err != nil || s.Count == 0 {
-			return rep, fmt.Errorf("warm-up: no %s got through without any table (%d lost): %v", k, s.Lost, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
+	// Every configuration gets a topology of its own (three namespaces,
+	// pods and node alike) with its table loaded once, so the rounds
+	// switch between configurations without reloading a table: a round
+	// is short and the configurations interleave finely, which is what
+	// keeps slow drifts of a shared machine out of the comparison.
+	topos := make([]*Topology, len(rep.Results))
+	defer func() {
+		for _, t := range topos {
+			if t != nil {
+				err = errors.Join(err, t.Close())
+			}
 		}
+	}()
+	for i, m := range rep.Results {
+		t, err := NewTopologyTagged(rep.Src, rep.Dst, fmt.Sprint(i))
+		if err != nil {
+			return rep, fmt.Errorf("configuration (%s): %w", m.ID, err)
+		}
+		topos[i] = t
+		t.FlowSockets = opts.FlowSockets
+		start := time.Now()
+		if err := t.SetRuleset(m.Text); err != nil {
+			return rep, fmt.Errorf("configuration (%s): %w", m.ID, err)
+		}
+		m.Load = time.Since(start)
+		// Warm up (neighbour entries, caches) and check that the flow
+		// gets through at all.
+		for _, k := range m.Traffic {
+			s, err := t.Measure(k, warmup)
+			t.ReleaseFlowSockets()
+			if err != nil || s.Count == 0 {
+				return rep, fmt.Errorf("warm-up of (%s): no %s got through (%d lost): %v", m.ID, k, s.Lost, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
+			}
+		}
+		fmt.Fprintf(logw, "configuration (%s) loaded in %s into %s\n", m.ID, m.Load.Round(time.Millisecond), t.Node)
 	}
 
 	for round := 1; round <= opts.Rounds; round++ {
-		for _, m := range rep.Results {
+		for i, m := range rep.Results {
 			if m.Rounds > 0 && round > m.Rounds {
 				continue
 			}
-			if err := rep.measure(ctx, topo, m, round, logw); err != nil {
+			if err := rep.measure(ctx, topos[i], m, round, logw); err != nil {
 				return rep, err
 			}
 		}
 	}
-	if err := topo.SetRuleset(""); err != nil {
-		return rep, err
+	if opts.Profile == nil {
+		return rep, nil
+	}
+	for round := 1; round <= opts.ProfileRounds; round++ {
+		for i, m := range rep.Results {
+			if !slices.Contains(ProfiledIDs, m.ID) && !strings.HasPrefix(m.ID, "b@") {
+				continue
+			}
+			if err := rep.profile(ctx, topos[i], m, round, logw); err != nil {
+				return rep, err
+			}
+		}
 	}
 	return rep, nil
 }
 
-// measure loads m's table and measures each of its kinds of traffic once.
-func (rep *Report) measure(ctx context.Context, topo *Topology, m *Measurement, round int, logw io.Writer) error {
-	start := time.Now()
-	if err := topo.SetRuleset(m.Text); err != nil {
-		return fmt.Errorf("round %d, configuration (%s): %w", round, m.ID, err)
+// profile measures m's ProfiledTraffic once each with the sending thread
+// profiled.
+func (rep *Report) profile(ctx context.Context, topo *Topology, m *Measurement, round int, logw io.Writer) error {
+	p := rep.Options.Profile
+	fmt.Fprintf(logw, "profile round %d (%s):", round, m.ID)
+	defer fmt.Fprintln(logw)
+	for _, k := range ProfiledTraffic {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := topo.FlushConntrack(); err != nil {
+			return err
+		}
+		topo.Profile = p.Start
+		s, err := topo.Measure(k, rep.Options.ProfileDuration)
+		topo.Profile = nil
+		topo.ReleaseFlowSockets()
+		if err != nil {
+			return fmt.Errorf("profile round %d, configuration (%s), %s: %w", round, m.ID, k, err)
+		}
+		if s.Count == 0 {
+			return fmt.Errorf("profile round %d, configuration (%s), %s: the benchmark flow was blocked (%d lost)", round, m.ID, k, s.Lost)
+		}
+		samples, nft, err := p.Count()
+		if err != nil {
+			return fmt.Errorf("profile round %d, configuration (%s), %s: %w", round, m.ID, k, err)
+		}
+		if m.Profiles == nil {
+			m.Profiles = map[Traffic][]ProfileSample{}
+		}
+		ps := ProfileSample{Sample: s, Samples: samples, Nft: nft}
+		m.Profiles[k] = append(m.Profiles[k], ps)
+		ns, _, _ := NftNs([]ProfileSample{ps}, p.Hz)
+		fmt.Fprintf(logw, " %s %s/CPU-s, %d samples, %d in nftables (%.0f ns per judged packet);", k, thousands(k.display(s.PerCPU())), samples, nft, ns)
 	}
-	load := time.Since(start)
-	m.Load = max(m.Load, load)
-	fmt.Fprintf(logw, "round %d (%s), load %s:", round, m.ID, load.Round(time.Millisecond))
+	return nil
+}
+
+// measure measures each of m's kinds of traffic once, in topo, which holds
+// m's table.
+func (rep *Report) measure(ctx context.Context, topo *Topology, m *Measurement, round int, logw io.Writer) error {
+	fmt.Fprintf(logw, "round %d (%s):", round, m.ID)
 	for _, k := range m.Traffic {
 		if err := ctx.Err(); err != nil {
 			fmt.Fprintln(logw)
@@ -204,6 +276,9 @@ func (rep *Report) measure(ctx context.Context, topo *Topology, m *Measurement, 
 			return err
 		}
 		s, err := topo.Measure(k, rep.Options.Duration)
+		// The flow sockets go again: the topologies of all configurations
+		// together would need more open files than the limit allows.
+		topo.ReleaseFlowSockets()
 		if err != nil {
 			fmt.Fprintln(logw)
 			return fmt.Errorf("round %d, configuration (%s), %s: %w", round, m.ID, k, err)

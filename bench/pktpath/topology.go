@@ -38,6 +38,12 @@ type Topology struct {
 	// UDPFlows.
 	FlowSockets int
 
+	// Profile, when set, is called by the sending thread of UDPFlows and
+	// TCP with its thread id before it starts, and what it returns is
+	// called when it has stopped: a profiler of that thread (see
+	// Profiler).
+	Profile func(tid int) (stop func() error)
+
 	// pool holds the UDPFlows sockets once made; ct is the node's
 	// conntrack table, opened on first use.
 	pool []int
@@ -57,11 +63,21 @@ const FlowPortBase = 20000
 // (IPv4, in 10.0.0.0/8). On error, whatever was created is removed again; on
 // success the caller must call Close.
 func NewTopology(src, dst netip.Addr) (t *Topology, err error) {
+	return NewTopologyTagged(src, dst, "")
+}
+
+// NewTopologyTagged is NewTopology with tag in the namespace names, so that
+// several topologies (one per configuration, each keeping its table) can
+// exist at once: NetnsPrefix + "<pid>-<tag>-<role>".
+func NewTopologyTagged(src, dst netip.Addr, tag string) (t *Topology, err error) {
 	ten := netip.MustParsePrefix("10.0.0.0/8")
 	if !ten.Contains(src) || !ten.Contains(dst) || src == dst {
 		return nil, fmt.Errorf("topology: pod addresses must be two distinct 10.x IPv4 addresses, got %s and %s", src, dst)
 	}
 	base := NetnsPrefix + strconv.Itoa(os.Getpid()) + "-"
+	if tag != "" {
+		base += tag + "-"
+	}
 	t = &Topology{PodA: base + "a", Node: base + "node", PodB: base + "b", Src: src, Dst: dst}
 	defer func() {
 		if err != nil {
@@ -105,15 +121,21 @@ func NewTopology(src, dst netip.Addr) (t *Topology, err error) {
 	return t, nil
 }
 
+// ReleaseFlowSockets closes the UDPFlows sockets; the next UDPFlows makes
+// them again.
+func (t *Topology) ReleaseFlowSockets() {
+	for _, fd := range t.pool {
+		unix.Close(fd)
+	}
+	t.pool = nil
+}
+
 // Close deletes the three namespaces (and with them the veth pairs and any
 // nftables state in them). It is safe to call more than once and on a
 // partly built topology.
 func (t *Topology) Close() error {
 	var errs []error
-	for _, fd := range t.pool {
-		unix.Close(fd)
-	}
-	t.pool = nil
+	t.ReleaseFlowSockets()
 	if t.ct != nil {
 		errs = append(errs, t.ct.Close())
 		t.ct = nil

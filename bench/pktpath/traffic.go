@@ -134,6 +134,7 @@ func (t *Topology) UDPFlows(d time.Duration) (UDPResult, error) {
 
 	runtime.LockOSThread()
 	unboost := boost()
+	unprofile := t.profile()
 	payload := make([]byte, PayloadSize)
 	var sent uint64
 	for done := false; !done && err == nil; {
@@ -155,6 +156,7 @@ func (t *Topology) UDPFlows(d time.Duration) (UDPResult, error) {
 		res.CPU += threadCPU() - cpu0
 		done = done || res.Elapsed >= d
 	}
+	err = errors.Join(err, unprofile())
 	unboost()
 	runtime.UnlockOSThread()
 	err = errors.Join(err, sink.stop())
@@ -268,8 +270,10 @@ func (t *Topology) TCP(d time.Duration) (TCPResult, error) {
 
 	dst := &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}
 	linger := &unix.Linger{Onoff: 1, Linger: 0}
-	err = netnsutil.DoNamed(t.PodA, func() error {
+	err = netnsutil.DoNamed(t.PodA, func() (err error) {
 		defer boost()()
+		unprofile := t.profile()
+		defer func() { err = errors.Join(err, unprofile()) }()
 		cpu0 := threadCPU()
 		start := time.Now()
 		end := start.Add(d)
@@ -286,7 +290,7 @@ func (t *Topology) TCP(d time.Duration) (TCPResult, error) {
 				unix.Close(fd)
 				return fmt.Errorf("tcp client in %s: %w", t.PodA, err)
 			}
-			if err := unix.Connect(fd, dst); err != nil {
+			if err := connectTCP(fd, dst); err != nil {
 				res.Failed++
 			} else {
 				res.Connected++
@@ -392,6 +396,52 @@ func boost() (restore func()) {
 	return func() { _ = unix.Setpriority(unix.PRIO_PROCESS, tid, oldNice) }
 }
 
+// connectTCP connects the blocking TCP socket fd to sa. A connect that a
+// signal interrupts (the Go runtime preempts threads with SIGURG, and a
+// socket with a send timeout does not restart) goes on in the kernel: wait
+// for it to finish, within connectTimeout, and take its outcome.
+func connectTCP(fd int, sa unix.Sockaddr) error {
+	err := unix.Connect(fd, sa)
+	if !errors.Is(err, unix.EINTR) {
+		return err
+	}
+	deadline := time.Now().Add(connectTimeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return unix.ETIMEDOUT
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return unix.ETIMEDOUT
+		}
+		soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return err
+		}
+		if soerr != 0 {
+			return unix.Errno(soerr)
+		}
+		return nil
+	}
+}
+
+// profile starts t.Profile on the calling (locked, sending) thread, if
+// set, and returns what stops it.
+func (t *Topology) profile() (stop func() error) {
+	if t.Profile == nil {
+		return func() error { return nil }
+	}
+	return t.Profile(unix.Gettid())
+}
+
 // threadCPU returns the CPU time the calling thread has used. Softirq work
 // done on the thread's behalf (the whole veth and forwarding path runs so) is
 // included unless the kernel accounts IRQ time separately
@@ -459,7 +509,7 @@ func (t *Topology) TCPStream(d time.Duration) (StreamResult, error) {
 		if err := setTimeout(fd, unix.SO_SNDTIMEO, connectTimeout); err != nil {
 			return fmt.Errorf("tcp stream client in %s: %w", t.PodA, err)
 		}
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
+		if err := connectTCP(fd, &unix.SockaddrInet4{Port: Port, Addr: t.Dst.As4()}); err != nil {
 			return fmt.Errorf("tcp stream client in %s: connect %s:%d: %w", t.PodA, t.Dst, Port, err)
 		}
 		defer boost()()

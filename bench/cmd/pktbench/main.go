@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -61,9 +62,11 @@ func main() {
 Measures the packet path through a node namespace with no table, conntrack
 only, the floor, policyd's compiled table (plain, +ClusterNetworkPolicies,
 +drop logging, +allowed logging), a linear allow-list, and the compiled table
-for a curve of cluster sizes, in interleaved rounds. Prints markdown to stdout,
-progress to stderr. Needs root. The defaults take about 6 minutes on 2 CPUs,
-70 s of it loading the curve's tables (the 50,000-pod one takes ~8 s a round).
+for a curve of cluster sizes, in interleaved rounds; each configuration has a
+topology (pod A, node, pod B namespaces) of its own, its table loaded once.
+With -profile, a kernel profile (perf) then gives the time spent in nftables
+per judged packet. Prints markdown to stdout, progress to stderr. Needs root.
+The defaults take about 5 minutes on 2 CPUs; make bench's flags about 8.
 
 Flags:
 `)
@@ -80,6 +83,10 @@ Flags:
 	flag.Var((*sizes)(&opts.CurvePods), "curve-pods", "comma-separated `list` of pod counts of the curve at -policies policies (empty: none)")
 	flag.IntVar(&opts.CurveRounds, "curve-rounds", 5, "rounds the curve is measured in, the first ones (at most -rounds; 0 leaves the curve out)")
 	flag.IntVar(&opts.FlowSockets, "udp-flow-sockets", pktpath.DefaultFlowSockets, "sockets (source ports) the UDP new-flow traffic sends from, one datagram each per pass")
+	profile := flag.Bool("profile", false, "after the rounds, profile the sending thread with perf (linux-perf) and report the time spent in nftables per judged packet")
+	flag.IntVar(&opts.ProfileRounds, "profile-rounds", 3, "rounds of the profile (with -profile)")
+	flag.DurationVar(&opts.ProfileDuration, "profile-duration", 2*time.Second, "length of one profiled measurement (with -profile)")
+	profileHz := flag.Int("profile-hz", 4999, "perf sampling frequency (with -profile)")
 	quiet := flag.Bool("q", false, "do not print progress to stderr")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -101,6 +108,15 @@ Flags:
 		os.Exit(2)
 	}
 
+	if *profile {
+		p, err := pktpath.NewProfiler(*profileHz)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pktbench: -profile: %v\n", err)
+			os.Exit(1)
+		}
+		opts.Profile = p
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -108,6 +124,9 @@ Flags:
 	}()
 	rep, err := pktpath.Run(ctx, opts)
 	stop()
+	if opts.Profile != nil {
+		err = errors.Join(err, opts.Profile.Close())
+	}
 	if rep != nil {
 		fmt.Print(rep.Markdown())
 	}
