@@ -203,8 +203,9 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 // creating its map on first use.
 func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry) (ruleset.Rule, error) {
 	ported := run[0].class == tierPorts
+	exact := c.exactRun(run)
 	var key strings.Builder
-	fmt.Fprintf(&key, "%s|%d|%v", d, fam, ported)
+	fmt.Fprintf(&key, "%s|%d|%v|%v", d, fam, ported, exact)
 	var names []string
 	for _, e := range run {
 		fmt.Fprintf(&key, "|%s|%s|%s", e.comment, e.verdict, e.portSet)
@@ -243,18 +244,74 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 			}
 		}
 	}
-	m := &ruleset.Set{Name: name, Map: true, Interval: true, Key: ruleset.AddrKey(fam), Comment: comment}
+	m := &ruleset.Set{Name: name, Map: true, Interval: !exact, Key: ruleset.AddrKey(fam), Comment: comment}
 	if ported {
 		m.Key = ruleset.KeyIPv4ProtoPort
 		if fam == 6 {
 			m.Key = ruleset.KeyIPv6ProtoPort
 		}
+	}
+	switch {
+	case exact:
+		m.Elements = firstMatchPoints(boxes, verdicts)
+	case ported:
 		m.Elements = firstMatchPorts(boxes, verdicts)
-	} else {
+	default:
 		m.Elements = firstMatchAddrs(boxes, verdicts)
 	}
 	c.maps[name] = m
 	return rule, nil
+}
+
+// exactRun reports whether every box of run is a point: single addresses
+// (pods and nodes, no ipBlock) and, for a ported run, single ports. Such a
+// map needs no intervals, and the kernel then keeps it in a hash table
+// (one hashed lookup) rather than the pipapo interval matcher, whose cost
+// grows with the number of elements. It depends on the rules only, not on
+// the addresses their peers hold, so a map keeps its form as pods come and
+// go.
+func (c *compiler) exactRun(run []tierEntry) bool {
+	for _, e := range run {
+		for _, p := range e.rule.Peers {
+			if p.Kind != cluster.PeerPods && p.Kind != cluster.PeerNodes {
+				return false
+			}
+		}
+		if e.class != tierPorts {
+			continue
+		}
+		for _, pe := range c.portElements(e.portSet) {
+			if pe.PortEnd != 0 && pe.PortEnd != pe.Port {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// firstMatchPoints returns the elements of an exact map whose boxes are
+// all points: each point gets the verdict of the first box at it.
+func firstMatchPoints(boxes []tierBox, verdicts []ruleset.Verdict) []ruleset.Element {
+	type point struct {
+		addr  netip.Addr
+		proto uint8
+		port  uint16
+	}
+	first := make(map[point]int, len(boxes))
+	for _, b := range boxes {
+		k := point{b.lo, b.proto, b.plo}
+		if o, ok := first[k]; !ok || b.order < o {
+			first[k] = b.order
+		}
+	}
+	out := make([]ruleset.Element, 0, len(first))
+	for k, o := range first {
+		out = append(out, ruleset.Element{Addr: k.addr, Proto: k.proto, Port: k.port, PortEnd: k.port, Verdict: verdicts[o]})
+	}
+	slices.SortFunc(out, func(a, b ruleset.Element) int {
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
+	})
+	return out
 }
 
 // portElements returns the elements of the port set portMatch made.

@@ -147,3 +147,41 @@ func lookup(elems []ruleset.Element, match func(ruleset.Element) bool) (ruleset.
 	}
 	return v, n == 1
 }
+
+// TestFirstMatchPoints_EqualsRuleOrder: with every box a point (pods or
+// nodes on single ports), each point of the exact map carries the verdict
+// of the first box at it, and no point outside the boxes is in the map;
+// elements are sorted and unique, as a set without intervals needs.
+func TestFirstMatchPoints_EqualsRuleOrder(t *testing.T) {
+	t.Parallel()
+	verdicts := []ruleset.Verdict{vDrop, vAccept, vGoto, {Kind: ruleset.Goto, Chain: "log-x"}, vDrop, vAccept}
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 13))
+		var boxes []tierBox
+		for range 1 + rng.IntN(20) {
+			a := netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(16))})
+			port := uint16(rng.IntN(6))
+			boxes = append(boxes, tierBox{lo: a, hi: a, proto: []uint8{6, 17}[rng.IntN(2)], plo: port, phi: port, order: rng.IntN(len(verdicts))})
+		}
+		elems := firstMatchPoints(boxes, verdicts)
+		for i := 1; i < len(elems); i++ {
+			p, e := elems[i-1], elems[i]
+			require.True(t, p.Addr.Less(e.Addr) || p.Addr == e.Addr && (p.Proto < e.Proto || p.Proto == e.Proto && p.Port < e.Port), "seed %d: elements %d and %d out of order or repeated", seed, i-1, i)
+		}
+		for a := range 20 {
+			ip := netip.AddrFrom4([4]byte{10, 0, 0, byte(a)})
+			for _, proto := range []uint8{6, 17} {
+				for port := range uint16(8) {
+					want, ok := firstCovering(boxes, func(b tierBox) bool { return b.lo == ip && b.proto == proto && b.plo == port })
+					got, found := lookup(elems, func(e ruleset.Element) bool {
+						return e.Addr == ip && !e.AddrEnd.IsValid() && e.Proto == proto && e.Port == port && e.PortEnd == port
+					})
+					require.Equal(t, ok, found, "seed %d %s %d/%d", seed, ip, proto, port)
+					if ok {
+						require.Equal(t, verdicts[want], got, "seed %d %s %d/%d", seed, ip, proto, port)
+					}
+				}
+			}
+		}
+	}
+}

@@ -136,12 +136,13 @@ func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
 		txt := cand.Text()
 		tierMaps := strings.Contains(txt, " . meta l4proto . th dport vmap @tmap") &&
 			(strings.Contains(txt, "saddr vmap @tmap") || strings.Contains(txt, "daddr vmap @tmap")) && strings.Contains(txt, ": goto ")
-		if strings.Contains(txt, " goto ") && strings.Contains(txt, "-baseline-") && tierMaps {
+		exact, interval := portedTierMapForms(cand)
+		if strings.Contains(txt, " goto ") && strings.Contains(txt, "-baseline-") && tierMaps && exact && interval {
 			rs = cand
 		}
 	}
 	if rs == nil {
-		t.Fatal("no seed compiled to a ruleset with goto, a baseline chain and tier maps of both kinds with goto entries: the generator changed")
+		t.Fatal("no seed compiled to a ruleset with goto, a baseline chain, tier maps of both kinds with goto entries and ported ones both exact (hashed) and with intervals: the generator changed")
 	}
 	requireTextEqualsNetlink(t, rs)
 }
@@ -180,4 +181,21 @@ func TestLower_CompiledLoggedRulesetMatchesNftText(t *testing.T) {
 	if st, err := b2.Sync(context.Background(), rs); err != nil || st.Ops != 0 {
 		t.Fatalf("adopting the nft -f table: %+v, %v; want 0 ops", st, err)
 	}
+}
+
+// portedTierMapForms reports whether rs has a tier map keyed by address,
+// protocol and port without intervals (all its rules' peers pods or nodes on
+// single ports: a hash table in the kernel) and one with intervals.
+func portedTierMapForms(rs *ruleset.Ruleset) (exact, interval bool) {
+	for _, s := range rs.Sets {
+		if !s.Map || !strings.HasPrefix(s.Name, "tmap") || !s.Key.HasPort() || s.Len() == 0 {
+			continue
+		}
+		if s.Interval {
+			interval = true
+		} else {
+			exact = true
+		}
+	}
+	return exact, interval
 }

@@ -213,7 +213,7 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 		exprs = append(nfprotoMatch(r.Family), loadAddr(r.Family, r.Field, 1))
 		if r.Ports {
 			_, n := addrOffset(r.Family, r.Field)
-			exprs = append(exprs, loadProtoPort(int(n/4), true)...)
+			exprs = append(exprs, loadProtoPort(int(n/4), sets(r.Map).Interval)...)
 		}
 		exprs = append(exprs,
 			&expr.Lookup{SourceRegister: 1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: r.Map},
@@ -339,8 +339,8 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 		}
 		if r.Ports {
 			return needSet("map", r.Map, func(s *ruleset.Set) bool {
-				return s.Map && s.Key.HasPort() && s.Key.HasAddr() && s.Interval && s.Key.Family() == r.Family
-			}, fmt.Sprintf("an interval verdict map of ipv%d_addr . inet_proto . inet_service", r.Family))
+				return s.Map && s.Key.HasPort() && s.Key.HasAddr() && s.Key.Family() == r.Family
+			}, fmt.Sprintf("a verdict map of ipv%d_addr . inet_proto . inet_service", r.Family))
 		}
 		return needSet("map", r.Map, func(s *ruleset.Set) bool {
 			return s.Map && !s.Key.HasPort() && s.Key.Family() == r.Family
