@@ -54,7 +54,11 @@ func (rep *Report) Markdown() string {
 	if rounds == 1 {
 		plural = ""
 	}
-	fmt.Fprintf(&b, "One run: every configuration in a topology of its own (pod A, node, pod B namespaces), its table loaded once; %d interleaved round%s (", rounds, plural)
+	inst := "a topology of its own"
+	if o.Instances > 1 {
+		inst = fmt.Sprintf("%d topologies of its own, round r measuring instance r mod %d", o.Instances, o.Instances)
+	}
+	fmt.Fprintf(&b, "One run: every configuration in %s (pod A, node, pod B namespaces), its table loaded once; %d interleaved round%s (", inst, rounds, plural)
 	for i, m := range rep.Results {
 		if i > 0 {
 			b.WriteString(", ")

@@ -39,6 +39,10 @@ type Options struct {
 	// CurveRounds is how many rounds (the first ones, at most Rounds) the
 	// curve is measured in; only CurveTraffic is measured for it.
 	CurveRounds int
+	// Instances is how many topologies each configuration's table is
+	// loaded into (at least 1); round r measures instance r mod
+	// Instances.
+	Instances int
 	// Profile, when not nil, profiles the sending thread after the
 	// rounds: ProfileRounds interleaved rounds of ProfileDuration per
 	// configuration of ProfiledIDs and traffic of ProfiledTraffic.
@@ -160,49 +164,59 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	rep.Setup = time.Since(t0)
 	defer func() { rep.Elapsed = time.Since(t0) }()
 
-	// Every configuration gets a topology of its own (three namespaces,
+	// Every configuration gets topologies of its own (three namespaces,
 	// pods and node alike) with its table loaded once, so the rounds
 	// switch between configurations without reloading a table: a round
 	// is short and the configurations interleave finely, which is what
-	// keeps slow drifts of a shared machine out of the comparison.
-	topos := make([]*Topology, len(rep.Results))
+	// keeps slow drifts of a shared machine out of the comparison. With
+	// several instances, round r measures instance r mod Instances: the
+	// same table loaded twice costs a packet up to ±12% apart (the hash
+	// seeds of its sets put the one benchmark flow's keys in shorter or
+	// longer bucket chains), and real traffic, many flows, sees the
+	// average.
+	n := max(1, opts.Instances)
+	topos := make([][]*Topology, len(rep.Results))
 	defer func() {
-		for _, t := range topos {
-			if t != nil {
+		for _, ts := range topos {
+			for _, t := range ts {
 				err = errors.Join(err, t.Close())
 			}
 		}
 	}()
 	for i, m := range rep.Results {
-		t, err := NewTopologyTagged(rep.Src, rep.Dst, fmt.Sprint(i))
-		if err != nil {
-			return rep, fmt.Errorf("configuration (%s): %w", m.ID, err)
-		}
-		topos[i] = t
-		t.FlowSockets = opts.FlowSockets
-		start := time.Now()
-		if err := t.SetRuleset(m.Text); err != nil {
-			return rep, fmt.Errorf("configuration (%s): %w", m.ID, err)
-		}
-		m.Load = time.Since(start)
-		// Warm up (neighbour entries, caches) and check that the flow
-		// gets through at all.
-		for _, k := range m.Traffic {
-			s, err := t.Measure(k, warmup)
-			t.ReleaseFlowSockets()
-			if err != nil || s.Count == 0 {
-				return rep, fmt.Errorf("warm-up of (%s): no %s got through (%d lost): %v", m.ID, k, s.Lost, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
+		for inst := range n {
+			t, err := NewTopologyTagged(rep.Src, rep.Dst, fmt.Sprintf("%d.%d", i, inst))
+			if err != nil {
+				return rep, fmt.Errorf("configuration (%s): %w", m.ID, err)
 			}
+			topos[i] = append(topos[i], t)
+			t.FlowSockets = opts.FlowSockets
+			start := time.Now()
+			if err := t.SetRuleset(m.Text); err != nil {
+				return rep, fmt.Errorf("configuration (%s): %w", m.ID, err)
+			}
+			load := time.Since(start)
+			m.Load = max(m.Load, load)
+			// Warm up (neighbour entries, caches) and check that the
+			// flow gets through at all.
+			for _, k := range m.Traffic {
+				s, err := t.Measure(k, warmup)
+				t.ReleaseFlowSockets()
+				if err != nil || s.Count == 0 {
+					return rep, fmt.Errorf("warm-up of (%s): no %s got through (%d lost): %v", m.ID, k, s.Lost, err) //nolint:errorlint // %v, not %w: err may be nil here, which %w prints as %!w(<nil>)
+				}
+			}
+			fmt.Fprintf(logw, "configuration (%s) loaded in %s into %s\n", m.ID, load.Round(time.Millisecond), t.Node)
 		}
-		fmt.Fprintf(logw, "configuration (%s) loaded in %s into %s\n", m.ID, m.Load.Round(time.Millisecond), t.Node)
 	}
+	topo := func(i, round int) *Topology { return topos[i][(round-1)%n] }
 
 	for round := 1; round <= opts.Rounds; round++ {
 		for i, m := range rep.Results {
 			if m.Rounds > 0 && round > m.Rounds {
 				continue
 			}
-			if err := rep.measure(ctx, topos[i], m, round, logw); err != nil {
+			if err := rep.measure(ctx, topo(i, round), m, round, logw); err != nil {
 				return rep, err
 			}
 		}
@@ -215,7 +229,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			if !slices.Contains(ProfiledIDs, m.ID) && !strings.HasPrefix(m.ID, "b@") {
 				continue
 			}
-			if err := rep.profile(ctx, topos[i], m, round, logw); err != nil {
+			if err := rep.profile(ctx, topo(i, round), m, round, logw); err != nil {
 				return rep, err
 			}
 		}

@@ -83,6 +83,7 @@ Flags:
 	flag.Var((*sizes)(&opts.CurvePods), "curve-pods", "comma-separated `list` of pod counts of the curve at -policies policies (empty: none)")
 	flag.IntVar(&opts.CurveRounds, "curve-rounds", 5, "rounds the curve is measured in, the first ones (at most -rounds; 0 leaves the curve out)")
 	flag.IntVar(&opts.FlowSockets, "udp-flow-sockets", pktpath.DefaultFlowSockets, "sockets (source ports) the UDP new-flow traffic sends from, one datagram each per pass")
+	flag.IntVar(&opts.Instances, "instances", 1, "topologies each table is loaded into; round r measures instance r mod N (the hash seeds of a table's sets move its cost by up to ±12%)")
 	profile := flag.Bool("profile", false, "after the rounds, profile the sending thread with perf (linux-perf) and report the time spent in nftables per judged packet")
 	flag.IntVar(&opts.ProfileRounds, "profile-rounds", 3, "rounds of the profile (with -profile)")
 	flag.DurationVar(&opts.ProfileDuration, "profile-duration", 2*time.Second, "length of one profiled measurement (with -profile)")
