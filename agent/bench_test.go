@@ -1147,8 +1147,10 @@ type policydProcess struct {
 
 	mu   sync.Mutex
 	addr string
-	info struct{ pods, policies int }
-	tail []string
+	// pprofAddr is where --profiling serves /debug/pprof/, from its log.
+	pprofAddr string
+	info      struct{ pods, policies int }
+	tail      []string
 }
 
 func startPolicyd(b testing.TB, bin, kubeconfig, netnsName string) *policydProcess {
@@ -1189,6 +1191,8 @@ func (p *policydProcess) readLog(r io.Reader) {
 		switch rec.Msg {
 		case "serving metrics and health":
 			p.addr = rec.Addr
+		case "serving profiles":
+			p.pprofAddr = rec.Addr
 		case "informer caches synced":
 			p.info.pods, p.info.policies = rec.Pods, rec.NetworkPolicies
 		}
@@ -1289,8 +1293,11 @@ func daemonSetEnv(b testing.TB) []string {
 // --profiling) to path, for `go tool pprof`.
 func (p *policydProcess) saveHeapProfile(path string) error {
 	p.mu.Lock()
-	addr := p.addr
+	addr := p.pprofAddr
 	p.mu.Unlock()
+	if addr == "" {
+		return errors.New("policyd did not log where it serves profiles")
+	}
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + addr + "/debug/pprof/heap")
 	if err != nil {
 		return err
