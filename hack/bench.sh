@@ -39,17 +39,19 @@ run "Strict mode: one --cut-established pass over 100,000 conntrack entries on t
 go build -o "$tmp/pktbench" ./bench/cmd/pktbench
 # The packet path writes its own markdown (tables, headings); its progress
 # lines, every measurement as it happened, go below it in a collapsed block.
-# Every configuration has a topology of its own with its table loaded once,
-# so rounds are short and many: 15 rounds of 300 ms, then a kernel profile
-# (perf, from Debian's linux-perf) of the time spent in nftables per judged
-# packet. About 8 minutes with these flags.
+# Every configuration has topologies of its own, its table loaded once into
+# each of 3 (round r measures instance r mod 3: the hash seeds of a table's
+# sets move its cost by up to ±12%), so rounds are short and many: 15 rounds
+# of 300 ms, then a kernel profile (perf, from Debian's linux-perf) of the
+# time spent in nftables per judged packet, 6 rounds of 2 s. About 11
+# minutes with these flags.
 if ! command -v perf >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null 2>&1 || true
 fi
-pktbench=("$tmp/pktbench" -rounds 15 -duration 300ms -pods 10000 -policies 2000 -cnps 100
+pktbench=("$tmp/pktbench" -instances 3 -rounds 15 -duration 300ms -pods 10000 -policies 2000 -cnps 100
   -curve-policies 200,2000,10000 -curve-pods 1000,10000,50000 -curve-rounds 15)
 if command -v perf >/dev/null; then
-  pktbench+=(-profile -profile-rounds 3 -profile-duration 2s)
+  pktbench+=(-profile -profile-rounds 6 -profile-duration 2s)
 else
   echo "bench: no perf (apt-get install linux-perf): the packet path runs without its kernel profile" >&2
 fi
