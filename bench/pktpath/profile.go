@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -158,9 +159,12 @@ type ProfileSample struct {
 	Samples, Nft int
 }
 
-// ProfiledIDs are the configurations profiled, when they are measured, and
-// the curve's points (IDs "b@…").
+// ProfiledIDs are the configurations profiled, when they are measured,
+// besides the curve's points (IDs "b@…").
 var ProfiledIDs = []string{"ct", "f", "b", "b+cnp"}
+
+// profiled reports whether the configuration id is profiled.
+func profiled(id string) bool { return slices.Contains(ProfiledIDs, id) || strings.HasPrefix(id, "b@") }
 
 // ProfiledTraffic is what is profiled: the traffic judged as new flows.
 var ProfiledTraffic = []Traffic{TCPConnect, UDPFlows}

@@ -229,60 +229,46 @@ func (rep *Report) curveMarkdown(b *strings.Builder, ct *Measurement) {
 		b.WriteString("\n")
 	}
 	b.WriteString("\nmax/min of the nft cost within each curve (1.00 is flat; the acceptance asks ≤ 1.10):\n\n")
-	for _, curve := range []string{"policies", "pods"} {
-		ids := rep.curveIDs(curve)
-		if len(ids) < 2 {
-			continue
-		}
-		var parts []string
-		for _, k := range CurveTraffic {
-			lo, hi := math.Inf(1), math.Inf(-1)
-			for _, id := range ids {
-				if ns, ok := rep.Result(id).CostOver(ct, k, o.CurveRounds); ok {
-					lo, hi = min(lo, ns), max(hi, ns)
-				}
-			}
-			parts = append(parts, fmt.Sprintf("%s %s (%s to %s ns)", k.Title(), maxMin(hi, lo), nsText(lo, true), nsText(hi, true)))
-		}
-		fmt.Fprintf(b, "- %s curve (%s): %s\n", curve, strings.Join(ids, ", "), strings.Join(parts, "; "))
-	}
+	rep.curveSpreads(b, CurveTraffic, func(m *Measurement, k Traffic) (float64, bool) {
+		return m.CostOver(ct, k, o.CurveRounds)
+	}, func(ns float64) string { return nsText(ns, true) })
 	b.WriteString("\nmax/min of the whole per-packet cost (1 / per sender CPU-s rate, medians of the same rounds):\n\n")
-	for _, curve := range []string{"policies", "pods"} {
-		ids := rep.curveIDs(curve)
-		if len(ids) < 2 {
-			continue
-		}
-		var parts []string
-		for _, k := range CurveTraffic {
-			lo, hi := math.Inf(1), math.Inf(-1)
-			for _, id := range ids {
-				if r := medianFirst(rep.Result(id), k, o.CurveRounds); r > 0 {
-					lo, hi = min(lo, 1e9/r), max(hi, 1e9/r)
-				}
-			}
-			parts = append(parts, fmt.Sprintf("%s %s (%.0f to %.0f ns)", k.Title(), maxMin(hi, lo), lo, hi))
-		}
-		fmt.Fprintf(b, "- %s curve (%s): %s\n", curve, strings.Join(ids, ", "), strings.Join(parts, "; "))
-	}
+	rep.curveSpreads(b, CurveTraffic, func(m *Measurement, k Traffic) (float64, bool) {
+		r := medianFirst(m, k, o.CurveRounds)
+		return 1e9 / r, r > 0
+	}, wholeNs)
 	if o.Profile == nil {
 		return
 	}
 	b.WriteString("\nmax/min of the time in nftables per judged packet, by kernel profile (the section above):\n\n")
+	rep.curveSpreads(b, ProfiledTraffic, func(m *Measurement, k Traffic) (float64, bool) {
+		ps := m.Profiles[k]
+		ns, _, _ := NftNs(ps, o.Profile.Hz)
+		return ns, len(ps) > 0
+	}, wholeNs)
+}
+
+// wholeNs writes a figure in whole nanoseconds.
+func wholeNs(ns float64) string { return fmt.Sprintf("%.0f", ns) }
+
+// curveSpreads writes, for each curve of two points or more, the max/min
+// over its points of value (a point without one is left out) for each kind
+// of traffic, with the range as text writes it.
+func (rep *Report) curveSpreads(b *strings.Builder, traffic []Traffic, value func(*Measurement, Traffic) (float64, bool), text func(float64) string) {
 	for _, curve := range []string{"policies", "pods"} {
 		ids := rep.curveIDs(curve)
 		if len(ids) < 2 {
 			continue
 		}
 		var parts []string
-		for _, k := range ProfiledTraffic {
+		for _, k := range traffic {
 			lo, hi := math.Inf(1), math.Inf(-1)
 			for _, id := range ids {
-				if ps := rep.Result(id).Profiles[k]; len(ps) > 0 {
-					ns, _, _ := NftNs(ps, o.Profile.Hz)
-					lo, hi = min(lo, ns), max(hi, ns)
+				if v, ok := value(rep.Result(id), k); ok {
+					lo, hi = min(lo, v), max(hi, v)
 				}
 			}
-			parts = append(parts, fmt.Sprintf("%s %s (%.0f to %.0f ns)", k.Title(), maxMin(hi, lo), lo, hi))
+			parts = append(parts, fmt.Sprintf("%s %s (%s to %s ns)", k.Title(), maxMin(hi, lo), text(lo), text(hi)))
 		}
 		fmt.Fprintf(b, "- %s curve (%s): %s\n", curve, strings.Join(ids, ", "), strings.Join(parts, "; "))
 	}

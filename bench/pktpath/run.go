@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/policyd/policyd/cluster"
@@ -226,7 +225,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 	for round := 1; round <= opts.ProfileRounds; round++ {
 		for i, m := range rep.Results {
-			if !slices.Contains(ProfiledIDs, m.ID) && !strings.HasPrefix(m.ID, "b@") {
+			if !profiled(m.ID) {
 				continue
 			}
 			if err := rep.profile(ctx, topo(i, round), m, round, logw); err != nil {
@@ -247,18 +246,11 @@ func (rep *Report) profile(ctx context.Context, topo *Topology, m *Measurement, 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := topo.FlushConntrack(); err != nil {
-			return err
-		}
 		topo.Profile = p.Start
-		s, err := topo.Measure(k, rep.Options.ProfileDuration)
+		s, err := measureOnce(topo, k, rep.Options.ProfileDuration)
 		topo.Profile = nil
-		topo.ReleaseFlowSockets()
 		if err != nil {
 			return fmt.Errorf("profile round %d, configuration (%s), %s: %w", round, m.ID, k, err)
-		}
-		if s.Count == 0 {
-			return fmt.Errorf("profile round %d, configuration (%s), %s: the benchmark flow was blocked (%d lost)", round, m.ID, k, s.Lost)
 		}
 		samples, nft, err := p.Count()
 		if err != nil {
@@ -284,22 +276,10 @@ func (rep *Report) measure(ctx context.Context, topo *Topology, m *Measurement, 
 			fmt.Fprintln(logw)
 			return err
 		}
-		// Every measurement starts from an empty conntrack table, so none
-		// pays for the entries an earlier one left.
-		if err := topo.FlushConntrack(); err != nil {
-			return err
-		}
-		s, err := topo.Measure(k, rep.Options.Duration)
-		// The flow sockets go again: the topologies of all configurations
-		// together would need more open files than the limit allows.
-		topo.ReleaseFlowSockets()
+		s, err := measureOnce(topo, k, rep.Options.Duration)
 		if err != nil {
 			fmt.Fprintln(logw)
 			return fmt.Errorf("round %d, configuration (%s), %s: %w", round, m.ID, k, err)
-		}
-		if s.Count == 0 {
-			fmt.Fprintln(logw)
-			return fmt.Errorf("round %d, configuration (%s), %s: the benchmark flow was blocked (%d lost)", round, m.ID, k, s.Lost)
 		}
 		entries, limit, err := topo.ConntrackEntries()
 		if err != nil {
@@ -314,6 +294,27 @@ func (rep *Report) measure(ctx context.Context, topo *Topology, m *Measurement, 
 	}
 	fmt.Fprintln(logw)
 	return nil
+}
+
+// measureOnce measures k in topo for d, from an empty conntrack table so
+// that no measurement pays for the entries an earlier one left, and fails
+// when nothing got through: the benchmark flow is allowed in every
+// configuration.
+func measureOnce(topo *Topology, k Traffic, d time.Duration) (Sample, error) {
+	if err := topo.FlushConntrack(); err != nil {
+		return Sample{}, err
+	}
+	s, err := topo.Measure(k, d)
+	// The flow sockets go again: the topologies of all configurations
+	// together would need more open files than the limit allows.
+	topo.ReleaseFlowSockets()
+	if err != nil {
+		return s, err
+	}
+	if s.Count == 0 {
+		return s, fmt.Errorf("the benchmark flow was blocked (%d lost)", s.Lost)
+	}
+	return s, nil
 }
 
 // warmup is the length of the unmeasured runs before the rounds.

@@ -66,7 +66,7 @@ for a curve of cluster sizes, in interleaved rounds; each configuration has a
 topology (pod A, node, pod B namespaces) of its own, its table loaded once.
 With -profile, a kernel profile (perf) then gives the time spent in nftables
 per judged packet. Prints markdown to stdout, progress to stderr. Needs root.
-The defaults take about 5 minutes on 2 CPUs; make bench's flags about 8.
+The defaults take about 5 minutes on 2 CPUs; make bench's flags about 11.
 
 Flags:
 `)
