@@ -75,6 +75,11 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				{Addr: ip("10.0.0.2"), Verdict: drop()},
 				{Addr: ip("10.0.0.3"), Verdict: accept()},
 			}},
+			{Name: "pports", Key: ruleset.KeyProtoPort, Map: true, Comment: "port dispatch", Elements: []ruleset.Element{
+				{Proto: 6, Port: 80, PortEnd: 80, Verdict: jump("pol-c")},
+				{Proto: 17, Port: 53, PortEnd: 53, Verdict: accept()},
+				{Proto: 132, Port: 9, PortEnd: 9, Verdict: drop()},
+			}},
 			{Name: "eg6", Key: ruleset.KeyIPv6, Map: true, Elements: []ruleset.Element{
 				{Addr: ip("fd00::1"), Verdict: jump("pol-b")},
 				{Addr: ip("fd00::2"), Verdict: returnV()},
@@ -101,6 +106,7 @@ func fullRuleset(tweaks ...func(*ruleset.Ruleset)) *ruleset.Ruleset {
 				&ruleset.VerdictRule{Verdict: drop(), Comment: "default deny"},
 			}},
 			{Name: "pol-b", Rules: []ruleset.Rule{
+				&ruleset.PortDispatchRule{Map: "pports", Comment: "port dispatch"},
 				&ruleset.AllowRule{Family: 6, PeerField: ruleset.Saddr, PeerSet: "peer6", Verdict: accept()},
 				&ruleset.AllowRule{Family: 6, PeerField: ruleset.Daddr, PeerSet: "blk6", PortSet: "ports", Verdict: accept()},
 				&ruleset.AllowRule{Family: 6, PeerField: ruleset.Saddr, PeerSet: "peer6", PortSet: "ports", NamedPortSet: "np6", Verdict: accept()},

@@ -220,6 +220,11 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 		)
 		// The map supplies the verdict.
 		return exprs, nil, nil
+	case *ruleset.PortDispatchRule:
+		exprs = append(loadProtoPort(0, false),
+			&expr.Lookup{SourceRegister: 1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: r.Map},
+		)
+		return exprs, nil, nil
 	case *ruleset.AllowRule:
 		// Same order as the text: ports, then nft's implicit meta nfproto
 		// dependency right before the first address, peer, named port.
@@ -345,6 +350,10 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 		return needSet("map", r.Map, func(s *ruleset.Set) bool {
 			return s.Map && !s.Key.HasPort() && s.Key.Family() == r.Family
 		}, fmt.Sprintf("an ipv%d_addr verdict map", r.Family))
+	case *ruleset.PortDispatchRule:
+		return needSet("map", r.Map, func(s *ruleset.Set) bool {
+			return s.Map && s.Key == ruleset.KeyProtoPort && !s.Interval
+		}, "a verdict map of inet_proto . inet_service without flags interval")
 	case *ruleset.AllowRule:
 		if r.PeerSet != "" || r.NamedPortSet != "" {
 			if err := family(r.Family); err != nil {

@@ -41,6 +41,7 @@ const (
 	ShapeTCPPickup
 	ShapeLog
 	ShapeCutMark
+	ShapePortDispatch
 	// numShapes counts the shapes, ShapeInvalid included; it must stay last.
 	numShapes
 )
@@ -105,6 +106,22 @@ type DispatchRule struct {
 	Field   Field
 	Map     string
 	Ports   bool
+	Comment string
+}
+
+// PortDispatchRule looks the packet's protocol and destination port up in
+// verdict map Map (type inet_proto . inet_service, no intervals):
+//
+//	meta l4proto . th dport vmap @gports-0123456789abcdef
+//
+// It is how a group chain with several rules on single ports sends a
+// packet straight to the rules of its port: each entry goes to a chain
+// holding the peer lookups of the rules that name that port, then the
+// group's rules that hold for any port, then its final verdict. A packet
+// whose port no entry names goes on with the group chain's next rule. The
+// key holds no address, so one map serves both families.
+type PortDispatchRule struct {
+	Map     string
 	Comment string
 }
 
@@ -222,17 +239,27 @@ type TCPPickupRule struct {
 	Comment string
 }
 
-func (*CtRule) shape() Shape          { return ShapeCt }
-func (*FibLocalRule) shape() Shape    { return ShapeFibLocal }
-func (*NDRule) shape() Shape          { return ShapeND }
-func (*DispatchRule) shape() Shape    { return ShapeDispatch }
-func (*AllowRule) shape() Shape       { return ShapeAllow }
-func (*UnknownAddrRule) shape() Shape { return ShapeUnknownAddr }
-func (*VerdictRule) shape() Shape     { return ShapeVerdict }
-func (*KernelRule) shape() Shape      { return ShapeKernel }
-func (*CtMarkRule) shape() Shape      { return ShapeCtMark }
-func (*CutMarkRule) shape() Shape     { return ShapeCutMark }
-func (*TCPPickupRule) shape() Shape   { return ShapeTCPPickup }
+func (*CtRule) shape() Shape           { return ShapeCt }
+func (*FibLocalRule) shape() Shape     { return ShapeFibLocal }
+func (*NDRule) shape() Shape           { return ShapeND }
+func (*DispatchRule) shape() Shape     { return ShapeDispatch }
+func (*AllowRule) shape() Shape        { return ShapeAllow }
+func (*UnknownAddrRule) shape() Shape  { return ShapeUnknownAddr }
+func (*VerdictRule) shape() Shape      { return ShapeVerdict }
+func (*KernelRule) shape() Shape       { return ShapeKernel }
+func (*CtMarkRule) shape() Shape       { return ShapeCtMark }
+func (*CutMarkRule) shape() Shape      { return ShapeCutMark }
+func (*TCPPickupRule) shape() Shape    { return ShapeTCPPickup }
+func (*PortDispatchRule) shape() Shape { return ShapePortDispatch }
+
+// RuleComment implements Rule.
+func (r *PortDispatchRule) RuleComment() string { return r.Comment }
+
+// RuleVerdict implements Rule: the zero Verdict, the map entry decides.
+func (r *PortDispatchRule) RuleVerdict() Verdict { return Verdict{} }
+
+// SetRefs implements Rule: the map.
+func (r *PortDispatchRule) SetRefs() []string { return []string{r.Map} }
 
 // RuleComment implements Rule.
 func (r *CtRule) RuleComment() string { return r.Comment }

@@ -25,6 +25,7 @@ func Shapes() []Rule {
 		&TCPPickupRule{Family: 4, Field: Daddr, Set: "shape-peer4", Verdict: Verdict{Kind: Drop}, Comment: "sample tcp pickup"},
 		&LogRule{States: CtNew, Prefix: "pd:0123456789abcdef", Group: 7, Limit: "shape-limit", Comment: "sample log"},
 		&CutMarkRule{Mark: 0x00200000, Verdict: Verdict{Kind: Drop}, Comment: "sample cut mark"},
+		&PortDispatchRule{Map: "shape-pmap", Comment: "sample port dispatch"},
 	}
 }
 
@@ -39,6 +40,7 @@ func ShapesRuleset() *Ruleset {
 			{Name: "shape-peer4", Key: KeyIPv4, Elements: []Element{{Addr: a}}},
 			{Name: "shape-ports", Key: KeyProtoPort, Interval: true, Elements: []Element{{Proto: 6, Port: 80, PortEnd: 81}}},
 			{Name: "shape-np4", Key: KeyIPv4ProtoPort, Elements: []Element{{Addr: a, Proto: 6, Port: 80, PortEnd: 80}}},
+			{Name: "shape-pmap", Key: KeyProtoPort, Map: true, Elements: []Element{{Proto: 6, Port: 80, PortEnd: 80, Verdict: Verdict{Kind: Accept}}}},
 			{Name: "shape-cidr4", Key: KeyIPv4, Interval: true, Elements: []Element{{Addr: a, AddrEnd: netip.MustParseAddr("10.0.255.255")}}},
 		},
 	}

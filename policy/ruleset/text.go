@@ -208,6 +208,9 @@ func (r *DispatchRule) Text() string {
 }
 
 // Text implements Rule.
+func (r *PortDispatchRule) Text() string { return "meta l4proto . th dport vmap @" + r.Map }
+
+// Text implements Rule.
 func (r *AllowRule) Text() string {
 	var parts []string
 	if r.PortSet != "" {

@@ -226,6 +226,20 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 			}
 		}
 		return false, ruleset.Verdict{}, nil
+	case *ruleset.PortDispatchRule:
+		m, err := t.set(r.Map, true)
+		if err != nil {
+			return false, ruleset.Verdict{}, err
+		}
+		if m.Key != ruleset.KeyProtoPort || m.Interval {
+			return false, ruleset.Verdict{}, fmt.Errorf("port dispatch through map %s of key %s (interval %v)", m.Name, m.Key.NftType(), m.Interval)
+		}
+		for i := range m.Len() {
+			if e := m.At(i); portMatches(e, p) {
+				return true, e.Verdict, nil
+			}
+		}
+		return false, ruleset.Verdict{}, nil
 	case *ruleset.AllowRule:
 		return t.allow(r)
 	case *ruleset.UnknownAddrRule:
