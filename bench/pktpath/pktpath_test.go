@@ -2,11 +2,15 @@ package pktpath
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -79,10 +83,14 @@ func TestScenario_BenchPodsAreSelectedAndAllowedLate(t *testing.T) {
 	}
 	tests := []struct {
 		name             string
+		d                cluster.Direction
+		addr             netip.Addr
+		want             string
 		policies, at, of int
+		via              string
 	}{
-		{"ingress of pod B", rep.IngressPolicies, rep.IngressAllowAt, rep.IngressRules},
-		{"egress of pod A", rep.EgressPolicies, rep.EgressAllowAt, rep.EgressRules},
+		{"ingress of pod B", cluster.Ingress, sc.Dst.IPs[0], allowComment(ServerNamespace, IngressAllowPolicy, cluster.Ingress), rep.IngressPolicies, rep.IngressAllowAt, rep.IngressRules, rep.IngressVia},
+		{"egress of pod A", cluster.Egress, sc.Src.IPs[0], allowComment(ClientNamespace, EgressAllowPolicy, cluster.Egress), rep.EgressPolicies, rep.EgressAllowAt, rep.EgressRules, rep.EgressVia},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,10 +98,29 @@ func TestScenario_BenchPodsAreSelectedAndAllowedLate(t *testing.T) {
 			if tt.policies < 3 {
 				t.Errorf("%d policies select the pod, want at least 3", tt.policies)
 			}
-			// Rule 1 is the conntrack invalid drop; the allowing rule must come
-			// after at least one other policy rule.
-			if tt.at <= 2 || tt.at >= tt.of {
-				t.Errorf("allowing rule is rule %d of %d, want after the first policy rule and before the final drop", tt.at, tt.of)
+			// The group's rules on single ports are several, so the chain
+			// dispatches on the port and the flow's port goes straight to
+			// the chain holding the allowing rule, past the group's other
+			// policy rules (at least two), which it would walk without
+			// the dispatch.
+			if tt.via == "" {
+				t.Errorf("the allowing rule is rule %d of %d of the group chain: no port dispatch", tt.at, tt.of)
+			}
+			if tt.at < 1 || tt.at >= tt.of {
+				t.Errorf("allowing rule is rule %d of %d, want one before the chain's final drop", tt.at, tt.of)
+			}
+			c, err := GroupChain(rs, tt.d, tt.addr)
+			require.NoError(t, err)
+			allows, err := GroupAllows(rs, c)
+			require.NoError(t, err)
+			var others []string
+			for _, pa := range allows {
+				if c := pa.Rule.Comment; pa.Rule.Family != 6 && c != tt.want && !slices.Contains(others, c) {
+					others = append(others, c)
+				}
+			}
+			if len(others) < 2 {
+				t.Errorf("the group's other policy rules: %q, want at least 2", others)
 			}
 		})
 	}

@@ -84,10 +84,13 @@ type Report struct {
 	// IngressPolicies and EgressPolicies count the policies isolating Dst for
 	// ingress and Src for egress; IngressAllowAt and EgressAllowAt are the
 	// 1-based positions of the allowing rule in their chains, of
-	// IngressRules and EgressRules rules.
+	// IngressRules and EgressRules rules; IngressVia and EgressVia name that
+	// chain when it is the one the group chain's port dispatch sends the
+	// benchmark flow to ("" when the group chain itself holds the rule).
 	IngressPolicies, EgressPolicies int
 	IngressAllowAt, IngressRules    int
 	EgressAllowAt, EgressRules      int
+	IngressVia, EgressVia           string
 	// SrcSelection and DstSelection count the policies of each kind that
 	// select pod A and pod B in (b+cnp).
 	SrcSelection, DstSelection Selection
@@ -557,28 +560,42 @@ func (rep *Report) describeGroups(sc *Scenario, rs *ruleset.Ruleset) error {
 		return err
 	}
 	rep.IngressPolicies, rep.EgressPolicies = d.NetworkPolicies, s.NetworkPolicies
-	rep.IngressAllowAt, rep.IngressRules, err = allowPosition(rs, cluster.Ingress, rep.Dst, ServerNamespace+"/"+IngressAllowPolicy)
+	rep.IngressAllowAt, rep.IngressRules, rep.IngressVia, err = allowPosition(rs, cluster.Ingress, rep.Dst, ServerNamespace+"/"+IngressAllowPolicy)
 	if err != nil {
 		return err
 	}
-	rep.EgressAllowAt, rep.EgressRules, err = allowPosition(rs, cluster.Egress, rep.Src, ClientNamespace+"/"+EgressAllowPolicy)
+	rep.EgressAllowAt, rep.EgressRules, rep.EgressVia, err = allowPosition(rs, cluster.Egress, rep.Src, ClientNamespace+"/"+EgressAllowPolicy)
 	return err
 }
 
 // allowPosition returns the 1-based position of the allowing rule of policy
-// (rule AllowRuleIndex) in addr's chain for d, and the chain's length.
-func allowPosition(rs *ruleset.Ruleset, d cluster.Direction, addr netip.Addr, policy string) (at, of int, err error) {
+// (rule AllowRuleIndex) in the chain that admits the benchmark flow for d at
+// addr, and that chain's length: addr's group chain, or, when the group
+// chain dispatches on the port, the chain UDP Port is dispatched to (via
+// then names it).
+func allowPosition(rs *ruleset.Ruleset, d cluster.Direction, addr netip.Addr, policy string) (at, of int, via string, err error) {
 	c, err := GroupChain(rs, d, addr)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	want := fmt.Sprintf("%s %s[%d]", policy, d, AllowRuleIndex)
-	for i, r := range c.Rules {
-		if ar, ok := r.(*ruleset.AllowRule); ok && ar.Family != 6 && ar.Comment == want {
-			return i + 1, len(c.Rules), nil
+	find := func(c *ruleset.Chain) int {
+		for i, r := range c.Rules {
+			if ar, ok := r.(*ruleset.AllowRule); ok && ar.Family != 6 && ar.Comment == want {
+				return i + 1
+			}
+		}
+		return 0
+	}
+	if i := find(c); i > 0 {
+		return i, len(c.Rules), "", nil
+	}
+	if pc, entry := PortChain(rs, c, 17, Port); pc != nil {
+		if i := find(pc); i > 0 {
+			return i, len(pc.Rules), fmt.Sprintf("%s (entry %s of the port dispatch of %s)", pc.Name, entry, c.Name), nil
 		}
 	}
-	return 0, 0, fmt.Errorf("chain %s of %s has no rule commented %q", c.Name, addr, want)
+	return 0, 0, "", fmt.Errorf("chain %s of %s has no rule commented %q, nor has the chain its port dispatch sends udp %d to", c.Name, addr, want, Port)
 }
 
 // curveIDs returns the IDs of the curve's points of curve ("policies" or

@@ -339,6 +339,83 @@ func GroupChain(rs *ruleset.Ruleset, d cluster.Direction, addr netip.Addr) (*rul
 	return nil, fmt.Errorf("map %s has no entry for %s", mapName, addr)
 }
 
+// PortChain returns the chain the port dispatch of group chain c sends
+// protocol proto, port port to, and the map entry that does, or nil when c
+// has no port dispatch or its map no entry for that port.
+func PortChain(rs *ruleset.Ruleset, c *ruleset.Chain, proto uint8, port uint16) (*ruleset.Chain, string) {
+	for _, r := range c.Rules {
+		pd, ok := r.(*ruleset.PortDispatchRule)
+		if !ok {
+			continue
+		}
+		m := rs.Set(pd.Map)
+		if m == nil {
+			return nil, ""
+		}
+		for _, e := range m.Elems() {
+			if e.Proto == proto && e.Port == port {
+				return rs.Chain(e.Verdict.Chain), m.ElementKey(e)
+			}
+		}
+	}
+	return nil, ""
+}
+
+// PortedAllow is an allow rule of a group chain and the ports it holds for:
+// Ports is nil for a rule of the chain itself (its own port test says), and
+// for a rule reached through the chain's port dispatch lists the map's
+// entries ("udp . 7000") whose chains hold it.
+type PortedAllow struct {
+	Rule  *ruleset.AllowRule
+	Ports []string
+}
+
+// GroupAllows returns the allow rules of group chain c with their ports, in
+// the order a packet can meet them: where c dispatches on the port, the
+// rules the map's chains hold for their ports, each once, then c's own.
+func GroupAllows(rs *ruleset.Ruleset, c *ruleset.Chain) ([]PortedAllow, error) {
+	key := func(r *ruleset.AllowRule) string { return r.Text() + "#" + r.Comment }
+	own := map[string]bool{}
+	for _, r := range c.Rules {
+		if ar, ok := r.(*ruleset.AllowRule); ok {
+			own[key(ar)] = true
+		}
+	}
+	var out []PortedAllow
+	for _, r := range c.Rules {
+		switch r := r.(type) {
+		case *ruleset.AllowRule:
+			out = append(out, PortedAllow{Rule: r})
+		case *ruleset.PortDispatchRule:
+			m := rs.Set(r.Map)
+			if m == nil {
+				return nil, fmt.Errorf("chain %s: missing port dispatch map %s", c.Name, r.Map)
+			}
+			at := map[string]int{}
+			for _, e := range m.Elems() {
+				pc := rs.Chain(e.Verdict.Chain)
+				if pc == nil {
+					return nil, fmt.Errorf("chain %s: map %s sends %s to missing chain %s", c.Name, r.Map, m.ElementKey(e), e.Verdict.Chain)
+				}
+				for _, pr := range pc.Rules {
+					ar, ok := pr.(*ruleset.AllowRule)
+					if !ok || own[key(ar)] {
+						continue
+					}
+					i, seen := at[key(ar)]
+					if !seen {
+						i = len(out)
+						at[key(ar)] = i
+						out = append(out, PortedAllow{Rule: ar})
+					}
+					out[i].Ports = append(out[i].Ports, m.ElementKey(e))
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
 // Linear is configuration (c): the destination's ingress allow-list as one
 // rule per allowed peer address.
 type Linear struct {
@@ -383,16 +460,17 @@ func LinearAllowList(rs *ruleset.Ruleset, src, dst netip.Addr) (*Linear, error) 
 			pp.ports[p] = true
 		}
 	}
-	for i, r := range chain.Rules {
-		ar, ok := r.(*ruleset.AllowRule)
-		if !ok {
-			continue
-		}
+	allows, err := GroupAllows(rs, chain)
+	if err != nil {
+		return nil, fmt.Errorf("linear allow-list for %s: %w", dst, err)
+	}
+	for i, pa := range allows {
+		ar := pa.Rule
 		if ar.Family == 6 {
 			continue
 		}
-		var ports []string
-		all := ar.PortSet == "" && ar.Proto == 0 && ar.NamedPortSet == ""
+		ports := pa.Ports
+		all := ar.PortSet == "" && ar.Proto == 0 && ar.NamedPortSet == "" && ports == nil
 		if ar.Proto != 0 {
 			ports = append(ports, ruleset.ProtoText(ar.Proto)+" . "+fmt.Sprint(ar.Port))
 		}

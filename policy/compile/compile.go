@@ -386,19 +386,21 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 		}
 	}
 	invalid := c.invalidVerdict(d)
-	rules := []ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}
-	for _, r := range c.orderAllows(allows) {
-		rules = append(rules, c.literalPort(r))
+	ordered := c.orderAllows(allows)
+	for i, r := range ordered {
+		ordered[i] = c.literalPort(r)
 	}
+	var tail []ruleset.Rule
 	if d == cluster.Ingress {
 		nt := nodeTraffic()
 		if ret {
 			nt = &ruleset.FibLocalRule{Verdict: allow, Comment: "traffic from the node itself, e.g. kubelet probes"}
 		}
-		rules = append(rules, nt)
+		tail = append(tail, nt)
 	}
 	deny := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: d.String(), Policies: policyKeys(group)})
-	rules = append(rules, &ruleset.VerdictRule{Verdict: deny})
+	tail = append(tail, &ruleset.VerdictRule{Verdict: deny})
+	rules := append([]ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}, c.portDispatch(d, ordered, tail)...)
 
 	name := d.String() + "-" + chainHash(rules)
 	if _, ok := c.chain[name]; !ok {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -287,6 +288,46 @@ func ruleTexts(c *ruleset.Chain) []string {
 	return out
 }
 
+// reachableAllows returns the allow rules a packet can meet in group chain
+// c: its own, and where it dispatches on the port, those of the chain each
+// port goes to (entries in map order), each rule once (by text and comment)
+// in the order first met.
+func reachableAllows(rs *ruleset.Ruleset, c *ruleset.Chain) []*ruleset.AllowRule {
+	var out []*ruleset.AllowRule
+	seen := map[string]bool{}
+	var walk func(c *ruleset.Chain)
+	walk = func(c *ruleset.Chain) {
+		for _, r := range c.Rules {
+			switch r := r.(type) {
+			case *ruleset.AllowRule:
+				if k := r.Text() + "#" + r.Comment; !seen[k] {
+					seen[k] = true
+					out = append(out, r)
+				}
+			case *ruleset.PortDispatchRule:
+				for _, e := range rs.Set(r.Map).Elems() {
+					walk(rs.Chain(e.Verdict.Chain))
+				}
+			}
+		}
+	}
+	walk(c)
+	return out
+}
+
+// chainText renders group chain c and the chains its port dispatch goes to.
+func chainText(rs *ruleset.Ruleset, c *ruleset.Chain) string {
+	text := strings.Join(ruleTexts(c), "\n")
+	for _, r := range c.Rules {
+		if pd, ok := r.(*ruleset.PortDispatchRule); ok {
+			for _, e := range rs.Set(pd.Map).Elems() {
+				text += fmt.Sprintf("\n%s -> %s:\n  %s", rs.Set(pd.Map).ElementKey(e), e.Verdict.Chain, strings.Join(ruleTexts(rs.Chain(e.Verdict.Chain)), "\n  "))
+			}
+		}
+	}
+	return text
+}
+
 func elementKeys(s *ruleset.Set) []string {
 	var out []string
 	for _, e := range s.Elems() {
@@ -328,11 +369,7 @@ func TestCompile_PerFamilyChains(t *testing.T) {
 		t.Run(fmt.Sprintf("IPv%d", tt.fam), func(t *testing.T) {
 			t.Parallel()
 			allows := 0
-			for _, r := range tt.chain.Rules {
-				ar, ok := r.(*ruleset.AllowRule)
-				if !ok {
-					continue
-				}
+			for _, ar := range reachableAllows(rs, tt.chain) {
 				allows++
 				assert.Contains(t, []int{0, tt.fam}, ar.Family, "rule %q", ar.Text())
 				assert.NotContains(t, ar.Text(), tt.foreign)
@@ -392,7 +429,9 @@ func TestCompile_AllowRulesCheapestFirstAndRedundantOnesDropped(t *testing.T) {
 		name  string
 		rules []networkingv1.NetworkPolicyIngressRule
 		// want lists the indices of the policy rules whose allow rules the
-		// IPv4 chain keeps, in chain order.
+		// IPv4 chain keeps, in the order a packet can meet them (with a
+		// port dispatch: the rules of each port, ports in map order, then
+		// the rules for any port).
 		want []int
 	}{
 		{"a rule allowing everything makes the others redundant",
@@ -405,7 +444,13 @@ func TestCompile_AllowRulesCheapestFirstAndRedundantOnesDropped(t *testing.T) {
 			[]networkingv1.NetworkPolicyIngressRule{{From: fromB, Ports: ports(named("http"))}, {Ports: ports(named("http"))}}, []int{1}},
 		{"cheapest miss first: port only, port hash set, port interval set, peer only, named port",
 			[]networkingv1.NetworkPolicyIngressRule{{From: fromC, Ports: ports(named("http"))}, {From: fromB}, {From: block, Ports: ports(rng)}, {From: fromC, Ports: ports(tcp(80))}, {Ports: ports(tcp(443))}},
-			[]int{4, 3, 2, 1, 0}},
+			// Rules 3 and 4 are on single ports, so the chain dispatches:
+			// tcp 80 goes to rule 3, then the rules for any port cheapest
+			// first (2, 1, 0); tcp 443 to rule 4, which admits it all.
+			[]int{3, 2, 1, 0, 4}},
+		{"cheapest miss first without a port dispatch (one rule on a single port)",
+			[]networkingv1.NetworkPolicyIngressRule{{From: fromC, Ports: ports(named("http"))}, {From: fromB}, {From: block, Ports: ports(rng)}, {Ports: ports(tcp(443))}},
+			[]int{3, 2, 1, 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -417,15 +462,15 @@ func TestCompile_AllowRulesCheapestFirstAndRedundantOnesDropped(t *testing.T) {
 			ch := rs.Chain(mapTargets(rs, compile.MapIngress4)["10.0.0.1"])
 			require.NotNil(t, ch)
 			var got []int
-			for _, r := range ch.Rules {
-				if ar, ok := r.(*ruleset.AllowRule); ok {
-					var i int
-					_, err := fmt.Sscanf(ar.Comment, "x/p ingress[%d]", &i)
-					require.NoError(t, err, ar.Comment)
+			for _, ar := range reachableAllows(rs, ch) {
+				var i int
+				_, err := fmt.Sscanf(ar.Comment, "x/p ingress[%d]", &i)
+				require.NoError(t, err, ar.Comment)
+				if !slices.Contains(got, i) {
 					got = append(got, i)
 				}
 			}
-			assert.Equal(t, tt.want, got, "chain:\n%s", strings.Join(ruleTexts(ch), "\n"))
+			assert.Equal(t, tt.want, got, "chain:\n%s", chainText(rs, ch))
 		})
 	}
 }
