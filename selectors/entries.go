@@ -45,7 +45,7 @@ type group struct {
 	key    string
 	labels labels.Set
 	pods   map[string]*cluster.Pod
-	cells  map[*cell]struct{} // cells that match this group
+	cells  ptrSet[cell] // cells that match this group
 
 	policies  []*cluster.Policy // PoliciesFor cache, valid when policyGen == ns.policyGen
 	policyGen uint64
@@ -53,8 +53,36 @@ type group struct {
 
 // invalidate drops every cached result that lists this group's pods.
 func (g *group) invalidate() {
-	for c := range g.cells {
+	for _, c := range g.cells.items {
 		c.invalidate()
+	}
+}
+
+// ptrSet is a set of pointers kept as a slice. Most sets of the index hold
+// one member or a few (the peers sharing a cell, the cells matching a label
+// group), and at 50,000 pods there are hundreds of thousands of them: a
+// slice costs a pointer per member where a map costs a header and a group
+// of slots. Callers insert only what the set does not hold; removal looks
+// the member up, which is linear in the set's size.
+type ptrSet[T any] struct {
+	items []*T
+}
+
+// insert adds x, which the set must not hold.
+func (s *ptrSet[T]) insert(x *T) { s.items = append(s.items, x) }
+
+// remove drops x if the set holds it; the order of the rest may change.
+func (s *ptrSet[T]) remove(x *T) {
+	i := slices.Index(s.items, x)
+	if i < 0 {
+		return
+	}
+	last := len(s.items) - 1
+	s.items[i] = s.items[last]
+	s.items[last] = nil
+	s.items = s.items[:last]
+	if last == 0 {
+		s.items = nil
 	}
 }
 
@@ -66,7 +94,7 @@ type cell struct {
 	ns     *nsEntry
 	refs   int
 	groups map[*group]struct{}
-	peers  map[*peerEntry]struct{} // peers whose result includes this cell
+	peers  ptrSet[peerEntry] // peers whose result includes this cell
 
 	sorted []*cluster.Pod
 	valid  bool
@@ -74,7 +102,7 @@ type cell struct {
 
 func (c *cell) invalidate() {
 	c.valid = false
-	for p := range c.peers {
+	for _, p := range c.peers.items {
 		p.invalidate()
 	}
 }
@@ -235,7 +263,7 @@ func (ix *Index) setNamespaceMatch(s *nsSelEntry, e *nsEntry, match bool) {
 
 func (ix *Index) attachPeerCell(p *peerEntry, e *nsEntry) {
 	c := ix.acquireCell(e, p.podSelKey, p.podSel)
-	c.peers[p] = struct{}{}
+	c.peers.insert(p) // p has no cell in e yet: p.cells[e] is set once
 	p.cells[e] = c
 	p.order = nil
 	p.invalidate()
@@ -244,7 +272,7 @@ func (ix *Index) attachPeerCell(p *peerEntry, e *nsEntry) {
 func (ix *Index) detachPeerCell(p *peerEntry, e *nsEntry) {
 	c := p.cells[e]
 	delete(p.cells, e)
-	delete(c.peers, p)
+	c.peers.remove(p)
 	p.order = nil
 	p.invalidate()
 	ix.releaseCell(c)
@@ -260,12 +288,11 @@ func (ix *Index) acquireCell(e *nsEntry, key string, sel labels.Selector) *cell 
 			sel:    sel,
 			ns:     e,
 			groups: map[*group]struct{}{},
-			peers:  map[*peerEntry]struct{}{},
 		}
 		for _, g := range e.groups {
 			if sel.Matches(g.labels) {
 				c.groups[g] = struct{}{}
-				g.cells[c] = struct{}{}
+				g.cells.insert(c) // c is new
 			}
 		}
 		e.cells[key] = c
@@ -280,7 +307,7 @@ func (ix *Index) releaseCell(c *cell) {
 		return
 	}
 	for g := range c.groups {
-		delete(g.cells, c)
+		g.cells.remove(c)
 	}
 	delete(c.ns.cells, c.key)
 	ix.gcNamespace(c.ns)
@@ -297,12 +324,11 @@ func (ix *Index) groupFor(e *nsEntry, l labels.Set, key []byte) *group {
 		key:    string(key),
 		labels: l,
 		pods:   map[string]*cluster.Pod{},
-		cells:  map[*cell]struct{}{},
 	}
 	for _, c := range e.cells {
 		if c.sel.Matches(l) {
 			c.groups[g] = struct{}{}
-			g.cells[c] = struct{}{}
+			g.cells.insert(c) // g is new
 			c.invalidate()
 		}
 	}
@@ -317,10 +343,10 @@ func (ix *Index) removeFromGroup(g *group, name string) {
 	if len(g.pods) > 0 {
 		return
 	}
-	for c := range g.cells {
+	for _, c := range g.cells.items {
 		delete(c.groups, g)
 	}
-	g.cells = nil
+	g.cells = ptrSet[cell]{}
 	delete(g.ns.groups, g.key)
 }
 

@@ -396,10 +396,23 @@ func checkInvariants(t *testing.T, event string, ix *Index) {
 			}
 			for _, g := range e.groups {
 				_, in := c.groups[g]
-				_, back := g.cells[c]
-				if want := c.sel.Matches(g.labels); in != want || back != want {
-					t.Fatalf("after %s: cell %q in %s holds group %v: %v (back link %v), want %v", event, key, name, g.labels, in, back, want)
+				links := 0
+				for _, gc := range g.cells.items {
+					if gc == c {
+						links++
+					}
 				}
+				if want := c.sel.Matches(g.labels); in != want || (links == 1) != want || links > 1 {
+					t.Fatalf("after %s: cell %q in %s holds group %v: %v (%d back links), want %v", event, key, name, g.labels, in, links, want)
+				}
+			}
+			// Every peer the cell invalidates holds it, once.
+			seenPeers := map[*peerEntry]bool{}
+			for _, p := range c.peers.items {
+				if seenPeers[p] || p.cells[c.ns] != c || ix.peers[p.key] != p {
+					t.Fatalf("after %s: cell %q in %s lists peer %q, which does not hold it (or twice)", event, key, name, p.key)
+				}
+				seenPeers[p] = true
 			}
 			if len(c.groups) > len(e.groups) {
 				t.Fatalf("after %s: cell %q in %s holds %d groups, the namespace has %d", event, key, name, len(c.groups), len(e.groups))
@@ -437,6 +450,9 @@ func checkInvariants(t *testing.T, event string, ix *Index) {
 		for e, c := range p.cells {
 			if ix.namespaces[e.name] != e || e.cells[c.key] != c || c.ns != e {
 				t.Fatalf("after %s: peer %q holds a cell of a forgotten namespace entry %s", event, key, e.name)
+			}
+			if !slices.Contains(c.peers.items, p) {
+				t.Fatalf("after %s: peer %q holds cell %q of %s, which does not list it: a change there would not reach the peer", event, key, c.key, e.name)
 			}
 		}
 		if p.nsSel != nil && len(p.cells) != len(p.nsSel.matched) {
