@@ -300,7 +300,7 @@ func (rep *Report) inputsMarkdown(b *strings.Builder) {
 	fmt.Fprintf(b, "- pod A, egress: %s; the allowing rule is rule %d of %d %s\n", sel("it for egress", rep.SrcSelection), rep.EgressAllowAt, rep.EgressRules, where(rep.EgressVia))
 	fmt.Fprintf(b, "- pod B, ingress: %s; the allowing rule is rule %d of %d %s\n", sel("it for ingress", rep.DstSelection), rep.IngressAllowAt, rep.IngressRules, where(rep.IngressVia))
 	b.WriteString("- rules on the path: every rule a judged packet of the flow is checked against in the node, UDP and TCP alike: for\n")
-	b.WriteString("  the compiled tables as the tracer (policy/trace) walks them (base chain, pod A's egress chain, pod B's ingress chain,\n")
+	b.WriteString("  the compiled tables as the tracer (policy/trace) walks them (base chain, pod A's egress chain and the chain its port dispatch\n  sends the flow to, the same for pod B's ingress,\n")
 	fmt.Fprintf(b, "  log chains); (ct) its one rule; (f) %d by construction; (c) the conntrack rule and %d per-peer rules, pod A's last\n", FloorRules, rep.LinearRules)
 	fmt.Fprintf(b, "- (c): in table inet %s, postrouting priority 95; it carries pod B's ingress allow-list only\n", LinearTable)
 	flows := o.FlowSockets

@@ -92,7 +92,10 @@ type Scenario struct {
 //     every backend pod (Dst is one) on TCP 8080 and 9000, and
 //     pdbench-eg-3-allow, whose rule 1 allows Dst on TCP and UDP Port.
 //
-// So the allowing rule is never the first one checked in either direction.
+// So in the policies' own order the allowing rule is never the first one in
+// either direction. Both groups hold several rules on single ports, so their
+// chains dispatch on the port (policy/compile's port dispatch), and the flow's
+// port goes straight to the chain holding the allowing rule.
 func NewScenario(pods, policies, namespaces int, seed int64) (*Scenario, error) {
 	if pods < 1 || policies < 0 || namespaces < 2 {
 		return nil, fmt.Errorf("scenario: need pods >= 1, policies >= 0 and namespaces >= 2, got %d, %d, %d", pods, policies, namespaces)
