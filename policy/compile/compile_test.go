@@ -194,7 +194,7 @@ func TestCompile_NamedPortsResolvedPerPod(t *testing.T) {
 	}
 	require.NotNil(t, named4)
 	var got []string
-	for _, e := range named4.Elements {
+	for _, e := range named4.Elems() {
 		got = append(got, named4.ElementKey(e))
 	}
 	assert.Equal(t, []string{"10.0.0.1 . tcp . 80", "10.0.0.2 . tcp . 8080"}, got, "ingress-only named ports resolve on this node's pods only")

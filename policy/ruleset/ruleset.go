@@ -157,17 +157,24 @@ type Set struct {
 	// Elements, sorted by SortElements. A plain address set (KeyIPv4 or
 	// KeyIPv6, neither interval nor map) keeps its elements in Addrs
 	// instead, packed at 4 or 16 bytes an address rather than an Element's
-	// 80: peer sets hold most of a node's elements. SortElements moves them
-	// there; Len, At and Elems read either form.
+	// 80: peer sets hold most of a node's elements. So does a plain
+	// named-port set (address . protocol . port, neither interval nor
+	// map), at 7 or 19 bytes an element: one that egress rules use lists
+	// every pod of the cluster that resolves the name. SortElements moves
+	// them there; Len, At and Elems read either form.
 	Elements []Element
-	// Addrs holds a plain address set's elements; see Elements.
+	// Addrs holds a packed set's elements; see Elements.
 	Addrs AddrList
 }
 
-// Packed reports whether s is a plain address set, whose elements
-// SortElements keeps in Addrs.
+// Packed reports whether s is a plain address or named-port set, whose
+// elements SortElements keeps in Addrs.
 func (s *Set) Packed() bool {
-	return (s.Key == KeyIPv4 || s.Key == KeyIPv6) && !s.Interval && !s.Map
+	switch s.Key {
+	case KeyIPv4, KeyIPv6, KeyIPv4ProtoPort, KeyIPv6ProtoPort:
+		return !s.Interval && !s.Map
+	}
+	return false
 }
 
 // Len returns the number of elements.
@@ -179,7 +186,13 @@ func (s *Set) At(i int) Element {
 	if i < len(s.Elements) {
 		return s.Elements[i]
 	}
-	return Element{Addr: s.Addrs.At(i - len(s.Elements))}
+	i -= len(s.Elements)
+	e := Element{Addr: s.Addrs.At(i)}
+	if s.Addrs.ported {
+		e.Proto, e.Port = s.Addrs.ProtoPort(i)
+		e.PortEnd = e.Port
+	}
+	return e
 }
 
 // Replace makes elems the set's elements, dropping those in either form;
@@ -199,10 +212,78 @@ func (s *Set) Elems() []Element {
 
 // AddrList is an immutable, sorted list of distinct addresses of one
 // family, packed: 4 bytes an IPv4 address, 16 an IPv6 one. Being immutable,
-// one list is shared by the rulesets of successive syncs.
+// one list is shared by the rulesets of successive syncs. A ported list
+// (PackAddrPorts) holds a protocol and a port after each address, 3 bytes
+// more, and is sorted and distinct by address, protocol and port.
 type AddrList struct {
-	v6   bool
-	data string
+	v6     bool
+	ported bool
+	data   string
+}
+
+// stride is the bytes an entry takes.
+func (l AddrList) stride() int {
+	n := 4
+	if l.v6 {
+		n = 16
+	}
+	if l.ported {
+		n += 3
+	}
+	return n
+}
+
+// PackAddrPorts returns the elements (address, protocol, port) of family
+// fam (4 or 6) among elems as a ported list, sorted, without duplicates. It
+// reports false if elems holds an element of another family, an address
+// range or a port range, which it leaves out.
+func PackAddrPorts(fam int, elems []Element) (AddrList, bool) {
+	sorted := slices.IsSortedFunc(elems, func(a, b Element) int { return compareAddrPort(a, b) })
+	if !sorted {
+		elems = slices.SortedFunc(slices.Values(elems), compareAddrPort)
+	}
+	l := AddrList{v6: fam == 6, ported: true}
+	buf := make([]byte, 0, len(elems)*l.stride())
+	ok := true
+	var last Element
+	for i, e := range elems {
+		if !e.Addr.IsValid() || e.Addr.Is4() != (fam == 4) || e.AddrEnd.IsValid() || (e.PortEnd != e.Port && e.PortEnd != 0) {
+			ok = false
+			continue
+		}
+		if i > 0 && compareAddrPort(e, last) == 0 {
+			continue
+		}
+		last = e
+		if fam == 4 {
+			b := e.Addr.As4()
+			buf = append(buf, b[:]...)
+		} else {
+			b := e.Addr.As16()
+			buf = append(buf, b[:]...)
+		}
+		buf = append(buf, e.Proto, byte(e.Port>>8), byte(e.Port))
+	}
+	l.data = string(buf)
+	return l, ok
+}
+
+// compareAddrPort orders elements by address, protocol and port.
+func compareAddrPort(a, b Element) int {
+	if c := a.Addr.Compare(b.Addr); c != 0 {
+		return c
+	}
+	if a.Proto != b.Proto {
+		return int(a.Proto) - int(b.Proto)
+	}
+	return int(a.Port) - int(b.Port)
+}
+
+// ProtoPort returns the protocol and port of entry i of a ported list.
+func (l AddrList) ProtoPort(i int) (proto uint8, port uint16) {
+	n := l.stride()
+	e := l.data[n*i+n-3 : n*i+n]
+	return e[0], uint16(e[1])<<8 | uint16(e[2])
 }
 
 // PackAddrs returns the addresses of family fam (4 or 6) among addrs,
@@ -240,16 +321,11 @@ func PackAddrs(fam int, addrs []netip.Addr) (AddrList, bool) {
 	return AddrList{v6: fam == 6, data: string(buf)}, ok
 }
 
-// Len returns the number of addresses.
-func (l AddrList) Len() int {
-	if l.v6 {
-		return len(l.data) / 16
-	}
-	return len(l.data) / 4
-}
+// Len returns the number of entries.
+func (l AddrList) Len() int { return len(l.data) / l.stride() }
 
-// Contains reports whether a is in the list, by binary search: PackAddrs
-// keeps the list sorted.
+// Contains reports whether an entry of address a is in the list, by binary
+// search: PackAddrs and PackAddrPorts keep the list sorted by address.
 func (l AddrList) Contains(a netip.Addr) bool {
 	if a.Is4() == l.v6 {
 		return false
@@ -259,15 +335,16 @@ func (l AddrList) Contains(a netip.Addr) bool {
 	return i < n && l.At(i) == a
 }
 
-// At returns address i.
+// At returns the address of entry i.
 func (l AddrList) At(i int) netip.Addr {
+	n := l.stride()
 	if l.v6 {
 		var b [16]byte
-		copy(b[:], l.data[16*i:16*i+16])
+		copy(b[:], l.data[n*i:n*i+16])
 		return netip.AddrFrom16(b)
 	}
 	var b [4]byte
-	copy(b[:], l.data[4*i:4*i+4])
+	copy(b[:], l.data[n*i:n*i+4])
 	return netip.AddrFrom4(b)
 }
 
@@ -292,6 +369,11 @@ type Element struct {
 // then all stay in Elements, so nothing is lost or changed.
 func (s *Set) SortElements() {
 	if s.Packed() && len(s.Elements) > 0 && s.packable() {
+		if s.Key.HasPort() {
+			s.Addrs, _ = PackAddrPorts(s.Key.Family(), s.Elems())
+			s.Elements = nil
+			return
+		}
 		addrs := make([]netip.Addr, 0, s.Len())
 		for i := range s.Len() {
 			addrs = append(addrs, s.At(i).Addr)
@@ -302,7 +384,7 @@ func (s *Set) SortElements() {
 	}
 	if s.Addrs.Len() > 0 && (len(s.Elements) > 0 || !s.Packed()) {
 		// Elements that cannot be packed, or a set that is not a plain
-		// address set: Addrs is only ever used for plain address sets.
+		// address or named-port set: Addrs is only used for those.
 		s.Elements, s.Addrs = s.Elems(), AddrList{}
 	}
 	less := func(i, j int) bool { return s.Elements[i].Less(s.Elements[j]) }
@@ -311,13 +393,19 @@ func (s *Set) SortElements() {
 	}
 }
 
-// packable reports whether every element of s.Elements is a lone address
-// of s's family, which is all an element of a plain address set can be.
+// packable reports whether every element of s.Elements is what a packed
+// set holds: a lone address of s's family, with one protocol and port in a
+// named-port set.
 func (s *Set) packable() bool {
 	fam := s.Key.Family()
+	ported := s.Key.HasPort()
 	for _, e := range s.Elements {
-		if !e.Addr.IsValid() || e.Addr.Is4() != (fam == 4) || e.AddrEnd.IsValid() ||
-			e.Proto != 0 || e.Port != 0 || e.PortEnd != 0 || e.Verdict != (Verdict{}) {
+		if !e.Addr.IsValid() || e.Addr.Is4() != (fam == 4) || e.AddrEnd.IsValid() || e.Verdict != (Verdict{}) {
+			return false
+		}
+		// A named-port element is one protocol and one port (At gives it
+		// back with PortEnd equal to Port); an address element has none.
+		if ported && (e.Proto == 0 || e.PortEnd != e.Port) || !ported && (e.Proto != 0 || e.Port != 0 || e.PortEnd != 0) {
 			return false
 		}
 	}

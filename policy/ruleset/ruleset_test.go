@@ -48,6 +48,64 @@ func TestSortElements_PacksPlainAddressSets(t *testing.T) {
 	}
 }
 
+func TestSortElements_PacksNamedPortSets(t *testing.T) {
+	t.Parallel()
+	np := func(a string, proto uint8, port uint16) Element {
+		return Element{Addr: addr(a), Proto: proto, Port: port, PortEnd: port}
+	}
+	want := []Element{np("10.0.0.1", 6, 80), np("10.0.0.1", 6, 8080), np("10.0.0.1", 17, 53), np("10.0.0.2", 6, 80), np("10.0.1.0", 132, 65535)}
+	in := []Element{want[3], want[2], want[4], want[0], want[3], want[1]} // shuffled, one duplicate
+	s := &Set{Name: "n", Key: KeyIPv4ProtoPort, Elements: append([]Element(nil), in...)}
+	unpacked := &Set{Name: "n", Key: KeyIPv4ProtoPort, Elements: append([]Element(nil), want...)}
+	s.SortElements()
+	if len(s.Elements) != 0 || s.Addrs.Len() != len(want) {
+		t.Fatalf("after SortElements: %d in Elements, %d packed; want 0 and %d", len(s.Elements), s.Addrs.Len(), len(want))
+	}
+	for i, w := range want {
+		if got := s.At(i); got != w {
+			t.Errorf("At(%d) = %+v, want %+v", i, got, w)
+		}
+	}
+	var a, b strings.Builder
+	s.writeText(&a)
+	unpacked.writeText(&b)
+	if a.String() != b.String() {
+		t.Errorf("packed set prints\n%s\nunpacked\n%s", a.String(), b.String())
+	}
+	if add, del := diffElements(unpacked, s); len(add)+len(del) != 0 {
+		t.Errorf("packed and unpacked sets differ by +%v -%v", add, del)
+	}
+	// Appending merges with what is packed.
+	s.Elements = append(s.Elements, np("10.0.0.1", 6, 81))
+	s.SortElements()
+	if s.Len() != len(want)+1 || s.At(1) != np("10.0.0.1", 6, 81) {
+		t.Errorf("after an append: %v", s.Elems())
+	}
+
+	s6 := &Set{Name: "n6", Key: KeyIPv6ProtoPort, Elements: []Element{np("fd00::2", 6, 443), np("fd00::1", 17, 5353)}}
+	s6.SortElements()
+	if s6.Addrs.Len() != 2 || s6.At(0) != np("fd00::1", 17, 5353) || s6.At(1) != np("fd00::2", 6, 443) {
+		t.Errorf("IPv6 named-port set: %v", s6.Elems())
+	}
+
+	// What a packed named-port element cannot be stays unpacked.
+	for name, s := range map[string]*Set{
+		"a port range":   {Key: KeyIPv4ProtoPort, Elements: []Element{{Addr: addr("10.0.0.1"), Proto: 6, Port: 80, PortEnd: 90}}},
+		"no protocol":    {Key: KeyIPv4ProtoPort, Elements: []Element{{Addr: addr("10.0.0.1")}}},
+		"an open end":    {Key: KeyIPv4ProtoPort, Elements: []Element{{Addr: addr("10.0.0.1"), Proto: 6, Port: 80}}},
+		"wrong family":   {Key: KeyIPv4ProtoPort, Elements: []Element{np("fd00::1", 6, 80)}},
+		"an interval":    {Key: KeyIPv4ProtoPort, Interval: true, Elements: []Element{np("10.0.0.1", 6, 80)}},
+		"a verdict map":  {Key: KeyIPv4ProtoPort, Map: true, Elements: []Element{{Addr: addr("10.0.0.1"), Proto: 6, Port: 80, PortEnd: 80, Verdict: Verdict{Kind: Accept}}}},
+		"an address set": {Key: KeyIPv4, Elements: []Element{np("10.0.0.1", 6, 80)}},
+	} {
+		before := append([]Element(nil), s.Elements...)
+		s.SortElements()
+		if s.Addrs.Len() != 0 || len(s.Elements) != len(before) {
+			t.Errorf("%s: packed %d, kept %d of %d elements; want all kept", name, s.Addrs.Len(), len(s.Elements), len(before))
+		}
+	}
+}
+
 func TestSortElements_KeepsWhatCannotBePacked(t *testing.T) {
 	t.Parallel()
 	for name, s := range map[string]*Set{
