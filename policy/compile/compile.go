@@ -52,10 +52,16 @@
 //
 // All allow rules of a chain share one verdict, so the compiler drops rules
 // another covers and orders the rest cheapest miss first (see orderAllows).
+// When two or more of them are on single ports, the chain instead looks the
+// packet's protocol and port up in a verdict map (gports-…) and goes to a
+// chain for that port (ingress-port-…, egress-port-…): the peer lookups of
+// the rules on that port, then the rules for any port, then the group's
+// end (see portDispatch).
 //
 // So the per-packet cost is a fixed number of hash lookups plus the rules of
-// the policies that select this one pod; it does not grow with the number of
-// pods or policies in the cluster.
+// the policies that select this one pod (with a port dispatch, those on the
+// packet's port); it does not grow with the number of pods or policies in
+// the cluster.
 //
 // Peers are named sets of pod addresses, one per distinct peer selector
 // (shared by every policy and chain that uses it); ipBlocks are interval sets
