@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // TableName is the name of the inet table policyd owns. policyd never touches
@@ -243,7 +244,8 @@ func PackAddrPorts(fam int, elems []Element) (AddrList, bool) {
 		elems = slices.SortedFunc(slices.Values(elems), compareAddrPort)
 	}
 	l := AddrList{v6: fam == 6, ported: true}
-	buf := make([]byte, 0, len(elems)*l.stride())
+	var buf strings.Builder
+	buf.Grow(len(elems) * l.stride())
 	ok := true
 	var last Element
 	for i, e := range elems {
@@ -257,14 +259,16 @@ func PackAddrPorts(fam int, elems []Element) (AddrList, bool) {
 		last = e
 		if fam == 4 {
 			b := e.Addr.As4()
-			buf = append(buf, b[:]...)
+			buf.Write(b[:])
 		} else {
 			b := e.Addr.As16()
-			buf = append(buf, b[:]...)
+			buf.Write(b[:])
 		}
-		buf = append(buf, e.Proto, byte(e.Port>>8), byte(e.Port))
+		buf.WriteByte(e.Proto)
+		buf.WriteByte(byte(e.Port >> 8))
+		buf.WriteByte(byte(e.Port))
 	}
-	l.data = string(buf)
+	l.data = buf.String()
 	return l, ok
 }
 
@@ -370,7 +374,13 @@ type Element struct {
 func (s *Set) SortElements() {
 	if s.Packed() && len(s.Elements) > 0 && s.packable() {
 		if s.Key.HasPort() {
-			s.Addrs, _ = PackAddrPorts(s.Key.Family(), s.Elems())
+			elems := s.Elements
+			if s.Addrs.Len() > 0 {
+				elems = s.Elems()
+			} else if !slices.IsSortedFunc(elems, compareAddrPort) {
+				slices.SortFunc(elems, compareAddrPort) // unsorted: not shared (see above)
+			}
+			s.Addrs, _ = PackAddrPorts(s.Key.Family(), elems)
 			s.Elements = nil
 			return
 		}
