@@ -3,6 +3,7 @@ package compile
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -73,18 +74,20 @@ func (c *compiler) singlePorts(r *ruleset.AllowRule) ([]portPoint, bool) {
 // verdict, a port dispatch rule, the other allow rules and tail, with the
 // map and the per-port chains it goes to created.
 func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule, tail []ruleset.Rule) []ruleset.Rule {
-	plain := make([]ruleset.Rule, 0, len(allows)+len(tail))
-	for _, r := range allows {
-		plain = append(plain, r)
+	plain := func() []ruleset.Rule {
+		out := make([]ruleset.Rule, 0, len(allows)+len(tail))
+		for _, r := range allows {
+			out = append(out, r)
+		}
+		return append(out, tail...)
 	}
-	plain = append(plain, tail...)
 
 	var keyed []*ruleset.AllowRule
 	var keyedPoints [][]portPoint
 	var rest []ruleset.Rule
 	for _, r := range allows {
 		if r.Verdict != allows[0].Verdict {
-			return plain // allowed logging: each rule has its own verdict
+			return plain() // allowed logging: each rule has its own verdict
 		}
 		if pts, ok := c.singlePorts(r); ok {
 			keyed = append(keyed, r)
@@ -94,26 +97,21 @@ func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule
 		rest = append(rest, r)
 	}
 	if len(keyed) < minPortDispatch {
-		return plain
+		return plain()
 	}
 	after := slices.Concat(rest, tail)
 
-	// The rules of each point, in chain order.
+	// The rules of each point, in chain order (portChain keeps a rule
+	// listed twice once).
 	byPoint := map[portPoint][]*ruleset.AllowRule{}
 	for i, r := range keyed {
 		for _, pt := range keyedPoints[i] {
-			if l := byPoint[pt]; len(l) == 0 || l[len(l)-1] != r {
-				byPoint[pt] = append(l, r)
-			}
+			byPoint[pt] = append(byPoint[pt], r)
 		}
 	}
-	points := slices.SortedFunc(func(yield func(portPoint) bool) {
-		for pt := range byPoint {
-			if !yield(pt) {
-				return
-			}
-		}
-	}, func(a, b portPoint) int { return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port)) })
+	points := slices.SortedFunc(maps.Keys(byPoint), func(a, b portPoint) int {
+		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port))
+	})
 
 	var elems []ruleset.Element
 	var key strings.Builder

@@ -308,9 +308,7 @@ func firstMatchPoints(boxes []tierBox, verdicts []ruleset.Verdict) []ruleset.Ele
 	for k, o := range first {
 		out = append(out, ruleset.Element{Addr: k.addr, Proto: k.proto, Port: k.port, PortEnd: k.port, Verdict: verdicts[o]})
 	}
-	slices.SortFunc(out, func(a, b ruleset.Element) int {
-		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
-	})
+	slices.SortFunc(out, ruleset.CompareAddrPort)
 	return out
 }
 

@@ -135,6 +135,12 @@ func loadProtoPort(slot int, interval bool) []expr.Any {
 	return append(out, &expr.Payload{DestRegister: nftReg(slot + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 }
 
+// verdictLookup looks the key in register 1 up in verdict map m, whose
+// entry's verdict becomes the rule's.
+func verdictLookup(m string) expr.Any {
+	return &expr.Lookup{SourceRegister: 1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: m}
+}
+
 func lowerVerdict(v ruleset.Verdict) (*expr.Verdict, error) {
 	switch v.Kind {
 	case ruleset.Accept:
@@ -215,16 +221,10 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 			_, n := addrOffset(r.Family, r.Field)
 			exprs = append(exprs, loadProtoPort(int(n/4), sets(r.Map).Interval)...)
 		}
-		exprs = append(exprs,
-			&expr.Lookup{SourceRegister: 1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: r.Map},
-		)
 		// The map supplies the verdict.
-		return exprs, nil, nil
+		return append(exprs, verdictLookup(r.Map)), nil, nil
 	case *ruleset.PortDispatchRule:
-		exprs = append(loadProtoPort(0, false),
-			&expr.Lookup{SourceRegister: 1, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true, SetName: r.Map},
-		)
-		return exprs, nil, nil
+		return append(loadProtoPort(0, false), verdictLookup(r.Map)), nil, nil
 	case *ruleset.AllowRule:
 		// Same order as the text: ports, then nft's implicit meta nfproto
 		// dependency right before the first address, peer, named port.

@@ -8,6 +8,7 @@
 package ruleset
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -239,9 +240,8 @@ func (l AddrList) stride() int {
 // reports false if elems holds an element of another family, an address
 // range or a port range, which it leaves out.
 func PackAddrPorts(fam int, elems []Element) (AddrList, bool) {
-	sorted := slices.IsSortedFunc(elems, func(a, b Element) int { return compareAddrPort(a, b) })
-	if !sorted {
-		elems = slices.SortedFunc(slices.Values(elems), compareAddrPort)
+	if !slices.IsSortedFunc(elems, CompareAddrPort) {
+		elems = slices.SortedFunc(slices.Values(elems), CompareAddrPort)
 	}
 	l := AddrList{v6: fam == 6, ported: true}
 	var buf strings.Builder
@@ -253,17 +253,11 @@ func PackAddrPorts(fam int, elems []Element) (AddrList, bool) {
 			ok = false
 			continue
 		}
-		if i > 0 && compareAddrPort(e, last) == 0 {
+		if i > 0 && CompareAddrPort(e, last) == 0 {
 			continue
 		}
 		last = e
-		if fam == 4 {
-			b := e.Addr.As4()
-			buf.Write(b[:])
-		} else {
-			b := e.Addr.As16()
-			buf.Write(b[:])
-		}
+		writeAddr(&buf, e.Addr)
 		buf.WriteByte(e.Proto)
 		buf.WriteByte(byte(e.Port >> 8))
 		buf.WriteByte(byte(e.Port))
@@ -272,15 +266,21 @@ func PackAddrPorts(fam int, elems []Element) (AddrList, bool) {
 	return l, ok
 }
 
-// compareAddrPort orders elements by address, protocol and port.
-func compareAddrPort(a, b Element) int {
-	if c := a.Addr.Compare(b.Addr); c != 0 {
-		return c
+// CompareAddrPort orders elements by address, protocol and port: the order
+// of Element.Less for elements that are one address, protocol and port.
+func CompareAddrPort(a, b Element) int {
+	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
+}
+
+// writeAddr appends a's 4 or 16 bytes.
+func writeAddr(b *strings.Builder, a netip.Addr) {
+	if a.Is4() {
+		v := a.As4()
+		b.Write(v[:])
+		return
 	}
-	if a.Proto != b.Proto {
-		return int(a.Proto) - int(b.Proto)
-	}
-	return int(a.Port) - int(b.Port)
+	v := a.As16()
+	b.Write(v[:])
 }
 
 // ProtoPort returns the protocol and port of entry i of a ported list.
@@ -302,7 +302,8 @@ func PackAddrs(fam int, addrs []netip.Addr) (AddrList, bool) {
 	if !sorted {
 		addrs = slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare)
 	}
-	buf := make([]byte, 0, len(addrs)*size)
+	var buf strings.Builder
+	buf.Grow(len(addrs) * size)
 	ok := true
 	var last netip.Addr
 	for i, a := range addrs {
@@ -314,15 +315,9 @@ func PackAddrs(fam int, addrs []netip.Addr) (AddrList, bool) {
 			continue
 		}
 		last = a
-		if fam == 4 {
-			b := a.As4()
-			buf = append(buf, b[:]...)
-		} else {
-			b := a.As16()
-			buf = append(buf, b[:]...)
-		}
+		writeAddr(&buf, a)
 	}
-	return AddrList{v6: fam == 6, data: string(buf)}, ok
+	return AddrList{v6: fam == 6, data: buf.String()}, ok
 }
 
 // Len returns the number of entries.
@@ -377,8 +372,8 @@ func (s *Set) SortElements() {
 			elems := s.Elements
 			if s.Addrs.Len() > 0 {
 				elems = s.Elems()
-			} else if !slices.IsSortedFunc(elems, compareAddrPort) {
-				slices.SortFunc(elems, compareAddrPort) // unsorted: not shared (see above)
+			} else if !slices.IsSortedFunc(elems, CompareAddrPort) {
+				slices.SortFunc(elems, CompareAddrPort) // unsorted: not shared (see above)
 			}
 			s.Addrs, _ = PackAddrPorts(s.Key.Family(), elems)
 			s.Elements = nil
