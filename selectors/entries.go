@@ -98,17 +98,21 @@ type cell struct {
 
 	sorted []*cluster.Pod
 	valid  bool
+	// version changes whenever the pods of the cell may have changed; it
+	// is drawn from peerVersions, so no two cells ever share one.
+	version uint64
 }
 
 func (c *cell) invalidate() {
 	c.valid = false
+	c.version = peerVersions.Add(1)
 	for _, p := range c.peers.items {
 		p.invalidate()
 	}
 }
 
-// peerVersions numbers peer changes across every index, so that a version
-// never repeats, even for a peer dropped and created again.
+// peerVersions numbers peer and cell changes across every index, so that a
+// version never repeats, even for a peer or cell dropped and created again.
 var peerVersions atomic.Uint64
 
 // invalidate drops p's cached result and gives it a new version.
@@ -284,10 +288,11 @@ func (ix *Index) acquireCell(e *nsEntry, key string, sel labels.Selector) *cell 
 	c := e.cells[key]
 	if c == nil {
 		c = &cell{
-			key:    key,
-			sel:    sel,
-			ns:     e,
-			groups: map[*group]struct{}{},
+			key:     key,
+			sel:     sel,
+			ns:      e,
+			groups:  map[*group]struct{}{},
+			version: peerVersions.Add(1),
 		}
 		for _, g := range e.groups {
 			if sel.Matches(g.labels) {

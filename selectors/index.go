@@ -20,6 +20,7 @@
 package selectors
 
 import (
+	"iter"
 	"slices"
 	"strings"
 
@@ -351,6 +352,30 @@ func (ix *Index) EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod)) {
 				f(pod)
 			}
 		}
+	}
+}
+
+// EachPeerPart calls f for each part of the pods a PeerPods peer selects
+// (the pods of one namespace), with a version that changes whenever the
+// pods of that part may have changed and that no other part ever has, and
+// the part's pods in no particular order. The parts are disjoint and
+// together hold what EachPeerPod yields: callers that keep a result per
+// peer can rebuild it from per-part results keyed by version, redoing only
+// the parts that changed (policy/compile).
+func (ix *Index) EachPeerPart(peer *cluster.Peer, f func(version uint64, pods iter.Seq[*cluster.Pod])) {
+	if peer == nil || peer.Kind != cluster.PeerPods {
+		return
+	}
+	for _, c := range ix.peerRef(peer).cells {
+		f(c.version, func(yield func(*cluster.Pod) bool) {
+			for g := range c.groups {
+				for _, pod := range g.pods {
+					if !yield(pod) {
+						return
+					}
+				}
+			}
+		})
 	}
 }
 

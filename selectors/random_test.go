@@ -2,6 +2,7 @@ package selectors
 
 import (
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -333,11 +334,21 @@ type peerSeen struct {
 	pods    string
 }
 
-// checkVersions checks PeerVersion and EachPeerPod: EachPeerPod yields the
-// pods PeerPods returns, and a peer whose version did not change since the
-// last event selects the very same pod values as then (policy/compile
-// reuses a peer set while the version holds).
-func checkVersions(t *testing.T, event string, ix *Index, m *naive, adhoc []*cluster.Peer, seen map[string]peerSeen) {
+// versionsSeen is what checkVersions remembers between events: by peer key
+// and by part version.
+type versionsSeen struct {
+	peers map[string]peerSeen
+	parts map[uint64]string
+}
+
+// checkVersions checks PeerVersion, EachPeerPod and EachPeerPart:
+// EachPeerPod yields the pods PeerPods returns, and so do EachPeerPart's
+// parts together, each pod once; a peer whose version did not change since
+// the last event selects the very same pod values as then, and a part
+// version always stands for the very same pod values (policy/compile reuses
+// a peer set while the peer's version holds, and a part's addresses while
+// the part's does).
+func checkVersions(t *testing.T, event string, ix *Index, m *naive, adhoc []*cluster.Peer, seen versionsSeen) {
 	t.Helper()
 	pods := m.sortedPods()
 	var peers []*cluster.Peer
@@ -365,10 +376,28 @@ func checkVersions(t *testing.T, event string, ix *Index, m *naive, adhoc []*clu
 			fmt.Fprintf(&b, "%s@%p ", p.Key(), p)
 		}
 		v := ix.PeerVersion(pr)
-		if prev, ok := seen[pr.Key]; ok && prev.version == v && prev.pods != b.String() {
+		if prev, ok := seen.peers[pr.Key]; ok && prev.version == v && prev.pods != b.String() {
 			t.Fatalf("%s: PeerVersion(%q) stayed %d but its pods changed:\nwas %s\nnow %s", event, pr.Key, v, prev.pods, b.String())
 		}
-		seen[pr.Key] = peerSeen{version: v, pods: b.String()}
+		seen.peers[pr.Key] = peerSeen{version: v, pods: b.String()}
+
+		var union []*cluster.Pod
+		ix.EachPeerPart(pr, func(version uint64, parts iter.Seq[*cluster.Pod]) {
+			part := slices.SortedFunc(parts, func(a, b *cluster.Pod) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
+			union = append(union, part...)
+			var b strings.Builder
+			for _, p := range part {
+				fmt.Fprintf(&b, "%s@%p ", p.Key(), p)
+			}
+			if prev, ok := seen.parts[version]; ok && prev != b.String() {
+				t.Fatalf("%s: a part of peer %q kept version %d but its pods changed:\nwas %s\nnow %s", event, pr.Key, version, prev, b.String())
+			}
+			seen.parts[version] = b.String()
+		})
+		slices.SortFunc(union, func(a, b *cluster.Pod) int { return compareKeys(a.Namespace, a.Name, b.Namespace, b.Name) })
+		if !slices.Equal(union, want) {
+			t.Fatalf("%s: the parts of peer %q hold %v, want each of %v once", event, pr.Key, podKeys(union), podKeys(want))
+		}
 	}
 }
 
@@ -481,7 +510,7 @@ func TestIndex_RandomEventsMatchNaiveScan(t *testing.T) {
 			ix := New()
 			ix.adhocLimit = run.adhocLimit
 			var adhoc []*cluster.Peer
-			seen := map[string]peerSeen{}
+			seen := versionsSeen{peers: map[string]peerSeen{}, parts: map[uint64]string{}}
 			for range 20 {
 				adhoc = append(adhoc, r.adhocPeer())
 			}

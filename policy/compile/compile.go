@@ -79,6 +79,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -124,6 +125,10 @@ type Source interface {
 	// EachPeerPod calls f for each pod a PeerPods peer selects, without
 	// hostNetwork pods, in any order.
 	EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod))
+	// EachPeerPart calls f for each of the disjoint parts that together
+	// hold what EachPeerPod yields, with a version that changes whenever
+	// the part's pods may have changed and that no other part ever has.
+	EachPeerPart(peer *cluster.Peer, f func(version uint64, pods iter.Seq[*cluster.Pod]))
 	// ClusterPolicies returns every ClusterNetworkPolicy in evaluation
 	// order (cluster.SortClusterPolicies).
 	ClusterPolicies() []*cluster.ClusterPolicy

@@ -2,6 +2,7 @@ package compile
 
 import (
 	"fmt"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -60,7 +61,16 @@ type Compiler struct {
 	// peers caches the elements of peer sets, keyed by set name; an entry is
 	// valid while the peer's version (Source.PeerVersion) holds and address
 	// ownership has not changed.
-	peers    map[string]cachedSet
+	peers map[string]*cachedSet
+	// parts caches the addresses of the parts of peers (Source.EachPeerPart)
+	// by part version and family, for rebuilding a peer set whose version
+	// changed from the parts that did not. A part lives while a cached peer
+	// set built from it does.
+	parts map[partKey]*cachedPart
+	gen   uint64 // counts compiles: cachedSet.used
+	// patches counts the peer sets patched from the parts that changed
+	// (tests check the path is taken).
+	patches  int
 	conflict string // fingerprint of addresses claimed by several pods
 	claims   []Conflict
 }
@@ -80,13 +90,28 @@ func (c *Compiler) Conflicts() []Conflict { return c.claims }
 // ConflictsFingerprint changes whenever the set of conflicts does.
 func (c *Compiler) ConflictsFingerprint() string { return c.conflict }
 
+type partKey struct {
+	version uint64
+	family  int
+}
+
 type cachedSet struct {
 	version uint64 // Source.PeerVersion
 	addrs   ruleset.AddrList
+	parts   []partKey // what addrs was merged from, when merged
+	merged  bool      // addrs is the union of parts
+	used    uint64    // the last compile (Compiler.gen) that used it
+}
+
+type cachedPart struct {
+	addrs ruleset.AddrList
+	refs  int // cached peer sets built from it
 }
 
 // Compile is Compile with the Compiler's options and cache.
 func (c *Compiler) Compile(src Source, node string) (*ruleset.Ruleset, error) {
+	c.gen++
+	defer c.endCompile()
 	return compileWith(src, node, c)
 }
 
@@ -151,9 +176,125 @@ func addClaim(claims map[netip.Addr][]*cluster.Pod, a netip.Addr, pods ...*clust
 // every claimant.
 func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, fam int, own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod) ruleset.AddrList {
 	version := src.PeerVersion(peer)
-	if e, ok := c.peers[name]; ok && e.version == version {
+	e := c.peers[name]
+	if e != nil && e.version == version {
+		e.used = c.gen
 		return e.addrs
 	}
+	next := &cachedSet{version: version, used: c.gen}
+	if len(claims) == 0 {
+		next.parts = c.peerParts(src, peer, fam)
+		next.merged = true
+		next.addrs = c.mergeParts(e, next.parts, fam)
+	} else {
+		next.addrs = peerAddrs(src, peer, fam, own, claims)
+	}
+	if e != nil {
+		c.release(e.parts) // after peerParts took the parts it shares with e
+	}
+	if c.peers == nil {
+		c.peers = map[string]*cachedSet{}
+	}
+	c.peers[name] = next
+	return next.addrs
+}
+
+// peerParts returns the parts of the pods peer selects (its part versions
+// with family fam), each with one more reference, caching the addresses of
+// the parts it has not seen: those of family fam of the part's pods, which
+// own their addresses when no address is contested.
+func (c *Compiler) peerParts(src Source, peer *cluster.Peer, fam int) []partKey {
+	if c.parts == nil {
+		c.parts = map[partKey]*cachedPart{}
+	}
+	var keys []partKey
+	src.EachPeerPart(peer, func(version uint64, pods iter.Seq[*cluster.Pod]) {
+		k := partKey{version, fam}
+		part := c.parts[k]
+		if part == nil {
+			var addrs []netip.Addr
+			for p := range pods {
+				if ip, ok := p.IP(fam); ok {
+					addrs = append(addrs, ip)
+				}
+			}
+			part = &cachedPart{}
+			part.addrs, _ = ruleset.PackAddrs(fam, addrs) // p.IP(fam) is of family fam
+			c.parts[k] = part
+		}
+		part.refs++
+		keys = append(keys, k)
+	})
+	return keys
+}
+
+// mergeParts returns the union of the addresses of parts. When most parts
+// are those of prev, a set merged from its own parts, it patches prev's
+// addresses (out with the parts gone, in with the new ones) instead of
+// merging every part again.
+func (c *Compiler) mergeParts(prev *cachedSet, parts []partKey, fam int) ruleset.AddrList {
+	lists := func(keys []partKey) []ruleset.AddrList {
+		out := make([]ruleset.AddrList, 0, len(keys))
+		for _, k := range keys {
+			if l := c.parts[k].addrs; l.Len() > 0 {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	if prev != nil && prev.merged {
+		had := make(map[partKey]bool, len(prev.parts))
+		for _, k := range prev.parts {
+			had[k] = true
+		}
+		var added []partKey
+		for _, k := range parts {
+			if had[k] {
+				delete(had, k)
+			} else {
+				added = append(added, k)
+			}
+		}
+		if 2*(len(added)+len(had)) <= len(parts) {
+			gone := slices.Collect(maps.Keys(had))
+			remove, _ := ruleset.MergeAddrs(fam, lists(gone))
+			add, _ := ruleset.MergeAddrs(fam, lists(added))
+			patched, _ := ruleset.PatchAddrs(prev.addrs, remove, add) // every list is of family fam
+			c.patches++
+			return patched
+		}
+	}
+	merged, _ := ruleset.MergeAddrs(fam, lists(parts)) // every list is of family fam
+	return merged
+}
+
+// release drops a reference to each of parts, and the parts left without.
+func (c *Compiler) release(parts []partKey) {
+	for _, k := range parts {
+		if part := c.parts[k]; part != nil {
+			if part.refs--; part.refs <= 0 {
+				delete(c.parts, k)
+			}
+		}
+	}
+}
+
+// endCompile forgets the peer sets the compile just finished did not use
+// (their peers are gone, or no local pod's policy refers to them now), and
+// the parts only they held.
+func (c *Compiler) endCompile() {
+	for name, e := range c.peers {
+		if e.used != c.gen {
+			c.release(e.parts)
+			delete(c.peers, name)
+		}
+	}
+}
+
+// peerAddrs returns the addresses of family fam of the pods peer selects,
+// with contested addresses in claims: each is in the list only when peer
+// selects every one of its claimants.
+func peerAddrs(src Source, peer *cluster.Peer, fam int, own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod) ruleset.AddrList {
 	var addrs []netip.Addr
 	var selected map[netip.Addr]int // claimants of a contested address the peer selects
 	src.EachPeerPod(peer, func(p *cluster.Pod) {
@@ -177,10 +318,6 @@ func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, 
 	})
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	list, _ := ruleset.PackAddrs(fam, addrs) // p.IP(fam) is of family fam
-	if c.peers == nil {
-		c.peers = map[string]cachedSet{}
-	}
-	c.peers[name] = cachedSet{version: version, addrs: list}
 	return list
 }
 
@@ -190,7 +327,7 @@ func (c *Compiler) resetIfOwnershipChanged(fingerprint string, claims map[netip.
 	if fingerprint == c.conflict {
 		return
 	}
-	c.peers = nil
+	c.peers, c.parts = nil, nil
 	c.conflict = fingerprint
 	c.claims = nil
 	for _, a := range slices.SortedFunc(maps.Keys(claims), netip.Addr.Compare) {

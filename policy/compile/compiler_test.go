@@ -9,7 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/policyd/policyd/cluster"
@@ -22,14 +24,16 @@ import (
 
 // TestCompiler_CacheMatchesFreshCompile: a long-lived Compiler, as the agent
 // keeps, must produce exactly what a fresh Compile does after any sequence of
-// pod, namespace and policy changes, address reuse included.
+// pod, namespace and policy changes, address reuse included. Some clusters
+// have many namespaces, so that peers selecting in several have many parts
+// and a change to one part patches the cached set (Compiler.mergeParts).
 func TestCompiler_CacheMatchesFreshCompile(t *testing.T) {
 	t.Parallel()
 	for seed := uint64(1); seed <= 40; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 7))
-		snap, _ := clustertest.Random(rng, clustertest.Options{IPv6: seed%2 == 0, HostNetwork: true})
+		snap, _ := clustertest.Random(rng, clustertest.Options{IPv6: seed%2 == 0, HostNetwork: true, ExtraNamespaces: int(seed%3) * 5})
 		ix := selectors.FromSnapshot(snap)
-		cc := &compile.Compiler{}
+		ccs := map[string]*compile.Compiler{"node-1": {}, "node-2": {}} // one per node, as each node's agent keeps
 		for step := 0; step < 60; step++ {
 			pods := ix.Pods()
 			if len(pods) < 3 {
@@ -61,7 +65,7 @@ func TestCompiler_CacheMatchesFreshCompile(t *testing.T) {
 				}
 			}
 			for _, node := range []string{"node-1", "node-2"} {
-				got, err := cc.Compile(ix, node)
+				got, err := ccs[node].Compile(ix, node)
 				require.NoError(t, err)
 				want, err := compile.Compile(ix, node)
 				require.NoError(t, err)
@@ -125,4 +129,75 @@ func TestCompile_PodNetworkDropsUnknownAddresses(t *testing.T) {
 	assert.False(t, path("fd00::77", "fd00::1", ""), "IPv6 too")
 	_, err = (&compile.Compiler{Options: compile.Options{PodNetwork: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16")}}}).Compile(selectors.FromSnapshot(snap), "node-1")
 	assert.ErrorContains(t, err, "overlap")
+}
+
+// TestCompiler_PatchedPeerSetsMatchFreshCompile: a peer selecting pods in
+// ten namespaces is a set of ten parts; after a change to one of them the
+// long-lived Compiler patches the cached set (out with the changed part's
+// old addresses, in with its new ones) instead of merging all ten again. The
+// result must be what a fresh Compile gives, change after change, in both
+// families.
+func TestCompiler_PatchedPeerSetsMatchFreshCompile(t *testing.T) {
+	t.Parallel()
+	var namespaces []*corev1.Namespace
+	var pods []*corev1.Pod
+	for i := range 10 {
+		ns := fmt.Sprintf("ns-%d", i)
+		namespaces = append(namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		for j, app := range []string{"web", "web", "db"} {
+			p := pod(ns, fmt.Sprintf("p%d", j), "node-2", fmt.Sprintf("10.0.%d.%d", i, j+1), fmt.Sprintf("fd00::%d:%d", i, j+1))
+			p.Labels["app"] = app
+			pods = append(pods, p)
+		}
+	}
+	pods = append(pods, pod("ns-0", "local", "node-1", "10.0.99.1", "fd00::99:1"))
+	pols := []*networkingv1.NetworkPolicy{policy("ns-0", "from-web", networkingv1.NetworkPolicySpec{
+		PodSelector: *podSel(map[string]string{"pod": "local"}),
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+			NamespaceSelector: &metav1.LabelSelector{},
+			PodSelector:       podSel(map[string]string{"app": "web"}),
+		}}}},
+	})}
+	snap, errs := cluster.NewSnapshot(namespaces, pods, pols)
+	require.Empty(t, errs)
+	ix := selectors.FromSnapshot(snap)
+	cc := &compile.Compiler{}
+	get := func(ns, name string) cluster.Pod {
+		for _, p := range ix.Pods() {
+			if p.Namespace == ns && p.Name == name {
+				return *p
+			}
+		}
+		t.Fatalf("no pod %s/%s", ns, name)
+		return cluster.Pod{}
+	}
+	steps := []struct {
+		name   string
+		change func()
+	}{
+		{"first compile", func() {}},
+		{"a web pod becomes db", func() { p := get("ns-3", "p0"); p.Labels = labels.Set{"pod": "p0", "app": "db"}; ix.UpsertPod(&p) }},
+		{"a db pod becomes web", func() { p := get("ns-4", "p2"); p.Labels = labels.Set{"pod": "p2", "app": "web"}; ix.UpsertPod(&p) }},
+		{"a web pod moves", func() {
+			p := get("ns-5", "p1")
+			p.IPs = []netip.Addr{netip.MustParseAddr("10.0.50.7"), netip.MustParseAddr("fd00::50:7")}
+			ix.UpsertPod(&p)
+		}},
+		{"a web pod goes", func() { ix.DeletePod("ns-7", "p0") }},
+		{"a web pod comes", func() {
+			p := get("ns-2", "p0")
+			p.Name, p.IPs = "new", []netip.Addr{netip.MustParseAddr("10.0.2.200"), netip.MustParseAddr("fd00::2:200")}
+			ix.UpsertPod(&p)
+		}},
+		{"the pod that became db is web again", func() { p := get("ns-3", "p0"); p.Labels = labels.Set{"pod": "p0", "app": "web"}; ix.UpsertPod(&p) }},
+	}
+	for _, st := range steps {
+		st.change()
+		got, err := cc.Compile(ix, "node-1")
+		require.NoError(t, err)
+		want, err := compile.Compile(ix, "node-1")
+		require.NoError(t, err)
+		require.Equal(t, want.Text(), got.Text(), "after %q", st.name)
+	}
+	assert.GreaterOrEqual(t, cc.Patches(), 2*(len(steps)-1), "each change should patch the IPv4 and the IPv6 set")
 }

@@ -320,6 +320,115 @@ func PackAddrs(fam int, addrs []netip.Addr) (AddrList, bool) {
 	return AddrList{v6: fam == 6, data: buf.String()}, ok
 }
 
+// MergeAddrs returns the union of plain (not ported) lists of family fam
+// (4 or 6), sorted, without duplicates. It reports false, leaving the list
+// out, for a list of another family or a ported one. A single list is
+// returned as it is: lists are immutable, so the result may share it.
+func MergeAddrs(fam int, lists []AddrList) (AddrList, bool) {
+	ok := true
+	parts := make([]string, 0, len(lists))
+	for _, l := range lists {
+		if l.v6 != (fam == 6) || l.ported {
+			ok = false
+			continue
+		}
+		if len(l.data) > 0 {
+			parts = append(parts, l.data)
+		}
+	}
+	size := 4
+	if fam == 6 {
+		size = 16
+	}
+	// Merge neighbours pairwise until one is left: every byte is copied
+	// once per level, log2(len(parts)) levels.
+	for len(parts) > 1 {
+		next := parts[:0]
+		for i := 0; i < len(parts); i += 2 {
+			if i+1 == len(parts) {
+				next = append(next, parts[i])
+				continue
+			}
+			next = append(next, mergePacked(parts[i], parts[i+1], size))
+		}
+		parts = next
+	}
+	l := AddrList{v6: fam == 6}
+	if len(parts) == 1 {
+		l.data = parts[0]
+	}
+	return l, ok
+}
+
+// PatchAddrs returns (l minus remove) plus add, for plain lists of one
+// family: the union of a peer's parts after some parts changed, in time
+// linear in the bytes of l (copied in runs) and n log n in the entries of
+// remove and add. It reports false, returning l, when the lists are not all
+// plain lists of l's family.
+func PatchAddrs(l, remove, add AddrList) (AddrList, bool) {
+	for _, o := range []AddrList{remove, add} {
+		if o.ported || l.ported || (o.v6 != l.v6 && len(o.data) > 0) {
+			return l, false
+		}
+	}
+	size := l.stride()
+	var buf strings.Builder
+	buf.Grow(len(l.data) + len(add.data))
+	data, r, a := l.data, remove.data, add.data
+	for len(r) > 0 || len(a) > 0 {
+		k := a
+		if len(a) == 0 || (len(r) > 0 && r[:size] <= a[:size]) {
+			k = r
+		}
+		k = k[:size]
+		i := sort.Search(len(data)/size, func(i int) bool { return data[i*size:i*size+size] >= k })
+		buf.WriteString(data[:i*size])
+		data = data[i*size:]
+		inL := len(data) > 0 && data[:size] == k
+		inR := len(r) > 0 && r[:size] == k
+		inA := len(a) > 0 && a[:size] == k
+		if inL {
+			data = data[size:]
+		}
+		if inR {
+			r = r[size:]
+		}
+		if inA {
+			a = a[size:]
+		}
+		if inA || (inL && !inR) {
+			buf.WriteString(k)
+		}
+	}
+	buf.WriteString(data)
+	return AddrList{v6: l.v6, data: buf.String()}, true
+}
+
+// mergePacked merges two sorted, distinct lists of size-byte big-endian
+// entries, dropping an entry both hold. Comparing the entries as strings is
+// comparing the addresses.
+func mergePacked(a, b string, size int) string {
+	var buf strings.Builder
+	buf.Grow(len(a) + len(b))
+	for len(a) > 0 && len(b) > 0 {
+		x, y := a[:size], b[:size]
+		switch {
+		case x < y:
+			buf.WriteString(x)
+			a = a[size:]
+		case y < x:
+			buf.WriteString(y)
+			b = b[size:]
+		default:
+			buf.WriteString(x)
+			a, b = a[size:], b[size:]
+		}
+	}
+	buf.WriteString(a)
+	buf.WriteString(b)
+	return buf.String()
+}
+
 // Len returns the number of entries.
 func (l AddrList) Len() int { return len(l.data) / l.stride() }
 

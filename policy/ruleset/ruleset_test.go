@@ -1,6 +1,7 @@
 package ruleset
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -145,5 +146,90 @@ func TestPackAddrs(t *testing.T) {
 	}
 	if l2, ok := PackAddrs(4, []netip.Addr{addr("10.0.0.1"), addr("10.0.0.3")}); !ok || l2 != l {
 		t.Error("equal address lists do not compare equal")
+	}
+}
+
+// TestMergeAddrs: the union of lists is what packing all their addresses at
+// once gives, whatever the number of lists and their overlap, in both
+// families; a list of the other family is reported and left out.
+func TestMergeAddrs(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, fam := range []int{4, 6} {
+		for round := range 200 {
+			var all []netip.Addr
+			var lists []AddrList
+			for range rng.IntN(9) {
+				var addrs []netip.Addr
+				for range rng.IntN(20) {
+					a := netip.AddrFrom4([4]byte{10, 0, byte(rng.IntN(3)), byte(rng.IntN(40))})
+					if fam == 6 {
+						a = netip.AddrFrom16([16]byte{0: 0xfd, 14: byte(rng.IntN(3)), 15: byte(rng.IntN(40))})
+					}
+					addrs = append(addrs, a)
+				}
+				all = append(all, addrs...)
+				l, _ := PackAddrs(fam, addrs)
+				lists = append(lists, l)
+			}
+			want, _ := PackAddrs(fam, all)
+			got, ok := MergeAddrs(fam, lists)
+			if !ok || got != want {
+				t.Fatalf("family %d round %d: MergeAddrs of %d lists = %d addresses (ok %v), want %d", fam, round, len(lists), got.Len(), ok, want.Len())
+			}
+		}
+	}
+	v6, _ := PackAddrs(6, []netip.Addr{addr("fd00::1")})
+	v4, _ := PackAddrs(4, []netip.Addr{addr("10.0.0.1")})
+	if got, ok := MergeAddrs(4, []AddrList{v4, v6}); ok || got != v4 {
+		t.Errorf("MergeAddrs with an IPv6 list in an IPv4 merge = %d addresses, ok %v; want the IPv4 list and false", got.Len(), ok)
+	}
+}
+
+// TestPatchAddrs: patching a list is the set arithmetic (l minus remove)
+// plus add, also where remove names addresses l lacks and add addresses l
+// has, in both families.
+func TestPatchAddrs(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, fam := range []int{4, 6} {
+		random := func() []netip.Addr {
+			var out []netip.Addr
+			for range rng.IntN(30) {
+				a := netip.AddrFrom4([4]byte{10, 0, byte(rng.IntN(2)), byte(rng.IntN(50))})
+				if fam == 6 {
+					a = netip.AddrFrom16([16]byte{0: 0xfd, 14: byte(rng.IntN(2)), 15: byte(rng.IntN(50))})
+				}
+				out = append(out, a)
+			}
+			return out
+		}
+		for round := range 500 {
+			base, remove, add := random(), random(), random()
+			gone := map[netip.Addr]bool{}
+			for _, a := range remove {
+				gone[a] = true
+			}
+			var want []netip.Addr
+			for _, a := range base {
+				if !gone[a] {
+					want = append(want, a)
+				}
+			}
+			want = append(want, add...)
+			wantList, _ := PackAddrs(fam, want)
+			l, _ := PackAddrs(fam, base)
+			r, _ := PackAddrs(fam, remove)
+			a, _ := PackAddrs(fam, add)
+			got, ok := PatchAddrs(l, r, a)
+			if !ok || got != wantList {
+				t.Fatalf("family %d round %d: PatchAddrs = %d addresses (ok %v), want %d", fam, round, got.Len(), ok, wantList.Len())
+			}
+		}
+	}
+	v4, _ := PackAddrs(4, []netip.Addr{addr("10.0.0.1")})
+	v6, _ := PackAddrs(6, []netip.Addr{addr("fd00::1")})
+	if got, ok := PatchAddrs(v4, AddrList{}, v6); ok || got != v4 {
+		t.Error("PatchAddrs added an IPv6 list to an IPv4 one")
 	}
 }

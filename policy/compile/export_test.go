@@ -1,0 +1,5 @@
+package compile
+
+// Patches returns how many peer sets the Compiler has patched from the
+// parts that changed instead of merging all their parts.
+func (c *Compiler) Patches() int { return c.patches }
