@@ -734,14 +734,13 @@ func (c *compiler) fillNamedSets(all []*cluster.Pod, egress []namedKey) {
 		}
 		s := c.sets[name]
 		for _, p := range pods {
-			if p.HostNetwork {
+			// The port first: most pods do not declare it, and the ownership
+			// check is a map lookup.
+			port, ok := p.ResolvePort(k.name, k.proto)
+			if !ok || p.HostNetwork {
 				continue
 			}
-			ip, ok := p.IP(k.family)
-			if !ok || c.own[ip] != p {
-				continue
-			}
-			if port, ok := p.ResolvePort(k.name, k.proto); ok {
+			if ip, ok := p.IP(k.family); ok && c.own[ip] == p {
 				s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
 			}
 		}
