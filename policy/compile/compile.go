@@ -143,15 +143,16 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	own, claims, contested := owners(pods)
 	cc.resetIfOwnershipChanged(contested, claims)
 	c := &compiler{
-		node:    node,
-		cc:      cc,
-		own:     own,
-		claims:  claims,
-		src:     src,
-		sets:    map[string]*ruleset.Set{},
-		pending: map[string]*ruleset.Set{},
-		chain:   map[string]*ruleset.Chain{},
-		maps:    map[string]*ruleset.Set{},
+		node:     node,
+		cc:       cc,
+		own:      own,
+		claims:   claims,
+		src:      src,
+		sets:     map[string]*ruleset.Set{},
+		peerSets: map[peerFam]*ruleset.Set{},
+		pending:  map[string]*ruleset.Set{},
+		chain:    map[string]*ruleset.Chain{},
+		maps:     map[string]*ruleset.Set{},
 	}
 	for fam, names := range map[int][]string{4: {MapEgress4, MapIngress4}, 6: {MapEgress6, MapIngress6}} {
 		for _, name := range names {
@@ -289,6 +290,7 @@ type compiler struct {
 	selected map[podDir]podSelection       // per pod and direction, see selection
 	src      Source
 	sets     map[string]*ruleset.Set
+	peerSets map[peerFam]*ruleset.Set // the peer sets in sets, by peer key and family
 	// pending holds port sets no rule refers to yet (usePortSet).
 	pending   map[string]*ruleset.Set
 	chain     map[string]*ruleset.Chain
@@ -346,9 +348,12 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 		peerField = ruleset.Daddr
 	}
 	var allows []*ruleset.AllowRule
-	seen := map[string]bool{}
+	seen := map[ruleset.AllowRule]bool{}
 	add := func(r *ruleset.AllowRule) {
-		k := r.Text()
+		// Rules that differ only in their comment are one rule: the first
+		// (the first policy rule admitting the packet) is kept.
+		k := *r
+		k.Comment = ""
 		if seen[k] {
 			return
 		}
@@ -646,21 +651,24 @@ func mergePortRanges(in []ruleset.Element) []ruleset.Element {
 
 // peerSet returns the set of addresses of family fam that a pod peer selects.
 func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
-	name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
-	if _, ok := c.sets[name]; ok {
-		return name
+	k := peerFam{peer.Key, fam}
+	if s, ok := c.peerSets[k]; ok {
+		return s.Name
 	}
-	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
-	s.Addrs = c.podPeerAddrs(peer, fam)
-	c.sets[name] = s
-	return name
+	e := c.cc.cachedPeer(c.src, peer, fam, c.own, c.claims)
+	s := &ruleset.Set{Name: e.name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key), Addrs: e.addrs}
+	c.sets[s.Name] = s
+	c.peerSets[k] = s
+	return s.Name
 }
 
 // podPeerAddrs returns the (cached) addresses of family fam of the pods a
 // pods peer selects: what its peer set holds.
 func (c *compiler) podPeerAddrs(peer *cluster.Peer, fam int) ruleset.AddrList {
-	name := fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
-	return c.cc.cachedPeerAddrs(name, c.src, peer, fam, c.own, c.claims)
+	if s, ok := c.peerSets[peerFam{peer.Key, fam}]; ok {
+		return s.Addrs
+	}
+	return c.cc.cachedPeer(c.src, peer, fam, c.own, c.claims).addrs
 }
 
 // blockSet returns the interval set holding an ipBlock's CIDR minus excepts.

@@ -61,7 +61,7 @@ type Compiler struct {
 	// peers caches the elements of peer sets, keyed by set name; an entry is
 	// valid while the peer's version (Source.PeerVersion) holds and address
 	// ownership has not changed.
-	peers map[string]*cachedSet
+	peers map[peerFam]*cachedSet
 	// parts caches the addresses of the parts of peers (Source.EachPeerPart)
 	// by part version and family, for rebuilding a peer set whose version
 	// changed from the parts that did not. A part lives while a cached peer
@@ -90,12 +90,19 @@ func (c *Compiler) Conflicts() []Conflict { return c.claims }
 // ConflictsFingerprint changes whenever the set of conflicts does.
 func (c *Compiler) ConflictsFingerprint() string { return c.conflict }
 
+// peerFam names a peer set: the peer's key and the family of its addresses.
+type peerFam struct {
+	key    string // cluster.Peer.Key
+	family int
+}
+
 type partKey struct {
 	version uint64
 	family  int
 }
 
 type cachedSet struct {
+	name    string // of the set: peerSetName
 	version uint64 // Source.PeerVersion
 	addrs   ruleset.AddrList
 	parts   []partKey // what addrs was merged from, when merged
@@ -168,20 +175,26 @@ func addClaim(claims map[netip.Addr][]*cluster.Pod, a netip.Addr, pods ...*clust
 	return claims
 }
 
-// cachedPeerAddrs returns the addresses of family fam of the pods peer
-// selects, reusing the last result for set name while the peer's version
-// holds.
+// cachedPeer returns the name and the addresses of the peer set of family
+// fam of peer (the addresses of that family of the pods peer selects),
+// reusing the last result while the peer's version holds.
 //
 // An address several pods claim is in the set only when the peer selects
 // every claimant.
-func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, fam int, own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod) ruleset.AddrList {
+func (c *Compiler) cachedPeer(src Source, peer *cluster.Peer, fam int, own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod) *cachedSet {
+	k := peerFam{peer.Key, fam}
 	version := src.PeerVersion(peer)
-	e := c.peers[name]
+	e := c.peers[k]
 	if e != nil && e.version == version {
 		e.used = c.gen
-		return e.addrs
+		return e
 	}
 	next := &cachedSet{version: version, used: c.gen}
+	if e != nil {
+		next.name = e.name
+	} else {
+		next.name = peerSetName(peer, fam)
+	}
 	if len(claims) == 0 {
 		next.parts = c.peerParts(src, peer, fam)
 		next.merged = true
@@ -193,10 +206,16 @@ func (c *Compiler) cachedPeerAddrs(name string, src Source, peer *cluster.Peer, 
 		c.release(e.parts) // after peerParts took the parts it shares with e
 	}
 	if c.peers == nil {
-		c.peers = map[string]*cachedSet{}
+		c.peers = map[peerFam]*cachedSet{}
 	}
-	c.peers[name] = next
-	return next.addrs
+	c.peers[k] = next
+	return next
+}
+
+// peerSetName is the name of the set of addresses of family fam of the pods
+// peer selects.
+func peerSetName(peer *cluster.Peer, fam int) string {
+	return fmt.Sprintf("peer%d-%s", fam, shortHash(peer.Key))
 }
 
 // peerParts returns the parts of the pods peer selects (its part versions
@@ -283,10 +302,10 @@ func (c *Compiler) release(parts []partKey) {
 // (their peers are gone, or no local pod's policy refers to them now), and
 // the parts only they held.
 func (c *Compiler) endCompile() {
-	for name, e := range c.peers {
+	for k, e := range c.peers {
 		if e.used != c.gen {
 			c.release(e.parts)
-			delete(c.peers, name)
+			delete(c.peers, k)
 		}
 	}
 }
