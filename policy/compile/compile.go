@@ -160,7 +160,6 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		}
 	}
 
-	var namedAll []namedKey // named-port sets that need every pod, not only local ones
 	for _, p := range pods {
 		if p.NodeName != node || p.HostNetwork || len(p.IPs) == 0 {
 			continue
@@ -188,8 +187,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	if err := c.conflictEntries(); err != nil {
 		return nil, err
 	}
-	namedAll = c.egressNamed
-	c.fillNamedSets(pods, namedAll)
+	c.fillNamedSets(c.egressNamed) // egress named ports need every pod, not only local ones
 
 	if c.logErr != nil {
 		return nil, c.logErr
@@ -730,26 +728,34 @@ func (c *compiler) namedSet(k namedKey, d cluster.Direction) string {
 // fillNamedSets resolves every named-port set on the pods that declare the
 // port. Sets used only for ingress need only this node's pods (the
 // destination is always local); sets used for egress need every pod.
-func (c *compiler) fillNamedSets(all []*cluster.Pod, egress []namedKey) {
+func (c *compiler) fillNamedSets(egress []namedKey) {
 	wide := map[namedKey]bool{}
 	for _, k := range egress {
 		wide[k] = true
 	}
+	var byAddr map[int][]ownedAddr
 	for k, name := range c.named {
-		pods := c.localPods
-		if wide[k] {
-			pods = all
-		}
 		s := c.sets[name]
-		for _, p := range pods {
-			// The port first: most pods do not declare it, and the ownership
-			// check is a map lookup.
-			port, ok := p.ResolvePort(k.name, k.proto)
-			if !ok || p.HostNetwork {
-				continue
+		if wide[k] {
+			// Every pod: walked in address order, so that the elements come
+			// out sorted (Ruleset.Sort then leaves them as they are).
+			if byAddr == nil {
+				byAddr = ownedByAddr(c.own)
 			}
-			if ip, ok := p.IP(k.family); ok && c.own[ip] == p {
-				s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
+			for _, o := range byAddr[k.family] {
+				if port, ok := o.pod.ResolvePort(k.name, k.proto); ok {
+					s.Elements = append(s.Elements, ruleset.Element{Addr: o.addr, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
+				}
+			}
+		} else {
+			for _, p := range c.localPods {
+				port, ok := p.ResolvePort(k.name, k.proto)
+				if !ok || p.HostNetwork {
+					continue
+				}
+				if ip, ok := p.IP(k.family); ok && c.own[ip] == p {
+					s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
+				}
 			}
 		}
 		// An address several pods claim resolves the name only when every
@@ -770,6 +776,26 @@ func (c *compiler) fillNamedSets(all []*cluster.Pod, egress []namedKey) {
 			}
 		}
 	}
+}
+
+// ownedAddr is an address and the pod that owns it.
+type ownedAddr struct {
+	addr netip.Addr
+	pod  *cluster.Pod
+}
+
+// ownedByAddr returns the addresses that have an owner, by family, sorted.
+func ownedByAddr(own map[netip.Addr]*cluster.Pod) map[int][]ownedAddr {
+	out := map[int][]ownedAddr{}
+	for a, p := range own {
+		if p != nil {
+			out[family(a)] = append(out[family(a)], ownedAddr{a, p})
+		}
+	}
+	for _, l := range out {
+		slices.SortFunc(l, func(x, y ownedAddr) int { return x.addr.Compare(y.addr) })
+	}
+	return out
 }
 
 // hasLocal reports whether one of pods runs on the node being compiled.
