@@ -306,6 +306,8 @@ type compiler struct {
 	logErr   error
 	// limit is the limit object the log rules share (see logLimit).
 	limit *ruleset.Limit
+	// rec records what the group chain being built registers (see memo.go).
+	rec *chainMemo
 }
 
 type namedKey struct {
@@ -336,6 +338,13 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 	if name, ok := c.groups[gk.String()]; ok {
 		return name, nil
 	}
+	if m := c.cc.memoFor(gk.String(), group); m != nil {
+		c.replay(m)
+		c.groups[gk.String()] = m.name
+		return m.name, nil
+	}
+	c.rec = &chainMemo{policies: slices.Clone(group)}
+	defer func() { c.rec = nil }()
 
 	allow := ruleset.Verdict{Kind: ruleset.Accept}
 	peerField := ruleset.Saddr
@@ -416,9 +425,10 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 	tail = append(tail, &ruleset.VerdictRule{Verdict: deny})
 	rules := append([]ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}, c.portDispatch(d, ordered, tail)...)
 
-	name := d.String() + "-" + chainHash(rules)
-	if _, ok := c.chain[name]; !ok {
-		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
+	name := c.addChain(d.String()+"-"+chainHash(rules), rules)
+	if c.logErr == nil {
+		c.rec.name = name
+		c.cc.keepMemo(gk.String(), c.rec)
 	}
 	c.groups[gk.String()] = name
 	return name, nil
@@ -509,11 +519,7 @@ func nodeTraffic() ruleset.Rule {
 func (c *compiler) invalidChain() string {
 	drop := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderCtInvalid, Direction: cluster.Ingress.String()})
 	rules := []ruleset.Rule{nodeTraffic(), &ruleset.VerdictRule{Verdict: drop}}
-	name := "invalid-" + chainHash(rules)
-	if _, ok := c.chain[name]; !ok {
-		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
-	}
-	return name
+	return c.addChain("invalid-"+chainHash(rules), rules)
 }
 
 // chainHash returns the short content hash that names a regular chain.
@@ -628,6 +634,9 @@ func (c *compiler) usePortSet(name string) {
 		c.sets[name] = s
 		delete(c.pending, name)
 	}
+	if s, ok := c.sets[name]; ok && c.rec != nil {
+		c.rec.sets = append(c.rec.sets, s)
+	}
 }
 
 // mergePortRanges sorts elements and merges overlapping or adjacent ranges of
@@ -649,6 +658,9 @@ func mergePortRanges(in []ruleset.Element) []ruleset.Element {
 
 // peerSet returns the set of addresses of family fam that a pod peer selects.
 func (c *compiler) peerSet(peer *cluster.Peer, fam int) string {
+	if c.rec != nil {
+		c.rec.peers = append(c.rec.peers, peerUse{peer, fam})
+	}
 	k := peerFam{peer.Key, fam}
 	if s, ok := c.peerSets[k]; ok {
 		return s.Name
@@ -672,14 +684,17 @@ func (c *compiler) podPeerAddrs(peer *cluster.Peer, fam int) ruleset.AddrList {
 // blockSet returns the interval set holding an ipBlock's CIDR minus excepts.
 func (c *compiler) blockSet(peer *cluster.Peer, fam int) string {
 	name := fmt.Sprintf("cidr%d-%s", fam, shortHash(peer.Key))
-	if _, ok := c.sets[name]; ok {
-		return name
+	s, ok := c.sets[name]
+	if !ok {
+		s = &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Interval: true, Comment: truncate(peer.Key)}
+		for _, r := range subtractPrefixes(peer.CIDR, peer.Except) {
+			s.Elements = append(s.Elements, ruleset.Element{Addr: r[0], AddrEnd: r[1]})
+		}
+		c.sets[name] = s
 	}
-	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Interval: true, Comment: truncate(peer.Key)}
-	for _, r := range subtractPrefixes(peer.CIDR, peer.Except) {
-		s.Elements = append(s.Elements, ruleset.Element{Addr: r[0], AddrEnd: r[1]})
+	if c.rec != nil {
+		c.rec.sets = append(c.rec.sets, s)
 	}
-	c.sets[name] = s
 	return name
 }
 
@@ -710,6 +725,9 @@ func subtractPrefixes(cidr netip.Prefix, excepts []netip.Prefix) [][2]netip.Addr
 // namedSet returns the set of (address . protocol . port) triples for a named
 // port, creating it empty; fillNamedSets fills it once every use is known.
 func (c *compiler) namedSet(k namedKey, d cluster.Direction) string {
+	if c.rec != nil {
+		c.rec.named = append(c.rec.named, namedUse{k, d})
+	}
 	if c.named == nil {
 		c.named = map[namedKey]string{}
 	}

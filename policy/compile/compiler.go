@@ -67,7 +67,9 @@ type Compiler struct {
 	// changed from the parts that did not. A part lives while a cached peer
 	// set built from it does.
 	parts map[partKey]*cachedPart
-	gen   uint64 // counts compiles: cachedSet.used
+	gen   uint64 // counts compiles: cachedSet.used, chainMemo.used
+	// chains keeps the group chains made, by group key (see memo.go).
+	chains map[string]*chainMemo
 	// patches counts the peer sets patched from the parts that changed
 	// (tests check the path is taken).
 	patches  int
@@ -302,6 +304,11 @@ func (c *Compiler) release(parts []partKey) {
 // (their peers are gone, or no local pod's policy refers to them now), and
 // the parts only they held.
 func (c *Compiler) endCompile() {
+	for k, m := range c.chains {
+		if m.used != c.gen {
+			delete(c.chains, k)
+		}
+	}
 	for k, e := range c.peers {
 		if e.used != c.gen {
 			c.release(e.parts)

@@ -26,21 +26,36 @@ import (
 // keeps, must produce exactly what a fresh Compile does after any sequence of
 // pod, namespace and policy changes, address reuse included. Some clusters
 // have many namespaces, so that peers selecting in several have many parts
-// and a change to one part patches the cached set (Compiler.mergeParts).
+// and a change to one part patches the cached set (Compiler.mergeParts);
+// policies are replaced by changed values under their names, so a group
+// chain kept for the old values (memo.go) must not be taken back; some
+// seeds log verdicts, so the log chains and deciders a kept chain needs
+// must come back with it, and none may be taken back once the options
+// change.
 func TestCompiler_CacheMatchesFreshCompile(t *testing.T) {
 	t.Parallel()
 	for seed := uint64(1); seed <= 40; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		snap, _ := clustertest.Random(rng, clustertest.Options{IPv6: seed%2 == 0, HostNetwork: true, ExtraNamespaces: int(seed%3) * 5})
 		ix := selectors.FromSnapshot(snap)
-		ccs := map[string]*compile.Compiler{"node-1": {}, "node-2": {}} // one per node, as each node's agent keeps
+		var opts compile.Options
+		if seed%3 == 1 {
+			opts.Log = compile.LogOptions{Drops: true, Allowed: seed%2 == 0, Group: 5, Rate: 10}
+		}
+		ccs := map[string]*compile.Compiler{"node-1": {Options: opts}, "node-2": {Options: opts}} // one per node, as each node's agent keeps
 		for step := 0; step < 60; step++ {
 			pods := ix.Pods()
 			if len(pods) < 3 {
 				break // the random deletes emptied the cluster
 			}
+			if step == 30 && seed%3 != 2 { // the options change under a long-lived Compiler
+				opts.Log.Drops = !opts.Log.Drops
+				for _, cc := range ccs {
+					cc.Options = opts
+				}
+			}
 			p := *pods[rng.IntN(len(pods))]
-			switch rng.IntN(5) {
+			switch rng.IntN(6) {
 			case 0: // relabel
 				p.Labels = labels.Set{"app": []string{"a", "b", ""}[rng.IntN(3)], "tier": "b"}
 				ix.UpsertPod(&p)
@@ -63,11 +78,17 @@ func TestCompiler_CacheMatchesFreshCompile(t *testing.T) {
 					pol := pols[rng.IntN(len(pols))]
 					ix.DeletePolicy(pol.Namespace, pol.Name)
 				}
+			case 5: // a policy takes another's rules, under its own name
+				if pols := ix.Policies(); len(pols) > 1 {
+					pol, other := *pols[rng.IntN(len(pols))], pols[rng.IntN(len(pols))]
+					pol.IngressRules, pol.EgressRules = other.IngressRules, other.EgressRules
+					ix.UpsertPolicy(&pol)
+				}
 			}
 			for _, node := range []string{"node-1", "node-2"} {
 				got, err := ccs[node].Compile(ix, node)
 				require.NoError(t, err)
-				want, err := compile.Compile(ix, node)
+				want, err := (&compile.Compiler{Options: opts}).Compile(ix, node)
 				require.NoError(t, err)
 				if got.Text() != want.Text() {
 					t.Fatalf("seed %d step %d node %s: cached compile differs from a fresh one", seed, step, node)

@@ -121,9 +121,14 @@ func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule
 		fmt.Fprintf(&key, "%d.%d:%s,", pt.proto, pt.port, chain)
 	}
 	name := "gports-" + shortHash(key.String())
-	if _, ok := c.maps[name]; !ok {
-		c.maps[name] = &ruleset.Set{Name: name, Key: ruleset.KeyProtoPort, Map: true, Elements: elems,
+	m, ok := c.maps[name]
+	if !ok {
+		m = &ruleset.Set{Name: name, Key: ruleset.KeyProtoPort, Map: true, Elements: elems,
 			Comment: "policyd port dispatch: protocol and port to the rules of a policy group on that port"}
+		c.maps[name] = m
+	}
+	if c.rec != nil {
+		c.rec.maps = append(c.rec.maps, m)
 	}
 	names := make([]string, 0, len(keyed))
 	for _, r := range keyed {
@@ -159,9 +164,5 @@ func (c *compiler) portChain(d cluster.Direction, rules []*ruleset.AllowRule, af
 	if !all {
 		body = append(body, after...)
 	}
-	name := d.String() + "-port-" + chainHash(body)
-	if _, ok := c.chain[name]; !ok {
-		c.chain[name] = &ruleset.Chain{Name: name, Rules: body}
-	}
-	return name
+	return c.addChain(d.String()+"-port-"+chainHash(body), body)
 }

@@ -73,6 +73,9 @@ func (c *compiler) logged(v ruleset.Verdict, d ruleset.Decider) ruleset.Verdict 
 	} else {
 		d.Verdict = v.Kind
 	}
+	if c.rec != nil {
+		c.rec.logs = append(c.rec.logs, logUse{v, d})
+	}
 	id := DeciderID(d)
 	if old, ok := c.deciders[id]; ok && old.Key() != d.Key() {
 		c.logErr = fmt.Errorf("log id %s stands for both %q and %q", id, old.Key(), d.Key())
@@ -86,11 +89,7 @@ func (c *compiler) logged(v ruleset.Verdict, d ruleset.Decider) ruleset.Verdict 
 		lr.States = ruleset.CtNew
 	}
 	rules := []ruleset.Rule{lr, &ruleset.VerdictRule{Verdict: v}}
-	name := ruleset.LogChainPrefix + chainHash(rules)
-	if _, ok := c.chain[name]; !ok {
-		c.chain[name] = &ruleset.Chain{Name: name, Rules: rules}
-	}
-	return ruleset.Verdict{Kind: ruleset.Goto, Chain: name}
+	return ruleset.Verdict{Kind: ruleset.Goto, Chain: c.addChain(ruleset.LogChainPrefix+chainHash(rules), rules)}
 }
 
 // logLimit returns the name of the limit object the log rules share, and
