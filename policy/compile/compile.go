@@ -77,6 +77,7 @@ package compile
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"iter"
@@ -803,17 +804,30 @@ type ownedAddr struct {
 }
 
 // ownedByAddr returns the addresses that have an owner, by family, sorted.
+// IPv4 addresses are sorted as integers (the address above the position of
+// its entry), several times faster than comparing netip.Addrs.
 func ownedByAddr(own map[netip.Addr]*cluster.Pod) map[int][]ownedAddr {
-	out := map[int][]ownedAddr{}
+	var v4 []ownedAddr
+	var keys []uint64
+	var v6 []ownedAddr
 	for a, p := range own {
-		if p != nil {
-			out[family(a)] = append(out[family(a)], ownedAddr{a, p})
+		switch {
+		case p == nil:
+		case a.Is4():
+			b := a.As4()
+			keys = append(keys, uint64(binary.BigEndian.Uint32(b[:]))<<32|uint64(len(v4)))
+			v4 = append(v4, ownedAddr{a, p})
+		default:
+			v6 = append(v6, ownedAddr{a, p})
 		}
 	}
-	for _, l := range out {
-		slices.SortFunc(l, func(x, y ownedAddr) int { return x.addr.Compare(y.addr) })
+	slices.Sort(keys)
+	sorted4 := make([]ownedAddr, len(v4))
+	for i, k := range keys {
+		sorted4[i] = v4[uint32(k)]
 	}
-	return out
+	slices.SortFunc(v6, func(x, y ownedAddr) int { return x.addr.Compare(y.addr) })
+	return map[int][]ownedAddr{4: sorted4, 6: v6}
 }
 
 // hasLocal reports whether one of pods runs on the node being compiled.
