@@ -358,7 +358,8 @@ func (ix *Index) EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod)) {
 // EachPeerPart calls f for each part of the pods a PeerPods peer selects
 // (the pods of one namespace), with a version that changes whenever the
 // pods of that part may have changed and that no other part ever has, and
-// the part's pods in no particular order. The parts are disjoint and
+// the part's pods in no particular order, a sequence that may be walked
+// until the index next changes. The parts are disjoint and
 // together hold what EachPeerPod yields: callers that keep a result per
 // peer can rebuild it from per-part results keyed by version, redoing only
 // the parts that changed (policy/compile).

@@ -128,7 +128,8 @@ type Source interface {
 	EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod))
 	// EachPeerPart calls f for each of the disjoint parts that together
 	// hold what EachPeerPod yields, with a version that changes whenever
-	// the part's pods may have changed and that no other part ever has.
+	// the part's pods may have changed and that no other part ever has;
+	// a part's sequence of pods may be walked until the source changes.
 	EachPeerPart(peer *cluster.Peer, f func(version uint64, pods iter.Seq[*cluster.Pod]))
 	// ClusterPolicies returns every ClusterNetworkPolicy in evaluation
 	// order (cluster.SortClusterPolicies).

@@ -152,8 +152,8 @@ func TestCompile_PodNetworkDropsUnknownAddresses(t *testing.T) {
 	assert.ErrorContains(t, err, "overlap")
 }
 
-// TestCompiler_PatchedPeerSetsMatchFreshCompile: a peer selecting pods in
-// ten namespaces is a set of ten parts; after a change to one of them the
+// TestCompiler_PatchedPeerSetsMatchFreshCompile: a peer selecting 20 pods
+// in each of ten namespaces is a set of ten parts; after a change to one of them the
 // long-lived Compiler patches the cached set (out with the changed part's
 // old addresses, in with its new ones) instead of merging all ten again. The
 // result must be what a fresh Compile gives, change after change, in both
@@ -165,9 +165,12 @@ func TestCompiler_PatchedPeerSetsMatchFreshCompile(t *testing.T) {
 	for i := range 10 {
 		ns := fmt.Sprintf("ns-%d", i)
 		namespaces = append(namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-		for j, app := range []string{"web", "web", "db"} {
+		for j := range 24 { // enough per namespace for the parts to be cached (minPartAddrs)
 			p := pod(ns, fmt.Sprintf("p%d", j), "node-2", fmt.Sprintf("10.0.%d.%d", i, j+1), fmt.Sprintf("fd00::%d:%d", i, j+1))
-			p.Labels["app"] = app
+			p.Labels["app"] = "web"
+			if j >= 2 && j < 6 {
+				p.Labels["app"] = "db"
+			}
 			pods = append(pods, p)
 		}
 	}
@@ -177,6 +180,11 @@ func TestCompiler_PatchedPeerSetsMatchFreshCompile(t *testing.T) {
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
 			NamespaceSelector: &metav1.LabelSelector{},
 			PodSelector:       podSel(map[string]string{"app": "web"}),
+		}}}},
+		// Four pods in each namespace: parts too small to keep.
+		Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{
+			NamespaceSelector: &metav1.LabelSelector{},
+			PodSelector:       podSel(map[string]string{"app": "db"}),
 		}}}},
 	})}
 	snap, errs := cluster.NewSnapshot(namespaces, pods, pols)
@@ -221,4 +229,5 @@ func TestCompiler_PatchedPeerSetsMatchFreshCompile(t *testing.T) {
 		require.Equal(t, want.Text(), got.Text(), "after %q", st.name)
 	}
 	assert.GreaterOrEqual(t, cc.Patches(), 2*(len(steps)-1), "each change should patch the IPv4 and the IPv6 set")
+	assert.Equal(t, 2*10, cc.CachedParts(), "the ten parts of each family of the web peer, none of the db peer's")
 }
