@@ -93,7 +93,7 @@ type cell struct {
 	sel    labels.Selector
 	ns     *nsEntry
 	refs   int
-	groups map[*group]struct{}
+	groups ptrSet[group]     // the groups the selector matches
 	peers  ptrSet[peerEntry] // peers whose result includes this cell
 
 	sorted []*cluster.Pod
@@ -124,14 +124,14 @@ func (p *peerEntry) invalidate() {
 func (c *cell) sortedPods() []*cluster.Pod {
 	if !c.valid {
 		n := 0
-		for g := range c.groups {
+		for _, g := range c.groups.items {
 			n += len(g.pods)
 		}
 		c.sorted = c.sorted[:0:0]
 		if n > 0 {
 			c.sorted = make([]*cluster.Pod, 0, n)
 		}
-		for g := range c.groups {
+		for _, g := range c.groups.items {
 			for _, p := range g.pods {
 				c.sorted = append(c.sorted, p)
 			}
@@ -291,13 +291,12 @@ func (ix *Index) acquireCell(e *nsEntry, key string, sel labels.Selector) *cell 
 			key:     key,
 			sel:     sel,
 			ns:      e,
-			groups:  map[*group]struct{}{},
 			version: peerVersions.Add(1),
 		}
 		for _, g := range e.groups {
 			if sel.Matches(g.labels) {
-				c.groups[g] = struct{}{}
-				g.cells.insert(c) // c is new
+				c.groups.insert(g) // c is new
+				g.cells.insert(c)
 			}
 		}
 		e.cells[key] = c
@@ -311,7 +310,7 @@ func (ix *Index) releaseCell(c *cell) {
 	if c.refs > 0 {
 		return
 	}
-	for g := range c.groups {
+	for _, g := range c.groups.items {
 		g.cells.remove(c)
 	}
 	delete(c.ns.cells, c.key)
@@ -332,8 +331,8 @@ func (ix *Index) groupFor(e *nsEntry, l labels.Set, key []byte) *group {
 	}
 	for _, c := range e.cells {
 		if c.sel.Matches(l) {
-			c.groups[g] = struct{}{}
-			g.cells.insert(c) // g is new
+			c.groups.insert(g) // g is new
+			g.cells.insert(c)
 			c.invalidate()
 		}
 	}
@@ -349,7 +348,7 @@ func (ix *Index) removeFromGroup(g *group, name string) {
 		return
 	}
 	for _, c := range g.cells.items {
-		delete(c.groups, g)
+		c.groups.remove(g)
 	}
 	g.cells = ptrSet[cell]{}
 	delete(g.ns.groups, g.key)

@@ -297,7 +297,7 @@ func (ix *Index) PoliciesFor(namespace, name string) []*cluster.Policy {
 	if g.policyGen != e.policyGen {
 		g.policies = g.policies[:0:0]
 		for _, p := range e.policies {
-			if _, ok := p.subject.groups[g]; ok {
+			if slices.Contains(g.cells.items, p.subject) { // the cells of g are those holding g
 				g.policies = append(g.policies, p.pol)
 			}
 		}
@@ -347,7 +347,7 @@ func (ix *Index) EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod)) {
 		return
 	}
 	for _, c := range ix.peerRef(peer).cells {
-		for g := range c.groups {
+		for _, g := range c.groups.items {
 			for _, pod := range g.pods {
 				f(pod)
 			}
@@ -369,7 +369,7 @@ func (ix *Index) EachPeerPart(peer *cluster.Peer, f func(version uint64, pods it
 	}
 	for _, c := range ix.peerRef(peer).cells {
 		f(c.version, func(yield func(*cluster.Pod) bool) {
-			for g := range c.groups {
+			for _, g := range c.groups.items {
 				for _, pod := range g.pods {
 					if !yield(pod) {
 						return

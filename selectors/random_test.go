@@ -424,7 +424,16 @@ func checkInvariants(t *testing.T, event string, ix *Index) {
 				t.Fatalf("after %s: cell %q in %s kept with %d references", event, key, name, c.refs)
 			}
 			for _, g := range e.groups {
-				_, in := c.groups[g]
+				held := 0
+				for _, cg := range c.groups.items {
+					if cg == g {
+						held++
+					}
+				}
+				in := held == 1
+				if held > 1 {
+					t.Fatalf("after %s: cell %q in %s holds group %v %d times", event, key, name, g.labels, held)
+				}
 				links := 0
 				for _, gc := range g.cells.items {
 					if gc == c {
@@ -443,8 +452,8 @@ func checkInvariants(t *testing.T, event string, ix *Index) {
 				}
 				seenPeers[p] = true
 			}
-			if len(c.groups) > len(e.groups) {
-				t.Fatalf("after %s: cell %q in %s holds %d groups, the namespace has %d", event, key, name, len(c.groups), len(e.groups))
+			if len(c.groups.items) > len(e.groups) {
+				t.Fatalf("after %s: cell %q in %s holds %d groups, the namespace has %d", event, key, name, len(c.groups.items), len(e.groups))
 			}
 		}
 	}
