@@ -44,11 +44,28 @@ type group struct {
 	ns     *nsEntry
 	key    string
 	labels labels.Set
-	pods   map[string]*cluster.Pod
-	cells  ptrSet[cell] // cells that match this group
+	// pods are the group's pods in no particular order. A slice: most
+	// groups hold one pod or a few, and the index finds a pod's group
+	// through its podEntry.
+	pods  []*cluster.Pod
+	cells ptrSet[cell] // cells that match this group
 
 	policies  []*cluster.Policy // PoliciesFor cache, valid when policyGen == ns.policyGen
 	policyGen uint64
+}
+
+// podIndex returns the position of pod name in g.pods, or -1.
+func (g *group) podIndex(name string) int {
+	return slices.IndexFunc(g.pods, func(p *cluster.Pod) bool { return p.Name == name })
+}
+
+// setPod puts p in the group, in place of the pod of its name if any.
+func (g *group) setPod(p *cluster.Pod) {
+	if i := g.podIndex(p.Name); i >= 0 {
+		g.pods[i] = p
+		return
+	}
+	g.pods = append(g.pods, p)
 }
 
 // invalidate drops every cached result that lists this group's pods.
@@ -327,7 +344,6 @@ func (ix *Index) groupFor(e *nsEntry, l labels.Set, key []byte) *group {
 		ns:     e,
 		key:    string(key),
 		labels: l,
-		pods:   map[string]*cluster.Pod{},
 	}
 	for _, c := range e.cells {
 		if c.sel.Matches(l) {
@@ -342,7 +358,12 @@ func (ix *Index) groupFor(e *nsEntry, l labels.Set, key []byte) *group {
 
 // removeFromGroup removes pod name from g, dropping g when it empties.
 func (ix *Index) removeFromGroup(g *group, name string) {
-	delete(g.pods, name)
+	if i := g.podIndex(name); i >= 0 {
+		last := len(g.pods) - 1
+		g.pods[i] = g.pods[last]
+		g.pods[last] = nil
+		g.pods = g.pods[:last]
+	}
 	g.invalidate()
 	if len(g.pods) > 0 {
 		return

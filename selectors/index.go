@@ -163,7 +163,7 @@ func (ix *Index) UpsertPod(p *cluster.Pod) {
 	if old != nil && old.group != nil && !p.HostNetwork && old.group.key == string(key) {
 		// Same labels: the group and every cell keep their matches; only the
 		// pod value changed (address, node, ports).
-		old.group.pods[p.Name] = p
+		old.group.setPod(p)
 		old.group.invalidate()
 	} else {
 		if old != nil && old.group != nil {
@@ -172,7 +172,7 @@ func (ix *Index) UpsertPod(p *cluster.Pod) {
 		var g *group
 		if !p.HostNetwork {
 			g = ix.groupFor(e, p.Labels, key)
-			g.pods[p.Name] = p
+			g.pods = append(g.pods, p) // not in g: a pod of g would have kept its group above
 			g.invalidate()
 		}
 		if old == nil {
