@@ -52,15 +52,18 @@ const (
 )
 
 // Compiler compiles one node's ruleset again and again, as the agent does on
-// every sync, reusing the set elements whose inputs did not change. Its
-// output is exactly what Compile returns for the same input; only the time
-// differs. A Compiler is not safe for concurrent use.
+// every sync, reusing what did not change: the addresses of peer sets
+// whose pods did not change (and of the namespaces of a large peer that did
+// not), and the group chains whose policies did not (memo.go). Its output is
+// exactly what Compile returns for the same input; only the time differs.
+// It keeps only what the last compile used. A Compiler is not safe for
+// concurrent use.
 type Compiler struct {
 	Options Options
 
-	// peers caches the elements of peer sets, keyed by set name; an entry is
-	// valid while the peer's version (Source.PeerVersion) holds and address
-	// ownership has not changed.
+	// peers caches the elements of peer sets, keyed by peer and family; an
+	// entry is valid while the peer's version (Source.PeerVersion) holds and
+	// address ownership has not changed.
 	peers map[peerFam]*cachedSet
 	// parts caches the addresses of the parts of peers (Source.EachPeerPart)
 	// by part version and family, for rebuilding a peer set whose version
