@@ -149,9 +149,7 @@ func (c *cell) sortedPods() []*cluster.Pod {
 			c.sorted = make([]*cluster.Pod, 0, n)
 		}
 		for _, g := range c.groups.items {
-			for _, p := range g.pods {
-				c.sorted = append(c.sorted, p)
-			}
+			c.sorted = append(c.sorted, g.pods...)
 		}
 		slices.SortFunc(c.sorted, comparePodNames)
 		c.valid = true

@@ -415,9 +415,7 @@ func (ix *Index) SubjectPods(p *cluster.Policy) []*cluster.Pod {
 	var out []*cluster.Pod
 	for _, g := range e.groups {
 		if sel.Matches(g.labels) {
-			for _, pod := range g.pods {
-				out = append(out, pod)
-			}
+			out = append(out, g.pods...)
 		}
 	}
 	slices.SortFunc(out, comparePodNames)
