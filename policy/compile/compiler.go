@@ -352,9 +352,9 @@ func (c *Compiler) release(parts []partKey) {
 	}
 }
 
-// endCompile forgets the peer sets the compile just finished did not use
-// (their peers are gone, or no local pod's policy refers to them now), and
-// the parts only they held.
+// endCompile forgets the group chains and peer sets the compile just
+// finished did not use (their policies or peers are gone, or no local pod
+// needs them now), and the parts only those sets held.
 func (c *Compiler) endCompile() {
 	for k, m := range c.chains {
 		if m.used != c.gen {
