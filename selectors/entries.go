@@ -90,17 +90,21 @@ func (s *ptrSet[T]) insert(x *T) { s.items = append(s.items, x) }
 
 // remove drops x if the set holds it; the order of the rest may change.
 func (s *ptrSet[T]) remove(x *T) {
-	i := slices.Index(s.items, x)
-	if i < 0 {
-		return
+	if i := slices.Index(s.items, x); i >= 0 {
+		s.items = swapRemove(s.items, i)
 	}
-	last := len(s.items) - 1
-	s.items[i] = s.items[last]
-	s.items[last] = nil
-	s.items = s.items[:last]
+}
+
+// swapRemove drops entry i of s by moving the last entry into its place,
+// clearing the vacated slot; an emptied s becomes nil.
+func swapRemove[T any](s []*T, i int) []*T {
+	last := len(s) - 1
+	s[i] = s[last]
+	s[last] = nil
 	if last == 0 {
-		s.items = nil
+		return nil
 	}
+	return s[:last]
 }
 
 // cell is one pod selector evaluated in one namespace: the label groups it
@@ -357,10 +361,7 @@ func (ix *Index) groupFor(e *nsEntry, l labels.Set, key []byte) *group {
 // removeFromGroup removes pod name from g, dropping g when it empties.
 func (ix *Index) removeFromGroup(g *group, name string) {
 	if i := g.podIndex(name); i >= 0 {
-		last := len(g.pods) - 1
-		g.pods[i] = g.pods[last]
-		g.pods[last] = nil
-		g.pods = g.pods[:last]
+		g.pods = swapRemove(g.pods, i)
 	}
 	g.invalidate()
 	if len(g.pods) > 0 {

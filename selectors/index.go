@@ -343,16 +343,11 @@ func (ix *Index) PeerVersion(peer *cluster.Peer) uint64 {
 // order, without building or caching the sorted list: for callers that keep
 // their own result keyed by PeerVersion (policy/compile).
 func (ix *Index) EachPeerPod(peer *cluster.Peer, f func(*cluster.Pod)) {
-	if peer == nil || peer.Kind != cluster.PeerPods {
-		return
-	}
-	for _, c := range ix.peerRef(peer).cells {
-		for _, g := range c.groups.items {
-			for _, pod := range g.pods {
-				f(pod)
-			}
+	ix.EachPeerPart(peer, func(_ uint64, pods iter.Seq[*cluster.Pod]) {
+		for p := range pods {
+			f(p)
 		}
-	}
+	})
 }
 
 // EachPeerPart calls f for each part of the pods a PeerPods peer selects

@@ -212,13 +212,13 @@ func (c *Compiler) cachedPeer(src Source, peer *cluster.Peer, fam int, own map[n
 			// Too small to keep parts for last time: rebuilt whole, and
 			// its parts cached if it has grown.
 			next.addrs = partAddrs(fam, parts...)
-			if next.addrs.Len() >= minPartAddrs*len(parts) {
+			if worthParts(next.addrs, len(parts)) {
 				next.parts, next.merged = c.takeParts(parts, fam), true
 			}
 		default:
 			keys := c.takeParts(parts, fam)
 			next.addrs = c.mergeParts(e, keys, fam)
-			if next.addrs.Len() >= minPartAddrs*len(keys) {
+			if worthParts(next.addrs, len(keys)) {
 				next.parts, next.merged = keys, true
 			} else {
 				c.release(keys) // parts too small to be worth their keep
@@ -257,6 +257,10 @@ const minCachedParts = 4
 // 50,000 pods this keeps about 40% of the parts (and 75% of the addresses
 // that parts hold), about 5 MB less.
 const minPartAddrs = 16
+
+// worthParts reports whether a peer set of addrs in n parts keeps its
+// parts cached (minPartAddrs).
+func worthParts(addrs ruleset.AddrList, n int) bool { return addrs.Len() >= minPartAddrs*n }
 
 // peerPart is one part of the pods a peer selects (Source.EachPeerPart).
 type peerPart struct {

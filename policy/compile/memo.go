@@ -72,9 +72,7 @@ func (c *Compiler) keepMemo(gk string, m *chainMemo) {
 // replay registers in the compile in progress what building m registered.
 func (c *compiler) replay(m *chainMemo) {
 	for _, s := range m.sets {
-		if _, ok := c.sets[s.Name]; !ok {
-			c.sets[s.Name] = s
-		}
+		putNew(c.sets, s.Name, s)
 	}
 	for _, u := range m.peers {
 		c.peerSet(u.peer, u.fam)
@@ -86,14 +84,17 @@ func (c *compiler) replay(m *chainMemo) {
 		c.logged(u.v, u.d)
 	}
 	for _, ch := range m.chains {
-		if _, ok := c.chain[ch.Name]; !ok {
-			c.chain[ch.Name] = ch
-		}
+		putNew(c.chain, ch.Name, ch)
 	}
 	for _, s := range m.maps {
-		if _, ok := c.maps[s.Name]; !ok {
-			c.maps[s.Name] = s
-		}
+		putNew(c.maps, s.Name, s)
+	}
+}
+
+// putNew stores v under name unless m has an entry for it already.
+func putNew[V any](m map[string]V, name string, v V) {
+	if _, ok := m[name]; !ok {
+		m[name] = v
 	}
 }
 

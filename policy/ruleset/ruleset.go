@@ -336,10 +336,7 @@ func MergeAddrs(fam int, lists []AddrList) (AddrList, bool) {
 			parts = append(parts, l.data)
 		}
 	}
-	size := 4
-	if fam == 6 {
-		size = 16
-	}
+	size := AddrList{v6: fam == 6}.stride()
 	// Merge neighbours pairwise until one is left: every byte is copied
 	// once per level, log2(len(parts)) levels.
 	for len(parts) > 1 {
