@@ -119,11 +119,11 @@ func (c *compiler) layoutTier(d cluster.Direction, fam int, peerField ruleset.Fi
 			}
 			continue
 		}
-		rule, err := c.tierMap(d, fam, peerField, run)
+		rules, err := c.tierMap(d, fam, peerField, run)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, rule)
+		out = append(out, rules...)
 	}
 	return out, nil
 }
@@ -199,13 +199,18 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 	return out, nil
 }
 
-// tierMap returns the dispatch rule of a run of entries of one class,
-// creating its map on first use.
-func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry) (ruleset.Rule, error) {
+// tierMap returns the dispatch rules of a run of entries of one class,
+// creating their maps on first use: one rule, or for an address-keyed run
+// with ipBlocks one masked lookup per prefix length (prefixLengths).
+func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry) ([]ruleset.Rule, error) {
 	ported := run[0].class == tierPorts
 	exact := c.exactRun(run)
+	var lens []int
+	if !ported && !exact {
+		lens = prefixLengths(run, fam)
+	}
 	var key strings.Builder
-	fmt.Fprintf(&key, "%s|%d|%v|%v", d, fam, ported, exact)
+	fmt.Fprintf(&key, "%s|%d|%v|%v|%v", d, fam, ported, exact, lens)
 	var names []string
 	for _, e := range run {
 		fmt.Fprintf(&key, "|%s|%s|%s", e.comment, e.verdict, e.portSet)
@@ -216,9 +221,12 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 	}
 	name := fmt.Sprintf("tmap%d-%s", fam, shortHash(key.String()))
 	comment := truncate(fmt.Sprintf("%s cnp rules %s", run[0].cp.Tier, strings.Join(names, ", ")))
+	if lens != nil {
+		return c.prefixTierMaps(d, fam, peerField, run, lens, name, comment)
+	}
 	rule := &ruleset.DispatchRule{Family: fam, Field: peerField, Map: name, Ports: ported, Comment: comment}
 	if _, ok := c.maps[name]; ok {
-		return rule, nil
+		return []ruleset.Rule{rule}, nil
 	}
 	var boxes []tierBox
 	verdicts := make([]ruleset.Verdict, len(run))
@@ -260,7 +268,201 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 		m.Elements = firstMatchAddrs(boxes, verdicts)
 	}
 	c.maps[name] = m
-	return rule, nil
+	return []ruleset.Rule{rule}, nil
+}
+
+// maxPrefixLookups bounds the masked lookups an address-keyed tier map with
+// ipBlocks becomes. Its ranges would otherwise make it an interval map,
+// which the kernel searches by bisection with a comparison call per step:
+// on this machine's kernel 20 ranges cost about 450 ns a packet, a hashed
+// lookup about 110 (bench/pktpath's profile), so up to three lengths is
+// cheaper, and more falls back to the interval map.
+const maxPrefixLookups = 3
+
+// prefixLengths returns, longest first, the prefix lengths of family fam
+// the peers of an address-keyed run hold: a pod's or node's address is a
+// whole-length prefix, an ipBlock its CIDR minus excepts cut into CIDRs.
+// They depend on the rules only, never on the addresses pods hold, so the
+// maps keep their form as pods come and go. It returns nil when there are
+// more than maxPrefixLookups lengths, none, or a verdict that does not end
+// the chain (the lookups follow each other: only the longest matching
+// prefix may decide).
+func prefixLengths(run []tierEntry, fam int) []int {
+	bits := 32
+	if fam == 6 {
+		bits = 128
+	}
+	seen := map[int]bool{}
+	for _, e := range run {
+		switch e.verdict.Kind {
+		case ruleset.Accept, ruleset.Drop, ruleset.Goto, ruleset.Return:
+		default:
+			return nil
+		}
+		for _, p := range e.rule.Peers {
+			switch p.Kind {
+			case cluster.PeerPods, cluster.PeerNodes:
+				seen[bits] = true
+			case cluster.PeerIPBlock:
+				if family(p.CIDR.Addr()) != fam {
+					continue
+				}
+				for _, r := range subtractPrefixes(p.CIDR, p.Except) {
+					for _, q := range rangeCIDRs(r[0], r[1]) {
+						seen[q.Bits()] = true
+					}
+				}
+			default:
+				return nil
+			}
+		}
+		if len(seen) > maxPrefixLookups {
+			return nil
+		}
+	}
+	if len(seen) == 0 {
+		return nil
+	}
+	lens := make([]int, 0, len(seen))
+	for l := range seen {
+		lens = append(lens, l)
+	}
+	slices.SortFunc(lens, func(a, b int) int { return cmp.Compare(b, a) })
+	return lens
+}
+
+// prefixTierMaps returns an address-keyed run as one exact map per prefix
+// length of lens (longest first), each looked up with the address masked to
+// its length:
+//
+//	ip daddr vmap @tmap4-…-32
+//	ip daddr & 255.255.255.0 vmap @tmap4-…-24
+//
+// The run's prefixes nest or are disjoint, so the rules that cover an
+// address are those holding one of the prefixes containing it, and every
+// prefix containing it contains the longest such one. Each prefix therefore
+// gets the verdict of the first rule holding it or a shorter prefix around
+// it, and the first lookup that matches, the longest prefix, decides as
+// first match over the rules would.
+func (c *compiler) prefixTierMaps(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry, lens []int, name, comment string) ([]ruleset.Rule, error) {
+	bits := 32
+	if fam == 6 {
+		bits = 128
+	}
+	rules := make([]ruleset.Rule, len(lens))
+	names := make([]string, len(lens))
+	for i, l := range lens {
+		names[i] = fmt.Sprintf("%s-%d", name, l)
+		r := &ruleset.DispatchRule{Family: fam, Field: peerField, Map: names[i], Comment: comment}
+		if l < bits {
+			r.Prefix = l
+		}
+		rules[i] = r
+	}
+	// A /0 (an ipBlock of every address) needs no lookup: it is the
+	// last, shortest prefix, and matches what the longer ones did not.
+	whole := lens[len(lens)-1] == 0
+	if _, ok := c.maps[names[0]]; ok && !whole {
+		return rules, nil
+	}
+	var claims []prefixClaim
+	verdicts := make([]ruleset.Verdict, len(run))
+	for order, e := range run {
+		verdicts[order] = e.verdict
+		for i := range e.rule.Peers {
+			peer := &e.rule.Peers[i]
+			if peer.Kind != cluster.PeerIPBlock {
+				ranges, err := c.peerRanges(peer, fam)
+				if err != nil {
+					return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
+				}
+				for _, r := range ranges {
+					claims = append(claims, prefixClaim{netip.PrefixFrom(r[0], bits), order})
+				}
+				continue
+			}
+			if family(peer.CIDR.Addr()) != fam {
+				continue
+			}
+			for _, r := range subtractPrefixes(peer.CIDR, peer.Except) {
+				for _, q := range rangeCIDRs(r[0], r[1]) {
+					claims = append(claims, prefixClaim{q, order})
+				}
+			}
+		}
+	}
+	elems, err := firstMatchPrefixes(claims, lens, verdicts)
+	if err != nil {
+		return nil, fmt.Errorf("tier map %s: %w", name, err)
+	}
+	for i := range lens {
+		if lens[i] == 0 {
+			rules[i] = &ruleset.AllowRule{Family: fam, Verdict: elems[i][0].Verdict, Comment: comment}
+			continue
+		}
+		c.maps[names[i]] = &ruleset.Set{Name: names[i], Map: true, Key: ruleset.AddrKey(fam), Comment: comment, Elements: elems[i]}
+	}
+	return rules, nil
+}
+
+// prefixClaim is a prefix a rule's peer holds, with the rule's position in
+// its run: lower wins.
+type prefixClaim struct {
+	prefix netip.Prefix
+	order  int
+}
+
+// firstMatchPrefixes returns the elements of the maps of lens (longest
+// first), one list per length, sorted: each claimed prefix, at the verdict
+// of the first rule claiming it or a shorter prefix around it (see
+// prefixTierMaps). A claim of a length not in lens is an error.
+func firstMatchPrefixes(claims []prefixClaim, lens []int, verdicts []ruleset.Verdict) ([][]ruleset.Element, error) {
+	first := make(map[netip.Prefix]int, len(claims))
+	for _, c := range claims {
+		if o, ok := first[c.prefix]; !ok || c.order < o {
+			first[c.prefix] = c.order
+		}
+	}
+	elems := make([][]ruleset.Element, len(lens))
+	for q, order := range first {
+		li := -1
+		for i, l := range lens {
+			if l == q.Bits() {
+				li = i
+			} else if l < q.Bits() {
+				if o, ok := first[netip.PrefixFrom(q.Addr(), l).Masked()]; ok && o < order {
+					order = o
+				}
+			}
+		}
+		if li < 0 {
+			return nil, fmt.Errorf("prefix %s of no length of %v", q, lens)
+		}
+		elems[li] = append(elems[li], ruleset.Element{Addr: q.Addr(), Verdict: verdicts[order]})
+	}
+	for i := range elems {
+		slices.SortFunc(elems[i], ruleset.CompareAddrPort)
+	}
+	return elems, nil
+}
+
+// rangeCIDRs cuts the address range [lo, hi] into the fewest CIDRs, in
+// address order.
+func rangeCIDRs(lo, hi netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for lo.IsValid() && !hi.Less(lo) {
+		best := netip.PrefixFrom(lo, lo.BitLen())
+		for b := lo.BitLen() - 1; b >= 0; b-- {
+			p := netip.PrefixFrom(lo, b)
+			if p.Masked().Addr() != lo || hi.Less(ruleset.LastAddr(p)) {
+				break
+			}
+			best = p
+		}
+		out = append(out, best)
+		lo = ruleset.LastAddr(best).Next()
+	}
+	return out
 }
 
 // exactRun reports whether every box of run is a point: single addresses

@@ -121,7 +121,8 @@ func requireTextEqualsNetlink(t *testing.T, rs *ruleset.Ruleset) {
 // TestLower_CompiledClusterPoliciesMatchNftText: a ruleset compiled from
 // random ClusterNetworkPolicies (tier chains: accept, drop, return and goto
 // verdicts, node and network peers, tier maps keyed by address and by
-// address, protocol and port) lists the same whether applied as text
+// address, protocol and port, address ones masked to a prefix length) lists
+// the same whether applied as text
 // or through netlink, and the netlink backend adopts the text table with
 // 0 operations.
 func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
@@ -137,12 +138,13 @@ func TestLower_CompiledClusterPoliciesMatchNftText(t *testing.T) {
 		tierMaps := strings.Contains(txt, " . meta l4proto . th dport vmap @tmap") &&
 			(strings.Contains(txt, "saddr vmap @tmap") || strings.Contains(txt, "daddr vmap @tmap")) && strings.Contains(txt, ": goto ")
 		exact, interval := portedTierMapForms(cand)
-		if strings.Contains(txt, " goto ") && strings.Contains(txt, "-baseline-") && tierMaps && exact && interval {
+		masked := strings.Contains(txt, "addr & ")
+		if strings.Contains(txt, " goto ") && strings.Contains(txt, "-baseline-") && tierMaps && exact && interval && masked {
 			rs = cand
 		}
 	}
 	if rs == nil {
-		t.Fatal("no seed compiled to a ruleset with goto, a baseline chain, tier maps of both kinds with goto entries and ported ones both exact (hashed) and with intervals: the generator changed")
+		t.Fatal("no seed compiled to a ruleset with goto, a baseline chain, tier maps of both kinds with goto entries, ported ones both exact (hashed) and with intervals, and address ones looked up masked: the generator changed")
 	}
 	requireTextEqualsNetlink(t, rs)
 }

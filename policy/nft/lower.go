@@ -217,6 +217,10 @@ func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet,
 		)
 	case *ruleset.DispatchRule:
 		exprs = append(nfprotoMatch(r.Family), loadAddr(r.Family, r.Field, 1))
+		if m := r.Mask(); m.IsValid() {
+			mask := m.AsSlice()
+			exprs = append(exprs, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(mask)), Mask: mask, Xor: make([]byte, len(mask))})
+		}
 		if r.Ports {
 			_, n := addrOffset(r.Family, r.Field)
 			exprs = append(exprs, loadProtoPort(int(n/4), sets(r.Map).Interval)...)
@@ -341,6 +345,20 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 		}
 		if r.Field != ruleset.Saddr && r.Field != ruleset.Daddr {
 			return fmt.Errorf("invalid field %d", r.Field)
+		}
+		if r.Prefix != 0 {
+			// A masked address matches network addresses: an interval
+			// map or one keyed by ports would make no sense of it.
+			if !r.Mask().IsValid() || r.Ports {
+				bits := 32
+				if r.Family == 6 {
+					bits = 128
+				}
+				return fmt.Errorf("address mask /%d on an ipv%d dispatch (ports %v): want 1 to %d bits without ports", r.Prefix, r.Family, r.Ports, bits-1)
+			}
+			return needSet("map", r.Map, func(s *ruleset.Set) bool {
+				return s.Map && !s.Interval && !s.Key.HasPort() && s.Key.Family() == r.Family && hostBitsClear(s, r.Prefix)
+			}, fmt.Sprintf("an ipv%d_addr verdict map without flags interval whose addresses are /%d networks", r.Family, r.Prefix))
 		}
 		if r.Ports {
 			return needSet("map", r.Map, func(s *ruleset.Set) bool {
@@ -623,4 +641,16 @@ func lowerBaseChain(table *nftables.Table, c *ruleset.Chain) (*nftables.Chain, e
 	}
 	nc.Policy = &pol
 	return nc, nil
+}
+
+// hostBitsClear reports whether every address of s is a network address of
+// prefix length bits: a masked packet address can only ever equal those.
+func hostBitsClear(s *ruleset.Set, bits int) bool {
+	for i := range s.Len() {
+		a := s.At(i).Addr
+		if p, err := a.Prefix(bits); err != nil || p.Addr() != a {
+			return false
+		}
+	}
+	return true
 }

@@ -1,5 +1,7 @@
 package ruleset
 
+import "net/netip"
+
 // Rule is one rule of a chain. The set of rule shapes is closed: Rule has an
 // unexported method, so the concrete types of this package are all there is,
 // and Shapes lists one sample of each. Every consumer has one form per shape:
@@ -101,12 +103,40 @@ type NDRule struct {
 // once:
 //
 //	ip saddr . meta l4proto . th dport vmap @tmap4-0123456789abcdef
+//
+// With Prefix (1 to the family's bits − 1, never with Ports) the address is
+// masked to its first Prefix bits before the lookup, so an exact map of
+// network addresses matches whole prefixes in one hashed lookup:
+//
+//	ip daddr & 255.255.255.0 vmap @tmap4-0123456789abcdef
 type DispatchRule struct {
 	Family  int // 4 or 6
 	Field   Field
 	Map     string
 	Ports   bool
+	Prefix  int
 	Comment string
+}
+
+// Mask returns the address the rule masks the packet's address with: the
+// first Prefix bits set; invalid when the rule has no Prefix.
+func (r *DispatchRule) Mask() netip.Addr {
+	if r.Prefix <= 0 {
+		return netip.Addr{}
+	}
+	bits := 32
+	if r.Family == 6 {
+		bits = 128
+	}
+	if r.Prefix >= bits {
+		return netip.Addr{}
+	}
+	b := make([]byte, bits/8)
+	for i := range r.Prefix {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // PortDispatchRule looks the packet's protocol and destination port up in

@@ -204,6 +204,9 @@ func (r *DispatchRule) Text() string {
 	if r.Ports {
 		return fmt.Sprintf("%s %s . meta l4proto . th dport vmap @%s", familyWord(r.Family), r.Field, r.Map)
 	}
+	if m := r.Mask(); m.IsValid() {
+		return fmt.Sprintf("%s %s & %s vmap @%s", familyWord(r.Family), r.Field, m, r.Map)
+	}
 	return fmt.Sprintf("%s %s vmap @%s", familyWord(r.Family), r.Field, r.Map)
 }
 

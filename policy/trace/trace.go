@@ -220,6 +220,14 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		if r.Ports != m.Key.HasPort() {
 			return false, ruleset.Verdict{}, fmt.Errorf("dispatch (ports %v) through map %s of key %s", r.Ports, m.Name, m.Key.NftType())
 		}
+		if r.Prefix != 0 {
+			// The kernel looks the masked address up: its network.
+			pfx, err := addr.Prefix(r.Prefix)
+			if err != nil || r.Ports || m.Interval || !r.Mask().IsValid() {
+				return false, ruleset.Verdict{}, fmt.Errorf("dispatch masked to /%d through map %s of key %s (interval %v)", r.Prefix, m.Name, m.Key.NftType(), m.Interval)
+			}
+			addr = pfx.Addr()
+		}
 		for i := range m.Len() {
 			if e := m.At(i); inAddrRange(m, e, addr) && (!r.Ports || portMatches(e, p)) {
 				return true, e.Verdict, nil
