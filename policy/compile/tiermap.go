@@ -24,6 +24,10 @@ import (
 //	ip saddr . meta l4proto . th dport vmap @tmap4-…   (rules with ports)
 //	ip saddr vmap @tmap4-…                             (rules without)
 //
+// A map keyed by address alone whose ipBlocks hold at most three prefix
+// lengths is instead one exact map per length, looked up masked, longest
+// first (prefixTierMaps): hashed lookups, not the kernel's interval search.
+//
 // The map's elements are disjoint: compile resolves the rules' order
 // itself, giving each piece of the key space the verdict of the first rule
 // that covers it. A rule that matches every protocol cannot go into a

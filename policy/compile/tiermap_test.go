@@ -3,11 +3,13 @@ package compile
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
@@ -184,4 +186,105 @@ func TestFirstMatchPoints_EqualsRuleOrder(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestFirstMatchPrefixes_EqualsRuleOrder: on random CIDRs of at most three
+// lengths (a /0 among them at times), looking an address up masked to each
+// length, longest first, finds the verdict of the first rule whose prefix
+// covers it, and nothing where none does; every list is sorted and unique.
+func TestFirstMatchPrefixes_EqualsRuleOrder(t *testing.T) {
+	t.Parallel()
+	verdicts := []ruleset.Verdict{vDrop, vAccept, vGoto, {Kind: ruleset.Goto, Chain: "log-x"}, vDrop, vAccept}
+	for seed := range uint64(500) {
+		rng := rand.New(rand.NewPCG(seed, 17))
+		pool := []int{0, 24, 25, 27, 28, 30, 31, 32}
+		rng.Shuffle(len(pool), func(i, j int) { pool[i], pool[j] = pool[j], pool[i] })
+		lens := slices.Clone(pool[:1+rng.IntN(3)])
+		slices.SortFunc(lens, func(a, b int) int { return b - a })
+		var claims []prefixClaim
+		for range 1 + rng.IntN(16) {
+			l := lens[rng.IntN(len(lens))]
+			a := netip.AddrFrom4([4]byte{10, 0, byte(rng.IntN(2)), byte(rng.IntN(256))})
+			claims = append(claims, prefixClaim{netip.PrefixFrom(a, l).Masked(), rng.IntN(len(verdicts))})
+		}
+		elems, err := firstMatchPrefixes(claims, lens, verdicts)
+		require.NoError(t, err)
+		require.Len(t, elems, len(lens))
+		for i, l := range lens {
+			for j, e := range elems[i] {
+				p, _ := e.Addr.Prefix(l)
+				require.Equal(t, p.Addr(), e.Addr, "seed %d: %s in the /%d map has host bits", seed, e.Addr, l)
+				require.True(t, j == 0 || elems[i][j-1].Addr.Less(e.Addr), "seed %d: /%d map out of order or repeated at %d", seed, l, j)
+			}
+		}
+		for _, a := range []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(256))}), netip.AddrFrom4([4]byte{10, 0, 1, byte(rng.IntN(256))}), addr("192.168.0.1")} {
+			want, ok := -1, false
+			for _, c := range claims {
+				if c.prefix.Contains(a) && (!ok || c.order < want) {
+					want, ok = c.order, true
+				}
+			}
+			var got ruleset.Verdict
+			found := false
+			for i, l := range lens {
+				m, _ := a.Prefix(l)
+				if v, hit := lookup(elems[i], func(e ruleset.Element) bool { return e.Addr == m.Addr() }); hit {
+					got, found = v, true
+					break
+				}
+			}
+			require.Equal(t, ok, found, "seed %d %s: covered %v, found %v (lens %v, claims %v)", seed, a, ok, found, lens, claims)
+			if ok {
+				require.Equal(t, verdicts[want], got, "seed %d %s (lens %v, claims %v)", seed, a, lens, claims)
+			}
+		}
+	}
+	_, err := firstMatchPrefixes([]prefixClaim{{netip.MustParsePrefix("10.0.0.0/16"), 0}}, []int{24}, verdicts)
+	require.Error(t, err, "a prefix of a length the rules did not give")
+}
+
+// TestRangeCIDRs: a range is cut into the fewest CIDRs, in order, that
+// cover it exactly, up to the end of the address space.
+func TestRangeCIDRs(t *testing.T) {
+	t.Parallel()
+	pfx := netip.MustParsePrefix
+	assert.Equal(t, []netip.Prefix{pfx("10.0.0.0/24")}, rangeCIDRs(addr("10.0.0.0"), addr("10.0.0.255")))
+	assert.Equal(t, []netip.Prefix{pfx("10.0.0.1/32"), pfx("10.0.0.2/31"), pfx("10.0.0.4/30"), pfx("10.0.0.8/32")}, rangeCIDRs(addr("10.0.0.1"), addr("10.0.0.8")))
+	assert.Equal(t, []netip.Prefix{pfx("0.0.0.0/0")}, rangeCIDRs(addr("0.0.0.0"), addr("255.255.255.255")))
+	assert.Equal(t, []netip.Prefix{pfx("255.255.255.254/31")}, rangeCIDRs(addr("255.255.255.254"), addr("255.255.255.255")))
+	assert.Equal(t, []netip.Prefix{pfx("fd00::/127"), pfx("fd00::2/128")}, rangeCIDRs(addr("fd00::"), addr("fd00::2")))
+	// The except cut of 10.0.0.0/24 minus 10.0.0.64/26 is a /26 and a /25.
+	var got []netip.Prefix
+	for _, r := range subtractPrefixes(pfx("10.0.0.0/24"), []netip.Prefix{pfx("10.0.0.64/26")}) {
+		got = append(got, rangeCIDRs(r[0], r[1])...)
+	}
+	assert.Equal(t, []netip.Prefix{pfx("10.0.0.0/26"), pfx("10.0.0.128/25")}, got)
+}
+
+// TestPrefixLengths: pods and nodes are full-length prefixes, ipBlocks the
+// lengths of their CIDRs minus excepts, longest first; more than
+// maxPrefixLookups lengths, or a verdict that does not end the chain,
+// keep the interval map.
+func TestPrefixLengths(t *testing.T) {
+	t.Parallel()
+	pfx := netip.MustParsePrefix
+	block := func(cidr string, except ...string) cluster.Peer {
+		p := cluster.Peer{Kind: cluster.PeerIPBlock, CIDR: pfx(cidr)}
+		for _, e := range except {
+			p.Except = append(p.Except, pfx(e))
+		}
+		return p
+	}
+	entry := func(v ruleset.Verdict, peers ...cluster.Peer) tierEntry {
+		return tierEntry{rule: &cluster.ClusterRule{Peers: peers}, verdict: v, class: tierAllPorts}
+	}
+	pods := cluster.Peer{Kind: cluster.PeerPods}
+	assert.Equal(t, []int{32, 24, 16}, prefixLengths([]tierEntry{entry(vDrop, block("10.1.0.0/16")), entry(vAccept, pods, block("10.2.3.0/24"), block("fd00::/64"))}, 4))
+	assert.Equal(t, []int{64}, prefixLengths([]tierEntry{entry(vDrop, block("10.1.0.0/16")), entry(vAccept, block("fd00::/64"))}, 6))
+	assert.Equal(t, []int{26, 25}, prefixLengths([]tierEntry{entry(vDrop, block("10.0.0.0/24", "10.0.0.64/26"))}, 4))
+	assert.Equal(t, []int{24, 0}, prefixLengths([]tierEntry{entry(vAccept, block("10.0.0.0/24")), entry(vDrop, block("0.0.0.0/0"))}, 4))
+	assert.Nil(t, prefixLengths([]tierEntry{entry(vDrop, block("10.1.0.0/16"), block("10.2.0.0/20")), entry(vAccept, pods, block("10.2.3.0/24"))}, 4), "four lengths")
+	assert.Nil(t, prefixLengths([]tierEntry{entry(vDrop, block("10.0.0.0/24", "10.0.0.1/32"))}, 4), "an except cutting eight lengths")
+	assert.Nil(t, prefixLengths([]tierEntry{entry(ruleset.Verdict{Kind: ruleset.Jump, Chain: "x"}, block("10.1.0.0/16"))}, 4), "a jump returns to the next lookup")
+	assert.Nil(t, prefixLengths([]tierEntry{entry(vDrop, block("fd00::/64"))}, 4), "nothing of the family")
 }
