@@ -292,10 +292,7 @@ const maxPrefixLookups = 3
 // the chain (the lookups follow each other: only the longest matching
 // prefix may decide).
 func prefixLengths(run []tierEntry, fam int) []int {
-	bits := 32
-	if fam == 6 {
-		bits = 128
-	}
+	bits := ruleset.AddrBits(fam)
 	seen := map[int]bool{}
 	for _, e := range run {
 		switch e.verdict.Kind {
@@ -308,13 +305,8 @@ func prefixLengths(run []tierEntry, fam int) []int {
 			case cluster.PeerPods, cluster.PeerNodes:
 				seen[bits] = true
 			case cluster.PeerIPBlock:
-				if family(p.CIDR.Addr()) != fam {
-					continue
-				}
-				for _, r := range subtractPrefixes(p.CIDR, p.Except) {
-					for _, q := range rangeCIDRs(r[0], r[1]) {
-						seen[q.Bits()] = true
-					}
+				for _, q := range blockCIDRs(&p, fam) {
+					seen[q.Bits()] = true
 				}
 			default:
 				return nil
@@ -349,10 +341,7 @@ func prefixLengths(run []tierEntry, fam int) []int {
 // it, and the first lookup that matches, the longest prefix, decides as
 // first match over the rules would.
 func (c *compiler) prefixTierMaps(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry, lens []int, name, comment string) ([]ruleset.Rule, error) {
-	bits := 32
-	if fam == 6 {
-		bits = 128
-	}
+	bits := ruleset.AddrBits(fam)
 	rules := make([]ruleset.Rule, len(lens))
 	names := make([]string, len(lens))
 	for i, l := range lens {
@@ -375,23 +364,18 @@ func (c *compiler) prefixTierMaps(d cluster.Direction, fam int, peerField rulese
 		verdicts[order] = e.verdict
 		for i := range e.rule.Peers {
 			peer := &e.rule.Peers[i]
-			if peer.Kind != cluster.PeerIPBlock {
-				ranges, err := c.peerRanges(peer, fam)
-				if err != nil {
-					return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
-				}
-				for _, r := range ranges {
-					claims = append(claims, prefixClaim{netip.PrefixFrom(r[0], bits), order})
-				}
-				continue
-			}
-			if family(peer.CIDR.Addr()) != fam {
-				continue
-			}
-			for _, r := range subtractPrefixes(peer.CIDR, peer.Except) {
-				for _, q := range rangeCIDRs(r[0], r[1]) {
+			if peer.Kind == cluster.PeerIPBlock {
+				for _, q := range blockCIDRs(peer, fam) {
 					claims = append(claims, prefixClaim{q, order})
 				}
+				continue
+			}
+			ranges, err := c.peerRanges(peer, fam)
+			if err != nil {
+				return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
+			}
+			for _, r := range ranges {
+				claims = append(claims, prefixClaim{netip.PrefixFrom(r[0], bits), order})
 			}
 		}
 	}
@@ -448,6 +432,19 @@ func firstMatchPrefixes(claims []prefixClaim, lens []int, verdicts []ruleset.Ver
 		slices.SortFunc(elems[i], ruleset.CompareAddrPort)
 	}
 	return elems, nil
+}
+
+// blockCIDRs returns the CIDRs of family fam an ipBlock peer holds: its
+// CIDR minus excepts, cut into the fewest CIDRs; none of another family.
+func blockCIDRs(peer *cluster.Peer, fam int) []netip.Prefix {
+	if family(peer.CIDR.Addr()) != fam {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, r := range subtractPrefixes(peer.CIDR, peer.Except) {
+		out = append(out, rangeCIDRs(r[0], r[1])...)
+	}
+	return out
 }
 
 // rangeCIDRs cuts the address range [lo, hi] into the fewest CIDRs, in

@@ -350,11 +350,7 @@ func checkRule(r ruleset.Rule, sets setLookup) error {
 			// A masked address matches network addresses: an interval
 			// map or one keyed by ports would make no sense of it.
 			if !r.Mask().IsValid() || r.Ports {
-				bits := 32
-				if r.Family == 6 {
-					bits = 128
-				}
-				return fmt.Errorf("address mask /%d on an ipv%d dispatch (ports %v): want 1 to %d bits without ports", r.Prefix, r.Family, r.Ports, bits-1)
+				return fmt.Errorf("address mask /%d on an ipv%d dispatch (ports %v): want 1 to %d bits without ports", r.Prefix, r.Family, r.Ports, ruleset.AddrBits(r.Family)-1)
 			}
 			return needSet("map", r.Map, func(s *ruleset.Set) bool {
 				return s.Map && !s.Interval && !s.Key.HasPort() && s.Key.Family() == r.Family && hostBitsClear(s, r.Prefix)

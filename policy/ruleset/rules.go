@@ -1,6 +1,9 @@
 package ruleset
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+)
 
 // Rule is one rule of a chain. The set of rule shapes is closed: Rule has an
 // unexported method, so the concrete types of this package are all there is,
@@ -121,21 +124,10 @@ type DispatchRule struct {
 // Mask returns the address the rule masks the packet's address with: the
 // first Prefix bits set; invalid when the rule has no Prefix.
 func (r *DispatchRule) Mask() netip.Addr {
-	if r.Prefix <= 0 {
+	if r.Prefix <= 0 || r.Prefix >= AddrBits(r.Family) {
 		return netip.Addr{}
 	}
-	bits := 32
-	if r.Family == 6 {
-		bits = 128
-	}
-	if r.Prefix >= bits {
-		return netip.Addr{}
-	}
-	b := make([]byte, bits/8)
-	for i := range r.Prefix {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
+	a, _ := netip.AddrFromSlice(net.CIDRMask(r.Prefix, AddrBits(r.Family)))
 	return a
 }
 

@@ -129,6 +129,14 @@ func (k KeyType) Family() int {
 	return 0
 }
 
+// AddrBits returns the length of an address of family fam (4 or 6), in bits.
+func AddrBits(fam int) int {
+	if fam == 6 {
+		return 128
+	}
+	return 32
+}
+
 // AddrKey returns the address key of family fam (4 or 6).
 func AddrKey(fam int) KeyType {
 	if fam == 6 {
