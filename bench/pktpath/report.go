@@ -22,7 +22,7 @@ func (rep *Report) describe(m *Measurement) string {
 	case "ct":
 		return "one rule, `ct state established,related accept`: the conntrack every node running kube-proxy pays anyway. The baseline."
 	case "f":
-		return fmt.Sprintf("the floor, written by hand: (ct), then `ip saddr vmap` sends pod A to a chain with one `ip daddr . meta l4proto . th dport` lookup in a set holding pod B on TCP and UDP %d, and `ip daddr vmap` sends pod B to the same lookup of pod A; anything else is dropped. The least a table that judges this packet can do.", Port)
+		return fmt.Sprintf("the floor, written by hand: (ct), then `ip saddr vmap` sends pod A to a chain with one `ip daddr . meta l4proto . th dport` lookup in a set holding pod B on TCP and UDP %d, and `ip daddr vmap` sends pod B to the same lookup of pod A; anything else is dropped. Every set and map has a size, so the kernel gives it its fixed-size hash, the cheaper lookup (as in (b)). The least a table that judges this packet can do.", Port)
 	case "b":
 		return fmt.Sprintf("policyd's table as compiled for the node (%d sets, %d verdict maps).", rep.Compiled.Sets, rep.Compiled.Maps)
 	case "b+cnp":

@@ -223,6 +223,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	}
 	rs.Chains = append(rs.Chains, base...)
 	dropUnusedPortSets(rs)
+	rs.SizeSets()
 	rs.Sort()
 	return rs, nil
 }

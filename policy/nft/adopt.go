@@ -174,6 +174,7 @@ func adoptSet(ks *kSet) *ruleset.Set {
 		Interval: ks.flags&unix.NFT_SET_INTERVAL != 0,
 		Map:      ks.flags&unix.NFT_SET_MAP != 0,
 		Comment:  ks.comment,
+		Size:     ks.size,
 	}
 	switch {
 	case ks.keyType == magicIPv4 && ks.keyLen == 4:

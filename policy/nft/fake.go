@@ -82,6 +82,7 @@ func (f *Fake) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, erro
 		f.synced = false
 		return stats, fmt.Errorf("nft sync (fake): %w", err)
 	}
+	want = ruleset.KeepSizes(f.committed, want)
 	plan := ruleset.Diff(f.committed, want)
 	c := plan.Counts()
 	stats.Ops = plan.Ops()
@@ -361,6 +362,10 @@ func (st *fakeStore) apply(s ruleset.Step) error {
 				return fmt.Errorf("set %s element %s: exists with verdict %s", s.Set.Name, k, o.Verdict)
 			}
 			fs.elems[k] = e
+		}
+		if fs.def.Size != 0 && len(fs.elems) > int(fs.def.Size) {
+			// The kernel refuses the element beyond a set's size (ENFILE).
+			return fmt.Errorf("add elements to set %s: %d elements exceed its size %d", s.Set.Name, len(fs.elems), fs.def.Size)
 		}
 		if fs.def.Interval {
 			if err := checkOverlap(fs); err != nil {

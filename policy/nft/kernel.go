@@ -130,7 +130,9 @@ type kSet struct {
 	keyLen   uint32
 	dataType uint32
 	comment  string
-	elems    []kElem
+	// size is NFTA_SET_DESC_SIZE, 0 when the set has none.
+	size  uint32
+	elems []kElem
 }
 
 type kElem struct {
@@ -299,6 +301,15 @@ func readSets(c *netlink.Conn) ([]*kSet, error) {
 				s.keyLen = ad.Uint32()
 			case unix.NFTA_SET_DATA_TYPE:
 				s.dataType = ad.Uint32()
+			case unix.NFTA_SET_DESC:
+				ad.Nested(func(nd *netlink.AttributeDecoder) error {
+					for nd.Next() {
+						if nd.Type() == unix.NFTA_SET_DESC_SIZE {
+							s.size = nd.Uint32()
+						}
+					}
+					return nil
+				})
 			case unix.NFTA_SET_USERDATA:
 				if tlv, ok := parseUserData(ad.Bytes()); ok {
 					s.comment = string(bytes.TrimSuffix(tlv[udataSetComment], []byte{0}))

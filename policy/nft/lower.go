@@ -508,6 +508,15 @@ func lowerSet(table *nftables.Table, s *ruleset.Set) (*nftables.Set, error) {
 		IsMap:         s.Map,
 		Comment:       s.Comment,
 	}
+	if s.Size != 0 {
+		if s.Interval {
+			return nil, fmt.Errorf("set %s: an interval set has no size (the kernel sizes it)", s.Name)
+		}
+		if uint64(s.Len()) > uint64(s.Size) {
+			return nil, fmt.Errorf("set %s: %d elements do not fit its size %d", s.Name, s.Len(), s.Size)
+		}
+		ns.Size = s.Size
+	}
 	if !s.Key.HasPort() {
 		ns.KeyByteOrder = binaryutil.BigEndian
 	}

@@ -157,6 +157,9 @@ func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 		old = adopt(kt, want)
 	}
 
+	// Sets whose kernel size still holds their elements keep it; want is
+	// then a copy with those sizes, the state this sync commits.
+	want = ruleset.KeepSizes(old, want)
 	plan := ruleset.Diff(old, want)
 	if plan.Empty() {
 		b.last, b.lastGen = want, gen
@@ -180,6 +183,12 @@ func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 		b.beforeFlush(conn)
 	}
 	if err := conn.Flush(); err != nil {
+		if errors.Is(err, unix.ENFILE) {
+			// What the kernel says when a set is full; sizes are
+			// chosen to fit, so this means the kernel's set is not
+			// the one committed last.
+			return stats, fmt.Errorf("commit batch of %d ops: a set is full (its kernel size is smaller than its elements): %w", stats.Ops, err)
+		}
 		return stats, fmt.Errorf("commit batch of %d ops: %w", stats.Ops, err)
 	}
 	// Committed. Trust want as the kernel's state only if ours was the one

@@ -394,3 +394,87 @@ func BenchmarkSyncPodAdd(b *testing.B) {
 		})
 	}
 }
+
+// setSize returns the size line's value of set name in an nft listing, 0
+// when the set has none.
+func setSize(t *testing.T, listing, name string) uint32 {
+	t.Helper()
+	in := false
+	for _, line := range strings.Split(listing, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && (f[0] == "set" || f[0] == "map") && f[2] == "{":
+			in = f[1] == name
+		case in && len(f) == 2 && f[0] == "size":
+			var n uint32
+			if _, err := fmt.Sscan(f[1], &n); err != nil {
+				t.Fatalf("set %s: size line %q", name, line)
+			}
+			return n
+		case in && line == "\t}":
+			return 0
+		}
+	}
+	t.Fatalf("listing has no set %s:\n%s", name, listing)
+	return 0
+}
+
+// growTo gives peer4 and the dispatch map ing4 n elements each (the new
+// map entries accept).
+func growTo(n int) func(*ruleset.Ruleset) {
+	return func(r *ruleset.Ruleset) {
+		for _, name := range []string{"peer4", "ing4"} {
+			s := r.Set(name)
+			for i := s.Len(); i < n; i++ {
+				e := ruleset.Element{Addr: netip.AddrFrom4([4]byte{10, 0, 1, byte(i)})}
+				if s.Map {
+					e.Verdict = accept()
+				}
+				s.Elements = append(s.Elements, e)
+			}
+		}
+	}
+}
+
+// TestSync_SizedSetsKeepTheirSizeUntilOutgrown: the kernel refuses an
+// element beyond a set's size, so a set that outgrows it must be recreated
+// (with the chains that look it up: a regular chain for the peer set, the
+// base chain for the dispatch map) in the same batch; one that still fits
+// keeps its size, whatever SizeFor says now; and a restarted agent reads
+// the sizes back rather than recreating every set.
+func TestSync_SizedSetsKeepTheirSizeUntilOutgrown(t *testing.T) {
+	ns, b := kernelNS(t)
+	sized := func(n int) *ruleset.Ruleset {
+		return fullRuleset(growTo(n), func(r *ruleset.Ruleset) { r.SizeSets() })
+	}
+	want := sized(3)
+	mustSync(t, b, want)
+	expectListing(t, ns, want)
+	if got := setSize(t, listTable(t, ns), "peer4"); got != ruleset.MinSetSize {
+		t.Fatalf("peer4 created with size %d, want %d", got, ruleset.MinSetSize)
+	}
+
+	// 12 elements: SizeFor(12) is 32, but 16 still holds them.
+	st := mustSync(t, b, sized(12))
+	wantStats(t, "grow within the size", st, false, 2*9)
+	for _, name := range []string{"peer4", "ing4"} {
+		if got := setSize(t, listTable(t, ns), name); got != ruleset.MinSetSize {
+			t.Errorf("%s: size %d after growing within it, want %d kept", name, got, ruleset.MinSetSize)
+		}
+	}
+
+	// 20 elements do not fit 16: both are recreated at 32.
+	want = sized(20)
+	if st, err := b.Sync(context.Background(), want); err != nil {
+		t.Fatalf("grow beyond the size: %v", err)
+	} else if st.Full {
+		t.Errorf("grow beyond the size: a full sync")
+	}
+	expectListing(t, ns, want)
+	if got := setSize(t, listTable(t, ns), "peer4"); got != 32 {
+		t.Errorf("peer4: size %d, want 32", got)
+	}
+
+	// A restarted agent adopts the sizes: nothing to write.
+	wantStats(t, "adopt sized sets", mustSync(t, newBackendIn(t, ns), sized(20)), true, 0)
+}

@@ -28,7 +28,9 @@ import "net/netip"
 // packets never see the intermediate states.
 type Plan struct {
 	// Rebuild is set when an existing set changed its key type, interval
-	// flag or map kind, which the kernel cannot change in place. The plan
+	// flag or map kind, which the kernel cannot change in place. (A set
+	// whose Size changed is recreated on its own: DelSets and AddSets both
+	// hold it, and the chains that look it up are refilled.) The plan
 	// then deletes every old set and regular chain and adds every new one
 	// (base chains are flushed and refilled, not deleted), still in one batch.
 	Rebuild bool
@@ -155,6 +157,7 @@ func Diff(old, new *Ruleset) *Plan {
 		newSets[s.Name] = s
 	}
 	p := &Plan{}
+	resized := map[string]bool{}
 	for _, s := range new.Sets {
 		if o, ok := oldSets[s.Name]; ok && !sameSetType(o, s) {
 			p.Rebuild = true
@@ -169,6 +172,14 @@ func Diff(old, new *Ruleset) *Plan {
 			o, ok := oldSets[s.Name]
 			if !ok {
 				p.AddSets = append(p.AddSets, s)
+				continue
+			}
+			if o.Size != s.Size {
+				// The kernel cannot resize a set: delete it and add it
+				// again, refilling the chains whose rules look it up.
+				p.DelSets = append(p.DelSets, o)
+				p.AddSets = append(p.AddSets, s)
+				resized[s.Name] = true
 				continue
 			}
 			add, del := diffElements(o, s)
@@ -201,7 +212,7 @@ func Diff(old, new *Ruleset) *Plan {
 			switch {
 			case !ok || o.Base != nil || p.Rebuild:
 				p.AddChains = append(p.AddChains, c)
-			case o != c && !trustedChain(o):
+			case o != c && !trustedChain(o), looksUp(c, resized):
 				p.RefillChains = append(p.RefillChains, c)
 			}
 		case !ok:
@@ -211,7 +222,7 @@ func Diff(old, new *Ruleset) *Plan {
 			p.AddBaseChains = append(p.AddBaseChains, c)
 		case o.Base.Hook != c.Base.Hook || o.Base.Priority != c.Base.Priority:
 			p.ReplaceBaseChains = append(p.ReplaceBaseChains, c)
-		case p.Rebuild || o.Base.Policy != c.Base.Policy || !sameRules(o.Rules, c.Rules):
+		case p.Rebuild || o.Base.Policy != c.Base.Policy || !sameRules(o.Rules, c.Rules), looksUp(c, resized):
 			p.RefillBaseChains = append(p.RefillBaseChains, c)
 		}
 	}
@@ -255,6 +266,22 @@ func diffLimits(old, new []*Limit) (add, del []*Limit) {
 		}
 	}
 	return add, del
+}
+
+// looksUp reports whether a rule of c refers to one of the sets named in
+// names.
+func looksUp(c *Chain, names map[string]bool) bool {
+	if len(names) == 0 {
+		return false
+	}
+	for _, r := range c.Rules {
+		for _, n := range r.SetRefs() {
+			if names[n] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // sameSetType reports whether the kernel set a could serve as b: same key

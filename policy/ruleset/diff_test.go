@@ -363,6 +363,8 @@ func TestDiff_ApplyGivesNew(t *testing.T) {
 		baseRuleset(func(r *Ruleset) { r.Limits = []*Limit{{Name: LimitName(20, 5), Rate: 20, Burst: 5}} }),
 		// What adopt reads when someone replaced the object: same name, other rate.
 		baseRuleset(func(r *Ruleset) { r.Limits = []*Limit{{Name: LimitName(20, 5), Rate: 7, Burst: 5}} }),
+		baseRuleset(func(r *Ruleset) { r.SizeSets() }),
+		baseRuleset(func(r *Ruleset) { r.SizeSets(); r.Set("peers-a").Size, r.Set("ingress4").Size = 64, 32 }),
 	}
 	for i, old := range variants {
 		for j, new := range variants {
@@ -539,5 +541,42 @@ func TestDiffElements_UnsortedAndDuplicates(t *testing.T) {
 				t.Errorf("add %v del %v, want %d adds and %d deletes", add, del, tt.add, tt.del)
 			}
 		})
+	}
+}
+
+// TestDiff_ResizedSetIsRecreatedAlone: a set whose size changes is deleted
+// and added again with its elements, and exactly the chains that look it up
+// are refilled (a regular chain for a peer set, the base chain for a
+// dispatch map); nothing else is rebuilt.
+func TestDiff_ResizedSetIsRecreatedAlone(t *testing.T) {
+	t.Parallel()
+	old := baseRuleset(func(r *Ruleset) { r.SizeSets() })
+	for _, tc := range []struct {
+		set, chain string
+		base       bool
+	}{
+		{set: "peers-a", chain: "pol-a"},
+		{set: "ingress4", chain: "input", base: true},
+	} {
+		new := baseRuleset(func(r *Ruleset) { r.SizeSets(); r.Set(tc.set).Size *= 2 })
+		p := Diff(old, new)
+		if p.Rebuild {
+			t.Errorf("%s resized: the plan rebuilds the table", tc.set)
+		}
+		wantNames(t, tc.set+": DelSets", setNames(p.DelSets), tc.set)
+		wantNames(t, tc.set+": AddSets", setNames(p.AddSets), tc.set)
+		refilled, other := p.RefillChains, p.RefillBaseChains
+		if tc.base {
+			refilled, other = other, refilled
+		}
+		wantNames(t, tc.set+": refilled chains", chainNames(refilled), tc.chain)
+		wantNames(t, tc.set+": other refilled chains", chainNames(other))
+		wantNames(t, tc.set+": AddChains", chainNames(p.AddChains))
+		if len(p.AddElements)+len(p.DelElements) != 0 {
+			t.Errorf("%s resized: element changes %v %v besides the recreated set", tc.set, p.AddElements, p.DelElements)
+		}
+		if got := applyForTest(old, p); got.Text() != new.Text() {
+			t.Errorf("%s resized: old + plan != new\n got:\n%s\nwant:\n%s", tc.set, got.Text(), new.Text())
+		}
 	}
 }

@@ -175,7 +175,90 @@ type Set struct {
 	Elements []Element
 	// Addrs holds a packed set's elements; see Elements.
 	Addrs AddrList
+	// Size, when not 0, is the most elements the kernel set is created to
+	// hold (NFTA_SET_DESC_SIZE). A sized set that is not an interval set
+	// gets the kernel's fixed-size hash (nft_hash; nft_hash_fast for a
+	// 4-byte key), whose lookup costs a judged packet less than the
+	// resizable rhashtable an unsized one gets (BENCHMARKS.md). The kernel
+	// refuses an element beyond the size, so Diff recreates a set whose
+	// size changed, and KeepSizes keeps a committed size that still fits.
+	// Interval sets stay unsized: the kernel sizes their trees itself.
+	Size uint32
 }
+
+// MinSetSize is the smallest size SizeFor gives.
+const MinSetSize = 16
+
+// maxSetSize bounds SizeFor (a power of two the u32 attribute holds).
+const maxSetSize = 1 << 31
+
+// SizeFor returns the size a hash set of n elements is created with: room
+// for half as many again, rounded up to a power of two and at least
+// MinSetSize. A set grows by recreation only when it outgrows that, at most
+// once per doubling of its elements; the kernel hash's buckets (about 1.3 a
+// slot) cost 8 bytes each.
+func SizeFor(n int) uint32 {
+	want := uint64(n) + uint64(n)/2
+	size := uint64(MinSetSize)
+	for size < want && size < maxSetSize {
+		size <<= 1
+	}
+	return uint32(size)
+}
+
+// SizeSets gives every set that is not an interval set the size SizeFor
+// its elements, and interval sets none. The compiler calls it last, so
+// that a ruleset's text and its netlink form create the same sets.
+func (r *Ruleset) SizeSets() {
+	for _, s := range r.Sets {
+		s.Size = 0
+		if !s.Interval {
+			s.Size = SizeFor(s.Len())
+		}
+	}
+}
+
+// KeepSizes returns want with the sizes of the sets committed in old kept
+// wherever they still fit: a set of the same name and type whose committed
+// size holds want's elements, and is not more than shrinkFactor times what
+// SizeFor would give, keeps it, so that a pod joining or leaving a set
+// near a power of two does not recreate it. want is not modified: sets
+// whose size changes are copied (their elements are shared), and want
+// itself is returned when none does. The Backend syncs the result and keeps
+// it as the kernel's state.
+func KeepSizes(old, want *Ruleset) *Ruleset {
+	if old == nil || want == nil {
+		return want
+	}
+	var out *Ruleset
+	for i, s := range want.Sets {
+		o := old.Set(s.Name)
+		if o == nil || o.Size == s.Size || s.Size == 0 || o.Size == 0 || !sameSetType(o, s) {
+			continue
+		}
+		n := s.Len()
+		if uint64(o.Size) < uint64(n) || uint64(o.Size) > shrinkFactor*uint64(SizeFor(n)) {
+			continue
+		}
+		if out == nil {
+			cp := *want
+			cp.Sets = slices.Clone(want.Sets)
+			out = &cp
+		}
+		kept := *s
+		kept.Size = o.Size
+		out.Sets[i] = &kept
+	}
+	if out == nil {
+		return want
+	}
+	return out
+}
+
+// shrinkFactor is how many times larger than SizeFor a committed size may
+// be and still be kept (KeepSizes): a set that lost most of its elements is
+// recreated smaller.
+const shrinkFactor = 8
 
 // Packed reports whether s is a plain address or named-port set, whose
 // elements SortElements keeps in Addrs.

@@ -233,3 +233,78 @@ func TestPatchAddrs(t *testing.T) {
 		t.Error("PatchAddrs added an IPv6 list to an IPv4 one")
 	}
 }
+
+func TestSizeFor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		n    int
+		want uint32
+	}{
+		{0, MinSetSize}, {1, MinSetSize}, {11, MinSetSize}, {12, 32}, {21, 32}, {22, 64},
+		{10000, 16384}, {10923, 16384}, {10924, 32768}, {1 << 40, maxSetSize},
+	} {
+		if got := SizeFor(tc.n); got != tc.want {
+			t.Errorf("SizeFor(%d) = %d, want %d", tc.n, got, tc.want)
+		}
+		if got := SizeFor(tc.n); tc.n < maxSetSize && uint64(got) < uint64(tc.n) {
+			t.Errorf("SizeFor(%d) = %d holds fewer than %d", tc.n, got, tc.n)
+		}
+	}
+}
+
+func TestSizeSets_IntervalSetsStayUnsized(t *testing.T) {
+	t.Parallel()
+	r := &Ruleset{Sets: []*Set{
+		{Name: "a", Key: KeyIPv4, Interval: true, Elements: []Element{{Addr: netip.MustParseAddr("10.0.0.0"), AddrEnd: netip.MustParseAddr("10.0.0.255")}}},
+		{Name: "b", Key: KeyIPv4, Elements: []Element{{Addr: netip.MustParseAddr("10.0.0.1")}}},
+		{Name: "c", Key: KeyProtoPort, Map: true},
+	}}
+	r.SizeSets()
+	if got := []uint32{r.Sets[0].Size, r.Sets[1].Size, r.Sets[2].Size}; got[0] != 0 || got[1] != MinSetSize || got[2] != MinSetSize {
+		t.Errorf("sizes %v, want [0 %d %d]", got, MinSetSize, MinSetSize)
+	}
+	if !strings.Contains(r.Text(), "\t\ttype ipv4_addr\n\t\tsize 16\n") {
+		t.Errorf("text lacks the size:\n%s", r.Text())
+	}
+}
+
+// TestKeepSizes: a committed size that still holds the wanted elements is
+// kept (in a copy: want is not modified), one too small or far too large is
+// not, and a set of another type or one without a size is left alone.
+func TestKeepSizes(t *testing.T) {
+	t.Parallel()
+	peers := func(size uint32, n int, key KeyType) *Set {
+		s := &Set{Name: "p", Key: key, Size: size}
+		for i := range n {
+			s.Elements = append(s.Elements, Element{Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})})
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name      string
+		old, want *Set
+		size      uint32
+	}{
+		{"fits", peers(64, 40, KeyIPv4), peers(16, 5, KeyIPv4), 64},
+		{"outgrown", peers(16, 16, KeyIPv4), peers(32, 17, KeyIPv4), 32},
+		{"far too large", peers(256, 200, KeyIPv4), peers(16, 1, KeyIPv4), 16},
+		{"just large enough to keep", peers(128, 100, KeyIPv4), peers(16, 1, KeyIPv4), 128},
+		{"other type", peers(64, 40, KeyIPv6), peers(16, 5, KeyIPv4), 16},
+		{"committed unsized", peers(0, 40, KeyIPv4), peers(16, 5, KeyIPv4), 16},
+		{"wanted unsized", peers(64, 40, KeyIPv4), peers(0, 5, KeyIPv4), 0},
+	} {
+		old := &Ruleset{Sets: []*Set{tc.old}}
+		want := &Ruleset{Sets: []*Set{tc.want}}
+		before := tc.want.Size
+		got := KeepSizes(old, want)
+		if s := got.Set("p"); s.Size != tc.size {
+			t.Errorf("%s: size %d, want %d", tc.name, s.Size, tc.size)
+		}
+		if tc.want.Size != before {
+			t.Errorf("%s: want modified", tc.name)
+		}
+		if (got == want) != (tc.size == before) {
+			t.Errorf("%s: returned want itself = %v, though the size went %d -> %d", tc.name, got == want, before, tc.size)
+		}
+	}
+}

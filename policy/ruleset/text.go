@@ -55,6 +55,9 @@ func (s *Set) writeText(b *strings.Builder) {
 	if s.Interval {
 		b.WriteString("\t\tflags interval\n")
 	}
+	if s.Size != 0 {
+		fmt.Fprintf(b, "\t\tsize %d\n", s.Size)
+	}
 	if s.Comment != "" {
 		fmt.Fprintf(b, "\t\tcomment %s\n", quote(s.Comment))
 	}
