@@ -69,6 +69,9 @@
 // sets, plain hash sets unless a range or a protocol-wide entry needs an
 // interval set; named ports become sets of
 // address . inet_proto . inet_service triples resolved on each destination pod.
+// Every set and map but the interval sets is sized (ruleset.SizeSets), so
+// the kernel keeps it in its fixed-size hash, the cheaper lookup; the
+// Backend keeps a size that still fits and recreates a set that outgrew it.
 //
 // Denied packets are dropped, not rejected: reject is not allowed in the
 // postrouting hook, and a silent drop is what the peers do and what the

@@ -447,8 +447,19 @@ func TestSync_SizedSetsKeepTheirSizeUntilOutgrown(t *testing.T) {
 	sized := func(n int) *ruleset.Ruleset {
 		return fullRuleset(growTo(n), func(r *ruleset.Ruleset) { r.SizeSets() })
 	}
+	// The table of an agent that did not size its sets: every set is
+	// recreated sized, in one batch, chains refilled.
+	mustSync(t, b, fullRuleset(growTo(3)))
 	want := sized(3)
-	mustSync(t, b, want)
+	hashed := 0
+	for _, s := range want.Sets {
+		if !s.Interval {
+			hashed++
+		}
+	}
+	if st := mustSync(t, b, want); st.Full || st.Sets != 2*hashed {
+		t.Errorf("sizing an unsized table: %+v, want a partial sync deleting and adding all %d hash sets", st, hashed)
+	}
 	expectListing(t, ns, want)
 	if got := setSize(t, listTable(t, ns), "peer4"); got != ruleset.MinSetSize {
 		t.Fatalf("peer4 created with size %d, want %d", got, ruleset.MinSetSize)
