@@ -148,6 +148,7 @@ type Agent struct {
 	mu       sync.Mutex // guards index, compiler, pending, invalid, invalidCNP, cnpStaging, ambiguous, podNet
 	index    *selectors.Index
 	compiler *compile.Compiler // reused across syncs: unchanged sets are not rebuilt
+	release  releaser          // returns a big compile's freed pages to the OS
 	pending  []Change
 	invalid  map[string]string // policy key -> errors it was last reported with
 	// invalidCNP is invalid for ClusterNetworkPolicies, by name.
@@ -523,6 +524,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		// at 50,000 pods tens of MB for minutes. Return them once, now;
 		// later syncs are small.
 		go debug.FreeOSMemory()
+		a.release.released(now)
+	} else {
+		a.release.afterSync(now)
 	}
 	level := slog.LevelDebug
 	if first || stats.Full {
