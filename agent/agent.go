@@ -521,8 +521,8 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		// The first sync's transient allocations (the initial lists as
 		// decoded, the first full compile) leave freed pages resident
 		// until the background scavenger returns them at its slow pace:
-		// at 50,000 pods tens of MB for minutes. Return them once, now;
-		// later syncs are small.
+		// at 50,000 pods tens of MB for minutes. Return them now; a
+		// later sync's go back when they are many (releaser).
 		go debug.FreeOSMemory()
 		a.release.released(now)
 	} else {
