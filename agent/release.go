@@ -60,13 +60,10 @@ func (r *releaser) decide(now time.Time, held, goal uint64) {
 	if free == nil {
 		free = debug.FreeOSMemory
 	}
-	if held <= goal+releaseSlack || r.pending.Load() {
+	if held <= goal+releaseSlack || !r.pending.CompareAndSwap(false, true) {
 		return
 	}
 	wait := every - now.Sub(time.Unix(0, r.last.Load()))
-	if !r.pending.CompareAndSwap(false, true) {
-		return
-	}
 	time.AfterFunc(max(wait, 0), func() {
 		r.last.Store(time.Now().UnixNano())
 		free()

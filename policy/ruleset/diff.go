@@ -157,7 +157,7 @@ func Diff(old, new *Ruleset) *Plan {
 		newSets[s.Name] = s
 	}
 	p := &Plan{}
-	resized := map[string]bool{}
+	var resized map[string]bool // sets recreated for a new Size
 	for _, s := range new.Sets {
 		if o, ok := oldSets[s.Name]; ok && !sameSetType(o, s) {
 			p.Rebuild = true
@@ -179,6 +179,9 @@ func Diff(old, new *Ruleset) *Plan {
 				// again, refilling the chains whose rules look it up.
 				p.DelSets = append(p.DelSets, o)
 				p.AddSets = append(p.AddSets, s)
+				if resized == nil {
+					resized = map[string]bool{}
+				}
 				resized[s.Name] = true
 				continue
 			}
