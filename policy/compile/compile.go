@@ -305,6 +305,7 @@ type compiler struct {
 	// named lists the named-port sets by key; egressNamed those used in egress
 	// rules, whose destinations may be any pod of the cluster.
 	named       map[namedKey]string
+	namedPorts  map[namedKey][]namedPort
 	egressNamed []namedKey
 	// deciders maps the ids of the log chains made so far to their
 	// deciders; logErr is a collision among them (see logged).
@@ -316,10 +317,32 @@ type compiler struct {
 	rec *chainMemo
 }
 
+// namedPort is one named port entry of a rule: a name and a protocol.
+type namedPort struct {
+	name  string
+	proto cluster.Protocol
+}
+
+// namedKey names a named-port set: the canonical list of a rule's named
+// port entries (namedList) and an address family. One set serves every
+// rule with the same entries, whatever its peers, so a rule of many peers
+// and many named ports is one rule per peer, not one per (peer, name).
 type namedKey struct {
-	name   string
-	proto  cluster.Protocol
+	ports  string
 	family int
+}
+
+// namedList returns the canonical form of sorted, distinct named entries:
+// "name/PROTO" joined by commas (a port name holds no comma).
+func namedList(named []namedPort) string {
+	var b strings.Builder
+	for i, n := range named {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(n.name + "/" + n.proto.String())
+	}
+	return b.String()
 }
 
 // groupChain returns the name of the chain enforcing direction d on the
@@ -407,9 +430,8 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 					c.usePortSet(portSet)
 					add(&ruleset.AllowRule{Family: pm.family, PeerField: peerField, PeerSet: pm.set, PortSet: portSet, Verdict: allow, Comment: comment})
 				}
-				for _, nk := range named {
-					nk.family = fam
-					add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: c.namedSet(nk, d), Verdict: allow, Comment: comment})
+				if len(named) > 0 {
+					add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: c.namedSet(named, fam, d), Verdict: allow, Comment: comment})
 				}
 			}
 		}
@@ -546,7 +568,7 @@ func chainHash(rules []ruleset.Rule) string {
 // interval set (ports-…), which the kernel keeps in its slower pipapo
 // backend. The prefixes differ so that a set never changes flags under one
 // name (the kernel cannot change a set's flags; that would force a rebuild).
-func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedKey, ok bool) {
+func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedPort, ok bool) {
 	if rule.AllPorts {
 		return "", nil, true
 	}
@@ -557,7 +579,7 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedKey, o
 		case pt.Protocol == cluster.ProtocolInvalid:
 			continue
 		case pt.Name != "":
-			named = append(named, namedKey{name: pt.Name, proto: pt.Protocol})
+			named = append(named, namedPort{name: pt.Name, proto: pt.Protocol})
 		case pt.Port == 0:
 			elems = append(elems, ruleset.Element{Proto: uint8(pt.Protocol), Port: 0, PortEnd: 65535})
 			interval = true
@@ -705,43 +727,62 @@ func (c *compiler) blockSet(peer *cluster.Peer, fam int) string {
 }
 
 // subtractPrefixes returns the inclusive address ranges of cidr minus excepts,
-// sorted and disjoint. Excepts are inside cidr (checked by package cluster).
+// sorted and disjoint. Excepts are inside cidr (checked by package cluster);
+// they may overlap or nest. One sort and one sweep: n log n in the number of
+// excepts (a tenant can write tens of thousands).
 func subtractPrefixes(cidr netip.Prefix, excepts []netip.Prefix) [][2]netip.Addr {
-	ranges := [][2]netip.Addr{{cidr.Masked().Addr(), ruleset.LastAddr(cidr)}}
-	for _, ex := range excepts {
-		lo, hi := ex.Masked().Addr(), ruleset.LastAddr(ex)
-		var next [][2]netip.Addr
-		for _, r := range ranges {
-			if hi.Less(r[0]) || r[1].Less(lo) {
-				next = append(next, r)
-				continue
-			}
-			if r[0].Less(lo) {
-				next = append(next, [2]netip.Addr{r[0], lo.Prev()})
-			}
-			if hi.Less(r[1]) {
-				next = append(next, [2]netip.Addr{hi.Next(), r[1]})
-			}
+	lo, hi := cidr.Masked().Addr(), ruleset.LastAddr(cidr)
+	ex := make([][2]netip.Addr, 0, len(excepts))
+	for _, e := range excepts {
+		if !e.Addr().IsValid() || e.Addr().Is4() != lo.Is4() {
+			continue
 		}
-		ranges = next
+		ex = append(ex, [2]netip.Addr{e.Masked().Addr(), ruleset.LastAddr(e)})
 	}
-	return ranges
+	slices.SortFunc(ex, func(a, b [2]netip.Addr) int { return a[0].Compare(b[0]) })
+	var out [][2]netip.Addr
+	next := lo // the first address not yet emitted or excluded
+	for _, e := range ex {
+		if e[1].Less(next) {
+			continue // inside what an earlier except removed
+		}
+		if hi.Less(e[0]) {
+			break
+		}
+		if next.Less(e[0]) {
+			out = append(out, [2]netip.Addr{next, e[0].Prev()})
+		}
+		if !e[1].Less(hi) {
+			return out // the except reaches the end of cidr
+		}
+		next = e[1].Next()
+	}
+	return append(out, [2]netip.Addr{next, hi})
 }
 
-// namedSet returns the set of (address . protocol . port) triples for a named
-// port, creating it empty; fillNamedSets fills it once every use is known.
-func (c *compiler) namedSet(k namedKey, d cluster.Direction) string {
+// namedSet returns the set of (address . protocol . port) triples that the
+// named entries of one rule resolve to, for family fam, creating it empty;
+// fillNamedSets fills it once every use is known. A set of one entry keeps
+// the name it always had.
+func (c *compiler) namedSet(named []namedPort, fam int, d cluster.Direction) string {
+	k := namedKey{ports: namedList(named), family: fam}
 	if c.rec != nil {
-		c.rec.named = append(c.rec.named, namedUse{k, d})
+		c.rec.named = append(c.rec.named, namedUse{k, named, d})
 	}
 	if c.named == nil {
 		c.named = map[namedKey]string{}
+		c.namedPorts = map[namedKey][]namedPort{}
 	}
 	name, ok := c.named[k]
 	if !ok {
-		name = fmt.Sprintf("named%d-%s", k.family, shortHash(k.name+"/"+k.proto.String()))
+		name = fmt.Sprintf("named%d-%s", fam, shortHash(k.ports))
 		c.named[k] = name
-		c.sets[name] = &ruleset.Set{Name: name, Key: ruleset.AddrProtoPortKey(k.family), Comment: truncate("named port " + k.proto.String() + "/" + k.name)}
+		c.namedPorts[k] = named
+		what := make([]string, len(named))
+		for i, n := range named {
+			what[i] = n.proto.String() + "/" + n.name
+		}
+		c.sets[name] = &ruleset.Set{Name: name, Key: ruleset.AddrProtoPortKey(fam), Comment: truncate("named port " + strings.Join(what, ", "))}
 	}
 	if d == cluster.Egress {
 		c.egressNamed = append(c.egressNamed, k)
@@ -749,8 +790,25 @@ func (c *compiler) namedSet(k namedKey, d cluster.Direction) string {
 	return name
 }
 
+// resolveNamed appends to out the protocol and port each of named resolves
+// to on p, sorted and without repeats.
+func resolveNamed(out []portPoint, p *cluster.Pod, named []namedPort) []portPoint {
+	start := len(out)
+	for _, n := range named {
+		if port, ok := p.ResolvePort(n.name, n.proto); ok {
+			out = append(out, portPoint{uint8(n.proto), uint16(port)})
+		}
+	}
+	pts := out[start:]
+	if len(pts) > 1 {
+		slices.SortFunc(pts, comparePoints)
+		out = out[:start+len(slices.Compact(pts))]
+	}
+	return out
+}
+
 // fillNamedSets resolves every named-port set on the pods that declare the
-// port. Sets used only for ingress need only this node's pods (the
+// ports. Sets used only for ingress need only this node's pods (the
 // destination is always local); sets used for egress need every pod.
 func (c *compiler) fillNamedSets(egress []namedKey) {
 	wide := map[namedKey]bool{}
@@ -758,8 +816,15 @@ func (c *compiler) fillNamedSets(egress []namedKey) {
 		wide[k] = true
 	}
 	var byAddr map[int][]ownedAddr
+	var pts []portPoint
 	for k, name := range c.named {
 		s := c.sets[name]
+		named := c.namedPorts[k]
+		add := func(addr netip.Addr, pts []portPoint) {
+			for _, pt := range pts {
+				s.Elements = append(s.Elements, ruleset.Element{Addr: addr, Proto: pt.proto, Port: pt.port, PortEnd: pt.port})
+			}
+		}
 		if wide[k] {
 			// Every pod: walked in address order, so that the elements come
 			// out sorted (Ruleset.Sort then leaves them as they are).
@@ -767,22 +832,21 @@ func (c *compiler) fillNamedSets(egress []namedKey) {
 				byAddr = ownedByAddr(c.own)
 			}
 			for _, o := range byAddr[k.family] {
-				if port, ok := o.pod.ResolvePort(k.name, k.proto); ok {
-					s.Elements = append(s.Elements, ruleset.Element{Addr: o.addr, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
-				}
+				pts = resolveNamed(pts[:0], o.pod, named)
+				add(o.addr, pts)
 			}
 		} else {
 			for _, p := range c.localPods {
-				port, ok := p.ResolvePort(k.name, k.proto)
-				if !ok || p.HostNetwork {
+				if p.HostNetwork {
 					continue
 				}
 				if ip, ok := p.IP(k.family); ok && c.own[ip] == p {
-					s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
+					pts = resolveNamed(pts[:0], p, named)
+					add(ip, pts)
 				}
 			}
 		}
-		// An address several pods claim resolves the name only when every
+		// An address several pods claim resolves a name only when every
 		// claimant resolves it to the same port. Ingress-only sets need it
 		// only where a claimant is local.
 		for _, ip := range slices.SortedFunc(maps.Keys(c.claims), netip.Addr.Compare) {
@@ -790,14 +854,19 @@ func (c *compiler) fillNamedSets(egress []namedKey) {
 			if family(ip) != k.family || (!wide[k] && !c.hasLocal(cl)) {
 				continue
 			}
-			port, ok := cl[0].ResolvePort(k.name, k.proto)
-			for _, p := range cl[1:] {
-				other, found := p.ResolvePort(k.name, k.proto)
-				ok = ok && found && other == port
+			pts = pts[:0]
+			for _, n := range named {
+				port, ok := cl[0].ResolvePort(n.name, n.proto)
+				for _, p := range cl[1:] {
+					other, found := p.ResolvePort(n.name, n.proto)
+					ok = ok && found && other == port
+				}
+				if ok {
+					pts = append(pts, portPoint{uint8(n.proto), uint16(port)})
+				}
 			}
-			if ok {
-				s.Elements = append(s.Elements, ruleset.Element{Addr: ip, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
-			}
+			slices.SortFunc(pts, comparePoints)
+			add(ip, slices.Compact(pts))
 		}
 	}
 }

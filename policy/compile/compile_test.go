@@ -308,6 +308,11 @@ func reachableAllows(rs *ruleset.Ruleset, c *ruleset.Chain) []*ruleset.AllowRule
 				for _, e := range rs.Set(r.Map).Elems() {
 					walk(rs.Chain(e.Verdict.Chain))
 				}
+			case *ruleset.VerdictRule:
+				// A port chain's goto to the group's shared end.
+				if r.Verdict.Kind == ruleset.Goto && strings.Contains(r.Verdict.Chain, "-rest-") {
+					walk(rs.Chain(r.Verdict.Chain))
+				}
 			}
 		}
 	}

@@ -39,8 +39,9 @@ type peerUse struct {
 }
 
 type namedUse struct {
-	k namedKey
-	d cluster.Direction
+	k     namedKey
+	ports []namedPort
+	d     cluster.Direction
 }
 
 type logUse struct {
@@ -78,7 +79,7 @@ func (c *compiler) replay(m *chainMemo) {
 		c.peerSet(u.peer, u.fam)
 	}
 	for _, u := range m.named {
-		c.namedSet(u.k, u.d)
+		c.namedSet(u.ports, u.k.family, u.d)
 	}
 	for _, u := range m.logs {
 		c.logged(u.v, u.d)

@@ -30,6 +30,17 @@ import (
 // is still an element of the same sets; the map and its chains depend on
 // the rules only and change with them.
 
+// maxCopiedRest is the most rules of a group chain's end (its rules for
+// any port, node traffic and final verdict) that a port chain holds a copy
+// of. A longer end goes into a chain of its own (ingress-rest-…,
+// egress-rest-…) that every port chain of the group ends with a goto to:
+// one rule per port instead of a copy of the end per port, so a chain's
+// size grows with its rules plus its ports, not with their product (a rule
+// of many ipBlocks on a port range beside rules on many single ports).
+// Ordinary groups end in at most this many rules and keep the copy, which
+// spares their packets the goto.
+const maxCopiedRest = 4
+
 // minPortDispatch is the fewest rules on single ports for which a group
 // chain dispatches on the port: below it, the one rule's own port test is
 // as cheap as the map lookup and costs no extra chain.
@@ -39,6 +50,11 @@ const minPortDispatch = 2
 type portPoint struct {
 	proto uint8
 	port  uint16
+}
+
+// comparePoints orders points by protocol, then port.
+func comparePoints(a, b portPoint) int {
+	return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port))
 }
 
 // singlePorts returns the points rule r matches when all its ports are
@@ -100,6 +116,11 @@ func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule
 		return plain()
 	}
 	after := slices.Concat(rest, tail)
+	portAfter := after
+	if len(after) > maxCopiedRest {
+		shared := c.addChain(d.String()+"-rest-"+chainHash(after), after)
+		portAfter = []ruleset.Rule{&ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Goto, Chain: shared}, Comment: "the group's rules for any port"}}
+	}
 
 	// The rules of each point, in chain order (portChain keeps a rule
 	// listed twice once).
@@ -109,14 +130,12 @@ func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule
 			byPoint[pt] = append(byPoint[pt], r)
 		}
 	}
-	points := slices.SortedFunc(maps.Keys(byPoint), func(a, b portPoint) int {
-		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port))
-	})
+	points := slices.SortedFunc(maps.Keys(byPoint), comparePoints)
 
 	var elems []ruleset.Element
 	var key strings.Builder
 	for _, pt := range points {
-		chain := c.portChain(d, byPoint[pt], after)
+		chain := c.portChain(d, byPoint[pt], portAfter)
 		elems = append(elems, ruleset.Element{Proto: pt.proto, Port: pt.port, PortEnd: pt.port, Verdict: ruleset.Verdict{Kind: ruleset.Goto, Chain: chain}})
 		fmt.Fprintf(&key, "%d.%d:%s,", pt.proto, pt.port, chain)
 	}
@@ -140,7 +159,7 @@ func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule
 
 // portChain returns the chain a port dispatch entry goes to, creating it on
 // first use: the rules of that port without their port test (the map made
-// it), then after. A rule left with no test at all admits every packet that
+// it), then after (the group's end, or a goto to it). A rule left with no test at all admits every packet that
 // reaches it, and ends the chain.
 func (c *compiler) portChain(d cluster.Direction, rules []*ruleset.AllowRule, after []ruleset.Rule) string {
 	var body []ruleset.Rule

@@ -63,7 +63,7 @@ type tierEntry struct {
 	comment string
 	class   tierClass
 	portSet string
-	named   []namedKey
+	named   []namedPort
 	// boxes is the number of boxes the entry puts in a tier map.
 	boxes int
 }
@@ -123,9 +123,21 @@ func (c *compiler) layoutTier(d cluster.Direction, fam int, peerField ruleset.Fi
 			}
 			continue
 		}
-		rules, err := c.tierMap(d, fam, peerField, run)
+		rules, ok, err := c.tierMap(d, fam, peerField, run)
 		if err != nil {
 			return nil, err
+		}
+		if !ok {
+			// Too dense for a map (see denseBoxes): single rules, whose
+			// number grows with the rules' peers, not their overlaps.
+			for k := range run {
+				rules, err := c.plainTierRules(d, &run[k], fam, peerField)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, rules...)
+			}
+			continue
 		}
 		out = append(out, rules...)
 	}
@@ -195,9 +207,8 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 			c.usePortSet(e.portSet)
 			out = append(out, c.literalPort(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment}))
 		}
-		for _, nk := range e.named {
-			nk.family = fam
-			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: c.namedSet(nk, d), Verdict: e.verdict, Comment: e.comment})
+		if len(e.named) > 0 {
+			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: c.namedSet(e.named, fam, d), Verdict: e.verdict, Comment: e.comment})
 		}
 	}
 	return out, nil
@@ -205,8 +216,10 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 
 // tierMap returns the dispatch rules of a run of entries of one class,
 // creating their maps on first use: one rule, or for an address-keyed run
-// with ipBlocks one masked lookup per prefix length (prefixLengths).
-func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry) ([]ruleset.Rule, error) {
+// with ipBlocks one masked lookup per prefix length (prefixLengths). ok is
+// false when the run's boxes overlap too densely for a map (denseBoxes):
+// its rules are then laid out one by one.
+func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field, run []tierEntry) (_ []ruleset.Rule, ok bool, _ error) {
 	ported := run[0].class == tierPorts
 	exact := c.exactRun(run)
 	var lens []int
@@ -226,11 +239,12 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 	name := fmt.Sprintf("tmap%d-%s", fam, shortHash(key.String()))
 	comment := truncate(fmt.Sprintf("%s cnp rules %s", run[0].cp.Tier, strings.Join(names, ", ")))
 	if lens != nil {
-		return c.prefixTierMaps(d, fam, peerField, run, lens, name, comment)
+		rules, err := c.prefixTierMaps(d, fam, peerField, run, lens, name, comment)
+		return rules, err == nil, err
 	}
 	rule := &ruleset.DispatchRule{Family: fam, Field: peerField, Map: name, Ports: ported, Comment: comment}
 	if _, ok := c.maps[name]; ok {
-		return []ruleset.Rule{rule}, nil
+		return []ruleset.Rule{rule}, true, nil
 	}
 	var boxes []tierBox
 	verdicts := make([]ruleset.Verdict, len(run))
@@ -243,7 +257,7 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 		for i := range e.rule.Peers {
 			ranges, err := c.peerRanges(&e.rule.Peers[i], fam)
 			if err != nil {
-				return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
+				return nil, false, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
 			}
 			for _, r := range ranges {
 				if !ported {
@@ -255,6 +269,9 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 				}
 			}
 		}
+	}
+	if !exact && denseBoxes(boxes) {
+		return nil, false, nil
 	}
 	m := &ruleset.Set{Name: name, Map: true, Interval: !exact, Key: ruleset.AddrKey(fam), Comment: comment}
 	if ported {
@@ -272,7 +289,47 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 		m.Elements = firstMatchAddrs(boxes, verdicts)
 	}
 	c.maps[name] = m
-	return []ruleset.Rule{rule}, nil
+	return []ruleset.Rule{rule}, true, nil
+}
+
+// maxActivePerBox bounds how densely a tier map's boxes may overlap: the
+// sum, over the address ranges over which the covering boxes do not change,
+// of the number of covering boxes, per box. A map's elements are at most
+// twice that sum plus three per range (each range's ports are cut into at
+// most two pieces a box and one more per protocol), and the work of
+// building it grows with it. Rules whose ranges start one after another
+// and all reach the end (an ipBlock minus a growing head, rule by rule)
+// overlap quadratically: such a run is laid out as single rules instead.
+const maxActivePerBox = 4
+
+// denseBoxes reports whether boxes overlap more densely than
+// maxActivePerBox allows. One sort and one sweep over the range bounds.
+func denseBoxes(boxes []tierBox) bool {
+	type event struct {
+		at    netip.Addr
+		delta int
+	}
+	events := make([]event, 0, 2*len(boxes))
+	for _, b := range boxes {
+		events = append(events, event{b.lo, 1})
+		if n := b.hi.Next(); n.IsValid() {
+			events = append(events, event{n, -1})
+		}
+	}
+	slices.SortFunc(events, func(a, b event) int { return a.at.Compare(b.at) })
+	sum, active := 0, 0
+	for i := 0; i < len(events); {
+		at := events[i].at
+		for i < len(events) && events[i].at == at {
+			active += events[i].delta
+			i++
+		}
+		sum += active
+		if sum > maxActivePerBox*len(boxes) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxPrefixLookups bounds the masked lookups an address-keyed tier map with
@@ -664,39 +721,80 @@ func firstMatchPorts(boxes []tierBox, verdicts []ruleset.Verdict) []ruleset.Elem
 
 // cutPorts returns the pieces of the port space of one protocol that the
 // boxes cover (sorted by order, first wins), sorted by port, adjacent
-// pieces of one verdict merged.
+// pieces of one verdict merged: one sort and one sweep over the port
+// bounds, with the covering boxes in a heap by order.
 func cutPorts(boxes []tierBox, verdicts []ruleset.Verdict) []portPiece {
-	// covered holds disjoint claimed ranges, sorted by lo.
-	var covered []portPiece
-	for _, b := range boxes {
-		lo := int(b.plo)
-		hi := int(b.phi)
-		var add []portPiece
-		for _, c := range covered {
-			if int(c.hi) < lo || int(c.lo) > hi {
-				continue
-			}
-			if int(c.lo) > lo {
-				add = append(add, portPiece{b.proto, uint16(lo), c.lo - 1, verdicts[b.order]})
-			}
-			lo = int(c.hi) + 1
-			if lo > hi {
-				break
-			}
-		}
-		if lo <= hi {
-			add = append(add, portPiece{b.proto, uint16(lo), uint16(hi), verdicts[b.order]})
-		}
-		covered = append(covered, add...)
-		slices.SortFunc(covered, func(a, b portPiece) int { return cmp.Compare(a.lo, b.lo) })
+	if len(boxes) == 0 {
+		return nil
 	}
+	proto := boxes[0].proto
+	bounds := make([]int, 0, 2*len(boxes))
+	for _, b := range boxes {
+		bounds = append(bounds, int(b.plo), int(b.phi)+1)
+	}
+	slices.Sort(bounds)
+	bounds = slices.Compact(bounds)
+	byLo := slices.Clone(boxes)
+	slices.SortFunc(byLo, func(a, b tierBox) int { return cmp.Compare(a.plo, b.plo) })
+	var h orderHeap
+	next := 0
 	var out []portPiece
-	for _, p := range covered {
-		if n := len(out); n > 0 && out[n-1].verdict == p.verdict && int(out[n-1].hi)+1 == int(p.lo) {
-			out[n-1].hi = p.hi
+	for i := 0; i+1 < len(bounds); i++ {
+		lo, hi := bounds[i], bounds[i+1]-1
+		for next < len(byLo) && int(byLo[next].plo) == lo {
+			h.push(byLo[next])
+			next++
+		}
+		for len(h) > 0 && int(h[0].phi) < lo {
+			h.pop()
+		}
+		if len(h) == 0 {
 			continue
 		}
-		out = append(out, p)
+		v := verdicts[h[0].order]
+		if n := len(out); n > 0 && out[n-1].verdict == v && int(out[n-1].hi)+1 == lo {
+			out[n-1].hi = uint16(hi)
+			continue
+		}
+		out = append(out, portPiece{proto, uint16(lo), uint16(hi), v})
 	}
 	return out
+}
+
+// orderHeap is a min-heap of boxes by order.
+type orderHeap []tierBox
+
+func (h *orderHeap) push(b tierBox) {
+	*h = append(*h, b)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if s[p].order <= s[i].order {
+			break
+		}
+		s[p], s[i] = s[i], s[p]
+		i = p
+	}
+}
+
+func (h *orderHeap) pop() {
+	s := *h
+	n := len(s) - 1
+	s[0] = s[n]
+	s = s[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && s[l].order < s[m].order {
+			m = l
+		}
+		if r < n && s[r].order < s[m].order {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
 }

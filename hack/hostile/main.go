@@ -1,0 +1,103 @@
+// Command hostile writes the hostile inputs of policy/compile/hostile as
+// manifests, or compiles one in process and prints what it cost:
+//
+//	go run ./hack/hostile -shape long-excepts -n 40000 -out /tmp/h   # writes /tmp/h/long-excepts.yaml
+//	go run ./hack/hostile -shape long-excepts -n 40000 -measure      # rules, elements, chains, time, peak RSS
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/compile/hostile"
+	"github.com/policyd/policyd/selectors"
+)
+
+func main() {
+	shape := flag.String("shape", "", "shape name (see policy/compile/hostile)")
+	n := flag.Int("n", 100, "size N")
+	m := flag.Int("m", 10, "size M")
+	pods := flag.Int("pods", 10, "tenant pods")
+	ipv6 := flag.Bool("ipv6", false, "dual-stack tenant pods")
+	out := flag.String("out", "", "directory to write the manifests to")
+	measure := flag.Bool("measure", false, "compile node-1 in process and print the cost")
+	flag.Parse()
+	var s hostile.Spec
+	for _, sh := range hostile.Shapes {
+		if sh.String() == *shape {
+			s.Shape = sh
+		}
+	}
+	if s.Shape == hostile.ShapeInvalid {
+		fmt.Fprintf(os.Stderr, "unknown -shape %q; one of %v\n", *shape, hostile.Shapes)
+		os.Exit(2)
+	}
+	s.N, s.M, s.Pods, s.IPv6 = *n, *m, *pods, *ipv6
+	objs := hostile.Build(s)
+	if *out != "" {
+		var buf bytes.Buffer
+		var docs []any
+		for _, o := range objs.Namespaces {
+			o.APIVersion, o.Kind = "v1", "Namespace"
+			docs = append(docs, o)
+		}
+		for _, o := range objs.Pods {
+			o.APIVersion, o.Kind = "v1", "Pod"
+			docs = append(docs, o)
+		}
+		for _, o := range objs.Policies {
+			docs = append(docs, o)
+		}
+		for _, o := range objs.ClusterPolicies {
+			docs = append(docs, o)
+		}
+		for _, d := range docs {
+			b, err := yaml.Marshal(d)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			buf.WriteString("---\n")
+			buf.Write(b)
+		}
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		path := filepath.Join(*out, fmt.Sprintf("%s-%d-%d.yaml", s.Shape, s.N, s.M))
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("%s %d bytes\n", path, buf.Len())
+	}
+	if *measure {
+		snap := objs.Snapshot()
+		start := time.Now()
+		rs, err := compile.Compile(selectors.FromSnapshot(snap), hostile.Node)
+		d := time.Since(start)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		rules, elems := 0, 0
+		for _, c := range rs.Chains {
+			rules += len(c.Rules)
+		}
+		for _, st := range rs.Sets {
+			elems += st.Len()
+		}
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		fmt.Printf("%s N=%d M=%d pods=%d: rules %d, elements %d, chains %d, compile %s, peak RSS %d MiB\n",
+			s.Shape, s.N, s.M, *pods, rules, elems, len(rs.Chains), d.Round(time.Millisecond), ru.Maxrss/1024)
+	}
+}
