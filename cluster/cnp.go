@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,6 +91,9 @@ type ClusterPolicy struct {
 	Ingress, Egress   []ClusterRule
 	// Errors are the validation errors, as *ClusterPolicyError.
 	Errors []error
+	// Created is metadata.creationTimestamp: among objects that cost a
+	// node alike, the newest is quarantined first (policy/quarantine).
+	Created time.Time
 }
 
 // ClusterRule is one ingress or egress rule of a ClusterPolicy.
@@ -166,7 +170,7 @@ func SortClusterPolicies(ps []*ClusterPolicy) {
 // always returns a policy, even when errs is non-empty; see ClusterPolicy
 // for the fail-closed reading of invalid parts.
 func ConvertClusterPolicy(in *npav1beta1.ClusterNetworkPolicy) (*ClusterPolicy, []error) {
-	p := &ClusterPolicy{Name: in.Name, Priority: in.Spec.Priority}
+	p := &ClusterPolicy{Name: in.Name, Priority: in.Spec.Priority, Created: in.CreationTimestamp.Time}
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
 	defensive := false

@@ -115,7 +115,7 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 //
 // So an invalid policy may deny more than its author meant but never allows more.
 func ConvertPolicy(np *networkingv1.NetworkPolicy) (*Policy, []error) {
-	p := &Policy{Namespace: np.Namespace, Name: np.Name}
+	p := &Policy{Namespace: np.Namespace, Name: np.Name, Created: np.CreationTimestamp.Time}
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
 
@@ -280,10 +280,14 @@ func convertIPBlock(b *networkingv1.IPBlock, path *field.Path) (Peer, *field.Err
 		peer.Except = append(peer.Except, ex)
 	}
 	sort.Slice(peer.Except, func(i, j int) bool { return prefixLess(peer.Except[i], peer.Except[j]) })
-	peer.Key = "ipblock=" + cidr.String()
+	// Built once, not by repeated concatenation: a tenant can write tens
+	// of thousands of excepts, and += copies the key each time.
+	var key strings.Builder
+	key.WriteString("ipblock=" + cidr.String())
 	for _, ex := range peer.Except {
-		peer.Key += ",except=" + ex.String()
+		key.WriteString(",except=" + ex.String())
 	}
+	peer.Key = key.String()
 	return peer, nil
 }
 

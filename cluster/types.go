@@ -193,6 +193,9 @@ type Policy struct {
 	// Errors are the validation errors, each naming the field. A policy with
 	// errors is still enforced: invalid parts match nothing (see convert.go).
 	Errors []error
+	// Created is metadata.creationTimestamp: among objects that cost a
+	// node alike, the newest is quarantined first (policy/quarantine).
+	Created time.Time
 }
 
 // Key returns "namespace/name".

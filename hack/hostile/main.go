@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -29,6 +30,8 @@ func main() {
 	ipv6 := flag.Bool("ipv6", false, "dual-stack tenant pods")
 	out := flag.String("out", "", "directory to write the manifests to")
 	measure := flag.Bool("measure", false, "compile node-1 in process and print the cost")
+	budget := flag.Bool("budget", false, "with -measure: compile with the default budgets")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of -measure's compile")
 	flag.Parse()
 	var s hostile.Spec
 	for _, sh := range hostile.Shapes {
@@ -80,9 +83,24 @@ func main() {
 		fmt.Printf("%s %d bytes\n", path, buf.Len())
 	}
 	if *measure {
-		snap := objs.Snapshot()
 		start := time.Now()
-		rs, err := compile.Compile(selectors.FromSnapshot(snap), hostile.Node)
+		snap := objs.Snapshot()
+		conv := time.Since(start)
+		if *cpuprofile != "" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+		start = time.Now()
+		cc := &compile.Compiler{}
+		if *budget {
+			cc.Options.Budget = compile.DefaultBudget(0)
+		}
+		rs, err := cc.Compile(selectors.FromSnapshot(snap), hostile.Node)
 		d := time.Since(start)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -97,7 +115,10 @@ func main() {
 		}
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		fmt.Printf("%s N=%d M=%d pods=%d: rules %d, elements %d, chains %d, compile %s, peak RSS %d MiB\n",
-			s.Shape, s.N, s.M, *pods, rules, elems, len(rs.Chains), d.Round(time.Millisecond), ru.Maxrss/1024)
+		fmt.Printf("%s N=%d M=%d pods=%d: rules %d, elements %d, chains %d, convert %s, compile %s, peak RSS %d MiB\n",
+			s.Shape, s.N, s.M, *pods, rules, elems, len(rs.Chains), conv.Round(time.Millisecond), d.Round(time.Millisecond), ru.Maxrss/1024)
+		for _, q := range cc.Quarantined() {
+			fmt.Println("  quarantined:", q.Message())
+		}
 	}
 }

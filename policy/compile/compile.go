@@ -93,6 +93,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/quarantine"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
@@ -143,11 +144,11 @@ type Source interface {
 	NamespaceLabels(name string) labels.Set
 }
 
-func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error) {
-	pods := src.Pods()
-	own, claims, contested := owners(pods)
+// newCompiler returns the state of one compile of node.
+func newCompiler(src Source, node string, cc *Compiler) *compiler {
+	own, claims, contested := owners(src.Pods())
 	cc.resetIfOwnershipChanged(contested, claims)
-	c := &compiler{
+	return &compiler{
 		node:     node,
 		cc:       cc,
 		own:      own,
@@ -159,6 +160,16 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 		chain:    map[string]*ruleset.Chain{},
 		maps:     map[string]*ruleset.Set{},
 	}
+}
+
+func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error) {
+	pods := src.Pods()
+	c := newCompiler(src, node, cc)
+	own := c.own
+	// The budget check comes first: what a quarantined object would have
+	// cost is never built.
+	c.decide()
+	defer cc.forgetStripped()
 	for fam, names := range map[int][]string{4: {MapEgress4, MapIngress4}, 6: {MapEgress6, MapIngress6}} {
 		for _, name := range names {
 			c.maps[name] = &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Map: true, Comment: "policyd dispatch: pod address to the chain of its policy group"}
@@ -291,10 +302,14 @@ type compiler struct {
 	cc       *Compiler
 	own      map[netip.Addr]*cluster.Pod
 	claims   map[netip.Addr][]*cluster.Pod // addresses several pods claim
-	selected map[podDir]podSelection       // per pod and direction, see selection
-	src      Source
-	sets     map[string]*ruleset.Set
-	peerSets map[peerFam]*ruleset.Set // the peer sets in sets, by peer key and family
+	selected map[podDir]podSelection       // per pod and direction, see rawSelection
+	// strip holds the objects quarantined on the node (budget.go);
+	// strippedSel the selections with them stripped.
+	strip       map[quarantine.Object]quarantine.Decision
+	strippedSel map[podDir]podSelection
+	src         Source
+	sets        map[string]*ruleset.Set
+	peerSets    map[peerFam]*ruleset.Set // the peer sets in sets, by peer key and family
 	// pending holds port sets no rule refers to yet (usePortSet).
 	pending   map[string]*ruleset.Set
 	chain     map[string]*ruleset.Chain
@@ -425,13 +440,17 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 					return "", fmt.Errorf("policy %s %s[%d]: peer of unknown kind %d", pol.Key(), d, ri, peer.Kind)
 				}
 			}
+			namedSet := ""
+			if len(named) > 0 && len(peers) > 0 {
+				namedSet = c.namedSet(named, fam, d) // once a rule, not once a peer
+			}
 			for _, pm := range peers {
 				if portSet != "" || len(named) == 0 {
 					c.usePortSet(portSet)
 					add(&ruleset.AllowRule{Family: pm.family, PeerField: peerField, PeerSet: pm.set, PortSet: portSet, Verdict: allow, Comment: comment})
 				}
-				if len(named) > 0 {
-					add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: c.namedSet(named, fam, d), Verdict: allow, Comment: comment})
+				if namedSet != "" {
+					add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: namedSet, Verdict: allow, Comment: comment})
 				}
 			}
 		}

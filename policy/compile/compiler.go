@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/quarantine"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
@@ -38,6 +39,14 @@ type Options struct {
 	// rule of each base chain drops every packet of such a connection,
 	// before the established rule accepts it (ruleset.CutMarkRule).
 	CutMark uint32
+	// Budget bounds what one object and the node's whole table may cost
+	// (budget.go); objects over it are quarantined. The zero Budget
+	// bounds nothing.
+	Budget Budget
+	// Quarantine imposes decisions made elsewhere (the agent's, when the
+	// kernel refused a batch an object produced); those of the node
+	// compiled apply, besides the budget's.
+	Quarantine *quarantine.Set
 }
 
 // Names of the sets the pod-network option adds.
@@ -78,6 +87,13 @@ type Compiler struct {
 	patches  int
 	conflict string // fingerprint of addresses claimed by several pods
 	claims   []Conflict
+	// quarantined are the last compile's quarantine decisions, lastCost
+	// its count (budget.go); strippedNP and strippedCNP the stripped forms
+	// of the objects quarantined, kept for as long as they are.
+	quarantined []quarantine.Decision
+	lastCost    Cost
+	strippedNP  map[*cluster.Policy]*cluster.Policy
+	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
 
 // Conflict is an address that two or more (non-hostNetwork, non-terminal)

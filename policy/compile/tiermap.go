@@ -187,6 +187,7 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 		return []ruleset.Rule{&ruleset.AllowRule{Family: fam, Verdict: e.verdict, Comment: e.comment}}, nil
 	}
 	var out []ruleset.Rule
+	namedSet := ""
 	for i := range e.rule.Peers {
 		peer := &e.rule.Peers[i]
 		var set string
@@ -208,7 +209,10 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 			out = append(out, c.literalPort(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment}))
 		}
 		if len(e.named) > 0 {
-			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: c.namedSet(e.named, fam, d), Verdict: e.verdict, Comment: e.comment})
+			if namedSet == "" {
+				namedSet = c.namedSet(e.named, fam, d) // once a rule, not once a peer
+			}
+			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: namedSet, Verdict: e.verdict, Comment: e.comment})
 		}
 	}
 	return out, nil
@@ -240,7 +244,7 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 	comment := truncate(fmt.Sprintf("%s cnp rules %s", run[0].cp.Tier, strings.Join(names, ", ")))
 	if lens != nil {
 		rules, err := c.prefixTierMaps(d, fam, peerField, run, lens, name, comment)
-		return rules, err == nil, err
+		return rules, err == nil && rules != nil, err
 	}
 	rule := &ruleset.DispatchRule{Family: fam, Field: peerField, Map: name, Ports: ported, Comment: comment}
 	if _, ok := c.maps[name]; ok {
@@ -288,9 +292,19 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 	default:
 		m.Elements = firstMatchAddrs(boxes, verdicts)
 	}
+	if len(m.Elements) > maxElementsPerBox*len(boxes) {
+		return nil, false, nil
+	}
 	c.maps[name] = m
 	return []ruleset.Rule{rule}, true, nil
 }
+
+// maxElementsPerBox bounds a tier map's elements by its boxes (the
+// budget's count relies on it): a run whose map would hold more is laid
+// out as single rules. A map of points holds at most one element a box,
+// one of ranges at most two (the ranges its boxes' bounds cut the
+// addresses into) unless ports cut them further.
+const maxElementsPerBox = 2
 
 // maxActivePerBox bounds how densely a tier map's boxes may overlap: the
 // sum, over the address ranges over which the covering boxes do not change,
@@ -439,6 +453,16 @@ func (c *compiler) prefixTierMaps(d cluster.Direction, fam int, peerField rulese
 	elems, err := firstMatchPrefixes(claims, lens, verdicts)
 	if err != nil {
 		return nil, fmt.Errorf("tier map %s: %w", name, err)
+	}
+	boxes, n := 0, 0
+	for _, e := range run {
+		boxes += e.boxes
+	}
+	for _, l := range elems {
+		n += len(l)
+	}
+	if n > maxElementsPerBox*boxes {
+		return nil, nil // laid out as single rules (maxElementsPerBox)
 	}
 	for i := range lens {
 		if lens[i] == 0 {

@@ -91,10 +91,11 @@ type podDir struct {
 	d   cluster.Direction
 }
 
-// selection returns what applies to p in direction d, matched once per
+// rawSelection returns what applies to p in direction d, matched once per
 // compile: podChain asks for each of a pod's addresses, and conflict
-// chains ask again for their claimants.
-func (c *compiler) selection(d cluster.Direction, p *cluster.Pod) podSelection {
+// chains ask again for their claimants. selection (budget.go) applies the
+// node's quarantine to it.
+func (c *compiler) rawSelection(d cluster.Direction, p *cluster.Pod) podSelection {
 	k := podDir{p, d}
 	if sel, ok := c.selected[k]; ok {
 		return sel

@@ -1,0 +1,856 @@
+package compile
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/quarantine"
+	"github.com/policyd/policyd/policy/ruleset"
+)
+
+// Budgets: what one object, and one node, may cost.
+//
+// Before it builds anything, Compile counts what the node's table will
+// hold, as the Ruleset counts it:
+//
+//   - rules: the rules of every chain, base chains included;
+//   - elements: the elements of every set and verdict map (an interval
+//     set's range is one element, as Set.Len counts it; the kernel keeps
+//     two);
+//   - chains: every chain, base chains included.
+//
+// The count never falls short of the Ruleset Compile then builds (a test
+// checks it on random and hostile inputs); it may exceed it where the
+// compiler shares or drops what the count cannot know cheaply (port chains
+// shared between groups, rules another covers). Each object (a
+// NetworkPolicy or ClusterNetworkPolicy) is charged what it adds to the
+// node's table: its rules in every chain of the node that holds them (a
+// NetworkPolicy selecting pods of N different policy groups is charged N
+// times), its port-dispatch entries and chains, and the elements of every
+// set it refers to (in full, even when another object shares the set). The
+// table's skeleton, the dispatch maps and the pod network sets are the
+// node's own and charged to no object.
+//
+// An object over the per-object budget in any dimension is quarantined
+// (policy/quarantine). Then, while the node's total is over the per-node
+// budget in some dimension, the object costing the most in the dimension
+// furthest over it (relative to its budget) is quarantined, ties broken by
+// the newest creationTimestamp, then by kind and key: the fewest objects go,
+// the most expensive (likeliest the cause) first, and of two alike the one
+// that arrived last, so that an object already enforced is not displaced
+// by a newcomer of the same size. Quarantined objects cost only their
+// stripped form. The node's total is counted again after each pick.
+
+// Cost is what a table, or one object's part of it, holds.
+type Cost struct {
+	Rules, Elements, Chains int
+}
+
+// Add returns c plus o.
+func (c Cost) Add(o Cost) Cost {
+	return Cost{c.Rules + o.Rules, c.Elements + o.Elements, c.Chains + o.Chains}
+}
+
+// IsZero reports whether every dimension is zero.
+func (c Cost) IsZero() bool { return c == Cost{} }
+
+// String renders "R rules, E elements, C chains".
+func (c Cost) String() string {
+	return fmt.Sprintf("%d rules, %d elements, %d chains", c.Rules, c.Elements, c.Chains)
+}
+
+// dims lists the dimensions in the order ties are broken.
+var dims = []string{"rules", "elements", "chains"}
+
+func (c Cost) dim(name string) int {
+	switch name {
+	case "rules":
+		return c.Rules
+	case "elements":
+		return c.Elements
+	}
+	return c.Chains
+}
+
+// over returns the dimension in which c is furthest over limit (relative
+// to the limit), and whether it is over in any; a zero limit bounds
+// nothing.
+func (c Cost) over(limit Cost) (string, bool) {
+	best, ratio := "", 0.0
+	for _, d := range dims {
+		l := limit.dim(d)
+		if l <= 0 || c.dim(d) <= l {
+			continue
+		}
+		if r := float64(c.dim(d)) / float64(l); r > ratio {
+			best, ratio = d, r
+		}
+	}
+	return best, best != ""
+}
+
+// Budget bounds what Compile builds for a node; a zero dimension is
+// unbounded, and the zero Budget bounds nothing.
+type Budget struct {
+	// Object bounds one object's cost on the node.
+	Object Cost
+	// Node bounds the node's whole table.
+	Node Cost
+}
+
+// IsZero reports whether b bounds nothing.
+func (b Budget) IsZero() bool { return b.Object.IsZero() && b.Node.IsZero() }
+
+// Bytes each unit of cost takes in the agent, measured on this project's
+// reference machine (BenchmarkBudgetBytes in policy/nft: the Go heap of the
+// compiled Ruleset and its diff, plus the netlink batch that writes it, plus
+// the kernel's own memory for it, which the agent's cgroup is charged for):
+// about 1,500 bytes a rule (its expressions, in Go and in the kernel),
+// 160 bytes a set element and 1,200 bytes a chain, rounded up.
+const (
+	BytesPerRule    = 2048
+	BytesPerElement = 192
+	BytesPerChain   = 1536
+)
+
+// DefaultMemoryLimit is the DaemonSet's memory limit (deploy/), which the
+// default budgets are derived from.
+const DefaultMemoryLimit = 256 << 20
+
+// DefaultBudget returns the budgets derived from a memory limit (bytes; 0
+// means DefaultMemoryLimit), as policyd run's flags default to:
+//
+//   - per node, a quarter of the limit for each of rules and elements, an
+//     eighth for chains: a table at every budget at once takes five
+//     eighths of the limit, leaving the rest (at least 96 MiB at 256 MiB)
+//     to the informers' caches and the selector index, which the agent
+//     holds at 50,000 pods in about 100 MiB of heap;
+//   - per object, an eighth of the node's budget: no one object can take
+//     more than an eighth of what the node may hold.
+//
+// At 256 MiB: 32,768 rules, 349,525 elements and 21,845 chains a node;
+// 4,096 rules, 43,690 elements and 2,730 chains an object.
+func DefaultBudget(limit int64) Budget {
+	if limit <= 0 {
+		limit = DefaultMemoryLimit
+	}
+	node := Cost{
+		Rules:    int(limit / 4 / BytesPerRule),
+		Elements: int(limit / 4 / BytesPerElement),
+		Chains:   int(limit / 8 / BytesPerChain),
+	}
+	return Budget{Node: node, Object: Cost{node.Rules / 8, node.Elements / 8, node.Chains / 8}}
+}
+
+// Quarantined returns the decisions of the last Compile: the objects
+// quarantined on its node, sorted.
+func (c *Compiler) Quarantined() []quarantine.Decision { return c.quarantined }
+
+// LastCost returns what the last Compile counted for its node (with the
+// quarantined objects in their stripped form) before building it.
+func (c *Compiler) LastCost() Cost { return c.lastCost }
+
+// Quarantines returns the objects quarantined on each of nodes by the
+// budget of opts (and those opts.Quarantine imposes), as Compile decides
+// them: explain and lint learn the quarantine the agent applies. It counts
+// and builds nothing else.
+func Quarantines(src Source, nodes []string, opts Options) *quarantine.Set {
+	out := &quarantine.Set{}
+	for _, node := range slices.Compact(slices.Sorted(slices.Values(nodes))) {
+		cc := &Compiler{Options: opts}
+		c := newCompiler(src, node, cc)
+		for _, d := range c.decide() {
+			out.Add(d)
+		}
+	}
+	return out
+}
+
+// objCost is one object's part of the count.
+type objCost struct {
+	obj     quarantine.Object
+	created time.Time
+	cost    Cost     // as written (own: its parts and its sets)
+	strip   Cost            // as quarantined
+	sets    map[string]bool // the sets it refers to (as written)
+}
+
+// part is one object's part of one chain, as written and as quarantined.
+type part struct {
+	obj         quarantine.Object
+	cost, strip Cost
+}
+
+// groupUse is one group chain the node's pods dispatch to. Group chains
+// are named by their content, and a policy that adds no rule to a chain
+// (it has none for the direction, or it is quarantined) does not change
+// it: groups whose other policies are the same share one chain.
+type groupUse struct {
+	prefix   string // direction, family, variant
+	overhead Cost
+	members  []part
+	// named: the deny decider's log chain names every member (logged drops).
+	named bool
+}
+
+// key returns the name the chain's content would get: its prefix and the
+// members that add rules to it.
+func (g *groupUse) key(strip map[quarantine.Object]quarantine.Decision) string {
+	var b strings.Builder
+	b.WriteString(g.prefix)
+	for _, m := range g.members {
+		_, stripped := strip[m.obj]
+		if g.named || (!stripped && !m.cost.IsZero()) {
+			b.WriteString("|" + m.obj.Key)
+		}
+	}
+	return b.String()
+}
+
+// tierUse is one tier chain.
+type tierUse struct {
+	overhead Cost
+	members  []part
+}
+
+// tally is the count of one node's table, by object.
+type tally struct {
+	base   Cost // the node's own: skeleton, dispatch, pod network
+	objs   map[quarantine.Object]*objCost
+	groups []*groupUse
+	tiers  []*tierUse
+	// sets holds the element count of every set objects refer to.
+	sets map[string]int
+}
+
+// total returns the node's count with the objects of strip quarantined.
+func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
+	sum := t.base
+	seen := map[string]bool{}
+	add := func(overhead Cost, members []part) {
+		sum = sum.Add(overhead)
+		for _, m := range members {
+			if _, ok := strip[m.obj]; ok {
+				sum = sum.Add(m.strip)
+			} else {
+				sum = sum.Add(m.cost)
+			}
+		}
+	}
+	for _, g := range t.groups {
+		if k := g.key(strip); !seen[k] {
+			seen[k] = true
+			add(g.overhead, g.members)
+		}
+	}
+	for _, tu := range t.tiers {
+		add(tu.overhead, tu.members)
+	}
+	used := map[string]bool{}
+	for o, oc := range t.objs {
+		if _, ok := strip[o]; ok {
+			continue
+		}
+		for s := range oc.sets {
+			used[s] = true
+		}
+	}
+	for s := range used {
+		sum.Elements += t.sets[s]
+	}
+	return sum
+}
+
+// own sums each object's parts (once per distinct chain) and sets.
+func (t *tally) own() {
+	seen := map[string]bool{}
+	add := func(members []part) {
+		for _, m := range members {
+			oc := t.objs[m.obj]
+			oc.cost = oc.cost.Add(m.cost)
+			oc.strip = oc.strip.Add(m.strip)
+		}
+	}
+	for _, g := range t.groups {
+		if k := g.key(nil); !seen[k] {
+			seen[k] = true
+			add(g.members)
+		}
+	}
+	for _, tu := range t.tiers {
+		add(tu.members)
+	}
+	for _, oc := range t.objs {
+		for s := range oc.sets {
+			oc.cost.Elements += t.sets[s]
+		}
+	}
+}
+
+// obj returns the part of o, creating it.
+func (t *tally) obj(o quarantine.Object, created time.Time) *objCost {
+	oc := t.objs[o]
+	if oc == nil {
+		oc = &objCost{obj: o, created: created}
+		t.objs[o] = oc
+	}
+	return oc
+}
+
+// useSet records that oc refers to set key of n elements.
+func (t *tally) useSet(oc *objCost, key string, n int) {
+	if n > t.sets[key] {
+		t.sets[key] = n
+	} else if _, ok := t.sets[key]; !ok {
+		t.sets[key] = n
+	}
+	if oc.sets == nil {
+		oc.sets = map[string]bool{}
+	}
+	oc.sets[key] = true
+}
+
+// decide returns the node's quarantine decisions (imposed and by budget)
+// and records them in c.strip and the Compiler.
+func (c *compiler) decide() []quarantine.Decision {
+	opts := c.cc.Options
+	imposed := opts.Quarantine.Node(c.node)
+	if opts.Budget.IsZero() && len(imposed) == 0 {
+		c.cc.quarantined, c.cc.lastCost = nil, Cost{}
+		return nil
+	}
+	t := c.count()
+	strip := map[quarantine.Object]quarantine.Decision{}
+	for _, d := range imposed {
+		strip[d.Object] = d
+	}
+	objs := slices.SortedFunc(maps.Values(t.objs), func(a, b *objCost) int { return a.obj.Compare(b.obj) })
+	for _, oc := range objs {
+		if _, done := strip[oc.obj]; done {
+			continue
+		}
+		if dim, over := oc.cost.over(opts.Budget.Object); over {
+			strip[oc.obj] = quarantine.Decision{Object: oc.obj, Node: c.node, Reason: quarantine.OverObjectBudget,
+				Figure:     quarantine.Figure{Dimension: dim, Cost: oc.cost.dim(dim), Budget: opts.Budget.Object.dim(dim)},
+				ObjectCost: oc.cost.dim(dim), Created: oc.created}
+		}
+	}
+	total := t.total(strip)
+	for {
+		dim, over := total.over(opts.Budget.Node)
+		if !over {
+			break
+		}
+		var pick *objCost
+		for _, oc := range objs {
+			if _, done := strip[oc.obj]; done || oc.cost.dim(dim) <= oc.strip.dim(dim) {
+				continue
+			}
+			if pick == nil || costlier(oc, pick, dim) {
+				pick = oc
+			}
+		}
+		if pick == nil {
+			break // what is left is the node's own (its pods), no object's
+		}
+		strip[pick.obj] = quarantine.Decision{Object: pick.obj, Node: c.node, Reason: quarantine.OverNodeBudget,
+			Figure:     quarantine.Figure{Dimension: dim, Cost: total.dim(dim), Budget: opts.Budget.Node.dim(dim)},
+			ObjectCost: pick.cost.dim(dim), Created: pick.created}
+		total = t.total(strip)
+	}
+	c.strip = strip
+	out := slices.SortedFunc(maps.Values(strip), func(a, b quarantine.Decision) int { return a.Object.Compare(b.Object) })
+	for i := range out {
+		if oc := t.objs[out[i].Object]; oc != nil && out[i].Created.IsZero() {
+			out[i].Created = oc.created
+		}
+	}
+	c.cc.quarantined, c.cc.lastCost = out, total
+	return out
+}
+
+// costlier reports whether a goes before b when bringing a node under its
+// budget in dimension dim: the higher cost, then the newer, then the first
+// by kind and key.
+func costlier(a, b *objCost, dim string) bool {
+	if x, y := a.cost.dim(dim), b.cost.dim(dim); x != y {
+		return x > y
+	}
+	if !a.created.Equal(b.created) {
+		return a.created.After(b.created)
+	}
+	return a.obj.Compare(b.obj) < 0
+}
+
+// count walks what Compile will build for the node, without building it.
+func (c *compiler) count() *tally {
+	t := &tally{objs: map[quarantine.Object]*objCost{}, sets: map[string]int{}}
+	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}}
+	opts := c.cc.Options
+	// The skeleton: two base chains (established, dispatch, neighbour
+	// discovery) and four dispatch maps.
+	t.base = Cost{Rules: 6 + 4, Chains: 2}
+	if opts.CutMark != 0 {
+		t.base.Rules += 2
+	}
+	if opts.FlowMark != 0 {
+		t.base.Rules += 8 + 4
+	}
+	if len(opts.PodNetwork) > 0 {
+		t.base.Rules += 5 + 3
+		t.base.Elements += len(opts.PodNetwork) + len(c.own)
+	}
+	if opts.Log.Drops {
+		t.base = t.base.Add(Cost{Rules: 4, Chains: 2}) // the conntrack-invalid deciders
+	}
+	t.base = t.base.Add(Cost{Rules: 2, Chains: 1}) // the invalid chain
+	for _, p := range c.src.Pods() {
+		if p.NodeName != c.node || p.HostNetwork || len(p.IPs) == 0 {
+			continue
+		}
+		for _, d := range []cluster.Direction{cluster.Ingress, cluster.Egress} {
+			for _, ip := range p.IPs {
+				if c.own[ip] != p {
+					continue
+				}
+				if k.podChain(d, p, family(ip), false) != "" {
+					t.base.Elements++
+				}
+			}
+		}
+		if opts.FlowMark != 0 {
+			t.base.Elements += len(p.IPs)
+		}
+	}
+	for ip, cl := range c.claims {
+		if !c.hasLocal(cl) {
+			continue
+		}
+		for _, d := range []cluster.Direction{cluster.Ingress, cluster.Egress} {
+			n := 0
+			for _, p := range cl {
+				if k.podChain(d, p, family(ip), true) != "" {
+					n++
+				}
+			}
+			if n > 0 {
+				t.base = t.base.Add(Cost{Rules: n + 1, Elements: 1, Chains: 1})
+			}
+		}
+	}
+	t.own()
+	return t
+}
+
+// counter counts the chains of pods, once each, as podChain builds them.
+type counter struct {
+	c      *compiler
+	t      *tally
+	groups map[string]bool // group chain keys counted
+	tiers  map[string]bool // tier chain keys counted
+	// declared counts, by family, named port and scope (every pod, or
+	// this node's), the pods that declare it: an upper bound on a
+	// named-port set's elements (filled on first use).
+	declared map[namedScope]int
+}
+
+type namedScope struct {
+	family int
+	port   namedPort
+	wide   bool
+}
+
+// podChain mirrors compiler.podChain: it counts the chains pod p's
+// direction d dispatches to and returns a key naming the first ("" when
+// nothing isolates or selects it).
+func (k *counter) podChain(d cluster.Direction, p *cluster.Pod, fam int, chained bool) string {
+	sel := k.c.rawSelection(d, p)
+	group, admin, baseline := sel.group, sel.admin, sel.baseline
+	if len(admin) == 0 && (len(baseline) == 0 || len(group) > 0) {
+		if len(group) == 0 {
+			return ""
+		}
+		return k.group(d, group, fam, chained)
+	}
+	next := ""
+	switch {
+	case len(group) > 0:
+		next = k.group(d, group, fam, chained)
+	case len(baseline) > 0:
+		next = k.tier(d, "baseline", baseline, fam, chained, "")
+	}
+	if len(admin) == 0 {
+		return next
+	}
+	return k.tier(d, "tier", admin, fam, chained, next)
+}
+
+// group counts a group chain (groupChain) once.
+func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, chained bool) string {
+	ret := chained && d == cluster.Ingress
+	var gk strings.Builder
+	fmt.Fprintf(&gk, "%s/%d/%v", d, fam, ret)
+	for _, p := range group {
+		gk.WriteString("|" + p.Key())
+	}
+	key := gk.String()
+	if k.groups[key] {
+		return key
+	}
+	k.groups[key] = true
+	t, log := k.t, k.c.cc.Options.Log
+	// ct invalid, node traffic (ingress), the drop; a port dispatch rule;
+	// the shared end's chain and copy of the tail.
+	tail := 1
+	if d == cluster.Ingress {
+		tail = 2
+	}
+	g := &groupUse{prefix: fmt.Sprintf("%s/%d/%v", d, fam, ret), overhead: Cost{Rules: 1 + tail + 1 + tail, Chains: 2}, named: log.Drops}
+	if log.Drops {
+		g.overhead = g.overhead.Add(Cost{Rules: 2, Chains: 1})
+	}
+	for _, p := range group {
+		oc := t.obj(quarantine.PolicyObject(p), p.Created)
+		var pc Cost
+		for _, rule := range p.Rules(d) {
+			pc = pc.Add(k.npRule(oc, d, rule, fam))
+			if log.Allowed {
+				pc = pc.Add(Cost{Rules: 2, Chains: 1})
+			}
+		}
+		g.members = append(g.members, part{obj: oc.obj, cost: pc})
+	}
+	t.groups = append(t.groups, g)
+	return key
+}
+
+// npRule counts one NetworkPolicy rule in a group chain of family fam,
+// and the sets it refers to. The allow rules it makes are one per (peer,
+// port form); in a port dispatch, a rule on single ports is in the chain
+// of each of its ports (one rule there, an entry in the map, the chain
+// itself and up to maxCopiedRest rules of the group's end or a goto to
+// it); a rule on anything else is in the group chain and its shared end.
+func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fam int) Cost {
+	portSet, named, ok := k.c.portMatch(rule)
+	if !ok {
+		return Cost{}
+	}
+	peers := 0
+	if rule.AllPeers {
+		peers++
+	}
+	for i := range rule.Peers {
+		peer := &rule.Peers[i]
+		switch peer.Kind {
+		case cluster.PeerPods:
+			peers++
+			k.peerSet(oc, peer, fam)
+		case cluster.PeerIPBlock:
+			if family(peer.CIDR.Addr()) == fam {
+				peers++
+				k.t.useSet(oc, "block/"+peer.Key+"/"+fmt.Sprint(fam), len(peer.Except)+1)
+			}
+		}
+	}
+	if peers == 0 {
+		return Cost{}
+	}
+	var out Cost
+	if portSet != "" || len(named) == 0 {
+		if points := k.portSet(oc, portSet); points > 0 {
+			out = out.Add(Cost{Rules: peers*points + maxCopiedRest*points, Elements: points, Chains: points})
+		}
+		out.Rules += 2 * peers
+	}
+	if len(named) > 0 {
+		out.Rules += 2 * peers
+		k.namedSet(oc, named, fam, d)
+	}
+	return out
+}
+
+// portSet counts a port set and returns the number of single ports it
+// holds when it holds nothing else (the points a port dispatch would
+// have), else 0.
+func (k *counter) portSet(oc *objCost, name string) int {
+	if name == "" {
+		return 0
+	}
+	s := k.c.pending[name]
+	if s == nil {
+		s = k.c.sets[name]
+	}
+	if s == nil {
+		return 0
+	}
+	k.t.useSet(oc, "ports/"+name, s.Len())
+	if s.Interval {
+		return 0
+	}
+	return s.Len()
+}
+
+// peerSet counts the peer set of family fam of a pods peer.
+func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) {
+	key := "peer/" + peer.Key + "/" + fmt.Sprint(fam)
+	if _, ok := k.t.sets[key]; !ok {
+		k.t.sets[key] = k.peerCount(peer, fam)
+	}
+	k.t.useSet(oc, key, k.t.sets[key])
+}
+
+// peerCount returns the number of addresses of family fam the pods a pods
+// peer selects hold (an upper bound on its set's elements), from the
+// Compiler's cache when the peer has not changed, else by walking its pods
+// without building anything.
+func (k *counter) peerCount(peer *cluster.Peer, fam int) int {
+	if e := k.c.cc.peers[peerFam{peer.Key, fam}]; e != nil && e.version == k.c.src.PeerVersion(peer) {
+		return e.addrs.Len()
+	}
+	n := 0
+	k.c.src.EachPeerPod(peer, func(p *cluster.Pod) {
+		if _, ok := p.IP(fam); ok {
+			n++
+		}
+	})
+	return n
+}
+
+// namedSet counts a named-port set: at most, for each of its entries, the
+// pods that declare it (this node's for ingress, every pod for egress),
+// and every contested address.
+func (k *counter) namedSet(oc *objCost, named []namedPort, fam int, d cluster.Direction) {
+	wide := d == cluster.Egress
+	n := len(k.c.claims) * len(named)
+	for _, np := range named {
+		n += k.declaredCount(namedScope{fam, np, wide})
+	}
+	k.t.useSet(oc, fmt.Sprintf("named/%d/%s", fam, namedList(named)), n)
+}
+
+func (k *counter) declaredCount(s namedScope) int {
+	if k.declared == nil {
+		k.declared = map[namedScope]int{}
+		for _, p := range k.c.src.Pods() {
+			if p.HostNetwork {
+				continue
+			}
+			local := p.NodeName == k.c.node
+			for _, fam := range []int{4, 6} {
+				if _, ok := p.IP(fam); !ok {
+					continue
+				}
+				for _, cp := range p.Ports {
+					np := namedPort{cp.Name, cp.Protocol}
+					if cp.Name == "" {
+						continue
+					}
+					k.declared[namedScope{fam, np, true}]++
+					if local {
+						k.declared[namedScope{fam, np, false}]++
+					}
+				}
+			}
+		}
+	}
+	return k.declared[s]
+}
+
+// tier counts a tier chain (tierChain) once: its entries as single rules
+// (and, for those a tier map may hold, the map's elements too).
+func (k *counter) tier(d cluster.Direction, kind string, cps []*cluster.ClusterPolicy, fam int, chained bool, next string) string {
+	var tk strings.Builder
+	fmt.Fprintf(&tk, "%s/%s/%d/%v/%s", d, kind, fam, chained, next)
+	for _, cp := range cps {
+		tk.WriteString("|" + cp.Name)
+	}
+	key := tk.String()
+	if k.tiers[key] {
+		return key
+	}
+	k.tiers[key] = true
+	t, log := k.t, k.c.cc.Options.Log
+	tu := &tierUse{overhead: Cost{Rules: 3, Chains: 1}} // ct invalid, node traffic, end
+	for _, cp := range cps {
+		oc := t.obj(quarantine.ClusterPolicyObject(cp), cp.Created)
+		m := part{obj: oc.obj}
+		rules := cp.Rules(d)
+		if len(rules) > 0 {
+			m.strip = Cost{Rules: 1}
+			if log.Drops {
+				m.strip = m.strip.Add(Cost{Rules: 2, Chains: 1})
+			}
+		}
+		for ri := range rules {
+			m.cost = m.cost.Add(k.cnpRule(oc, d, &rules[ri], fam))
+			if log.Drops || log.Allowed {
+				m.cost = m.cost.Add(Cost{Rules: 2, Chains: 1})
+			}
+		}
+		tu.members = append(tu.members, m)
+	}
+	t.tiers = append(t.tiers, tu)
+	return key
+}
+
+// cnpRule counts one ClusterNetworkPolicy rule in a tier chain of family
+// fam: its single rules (one per peer and port form), up to three masked
+// lookups of a tier map, and the map's elements when it can be in one
+// (at most maxElementsPerBox a box).
+func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRule, fam int) Cost {
+	out := Cost{Rules: 3}
+	if r.MatchAll {
+		return out.Add(Cost{Rules: 1})
+	}
+	portSet, named, ok := k.c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts})
+	if !ok {
+		return out
+	}
+	k.portSet(oc, portSet)
+	ports := max(1, len(k.c.portElements(portSet)))
+	forms := 0
+	if portSet != "" || len(named) == 0 {
+		forms++
+	}
+	if len(named) > 0 {
+		forms++
+		k.namedSet(oc, named, fam, d)
+	}
+	boxes := 0
+	for i := range r.Peers {
+		peer := &r.Peers[i]
+		n := 0
+		switch peer.Kind {
+		case cluster.PeerPods:
+			k.peerSet(oc, peer, fam)
+			n = k.t.sets["peer/"+peer.Key+"/"+fmt.Sprint(fam)]
+		case cluster.PeerIPBlock:
+			if family(peer.CIDR.Addr()) != fam {
+				continue
+			}
+			n = len(peer.Except) + 1
+			k.t.useSet(oc, "block/"+peer.Key+"/"+fmt.Sprint(fam), n)
+		case cluster.PeerNodes:
+			n = len(k.c.nodeAddrs(peer, fam))
+			k.t.useSet(oc, "nodes/"+peer.Key+"/"+fmt.Sprint(fam), n)
+		default:
+			continue
+		}
+		out.Rules += forms
+		boxes += n * ports
+	}
+	if len(named) == 0 && boxes <= maxTierRuleBoxes {
+		out.Elements += maxElementsPerBox * boxes
+	}
+	return out
+}
+
+// selection returns what applies to p in direction d, with the objects
+// quarantined on the node in their stripped forms; rawSelection (tiers.go)
+// is the same as written.
+func (c *compiler) selection(d cluster.Direction, p *cluster.Pod) podSelection {
+	sel := c.rawSelection(d, p)
+	if len(c.strip) == 0 {
+		return sel
+	}
+	k := podDir{p, d}
+	if s, ok := c.strippedSel[k]; ok {
+		return s
+	}
+	if c.strippedSel == nil {
+		c.strippedSel = map[podDir]podSelection{}
+	}
+	s := c.stripped(sel)
+	c.strippedSel[k] = s
+	return s
+}
+
+// stripped returns sel with the objects quarantined on the node in their
+// stripped forms, shared across compiles (so that the group chains of a
+// quarantined policy are kept, memo.go).
+func (c *compiler) stripped(sel podSelection) podSelection {
+	if len(c.strip) == 0 {
+		return sel
+	}
+	var out podSelection
+	for _, p := range sel.group {
+		if _, ok := c.strip[quarantine.PolicyObject(p)]; ok {
+			p = c.cc.strippedPolicy(p)
+		}
+		out.group = append(out.group, p)
+	}
+	cps := func(in []*cluster.ClusterPolicy) []*cluster.ClusterPolicy {
+		var o []*cluster.ClusterPolicy
+		for _, cp := range in {
+			if _, ok := c.strip[quarantine.ClusterPolicyObject(cp)]; ok {
+				cp = c.cc.strippedClusterPolicy(cp)
+			}
+			o = append(o, cp)
+		}
+		return o
+	}
+	out.admin, out.baseline = cps(sel.admin), cps(sel.baseline)
+	return out
+}
+
+// strippedPolicy returns the stripped form of p, the same value for the
+// same p across compiles.
+func (c *Compiler) strippedPolicy(p *cluster.Policy) *cluster.Policy {
+	if s, ok := c.strippedNP[p]; ok {
+		return s
+	}
+	if c.strippedNP == nil {
+		c.strippedNP = map[*cluster.Policy]*cluster.Policy{}
+	}
+	s := quarantine.StripPolicy(p)
+	c.strippedNP[p] = s
+	return s
+}
+
+// strippedClusterPolicy is strippedPolicy for ClusterNetworkPolicies.
+func (c *Compiler) strippedClusterPolicy(p *cluster.ClusterPolicy) *cluster.ClusterPolicy {
+	if s, ok := c.strippedCNP[p]; ok {
+		return s
+	}
+	if c.strippedCNP == nil {
+		c.strippedCNP = map[*cluster.ClusterPolicy]*cluster.ClusterPolicy{}
+	}
+	s := quarantine.StripClusterPolicy(p)
+	c.strippedCNP[p] = s
+	return s
+}
+
+// forgetStripped drops the stripped forms of objects no longer quarantined.
+func (c *Compiler) forgetStripped() {
+	keep := map[quarantine.Object]bool{}
+	for _, d := range c.quarantined {
+		keep[d.Object] = true
+	}
+	for p := range c.strippedNP {
+		if !keep[quarantine.PolicyObject(p)] {
+			delete(c.strippedNP, p)
+		}
+	}
+	for p := range c.strippedCNP {
+		if !keep[quarantine.ClusterPolicyObject(p)] {
+			delete(c.strippedCNP, p)
+		}
+	}
+}
+
+// Count returns what the Ruleset holds, counted as the budgets count it.
+func Count(rs *ruleset.Ruleset) Cost {
+	var c Cost
+	for _, s := range rs.Sets {
+		c.Elements += s.Len()
+	}
+	for _, ch := range rs.Chains {
+		c.Rules += len(ch.Rules)
+	}
+	c.Chains = len(rs.Chains)
+	return c
+}

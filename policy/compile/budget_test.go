@@ -1,0 +1,178 @@
+package compile_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/cluster/clustertest"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/compile/hostile"
+	"github.com/policyd/policyd/policy/quarantine"
+	"github.com/policyd/policyd/selectors"
+)
+
+// hugeBudget bounds nothing anyone reaches but makes Compile count.
+var hugeBudget = compile.Budget{Node: compile.Cost{Rules: 1 << 40, Elements: 1 << 40, Chains: 1 << 40}}
+
+// randomHostile returns a random cluster with one random hostile shape
+// added, as a snapshot.
+func randomHostile(rng *rand.Rand, seed int) (*cluster.Snapshot, hostile.Spec) {
+	opts := clustertest.Options{IPv6: seed%2 == 0, HostNetwork: seed%3 == 0}
+	if seed%2 == 1 {
+		opts.MaxClusterPolicies = 6
+	}
+	clean := clustertest.RandomObjects(rng, opts)
+	spec := hostile.Random(rng, 1)
+	objs := hostile.Merge(clean, hostile.Build(spec))
+	if seed%5 == 0 {
+		objs, _ = clustertest.Hostile(rng, objs)
+	}
+	snap, _ := cluster.NewSnapshot(objs.Namespaces, objs.Pods, objs.Policies)
+	snap.AddClusterPolicies(objs.ClusterPolicies, objs.Nodes)
+	return snap, spec
+}
+
+// TestBudget_CountNeverBelowRuleset compiles random clusters, some with a
+// hostile shape added, with every option combination, and requires the
+// budget's count (made before anything is built) to be at least what the
+// Ruleset built holds, in every dimension: with no quarantine, and with
+// budgets small enough to quarantine something.
+func TestBudget_CountNeverBelowRuleset(t *testing.T) {
+	t.Parallel()
+	seeds := 400
+	if testing.Short() {
+		seeds = 100
+	}
+	var slack [3]float64
+	quarantined := 0
+	for seed := 1; seed <= seeds; seed++ {
+		rng := rand.New(rand.NewPCG(uint64(seed), 0xb0d6e7))
+		snap, spec := randomHostile(rng, seed)
+		ix := selectors.FromSnapshot(snap)
+		opts := compile.Options{Budget: hugeBudget}
+		if seed%3 == 0 {
+			opts.PodNetwork = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16"), netip.MustParsePrefix("fd00::/64")}
+		}
+		if seed%4 == 0 {
+			opts.FlowMark, opts.CutMark = 0x100000, 0x200000
+		}
+		if seed%5 == 0 {
+			opts.Log = compile.LogOptions{Drops: true, Allowed: seed%10 == 0, Group: 5, Rate: 10}
+		}
+		for _, tight := range []bool{false, true} {
+			if tight {
+				opts.Budget = compile.Budget{Object: compile.Cost{Rules: 40, Elements: 200, Chains: 20}, Node: compile.Cost{Rules: 150, Elements: 600, Chains: 40}}
+			}
+			for _, node := range []string{"node-1", "node-2", "node-3"} {
+				cc := &compile.Compiler{Options: opts}
+				rs, err := cc.Compile(ix, node)
+				require.NoError(t, err, "seed %d", seed)
+				got, count := compile.Count(rs), cc.LastCost()
+				if got.Rules > count.Rules || got.Elements > count.Elements || got.Chains > count.Chains {
+					t.Fatalf("seed %d (%v, tight %v) node %s: the Ruleset holds %v, more than the count %v (quarantined %v)", seed, spec.Shape, tight, node, got, count, cc.Quarantined())
+				}
+				if !tight {
+					slack[0] += float64(count.Rules) / float64(max(got.Rules, 1))
+					slack[1] += float64(count.Elements) / float64(max(got.Elements, 1))
+					slack[2] += float64(count.Chains) / float64(max(got.Chains, 1))
+				} else {
+					quarantined += len(cc.Quarantined())
+				}
+			}
+		}
+	}
+	n := float64(3 * seeds)
+	t.Logf("%d seeds: count / built on average: rules %.2f, elements %.2f, chains %.2f; %d quarantine decisions with tight budgets", seeds, slack[0]/n, slack[1]/n, slack[2]/n, quarantined)
+	if quarantined < seeds/4 {
+		t.Fatalf("only %d quarantine decisions over %d seeds with tight budgets: the test is not exercising quarantine", quarantined, seeds)
+	}
+}
+
+// compileShape compiles node-1 of one hostile shape with budget b.
+func compileShape(t *testing.T, s hostile.Spec, b compile.Budget) (*compile.Compiler, compile.Cost) {
+	t.Helper()
+	objs := hostile.Build(s)
+	snap, errs := cluster.NewSnapshot(objs.Namespaces, objs.Pods, objs.Policies)
+	errs = append(errs, snap.AddClusterPolicies(objs.ClusterPolicies, objs.Nodes)...)
+	require.Empty(t, errs)
+	cc := &compile.Compiler{Options: compile.Options{Budget: b}}
+	rs, err := cc.Compile(selectors.FromSnapshot(snap), hostile.Node)
+	require.NoError(t, err)
+	return cc, compile.Count(rs)
+}
+
+// TestBudget_OverObjectBudgetIsQuarantined: one object over the per-object
+// budget is quarantined, named with its figure, and costs nothing more.
+func TestBudget_OverObjectBudgetIsQuarantined(t *testing.T) {
+	t.Parallel()
+	b := compile.DefaultBudget(0)
+	for _, s := range []hostile.Spec{
+		{Shape: hostile.PeersByNamedPorts, N: 5000, M: 40, Pods: 4},
+		{Shape: hostile.LongExcepts, N: 60000},
+		{Shape: hostile.WidePeers, N: 2000, M: 40},
+		{Shape: hostile.CNPStaggered, N: 3000},
+		{Shape: hostile.RangeBesidePorts, N: 3000, M: 3000},
+	} {
+		t.Run(s.Shape.String(), func(t *testing.T) {
+			t.Parallel()
+			cc, got := compileShape(t, s, b)
+			q := cc.Quarantined()
+			require.Len(t, q, 1, "cost %v", cc.LastCost())
+			assert.Equal(t, quarantine.OverObjectBudget, q[0].Reason)
+			assert.Equal(t, hostile.Node, q[0].Node)
+			assert.Contains(t, q[0].Message(), q[0].Key)
+			assert.Contains(t, q[0].Message(), fmt.Sprintf("over the per-object budget of %d", q[0].Figure.Budget))
+			assert.LessOrEqual(t, got.Rules, b.Node.Rules)
+			assert.LessOrEqual(t, got.Elements, b.Node.Elements)
+		})
+	}
+}
+
+// TestBudget_ManySmallObjectsOverNodeBudget (class 3 of issue 26): many
+// small policies whose pods each form a group of their own are each within
+// the per-object budget, and together over the per-node budget: the most
+// expensive, then the newest go first until the node is under its budget.
+func TestBudget_ManySmallObjectsOverNodeBudget(t *testing.T) {
+	t.Parallel()
+	b := compile.DefaultBudget(0)
+	cc, got := compileShape(t, hostile.Spec{Shape: hostile.ManyGroups, N: 80, M: 8}, b)
+	q := cc.Quarantined()
+	require.NotEmpty(t, q)
+	for _, d := range q {
+		assert.Equal(t, quarantine.OverNodeBudget, d.Reason, d.Message())
+		assert.Less(t, d.ObjectCost, b.Object.Rules, "an object over its own budget would be quarantined for that")
+	}
+	assert.LessOrEqual(t, got.Rules, b.Node.Rules, "the node stays over its budget")
+	assert.LessOrEqual(t, cc.LastCost().Rules, b.Node.Rules)
+	assert.Less(t, len(q), 80, "quarantining every policy is not needed")
+	t.Logf("%d of 80 policies quarantined; the table holds %v (count %v)", len(q), got, cc.LastCost())
+}
+
+// TestBudget_NodeBudgetTiesNewestFirst: of objects costing alike, the newest
+// is quarantined first, then by key.
+func TestBudget_NodeBudgetTiesNewestFirst(t *testing.T) {
+	t.Parallel()
+	objs := hostile.Build(hostile.Spec{Shape: hostile.ManyGroups, N: 6})
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, p := range objs.Policies {
+		p.CreationTimestamp.Time = base.Add(time.Duration(i%3) * time.Hour) // group-2, -5 newest
+	}
+	snap, _ := cluster.NewSnapshot(objs.Namespaces, objs.Pods, objs.Policies)
+	ix := selectors.FromSnapshot(snap)
+	full := &compile.Compiler{Options: compile.Options{Budget: hugeBudget}}
+	_, err := full.Compile(ix, hostile.Node)
+	require.NoError(t, err)
+	cc := &compile.Compiler{Options: compile.Options{Budget: compile.Budget{Node: compile.Cost{Rules: full.LastCost().Rules - 1}}}}
+	_, err = cc.Compile(ix, hostile.Node)
+	require.NoError(t, err)
+	q := cc.Quarantined()
+	require.Len(t, q, 1)
+	assert.Equal(t, hostile.Namespace+"/group-2", q[0].Key, "the newest, first by key")
+}
