@@ -174,7 +174,7 @@ func Quarantines(src Source, nodes []string, opts Options) *quarantine.Set {
 type objCost struct {
 	obj     quarantine.Object
 	created time.Time
-	cost    Cost     // as written (own: its parts and its sets)
+	cost    Cost            // as written (own: its parts and its sets)
 	strip   Cost            // as quarantined
 	sets    map[string]bool // the sets it refers to (as written)
 }
