@@ -86,6 +86,10 @@ type Direction struct {
 	// isolating policy has a rule for this direction: the rule that came
 	// closest and why it did not match.
 	NearestMiss *Miss `json:"nearestMiss,omitempty"`
+	// Quarantined lists the objects that took part in the verdict (an
+	// isolating NetworkPolicy, the deciding ClusterNetworkPolicy) and that
+	// the node judging this direction quarantines (quarantine.go).
+	Quarantined []QuarantineNote `json:"quarantined,omitempty"`
 }
 
 // ClusterRuleRef names one ClusterNetworkPolicy rule and the peer and port

@@ -17,6 +17,7 @@ import (
 	"github.com/policyd/policyd/conformance/truthtable"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/model"
+	"github.com/policyd/policyd/policy/quarantine"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/policy/trace"
 	"github.com/policyd/policyd/selectors"
@@ -39,17 +40,32 @@ func Agreement(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr) (checke
 // unless Allowed is on.
 func AgreementWith(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr, opts compile.Options) (checked int, mismatches []string) {
 	t.Helper()
+	checked, mismatches, _, _ = AgreementQuarantined(t, snap, extra, opts)
+	return checked, mismatches
+}
+
+// AgreementQuarantined is AgreementWith that also returns the quarantine
+// decisions each node's compile made (opts.Budget) and the rulesets: the
+// model judges each direction with the objects its node quarantines in
+// their stripped forms (model.EvaluateQuarantined).
+func AgreementQuarantined(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr, opts compile.Options) (checked int, mismatches []string, q *quarantine.Set, rulesets map[string]*ruleset.Ruleset) {
+	t.Helper()
 	ix := selectors.FromSnapshot(snap)
-	rulesets := map[string]*ruleset.Ruleset{}
+	rulesets = map[string]*ruleset.Ruleset{}
+	q = &quarantine.Set{}
 	for _, p := range snap.Pods {
 		if p.NodeName == "" || rulesets[p.NodeName] != nil {
 			continue
 		}
-		rs, err := (&compile.Compiler{Options: opts}).Compile(ix, p.NodeName)
+		cc := &compile.Compiler{Options: opts}
+		rs, err := cc.Compile(ix, p.NodeName)
 		if err != nil {
 			t.Fatalf("compile %s: %v", p.NodeName, err)
 		}
 		rulesets[p.NodeName] = rs
+		for _, d := range cc.Quarantined() {
+			q.Add(d)
+		}
 	}
 
 	type ep struct {
@@ -85,7 +101,7 @@ func AgreementWith(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr, opt
 			}
 			for _, port := range ports {
 				for _, proto := range cluster.Protocols {
-					d := model.Evaluate(snap, model.Packet{Src: msrc, Dst: dst.m, Protocol: proto, Port: port})
+					d := model.EvaluateQuarantined(snap, q, model.Packet{Src: msrc, Dst: dst.m, Protocol: proto, Port: port})
 					hops, allowed, err := trace.Path(rulesets, src.t, dst.t, uint8(proto), uint16(port))
 					if err != nil {
 						t.Fatalf("trace %s -> %s: %v", src.m.IP, dst.m.IP, err)
@@ -115,7 +131,7 @@ func AgreementWith(t testing.TB, snap *cluster.Snapshot, extra []netip.Addr, opt
 			}
 		}
 	}
-	return checked, mismatches
+	return checked, mismatches, q, rulesets
 }
 
 // checkLogged checks what the hops of one connection logged (see

@@ -320,7 +320,11 @@ func (t *tracer) addrIn(fam int, field ruleset.Field, name string) (bool, error)
 
 func (t *tracer) allow(r *ruleset.AllowRule) (bool, ruleset.Verdict, error) {
 	p := t.pkt
-	if r.Family != 0 && !familyMatches(r.Family, p) {
+	// The family is matched (nft's implicit meta nfproto) only before an
+	// address lookup: a rule without one, such as a ClusterNetworkPolicy
+	// rule forced to match everything, holds for both families, as in the
+	// kernel (its chain may serve both: chains are named by their text).
+	if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") && !familyMatches(r.Family, p) {
 		return false, r.Verdict, nil
 	}
 	if r.Family == 0 && (r.PeerSet != "" || r.NamedPortSet != "") {
