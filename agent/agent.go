@@ -44,6 +44,7 @@ import (
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
+	"github.com/policyd/policyd/policy/quarantine"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
 )
@@ -119,6 +120,11 @@ type Config struct {
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
 	OnCommit func(Commit)
+	// Budget bounds what one policy object and the node's whole table may
+	// cost (compile.Budget); objects over it are quarantined (quarantine.go).
+	// The zero Budget means compile.DefaultBudget of the DaemonSet's
+	// memory limit.
+	Budget compile.Budget
 }
 
 // Change is one API event that a sync committed.
@@ -168,6 +174,10 @@ type Agent struct {
 	verdicts *verdictState
 	// gate holds syncs across a watch gap (gate.go).
 	gate *watchGate
+	// refused holds the objects the kernel refused (quarantine.go), under
+	// mu; quarantine the decisions last reported (sync loop only).
+	refused    map[quarantine.Object]refusal
+	quarantine map[quarantine.Object]quarantine.Decision
 
 	trigger chan struct{}
 	// podLabels shares one labels.Set among pods with identical labels,
@@ -229,7 +239,9 @@ func New(cfg Config) (*Agent, error) {
 		invalid:    map[string]string{},
 		invalidCNP: map[string]string{},
 		trigger:    make(chan struct{}, 1),
+		refused:    map[quarantine.Object]refusal{},
 	}
+	a.compiler.Options.Budget = budgetOf(cfg)
 	if cfg.CutEstablished != nil {
 		a.compiler.Options.FlowMark = cfg.FlowMark
 		a.compiler.Options.CutMark = cfg.CutMark
@@ -440,7 +452,12 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.compiler.Options.PodNetwork = podNet.network
 	reportPodNet := podNet.fingerprint() != a.podNet
 	a.podNet = podNet.fingerprint()
+	standing := a.refusedSet()
+	a.compiler.Options.Quarantine = standing
 	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
+	compileErr := err
+	decisions, candidates := a.compiler.Quarantined(), a.compiler.Objects()
+	a.metrics.observeCost(a.compiler.LastCost(), a.compiler.Options.Budget.Node)
 	// Learned before the commit, so the first packet logged under a new id
 	// resolves (ids are content hashes: a commit that fails teaches nothing
 	// wrong).
@@ -483,6 +500,16 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	if err == nil {
 		stats, err = a.cfg.Backend.Sync(ctx, rs)
 	}
+	if err != nil && compileErr == nil && ctx.Err() == nil {
+		// The kernel refused the batch: find the policies whose part it
+		// refuses, quarantine them and commit the rest (quarantine.go).
+		var b nft.SyncStats
+		var brs *ruleset.Ruleset
+		var bd []quarantine.Decision
+		if b, brs, bd, err = a.bisect(ctx, err, candidates, standing.Node(a.cfg.NodeName)); err == nil {
+			stats, rs, decisions = b, brs, bd
+		}
+	}
 	now := time.Now()
 	a.metrics.syncDuration.Observe(now.Sub(start).Seconds())
 	if err != nil {
@@ -505,6 +532,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	}
 	a.metrics.syncs.WithLabelValues(kind).Inc()
 	a.metrics.syncOps.Add(float64(stats.Ops))
+	a.reportQuarantine(decisions)
 	a.observeProgrammed(rs)
 	for _, c := range pending {
 		a.metrics.latency.Observe(now.Sub(c.Observed).Seconds())

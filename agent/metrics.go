@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/verdicts"
 )
 
@@ -27,6 +28,13 @@ type Metrics struct {
 	latency      prometheus.Histogram
 	lastSuccess  prometheus.Gauge
 	conflicts    prometheus.Gauge
+	// quarantined counts the objects quarantined on this node, by kind;
+	// quarantineDecisions the decisions, by kind and reason; cost the
+	// node's table as the budget counts it, and budget its per-node budget,
+	// by dimension.
+	quarantined         *prometheus.GaugeVec
+	quarantineDecisions *prometheus.CounterVec
+	cost, budget        *prometheus.GaugeVec
 	// verdictReaderUp is 1 while the verdict reader has the nflog group.
 	verdictReaderUp prometheus.Gauge
 	// failing reports how long syncs have been failing; the agent sets it
@@ -82,6 +90,18 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.conflicts = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_address_conflicts", Help: "Addresses that two or more pods claim in the API; each is policed as the strictest of its claimants.",
 	})
+	m.quarantined = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "policyd_quarantined_objects", Help: "Policy objects quarantined on this node (over their budget, picked to bring the node under its budget, or refused by the kernel), by kind: their subjects fail closed.",
+	}, []string{"kind"})
+	m.quarantineDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "policyd_quarantine_decisions_total", Help: "Quarantine decisions made on this node (an object newly quarantined, or for another reason), by kind and reason (object-budget, node-budget, kernel-refused).",
+	}, []string{"kind", "reason"})
+	m.cost = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "policyd_table_cost", Help: "What the last compile counted for this node's table before building it, quarantined objects stripped, by dimension (rules, elements, chains).",
+	}, []string{"dimension"})
+	m.budget = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "policyd_table_budget", Help: "The per-node budget, by dimension (rules, elements, chains); 0 is unbounded.",
+	}, []string{"dimension"})
 	m.verdictReaderUp = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_verdict_reader_up", Help: "1 while the agent reads the nflog group its table logs verdicts to (0 with verdicts on means no records and no rate-limit accounting; the log says why).",
 	})
@@ -93,8 +113,20 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, failing)
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, failing,
+		m.quarantined, m.quarantineDecisions, m.cost, m.budget)
 	return m
+}
+
+// observeCost records a compile's count and the node's budget.
+func (m *Metrics) observeCost(c, budget compile.Cost) {
+	for _, d := range []struct {
+		name      string
+		cost, max int
+	}{{"rules", c.Rules, budget.Rules}, {"elements", c.Elements, budget.Elements}, {"chains", c.Chains, budget.Chains}} {
+		m.cost.WithLabelValues(d.name).Set(float64(d.cost))
+		m.budget.WithLabelValues(d.name).Set(float64(d.max))
+	}
 }
 
 // Handler serves /metrics, /healthz (the sync loop is alive), /readyz

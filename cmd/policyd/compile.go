@@ -23,6 +23,7 @@ const previewTable = ruleset.TableName + "-preview"
 func newCompileCommand() *cobra.Command {
 	var src source
 	var node, table string
+	var bf budgetFlags
 	cmd := &cobra.Command{
 		Use:   "compile --node NAME [--manifests PATH | --kubeconfig FILE --context NAME]",
 		Short: "Print the nftables ruleset a node would get, as nft -f text",
@@ -46,7 +47,11 @@ agent's own table, e.g. to pre-seed a node the agent will then adopt.
 NAME must be the spec.nodeName of a pod in the input or the name of a Node
 object in it; anything else is an error listing the known nodes. Invalid
 policies are reported on stderr and compiled in their fail-closed form: an
-invalid part matches nothing.
+invalid part matches nothing. Objects over the budgets are quarantined as
+the agent would (see below), each named on stderr ("quarantined: ...") and
+in a comment at the top of the table.
+
+` + budgetHelp + `
 
 Exit status: 0 printed, 2 on bad usage or input (an unknown node, broken
 manifests, no cluster found), 3 when the API server cannot be read.`,
@@ -73,15 +78,27 @@ manifests, no cluster found), 3 when the API server cannot be read.`,
 				sort.Strings(known)
 				return usagef("--node %s: no pod in the input runs on it and no Node object names it; known nodes: %s", node, strings.Join(compactStrings(known), ", "))
 			}
-			rs, err := compile.Compile(selectors.FromSnapshot(snap), node)
+			budget, err := bf.budget()
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "# policyd compile --node %s: the table policyd would program on that node (nft -f)\n%s", node, rs.TextAs(table))
+			cc := &compile.Compiler{Options: compile.Options{Budget: budget}}
+			rs, err := cc.Compile(selectors.FromSnapshot(snap), node)
+			if err != nil {
+				return err
+			}
+			var head strings.Builder
+			fmt.Fprintf(&head, "# policyd compile --node %s: the table policyd would program on that node (nft -f)\n", node)
+			for _, d := range cc.Quarantined() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "quarantined:", d.Message())
+				fmt.Fprintf(&head, "# QUARANTINED: %s\n", d.Message())
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s%s", head.String(), rs.TextAs(table))
 			return err
 		},
 	}
 	src.add(cmd)
+	bf.add(cmd)
 	cmd.Flags().StringVar(&node, "node", "", "node to compile for (pods with this spec.nodeName)")
 	cmd.Flags().StringVar(&table, "table", previewTable, "name of the inet table to print; "+ruleset.TableName+" is the agent's own table, which loading the output then replaces")
 	return cmd

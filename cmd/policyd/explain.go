@@ -28,6 +28,7 @@ type explainOptions struct {
 	trace     bool
 	// from, to and selector are label selectors (-l applies to both ends).
 	from, to, selector string
+	budget             budgetFlags
 }
 
 func newExplainCommand() *cobra.Command {
@@ -68,6 +69,11 @@ page of colour-coded grids, each cell's deciding rule in its tooltip. -n, -l,
 --from and --to narrow it:
 -n to one namespace, -l to the pods it selects at both ends, --from to the
 rows, --to to the columns.
+
+A policy the node judging a direction quarantines (over the budgets, as the
+agent decides with the same flags) is judged in its fail-closed form, and
+the direction says QUARANTINED (JSON: "quarantined"). --matrix judges the
+policies as written.
 
 Exit status: 0 when every explained connection is allowed (and always with
 --matrix), 1 when one is denied or --trace finds a disagreement, 2 on bad
@@ -127,6 +133,7 @@ API server cannot be read.`,
 	f.StringVar(&o.from, "from", "", "label selector for the sources, instead of SRC (e.g. app=web)")
 	f.StringVar(&o.to, "to", "", "label selector for the destinations, instead of DST (e.g. app=db)")
 	f.StringVarP(&o.selector, "selector", "l", "", "with --matrix: label selector for the pods at both ends")
+	o.budget.add(cmd)
 	return cmd
 }
 
@@ -215,13 +222,17 @@ func runExplain(cmd *cobra.Command, snap *cluster.Snapshot, args []string, o *ex
 		return err
 	}
 	selected := o.from != "" || o.to != ""
+	budget, err := o.budget.budget()
+	if err != nil {
+		return err
+	}
 	var results []explain.Result
 	for _, src := range srcs {
 		for _, dst := range dsts {
 			if src == dst && selected {
 				continue // a pod to itself is always allowed
 			}
-			r, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace})
+			r, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace, Budget: budget})
 			var ue *explain.UsageError
 			if selected && errors.As(err, &ue) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s -> %s not explained: %v\n", src, dst, err)

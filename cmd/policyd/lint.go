@@ -17,6 +17,7 @@ type lintOptions struct {
 	output     string
 	dnsService string
 	dnsAddrs   []string
+	budget     budgetFlags
 }
 
 func newLintCommand() *cobra.Command {
@@ -34,6 +35,9 @@ offline from --manifests:
   named-port-unserved   a named port no candidate pod declares
   shadowed-rule         a rule another rule makes redundant, or a
                         ClusterNetworkPolicy rule after one that matches all
+  quarantined           a policy over the budgets on some node, enforced
+                        there in its fail-closed form (as the agent would
+                        with the same --max-*/--memory-limit flags)
 
 The cluster DNS is --dns-service (default kube-system/kube-dns) or the
 addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
@@ -45,7 +49,11 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 			if o.output != "text" && o.output != "json" {
 				return &exitError{2, fmt.Errorf("-o %s: want text or json", o.output)}
 			}
-			opts := lint.Options{DNSService: o.dnsService}
+			budget, err := o.budget.budget()
+			if err != nil {
+				return err
+			}
+			opts := lint.Options{DNSService: o.dnsService, Budget: budget}
 			for _, s := range o.dnsAddrs {
 				a, err := netip.ParseAddr(s)
 				if err != nil {
@@ -54,7 +62,6 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 				opts.DNSAddrs = append(opts.DNSAddrs, a.Unmap())
 			}
 			var snap *cluster.Snapshot
-			var err error
 			if o.manifests != "" {
 				snap, err = loadSnapshot(cmd, o.manifests)
 			} else {
@@ -94,5 +101,6 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	f.StringVar(&o.dnsService, "dns-service", lint.DefaultDNSService, "the cluster DNS Service, namespace/name")
 	f.StringSliceVar(&o.dnsAddrs, "dns", nil, "cluster DNS server addresses, instead of --dns-service (repeatable)")
+	o.budget.add(cmd)
 	return cmd
 }

@@ -80,6 +80,7 @@ type runOptions struct {
 	logGroup             uint16
 	logRate, logBurst    uint32
 	verdictLogLevel      string
+	budget               budgetFlags
 }
 
 func newRunCommand() *cobra.Command {
@@ -107,7 +108,12 @@ sync commits and when every sync has failed for --unready-after (default
 30s), the failure and its age in the body. Profiles (--profiling) are served
 on a separate loopback listener only.
 Invalid policies are enforced fail-closed (the invalid part matches nothing)
-and reported as Warning Events on the policy.
+and reported as Warning Events on the policy. When the kernel refuses a
+sync's batch, the agent finds the policies that produced it by bisection
+(every attempt an atomic, fail-closed commit), quarantines them with an
+error naming each, and commits the rest.
+
+` + budgetHelp + `
 
 Live verdicts: the packets policies drop (--log-drops, on by default) and,
 opt-in, the new connections they allow (--log-allowed) are counted per
@@ -146,6 +152,7 @@ the kernel's counters. Each record is also written to the agent's log at
 	f.Uint32Var(&o.logBurst, "log-burst", agent.DefaultLogBurst, "packets logged at once above --log-rate before the limit applies")
 	f.StringVar(&o.verdictLogLevel, "verdict-log-level", "debug", "level at which each verdict record is written to the agent's log: debug (hidden at the default --log-level info), info, warn, error, or off")
 	f.StringVar(&o.netns, "netns", "", "program the table in this named network namespace (/run/netns/NAME) instead of the agent's own; for labs and benchmarks")
+	o.budget.add(cmd)
 	return cmd
 }
 
@@ -185,6 +192,10 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 		return err
 	}
 	recordLevel, err := verdictLevel(o.verdictLogLevel)
+	if err != nil {
+		return err
+	}
+	budget, err := o.budget.budget()
 	if err != nil {
 		return err
 	}
@@ -252,6 +263,7 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 		PodNetwork:     podNet,
 		NodeName:       o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, UnreadyAfter: o.unreadyAfter, Logger: log,
+		Budget: budget,
 	}
 	if o.events {
 		b := record.NewBroadcaster()

@@ -150,6 +150,12 @@ func DefaultBudget(limit int64) Budget {
 // quarantined on its node, sorted.
 func (c *Compiler) Quarantined() []quarantine.Decision { return c.quarantined }
 
+// Objects returns the objects that select a pod of the last Compile's node
+// (in any direction), sorted: those that can add anything to its table.
+func (c *Compiler) Objects() []quarantine.Object {
+	return slices.SortedFunc(maps.Keys(c.objects), quarantine.Object.Compare)
+}
+
 // LastCost returns what the last Compile counted for its node (with the
 // quarantined objects in their stripped form) before building it.
 func (c *Compiler) LastCost() Cost { return c.lastCost }
@@ -754,6 +760,15 @@ func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRu
 // is the same as written.
 func (c *compiler) selection(d cluster.Direction, p *cluster.Pod) podSelection {
 	sel := c.rawSelection(d, p)
+	for _, pol := range sel.group {
+		c.cc.objects[quarantine.PolicyObject(pol)] = true
+	}
+	for _, cp := range sel.admin {
+		c.cc.objects[quarantine.ClusterPolicyObject(cp)] = true
+	}
+	for _, cp := range sel.baseline {
+		c.cc.objects[quarantine.ClusterPolicyObject(cp)] = true
+	}
 	if len(c.strip) == 0 {
 		return sel
 	}

@@ -92,6 +92,7 @@ type Compiler struct {
 	// of the objects quarantined, kept for as long as they are.
 	quarantined []quarantine.Decision
 	lastCost    Cost
+	objects     map[quarantine.Object]bool // see Objects
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }

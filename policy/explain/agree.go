@@ -15,6 +15,12 @@ import (
 // keyed by node name. Endpoints that are not pods, or pods not scheduled on a
 // node, need none.
 func CompileNodes(snap *cluster.Snapshot, eps ...model.Endpoint) (map[string]*ruleset.Ruleset, error) {
+	return CompileNodesWith(snap, compile.Options{}, eps...)
+}
+
+// CompileNodesWith is CompileNodes with opts (a budget: the nodes then
+// quarantine what the agent would).
+func CompileNodesWith(snap *cluster.Snapshot, opts compile.Options, eps ...model.Endpoint) (map[string]*ruleset.Ruleset, error) {
 	ix := selectors.FromSnapshot(snap)
 	out := map[string]*ruleset.Ruleset{}
 	for _, ep := range eps {
@@ -24,7 +30,7 @@ func CompileNodes(snap *cluster.Snapshot, eps ...model.Endpoint) (map[string]*ru
 		if _, ok := out[ep.Pod.NodeName]; ok {
 			continue
 		}
-		rs, err := compile.Compile(ix, ep.Pod.NodeName)
+		rs, err := (&compile.Compiler{Options: opts}).Compile(ix, ep.Pod.NodeName)
 		if err != nil {
 			return nil, fmt.Errorf("compile node %s: %w", ep.Pod.NodeName, err)
 		}

@@ -20,9 +20,12 @@ import (
 	"strings"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/model"
+	"github.com/policyd/policyd/policy/quarantine"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/policy/trace"
+	"github.com/policyd/policyd/selectors"
 )
 
 // Query says which connections to explain. Errors about its fields name the
@@ -42,6 +45,42 @@ type Query struct {
 	// each connection and compares their verdict with the model's (see
 	// CheckTrace).
 	Trace bool
+	// Budget is the nodes' budget (policyd run's flags): an object over it
+	// is quarantined on a node (policy/quarantine), and each direction is
+	// judged, and traced, as the node that judges it enforces it, with
+	// the quarantined objects in their stripped forms. The zero Budget
+	// quarantines nothing.
+	Budget compile.Budget
+
+	// view judges packets with the nodes' quarantine (set by Explain).
+	view *model.Quarantined
+}
+
+// evaluate judges pkt as the nodes enforce it.
+func (q Query) evaluate(snap *cluster.Snapshot, pkt model.Packet) model.Decision {
+	if q.view != nil {
+		return q.view.Evaluate(pkt)
+	}
+	return model.Evaluate(snap, pkt)
+}
+
+// compileNodes compiles the rulesets of the endpoints' nodes with q's
+// budget.
+func (q Query) compileNodes(snap *cluster.Snapshot, eps ...model.Endpoint) (map[string]*ruleset.Ruleset, error) {
+	return CompileNodesWith(snap, compile.Options{Budget: q.Budget}, eps...)
+}
+
+// QuarantineView returns the model's view of snap as the nodes enforce it
+// with budget b: each node's quarantine decided, when first asked, exactly
+// as the node's compile decides it.
+func QuarantineView(snap *cluster.Snapshot, b compile.Budget) *model.Quarantined {
+	var src compile.Source
+	return model.NewQuarantined(snap, func(node string) []quarantine.Decision {
+		if src == nil {
+			src = selectors.FromSnapshot(snap)
+		}
+		return compile.Quarantines(src, []string{node}, compile.Options{Budget: b}).Node(node)
+	})
 }
 
 // Result is one explained connection: one (port, protocol) from one endpoint
@@ -165,6 +204,9 @@ func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !q.Budget.IsZero() {
+		q.view = QuarantineView(snap, q.Budget)
+	}
 	if svc, addr, ok, err := resolveService(snap, q.Dst); err != nil {
 		return nil, err
 	} else if ok {
@@ -188,14 +230,14 @@ func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 
 	var rulesets map[string]*ruleset.Ruleset
 	if q.Trace {
-		if rulesets, err = CompileNodes(snap, src, dst); err != nil {
+		if rulesets, err = q.compileNodes(snap, src, dst); err != nil {
 			return nil, err
 		}
 	}
 	var results []Result
 	for _, t := range targets {
 		pkt := model.Packet{Src: src, Dst: dst, Protocol: t.Protocol, Port: t.Port}
-		d := model.Evaluate(snap, pkt)
+		d := q.evaluate(snap, pkt)
 		r := Result{From: endpointName(src), To: endpointName(dst), Port: t.Port, Protocol: t.Protocol.String(), Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress}
 		if q.Trace {
 			if r.Trace, err = CheckTrace(rulesets, pkt, d); err != nil {

@@ -87,6 +87,9 @@ func writeResult(w *strings.Builder, e Result) {
 				fmt.Fprintf(w, "          nearest miss: %s: %s\n", d.NearestMiss.RuleRef, d.NearestMiss.Reason)
 			}
 		}
+		for _, qn := range d.Quarantined {
+			fmt.Fprintf(w, "          QUARANTINED: %s\n", qn.Message)
+		}
 		if len(d.Claimants) > 1 {
 			fmt.Fprintf(w, "          WARNING: pods %s all claim this address; it is policed as the strictest of them (allowed only where each one's policies allow)\n", strings.Join(d.Claimants, ", "))
 		}

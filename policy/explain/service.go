@@ -108,7 +108,7 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 					pkt.Src.IP = ip
 				}
 				markNodeTraffic(&pkt.Src, dst)
-				d := model.Evaluate(snap, pkt)
+				d := q.evaluate(snap, pkt)
 				p := path
 				if s.note != "" {
 					p.Note = s.note
@@ -117,7 +117,7 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 				results = append(results, Result{From: endpointName(src), To: endpointName(dst), Port: b.Port, Protocol: sp.Protocol.String(),
 					Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress, Service: &p})
 				if q.Trace {
-					rulesets, err := CompileNodes(snap, pkt.Src, dst)
+					rulesets, err := q.compileNodes(snap, pkt.Src, dst)
 					if err != nil {
 						return nil, err
 					}
@@ -325,12 +325,12 @@ func explainHostPort(snap *cluster.Snapshot, q Query, src model.Endpoint) ([]Res
 			}
 			markNodeTraffic(&s, dst)
 			pkt := model.Packet{Src: s, Dst: dst, Protocol: proto, Port: cp.Port}
-			d := model.Evaluate(snap, pkt)
+			d := q.evaluate(snap, pkt)
 			r := Result{From: endpointName(src), To: p.Key(), Port: cp.Port, Protocol: proto.String(), Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress,
 				HostPort: &HostPortPath{Node: node, Address: a.String(), HostPort: q.Port,
 					Note: fmt.Sprintf("hostPort %d on node %s: the node DNATs it to %s port %d, keeping the client's address", q.Port, node, p.Key(), cp.Port)}}
 			if q.Trace {
-				rulesets, err := CompileNodes(snap, pkt.Src, dst)
+				rulesets, err := q.compileNodes(snap, pkt.Src, dst)
 				if err != nil {
 					return nil, true, err
 				}

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/model"
 	"github.com/policyd/policyd/selectors"
 )
@@ -27,6 +28,9 @@ const (
 	KindPeerSelectsNothing = "peer-selects-nothing"
 	KindNamedPortUnserved  = "named-port-unserved"
 	KindShadowedRule       = "shadowed-rule"
+	// KindQuarantined: an object over the nodes' budget, enforced in its
+	// fail-closed form on a node (policy/quarantine).
+	KindQuarantined = "quarantined"
 )
 
 // Finding is one piece of advice about one object.
@@ -54,6 +58,10 @@ type Options struct {
 	// used instead (port 53, UDP and TCP).
 	DNSService string
 	DNSAddrs   []netip.Addr
+	// Budget is the nodes' budget (policyd run's flags); an object it
+	// quarantines on a node is a finding. The zero Budget quarantines
+	// nothing.
+	Budget compile.Budget
 }
 
 // DefaultDNSService is the cluster DNS Service of kubeadm, kind and most
@@ -65,6 +73,7 @@ func Lint(snap *cluster.Snapshot, opts Options) []Finding {
 	ix := selectors.FromSnapshot(snap)
 	var out []Finding
 	out = append(out, dnsFindings(snap, opts)...)
+	out = append(out, quarantineFindings(snap, ix, opts)...)
 	for _, p := range snap.Policies {
 		obj := "NetworkPolicy " + p.Key()
 		if len(ix.SubjectPods(p)) == 0 {
@@ -129,6 +138,28 @@ func Lint(snap *cluster.Snapshot, opts Options) []Finding {
 		}
 		return out[i].Kind < out[j].Kind
 	})
+	return out
+}
+
+// quarantineFindings reports every object a node quarantines: on every
+// node a pod of snap runs on or a Node object names.
+func quarantineFindings(snap *cluster.Snapshot, ix *selectors.Index, opts Options) []Finding {
+	if opts.Budget.IsZero() {
+		return nil
+	}
+	var nodes []string
+	for _, p := range snap.Pods {
+		if p.NodeName != "" {
+			nodes = append(nodes, p.NodeName)
+		}
+	}
+	for _, n := range snap.Nodes {
+		nodes = append(nodes, n.Name)
+	}
+	var out []Finding
+	for _, d := range compile.Quarantines(ix, nodes, compile.Options{Budget: opts.Budget}).All() {
+		out = append(out, Finding{Kind: KindQuarantined, Object: d.Object.String(), Message: d.Message()})
+	}
 	return out
 }
 

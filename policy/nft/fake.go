@@ -26,6 +26,10 @@ type Fake struct {
 	synced    bool
 	failNext  error
 	syncs     int
+	// refuse, when set, makes Sync refuse a batch that adds an element it
+	// returns true for (RefuseElements).
+	refuse func(set *ruleset.Set, e ruleset.Element) bool
+	refused int
 }
 
 var _ Interface = (*Fake)(nil)
@@ -39,6 +43,23 @@ func (f *Fake) FailNextSync(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failNext = err
+}
+
+// RefuseElements makes every later Sync refuse, as the kernel refuses a
+// value it does not accept, a wanted table holding an element for which
+// refuse returns true; nothing is committed then. nil accepts every
+// element again.
+func (f *Fake) RefuseElements(refuse func(set *ruleset.Set, e ruleset.Element) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refuse = refuse
+}
+
+// Refused returns how many Syncs RefuseElements refused.
+func (f *Fake) Refused() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refused
 }
 
 // Ruleset returns the committed state, or nil when there is no table. The
@@ -87,6 +108,18 @@ func (f *Fake) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, erro
 	c := plan.Counts()
 	stats.Ops = plan.Ops()
 	stats.Sets, stats.Elements, stats.Chains, stats.Rules = c.Sets, c.Elements, c.Chains, c.Rules
+	if f.refuse != nil {
+		for _, set := range want.Sets {
+			for i := range set.Len() {
+				if e := set.At(i); f.refuse(set, e) {
+					f.synced = false
+					f.refused++
+					stats.Duration = time.Since(start)
+					return stats, fmt.Errorf("nft sync (fake): commit batch of %d ops: set %s element %s: invalid argument (refused by RefuseElements)", stats.Ops, set.Name, set.ElementKey(e))
+				}
+			}
+		}
+	}
 	st := newFakeStore(f.committed)
 	for _, s := range plan.Steps() {
 		if err := st.apply(s); err != nil {

@@ -169,7 +169,7 @@ func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 	stats.Ops = plan.Ops()
 	stats.Sets, stats.Elements, stats.Chains, stats.Rules = counts.Sets, counts.Elements, counts.Chains, counts.Rules
 
-	conn, err := nftables.New(nftables.WithNetNSFd(b.opts.NetNS), nftables.WithSockOptions(bufferSizes(stats.Ops)))
+	conn, err := nftables.New(nftables.WithNetNSFd(b.opts.NetNS), nftables.WithSockOptions(bufferSizes(stats.Ops, stats.Rules)))
 	if err != nil {
 		return stats, err
 	}
@@ -296,10 +296,13 @@ func table() *nftables.Table {
 }
 
 // bufferSizes sizes the netlink socket buffers for a batch of about ops
-// operations: the whole batch is one sendmsg, and the kernel queues an ack
-// (and for rules an echo) per message before we read any.
-func bufferSizes(ops int) nftables.SockOption {
-	size := 1<<20 + ops*512
+// operations, rules of them rules: the whole batch is one sendmsg, and the
+// kernel queues an ack per message, and for a rule an echo of it, before
+// we read any. An echo takes a whole page of the receive buffer (the kernel
+// allocates NLMSG_GOODSIZE for it); at 512 bytes a rule, a batch of 5,000
+// rules and few elements overflowed it (ENOBUFS) and was never committed.
+func bufferSizes(ops, rules int) nftables.SockOption {
+	size := 1<<20 + ops*512 + rules*8192
 	return func(c *netlink.Conn) error {
 		raw, err := c.SyscallConn()
 		if err != nil {
