@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"testing"
 	"time"
 

@@ -28,7 +28,7 @@ type Fake struct {
 	syncs     int
 	// refuse, when set, makes Sync refuse a batch that adds an element it
 	// returns true for (RefuseElements).
-	refuse func(set *ruleset.Set, e ruleset.Element) bool
+	refuse  func(set *ruleset.Set, e ruleset.Element) bool
 	refused int
 }
 
