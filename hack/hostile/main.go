@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -80,7 +81,16 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		fmt.Printf("%s %d bytes\n", path, buf.Len())
+		largest := 0
+		for _, o := range objs.Policies {
+			b, _ := json.Marshal(o)
+			largest = max(largest, len(b))
+		}
+		for _, o := range objs.ClusterPolicies {
+			b, _ := json.Marshal(o)
+			largest = max(largest, len(b))
+		}
+		fmt.Printf("%s %d bytes; the largest policy object is %d bytes of JSON\n", path, buf.Len(), largest)
 	}
 	if *measure {
 		start := time.Now()

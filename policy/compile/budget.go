@@ -185,10 +185,87 @@ type objCost struct {
 	sets    map[string]bool // the sets it refers to (as written)
 }
 
-// part is one object's part of one chain, as written and as quarantined.
+// part is one object's part of one tier chain, as written and as
+// quarantined.
 type part struct {
 	obj         quarantine.Object
 	cost, strip Cost
+}
+
+// groupShape is what a NetworkPolicy adds to a group chain of one
+// direction and family: its allow rules, each named by what it matches.
+type groupShape struct {
+	allows []allowKey
+	// log is what logging allowed connections adds (log chains).
+	log Cost
+}
+
+// allowKey is what one allow rule matches: its peer ("*" for every peer),
+// its port set ("" for every port) or named ports ("" for none). Two
+// policies' rules that match the same are one rule in the chain, and some
+// rules cover others (orderAllows). points are its ports when all are
+// single ports (a port dispatch puts it in the chain of each).
+type allowKey struct {
+	peer, port, named string
+	points            []portPoint
+}
+
+func (a allowKey) id() string { return a.peer + "|" + a.port + "|" + a.named }
+
+func (s groupShape) add(o groupShape) groupShape {
+	return groupShape{append(slices.Clip(s.allows), o.allows...), s.log.Add(o.log)}
+}
+
+func (s groupShape) empty() bool { return len(s.allows) == 0 }
+
+// own is the most a policy of shape s adds to one group chain: its rules
+// in the chain and its shared end, in port chains, with a copy of the end
+// (or a goto) in each port chain; its ports' map entries and chains.
+func (s groupShape) own() Cost {
+	c := s.log
+	for _, a := range s.allows {
+		c.Rules += 2
+		if n := len(a.points); n > 0 {
+			c = c.Add(Cost{Rules: (1 + maxCopiedRest) * n, Elements: n, Chains: n})
+		}
+	}
+	return c
+}
+
+// coverAllows returns the distinct allows that orderAllows keeps: a rule
+// matching every packet keeps itself alone; a rule of one port set and
+// every peer covers that port set's other rules, one of one peer and every
+// port that peer's, one of named ports and every peer those named ports'.
+func coverAllows(all map[string]allowKey) []allowKey {
+	portOnly, peerOnly, namedOnly := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, a := range all {
+		switch {
+		case a.peer == "*" && a.port == "" && a.named == "":
+			return []allowKey{a}
+		case a.peer == "*" && a.named == "":
+			portOnly[a.port] = true
+		case a.port == "" && a.named == "":
+			peerOnly[a.peer] = true
+		case a.peer == "*" && a.port == "":
+			namedOnly[a.named] = true
+		}
+	}
+	var out []allowKey
+	for _, a := range all {
+		covered := a.peer != "*" && a.port != "" && portOnly[a.port] ||
+			a.peer != "*" && (a.port != "" || a.named != "") && peerOnly[a.peer] ||
+			a.peer != "*" && a.named != "" && namedOnly[a.named]
+		if !covered {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// groupMember is one policy of a group chain.
+type groupMember struct {
+	obj   quarantine.Object
+	shape groupShape
 }
 
 // groupUse is one group chain the node's pods dispatch to. Group chains
@@ -196,25 +273,105 @@ type part struct {
 // (it has none for the direction, or it is quarantined) does not change
 // it: groups whose other policies are the same share one chain.
 type groupUse struct {
-	prefix   string // direction, family, variant
-	overhead Cost
-	members  []part
-	// named: the deny decider's log chain names every member (logged drops).
-	named bool
+	prefix string // direction, family, variant
+	tail   int    // node traffic (ingress), the drop
+	// named: the deny decider's log chain names every member (logged
+	// drops); plain: allowed logging keeps the chain in written order,
+	// without a port dispatch.
+	named, plain bool
+	members      []groupMember
 }
 
 // key returns the name the chain's content would get: its prefix and the
-// members that add rules to it.
+// members that add rules to it (all, when the deny decider names them).
 func (g *groupUse) key(strip map[quarantine.Object]quarantine.Decision) string {
+	return g.keyOf(strip, func(m groupMember) bool { return !m.shape.empty() })
+}
+
+// keyOf returns the prefix and the members, not quarantined, that pick
+// selects.
+func (g *groupUse) keyOf(strip map[quarantine.Object]quarantine.Decision, pick func(groupMember) bool) string {
 	var b strings.Builder
 	b.WriteString(g.prefix)
 	for _, m := range g.members {
 		_, stripped := strip[m.obj]
-		if g.named || (!stripped && !m.cost.IsZero()) {
+		if g.named || (!stripped && pick(m)) {
 			b.WriteString("|" + m.obj.Key)
 		}
 	}
 	return b.String()
+}
+
+// cost returns what the group chain holds with the members of strip
+// quarantined (they add nothing), with its port dispatch as portDispatch
+// builds it; port and end chains already counted for another group
+// (seen, by content) are not counted again.
+func (g *groupUse) cost(strip map[quarantine.Object]quarantine.Decision, seen map[string]bool) Cost {
+	all := map[string]allowKey{}
+	var logs Cost
+	for _, m := range g.members {
+		if _, stripped := strip[m.obj]; stripped {
+			continue
+		}
+		logs = logs.Add(m.shape.log)
+		for _, a := range m.shape.allows {
+			all[a.id()] = a
+		}
+	}
+	allows := all
+	if !g.plain {
+		allows = map[string]allowKey{}
+		for _, a := range coverAllows(all) {
+			allows[a.id()] = a
+		}
+	}
+	c := logs.Add(Cost{Rules: 1 + g.tail, Chains: 1})
+	if g.named {
+		c = c.Add(Cost{Rules: 2, Chains: 1}) // the deny decider's log chain
+	}
+	var rest []string
+	byPoint := map[portPoint]map[string]bool{} // the peers on each port
+	keyed := 0
+	for id, a := range allows {
+		if len(a.points) == 0 {
+			rest = append(rest, id)
+			continue
+		}
+		keyed++
+		for _, pt := range a.points {
+			if byPoint[pt] == nil {
+				byPoint[pt] = map[string]bool{}
+			}
+			byPoint[pt][a.peer] = true
+		}
+	}
+	if g.plain || keyed < minPortDispatch {
+		c.Rules += len(allows)
+		return c
+	}
+	// The dispatch rule, then the rules for any port and the tail, in the
+	// chain and (when longer than maxCopiedRest) in a shared end.
+	after := len(rest) + g.tail
+	c.Rules += 1 + len(rest)
+	slices.Sort(rest)
+	end := g.prefix + "|end|" + strings.Join(rest, ",")
+	copied := after
+	if after > maxCopiedRest {
+		copied = 1 // a goto to the shared end
+		if !seen[end] {
+			seen[end] = true
+			c = c.Add(Cost{Rules: after, Chains: 1})
+		}
+	}
+	c.Elements += len(byPoint) // the map's entries
+	for pt, peers := range byPoint {
+		k := fmt.Sprintf("|port%d.%d|%s", pt.proto, pt.port, strings.Join(slices.Sorted(maps.Keys(peers)), ",")) + end
+		if !seen[k] {
+			seen[k] = true
+			c = c.Add(Cost{Rules: len(peers) + copied, Chains: 1})
+		}
+	}
+	return c
 }
 
 // tierUse is one tier chain.
@@ -237,24 +394,22 @@ type tally struct {
 func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
 	sum := t.base
 	seen := map[string]bool{}
-	add := func(overhead Cost, members []part) {
-		sum = sum.Add(overhead)
-		for _, m := range members {
+	shared := map[string]bool{} // port chains and shared ends, by content
+	for _, g := range t.groups {
+		if k := g.key(strip); !seen[k] {
+			seen[k] = true
+			sum = sum.Add(g.cost(strip, shared))
+		}
+	}
+	for _, tu := range t.tiers {
+		sum = sum.Add(tu.overhead)
+		for _, m := range tu.members {
 			if _, ok := strip[m.obj]; ok {
 				sum = sum.Add(m.strip)
 			} else {
 				sum = sum.Add(m.cost)
 			}
 		}
-	}
-	for _, g := range t.groups {
-		if k := g.key(strip); !seen[k] {
-			seen[k] = true
-			add(g.overhead, g.members)
-		}
-	}
-	for _, tu := range t.tiers {
-		add(tu.overhead, tu.members)
 	}
 	used := map[string]bool{}
 	for o, oc := range t.objs {
@@ -274,21 +429,21 @@ func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
 // own sums each object's parts (once per distinct chain) and sets.
 func (t *tally) own() {
 	seen := map[string]bool{}
-	add := func(members []part) {
-		for _, m := range members {
+	for _, g := range t.groups {
+		if k := g.key(nil); !seen[k] {
+			seen[k] = true
+			for _, m := range g.members {
+				oc := t.objs[m.obj]
+				oc.cost = oc.cost.Add(m.shape.own())
+			}
+		}
+	}
+	for _, tu := range t.tiers {
+		for _, m := range tu.members {
 			oc := t.objs[m.obj]
 			oc.cost = oc.cost.Add(m.cost)
 			oc.strip = oc.strip.Add(m.strip)
 		}
-	}
-	for _, g := range t.groups {
-		if k := g.key(nil); !seen[k] {
-			seen[k] = true
-			add(g.members)
-		}
-	}
-	for _, tu := range t.tiers {
-		add(tu.members)
 	}
 	for _, oc := range t.objs {
 		for s := range oc.sets {
@@ -462,6 +617,8 @@ type counter struct {
 	// this node's), the pods that declare it: an upper bound on a
 	// named-port set's elements (filled on first use).
 	declared map[namedScope]int
+	// built counts the peer set elements counted so far (peerCount).
+	built int
 }
 
 type namedScope struct {
@@ -509,26 +666,22 @@ func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, c
 	}
 	k.groups[key] = true
 	t, log := k.t, k.c.cc.Options.Log
-	// ct invalid, node traffic (ingress), the drop; a port dispatch rule;
-	// the shared end's chain and copy of the tail.
-	tail := 1
+	tail := 1 // the drop
 	if d == cluster.Ingress {
-		tail = 2
+		tail = 2 // node traffic, the drop
 	}
-	g := &groupUse{prefix: fmt.Sprintf("%s/%d/%v", d, fam, ret), overhead: Cost{Rules: 1 + tail + 1 + tail, Chains: 2}, named: log.Drops}
-	if log.Drops {
-		g.overhead = g.overhead.Add(Cost{Rules: 2, Chains: 1})
-	}
+	g := &groupUse{prefix: fmt.Sprintf("%s/%d/%v", d, fam, ret), tail: tail, named: log.Drops, plain: log.Allowed}
 	for _, p := range group {
 		oc := t.obj(quarantine.PolicyObject(p), p.Created)
-		var pc Cost
+		var shape groupShape
 		for _, rule := range p.Rules(d) {
-			pc = pc.Add(k.npRule(oc, d, rule, fam))
-			if log.Allowed {
-				pc = pc.Add(Cost{Rules: 2, Chains: 1})
+			rs := k.npRule(oc, d, rule, fam)
+			if log.Allowed && !rs.empty() {
+				rs.log = Cost{Rules: 2, Chains: 1}
 			}
+			shape = shape.add(rs)
 		}
-		g.members = append(g.members, part{obj: oc.obj, cost: pc})
+		g.members = append(g.members, groupMember{obj: oc.obj, shape: shape})
 	}
 	t.groups = append(t.groups, g)
 	return key
@@ -540,40 +693,48 @@ func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, c
 // of each of its ports (one rule there, an entry in the map, the chain
 // itself and up to maxCopiedRest rules of the group's end or a goto to
 // it); a rule on anything else is in the group chain and its shared end.
-func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fam int) Cost {
+func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fam int) groupShape {
 	portSet, named, ok := k.c.portMatch(rule)
 	if !ok {
-		return Cost{}
+		return groupShape{}
 	}
-	peers := 0
+	var peers []string
 	if rule.AllPeers {
-		peers++
+		peers = append(peers, "*")
 	}
 	for i := range rule.Peers {
 		peer := &rule.Peers[i]
 		switch peer.Kind {
 		case cluster.PeerPods:
-			peers++
+			peers = append(peers, "pods="+peer.Key)
 			k.peerSet(oc, peer, fam)
 		case cluster.PeerIPBlock:
 			if family(peer.CIDR.Addr()) == fam {
-				peers++
+				peers = append(peers, peer.Key)
 				k.t.useSet(oc, "block/"+peer.Key+"/"+fmt.Sprint(fam), len(peer.Except)+1)
 			}
 		}
 	}
-	if peers == 0 {
-		return Cost{}
+	var out groupShape
+	if len(peers) == 0 {
+		return out
 	}
-	var out Cost
 	if portSet != "" || len(named) == 0 {
+		var pts []portPoint
 		if points := k.portSet(oc, portSet); points > 0 {
-			out = out.Add(Cost{Rules: peers*points + maxCopiedRest*points, Elements: points, Chains: points})
+			for _, e := range k.c.portElements(portSet) {
+				pts = append(pts, portPoint{e.Proto, e.Port})
+			}
 		}
-		out.Rules += 2 * peers
+		for _, p := range peers {
+			out.allows = append(out.allows, allowKey{peer: p, port: portSet, points: pts})
+		}
 	}
 	if len(named) > 0 {
-		out.Rules += 2 * peers
+		list := namedList(named)
+		for _, p := range peers {
+			out.allows = append(out.allows, allowKey{peer: p, named: list})
+		}
 		k.namedSet(oc, named, fam, d)
 	}
 	return out
@@ -604,18 +765,29 @@ func (k *counter) portSet(oc *objCost, name string) int {
 func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) {
 	key := "peer/" + peer.Key + "/" + fmt.Sprint(fam)
 	if _, ok := k.t.sets[key]; !ok {
-		k.t.sets[key] = k.peerCount(peer, fam)
+		k.t.sets[key] = k.peerCount(oc, peer, fam)
+		k.built += k.t.sets[key]
 	}
 	k.t.useSet(oc, key, k.t.sets[key])
 }
 
 // peerCount returns the number of addresses of family fam the pods a pods
-// peer selects hold (an upper bound on its set's elements), from the
-// Compiler's cache when the peer has not changed, else by walking its pods
-// without building anything.
-func (k *counter) peerCount(peer *cluster.Peer, fam int) int {
+// peer selects hold (an upper bound on its set's elements). It builds the
+// set's addresses in the Compiler's cache, as the compile that follows
+// would (which then reuses them), while the object and the node are within
+// their element budgets; past them it only walks the pods, building
+// nothing: an object too large is never built.
+func (k *counter) peerCount(oc *objCost, peer *cluster.Peer, fam int) int {
 	if e := k.c.cc.peers[peerFam{peer.Key, fam}]; e != nil && e.version == k.c.src.PeerVersion(peer) {
 		return e.addrs.Len()
+	}
+	b := k.c.cc.Options.Budget
+	mine := 0
+	for s := range oc.sets {
+		mine += k.t.sets[s]
+	}
+	if (b.Object.Elements <= 0 || mine <= b.Object.Elements) && (b.Node.Elements <= 0 || k.built <= b.Node.Elements) {
+		return k.c.cc.cachedPeer(k.c.src, peer, fam, k.c.own, k.c.claims).addrs.Len()
 	}
 	n := 0
 	k.c.src.EachPeerPod(peer, func(p *cluster.Pod) {
@@ -704,11 +876,11 @@ func (k *counter) tier(d cluster.Direction, kind string, cps []*cluster.ClusterP
 }
 
 // cnpRule counts one ClusterNetworkPolicy rule in a tier chain of family
-// fam: its single rules (one per peer and port form), up to three masked
-// lookups of a tier map, and the map's elements when it can be in one
-// (at most maxElementsPerBox a box).
+// fam: its single rules (one per peer and port form), one more for the
+// lookups of a tier map, and the map's elements when it can be in one (at
+// most maxElementsPerBox a box).
 func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRule, fam int) Cost {
-	out := Cost{Rules: 3}
+	out := Cost{Rules: 1} // a run of two or more rules laid out as a map takes at most one rule more (three lookups)
 	if r.MatchAll {
 		return out.Add(Cost{Rules: 1})
 	}
