@@ -30,6 +30,10 @@ run "Compile: 1k/10k/50k pods x 200/2k/10k policies, about 100 pods on the compi
   go test -run='^$' -bench='^BenchmarkCompile$' -benchmem -benchtime=5x -timeout=30m ./policy/compile/
 run "Partial sync on the 10k/2k cluster: compile + diff time and kernel operations per change (pod add, pod relabel, policy add)" \
   go test -run='^$' -bench='^BenchmarkPartialSyncOps$' -benchmem -benchtime=10x ./policy/compile/
+run "Hostile inputs: the worst single object of each shape at the API server's 1.5 MB limit (policy/compile/hostile), compiled with the default budgets (quarantined) and with them lifted: time, peak heap, what was built" \
+  go test -run='^$' -bench='^BenchmarkCompileHostile$' -benchmem -benchtime=3x ./policy/compile/
+run "Budgets: what one rule, element and chain cost the agent (Go heap of the table, twice, plus the peak of a full sync into a fresh namespace), the figures compile.DefaultBudget derives the budgets from" \
+  go test -run='^$' -bench='^BenchmarkBudgetBytes$' -benchtime=2x ./policy/nft/
 run "ClusterNetworkPolicy: compile the 10k/2k node without and with 100 Admin + 100 Baseline CNPs (two of each tier select each benchmark pod's namespace); partial sync per pod add, CNP action change and CNP priority change" \
   go test -run='^$' -bench='ClusterPolicies' -benchmem -benchtime=5x ./policy/compile/
 run "Partial sync through netlink: one pod add written to a real kernel table" \

@@ -3,9 +3,11 @@ package compile_test
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/compile/hostile"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
 	"github.com/policyd/policyd/selectors/selectorstest"
@@ -120,7 +123,7 @@ func runPartialSyncs(b *testing.B, newIndex func() *selectors.Index, changes []p
 	for _, ch := range changes {
 		b.Run(ch.name, func(b *testing.B) {
 			ix := newIndex()
-			cc := &compile.Compiler{} // long-lived, as in the agent
+			cc := &compile.Compiler{Options: benchOptions} // long-lived, as in the agent
 			before, err := cc.Compile(ix, benchNode)
 			if err != nil {
 				b.Fatal(err)
@@ -276,11 +279,18 @@ func BenchmarkPartialSyncOpsClusterPolicies(b *testing.B) {
 	}, changes)
 }
 
+// benchOptions are the options the benchmarks compile with: the agent's
+// default budgets (policyd run's), so that the count made before every
+// compile is measured too.
+var benchOptions = compile.Options{Budget: compile.DefaultBudget(0)}
+
 // benchCompile times compiling the benchmark node from ix and reports the
-// ruleset's elements, chains and rules; it returns the ruleset.
+// ruleset's elements, chains and rules, and the objects the budget
+// quarantines (none at these sizes); it returns the ruleset.
 func benchCompile(b *testing.B, ix *selectors.Index) *ruleset.Ruleset {
 	b.Helper()
-	rs, err := compile.Compile(ix, benchNode)
+	cc := &compile.Compiler{Options: benchOptions}
+	rs, err := cc.Compile(ix, benchNode)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -294,12 +304,99 @@ func benchCompile(b *testing.B, ix *selectors.Index) *ruleset.Ruleset {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := compile.Compile(ix, benchNode); err != nil {
+		if _, err := (&compile.Compiler{Options: benchOptions}).Compile(ix, benchNode); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(elems), "elements")
 	b.ReportMetric(float64(len(rs.Chains)), "chains")
 	b.ReportMetric(float64(rules), "rules")
+	b.ReportMetric(float64(len(cc.Quarantined())), "quarantined")
 	return rs
+}
+
+// BenchmarkCompileHostile compiles the worst single objects the hostile
+// generator makes at the API server's 1.5 MB limit (policy/compile/hostile,
+// the inputs hack/hostile writes), each the only policy of its node, with
+// the default budgets (the object is quarantined) and with the budgets
+// lifted (the compile's own cost, which grows at most as n log n). It
+// reports the time, the peak of the live heap over the compile (sampled),
+// and what was built.
+func BenchmarkCompileHostile(b *testing.B) {
+	lifted := compile.Budget{Object: compile.Cost{Rules: 1 << 30, Elements: 1 << 30, Chains: 1 << 30}, Node: compile.Cost{Rules: 1 << 30, Elements: 1 << 30, Chains: 1 << 30}}
+	for _, s := range WorstHostile {
+		objs := hostile.Build(s)
+		snap, errs := cluster.NewSnapshot(objs.Namespaces, objs.Pods, objs.Policies)
+		errs = append(errs, snap.AddClusterPolicies(objs.ClusterPolicies, objs.Nodes)...)
+		if len(errs) > 0 {
+			b.Fatal(errs)
+		}
+		ix := selectors.FromSnapshot(snap)
+		for _, budget := range []struct {
+			name string
+			b    compile.Budget
+		}{{"default", compile.DefaultBudget(0)}, {"lifted", lifted}} {
+			b.Run(fmt.Sprintf("%s-%d-%d/budget=%s", s.Shape, s.N, s.M, budget.name), func(b *testing.B) {
+				var rs *ruleset.Ruleset
+				var q int
+				peak := heapPeak(func() {
+					for b.Loop() {
+						cc := &compile.Compiler{Options: compile.Options{Budget: budget.b}}
+						var err error
+						if rs, err = cc.Compile(ix, hostile.Node); err != nil {
+							b.Fatal(err)
+						}
+						q = len(cc.Quarantined())
+					}
+				})
+				c := compile.Count(rs)
+				b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
+				b.ReportMetric(float64(c.Rules), "rules")
+				b.ReportMetric(float64(c.Elements), "elements")
+				b.ReportMetric(float64(q), "quarantined")
+			})
+		}
+	}
+}
+
+// WorstHostile are the largest single objects of each hostile shape that
+// fit the API server's 1.5 MB request limit (about 1.5 MB of JSON each).
+var WorstHostile = []hostile.Spec{
+	{Shape: hostile.PeersByNamedPorts, N: 6400, M: 7500, Pods: 2},
+	{Shape: hostile.RangeBesidePorts, N: 9000, M: 3200, Pods: 2},
+	{Shape: hostile.LongExcepts, N: 41000, Pods: 2},
+	{Shape: hostile.WidePeers, N: 4400, M: 50},
+	{Shape: hostile.CNPPeersByNamedPorts, N: 5700, M: 5000, Pods: 2},
+	{Shape: hostile.CNPStaggered, N: 6200, Pods: 2},
+}
+
+// heapPeak runs f and returns the peak of the live heap above the heap
+// before it, sampled every 100 µs.
+func heapPeak(f func()) uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	base := m.HeapAlloc
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		var peak uint64
+		var ms runtime.MemStats
+		t := time.NewTicker(100 * time.Microsecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&ms)
+				if ms.HeapAlloc > base && ms.HeapAlloc-base > peak {
+					peak = ms.HeapAlloc - base
+				}
+			}
+		}
+	}()
+	f()
+	close(stop)
+	return <-done
 }

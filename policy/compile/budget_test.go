@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -175,4 +176,61 @@ func TestBudget_NodeBudgetTiesNewestFirst(t *testing.T) {
 	q := cc.Quarantined()
 	require.Len(t, q, 1)
 	assert.Equal(t, hostile.Namespace+"/group-2", q[0].Key, "the newest, first by key")
+}
+
+// compileSpec converts and compiles node-1 of a hostile shape with no
+// budget and returns what the table holds and the bytes allocated.
+func compileSpec(t *testing.T, s hostile.Spec) (compile.Cost, uint64) {
+	t.Helper()
+	objs := hostile.Build(s)
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	snap, errs := cluster.NewSnapshot(objs.Namespaces, objs.Pods, objs.Policies)
+	errs = append(errs, snap.AddClusterPolicies(objs.ClusterPolicies, objs.Nodes)...)
+	require.Empty(t, errs)
+	rs, err := compile.Compile(selectors.FromSnapshot(snap), hostile.Node)
+	require.NoError(t, err)
+	runtime.ReadMemStats(&m1)
+	return compile.Count(rs), m1.TotalAlloc - m0.TotalAlloc
+}
+
+// TestCompile_OneSmallObjectCompilesToLittle (issue 26, class 1): a
+// policy's peers by its named ports, and its rule of many ipBlocks on a port
+// range beside rules on many single ports, cost rules in the sum of their
+// sizes, not their product (58ba857: one rule per peer and named port, and
+// the range rule copied into every port's chain); so do a
+// ClusterNetworkPolicy's rules whose ranges start one after another (a
+// tier map's elements).
+func TestCompile_OneSmallObjectCompilesToLittle(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		s    hostile.Spec
+		size int // peers + ports + rules: what the object lists
+	}{
+		{hostile.Spec{Shape: hostile.PeersByNamedPorts, N: 200, M: 60, Pods: 2}, 260},
+		{hostile.Spec{Shape: hostile.CNPPeersByNamedPorts, N: 200, M: 60, Pods: 2}, 260},
+		{hostile.Spec{Shape: hostile.RangeBesidePorts, N: 300, M: 200, Pods: 2}, 500},
+		{hostile.Spec{Shape: hostile.CNPStaggered, N: 400, Pods: 2}, 400 * 12},
+	} {
+		t.Run(tt.s.Shape.String(), func(t *testing.T) {
+			t.Parallel()
+			c, _ := compileSpec(t, tt.s)
+			assert.LessOrEqual(t, c.Rules, 8*tt.size+100, "rules grow with the product of the object's parts: %v", c)
+			assert.LessOrEqual(t, c.Elements, 8*tt.size+100, "elements grow with the product of the object's parts: %v", c)
+		})
+	}
+}
+
+// TestCompile_ExceptsCostNLogN (issue 26, class 2): an ipBlock with 8 times
+// more excepts costs its conversion and compile about 8 times more, not 64
+// (58ba857 built the peer's key by concatenation and subtracted the excepts
+// one by one from every range left: 20,000 /32s took 30 s, 40,000 140 s).
+// Measured in bytes allocated, which a loaded machine does not blur.
+func TestCompile_ExceptsCostNLogN(t *testing.T) { // not parallel: it counts the process's allocations
+	_, small := compileSpec(t, hostile.Spec{Shape: hostile.LongExcepts, N: 1000, Pods: 2})
+	c, large := compileSpec(t, hostile.Spec{Shape: hostile.LongExcepts, N: 8000, Pods: 2})
+	assert.GreaterOrEqual(t, c.Elements, 8000, "every except cuts the block")
+	ratio := float64(large) / float64(small)
+	t.Logf("1,000 excepts: %d bytes allocated; 8,000: %d (%.1f times)", small, large, ratio)
+	assert.Less(t, ratio, 16.0, "8 times the excepts cost %.1f times the bytes: quadratic", ratio)
 }
