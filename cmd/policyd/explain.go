@@ -72,8 +72,8 @@ rows, --to to the columns.
 
 A policy the node judging a direction quarantines (over the budgets, as the
 agent decides with the same flags) is judged in its fail-closed form, and
-the direction says QUARANTINED (JSON: "quarantined"). --matrix judges the
-policies as written.
+the direction says QUARANTINED (JSON: "quarantined"); --matrix judges its
+cells so too (-o html draws the policies as written).
 
 Exit status: 0 when every explained connection is allowed (and always with
 --matrix), 1 when one is denied or --trace finds a disagreement, 2 on bad
@@ -327,8 +327,12 @@ func runMatrix(w, errw io.Writer, snap *cluster.Snapshot, o *explainOptions) err
 		}
 		return true
 	}
+	budget, err := o.budget.budget()
+	if err != nil {
+		return err
+	}
 	var cells []model.Cell
-	for _, c := range model.Matrix(snap) {
+	for _, c := range explain.QuarantineView(snap, budget).Matrix() {
 		if in(c.From, rows, both) && in(c.To, cols, both) {
 			cells = append(cells, c)
 		}

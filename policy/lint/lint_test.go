@@ -1,6 +1,7 @@
 package lint_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/manifest"
+	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/lint"
 )
 
@@ -128,4 +130,26 @@ func TestDNSWarning(t *testing.T) {
 	assert.Empty(t, lint.DNSWarning(ok, ok.Pod("app/web"), lint.Options{}))
 	// An address given instead of the Service: no pod, nothing allows it.
 	assert.Contains(t, lint.DNSWarning(ok, ok.Pod("app/web"), lint.Options{DNSAddrs: []netip.Addr{netip.MustParseAddr("10.0.0.99")}}), "UDP/53")
+}
+
+// TestLint_Quarantined: a policy over the budget is a quarantined finding
+// naming the node, the figure and the budget; within the budget, none.
+func TestLint_Quarantined(t *testing.T) {
+	t.Parallel()
+	var peers []string
+	for i := range 30 {
+		peers = append(peers, fmt.Sprintf("{ipBlock: {cidr: 10.%d.0.0/16}}", 100+i))
+	}
+	big := "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: big, namespace: app}\nspec: {podSelector: {}, ingress: [{from: [" + strings.Join(peers, ", ") + "]}]}\n"
+	s := snap(t, big)
+	tight := compile.Budget{Object: compile.Cost{Rules: 20, Elements: 1000, Chains: 100}}
+	fs := kinds(lint.Lint(s, lint.Options{Budget: tight}))[lint.KindQuarantined]
+	assert.Equal(t, []string{"NetworkPolicy app/big "}, fs)
+	for _, f := range lint.Lint(s, lint.Options{Budget: tight}) {
+		if f.Kind == lint.KindQuarantined {
+			assert.Contains(t, f.Message, "node n1")
+			assert.Contains(t, f.Message, "over the per-object budget of 20")
+		}
+	}
+	assert.Empty(t, kinds(lint.Lint(s, lint.Options{Budget: compile.DefaultBudget(0)}))[lint.KindQuarantined])
 }

@@ -150,3 +150,34 @@ func noteQuarantine(dir *Direction, n *quarantinedNode, node string) {
 	slices.Sort(items)
 	dir.Reason += fmt.Sprintf(" [QUARANTINED on node %s: %s]", node, strings.Join(items, "; "))
 }
+
+// Matrix is Matrix of the snapshot as the nodes enforce it: each probe's
+// directions judged with what their nodes quarantine.
+func (v *Quarantined) Matrix() []Cell {
+	var pods []*cluster.Pod
+	for _, p := range v.s.Pods {
+		if !p.HostNetwork && len(p.IPs) > 0 {
+			pods = append(pods, p)
+		}
+	}
+	slices.SortFunc(pods, func(a, b *cluster.Pod) int { return strings.Compare(a.Key(), b.Key()) })
+	var cells []Cell
+	for _, from := range pods {
+		for _, to := range pods {
+			if from == to {
+				continue
+			}
+			src, dst, ok := commonFamily(from, to)
+			if !ok {
+				continue
+			}
+			for _, k := range declaredPorts(to) {
+				pkt := Packet{Src: src, Dst: dst, Protocol: k.Protocol, Port: k.Port}
+				eg := v.node(judgingNode(cluster.Egress, pkt)).e.judge(cluster.Egress, pkt, false)
+				in := v.node(judgingNode(cluster.Ingress, pkt)).e.judge(cluster.Ingress, pkt, false)
+				cells = append(cells, Cell{From: from.Key(), To: to.Key(), Port: k.Port, Protocol: k.Protocol, Allowed: eg.Allowed && in.Allowed})
+			}
+		}
+	}
+	return cells
+}
