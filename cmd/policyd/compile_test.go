@@ -34,3 +34,23 @@ func TestCompileCommand_OutputLoadsWithNft(t *testing.T) {
 		})
 	}
 }
+
+// TestCompileCommand_NamesQuarantined: an object over the budget flags is
+// named on stderr and at the top of the table, which then holds none of
+// its rules.
+func TestCompileCommand_NamesQuarantined(t *testing.T) {
+	var out, errOut bytes.Buffer
+	cmd := newRootCommand()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs([]string{"compile", "--manifests", "../../examples", "--node", "node-a", "--max-object-rules", "2"})
+	require.NoError(t, cmd.Execute(), errOut.String())
+	require.Contains(t, errOut.String(), "quarantined: NetworkPolicy ")
+	require.Contains(t, errOut.String(), "over the per-object budget of 2")
+	require.Contains(t, out.String(), "# QUARANTINED: NetworkPolicy ")
+	cmd = newRootCommand()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs([]string{"compile", "--manifests", "../../examples", "--node", "node-a", "--max-object-rules", "0"})
+	require.Error(t, cmd.Execute(), "a budget of 0 is refused")
+}
