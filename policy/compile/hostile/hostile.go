@@ -256,12 +256,6 @@ func peersByNamedPorts(peers, names int) *networkingv1.NetworkPolicy {
 	return p
 }
 
-// outside returns the i-th /28 of 10.128.0.0/9: addresses no pod holds.
-func outside(i int) string {
-	a := netip.AddrFrom4([4]byte{10, 128 + byte(i>>16&0x7f), byte(i >> 8), byte(i) & 0xf0})
-	return netip.PrefixFrom(a, 28).String()
-}
-
 func rangeBesidePorts(blocks, singles int) *networkingv1.NetworkPolicy {
 	p := np("range-beside-ports")
 	var to []networkingv1.NetworkPolicyPeer
