@@ -501,8 +501,16 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		stats, err = a.cfg.Backend.Sync(ctx, rs)
 	}
 	if err != nil && compileErr == nil && ctx.Err() == nil {
-		// The kernel refused the batch: find the policies whose part it
-		// refuses, quarantine them and commit the rest (quarantine.go).
+		// Once more, from the table read back (the backend does so after
+		// an error): a transient failure costs no bisection.
+		var retryErr error
+		if stats, retryErr = a.cfg.Backend.Sync(ctx, rs); retryErr == nil {
+			err = nil
+		}
+	}
+	if err != nil && compileErr == nil && ctx.Err() == nil {
+		// The kernel refused the batch twice: find the policies whose part
+		// it refuses, quarantine them and commit the rest (quarantine.go).
 		var b nft.SyncStats
 		var brs *ruleset.Ruleset
 		var bd []quarantine.Decision
