@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -19,7 +21,7 @@ type budgetFlags struct {
 
 // budgetHelp explains how the defaults are derived (README, "Budgets and
 // quarantine").
-const budgetHelp = `Budgets. Before it builds a node's table, policyd counts what it will hold
+var budgetHelp = `Budgets. Before it builds a node's table, policyd counts what it will hold
 (rules, set and map elements, chains) and what each NetworkPolicy and
 ClusterNetworkPolicy adds to it. An object over the per-object budget is
 quarantined: its pods fail closed (a NetworkPolicy isolates them with none
@@ -28,9 +30,9 @@ While the node is over the per-node budget, the most expensive objects (the
 newest of equal cost first) are quarantined too. Each quarantine is a
 Warning Event (PolicyQuarantined), a log line and a metric; explain and lint
 show it. Unset budgets derive from --memory-limit (the DaemonSet's limit,
-256Mi): a quarter of it for rules at ` + "2 KiB" + ` each and a quarter for elements at
-192 bytes each, an eighth for chains at 1.5 KiB each (per node); an eighth
-of the node's budget per object.`
+256Mi) and what a unit costs the agent (BenchmarkBudgetBytes): per node, half
+of it for elements at ` + fmt.Sprint(compile.BytesPerElement) + ` bytes each, a quarter for rules at ` + fmt.Sprint(compile.BytesPerRule) + ` bytes,
+a sixteenth for chains at ` + fmt.Sprint(compile.BytesPerChain) + ` bytes; per object, an eighth of the node's budget.`
 
 func (b *budgetFlags) add(cmd *cobra.Command) {
 	b.cmd = cmd

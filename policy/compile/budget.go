@@ -105,15 +105,15 @@ type Budget struct {
 // IsZero reports whether b bounds nothing.
 func (b Budget) IsZero() bool { return b.Object.IsZero() && b.Node.IsZero() }
 
-// Bytes each unit of cost takes in the agent, measured on this project's
-// reference machine (BenchmarkBudgetBytes in policy/nft: the Go heap of the
-// compiled Ruleset and its diff, plus the netlink batch that writes it, plus
-// the kernel's own memory for it, which the agent's cgroup is charged for):
-// about 1,500 bytes a rule (its expressions, in Go and in the kernel),
-// 160 bytes a set element and 1,200 bytes a chain, rounded up.
+// Bytes each unit of cost takes in the agent, rounded up from
+// BenchmarkBudgetBytes (policy/nft): the Go heap of the compiled Ruleset,
+// twice (the agent keeps the last committed table beside the new one),
+// plus the peak of the live heap while a full Sync of it runs (the diff
+// and the netlink batch). Most elements are packed addresses; a rule
+// carries its expressions, comment and hash in Go and in the batch.
 const (
 	BytesPerRule    = 2048
-	BytesPerElement = 192
+	BytesPerElement = 64
 	BytesPerChain   = 1536
 )
 
@@ -122,26 +122,25 @@ const (
 const DefaultMemoryLimit = 256 << 20
 
 // DefaultBudget returns the budgets derived from a memory limit (bytes; 0
-// means DefaultMemoryLimit), as policyd run's flags default to:
+// means DefaultMemoryLimit), as policyd run's flags default to. Per node,
+// each dimension may take a share of the limit on its own: elements half
+// (a node's table is mostly elements: 1.45 million on the 50,000-pod,
+// 10,000-policy benchmark node, where the agent peaks at 211 MB of 256),
+// rules a quarter, chains a sixteenth; the rest is the informers' caches
+// and the selector index (about 100 MB of heap at 50,000 pods). Per object,
+// an eighth of the node's budget: no one object can take more than an
+// eighth of what the node may hold.
 //
-//   - per node, a quarter of the limit for each of rules and elements, an
-//     eighth for chains: a table at every budget at once takes five
-//     eighths of the limit, leaving the rest (at least 96 MiB at 256 MiB)
-//     to the informers' caches and the selector index, which the agent
-//     holds at 50,000 pods in about 100 MiB of heap;
-//   - per object, an eighth of the node's budget: no one object can take
-//     more than an eighth of what the node may hold.
-//
-// At 256 MiB: 32,768 rules, 349,525 elements and 21,845 chains a node;
-// 4,096 rules, 43,690 elements and 2,730 chains an object.
+// At 256 MiB: 32,768 rules, 2,097,152 elements and 10,922 chains a node;
+// 4,096 rules, 262,144 elements and 1,365 chains an object.
 func DefaultBudget(limit int64) Budget {
 	if limit <= 0 {
 		limit = DefaultMemoryLimit
 	}
 	node := Cost{
 		Rules:    int(limit / 4 / BytesPerRule),
-		Elements: int(limit / 4 / BytesPerElement),
-		Chains:   int(limit / 8 / BytesPerChain),
+		Elements: int(limit / 2 / BytesPerElement),
+		Chains:   int(limit / 16 / BytesPerChain),
 	}
 	return Budget{Node: node, Object: Cost{node.Rules / 8, node.Elements / 8, node.Chains / 8}}
 }

@@ -116,8 +116,7 @@ func TestBudget_OverObjectBudgetIsQuarantined(t *testing.T) {
 	b := compile.DefaultBudget(0)
 	for _, s := range []hostile.Spec{
 		{Shape: hostile.PeersByNamedPorts, N: 5000, M: 40, Pods: 4},
-		{Shape: hostile.LongExcepts, N: 60000},
-		{Shape: hostile.WidePeers, N: 2000, M: 40},
+		{Shape: hostile.WidePeers, N: 2000, M: 200},
 		{Shape: hostile.CNPStaggered, N: 3000},
 		{Shape: hostile.RangeBesidePorts, N: 3000, M: 3000},
 	} {
