@@ -185,10 +185,13 @@ type objCost struct {
 }
 
 // part is one object's part of one tier chain, as written and as
-// quarantined.
+// quarantined (a Deny of everything); terminal when, as written, it
+// holds a rule matching everything (an invalid Deny or Pass): no rule
+// after either is laid out (tierChain).
 type part struct {
 	obj         quarantine.Object
 	cost, strip Cost
+	terminal    bool
 }
 
 // groupShape is what a NetworkPolicy adds to a group chain of one
@@ -405,8 +408,11 @@ func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
 		for _, m := range tu.members {
 			if _, ok := strip[m.obj]; ok {
 				sum = sum.Add(m.strip)
-			} else {
-				sum = sum.Add(m.cost)
+				break
+			}
+			sum = sum.Add(m.cost)
+			if m.terminal {
+				break
 			}
 		}
 	}
@@ -863,6 +869,7 @@ func (k *counter) tier(d cluster.Direction, kind string, cps []*cluster.ClusterP
 			}
 		}
 		for ri := range rules {
+			m.terminal = m.terminal || rules[ri].MatchAll
 			m.cost = m.cost.Add(k.cnpRule(oc, d, &rules[ri], fam))
 			if log.Drops || log.Allowed {
 				m.cost = m.cost.Add(Cost{Rules: 2, Chains: 1})

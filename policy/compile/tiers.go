@@ -141,6 +141,7 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 		peerField = ruleset.Daddr
 	}
 	var entries []tierEntry
+entries:
 	for _, cp := range cps {
 		rs := cp.Rules(d)
 		for ri := range rs {
@@ -179,6 +180,9 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 				}
 			}
 			entries = append(entries, e)
+			if r.MatchAll {
+				break entries // a Deny of everything (invalid, or quarantined): nothing after it is reached
+			}
 		}
 	}
 	laid, err := c.layoutTier(d, fam, peerField, entries)
