@@ -23,10 +23,15 @@ import (
 //     two);
 //   - chains: every chain, base chains included.
 //
-// The count never falls short of the Ruleset Compile then builds (a test
-// checks it on random and hostile inputs); it may exceed it where the
-// compiler shares or drops what the count cannot know cheaply (port chains
-// shared between groups, rules another covers). Each object (a
+// The count mirrors how the compiler builds: group chains, port chains and
+// shared ends are counted once per content, as they are named; a group's
+// allow rules as orderAllows keeps them; no tier rule after one that
+// denies everything. It never falls short of the Ruleset Compile then
+// builds (a test checks it on random and hostile inputs) and exceeds it
+// only where counting exactly would cost what building does (a tier map's
+// elements, an ipBlock's overlapping excepts, allow rules a port chain
+// drops after one that admits every peer): on the benchmark nodes by at
+// most 13%. Each object (a
 // NetworkPolicy or ClusterNetworkPolicy) is charged what it adds to the
 // node's table: its rules in every chain of the node that holds them (a
 // NetworkPolicy selecting pods of N different policy groups is charged N
