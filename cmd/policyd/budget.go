@@ -30,8 +30,8 @@ While the node is over the per-node budget, the most expensive objects (the
 newest of equal cost first) are quarantined too. Each quarantine is a
 Warning Event (PolicyQuarantined), a log line and a metric; explain and lint
 show it. Unset budgets derive from --memory-limit (the DaemonSet's limit,
-256Mi) and what a unit costs the agent (BenchmarkBudgetBytes): per node, half
-of it for elements at ` + fmt.Sprint(compile.BytesPerElement) + ` bytes each, a quarter for rules at ` + fmt.Sprint(compile.BytesPerRule) + ` bytes,
+256Mi) and what a unit costs the agent (BenchmarkBudgetBytes): per node, five
+eighths of it for elements at ` + fmt.Sprint(compile.BytesPerElement) + ` bytes each, a quarter for rules at ` + fmt.Sprint(compile.BytesPerRule) + ` bytes,
 a sixteenth for chains at ` + fmt.Sprint(compile.BytesPerChain) + ` bytes; per object, an eighth of the node's budget.`
 
 func (b *budgetFlags) add(cmd *cobra.Command) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -110,15 +111,20 @@ type Budget struct {
 // IsZero reports whether b bounds nothing.
 func (b Budget) IsZero() bool { return b.Object.IsZero() && b.Node.IsZero() }
 
-// Bytes each unit of cost takes in the agent, rounded up from
-// BenchmarkBudgetBytes (policy/nft): the Go heap of the compiled Ruleset,
-// twice (the agent keeps the last committed table beside the new one),
-// plus the peak of the live heap while a full Sync of it runs (the diff
-// and the netlink batch). Most elements are packed addresses; a rule
-// carries its expressions, comment and hash in Go and in the batch.
+// Bytes each unit of cost takes in the agent, from BenchmarkBudgetBytes
+// (policy/nft): the Go heap of the compiled Ruleset, twice (the agent
+// keeps the last committed table beside the new one), plus the peak of the
+// live heap while a full Sync of it runs (the diff and the netlink batch),
+// sampled with the collector at GOGC=25. It measured 2,183 bytes a rule
+// (its expressions, comment and hash, in Go and in the batch) and 127 an
+// element (4 of them the packed address), the latter counting up to a
+// quarter of garbage not yet collected: at 1.45 million elements (the
+// 50,000-pod, 10,000-policy benchmark node) the agent under GOMEMLIMIT
+// peaked at 211 MB in all, about 75 bytes an element above its 100 MB
+// base. A chain is counted with its rule and map entry.
 const (
-	BytesPerRule    = 2048
-	BytesPerElement = 64
+	BytesPerRule    = 2304
+	BytesPerElement = 96
 	BytesPerChain   = 1536
 )
 
@@ -128,23 +134,22 @@ const DefaultMemoryLimit = 256 << 20
 
 // DefaultBudget returns the budgets derived from a memory limit (bytes; 0
 // means DefaultMemoryLimit), as policyd run's flags default to. Per node,
-// each dimension may take a share of the limit on its own: elements half
-// (a node's table is mostly elements: 1.45 million on the 50,000-pod,
-// 10,000-policy benchmark node, where the agent peaks at 211 MB of 256),
-// rules a quarter, chains a sixteenth; the rest is the informers' caches
-// and the selector index (about 100 MB of heap at 50,000 pods). Per object,
-// an eighth of the node's budget: no one object can take more than an
-// eighth of what the node may hold.
+// each dimension may take a share of the limit on its own: elements five
+// eighths (a node's table is mostly elements), rules a quarter, chains a
+// sixteenth; what is left is the informers' caches and the selector index
+// (about 100 MB of heap at 50,000 pods). Per object, an eighth of the
+// node's budget: no one object can take more than an eighth of what the
+// node may hold.
 //
-// At 256 MiB: 32,768 rules, 2,097,152 elements and 10,922 chains a node;
-// 4,096 rules, 262,144 elements and 1,365 chains an object.
+// At 256 MiB: 29,127 rules, 1,747,626 elements and 10,922 chains a node;
+// 3,640 rules, 218,453 elements and 1,365 chains an object.
 func DefaultBudget(limit int64) Budget {
 	if limit <= 0 {
 		limit = DefaultMemoryLimit
 	}
 	node := Cost{
 		Rules:    int(limit / 4 / BytesPerRule),
-		Elements: int(limit / 2 / BytesPerElement),
+		Elements: int(limit * 5 / 8 / BytesPerElement),
 		Chains:   int(limit / 16 / BytesPerChain),
 	}
 	return Budget{Node: node, Object: Cost{node.Rules / 8, node.Elements / 8, node.Chains / 8}}
@@ -281,7 +286,9 @@ type groupMember struct {
 // it: groups whose other policies are the same share one chain.
 type groupUse struct {
 	prefix string // direction, family, variant
-	tail   int    // node traffic (ingress), the drop
+	rawKey string // prefix and every member's key (counter.group)
+	pols   []*cluster.Policy
+	tail   int // node traffic (ingress), the drop
 	// named: the deny decider's log chain names every member (logged
 	// drops); plain: allowed logging keeps the chain in written order,
 	// without a port dispatch.
@@ -309,24 +316,84 @@ func (g *groupUse) keyOf(strip map[quarantine.Object]quarantine.Decision, pick f
 	return b.String()
 }
 
+// sharedPart is a chain that groups of the same content share (a port
+// chain, a shared end), named by its content.
+type sharedPart struct {
+	key  string
+	cost Cost
+}
+
+// groupCostMemo is the count of a group chain whose members are all
+// enforced, kept while its policies are the same values.
+type groupCostMemo struct {
+	pols         []*cluster.Policy
+	named, plain bool
+	local        Cost
+	shared       []sharedPart
+	used         uint64
+}
+
 // cost returns what the group chain holds with the members of strip
 // quarantined (they add nothing), with its port dispatch as portDispatch
 // builds it; port and end chains already counted for another group
-// (seen, by content) are not counted again.
-func (g *groupUse) cost(strip map[quarantine.Object]quarantine.Decision, seen map[string]bool) Cost {
+// (seen, by content) are not counted again. With no member quarantined,
+// the count is the Compiler's from an earlier compile when the group's
+// policies are the same values.
+func (g *groupUse) cost(cc *Compiler, strip map[quarantine.Object]quarantine.Decision, seen map[string]bool) Cost {
+	var local Cost
+	var shared []sharedPart
+	stripped := false
+	for _, m := range g.members {
+		if _, ok := strip[m.obj]; ok {
+			stripped = true
+			break
+		}
+	}
+	if m := cc.groupCosts[g.rawKey]; !stripped && m != nil && m.named == g.named && m.plain == g.plain && slices.Equal(m.pols, g.pols) {
+		m.used = cc.gen
+		local, shared = m.local, m.shared
+	} else {
+		local, shared = g.parts(strip)
+		if !stripped {
+			if cc.groupCosts == nil {
+				cc.groupCosts = map[string]*groupCostMemo{}
+			}
+			cc.groupCosts[g.rawKey] = &groupCostMemo{pols: g.pols, named: g.named, plain: g.plain, local: local, shared: shared, used: cc.gen}
+		}
+	}
+	for _, sp := range shared {
+		if !seen[sp.key] {
+			seen[sp.key] = true
+			local = local.Add(sp.cost)
+		}
+	}
+	return local
+}
+
+// parts returns what the group chain holds itself, and the shared chains
+// it goes to.
+func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost, []sharedPart) {
 	all := map[string]allowKey{}
 	var logs Cost
+	adding := 0
 	for _, m := range g.members {
 		if _, stripped := strip[m.obj]; stripped {
 			continue
 		}
 		logs = logs.Add(m.shape.log)
+		if !m.shape.empty() {
+			adding++
+		}
 		for _, a := range m.shape.allows {
 			all[a.id()] = a
 		}
 	}
+	// With allowed logging, the allows of two policies differ in their
+	// verdicts (a log chain per policy), and the chain keeps them in
+	// written order; those of one policy alone share one, and dispatch.
+	plain := g.plain && adding > 1
 	allows := all
-	if !g.plain {
+	if !plain {
 		allows = map[string]allowKey{}
 		for _, a := range coverAllows(all) {
 			allows[a.id()] = a
@@ -352,33 +419,40 @@ func (g *groupUse) cost(strip map[quarantine.Object]quarantine.Decision, seen ma
 			byPoint[pt][a.peer] = true
 		}
 	}
-	if g.plain || keyed < minPortDispatch {
+	if plain || keyed < minPortDispatch {
 		c.Rules += len(allows)
-		return c
+		return c, nil
 	}
 	// The dispatch rule, then the rules for any port and the tail, in the
-	// chain and (when longer than maxCopiedRest) in a shared end.
+	// chain and (when its copies would be many) in a shared end.
 	after := len(rest) + g.tail
 	c.Rules += 1 + len(rest)
 	slices.Sort(rest)
 	end := g.prefix + "|end|" + strings.Join(rest, ",")
+	if g.named {
+		// The end's drop goes to the deny decider's log chain, which
+		// names every member: port chains of two groups differ.
+		end += "|deny" + g.key(strip)
+	}
+	var shared []sharedPart
 	copied := after
-	if after > maxCopiedRest {
+	if sharedEnd(after, len(byPoint)) {
 		copied = 1 // a goto to the shared end
-		if !seen[end] {
-			seen[end] = true
-			c = c.Add(Cost{Rules: after, Chains: 1})
-		}
+		shared = append(shared, sharedPart{end, Cost{Rules: after, Chains: 1}})
 	}
 	c.Elements += len(byPoint) // the map's entries
 	for pt, peers := range byPoint {
-		k := fmt.Sprintf("|port%d.%d|%s", pt.proto, pt.port, strings.Join(slices.Sorted(maps.Keys(peers)), ",")) + end
-		if !seen[k] {
-			seen[k] = true
-			c = c.Add(Cost{Rules: len(peers) + copied, Chains: 1})
-		}
+		var k strings.Builder
+		k.WriteString("|port")
+		k.WriteString(strconv.Itoa(int(pt.proto)))
+		k.WriteByte('.')
+		k.WriteString(strconv.Itoa(int(pt.port)))
+		k.WriteByte('|')
+		k.WriteString(strings.Join(slices.Sorted(maps.Keys(peers)), ","))
+		k.WriteString(end)
+		shared = append(shared, sharedPart{k.String(), Cost{Rules: len(peers) + copied, Chains: 1}})
 	}
-	return c
+	return c, shared
 }
 
 // tierUse is one tier chain.
@@ -389,7 +463,8 @@ type tierUse struct {
 
 // tally is the count of one node's table, by object.
 type tally struct {
-	base   Cost // the node's own: skeleton, dispatch, pod network
+	cc     *Compiler // its memos (shapes, group costs)
+	base   Cost      // the node's own: skeleton, dispatch, pod network
 	objs   map[quarantine.Object]*objCost
 	groups []*groupUse
 	tiers  []*tierUse
@@ -405,7 +480,7 @@ func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
 	for _, g := range t.groups {
 		if k := g.key(strip); !seen[k] {
 			seen[k] = true
-			sum = sum.Add(g.cost(strip, shared))
+			sum = sum.Add(g.cost(t.cc, strip, shared))
 		}
 	}
 	for _, tu := range t.tiers {
@@ -541,6 +616,7 @@ func (c *compiler) decide() []quarantine.Decision {
 		}
 	}
 	c.cc.quarantined, c.cc.lastCost = out, total
+	c.cc.forgetCounts()
 	return out
 }
 
@@ -559,7 +635,7 @@ func costlier(a, b *objCost, dim string) bool {
 
 // count walks what Compile will build for the node, without building it.
 func (c *compiler) count() *tally {
-	t := &tally{objs: map[quarantine.Object]*objCost{}, sets: map[string]int{}}
+	t := &tally{cc: c.cc, objs: map[quarantine.Object]*objCost{}, sets: map[string]int{}}
 	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}}
 	opts := c.cc.Options
 	// The skeleton: two base chains (established, dispatch, neighbour
@@ -629,6 +705,8 @@ type counter struct {
 	declared map[namedScope]int
 	// built counts the peer set elements counted so far (peerCount).
 	built int
+	// rec records the sets of the policy being counted (policyShape).
+	rec *policyShape
 }
 
 type namedScope struct {
@@ -680,21 +758,85 @@ func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, c
 	if d == cluster.Ingress {
 		tail = 2 // node traffic, the drop
 	}
-	g := &groupUse{prefix: fmt.Sprintf("%s/%d/%v", d, fam, ret), tail: tail, named: log.Drops, plain: log.Allowed}
+	g := &groupUse{prefix: fmt.Sprintf("%s/%d/%v", d, fam, ret), rawKey: key, pols: group, tail: tail, named: log.Drops, plain: log.Allowed}
 	for _, p := range group {
 		oc := t.obj(quarantine.PolicyObject(p), p.Created)
-		var shape groupShape
-		for _, rule := range p.Rules(d) {
-			rs := k.npRule(oc, d, rule, fam)
-			if log.Allowed && !rs.empty() {
-				rs.log = Cost{Rules: 2, Chains: 1}
-			}
-			shape = shape.add(rs)
-		}
-		g.members = append(g.members, groupMember{obj: oc.obj, shape: shape})
+		g.members = append(g.members, groupMember{obj: oc.obj, shape: k.policyShape(oc, p, d, fam)})
 	}
 	t.groups = append(t.groups, g)
 	return key
+}
+
+// shapeKey names what a policy adds to the group chains of one direction
+// and family.
+type shapeKey struct {
+	p   *cluster.Policy
+	d   cluster.Direction
+	fam int
+	log bool // allowed logging
+}
+
+// policyShape is a policy's shape and the sets it refers to, kept while the
+// policy is the same value (the sets' sizes are counted again each time).
+type policyShape struct {
+	shape groupShape
+	refs  []setRef
+	used  uint64
+}
+
+// setRef is one set a policy's rules refer to: a pods peer's set (counted
+// on each compile), a named-port set (likewise) or one of fixed size.
+type setRef struct {
+	peer  *cluster.Peer
+	named []namedPort
+	d     cluster.Direction
+	key   string
+	n     int
+}
+
+// policyShape returns what policy p adds to a group chain of direction d
+// and family fam, counting the sets it refers to for oc; from the
+// Compiler's memo when p is the value it was.
+func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Direction, fam int) groupShape {
+	sk := shapeKey{p, d, fam, k.c.cc.Options.Log.Allowed}
+	if ps := k.c.cc.shapes[sk]; ps != nil {
+		ps.used = k.c.cc.gen
+		for _, r := range ps.refs {
+			switch {
+			case r.peer != nil:
+				k.peerSet(oc, r.peer, fam)
+			case r.named != nil:
+				k.namedSet(oc, r.named, fam, r.d)
+			default:
+				k.t.useSet(oc, r.key, r.n)
+			}
+		}
+		return ps.shape
+	}
+	ps := &policyShape{used: k.c.cc.gen}
+	k.rec = ps
+	for _, rule := range p.Rules(d) {
+		rs := k.npRule(oc, d, rule, fam)
+		if sk.log && !rs.empty() {
+			rs.log = Cost{Rules: 2, Chains: 1}
+		}
+		ps.shape = ps.shape.add(rs)
+	}
+	k.rec = nil
+	if k.c.cc.shapes == nil {
+		k.c.cc.shapes = map[shapeKey]*policyShape{}
+	}
+	k.c.cc.shapes[sk] = ps
+	return ps.shape
+}
+
+// useFixed counts a set of n elements whatever the cluster (an ipBlock's,
+// a port set), recording it for the policy being counted.
+func (k *counter) useFixed(oc *objCost, key string, n int) {
+	if k.rec != nil {
+		k.rec.refs = append(k.rec.refs, setRef{key: key, n: n})
+	}
+	k.t.useSet(oc, key, n)
 }
 
 // npRule counts one NetworkPolicy rule in a group chain of family fam,
@@ -721,7 +863,7 @@ func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fa
 		case cluster.PeerIPBlock:
 			if family(peer.CIDR.Addr()) == fam {
 				peers = append(peers, peer.Key)
-				k.t.useSet(oc, "block/"+peer.Key+"/"+fmt.Sprint(fam), len(peer.Except)+1)
+				k.useFixed(oc, "block/"+peer.Key+"/"+strconv.Itoa(fam), len(peer.Except)+1)
 			}
 		}
 	}
@@ -740,12 +882,26 @@ func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fa
 			out.allows = append(out.allows, allowKey{peer: p, port: portSet, points: pts})
 		}
 	}
-	if len(named) > 0 {
-		list := namedList(named)
+	for _, ns := range k.namedSets(oc, named, fam, d, len(peers)) {
 		for _, p := range peers {
-			out.allows = append(out.allows, allowKey{peer: p, named: list})
+			out.allows = append(out.allows, allowKey{peer: p, named: ns})
 		}
-		k.namedSet(oc, named, fam, d)
+	}
+	return out
+}
+
+// namedSets counts the named-port sets of a rule as compiler.namedSets
+// makes them, and returns their keys.
+func (k *counter) namedSets(oc *objCost, named []namedPort, fam int, d cluster.Direction, peers int) []string {
+	if len(named) == 0 {
+		return nil
+	}
+	if len(named) == 1 || peers*len(named) > maxNamedRules {
+		return []string{k.namedSet(oc, named, fam, d)}
+	}
+	out := make([]string, len(named))
+	for i := range named {
+		out[i] = k.namedSet(oc, named[i:i+1], fam, d)
 	}
 	return out
 }
@@ -764,7 +920,7 @@ func (k *counter) portSet(oc *objCost, name string) int {
 	if s == nil {
 		return 0
 	}
-	k.t.useSet(oc, "ports/"+name, s.Len())
+	k.useFixed(oc, "ports/"+name, s.Len())
 	if s.Interval {
 		return 0
 	}
@@ -773,7 +929,10 @@ func (k *counter) portSet(oc *objCost, name string) int {
 
 // peerSet counts the peer set of family fam of a pods peer.
 func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) {
-	key := "peer/" + peer.Key + "/" + fmt.Sprint(fam)
+	if k.rec != nil {
+		k.rec.refs = append(k.rec.refs, setRef{peer: peer})
+	}
+	key := "peer/" + peer.Key + "/" + strconv.Itoa(fam)
 	if _, ok := k.t.sets[key]; !ok {
 		k.t.sets[key] = k.peerCount(oc, peer, fam)
 		k.built += k.t.sets[key]
@@ -811,13 +970,18 @@ func (k *counter) peerCount(oc *objCost, peer *cluster.Peer, fam int) int {
 // namedSet counts a named-port set: at most, for each of its entries, the
 // pods that declare it (this node's for ingress, every pod for egress),
 // and every contested address.
-func (k *counter) namedSet(oc *objCost, named []namedPort, fam int, d cluster.Direction) {
+func (k *counter) namedSet(oc *objCost, named []namedPort, fam int, d cluster.Direction) string {
+	if k.rec != nil {
+		k.rec.refs = append(k.rec.refs, setRef{named: named, d: d})
+	}
 	wide := d == cluster.Egress
 	n := len(k.c.claims) * len(named)
 	for _, np := range named {
 		n += k.declaredCount(namedScope{fam, np, wide})
 	}
-	k.t.useSet(oc, fmt.Sprintf("named/%d/%s", fam, namedList(named)), n)
+	list := namedList(named)
+	k.t.useSet(oc, fmt.Sprintf("named/%d/%s", fam, list), n)
+	return list
 }
 
 func (k *counter) declaredCount(s namedScope) int {
@@ -906,8 +1070,13 @@ func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRu
 		forms++
 	}
 	if len(named) > 0 {
-		forms++
-		k.namedSet(oc, named, fam, d)
+		n := 0
+		for _, p := range r.Peers {
+			if p.Kind != cluster.PeerIPBlock || family(p.CIDR.Addr()) == fam {
+				n++
+			}
+		}
+		forms += len(k.namedSets(oc, named, fam, d, n))
 	}
 	boxes := 0
 	for i := range r.Peers {
@@ -1020,6 +1189,20 @@ func (c *Compiler) strippedClusterPolicy(p *cluster.ClusterPolicy) *cluster.Clus
 	s := quarantine.StripClusterPolicy(p)
 	c.strippedCNP[p] = s
 	return s
+}
+
+// forgetCounts drops the memos of the count the last compile did not use.
+func (c *Compiler) forgetCounts() {
+	for k, m := range c.shapes {
+		if m.used != c.gen {
+			delete(c.shapes, k)
+		}
+	}
+	for k, m := range c.groupCosts {
+		if m.used != c.gen {
+			delete(c.groupCosts, k)
+		}
+	}
 }
 
 // forgetStripped drops the stripped forms of objects no longer quarantined.

@@ -441,17 +441,17 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 					return "", fmt.Errorf("policy %s %s[%d]: peer of unknown kind %d", pol.Key(), d, ri, peer.Kind)
 				}
 			}
-			namedSet := ""
-			if len(named) > 0 && len(peers) > 0 {
-				namedSet = c.namedSet(named, fam, d) // once a rule, not once a peer
+			var namedSets []string
+			if len(peers) > 0 {
+				namedSets = c.namedSets(named, fam, d, len(peers)) // once a rule, not once a peer
 			}
 			for _, pm := range peers {
 				if portSet != "" || len(named) == 0 {
 					c.usePortSet(portSet)
 					add(&ruleset.AllowRule{Family: pm.family, PeerField: peerField, PeerSet: pm.set, PortSet: portSet, Verdict: allow, Comment: comment})
 				}
-				if namedSet != "" {
-					add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: namedSet, Verdict: allow, Comment: comment})
+				for _, ns := range namedSets {
+					add(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: pm.set, NamedPortSet: ns, Verdict: allow, Comment: comment})
 				}
 			}
 		}
@@ -778,6 +778,31 @@ func subtractPrefixes(cidr netip.Prefix, excepts []netip.Prefix) [][2]netip.Addr
 		next = e[1].Next()
 	}
 	return append(out, [2]netip.Addr{next, hi})
+}
+
+// maxNamedRules is the most allow rules a rule's named ports may make, one
+// per (peer, named port), each with a named-port set of one name (shared
+// by every rule naming it). A rule of more peers by more named ports gets
+// one set of all its names instead, and one rule per peer: its rules then
+// grow with its peers plus its names, not with their product (thousands of
+// each made millions of rules).
+const maxNamedRules = 16
+
+// namedSets returns the named-port sets a rule of peers peers and the named
+// entries named uses (none without named entries): one set per entry, or
+// one of them all (maxNamedRules).
+func (c *compiler) namedSets(named []namedPort, fam int, d cluster.Direction, peers int) []string {
+	if len(named) == 0 {
+		return nil
+	}
+	if len(named) == 1 || peers*len(named) > maxNamedRules {
+		return []string{c.namedSet(named, fam, d)}
+	}
+	out := make([]string, len(named))
+	for i := range named {
+		out[i] = c.namedSet(named[i:i+1], fam, d)
+	}
+	return out
 }
 
 // namedSet returns the set of (address . protocol . port) triples that the

@@ -93,6 +93,9 @@ type Compiler struct {
 	quarantined []quarantine.Decision
 	lastCost    Cost
 	objects     map[quarantine.Object]bool // see Objects
+	// shapes and groupCosts are the count's memos (budget.go).
+	shapes      map[shapeKey]*policyShape
+	groupCosts  map[string]*groupCostMemo
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }

@@ -30,16 +30,25 @@ import (
 // is still an element of the same sets; the map and its chains depend on
 // the rules only and change with them.
 
-// maxCopiedRest is the most rules of a group chain's end (its rules for
-// any port, node traffic and final verdict) that a port chain holds a copy
-// of. A longer end goes into a chain of its own (ingress-rest-…,
-// egress-rest-…) that every port chain of the group ends with a goto to:
-// one rule per port instead of a copy of the end per port, so a chain's
-// size grows with its rules plus its ports, not with their product (a rule
-// of many ipBlocks on a port range beside rules on many single ports).
-// Ordinary groups end in at most this many rules and keep the copy, which
-// spares their packets the goto.
-const maxCopiedRest = 4
+// A port chain ends with a copy of its group chain's end (the rules for
+// any port, node traffic and the final verdict), unless the copies would
+// be many: when the end is longer than maxCopiedRest rules and its copies
+// over all ports would exceed maxCopiedRules, the end goes into a chain of
+// its own (ingress-rest-…, egress-rest-…) that every port chain ends with a
+// goto to. A group's port chains then grow with its rules plus its ports,
+// not with their product (a rule of many ipBlocks on a port range beside
+// rules on many single ports: millions of rules), while ordinary groups
+// keep their copies, and their packets never pay for the goto.
+const (
+	maxCopiedRest  = 4
+	maxCopiedRules = 256
+)
+
+// sharedEnd reports whether a group whose end holds after rules and whose
+// port dispatch has points ports puts its end in a chain of its own.
+func sharedEnd(after, points int) bool {
+	return after > maxCopiedRest && after*points > maxCopiedRules
+}
 
 // minPortDispatch is the fewest rules on single ports for which a group
 // chain dispatches on the port: below it, the one rule's own port test is
@@ -116,11 +125,6 @@ func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule
 		return plain()
 	}
 	after := slices.Concat(rest, tail)
-	portAfter := after
-	if len(after) > maxCopiedRest {
-		shared := c.addChain(d.String()+"-rest-"+chainHash(after), after)
-		portAfter = []ruleset.Rule{&ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Goto, Chain: shared}, Comment: "the group's rules for any port"}}
-	}
 
 	// The rules of each point, in chain order (portChain keeps a rule
 	// listed twice once).
@@ -131,6 +135,11 @@ func (c *compiler) portDispatch(d cluster.Direction, allows []*ruleset.AllowRule
 		}
 	}
 	points := slices.SortedFunc(maps.Keys(byPoint), comparePoints)
+	portAfter := after
+	if sharedEnd(len(after), len(points)) {
+		shared := c.addChain(d.String()+"-rest-"+chainHash(after), after)
+		portAfter = []ruleset.Rule{&ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Goto, Chain: shared}, Comment: "the group's rules for any port"}}
+	}
 
 	var elems []ruleset.Element
 	var key strings.Builder

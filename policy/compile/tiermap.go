@@ -187,7 +187,18 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 		return []ruleset.Rule{&ruleset.AllowRule{Family: fam, Verdict: e.verdict, Comment: e.comment}}, nil
 	}
 	var out []ruleset.Rule
-	namedSet := ""
+	var namedSets []string
+	if len(e.named) > 0 {
+		n := 0
+		for _, p := range e.rule.Peers {
+			if p.Kind != cluster.PeerIPBlock || family(p.CIDR.Addr()) == fam {
+				n++
+			}
+		}
+		if n > 0 {
+			namedSets = c.namedSets(e.named, fam, d, n) // once a rule, not once a peer
+		}
+	}
 	for i := range e.rule.Peers {
 		peer := &e.rule.Peers[i]
 		var set string
@@ -208,11 +219,8 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 			c.usePortSet(e.portSet)
 			out = append(out, c.literalPort(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment}))
 		}
-		if len(e.named) > 0 {
-			if namedSet == "" {
-				namedSet = c.namedSet(e.named, fam, d) // once a rule, not once a peer
-			}
-			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: namedSet, Verdict: e.verdict, Comment: e.comment})
+		for _, ns := range namedSets {
+			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: ns, Verdict: e.verdict, Comment: e.comment})
 		}
 	}
 	return out, nil
