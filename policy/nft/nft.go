@@ -297,12 +297,12 @@ func table() *nftables.Table {
 
 // bufferSizes sizes the netlink socket buffers for a batch of about ops
 // operations, rules of them rules: the whole batch is one sendmsg, and the
-// kernel queues an ack per message, and for a rule an echo of it, before
-// we read any. An echo takes a whole page of the receive buffer (the kernel
+// kernel queues an ack per message (up to a kilobyte of buffer each), and
+// for a rule an echo of it, before we read any. An echo takes a whole page of the receive buffer (the kernel
 // allocates NLMSG_GOODSIZE for it); at 512 bytes a rule, a batch of 5,000
 // rules and few elements overflowed it (ENOBUFS) and was never committed.
 func bufferSizes(ops, rules int) nftables.SockOption {
-	size := 1<<20 + ops*512 + rules*8192
+	size := 1<<20 + ops*1024 + rules*8192
 	return func(c *netlink.Conn) error {
 		raw, err := c.SyscallConn()
 		if err != nil {
