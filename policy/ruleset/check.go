@@ -82,15 +82,16 @@ func setRef(role, name string, need SetNeed) Ref {
 	return Ref{Kind: RefSet, Name: name, Role: role, Need: need}
 }
 
-// verdictRefs returns the chain v jumps or goes to as a Ref, or none.
-func verdictRefs(v Verdict) []Ref {
+// verdictRefs returns refs with the chain v jumps or goes to appended, if
+// any.
+func verdictRefs(v Verdict, refs ...Ref) []Ref {
 	switch v.Kind {
 	case Jump:
-		return []Ref{{Kind: RefChain, Name: v.Chain, Role: "jump"}}
+		return append(refs, Ref{Kind: RefChain, Name: v.Chain, Role: "jump"})
 	case Goto:
-		return []Ref{{Kind: RefChain, Name: v.Chain, Role: "goto"}}
+		return append(refs, Ref{Kind: RefChain, Name: v.Chain, Role: "goto"})
 	}
-	return nil
+	return refs
 }
 
 // ElementRefs returns what the entry e of set s refers to: the chain a map

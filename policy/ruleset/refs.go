@@ -88,7 +88,13 @@ func (r *DispatchRule) Validate() error {
 // Refs implements Rule: the port set, the peer set and the named-port set
 // it uses, in the order of its text, and the chain its verdict jumps to.
 func (r *AllowRule) Refs() []Ref {
-	var out []Ref
+	n := len(verdictRefs(r.Verdict))
+	for _, name := range []string{r.PortSet, r.PeerSet, r.NamedPortSet} {
+		if name != "" {
+			n++
+		}
+	}
+	out := make([]Ref, 0, n)
 	if r.PortSet != "" {
 		out = append(out, setRef("port", r.PortSet, SetNeed{Key: KeyProtoPort}))
 	}
@@ -98,7 +104,7 @@ func (r *AllowRule) Refs() []Ref {
 	if r.NamedPortSet != "" {
 		out = append(out, setRef("named port", r.NamedPortSet, SetNeed{Key: AddrProtoPortKey(r.Family)}))
 	}
-	return append(out, verdictRefs(r.Verdict)...)
+	return verdictRefs(r.Verdict, out...)
 }
 
 // Validate implements Rule: a rule with an address set has a family, one
@@ -131,10 +137,10 @@ func (r *AllowRule) Validate() error {
 // Refs implements Rule: the pod network set, then the known pods set, and
 // the chain its verdict jumps to.
 func (r *UnknownAddrRule) Refs() []Ref {
-	return append([]Ref{
+	refs := append(make([]Ref, 0, 3),
 		setRef("pod network", r.CIDRSet, addrSet(r.Family)),
-		setRef("known pods", r.KnownSet, addrSet(r.Family)),
-	}, verdictRefs(r.Verdict)...)
+		setRef("known pods", r.KnownSet, addrSet(r.Family)))
+	return verdictRefs(r.Verdict, refs...)
 }
 
 // Validate implements Rule.
@@ -181,7 +187,7 @@ func (r *CtMarkRule) Validate() error {
 // Refs implements Rule: the address set, and the chain its verdict jumps
 // to.
 func (r *TCPPickupRule) Refs() []Ref {
-	return append([]Ref{setRef("address", r.Set, addrSet(r.Family))}, verdictRefs(r.Verdict)...)
+	return verdictRefs(r.Verdict, append(make([]Ref, 0, 2), setRef("address", r.Set, addrSet(r.Family)))...)
 }
 
 // Validate implements Rule.
