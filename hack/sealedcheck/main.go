@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -111,14 +110,12 @@ func run(root string, names []setName) ([]string, error) {
 
 // modulePath reads the module path from go.mod.
 func modulePath(gomod string) (string, error) {
-	f, err := os.Open(gomod)
+	b, err := os.ReadFile(gomod)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "module "); ok {
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
 			return strings.Trim(strings.TrimSpace(rest), `"`), nil
 		}
 	}
