@@ -22,6 +22,7 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/agent"
+	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
@@ -228,11 +229,11 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	}
 	var podNet []netip.Prefix
 	for _, c := range o.podNetwork {
-		p, err := netip.ParsePrefix(c)
+		p, err := cluster.ParseCIDR(c) // as an ipBlock: never a prefix the kernel refuses
 		if err != nil {
 			return &exitError{2, fmt.Errorf("--pod-network %q: %w", c, err)}
 		}
-		podNet = append(podNet, p.Masked())
+		podNet = append(podNet, p)
 	}
 	var cut ctcut.Table
 	if o.cutEstablished {
