@@ -29,6 +29,11 @@ type Metrics struct {
 	conflicts    prometheus.Gauge
 	// verdictReaderUp is 1 while the verdict reader has the nflog group.
 	verdictReaderUp prometheus.Gauge
+	// cnpDiscoveryErrors counts discovery failures (other than 404) when
+	// asking which version serves ClusterNetworkPolicies.
+	cnpDiscoveryErrors prometheus.Counter
+	// cnpVersion is 1 for the version the agent reads them in.
+	cnpVersion *prometheus.GaugeVec
 	// failing reports how long syncs have been failing; the agent sets it
 	// once it exists (metrics are created before the agent).
 	failing func() float64
@@ -85,6 +90,12 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.verdictReaderUp = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_verdict_reader_up", Help: "1 while the agent reads the nflog group its table logs verdicts to (0 with verdicts on means no records and no rate-limit accounting; the log says why).",
 	})
+	m.cnpDiscoveryErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "policyd_cnp_discovery_errors_total", Help: "Discovery failures (other than 404) asking which version serves ClusterNetworkPolicies; the agent keeps the informer that runs, and at start waits.",
+	})
+	m.cnpVersion = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "policyd_cnp_api_version", Help: "1 for the policy.networking.k8s.io version the agent reads ClusterNetworkPolicies in (none: not served).",
+	}, []string{"version"})
 	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "policyd_sync_failing_seconds", Help: "How long every sync has been failing (0 while the last sync committed); /readyz turns unready past --unready-after.",
 	}, func() float64 {
@@ -93,8 +104,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, failing)
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing)
 	return m
+}
+
+// setCNPVersion marks v (a cnpapi.Version's String) as the version read.
+func (m *Metrics) setCNPVersion(v string) {
+	m.cnpVersion.Reset()
+	m.cnpVersion.WithLabelValues(v).Set(1)
 }
 
 // Handler serves /metrics, /healthz (the sync loop is alive), /readyz
