@@ -241,12 +241,16 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.cfg.Verdicts = cfg.Verdicts
 		a.compiler.Options.Log = cfg.Verdicts.Log
-		a.verdicts = newVerdictState(cfg.NodeName, cfg.Backend)
+		a.verdicts = newVerdictState(cfg.NodeName, cfg.Backend, cfg.Verdicts.MaxStreams)
 		if err := a.metrics.registry.Register(a.verdicts.counters); err != nil {
 			return nil, fmt.Errorf("agent: registering the policy counters: %w", err)
 		}
+		if err := a.metrics.registerStreams(a.verdicts.streams); err != nil {
+			return nil, fmt.Errorf("agent: registering the stream metrics: %w", err)
+		}
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
+	a.metrics.probes.log = a.log
 	a.gate = newWatchGate(a.log, a.Trigger)
 	return a, nil
 }

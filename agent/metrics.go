@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +38,9 @@ type Metrics struct {
 	cnpDiscoveryErrors prometheus.Counter
 	// cnpVersion is 1 for the version the agent reads them in.
 	cnpVersion *prometheus.GaugeVec
+	// probes logs why /healthz or /readyz fail (their bodies say only
+	// "not ok"); the agent sets its logger.
+	probes probeLog
 	// failing reports how long syncs have been failing; the agent sets it
 	// once it exists (metrics are created before the agent).
 	failing func() float64
@@ -108,6 +115,24 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	return m
 }
 
+// registerStreams adds the /verdicts stream metrics: the streams open and
+// the requests refused beyond the cap.
+func (m *Metrics) registerStreams(s *verdicts.Streams) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "policyd_verdict_streams", Help: "/verdicts streams being served (policyd observe clients); at most --max-verdict-streams.",
+		}, func() float64 { return float64(s.Open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "policyd_verdict_streams_refused_total", Help: "/verdicts requests answered 429 because --max-verdict-streams streams were open.",
+		}, func() float64 { return float64(s.Refused()) }),
+	} {
+		if err := m.registry.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // setCNPVersion marks v (a cnpapi.Version's String) as the version read.
 func (m *Metrics) setCNPVersion(v string) {
 	m.cnpVersion.Reset()
@@ -121,42 +146,78 @@ func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	if a.verdicts != nil {
-		mux.Handle(verdicts.Path, a.verdicts.resolver.Handler())
+		mux.Handle(verdicts.Path, a.verdicts.streams)
 	} else {
 		mux.HandleFunc(verdicts.Path, func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, errVerdictsOff.Error(), http.StatusNotFound)
 		})
 	}
+	// The probes answer "ok" or "not ok" and nothing else: they are served
+	// without the token (the kubelet carries none), and a sync error names
+	// policies and addresses. The detail goes to the log, once per change,
+	// and to the metrics (policyd_sync_failing_seconds, _errors_total).
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := a.Healthy(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
 		// Liveness is the loop running: a restart would not make the kernel
-		// accept a batch it refuses. The failure is shown, not acted on.
-		fmt.Fprintln(w, "ok"+failingNote(a.Status()))
+		// accept a batch it refuses.
+		err := a.Healthy()
+		a.metrics.probes.note("/healthz", err)
+		probeAnswer(w, err == nil)
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		st := a.Status()
+		var why error
 		switch {
 		case !st.Committed && st.LastError != nil:
-			http.Error(w, "waiting for the first sync to commit"+failingNote(st), http.StatusServiceUnavailable)
+			why = fmt.Errorf("waiting for the first sync to commit; syncs failing: %w", st.LastError)
 		case !st.Committed:
-			http.Error(w, "waiting for the first sync to commit", http.StatusServiceUnavailable)
+			why = errors.New("waiting for the first sync to commit")
 		case !st.Ready:
-			http.Error(w, fmt.Sprintf("syncs have been failing for %s (more than %s); the table committed at %s stays in force: %v",
-				st.FailingFor.Round(time.Second), a.cfg.UnreadyAfter, st.LastSuccess.UTC().Format(time.RFC3339), st.LastError), http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ok"+failingNote(st))
+			why = fmt.Errorf("syncs have been failing for more than %s; the table committed at %s stays in force: %w",
+				a.cfg.UnreadyAfter, st.LastSuccess.UTC().Format(time.RFC3339), st.LastError)
 		}
+		a.metrics.probes.note("/readyz", why)
+		probeAnswer(w, why == nil)
 	})
 	return mux
 }
 
-// failingNote describes a failing sync for a health response, or "".
-func failingNote(st Status) string {
-	if st.LastError == nil {
-		return ""
+// probeAnswer writes a probe's fixed answer: 200 "ok", or 503 "not ok".
+func probeAnswer(w http.ResponseWriter, ok bool) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "not ok\n")
+		return
 	}
-	return fmt.Sprintf(" (syncs failing for %s: %v)", st.FailingFor.Round(time.Millisecond), st.LastError)
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// probeLog logs why a probe fails, once each time the reason changes (the
+// kubelet asks every few seconds), and when it passes again.
+type probeLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	last map[string]string
+}
+
+func (p *probeLog) note(path string, why error) {
+	msg := ""
+	if why != nil {
+		msg = why.Error()
+	}
+	p.mu.Lock()
+	changed := p.last[path] != msg
+	if p.last == nil {
+		p.last = map[string]string{}
+	}
+	p.last[path] = msg
+	p.mu.Unlock()
+	switch {
+	case !changed || p.log == nil:
+	case why != nil:
+		p.log.Warn("health probe answers not ok", "probe", path, "why", msg)
+	default:
+		p.log.Info("health probe answers ok again", "probe", path)
+	}
 }
