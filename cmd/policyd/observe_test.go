@@ -16,7 +16,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 
+	"github.com/policyd/policyd/deploy"
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -241,4 +243,23 @@ func TestObserve_FindsTheAgentsTokenFileByDefault(t *testing.T) {
 	require.NoError(t, os.WriteFile(bad, []byte("wrong-but-long-enough\n"), 0o600))
 	stderr, code = observeFails(t, "--agent-addr", guarded, "--token-file", bad)
 	assert.Equal(t, 2, code, "an explicit --token-file wins over the default: %s", stderr)
+}
+
+// TestObserve_DefaultTokenFileIsTheDaemonSets: observe's default token file
+// is the one the shipped DaemonSet gives the agent, so `kubectl exec
+// ds/policyd -- policyd observe` needs no flags.
+func TestObserve_DefaultTokenFileIsTheDaemonSets(t *testing.T) {
+	docs, err := deploy.Documents()
+	require.NoError(t, err)
+	var flag string
+	for _, d := range docs {
+		if ds, ok := d.Object.(*appsv1.DaemonSet); ok {
+			for _, a := range ds.Spec.Template.Spec.Containers[0].Args {
+				if v, ok := strings.CutPrefix(a, "--metrics-token-file="); ok {
+					flag = v
+				}
+			}
+		}
+	}
+	assert.Equal(t, agentTokenFile, flag)
 }
