@@ -115,22 +115,12 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	return m
 }
 
-// registerStreams adds the /verdicts stream metrics: the streams open and
-// the requests refused beyond the cap.
+// registerStreams adds the count of /verdicts requests refused beyond the
+// cap (the streams open are policyd_verdict_observers).
 func (m *Metrics) registerStreams(s *verdicts.Streams) error {
-	for _, c := range []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "policyd_verdict_streams", Help: "/verdicts streams being served (policyd observe clients); at most --max-verdict-streams.",
-		}, func() float64 { return float64(s.Open()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "policyd_verdict_streams_refused_total", Help: "/verdicts requests answered 429 because --max-verdict-streams streams were open.",
-		}, func() float64 { return float64(s.Refused()) }),
-	} {
-		if err := m.registry.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
+	return m.registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "policyd_verdict_observers_refused_total", Help: "/verdicts requests answered 429 because --max-verdict-streams streams were open (policyd_verdict_observers).",
+	}, func() float64 { return float64(s.Refused()) }))
 }
 
 // setCNPVersion marks v (a cnpapi.Version's String) as the version read.

@@ -20,8 +20,8 @@ import (
 
 // TestHandler_VerdictStreamsCappedAndCounted: the agent's /verdicts serves
 // at most VerdictConfig.MaxStreams streams; the third of two is answered
-// 429; policyd_verdict_streams counts the open ones and
-// policyd_verdict_streams_refused_total the refusals; closing a stream
+// 429; policyd_verdict_observers counts the open ones and
+// policyd_verdict_observers_refused_total the refusals; closing a stream
 // frees its slot.
 func TestHandler_VerdictStreamsCappedAndCounted(t *testing.T) {
 	t.Parallel()
@@ -56,24 +56,24 @@ func TestHandler_VerdictStreamsCappedAndCounted(t *testing.T) {
 	c1, _ := open()
 	c2, _ := open()
 	t.Cleanup(func() { c1(); c2() })
-	require.Eventually(t, func() bool { return metric("policyd_verdict_streams") == "2" }, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, "0", metric("policyd_verdict_streams_refused_total"))
+	require.Eventually(t, func() bool { return metric("policyd_verdict_observers") == "2" }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, "0", metric("policyd_verdict_observers_refused_total"))
 	c, done := open()
 	t.Cleanup(c)
 	select {
 	case err = <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatalf("a third stream was served: policyd_verdict_streams %s", metric("policyd_verdict_streams"))
+		t.Fatalf("a third stream was served: policyd_verdict_observers %s", metric("policyd_verdict_observers"))
 	}
 	var se *verdicts.StatusError
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, http.StatusTooManyRequests, se.Code)
-	assert.Equal(t, "1", metric("policyd_verdict_streams_refused_total"))
-	assert.Equal(t, "2", metric("policyd_verdict_streams"))
+	assert.Equal(t, "1", metric("policyd_verdict_observers_refused_total"))
+	assert.Equal(t, "2", metric("policyd_verdict_observers"))
 	c1()
-	require.Eventually(t, func() bool { return metric("policyd_verdict_streams") == "1" }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return metric("policyd_verdict_observers") == "1" }, 5*time.Second, 5*time.Millisecond)
 	c3, _ := open()
 	t.Cleanup(c3)
-	require.Eventually(t, func() bool { return metric("policyd_verdict_streams") == "2" }, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, "1", metric("policyd_verdict_streams_refused_total"))
+	require.Eventually(t, func() bool { return metric("policyd_verdict_observers") == "2" }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, "1", metric("policyd_verdict_observers_refused_total"))
 }
