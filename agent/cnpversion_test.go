@@ -173,7 +173,12 @@ func TestAgent_CNPDiscoveryErrorIsNeverNoCNPs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("agent.Run: %v", err)
+		}
+	})
 	metrics := a.Handler()
 	require.Never(t, func() bool { return fake.Ruleset() != nil || a.Ready() }, 1500*time.Millisecond, 20*time.Millisecond,
 		"a table was committed while it was unknown whether CNPs are served")

@@ -26,31 +26,32 @@ func kernelForm(a netip.Addr) bool { return a.IsValid() && a.Zone() == "" && !a.
 // API server (netutils.ParseIPSloppy) means by it.
 func TestParseIP_AsTheAPIServerInTheKernelsForm(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{
-		"10.0.0.9":             "10.0.0.9",
-		"fd00::9":              "fd00::9",
-		"FD00:0:0:0:0:0:0:9":   "fd00::9", // non-canonical IPv6
-		"::ffff:10.0.0.9":      "10.0.0.9",
-		"::ffff:a00:9":         "10.0.0.9", // IPv4-mapped, hex
-		"010.000.000.009":      "10.0.0.9", // legacy leading zeros: decimal
-		"::a00:9":              "::a00:9",  // IPv4-compatible (deprecated): plain IPv6
-		"64:ff9b::10.0.0.9":    "64:ff9b::a00:9",
-		"fd00::9%eth0":         "", // a zone: netip takes it, the API does not
-		"fe80::1%1":            "",
-		"fd00::9%":             "",
-		"10.0.0.9%eth0":        "",
-		" 10.0.0.9":            "",
-		"10.0.0.9/32":          "",
-		"":                     "",
-		"::ffff:10.0.0.256":    "",
-		"1.2.3":                "",
-		"10.0.0.9\n":           "",
-		"fd00::9%eth0%eth1":    "",
-		"::ffff:a00:9%eth0":    "",
-		"0x0a.0.0.9":           "",
-		"[fd00::9]":            "",
-		"fd00:0:0:0:0:0:0:0:9": "",
+	for _, tt := range []struct{ in, want string }{
+		{"10.0.0.9", "10.0.0.9"},
+		{"fd00::9", "fd00::9"},
+		{"FD00:0:0:0:0:0:0:9", "fd00::9"}, // non-canonical IPv6
+		{"::ffff:10.0.0.9", "10.0.0.9"},
+		{"::ffff:a00:9", "10.0.0.9"},    // IPv4-mapped, hex
+		{"010.000.000.009", "10.0.0.9"}, // legacy leading zeros: decimal
+		{"::a00:9", "::a00:9"},          // IPv4-compatible (deprecated): plain IPv6
+		{"64:ff9b::10.0.0.9", "64:ff9b::a00:9"},
+		{"fd00::9%eth0", ""}, // a zone: netip takes it, the API does not
+		{"fe80::1%1", ""},
+		{"fd00::9%", ""},
+		{"10.0.0.9%eth0", ""},
+		{" 10.0.0.9", ""},
+		{"10.0.0.9/32", ""},
+		{"", ""},
+		{"::ffff:10.0.0.256", ""},
+		{"1.2.3", ""},
+		{"10.0.0.9\n", ""},
+		{"fd00::9%eth0%eth1", ""},
+		{"::ffff:a00:9%eth0", ""},
+		{"0x0a.0.0.9", ""},
+		{"[fd00::9]", ""},
+		{"fd00:0:0:0:0:0:0:0:9", ""},
 	} {
+		in, want := tt.in, tt.want
 		got, err := cluster.ParseIP(in)
 		if want == "" {
 			assert.Error(t, err, "%q parsed as %v", in, got)
@@ -68,28 +69,29 @@ func TestParseIP_AsTheAPIServerInTheKernelsForm(t *testing.T) {
 // everything accepted is a valid, masked prefix of a kernel-form address.
 func TestParseCIDR_AsTheAPIServerInTheKernelsForm(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{
-		"10.0.0.0/8":          "10.0.0.0/8",
-		"10.0.0.1/8":          "10.0.0.0/8", // host bits: the network
-		"010.0.0.0/8":         "10.0.0.0/8",
-		"10.0.0.0/08":         "10.0.0.0/8",
-		"FD00::/8":            "fd00::/8",
-		"::/0":                "::/0",
-		"0.0.0.0/0":           "0.0.0.0/0",
-		"::ffff:0:0/80":       "::/80", // masked, no longer mapped
-		"::ffff:0:0/95":       "::fffe:0:0/95",
-		"::ffff:10.0.0.0/104": "",
-		"::ffff:a00:0/104":    "",
-		"::ffff:0:0/96":       "",
-		"::ffff:a00:1/128":    "",
-		"fd00::%eth0/64":      "",
-		"10.0.0.0/33":         "",
-		"fd00::/129":          "",
-		"10.0.0.0":            "",
-		"10.0.0.0/8 ":         "",
-		"10.0.0.0/-1":         "",
-		"":                    "",
+	for _, tt := range []struct{ in, want string }{
+		{"10.0.0.0/8", "10.0.0.0/8"},
+		{"10.0.0.1/8", "10.0.0.0/8"}, // host bits: the network
+		{"010.0.0.0/8", "10.0.0.0/8"},
+		{"10.0.0.0/08", "10.0.0.0/8"},
+		{"FD00::/8", "fd00::/8"},
+		{"::/0", "::/0"},
+		{"0.0.0.0/0", "0.0.0.0/0"},
+		{"::ffff:0:0/80", "::/80"}, // masked, no longer mapped
+		{"::ffff:0:0/95", "::fffe:0:0/95"},
+		{"::ffff:10.0.0.0/104", ""},
+		{"::ffff:a00:0/104", ""},
+		{"::ffff:0:0/96", ""},
+		{"::ffff:a00:1/128", ""},
+		{"fd00::%eth0/64", ""},
+		{"10.0.0.0/33", ""},
+		{"fd00::/129", ""},
+		{"10.0.0.0", ""},
+		{"10.0.0.0/8 ", ""},
+		{"10.0.0.0/-1", ""},
+		{"", ""},
 	} {
+		in, want := tt.in, tt.want
 		got, err := cluster.ParseCIDR(in)
 		if want == "" {
 			assert.Error(t, err, "%q parsed as %v", in, got)

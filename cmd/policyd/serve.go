@@ -151,9 +151,6 @@ func (t *bearerToken) run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// loaded reports whether a token is loaded.
-func (t *bearerToken) loaded() bool { return t.want.Load() != nil }
-
 // requireBearer wraps h so that it answers only requests carrying
 // "Authorization: Bearer TOKEN" (compared in constant time): 401 without
 // it, 403 while the agent has no token loaded.

@@ -144,7 +144,12 @@ func TestListener_WithoutTheTokenOnlyOK(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("agent.Run: %v", err)
+		}
+	})
 	require.Eventually(t, a.Ready, 10*time.Second, 10*time.Millisecond)
 
 	tokFile := filepath.Join(t.TempDir(), "token")
