@@ -236,12 +236,16 @@ func (a *Agent) promoteStaged(gen int) (int, cnpInformer, bool) {
 		return 0, cnpInformer{}, false
 	}
 	staging := a.cnp.staging
+	var gone []string
 	for _, p := range a.index.ClusterPolicies() {
 		if _, ok := staging[p.Name]; !ok {
-			delete(a.invalidCNP, p.Name)
-			a.index.DeleteClusterPolicy(p.Name)
-			a.changed("ClusterNetworkPolicy", p.Name, "")
+			gone = append(gone, p.Name)
 		}
+	}
+	for _, name := range gone {
+		delete(a.invalidCNP, name)
+		a.index.DeleteClusterPolicy(name)
+		a.changed("ClusterNetworkPolicy", name, "")
 	}
 	for _, name := range slices.Sorted(maps.Keys(staging)) {
 		r := staging[name]
