@@ -349,12 +349,14 @@ func convertClusterPeer(in *npav1beta1.ClusterNetworkPolicyEgressPeer, path *fie
 		}
 		var out []Peer
 		for i, c := range in.Networks {
+			// As the CRD's CEL rule reads it (isCIDR, masked, no
+			// IPv4-mapped address), and kernelPrefix to be sure.
 			pfx, err := netip.ParsePrefix(string(c))
-			if err != nil || pfx != pfx.Masked() || pfx.Addr().Is4In6() {
-				msg := "not a canonical CIDR (e.g. 10.0.0.0/8 or fd00::/8)"
-				if err != nil {
-					msg += ": " + err.Error()
-				}
+			if err == nil {
+				err = kernelPrefix(pfx)
+			}
+			if err != nil {
+				msg := "not a canonical CIDR (e.g. 10.0.0.0/8 or fd00::/8): " + err.Error()
 				return nil, field.Invalid(path.Child("networks").Index(i), c, msg)
 			}
 			out = append(out, Peer{Kind: PeerIPBlock, CIDR: pfx, Key: "ipblock=" + pfx.String()})
@@ -443,8 +445,10 @@ type Node struct {
 	PodCIDRs []netip.Prefix
 }
 
-// ConvertNode converts a core/v1 Node. Unparsable addresses and pod CIDRs
-// are reported and skipped.
+// ConvertNode converts a core/v1 Node. Addresses are read as ParseIP and
+// pod CIDRs as the API server reads them (an IPv4-mapped one is its IPv4
+// prefix); one refused (an IPv6 zone, not an address) is reported and
+// skipped.
 func ConvertNode(n *corev1.Node) (*Node, []error) {
 	out := &Node{Name: n.Name, Labels: labels.Set(copyMap(n.Labels))}
 	var errs []error
@@ -453,12 +457,11 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue
 		}
-		ip, err := netip.ParseAddr(a.Address)
+		ip, err := ParseIP(a.Address)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: status.addresses[%d].address: %w", n.Name, i, err))
+			errs = append(errs, fmt.Errorf("node %s: status.addresses[%d].address: Invalid value: %w (the address is ignored)", n.Name, i, err))
 			continue
 		}
-		ip = ip.Unmap()
 		if !seen[ip] {
 			seen[ip] = true
 			out.IPs = append(out.IPs, ip)
@@ -470,19 +473,11 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 		cidrs, field = []string{n.Spec.PodCIDR}, "spec.podCIDR"
 	}
 	for i, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
+		p, err := parsePodCIDR(c)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %s[%d]: %w", n.Name, field, i, err))
+			errs = append(errs, fmt.Errorf("node %s: %s[%d]: Invalid value: %q: %w (the range is ignored)", n.Name, field, i, c, err))
 			continue
 		}
-		if p.Addr().Is4In6() {
-			if p.Bits() < 96 {
-				errs = append(errs, fmt.Errorf("node %s: %s[%d]: %s mixes IPv4-mapped and IPv6 addresses", n.Name, field, i, c))
-				continue
-			}
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		p = p.Masked()
 		if !slices.Contains(out.PodCIDRs, p) {
 			out.PodCIDRs = append(out.PodCIDRs, p)
 		}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -13,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	netutils "k8s.io/utils/net"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
@@ -43,7 +41,8 @@ func ConvertNamespace(ns *corev1.Namespace) *Namespace {
 
 // ConvertPod converts a core/v1 Pod. Pods in a terminal phase (Succeeded,
 // Failed) keep no addresses: their IPs may already belong to a new pod.
-// Unparsable pod IPs are reported and skipped.
+// Pod IPs are read as ParseIP says; one it refuses (an IPv6 zone, not an
+// address) is reported and skipped.
 func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 	out := &Pod{
 		Namespace:   p.Namespace,
@@ -84,16 +83,20 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 	for _, ip := range p.Status.PodIPs {
 		raw = append(raw, ip.IP)
 	}
-	if len(raw) == 0 && p.Status.PodIP != "" {
+	onlyPodIP := len(raw) == 0 && p.Status.PodIP != ""
+	if onlyPodIP {
 		raw = append(raw, p.Status.PodIP)
 	}
 	for i, s := range raw {
-		a, err := netip.ParseAddr(s)
+		a, err := ParseIP(s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("pod %s: status.podIPs[%d]: %w", out.Key(), i, err))
+			path := fmt.Sprintf("status.podIPs[%d]", i)
+			if onlyPodIP {
+				path = "status.podIP"
+			}
+			errs = append(errs, fmt.Errorf("pod %s: %s: Invalid value: %w (the address is ignored)", out.Key(), path, err))
 			continue
 		}
-		a = a.Unmap()
 		if _, dup := out.IP(familyOf(a)); dup {
 			continue
 		}
@@ -240,39 +243,16 @@ func convertPeer(ns string, in *networkingv1.NetworkPolicyPeer, path *field.Path
 	return peer, nil
 }
 
-// parseCIDR parses a CIDR as the API server does (legacy leading zeros are
-// decimal: 010.0.0.0/8 is 10.0.0.0/8). An IPv4-mapped IPv6 prefix
-// (::ffff:10.0.0.0/104) is refused: the API accepts it, but whether it means
-// IPv4 or IPv6 traffic is ambiguous, so it matches nothing and is reported.
-func parseCIDR(s string) (netip.Prefix, error) {
-	_, n, err := netutils.ParseCIDRSloppy(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	if strings.Contains(s, ":") && strings.Contains(s, ".") {
-		return netip.Prefix{}, fmt.Errorf("an IPv4-mapped IPv6 prefix is ambiguous (IPv4 or IPv6 traffic?): write the IPv4 CIDR")
-	}
-	addr, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, fmt.Errorf("unusable address %v", n.IP)
-	}
-	bits, _ := n.Mask.Size()
-	if addr.Is4In6() {
-		addr = addr.Unmap()
-	}
-	return netip.PrefixFrom(addr, bits).Masked(), nil
-}
-
 func convertIPBlock(b *networkingv1.IPBlock, path *field.Path) (Peer, *field.Error) {
-	cidr, err := parseCIDR(b.CIDR)
+	cidr, err := ParseCIDR(b.CIDR)
 	if err != nil {
-		return Peer{}, field.Invalid(path.Child("cidr"), b.CIDR, "not a valid CIDR: "+err.Error())
+		return Peer{}, field.Invalid(path.Child("cidr"), b.CIDR, err.Error())
 	}
 	peer := Peer{Kind: PeerIPBlock, CIDR: cidr}
 	for i, s := range b.Except {
-		ex, err := parseCIDR(s)
+		ex, err := ParseCIDR(s)
 		if err != nil {
-			return Peer{}, field.Invalid(path.Child("except").Index(i), s, "not a valid CIDR: "+err.Error())
+			return Peer{}, field.Invalid(path.Child("except").Index(i), s, err.Error())
 		}
 		if ex.Addr().Is4() != cidr.Addr().Is4() || ex.Bits() <= cidr.Bits() || !cidr.Contains(ex.Addr()) {
 			return Peer{}, field.Invalid(path.Child("except").Index(i), s, fmt.Sprintf("must be a strict subset of cidr %s", cidr))

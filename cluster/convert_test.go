@@ -142,7 +142,7 @@ func TestConvertPolicy_InvalidFailsClosed(t *testing.T) {
 			name:      "unparsable CIDR",
 			tweak:     ruleFrom(ipBlock("10.0.1.0/33")),
 			wantPaths: []string{"spec.ingress[1].from[0].ipBlock.cidr"},
-			wantMsg:   `Invalid value: "10.0.1.0/33": not a valid CIDR`,
+			wantMsg:   `Invalid value: "10.0.1.0/33": not a CIDR`,
 			check:     wantRule(1, false, 0, true, 0),
 		},
 		{

@@ -1,6 +1,7 @@
 // Package deploy holds policyd's Kubernetes manifests (policyd.yaml: the
-// namespace, ServiceAccount, ClusterRole, binding and DaemonSet), embedded so
-// tests and tools read exactly the file that ships, and decodes them.
+// namespace, the agent's ServiceAccount, the metrics token's ServiceAccount
+// and Secret, ClusterRole, binding and DaemonSet), embedded so tests and
+// tools read exactly the file that ships, and decodes them.
 package deploy
 
 import (

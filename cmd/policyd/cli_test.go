@@ -93,6 +93,7 @@ current-context: ctx
 		{"lab --log-allowed alone", []string{"lab", "--conformance", "--log-allowed"}, 2, []string{"--log-allowed needs --verdicts"}, nil},
 		{"run without --node-name", []string{"run", "--node-name", ""}, 2, []string{"--node-name"}, nil},
 		{"run bad --log-format", []string{"run", "--node-name", "n", "--log-format", "xml"}, 2, []string{"--log-format"}, nil},
+		{"run bad --max-verdict-streams", []string{"run", "--node-name", "n", "--max-verdict-streams", "0"}, 2, []string{"--max-verdict-streams 0"}, nil},
 		{"completion needs a shell", []string{"completion", "tcsh"}, 2, []string{"tcsh"}, nil},
 	}
 	for _, tt := range tests {

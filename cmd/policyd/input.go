@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 
@@ -20,6 +19,7 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/internal/cnpapi"
 	"github.com/policyd/policyd/manifest"
 )
 
@@ -134,8 +134,9 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 }
 
 // liveExtras adds to snap what explain reads besides pods and policies:
-// Nodes, Services and EndpointSlices, and ClusterNetworkPolicies when the
-// cluster serves them (a cluster without the CRD has none). It returns the
+// Nodes, Services and EndpointSlices, and ClusterNetworkPolicies in the
+// version the cluster serves them (cnpapi.Served; a cluster without the CRD
+// has none, and a discovery failure is an error). It returns the
 // conversion errors.
 func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot) ([]error, error) {
 	nl, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -150,15 +151,21 @@ func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interfa
 	if err != nil {
 		return nil, fmt.Errorf("listing endpointslices: %w", err)
 	}
+	// A discovery failure is not "no ClusterNetworkPolicies": judging
+	// without them could say ALLOWED where an Admin Deny denies.
+	v, err := cnpapi.Served(client.Discovery())
+	if err != nil {
+		return nil, fmt.Errorf("cannot tell whether the cluster serves ClusterNetworkPolicies, and a verdict without them could be wrong: %w", err)
+	}
 	var cnps []*npav1beta1.ClusterNetworkPolicy
-	if res, err := client.Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String()); err == nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "clusternetworkpolicies" }) {
+	if v != cnpapi.None {
 		npa, err := npaclient.NewForConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
-		cl, err := npa.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
+		cl, err := cnpapi.List(ctx, npa, v, metav1.ListOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("listing clusternetworkpolicies: %w", err)
+			return nil, fmt.Errorf("listing clusternetworkpolicies (%s): %w", v.GroupVersion(), err)
 		}
 		cnps = ptrs(cl.Items)
 	}
