@@ -36,7 +36,15 @@ import (
 //     is always allowed; policyd applies the "from" half only: egress from a
 //     pod to any node address is judged like any other destination.)
 //   - A pod cannot block traffic to itself: a packet whose source and
-//     destination are the same pod is allowed in both directions.
+//     destination are the same pod (or its own address) never leaves the
+//     pod and is allowed in both directions. A pod calling itself through
+//     a Service (Packet.Hairpin) is judged like any other packet: its
+//     egress to its own address, its ingress from it.
+//   - An address a (non-hostNetwork) pod holds is that pod's, never a
+//     node's, whatever a Node's status.addresses say. An address two or
+//     more Nodes list matches a ClusterNetworkPolicy nodes peer of an
+//     Accept or Pass rule only when the peer selects every one of them,
+//     of a Deny rule when it selects any (the strictest).
 //
 // The Decision explains each direction: which policies isolate the pod, the
 // first rule that admitted the packet, or the rule that came closest.
@@ -77,7 +85,7 @@ func (e *evaluator) claimants(ep Endpoint) []*cluster.Pod {
 // address), which never leaves the pod's network namespace.
 func selfTraffic(pkt Packet) bool {
 	self := policyPod(pkt.Src)
-	if self == nil || pkt.Src.Node {
+	if self == nil || pkt.Src.Node || pkt.Hairpin {
 		return false
 	}
 	if pkt.Src.IP.IsValid() && pkt.Src.IP.Unmap() == pkt.Dst.IP.Unmap() {
@@ -228,7 +236,12 @@ func (e *evaluator) judgeOne(d cluster.Direction, pkt Packet, explain bool) Dire
 		// A pod cannot block traffic to itself.
 		out.Allowed = true
 		if explain {
-			out.Reason = fmt.Sprintf("allowed: traffic from %s to itself is always allowed", pod.Key())
+			self := policyPod(pkt.Src)
+			if other := policyPod(pkt.Dst); other != nil && other != self {
+				out.Reason = fmt.Sprintf("allowed: %s is %s's own address (%s claims it too), so the packet never leaves %s", pkt.Dst.IP, self.Key(), other.Key(), self.Key())
+			} else {
+				out.Reason = fmt.Sprintf("allowed: traffic from %s to itself is always allowed (it never leaves the pod)", pod.Key())
+			}
 		}
 		return out
 	}
@@ -603,7 +616,7 @@ func (e *evaluator) matchClusterRule(r cluster.ClusterRule, other Endpoint, dsts
 	}
 	peer = None
 	for i, p := range r.Peers {
-		if e.clusterPeerMatches(p, other) {
+		if e.clusterPeerMatches(p, r.Action, other) {
 			peer = i
 			break
 		}
@@ -611,10 +624,24 @@ func (e *evaluator) matchClusterRule(r cluster.ClusterRule, other Endpoint, dsts
 	return peer, matchPort(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts}, dsts, pkt.Protocol, pkt.Port)
 }
 
-func (e *evaluator) clusterPeerMatches(peer cluster.Peer, ep Endpoint) bool {
+// clusterPeerMatches reports whether a peer of a rule with action matches
+// ep. A nodes peer matches the addresses in the selected Nodes'
+// status.addresses, except a pod's (cluster.Snapshot.NodesByIP); an
+// address several Nodes list matches only when the peer selects every one
+// of them, or, for a Deny rule, any: the strictest reading.
+func (e *evaluator) clusterPeerMatches(peer cluster.Peer, action cluster.Action, ep Endpoint) bool {
 	if peer.Kind != cluster.PeerNodes {
 		return e.peerMatches(peer, ep)
 	}
-	n := e.s.NodeByIP(ep.IP.Unmap())
-	return n != nil && peer.NodeSelector != nil && peer.NodeSelector.Matches(n.Labels)
+	nodes := e.s.NodesByIP(ep.IP.Unmap())
+	if len(nodes) == 0 || peer.NodeSelector == nil {
+		return false
+	}
+	matchAny := action != cluster.ActionAccept && action != cluster.ActionPass
+	for _, n := range nodes {
+		if peer.NodeSelector.Matches(n.Labels) == matchAny {
+			return matchAny
+		}
+	}
+	return !matchAny
 }
