@@ -146,7 +146,7 @@ func (c *compiler) boxCount(e *tierEntry, fam int) (int, error) {
 			n += c.podPeerAddrs(peer, fam).Len() * ports
 			continue
 		}
-		ranges, err := c.peerRanges(peer, fam)
+		ranges, err := c.peerRanges(peer, fam, e.rule.Action)
 		if err != nil {
 			return 0, fmt.Errorf("clusternetworkpolicy %s: %w", e.cp.Name, err)
 		}
@@ -187,7 +187,7 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 			}
 			set = c.blockSet(peer, fam)
 		case cluster.PeerNodes:
-			set = c.nodeSet(peer, fam)
+			set = c.nodeSet(peer, fam, e.rule.Action)
 		default:
 			return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: peer of unknown kind %d", e.cp.Name, d, e.index, peer.Kind)
 		}
@@ -241,7 +241,7 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 			ports = c.portElements(e.portSet)
 		}
 		for i := range e.rule.Peers {
-			ranges, err := c.peerRanges(&e.rule.Peers[i], fam)
+			ranges, err := c.peerRanges(&e.rule.Peers[i], fam, e.rule.Action)
 			if err != nil {
 				return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
 			}
@@ -370,7 +370,7 @@ func (c *compiler) prefixTierMaps(d cluster.Direction, fam int, peerField rulese
 				}
 				continue
 			}
-			ranges, err := c.peerRanges(peer, fam)
+			ranges, err := c.peerRanges(peer, fam, e.rule.Action)
 			if err != nil {
 				return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
 			}
@@ -526,9 +526,10 @@ func (c *compiler) portElements(name string) []ruleset.Element {
 	return nil
 }
 
-// peerRanges returns the address ranges of family fam a peer holds: what
-// peerSet, blockSet or nodeSet would put in its set.
-func (c *compiler) peerRanges(peer *cluster.Peer, fam int) ([][2]netip.Addr, error) {
+// peerRanges returns the address ranges of family fam a peer of a rule
+// with action holds: what peerSet, blockSet or nodeSet would put in its
+// set.
+func (c *compiler) peerRanges(peer *cluster.Peer, fam int, action cluster.Action) ([][2]netip.Addr, error) {
 	var out [][2]netip.Addr
 	switch peer.Kind {
 	case cluster.PeerPods:
@@ -542,7 +543,7 @@ func (c *compiler) peerRanges(peer *cluster.Peer, fam int) ([][2]netip.Addr, err
 			out = subtractPrefixes(peer.CIDR, peer.Except)
 		}
 	case cluster.PeerNodes:
-		for _, a := range c.nodeAddrs(peer, fam) {
+		for _, a := range c.nodeAddrs(peer, fam, action) {
 			out = append(out, [2]netip.Addr{a, a})
 		}
 	default:

@@ -2,7 +2,10 @@ package compile
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -162,6 +165,9 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 				v = c.logged(v, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
 					Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
 			}
+			if d == cluster.Ingress && r.Action != cluster.ActionAccept && r.Action != cluster.ActionPass {
+				v = c.nodeFirstDrop(v, allow)
+			}
 			e := tierEntry{cp: cp, index: ri, rule: r, verdict: v, comment: comment}
 			if !r.MatchAll {
 				var ok bool
@@ -196,32 +202,124 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 	return name, nil
 }
 
-// nodeSet returns the set of the addresses of family fam of the nodes a
-// nodes peer selects, creating it on first use.
-func (c *compiler) nodeSet(peer *cluster.Peer, fam int) string {
-	name := fmt.Sprintf("nodes%d-%s", fam, shortHash(peer.Key))
+// nodeFirstDrop returns the verdict an ingress tier rule that drops with
+// drop applies instead: a goto to a small chain that accepts (allow: accept,
+// or return in a chained variant) traffic whose source is local to the
+// node and then applies drop. Node traffic (kubelet probes, hostNetwork
+// pods) is accepted into the node's pods before any tier decides, a
+// fail-closed "Deny everything" included, as the model says; only packets
+// a Deny rule matched pay for the route lookup. The chain is named by its
+// content, like invalidChain.
+func (c *compiler) nodeFirstDrop(drop, allow ruleset.Verdict) ruleset.Verdict {
+	rules := []ruleset.Rule{
+		&ruleset.FibLocalRule{Verdict: allow, Comment: "traffic from the node itself, e.g. kubelet probes"},
+		&ruleset.VerdictRule{Verdict: drop},
+	}
+	return ruleset.Verdict{Kind: ruleset.Goto, Chain: c.addChain("ingress-deny-"+chainHash(rules), rules)}
+}
+
+// nodeSet returns the set of the addresses of family fam that a nodes
+// peer of a rule with action matches (nodeAddrs), creating it on first
+// use. A Deny rule's set is named apart from an Accept or Pass rule's:
+// their contents differ where Nodes share an address.
+func (c *compiler) nodeSet(peer *cluster.Peer, fam int, action cluster.Action) string {
+	prefix := "nodes"
+	if nodeMatchAny(action) {
+		prefix = "nodesany"
+	}
+	name := fmt.Sprintf("%s%d-%s", prefix, fam, shortHash(peer.Key))
 	if _, ok := c.sets[name]; ok {
 		return name
 	}
 	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
-	s.Addrs, _ = ruleset.PackAddrs(fam, c.nodeAddrs(peer, fam))
+	s.Addrs, _ = ruleset.PackAddrs(fam, c.nodeAddrs(peer, fam, action))
 	c.sets[name] = s
 	return name
 }
 
-// nodeAddrs returns the addresses of family fam of the nodes a nodes peer
-// selects.
-func (c *compiler) nodeAddrs(peer *cluster.Peer, fam int) []netip.Addr {
-	var addrs []netip.Addr
+// nodeMatchAny reports whether a nodes peer of a rule with action matches
+// an address several Nodes list when it selects any of them (Deny), rather
+// than only when it selects every one (Accept, Pass).
+func nodeMatchAny(action cluster.Action) bool {
+	return action != cluster.ActionAccept && action != cluster.ActionPass
+}
+
+// nodeAddrs returns, sorted, the addresses of family fam that a nodes peer
+// of a rule with action matches: the addresses in the status.addresses of
+// the Nodes it selects, but never one a (non-hostNetwork) pod holds (the
+// pod's address is the pod's, whatever a Node says); an address several
+// Nodes list only when the peer selects every one of them, or, for a
+// Deny rule, any. The model (cluster.Snapshot.NodesByIP) reads it alike.
+func (c *compiler) nodeAddrs(peer *cluster.Peer, fam int, action cluster.Action) []netip.Addr {
+	if peer.NodeSelector == nil {
+		return nil
+	}
+	matchAny := nodeMatchAny(action)
+	selected := map[netip.Addr]bool{} // by address: the verdict so far
 	for _, n := range c.src.Nodes() {
-		if peer.NodeSelector == nil || !peer.NodeSelector.Matches(n.Labels) {
-			continue
-		}
+		m := peer.NodeSelector.Matches(n.Labels)
 		for _, a := range n.IPs {
-			if family(a) == fam {
-				addrs = append(addrs, a)
+			if family(a) != fam {
+				continue
+			}
+			if _, held := c.own[a]; held {
+				continue
+			}
+			was, seen := selected[a]
+			switch {
+			case !seen:
+				selected[a] = m
+			case matchAny:
+				selected[a] = was || m
+			default:
+				selected[a] = was && m
 			}
 		}
 	}
+	var addrs []netip.Addr
+	for a, m := range selected {
+		if m {
+			addrs = append(addrs, a)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
 	return addrs
+}
+
+// nodeConflicts returns, sorted by address, the addresses that a Node's
+// status.addresses list and that a (non-hostNetwork) pod holds too, or that
+// two or more Nodes list, with a fingerprint naming them all. nodeAddrs
+// resolves each so: the pod's address stays the pod's, and an address
+// Nodes share matches the strictest way.
+func nodeConflicts(nodes []*cluster.Node, own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod) (string, []Conflict) {
+	byAddr := map[netip.Addr][]string{}
+	for _, n := range nodes {
+		for _, a := range n.IPs {
+			if !slices.Contains(byAddr[a], n.Name) {
+				byAddr[a] = append(byAddr[a], n.Name)
+			}
+		}
+	}
+	var out []Conflict
+	var fp strings.Builder
+	for _, a := range slices.SortedFunc(maps.Keys(byAddr), netip.Addr.Compare) {
+		names := byAddr[a]
+		p, held := own[a]
+		if !held && len(names) < 2 {
+			continue
+		}
+		slices.Sort(names)
+		cf := Conflict{Addr: a, Nodes: names}
+		switch {
+		case p != nil:
+			cf.Pods = []string{p.Key()}
+		case held:
+			for _, q := range claims[a] {
+				cf.Pods = append(cf.Pods, q.Key())
+			}
+		}
+		out = append(out, cf)
+		fmt.Fprintf(&fp, "%s=%s+%s,", a, strings.Join(cf.Pods, "+"), strings.Join(names, "+"))
+	}
+	return fp.String(), out
 }

@@ -1,0 +1,256 @@
+package trace_test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/model"
+	"github.com/policyd/policyd/policy/ruleset"
+	"github.com/policyd/policyd/policy/trace"
+	"github.com/policyd/policyd/selectors"
+)
+
+// Identities that cannot be borrowed (issue 26, class 6): what a Node's
+// addresses and a CNI's gateway addresses stand for, in the model and in
+// the compiled table alike.
+//
+// The cluster: namespace x; x/client on node-1 (10.0.0.2), x/victim on
+// node-2 (10.0.0.3), x/target on node-1 (10.0.0.4), x/host hostNetwork on
+// node-1 (10.255.0.1); Nodes node-1 {role=a} 10.255.0.1 and node-2
+// {role=b} 10.255.0.2, plus whatever a test adds.
+
+func idPod(name, node, ip string, hostNetwork bool) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: name, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{NodeName: node, HostNetwork: hostNetwork, Containers: []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{
+			{ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
+	}
+}
+
+func idNode(name string, labels map[string]string, ips ...string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	for _, ip := range ips {
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+	}
+	return n
+}
+
+// idCluster converts the base cluster plus extra nodes, pods and CNPs and
+// returns it with the conversion errors.
+func idCluster(t *testing.T, nodes []*corev1.Node, pods []*corev1.Pod, cnps ...*npav1beta1.ClusterNetworkPolicy) (*cluster.Snapshot, []error) {
+	t.Helper()
+	nss := []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "x"}}}
+	all := append([]*corev1.Pod{
+		idPod("client", "node-1", "10.0.0.2", false),
+		idPod("victim", "node-2", "10.0.0.3", false),
+		idPod("target", "node-1", "10.0.0.4", false),
+		idPod("host", "node-1", "10.255.0.1", true),
+	}, pods...)
+	snap, errs := cluster.NewSnapshot(nss, all, nil)
+	require.Empty(t, errs)
+	all2 := append([]*corev1.Node{idNode("node-1", map[string]string{"role": "a"}, "10.255.0.1"), idNode("node-2", map[string]string{"role": "b"}, "10.255.0.2")}, nodes...)
+	return snap, snap.AddClusterPolicies(cnps, all2)
+}
+
+// egressCNP selects x/client for egress with rules.
+func egressCNP(name string, rules ...npav1beta1.ClusterNetworkPolicyEgressRule) *npav1beta1.ClusterNetworkPolicy {
+	return &npav1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: npav1beta1.ClusterNetworkPolicySpec{
+		Tier: npav1beta1.AdminTier, Priority: 1,
+		Subject: npav1beta1.ClusterNetworkPolicySubject{Pods: &npav1beta1.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+		Egress:  rules,
+	}}
+}
+
+func toNodes(action npav1beta1.ClusterNetworkPolicyRuleAction, labels map[string]string) npav1beta1.ClusterNetworkPolicyEgressRule {
+	return npav1beta1.ClusterNetworkPolicyEgressRule{Action: action, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Nodes: &metav1.LabelSelector{MatchLabels: labels}}}}
+}
+
+func toEverything(action npav1beta1.ClusterNetworkPolicyRuleAction) npav1beta1.ClusterNetworkPolicyEgressRule {
+	return npav1beta1.ClusterNetworkPolicyEgressRule{Action: action, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{
+		{Namespaces: &metav1.LabelSelector{}}, {Networks: []npav1beta1.CIDR{"0.0.0.0/0"}}}}
+}
+
+// verdicts returns the model's and the compiled table's verdict on one
+// TCP/80 connection (src and dst located as trace.Path wants them).
+func verdicts(t *testing.T, snap *cluster.Snapshot, opts compile.Options, msrc, mdst model.Endpoint, tsrc, tdst trace.Endpoint) (modelAllowed, kernelAllowed bool, why string) {
+	t.Helper()
+	ix := selectors.FromSnapshot(snap)
+	rulesets := map[string]*ruleset.Ruleset{}
+	for _, n := range []string{"node-1", "node-2"} {
+		rs, err := (&compile.Compiler{Options: opts}).Compile(ix, n)
+		require.NoError(t, err)
+		rulesets[n] = rs
+	}
+	d := model.Evaluate(snap, model.Packet{Src: msrc, Dst: mdst, Protocol: cluster.ProtocolTCP, Port: 80})
+	hops, allowed, err := trace.Path(rulesets, tsrc, tdst, 6, 80)
+	require.NoError(t, err)
+	var b strings.Builder
+	b.WriteString("model: " + d.Egress.Reason + " | " + d.Ingress.Reason + "\n")
+	for _, h := range hops {
+		b.WriteString("node " + h.Node + " " + h.Hook.String() + ":\n" + h.Result.String())
+	}
+	return d.Allowed, allowed, b.String()
+}
+
+func podEndpoints(snap *cluster.Snapshot, key string) (model.Endpoint, trace.Endpoint) {
+	p := snap.Pod(key)
+	ip, _ := p.IP(4)
+	return model.Endpoint{Pod: p, IP: ip}, trace.Endpoint{Addr: ip, Node: p.NodeName, NodeLocal: p.HostNetwork}
+}
+
+func addrEndpoints(s string) (model.Endpoint, trace.Endpoint) {
+	a := netip.MustParseAddr(s)
+	return model.Endpoint{IP: a}, trace.Endpoint{Addr: a}
+}
+
+// TestNodeClaimingAPodAddress: a Node whose status.addresses lists a pod's
+// address does not make a nodes peer match the pod: the address is the
+// pod's, in the model and in the kernel, and the claim is reported.
+func TestNodeClaimingAPodAddress(t *testing.T) {
+	t.Parallel()
+	evil := idNode("evil", map[string]string{"role": "a"}, "10.0.0.3") // victim's address
+	snap, errs := idCluster(t, []*corev1.Node{evil}, nil,
+		egressCNP("nodes-only", toNodes(npav1beta1.ClusterNetworkPolicyRuleActionAccept, map[string]string{"role": "a"}), toEverything(npav1beta1.ClusterNetworkPolicyRuleActionDeny)))
+	var found bool
+	for _, e := range errs {
+		found = found || strings.Contains(e.Error(), "node evil") && strings.Contains(e.Error(), "status.addresses") && strings.Contains(e.Error(), "x/victim")
+	}
+	assert.True(t, found, "the claim is reported naming the node, the field and the pod: %v", errs)
+	ms, ts := podEndpoints(snap, "x/client")
+	md, td := podEndpoints(snap, "x/victim")
+	m, k, why := verdicts(t, snap, compile.Options{}, ms, md, ts, td)
+	assert.False(t, m, "model: a node's claim on a pod address matched a nodes peer\n%s", why)
+	assert.False(t, k, "kernel: a node's claim on a pod address matched a nodes peer\n%s", why)
+
+	// The node's own address still matches.
+	md, td = addrEndpoints("10.255.0.1")
+	m, k, why = verdicts(t, snap, compile.Options{}, ms, md, ts, td)
+	assert.True(t, m && k, "node-1's own address is a role=a node's\n%s", why)
+}
+
+// TestTwoNodesClaimingOneAddress: an address two Nodes list matches the
+// nodes peer of an Accept or Pass rule only when every claimant matches,
+// and of a Deny rule when any does: the strictest, in model and kernel.
+func TestTwoNodesClaimingOneAddress(t *testing.T) {
+	t.Parallel()
+	twin := idNode("node-3", map[string]string{"role": "b"}, "10.255.0.1") // node-1's address
+	accept := npav1beta1.ClusterNetworkPolicyRuleActionAccept
+	deny := npav1beta1.ClusterNetworkPolicyRuleActionDeny
+	pass := npav1beta1.ClusterNetworkPolicyRuleActionPass
+	tests := []struct {
+		name  string
+		cnp   *npav1beta1.ClusterNetworkPolicy
+		allow bool
+	}{
+		{"Accept selecting one claimant does not match", egressCNP("p", toNodes(accept, map[string]string{"role": "b"}), toEverything(deny)), false},
+		{"Accept selecting the other claimant does not match", egressCNP("p", toNodes(accept, map[string]string{"role": "a"}), toEverything(deny)), false},
+		{"Accept selecting both claimants matches", egressCNP("p", npav1beta1.ClusterNetworkPolicyEgressRule{Action: accept, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Nodes: &metav1.LabelSelector{}}}}, toEverything(deny)), true},
+		{"Pass selecting one claimant does not match", egressCNP("p", toNodes(pass, map[string]string{"role": "b"}), toEverything(deny)), false},
+		{"Deny selecting one claimant matches", egressCNP("p", toNodes(deny, map[string]string{"role": "b"}), toEverything(accept)), false},
+		{"Deny selecting the other claimant matches", egressCNP("p", toNodes(deny, map[string]string{"role": "a"}), toEverything(accept)), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			snap, errs := idCluster(t, []*corev1.Node{twin}, nil, tt.cnp)
+			var found bool
+			for _, e := range errs {
+				found = found || strings.Contains(e.Error(), "node-1") && strings.Contains(e.Error(), "node-3") && strings.Contains(e.Error(), "10.255.0.1")
+			}
+			assert.True(t, found, "the shared address is reported naming both nodes: %v", errs)
+			ms, ts := podEndpoints(snap, "x/client")
+			md, td := addrEndpoints("10.255.0.1")
+			m, k, why := verdicts(t, snap, compile.Options{}, ms, md, ts, td)
+			assert.Equal(t, tt.allow, m, "model\n%s", why)
+			assert.Equal(t, tt.allow, k, "kernel\n%s", why)
+		})
+	}
+}
+
+// invalidDenyAll is a CNP of tier selecting x/target for ingress whose
+// Deny rule has an invalid peer: a Deny of everything, fail-closed.
+func invalidDenyAll(tier npav1beta1.Tier) *npav1beta1.ClusterNetworkPolicy {
+	bad := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near"}}}
+	return &npav1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "broken"}, Spec: npav1beta1.ClusterNetworkPolicySpec{
+		Tier: tier, Priority: 1,
+		Subject: npav1beta1.ClusterNetworkPolicySubject{Pods: &npav1beta1.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "target"}}}},
+		Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{{Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny,
+			From: []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: bad}}}},
+	}}
+}
+
+// TestNodeTrafficBeforeFailClosedTiers: an invalid Admin or Baseline
+// policy that became "Deny everything" still lets the pod's own node in
+// (kubelet probes): node traffic is accepted before any tier, while a pod's
+// traffic is denied.
+func TestNodeTrafficBeforeFailClosedTiers(t *testing.T) {
+	t.Parallel()
+	for _, tier := range []npav1beta1.Tier{npav1beta1.AdminTier, npav1beta1.BaselineTier} {
+		for _, logged := range []bool{false, true} {
+			t.Run(string(tier)+map[bool]string{false: "", true: "/logged"}[logged], func(t *testing.T) {
+				t.Parallel()
+				snap, errs := idCluster(t, nil, nil, invalidDenyAll(tier))
+				require.NotEmpty(t, errs, "the CNP is invalid")
+				opts := compile.Options{}
+				if logged {
+					opts.Log = compile.LogOptions{Drops: true, Allowed: true, Group: 7}
+				}
+				md, td := podEndpoints(snap, "x/target")
+				ms, ts := podEndpoints(snap, "x/host")
+				ms.Node = true // a hostNetwork pod's traffic to a pod of its node
+				m, k, why := verdicts(t, snap, opts, ms, md, ts, td)
+				assert.True(t, m, "model\n%s", why)
+				assert.True(t, k, "kernel: node traffic dropped by a fail-closed tier\n%s", why)
+
+				ms, ts = podEndpoints(snap, "x/client")
+				m, k, why = verdicts(t, snap, opts, ms, md, ts, td)
+				assert.False(t, m || k, "a pod's traffic is denied\n%s", why)
+			})
+		}
+	}
+}
+
+// TestPodNetworkExemptsGatewayAddresses: with the pod network on, the
+// addresses CNIs give a node inside its pod CIDR (the source of its host's
+// traffic to pods on other nodes) reach a pod no policy isolates, as do the
+// Nodes' own addresses; an unknown address of the pod network does not.
+func TestPodNetworkExemptsGatewayAddresses(t *testing.T) {
+	t.Parallel()
+	// node-9 carries the gateway addresses: flannel (the network address
+	// of its pod CIDR on flannel.1, the first on cni0), Calico (annotated
+	// tunnel addresses) and Cilium (annotated cilium_host).
+	gw := idNode("node-9", map[string]string{"role": "c"}, "10.255.0.9")
+	gw.Spec.PodCIDR, gw.Spec.PodCIDRs = "10.244.9.0/24", []string{"10.244.9.0/24"}
+	gw.Annotations = map[string]string{
+		"flannel.alpha.coreos.com/backend-type":        "vxlan",
+		"flannel.alpha.coreos.com/public-ip":           "10.255.0.9",
+		"projectcalico.org/IPv4VXLANTunnelAddr":        "10.244.9.192",
+		"projectcalico.org/IPv4IPIPTunnelAddr":         "10.244.9.128",
+		"projectcalico.org/IPv4WireguardInterfaceAddr": "10.244.9.129",
+		"network.cilium.io/ipv4-cilium-host":           "10.244.9.28",
+		"io.cilium.network.ipv4-cilium-host":           "10.244.9.29",
+	}
+	snap, errs := idCluster(t, []*corev1.Node{gw}, nil)
+	require.Empty(t, errs)
+	opts := compile.Options{PodNetwork: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.244.0.0/16")}}
+	md, td := podEndpoints(snap, "x/victim") // node-2, not isolated
+	for _, src := range []string{"10.244.9.0", "10.244.9.1", "10.244.9.192", "10.244.9.128", "10.244.9.129", "10.244.9.28", "10.244.9.29"} {
+		ms, ts := addrEndpoints(src)
+		m, k, why := verdicts(t, snap, opts, ms, md, ts, td)
+		assert.True(t, m, "model, from %s\n%s", src, why)
+		assert.True(t, k, "kernel: a remote node's gateway address %s is dropped as an unknown pod\n%s", src, why)
+	}
+	ms, ts := addrEndpoints("10.244.9.77")
+	_, k, why := verdicts(t, snap, opts, ms, md, ts, td)
+	assert.False(t, k, "an address of the pod network no pod holds is still dropped\n%s", why)
+}
