@@ -203,7 +203,7 @@ func TestBackends_ByAddress(t *testing.T) {
 	sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "api-1", Labels: map[string]string{discoveryv1.LabelServiceName: "api"}},
 		Ports: []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
 		Endpoints: []discoveryv1.Endpoint{
-			ep("10.0.0.5", &corev1.ObjectReference{Kind: "Pod", Name: "old"}),                       // stale: new holds it now
+			ep("10.0.0.5", &corev1.ObjectReference{Kind: "Pod", Name: "old"}),                      // stale: new holds it now
 			ep("10.0.0.1", &corev1.ObjectReference{Kind: "Pod", Namespace: "bank", Name: "vault"}), // forged
 			ep("10.0.0.77", &corev1.ObjectReference{Kind: "Pod", Name: "a"}),                       // nobody's
 		}}
