@@ -320,7 +320,10 @@ func (t *tracer) addrIn(fam int, field ruleset.Field, name string) (bool, error)
 
 func (t *tracer) allow(r *ruleset.AllowRule) (bool, ruleset.Verdict, error) {
 	p := t.pkt
-	if r.Family != 0 && !familyMatches(r.Family, p) {
+	// The family is matched (meta nfproto) only in front of an address
+	// lookup: a rule without one matches both families, in its text and in
+	// the kernel (a content-named chain holding it serves both).
+	if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") && !familyMatches(r.Family, p) {
 		return false, r.Verdict, nil
 	}
 	if r.Family == 0 && (r.PeerSet != "" || r.NamedPortSet != "") {
