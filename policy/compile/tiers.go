@@ -169,6 +169,21 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 				v = c.nodeFirstDrop(v, allow)
 			}
 			e := tierEntry{cp: cp, index: ri, rule: r, verdict: v, comment: comment}
+			// A Deny or Pass rule whose peers select some but not every
+			// claimant of an address drops it (see disputedAddrs): an
+			// entry right after the rule's own.
+			var de *tierEntry
+			if r.Action != cluster.ActionAccept && !r.MatchAll && c.disputed(r, fam) {
+				dv := v
+				if r.Action == cluster.ActionPass {
+					dv = c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
+						Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
+					if d == cluster.Ingress {
+						dv = c.nodeFirstDrop(dv, allow)
+					}
+				}
+				de = &tierEntry{cp: cp, index: ri, rule: r, verdict: dv, disputed: true, comment: truncate(comment + " (disputed claims)")}
+			}
 			if !r.MatchAll {
 				var ok bool
 				e.portSet, e.named, ok = c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts})
@@ -184,6 +199,10 @@ func (c *compiler) tierChain(d cluster.Direction, kind string, cps []*cluster.Cl
 				}
 			}
 			entries = append(entries, e)
+			if de != nil {
+				de.class, de.portSet, de.named = e.class, e.portSet, e.named
+				entries = append(entries, *de)
+			}
 		}
 	}
 	laid, err := c.layoutTier(d, fam, peerField, entries)
@@ -219,43 +238,33 @@ func (c *compiler) nodeFirstDrop(drop, allow ruleset.Verdict) ruleset.Verdict {
 }
 
 // nodeSet returns the set of the addresses of family fam that a nodes
-// peer of a rule with action matches (nodeAddrs), creating it on first
-// use. A Deny rule's set is named apart from an Accept or Pass rule's:
-// their contents differ where Nodes share an address.
-func (c *compiler) nodeSet(peer *cluster.Peer, fam int, action cluster.Action) string {
-	prefix := "nodes"
-	if nodeMatchAny(action) {
-		prefix = "nodesany"
-	}
-	name := fmt.Sprintf("%s%d-%s", prefix, fam, shortHash(peer.Key))
+// peer matches for every one of their claimants (nodeAddrs), creating it
+// on first use.
+func (c *compiler) nodeSet(peer *cluster.Peer, fam int) string {
+	name := fmt.Sprintf("nodes%d-%s", fam, shortHash(peer.Key))
 	if _, ok := c.sets[name]; ok {
 		return name
 	}
 	s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate(peer.Key)}
-	s.Addrs, _ = ruleset.PackAddrs(fam, c.nodeAddrs(peer, fam, action))
+	s.Addrs, _ = ruleset.PackAddrs(fam, c.nodeAddrs(peer, fam, false))
 	c.sets[name] = s
 	return name
 }
 
-// nodeMatchAny reports whether a nodes peer of a rule with action matches
-// an address several Nodes list when it selects any of them (Deny), rather
-// than only when it selects every one (Accept, Pass).
-func nodeMatchAny(action cluster.Action) bool {
-	return action != cluster.ActionAccept && action != cluster.ActionPass
-}
-
-// nodeAddrs returns, sorted, the addresses of family fam that a nodes peer
-// of a rule with action matches: the addresses in the status.addresses of
-// the Nodes it selects, but never one a (non-hostNetwork) pod holds (the
-// pod's address is the pod's, whatever a Node says); an address several
-// Nodes list only when the peer selects every one of them, or, for a
-// Deny rule, any. The model (cluster.Snapshot.NodesByIP) reads it alike.
-func (c *compiler) nodeAddrs(peer *cluster.Peer, fam int, action cluster.Action) []netip.Addr {
+// nodeAddrs returns, sorted, the addresses of family fam in the
+// status.addresses of the Nodes a nodes peer selects, but never one a
+// (non-hostNetwork) pod holds: a pod's address is the pod's, whatever a
+// Node says. An address several Nodes list is in it only when the peer
+// selects every one of them; with disputed, the addresses several Nodes
+// list of which the peer selects some but not all are returned instead
+// (see disputedSet). The model (cluster.Snapshot.NodesByIP) reads it
+// alike.
+func (c *compiler) nodeAddrs(peer *cluster.Peer, fam int, disputed bool) []netip.Addr {
 	if peer.NodeSelector == nil {
 		return nil
 	}
-	matchAny := nodeMatchAny(action)
-	selected := map[netip.Addr]bool{} // by address: the verdict so far
+	type count struct{ claimants, selected int }
+	counts := map[netip.Addr]count{}
 	for _, n := range c.src.Nodes() {
 		m := peer.NodeSelector.Matches(n.Labels)
 		for _, a := range n.IPs {
@@ -265,25 +274,174 @@ func (c *compiler) nodeAddrs(peer *cluster.Peer, fam int, action cluster.Action)
 			if _, held := c.own[a]; held {
 				continue
 			}
-			was, seen := selected[a]
-			switch {
-			case !seen:
-				selected[a] = m
-			case matchAny:
-				selected[a] = was || m
-			default:
-				selected[a] = was && m
+			k := counts[a]
+			k.claimants++
+			if m {
+				k.selected++
 			}
+			counts[a] = k
 		}
 	}
 	var addrs []netip.Addr
-	for a, m := range selected {
-		if m {
+	for a, k := range counts {
+		if disputed && k.selected > 0 && k.selected < k.claimants || !disputed && k.selected == k.claimants {
 			addrs = append(addrs, a)
 		}
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	return addrs
+}
+
+// Disputed addresses. An address several pods claim, or several Nodes
+// list, is matched by a pods or nodes peer only when the peer selects every
+// claimant (peerSet, nodeSet): for an Accept rule that is the strictest
+// reading. For a Deny rule it is the widest: a pod that takes another's
+// address (or a Node that lists another's) would lift a Deny. So a Deny
+// rule also matches the addresses its peers select for some but not every
+// claimant (disputed), and a Pass rule, whose effect depends on what
+// follows it, denies them: then no claim can make a rule decide more
+// leniently than it does for the address's rightful holder. The model
+// (policy/model) judges alike.
+
+// disputedAddrs returns, sorted, the addresses of family fam that peer
+// selects for some but not every one of their claimants.
+func (c *compiler) disputedAddrs(peer *cluster.Peer, fam int) []netip.Addr {
+	switch peer.Kind {
+	case cluster.PeerNodes:
+		return c.nodeAddrs(peer, fam, true)
+	case cluster.PeerPods:
+		var out []netip.Addr
+		for a, cl := range c.claims {
+			if family(a) != fam {
+				continue
+			}
+			n := 0
+			for _, p := range cl {
+				if c.peerSelects(peer, p) {
+					n++
+				}
+			}
+			if n > 0 && n < len(cl) {
+				out = append(out, a)
+			}
+		}
+		slices.SortFunc(out, netip.Addr.Compare)
+		return out
+	}
+	return nil
+}
+
+// peerSelects reports whether a pods peer selects pod p, as the selector
+// index does: in the peer's own namespace when it has no namespace
+// selector, else in a namespace the selector matches; by its pod selector
+// when it has one.
+func (c *compiler) peerSelects(peer *cluster.Peer, p *cluster.Pod) bool {
+	if peer.NamespaceSelector == nil {
+		if p.Namespace != peer.Namespace {
+			return false
+		}
+	} else if !peer.NamespaceSelector.Matches(c.src.NamespaceLabels(p.Namespace)) {
+		return false
+	}
+	return peer.PodSelector == nil || peer.PodSelector.Matches(p.Labels)
+}
+
+// disputed reports whether some peer of r has disputed addresses of
+// family fam, or some named port of r is resolved differently by the pods
+// claiming an address of family fam.
+func (c *compiler) disputed(r *cluster.ClusterRule, fam int) bool {
+	if len(c.claims) == 0 && !c.nodesShareAddrs() {
+		return false
+	}
+	for i := range r.Peers {
+		if len(c.disputedAddrs(&r.Peers[i], fam)) > 0 {
+			return true
+		}
+	}
+	for _, pt := range r.Ports {
+		if pt.Name != "" && len(c.disputedNamed(namedKey{name: pt.Name, proto: pt.Protocol, family: fam})) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// disputedNamed returns, sorted, the (address, protocol, port) elements
+// of named port k for the addresses of k's family that several pods claim
+// and do not all resolve k to one port: each port some claimant resolves
+// it to. The named-port set (namedSet) holds such an address only when
+// every claimant resolves the name alike; a Deny, and a Pass's disputed
+// entry, match these too.
+func (c *compiler) disputedNamed(k namedKey) []ruleset.Element {
+	var out []ruleset.Element
+	for a, cl := range c.claims {
+		if family(a) != k.family {
+			continue
+		}
+		ports := map[int32]int{}
+		for _, p := range cl {
+			if port, ok := p.ResolvePort(k.name, k.proto); ok {
+				ports[port]++
+			}
+		}
+		alike := false
+		for _, n := range ports {
+			alike = len(ports) == 1 && n == len(cl)
+		}
+		if alike {
+			continue // every claimant resolves it alike: namedSet holds it
+		}
+		for port := range ports {
+			out = append(out, ruleset.Element{Addr: a, Proto: uint8(k.proto), Port: uint16(port), PortEnd: uint16(port)})
+		}
+	}
+	slices.SortFunc(out, ruleset.CompareAddrPort)
+	return out
+}
+
+// disputedNamedSet returns the set of disputedNamed(k), creating it on
+// first use; "" when it is empty.
+func (c *compiler) disputedNamedSet(k namedKey) string {
+	elems := c.disputedNamed(k)
+	if len(elems) == 0 {
+		return ""
+	}
+	name := fmt.Sprintf("nameddisputed%d-%s", k.family, shortHash(k.name+"/"+k.proto.String()))
+	if _, ok := c.sets[name]; !ok {
+		c.sets[name] = &ruleset.Set{Name: name, Key: ruleset.AddrProtoPortKey(k.family), Elements: elems,
+			Comment: truncate("named port " + k.proto.String() + "/" + k.name + " where its claimants disagree")}
+	}
+	return name
+}
+
+// nodesShareAddrs reports whether two Nodes list one address.
+func (c *compiler) nodesShareAddrs() bool {
+	seen := map[netip.Addr]bool{}
+	for _, n := range c.src.Nodes() {
+		for _, a := range n.IPs {
+			if seen[a] {
+				return true
+			}
+			seen[a] = true
+		}
+	}
+	return false
+}
+
+// disputedSet returns the set of the disputed addresses of family fam of
+// a pods or nodes peer, creating it on first use; "" when it has none.
+func (c *compiler) disputedSet(peer *cluster.Peer, fam int) string {
+	addrs := c.disputedAddrs(peer, fam)
+	if len(addrs) == 0 {
+		return ""
+	}
+	name := fmt.Sprintf("disputed%d-%s", fam, shortHash(peer.Key))
+	if _, ok := c.sets[name]; !ok {
+		s := &ruleset.Set{Name: name, Key: ruleset.AddrKey(fam), Comment: truncate("claimants disputed by " + peer.Key)}
+		s.Addrs, _ = ruleset.PackAddrs(fam, addrs)
+		c.sets[name] = s
+	}
+	return name
 }
 
 // nodeConflicts returns, sorted by address, the addresses that a Node's
