@@ -1,17 +1,23 @@
 package trace_test
 
 import (
+	"math/rand/v2"
 	"net/netip"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/cluster/clustertest"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/model"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -139,8 +145,9 @@ func TestNodeClaimingAPodAddress(t *testing.T) {
 }
 
 // TestTwoNodesClaimingOneAddress: an address two Nodes list matches the
-// nodes peer of an Accept or Pass rule only when every claimant matches,
-// and of a Deny rule when any does: the strictest, in model and kernel.
+// nodes peer of an Accept rule only when it selects every claimant, of a
+// Deny rule when it selects any, and a Pass rule selecting some but not
+// all of them denies it: the strictest, in model and kernel.
 func TestTwoNodesClaimingOneAddress(t *testing.T) {
 	t.Parallel()
 	twin := idNode("node-3", map[string]string{"role": "b"}, "10.255.0.1") // node-1's address
@@ -155,7 +162,9 @@ func TestTwoNodesClaimingOneAddress(t *testing.T) {
 		{"Accept selecting one claimant does not match", egressCNP("p", toNodes(accept, map[string]string{"role": "b"}), toEverything(deny)), false},
 		{"Accept selecting the other claimant does not match", egressCNP("p", toNodes(accept, map[string]string{"role": "a"}), toEverything(deny)), false},
 		{"Accept selecting both claimants matches", egressCNP("p", npav1beta1.ClusterNetworkPolicyEgressRule{Action: accept, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Nodes: &metav1.LabelSelector{}}}}, toEverything(deny)), true},
-		{"Pass selecting one claimant does not match", egressCNP("p", toNodes(pass, map[string]string{"role": "b"}), toEverything(deny)), false},
+		{"Pass selecting one claimant denies", egressCNP("p", toNodes(pass, map[string]string{"role": "b"}), toEverything(accept)), false},
+		{"Pass selecting the other claimant denies", egressCNP("p", toNodes(pass, map[string]string{"role": "a"}), toEverything(accept)), false},
+		{"Pass selecting both claimants passes", egressCNP("p", npav1beta1.ClusterNetworkPolicyEgressRule{Action: pass, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Nodes: &metav1.LabelSelector{}}}}, toEverything(deny)), true},
 		{"Deny selecting one claimant matches", egressCNP("p", toNodes(deny, map[string]string{"role": "b"}), toEverything(accept)), false},
 		{"Deny selecting the other claimant matches", egressCNP("p", toNodes(deny, map[string]string{"role": "a"}), toEverything(accept)), false},
 	}
@@ -253,4 +262,322 @@ func TestPodNetworkExemptsGatewayAddresses(t *testing.T) {
 	ms, ts := addrEndpoints("10.244.9.77")
 	_, k, why := verdicts(t, snap, opts, ms, md, ts, td)
 	assert.False(t, k, "an address of the pod network no pod holds is still dropped\n%s", why)
+}
+
+// TestHostileIdentitiesAgreeAndNeverWiden feeds random clusters with
+// Nodes, ClusterNetworkPolicies and identity claims added
+// (clustertest.HostileIdentities: Nodes listing pods' addresses, Nodes
+// sharing an address, CNI gateway annotations and pod CIDRs, fail-closed
+// Deny-everything CNPs, pods with addresses and no node) through compile +
+// trace and the model. They must agree on every connection between pods,
+// hostNetwork pods and the Nodes' addresses; traffic from a node's own
+// address into its pods is accepted; with the pod network on, the Nodes'
+// own and gateway addresses pass its closing and every other unknown
+// address of it is dropped; and no connection from an original pod to an
+// original pod or Node address is allowed that the same cluster without
+// the claims denies.
+func TestHostileIdentitiesAgreeAndNeverWiden(t *testing.T) {
+	t.Parallel()
+	seeds := 500
+	if testing.Short() {
+		seeds = 80
+	}
+	if s, err := strconv.Atoi(os.Getenv("POLICYD_AGREE_SEEDS")); err == nil {
+		seeds = s
+	}
+	total, nodeLocal, podnet, widenChecked, claims := 0, 0, 0, 0, 0
+	for seed := 1; seed <= seeds; seed++ {
+		rng := rand.New(rand.NewPCG(uint64(seed), 0x1d5))
+		opts := clustertest.Options{IPv6: seed%3 == 0, HostNetwork: seed%2 == 0, MaxClusterPolicies: 6}
+		clean := clustertest.RandomObjects(rng, opts)
+		hostile, what := clustertest.HostileIdentities(rng, clean)
+		snap, _ := cluster.NewSnapshot(hostile.Namespaces, hostile.Pods, hostile.Policies)
+		errs := snap.AddClusterPolicies(hostile.ClusterPolicies, hostile.Nodes)
+		for _, e := range errs {
+			if strings.Contains(e.Error(), "status.addresses") {
+				claims++
+			}
+		}
+		extra := identityAddrs(snap)
+		n, bad := Agreement(t, snap, extra)
+		total += n
+		if len(bad) > 0 {
+			t.Fatalf("seed %d: compiled ruleset disagrees with the model on hostile identities %q:\n%s", seed, what, bad)
+		}
+		nodeLocal += checkNodeLocalSources(t, seed, what, snap)
+		podnet += checkPodNetwork(t, seed, what, snap, extra)
+
+		// No widening, towards pods and Nodes' addresses alike.
+		cleanSnap := clean.Snapshot()
+		rulesets := compileAll(t, snap)
+		var dsts []model.Endpoint
+		for _, p := range cleanSnap.Pods {
+			if p.NodeName != "" {
+				for _, ip := range p.IPs {
+					dsts = append(dsts, model.Endpoint{Pod: p, IP: ip})
+				}
+			}
+		}
+		for _, n := range cleanSnap.Nodes {
+			for _, a := range n.IPs {
+				dsts = append(dsts, model.Endpoint{IP: a})
+			}
+		}
+		for _, src := range cleanSnap.Pods {
+			if src.NodeName == "" || src.HostNetwork {
+				continue
+			}
+			for _, sip := range src.IPs {
+				for _, dst := range dsts {
+					if dst.IP.Is4() != sip.Is4() || dst.IP == sip || dst.Pod == src {
+						continue
+					}
+					tdst := trace.Endpoint{Addr: dst.IP}
+					if dst.Pod != nil {
+						tdst.Node, tdst.NodeLocal = dst.Pod.NodeName, dst.Pod.HostNetwork
+					}
+					for _, proto := range cluster.Protocols {
+						_, allowed, err := trace.Path(rulesets, trace.Endpoint{Addr: sip, Node: src.NodeName}, tdst, uint8(proto), 80)
+						if err != nil {
+							t.Fatal(err)
+						}
+						was := model.Evaluate(cleanSnap, model.Packet{Src: model.Endpoint{Pod: src, IP: sip}, Dst: dst, Protocol: proto, Port: 80})
+						widenChecked++
+						if allowed && !was.Allowed {
+							t.Fatalf("seed %d: hostile identities %q widen %s -> %s %s/80: denied without them (%s | %s), allowed with them",
+								seed, what, src.Key(), dst.IP, proto, was.Egress.Reason, was.Ingress.Reason)
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d seeds: %d connections agree, %d node-local and %d pod-network connections checked, %d node address claims, %d checked for widening",
+		seeds, total, nodeLocal, podnet, claims, widenChecked)
+	if claims < seeds || nodeLocal < seeds || podnet < seeds || widenChecked < seeds*10 {
+		t.Fatalf("too little checked over %d seeds: the generator is broken", seeds)
+	}
+}
+
+// identityAddrs returns the addresses of the snapshot's Nodes (their own
+// and gateway addresses) that no pod holds, and two of no one, sorted.
+func identityAddrs(snap *cluster.Snapshot) []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	add := func(a netip.Addr) {
+		if !seen[a] && snap.PodByIP(a) == nil {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	for _, n := range snap.Nodes {
+		for _, a := range n.IPs {
+			add(a)
+		}
+		for _, a := range n.Gateways {
+			add(a)
+		}
+	}
+	add(netip.MustParseAddr("10.0.0.250"))
+	add(netip.MustParseAddr("fd00::fe"))
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// checkNodeLocalSources requires traffic from each Node's own addresses
+// (those cluster.Snapshot.NodeLocal gives it) into each pod of that node
+// to be accepted by the model and the kernel alike, and returns how many
+// connections it checked.
+func checkNodeLocalSources(t *testing.T, seed int, what []string, snap *cluster.Snapshot) int {
+	t.Helper()
+	rulesets := compileAll(t, snap)
+	checked := 0
+	for _, n := range snap.Nodes {
+		if rulesets[n.Name] == nil {
+			continue
+		}
+		for _, a := range append(slices.Clone(n.IPs), n.Gateways...) {
+			if !snap.NodeLocal(a, n.Name) {
+				continue
+			}
+			for _, p := range snap.Pods {
+				dip, ok := p.IP(family(a))
+				if p.NodeName != n.Name || p.HostNetwork || !ok {
+					continue
+				}
+				for _, proto := range cluster.Protocols {
+					d := model.Evaluate(snap, model.Packet{Src: model.Endpoint{IP: a, Node: true}, Dst: model.Endpoint{Pod: p, IP: dip}, Protocol: proto, Port: 80})
+					hops, allowed, err := trace.Path(rulesets, trace.Endpoint{Addr: a, Node: n.Name, NodeLocal: true}, trace.Endpoint{Addr: dip, Node: p.NodeName}, uint8(proto), 80)
+					if err != nil {
+						t.Fatal(err)
+					}
+					checked++
+					if !d.Allowed || !allowed {
+						var b strings.Builder
+						for _, h := range hops {
+							b.WriteString(h.Result.String())
+						}
+						t.Fatalf("seed %d (%q): node %s's own address %s into %s %s/80: model %v (%s), kernel %v:\n%s", seed, what, n.Name, a, p.Key(), proto, d.Allowed, d.Ingress.Reason, allowed, b.String())
+					}
+				}
+			}
+		}
+	}
+	return checked
+}
+
+// checkPodNetwork compiles the snapshot with the pod network on (the pod
+// ranges) and requires every connection between the pods and the given
+// addresses to be dropped when one end is an address of the pod network
+// that is neither a pod's nor a Node's own or gateway address, and to be
+// decided as the model decides otherwise. It returns how many connections
+// it checked.
+func checkPodNetwork(t *testing.T, seed int, what []string, snap *cluster.Snapshot, extra []netip.Addr) int {
+	t.Helper()
+	opts := compile.Options{PodNetwork: []netip.Prefix{clustertest.PodPrefix4, clustertest.PodPrefix6}}
+	ix := selectors.FromSnapshot(snap)
+	rulesets := map[string]*ruleset.Ruleset{}
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		rs, err := (&compile.Compiler{Options: opts}).Compile(ix, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rulesets[n] = rs
+	}
+	exempt := map[netip.Addr]bool{}
+	for _, n := range snap.Nodes {
+		for _, a := range append(slices.Clone(n.IPs), n.Gateways...) {
+			exempt[a] = true
+		}
+	}
+	unknown := func(a netip.Addr) bool {
+		in := clustertest.PodPrefix4.Contains(a) || clustertest.PodPrefix6.Contains(a)
+		return in && snap.PodByIP(a) == nil && !exempt[a]
+	}
+	checked := 0
+	for _, p := range snap.Pods {
+		if p.NodeName == "" || p.HostNetwork {
+			continue
+		}
+		for _, pip := range p.IPs {
+			for _, a := range extra {
+				if a.Is4() != pip.Is4() {
+					continue
+				}
+				pe, te := model.Endpoint{Pod: p, IP: pip}, trace.Endpoint{Addr: pip, Node: p.NodeName}
+				for _, dir := range []bool{false, true} { // from a, to a
+					msrc, mdst, tsrc, tdst := model.Endpoint{IP: a}, pe, trace.Endpoint{Addr: a}, te
+					if dir {
+						msrc, mdst, tsrc, tdst = pe, model.Endpoint{IP: a}, te, trace.Endpoint{Addr: a}
+					}
+					d := model.Evaluate(snap, model.Packet{Src: msrc, Dst: mdst, Protocol: cluster.ProtocolTCP, Port: 80})
+					hops, allowed, err := trace.Path(rulesets, tsrc, tdst, 6, 80)
+					if err != nil {
+						t.Fatal(err)
+					}
+					checked++
+					want := d.Allowed
+					if unknown(a) {
+						// The closing sits at the end of the base chain: an
+						// unknown destination is dropped; an unknown source
+						// too, unless the pod's own ingress chain accepted it
+						// first (the unknown pod's packets were dropped on
+						// their own node already).
+						want = false
+						if !dir && hasDispatch(rulesets[p.NodeName], compile.MapIngress4, compile.MapIngress6, pip) && allowed && d.Allowed {
+							want = true
+						}
+					}
+					if allowed != want {
+						var b strings.Builder
+						for _, h := range hops {
+							b.WriteString("node " + h.Node + ":\n" + h.Result.String())
+						}
+						t.Fatalf("seed %d (%q): pod network on, %s -> %s: kernel %v, want %v (unknown %v; model %s | %s):\n%s", seed, what, tsrc.Addr, tdst.Addr, allowed, want, unknown(a), d.Egress.Reason, d.Ingress.Reason, b.String())
+					}
+				}
+			}
+		}
+	}
+	return checked
+}
+
+// hasDispatch reports whether rs dispatches the ingress of address a (map
+// m4 or m6 by family).
+func hasDispatch(rs *ruleset.Ruleset, m4, m6 string, a netip.Addr) bool {
+	name := m4
+	if a.Is6() {
+		name = m6
+	}
+	m := rs.Set(name)
+	if m == nil {
+		return false
+	}
+	for i := range m.Len() {
+		if m.At(i).Addr == a {
+			return true
+		}
+	}
+	return false
+}
+
+// TestClaimsNeverLoosenDenyOrPass: a pod taking another pod's address, or
+// a Node listing another Node's, never makes a Deny rule stop matching nor
+// a Pass hand over to what follows it: without the claim the connection is
+// denied, and with it too, in model and kernel.
+func TestClaimsNeverLoosenDenyOrPass(t *testing.T) {
+	t.Parallel()
+	accept := npav1beta1.ClusterNetworkPolicyRuleActionAccept
+	deny := npav1beta1.ClusterNetworkPolicyRuleActionDeny
+	pass := npav1beta1.ClusterNetworkPolicyRuleActionPass
+	toVictim := func(action npav1beta1.ClusterNetworkPolicyRuleAction) npav1beta1.ClusterNetworkPolicyEgressRule {
+		return npav1beta1.ClusterNetworkPolicyEgressRule{Action: action, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Pods: &npav1beta1.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "victim"}}}}}}
+	}
+	// client's egress is isolated by a NetworkPolicy admitting nothing: a
+	// Pass hands over to a denial.
+	isolated := func(snap *cluster.Snapshot) {
+		p, errs := cluster.ConvertPolicy(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "iso"}, Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}}})
+		require.Empty(t, errs)
+		snap.Policies = append(snap.Policies, p)
+	}
+	intruder := idPod("intruder", "node-2", "10.0.0.3", false) // victim's address, newer
+	intruder.CreationTimestamp = metav1.Now()
+	tests := []struct {
+		name  string
+		nodes []*corev1.Node
+		pods  []*corev1.Pod
+		cnp   *npav1beta1.ClusterNetworkPolicy
+		dst   string
+	}{
+		{"Deny of a pod, whose address an intruder takes", nil, []*corev1.Pod{intruder}, egressCNP("p", toVictim(deny), toEverything(accept)), "x/victim"},
+		{"Pass to a pod, whose address an intruder takes", nil, []*corev1.Pod{intruder}, egressCNP("p", toVictim(pass), toEverything(accept)), "x/victim"},
+		{"Pass to a Node, whose address another Node lists", []*corev1.Node{idNode("node-3", map[string]string{"role": "b"}, "10.255.0.1")}, nil,
+			egressCNP("p", toNodes(pass, map[string]string{"role": "a"}), toEverything(accept)), "10.255.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			for _, claimed := range []bool{false, true} {
+				var nodes []*corev1.Node
+				var pods []*corev1.Pod
+				if claimed {
+					nodes, pods = tt.nodes, tt.pods
+				}
+				snap, _ := idCluster(t, nodes, pods, tt.cnp)
+				isolated(snap)
+				ms, ts := podEndpoints(snap, "x/client")
+				var md model.Endpoint
+				var td trace.Endpoint
+				if strings.Contains(tt.dst, "/") {
+					md, td = podEndpoints(snap, tt.dst)
+				} else {
+					md, td = addrEndpoints(tt.dst)
+				}
+				m, k, why := verdicts(t, snap, compile.Options{}, ms, md, ts, td)
+				assert.False(t, m, "model, claimed %v\n%s", claimed, why)
+				assert.False(t, k, "kernel, claimed %v\n%s", claimed, why)
+			}
+		})
+	}
 }
