@@ -605,7 +605,7 @@ func (e *evaluator) tier(t cluster.Tier, pod *cluster.Pod, d cluster.Direction, 
 				case r.MatchAll:
 					out.Reason += " (invalid: enforced as a Deny of everything)"
 				case disputed:
-					out.Reason += fmt.Sprintf(": %s %s on %s: the peer selects some but not all of the pods or Nodes claiming %s, so the rule denies it (a claim never loosens a Deny or Pass)", r.Action, describeEndpoint(other), protoPort(pkt), other.IP)
+					out.Reason += fmt.Sprintf(": %s %s on %s holds for some but not all of the pods or Nodes claiming the addresses, so the rule denies it (a claim never loosens a Deny or Pass)", r.Action, describeEndpoint(other), protoPort(pkt))
 				default:
 					out.Reason += ": " + r.Action.String() + " " + describeEndpoint(other) + " on " + protoPort(pkt)
 				}
