@@ -62,7 +62,19 @@ func idCluster(t *testing.T, nodes []*corev1.Node, pods []*corev1.Pod, cnps ...*
 		idPod("target", "node-1", "10.0.0.4", false),
 		idPod("host", "node-1", "10.255.0.1", true),
 	}, pods...)
-	snap, errs := cluster.NewSnapshot(nss, all, nil)
+	// A pod given again (same key) replaces the base one.
+	byKey := map[string]int{}
+	var uniq []*corev1.Pod
+	for _, p := range all {
+		k := p.Namespace + "/" + p.Name
+		if i, ok := byKey[k]; ok {
+			uniq[i] = p
+			continue
+		}
+		byKey[k] = len(uniq)
+		uniq = append(uniq, p)
+	}
+	snap, errs := cluster.NewSnapshot(nss, uniq, nil)
 	require.Empty(t, errs)
 	all2 := append([]*corev1.Node{idNode("node-1", map[string]string{"role": "a"}, "10.255.0.1"), idNode("node-2", map[string]string{"role": "b"}, "10.255.0.2")}, nodes...)
 	return snap, snap.AddClusterPolicies(cnps, all2)
@@ -132,6 +144,10 @@ func TestNodeClaimingAPodAddress(t *testing.T) {
 		found = found || strings.Contains(e.Error(), "node evil") && strings.Contains(e.Error(), "status.addresses") && strings.Contains(e.Error(), "x/victim")
 	}
 	assert.True(t, found, "the claim is reported naming the node, the field and the pod: %v", errs)
+	cc := &compile.Compiler{}
+	_, err := cc.Compile(selectors.FromSnapshot(snap), "node-1")
+	require.NoError(t, err)
+	assert.Contains(t, cc.Conflicts(), compile.Conflict{Addr: netip.MustParseAddr("10.0.0.3"), Pods: []string{"x/victim"}, Nodes: []string{"evil"}}, "the agent reports it")
 	ms, ts := podEndpoints(snap, "x/client")
 	md, td := podEndpoints(snap, "x/victim")
 	m, k, why := verdicts(t, snap, compile.Options{}, ms, md, ts, td)
@@ -543,17 +559,29 @@ func TestClaimsNeverLoosenDenyOrPass(t *testing.T) {
 	}
 	intruder := idPod("intruder", "node-2", "10.0.0.3", false) // victim's address, newer
 	intruder.CreationTimestamp = metav1.Now()
+	// The victim names its port 80 "web"; the intruder does not.
+	named := idPod("victim", "node-2", "10.0.0.3", false)
+	named.Spec.Containers[0].Ports[0].Name = "web"
+	toIntruder := func(action npav1beta1.ClusterNetworkPolicyRuleAction) npav1beta1.ClusterNetworkPolicyEgressRule {
+		return npav1beta1.ClusterNetworkPolicyEgressRule{Action: action, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Pods: &npav1beta1.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "intruder"}}}}}}
+	}
 	tests := []struct {
 		name  string
 		nodes []*corev1.Node
 		pods  []*corev1.Pod
 		cnp   *npav1beta1.ClusterNetworkPolicy
 		dst   string
+		open  bool // client's egress not isolated: a Pass leads to the default allow
 	}{
-		{"Deny of a pod, whose address an intruder takes", nil, []*corev1.Pod{intruder}, egressCNP("p", toVictim(deny), toEverything(accept)), "x/victim"},
-		{"Pass to a pod, whose address an intruder takes", nil, []*corev1.Pod{intruder}, egressCNP("p", toVictim(pass), toEverything(accept)), "x/victim"},
+		{"Pass of the intruder's kind, at the address it takes, before a Deny", nil, []*corev1.Pod{intruder}, egressCNP("p", toIntruder(pass), toEverything(deny)), "x/victim", true},
+		{"Deny of a pod, whose address an intruder takes", nil, []*corev1.Pod{intruder}, egressCNP("p", toVictim(deny), toEverything(accept)), "x/victim", false},
+		{"Pass to a pod, whose address an intruder takes", nil, []*corev1.Pod{intruder}, egressCNP("p", toVictim(pass), toEverything(accept)), "x/victim", false},
 		{"Pass to a Node, whose address another Node lists", []*corev1.Node{idNode("node-3", map[string]string{"role": "b"}, "10.255.0.1")}, nil,
-			egressCNP("p", toNodes(pass, map[string]string{"role": "a"}), toEverything(accept)), "10.255.0.1"},
+			egressCNP("p", toNodes(pass, map[string]string{"role": "a"}), toEverything(accept)), "10.255.0.1", false},
+		{"Deny of a named port, at an address an intruder without it takes", nil, []*corev1.Pod{intruder},
+			egressCNP("p", npav1beta1.ClusterNetworkPolicyEgressRule{Action: deny,
+				To:        []npav1beta1.ClusterNetworkPolicyEgressPeer{{Namespaces: &metav1.LabelSelector{}}},
+				Protocols: []npav1beta1.ClusterNetworkPolicyProtocol{{DestinationNamedPort: "web"}}}, toEverything(accept)), "x/victim", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -564,8 +592,10 @@ func TestClaimsNeverLoosenDenyOrPass(t *testing.T) {
 				if claimed {
 					nodes, pods = tt.nodes, tt.pods
 				}
-				snap, _ := idCluster(t, nodes, pods, tt.cnp)
-				isolated(snap)
+				snap, _ := idCluster(t, nodes, append([]*corev1.Pod{named}, pods...), tt.cnp)
+				if !tt.open {
+					isolated(snap)
+				}
 				ms, ts := podEndpoints(snap, "x/client")
 				var md model.Endpoint
 				var td trace.Endpoint
