@@ -468,14 +468,20 @@ func (l *Lab) syncKubeProxy(ctx context.Context) error {
 	for _, n := range l.nodes {
 		var svcs []service
 		for _, p := range l.pods {
-			if !l.cfg.DNAT {
-				break // Services only: no per-pod ClusterIPs
-			}
 			for _, f := range l.fams {
+				hairpin := p.plan.Node == n.idx && !p.plan.HostNetwork
+				if !l.cfg.DNAT {
+					// Services only: no per-pod ClusterIP, but a pod of this
+					// node reaching itself through a Service is SNATed too.
+					if hairpin {
+						svcs = append(svcs, service{PodIP: p.plan.IPs[f], Hairpin: true})
+					}
+					continue
+				}
 				svcs = append(svcs, service{
 					ClusterIP: p.plan.ClusterIPs[f],
 					PodIP:     p.plan.IPs[f],
-					Hairpin:   p.plan.Node == n.idx && !p.plan.HostNetwork,
+					Hairpin:   hairpin,
 				})
 			}
 		}
