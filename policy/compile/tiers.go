@@ -414,15 +414,12 @@ func (c *compiler) disputedNamedSet(k namedKey) string {
 	return name
 }
 
-// nodesShareAddrs reports whether two Nodes list one address.
+// nodesShareAddrs reports whether two Nodes list one address no pod holds
+// (from the node conflicts of this compile, see nodeConflicts).
 func (c *compiler) nodesShareAddrs() bool {
-	seen := map[netip.Addr]bool{}
-	for _, n := range c.src.Nodes() {
-		for _, a := range n.IPs {
-			if seen[a] {
-				return true
-			}
-			seen[a] = true
+	for _, cf := range c.cc.nodeClaims {
+		if len(cf.Nodes) > 1 && len(cf.Pods) == 0 {
+			return true
 		}
 	}
 	return false
