@@ -100,6 +100,11 @@ type Config struct {
 	// it that no known pod holds are dropped (compile.Options.PodNetwork): a
 	// new pod gets no traffic before policyd knows which policies apply to it.
 	PodNetwork []netip.Prefix
+	// PodNetworkExempt lists ranges inside the pod network that are never
+	// a pod's (a CNI's gateway or tunnel addresses its Nodes do not
+	// publish, see podnet.go): the closing leaves them alone
+	// (compile.Options.PodNetworkExempt).
+	PodNetworkExempt []netip.Prefix
 	// CutEstablished, when set, is strict mode (--cut-established): the
 	// table marks the flows of this node's pods with FlowMark, and after
 	// each commit that changed the table the agent ends the marked flows
@@ -229,6 +234,7 @@ func New(cfg Config) (*Agent, error) {
 		invalidCNP: map[string]string{},
 		trigger:    make(chan struct{}, 1),
 	}
+	a.compiler.Options.PodNetworkExempt = cfg.PodNetworkExempt
 	if cfg.CutEstablished != nil {
 		a.compiler.Options.FlowMark = cfg.FlowMark
 		a.compiler.Options.CutMark = cfg.CutMark
@@ -728,6 +734,10 @@ func noteInvalid(m map[string]string, key string, errs []error) bool {
 // claimants until it is resolved.
 func (a *Agent) reportConflicts(conflicts []compile.Conflict) {
 	for _, cf := range conflicts {
+		if len(cf.Nodes) > 0 {
+			a.reportNodeConflict(cf)
+			continue
+		}
 		a.log.Warn("pods claim the same address: it is policed as the strictest of them (allowed only where each one's policies allow)", "address", cf.Addr, "pods", cf.Pods)
 		if a.cfg.Recorder == nil {
 			continue

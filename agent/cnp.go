@@ -296,8 +296,8 @@ func (a *Agent) clusterPolicyHandlers(gen int) cache.ResourceEventHandlerFuncs {
 }
 
 // nodeHandlers feed the index the nodes' names, labels and addresses (the
-// ClusterNetworkPolicy nodes peers) and pod CIDRs (the pod network, see
-// podnet.go). A node's status changes often (its conditions); an update that
+// ClusterNetworkPolicy nodes peers), pod CIDRs and gateway addresses (the
+// pod network, see podnet.go). A node's status changes often (its conditions); an update that
 // changes none of these is not a change.
 func (a *Agent) nodeHandlers() cache.ResourceEventHandlerFuncs {
 	upsert := func(r *cached) {
@@ -332,7 +332,7 @@ func (a *Agent) nodeHandlers() cache.ResourceEventHandlerFuncs {
 }
 
 func sameNode(a, b *cluster.Node) bool {
-	return a.Name == b.Name && slices.Equal(a.IPs, b.IPs) && slices.Equal(a.PodCIDRs, b.PodCIDRs) && a.Labels.String() == b.Labels.String()
+	return a.Name == b.Name && slices.Equal(a.IPs, b.IPs) && slices.Equal(a.PodCIDRs, b.PodCIDRs) && slices.Equal(a.Gateways, b.Gateways) && a.Labels.String() == b.Labels.String()
 }
 
 func (a *Agent) reportInvalidCNP(r *cached) {

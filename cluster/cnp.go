@@ -443,6 +443,66 @@ type Node struct {
 	// when the node publishes none (some CNIs allocate addresses
 	// themselves). The agent takes the pod network from their union.
 	PodCIDRs []netip.Prefix
+	// Gateways are the addresses the node's CNI gives the node itself,
+	// usually inside its pod range, sorted and without duplicates: the
+	// source of the node's own traffic to pods (the API server calling a
+	// webhook pod on another node, kubelet probes). They are never pods'
+	// (see GatewayAnnotations for how they are learned); they exempt the
+	// pod-network closing and mark node traffic in explain, and no nodes
+	// peer matches them.
+	Gateways []netip.Addr
+}
+
+// GatewayAnnotations are the Node annotations in which CNIs publish the
+// addresses they give the node inside the pod network:
+//
+//   - Calico writes the address of its IP-in-IP device (tunl0), its VXLAN
+//     device (vxlan.calico, vxlan-v6.calico) and its WireGuard device
+//     (wireguard.cali) in projectcalico.org/IPv4IPIPTunnelAddr,
+//     IPv4VXLANTunnelAddr, IPv6VXLANTunnelAddr, IPv4WireguardInterfaceAddr and
+//     IPv6WireguardInterfaceAddr (libcalico-go's node conversion reads and
+//     writes exactly these). Host-to-remote-pod traffic leaves through
+//     those devices with their address as the source. With host-local
+//     IPAM Calico picks the tunnel address itself: the first address of
+//     the node's pod CIDR, which the pod-CIDR rule below covers.
+//   - Cilium writes the address of cilium_host (its router on the node),
+//     of its health endpoint and of its Ingress listener in
+//     network.cilium.io/ipv4-cilium-host, ipv6-cilium-host,
+//     ipv4-health-ip, ipv6-health-ip, ipv4-Ingress-ip and ipv6-Ingress-ip,
+//     and older releases in io.cilium.network.ipv4-cilium-host and so on
+//     (Cilium still reads both forms). None of these is a pod.
+//
+// Flannel publishes no such address: its VXLAN device flannel.1 takes the
+// network address of the node's subnet as a /32 ("used as a source address
+// for host to workload traffic", as its vxlan backend says), and its bridge
+// cni0, like every bridge CNI's, the first address. So besides the
+// annotations, the network address and the first address of each of the
+// node's pod CIDRs are gateways. `policyd run --pod-network-exempt` adds
+// any other range.
+var GatewayAnnotations = []string{
+	"projectcalico.org/IPv4IPIPTunnelAddr",
+	"projectcalico.org/IPv4VXLANTunnelAddr",
+	"projectcalico.org/IPv6VXLANTunnelAddr",
+	"projectcalico.org/IPv4WireguardInterfaceAddr",
+	"projectcalico.org/IPv6WireguardInterfaceAddr",
+	"network.cilium.io/ipv4-cilium-host",
+	"network.cilium.io/ipv6-cilium-host",
+	"network.cilium.io/ipv4-health-ip",
+	"network.cilium.io/ipv6-health-ip",
+	"network.cilium.io/ipv4-Ingress-ip",
+	"network.cilium.io/ipv6-Ingress-ip",
+	"io.cilium.network.ipv4-cilium-host",
+	"io.cilium.network.ipv6-cilium-host",
+	"io.cilium.network.ipv4-health-ip",
+	"io.cilium.network.ipv6-health-ip",
+	"io.cilium.network.ipv4-Ingress-ip",
+	"io.cilium.network.ipv6-Ingress-ip",
+}
+
+// HasAddr reports whether a is one of the node's own addresses: from
+// status.addresses or a gateway.
+func (n *Node) HasAddr(a netip.Addr) bool {
+	return slices.Contains(n.IPs, a) || slices.Contains(n.Gateways, a)
 }
 
 // ConvertNode converts a core/v1 Node. Addresses are read as ParseIP and
@@ -483,7 +543,37 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 		}
 	}
 	slices.SortFunc(out.PodCIDRs, comparePrefixes)
+	out.Gateways, errs = nodeGateways(n, out.PodCIDRs, errs)
 	return out, errs
+}
+
+// nodeGateways returns the node's gateway addresses (see
+// GatewayAnnotations): the annotated ones, and the network and first
+// addresses of each pod CIDR. An annotation whose value is no address is
+// reported and skipped; a value in CIDR form gives its address.
+func nodeGateways(n *corev1.Node, podCIDRs []netip.Prefix, errs []error) ([]netip.Addr, []error) {
+	var out []netip.Addr
+	for _, key := range GatewayAnnotations {
+		v, ok := n.Annotations[key]
+		if !ok {
+			continue
+		}
+		s, _, _ := strings.Cut(strings.TrimSpace(v), "/")
+		ip, err := ParseIP(s) // as status.addresses: no zone, mapped forms read as IPv4
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: metadata.annotations[%s]: %w", n.Name, key, err))
+			continue
+		}
+		out = append(out, ip)
+	}
+	for _, p := range podCIDRs {
+		if p.Addr().BitLen()-p.Bits() < 2 {
+			continue // a /31 or /32 range has no room for gateways
+		}
+		out = append(out, p.Addr(), p.Addr().Next())
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out), errs
 }
 
 func comparePrefixes(a, b netip.Prefix) int {

@@ -2,8 +2,11 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -77,6 +80,14 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 		}
 	}
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return out, errs
+	}
+	if !p.Spec.HostNetwork && p.Spec.NodeName == "" && (p.Status.PodIP != "" || len(p.Status.PodIPs) > 0) {
+		// A pod runs on a node; one that names none runs nowhere, and no
+		// node's table judges its traffic. Its addresses are no pod's
+		// (kube-scheduler sets spec.nodeName before any CNI gives an
+		// address, so only a stale or forged status says this).
+		errs = append(errs, fmt.Errorf("pod %s: status.podIPs: the pod has addresses but no spec.nodeName, so it runs on no node; its addresses are ignored", out.Key()))
 		return out, errs
 	}
 	raw := make([]string, 0, 2)
@@ -359,19 +370,91 @@ func (s *Snapshot) AddClusterPolicies(cnps []*npav1beta1.ClusterNetworkPolicy, n
 		s.Nodes = append(s.Nodes, cn)
 	}
 	s.Sort()
+	if len(nodes) > 0 {
+		errs = append(errs, s.NodeAddressConflicts()...)
+	}
 	return errs
 }
 
-// NodeByIP returns the node holding addr, or nil.
+// NodesByIP returns the nodes whose status.addresses list addr, by name;
+// none when a (non-hostNetwork) pod holds addr: a pod's address is the
+// pod's, whatever a Node says (anyone who can write a Node's status, its
+// kubelet included, could otherwise make a nodes peer match a pod). Two
+// or more nodes listing one address is a conflict: a nodes peer of an
+// Accept or Pass rule matches it only when it selects every one of them,
+// of a Deny rule when it selects any (compile builds the same).
+func (s *Snapshot) NodesByIP(addr netip.Addr) []*Node {
+	addr = addr.Unmap()
+	var out []*Node
+	for _, n := range s.Nodes {
+		if slices.Contains(n.IPs, addr) {
+			out = append(out, n)
+		}
+	}
+	if len(out) > 0 && s.PodByIP(addr) != nil {
+		return nil
+	}
+	return out
+}
+
+// NodeByIP returns the node whose status.addresses list addr when exactly
+// one does and no pod holds addr (see NodesByIP), else nil.
 func (s *Snapshot) NodeByIP(addr netip.Addr) *Node {
+	if ns := s.NodesByIP(addr); len(ns) == 1 {
+		return ns[0]
+	}
+	return nil
+}
+
+// NodeLocal reports whether addr is an address of node itself (in its
+// status.addresses or a gateway, see Node.Gateways) that no pod holds and
+// no other Node claims: traffic from it into the node's pods is node
+// traffic (kubelet probes), which the kernel recognises as a source
+// local to the node and lets in whatever the policies say.
+func (s *Snapshot) NodeLocal(addr netip.Addr, node string) bool {
+	addr = addr.Unmap()
+	if node == "" || !addr.IsValid() || s.PodByIP(addr) != nil {
+		return false
+	}
+	found := false
+	for _, n := range s.Nodes {
+		if !n.HasAddr(addr) {
+			continue
+		}
+		if n.Name != node {
+			return false
+		}
+		found = true
+	}
+	return found
+}
+
+// NodeAddressConflicts reports, naming the Node and field, each address a
+// Node claims that a (non-hostNetwork) pod holds (the address stays the
+// pod's) and each address two or more Nodes list in status.addresses
+// (the strictest of them decides a nodes peer).
+func (s *Snapshot) NodeAddressConflicts() []error {
+	var errs []error
+	byAddr := map[netip.Addr][]string{}
 	for _, n := range s.Nodes {
 		for _, a := range n.IPs {
-			if a == addr {
-				return n
+			byAddr[a] = append(byAddr[a], n.Name)
+			if p := s.PodByIP(a); p != nil {
+				errs = append(errs, fmt.Errorf("node %s: status.addresses: %s is pod %s's address; it is judged as that pod's, and no nodes peer matches it", n.Name, a, p.Key()))
+			}
+		}
+		for _, a := range n.Gateways {
+			if p := s.PodByIP(a); p != nil && !slices.Contains(n.IPs, a) {
+				errs = append(errs, fmt.Errorf("node %s: gateway address %s (from its annotations or pod CIDRs) is pod %s's address; it is judged as that pod's", n.Name, a, p.Key()))
 			}
 		}
 	}
-	return nil
+	for _, a := range slices.SortedFunc(maps.Keys(byAddr), netip.Addr.Compare) {
+		if names := byAddr[a]; len(names) > 1 && s.PodByIP(a) == nil {
+			errs = append(errs, fmt.Errorf("nodes %s: status.addresses: each lists %s; a nodes peer of an Accept or Pass rule matches it only when it selects every one of them, of a Deny rule when it selects any", strings.Join(names, ", "), a))
+		}
+	}
+	return errs
 }
 
 // releaseHostAddresses takes from hostNetwork pods the addresses a

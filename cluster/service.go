@@ -249,6 +249,14 @@ type Backend struct {
 // key then address: from the Service's EndpointSlices when known, else
 // from its selector over the snapshot's running pods (family fam, 4 or 6,
 // for the pods' addresses).
+//
+// A backend is its address: kube-proxy delivers to the endpoint's address,
+// so the backend pod is whichever pod owns that address now (PodByIP: the
+// newest claimant), or none. An EndpointSlice's targetRef is never trusted
+// for it: whoever can write an EndpointSlice can name any pod of any
+// namespace there, and a stale slice names a pod that is gone while
+// another holds its address. A targetRef that names another pod than the
+// owner is only mentioned in Why.
 func (snap *Snapshot) Backends(s *Service, sp ServicePort, fam int) []Backend {
 	var out []Backend
 	if len(s.Slices) > 0 {
@@ -263,12 +271,13 @@ func (snap *Snapshot) Backends(s *Service, sp ServicePort, fam int) []Backend {
 				if (e.Addr.Is4()) != (fam == 4) {
 					continue
 				}
-				b := Backend{Addr: e.Addr, Port: port, Ready: e.Ready, Why: fmt.Sprintf("EndpointSlice port %s/%d", sp.Protocol, port)}
-				if e.Pod != "" {
-					b.Pod = snap.Pod(e.Pod)
-				}
-				if b.Pod == nil {
-					b.Pod = snap.PodByIP(e.Addr)
+				b := Backend{Addr: e.Addr, Pod: snap.PodByIP(e.Addr), Port: port, Ready: e.Ready, Why: fmt.Sprintf("EndpointSlice port %s/%d", sp.Protocol, port)}
+				switch {
+				case e.Pod == "":
+				case b.Pod == nil:
+					b.Why += fmt.Sprintf("; its targetRef names pod %s, but no pod holds %s: judged as that address", e.Pod, e.Addr)
+				case b.Pod.Key() != e.Pod:
+					b.Why += fmt.Sprintf("; its targetRef names pod %s, but %s is %s's address: judged as %s (kube-proxy delivers to the address)", e.Pod, e.Addr, b.Pod.Key(), b.Pod.Key())
 				}
 				out = append(out, b)
 			}
@@ -282,7 +291,13 @@ func (snap *Snapshot) Backends(s *Service, sp ServicePort, fam int) []Backend {
 			if !ok {
 				continue
 			}
-			b := Backend{Pod: p, Addr: ip, Ready: true}
+			// The address's owner: of several pods claiming it, the newest
+			// (the model judges the address as the strictest of them).
+			owner := p
+			if o := snap.PodByIP(ip); o != nil && !p.HostNetwork {
+				owner = o
+			}
+			b := Backend{Pod: owner, Addr: ip, Ready: true}
 			if sp.TargetPort.Type == intstr.String {
 				if n, ok := p.ResolvePort(sp.TargetPort.StrVal, sp.Protocol); ok {
 					b.Port, b.Why = n, fmt.Sprintf("targetPort %s = %d on %s", sp.TargetPort.StrVal, n, p.Key())

@@ -30,6 +30,7 @@ metadata:
   namespace: shop
   labels: {app: web}
 spec:
+  nodeName: node-1
   containers:
   - name: c
     ports: [{name: http, containerPort: 8080}]

@@ -75,6 +75,7 @@ type runOptions struct {
 	events            bool
 	netns             string
 	podNetwork        []string
+	podNetworkExempt  []string
 	cutEstablished    bool
 	profiling         bool
 	watchList         bool
@@ -141,6 +142,7 @@ the kernel's counters. Each record is also written to the agent's log at
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
 	f.BoolVar(&o.cutEstablished, "cut-established", false, "strict mode: after a commit, end the conntrack flows of this node's pods that the new table would not admit as new connections (and refuse mid-stream TCP pickups to or from them); off by default, when a policy change never cuts an established connection")
+	f.StringSliceVar(&o.podNetworkExempt, "pod-network-exempt", nil, "CIDRs inside the pod network that are never a pod's (repeatable), left alone by its closing: a CNI's gateway or tunnel addresses that the Nodes do not publish (policyd already exempts every Node's status.addresses, the network and first address of each pod CIDR, and the tunnel and router addresses in Calico's and Cilium's Node annotations)")
 	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "CIDRs to add to the pod network (repeatable), which is otherwise the union of the Nodes' spec.podCIDRs; for CNIs that publish none. Addresses inside the pod network that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
 	f.BoolVar(&o.watchList, "watch-list", true, "stream the informers' initial state from the API server (WatchList, on by default in Kubernetes 1.34 API servers) instead of one LIST per resource, so start-up memory stays near the converted state; client-go falls back to LIST when the server lacks it. KUBE_FEATURE_WatchListClient overrides")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --profiling-addr; off by default because profiles expose internals")
@@ -237,6 +239,14 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 		}
 		podNet = append(podNet, p)
 	}
+	var podNetExempt []netip.Prefix
+	for _, c := range o.podNetworkExempt {
+		p, err := cluster.ParseCIDR(c) // as --pod-network: never a prefix the kernel refuses
+		if err != nil {
+			return &exitError{2, fmt.Errorf("--pod-network-exempt %q: %w", c, err)}
+		}
+		podNetExempt = append(podNetExempt, p)
+	}
 	var cut ctcut.Table
 	if o.cutEstablished {
 		k, err := ctcut.NewKernel(nopts.NetNS)
@@ -251,9 +261,10 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 			Log:   compile.LogOptions{Drops: o.logDrops, Allowed: o.logAllowed, Group: o.logGroup, Rate: o.logRate, Burst: o.logBurst},
 			NetNS: nopts.NetNS, RecordLevel: recordLevel, MaxStreams: o.maxVerdictStreams,
 		},
-		CutEstablished: cut,
-		PodNetwork:     podNet,
-		NodeName:       o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
+		CutEstablished:   cut,
+		PodNetwork:       podNet,
+		PodNetworkExempt: podNetExempt,
+		NodeName:         o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, UnreadyAfter: o.unreadyAfter, Logger: log,
 	}
 	if o.events {

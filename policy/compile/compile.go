@@ -147,6 +147,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	pods := src.Pods()
 	own, claims, contested := owners(pods)
 	cc.resetIfOwnershipChanged(contested, claims)
+	cc.nodeConflict, cc.nodeClaims = nodeConflicts(src.Nodes(), own, claims)
 	c := &compiler{
 		node:     node,
 		cc:       cc,
@@ -210,7 +211,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	for _, ch := range c.chain {
 		rs.Chains = append(rs.Chains, ch)
 	}
-	netSets, netRules, err := podNetworkSets(cc.Options, own)
+	netSets, netRules, err := podNetworkSets(cc.Options, own, src.Nodes())
 	if err != nil {
 		return nil, err
 	}

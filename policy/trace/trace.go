@@ -295,7 +295,10 @@ func (t *tracer) portDispatch(r *ruleset.PortDispatchRule) (bool, ruleset.Verdic
 // allow is the step of an AllowRule: every part it has must match.
 func (t *tracer) allow(r *ruleset.AllowRule) bool {
 	p := t.pkt
-	if r.Family != 0 && !familyMatches(r.Family, p) {
+	// The family is matched (meta nfproto) only in front of an address
+	// lookup: a rule without one matches both families, in its text and in
+	// the kernel (a content-named chain holding it serves both).
+	if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") && !familyMatches(r.Family, p) {
 		return false
 	}
 	if r.PeerSet != "" && !t.addrIn(r.PeerField, r.PeerSet) {
