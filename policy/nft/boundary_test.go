@@ -98,13 +98,17 @@ func TestLower_KernelRefusedFormsNeverReachTheTable(t *testing.T) {
 		`clusternetworkpolicy nets: spec.egress[0].to[0].networks[0]: Invalid value: "::ffff:a00:0/104"`,
 		`node node-1: status.addresses[0].address: Invalid value: "fd00:100::1%eth0"`,
 		`node node-2: spec.podCIDRs[1]: Invalid value: "fd00:0:0:1::%eth0/64"`,
+		// node-1's pod CIDRs (the mapped one read as 10.0.0.0/24) make
+		// their first addresses its gateways, and pod x/a holds both.
+		`node node-1: gateway address 10.0.0.1 (from its annotations or pod CIDRs) is pod x/a's address`,
+		`node node-1: gateway address fd00::1 (from its annotations or pod CIDRs) is pod x/a's address`,
 	} {
 		if !strings.Contains(all6, want) {
 			t.Errorf("no error names %s; got:\n%s", want, all6)
 		}
 	}
-	if len(msgs) != 10 {
-		t.Errorf("%d conversion errors, want the 10 above:\n%s", len(msgs), all6)
+	if len(msgs) != 12 {
+		t.Errorf("%d conversion errors, want the 12 above:\n%s", len(msgs), all6)
 	}
 	want := map[string][]string{
 		"x/a": {"10.0.0.1", "fd00::1"}, "x/zoned": {"10.0.0.9"}, "x/hexmapped": {"10.0.0.7"},
