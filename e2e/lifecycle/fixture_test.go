@@ -569,8 +569,11 @@ func containerPIDs(p corev1.Pod) ([]int, error) {
 		}
 		return nil
 	})
-	if err != nil || dir == "" {
-		return nil, fmt.Errorf("%s: no cgroup %s under %s: %v", p.Name, id, *cgroupDir, err)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cgroups under %s: %w", p.Name, *cgroupDir, err)
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("%s: no cgroup %s under %s", p.Name, id, *cgroupDir)
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {

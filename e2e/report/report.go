@@ -12,7 +12,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -178,7 +177,7 @@ func FromTest2JSON(r io.Reader, name string, echo io.Writer) (*Suites, error) {
 			continue
 		}
 		if ev.Output != "" && echo != nil {
-			io.WriteString(echo, ev.Output) //nolint:errcheck // best-effort progress
+			_, _ = io.WriteString(echo, ev.Output) // progress, best effort
 		}
 		if ev.Test == "" {
 			pkgOut.WriteString(ev.Output)
@@ -276,6 +275,3 @@ func CountCases(s *Suites, keep func(Case) bool) Count {
 
 // Depth is the nesting of a Go test name: 1 for TestX, 2 for TestX/sub.
 func Depth(name string) int { return strings.Count(name, "/") + 1 }
-
-// errNoCases is returned when a file that should hold results holds none.
-var errNoCases = errors.New("no test cases")

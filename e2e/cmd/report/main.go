@@ -79,7 +79,7 @@ func junit(args []string) error {
 		return err
 	}
 	if err := report.WriteJUnit(f, s); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()
