@@ -120,6 +120,8 @@ kc -n policyd-system rollout status daemonset/policyd --timeout=180s
 stamp "cluster up and policyd rolled out in $((SECONDS - tup + (tup - t0 - tbuild))) s"
 kc get nodes -o wide
 kc -n policyd-system get pods -o wide
+# What teardown must restore: the kubelet changes these for the whole machine.
+stamp "global sysctls while up: $(sysctl vm.overcommit_memory kernel.panic kernel.panic_on_oops | tr -d ' ' | tr '\n' ' ')(before: $(tr '\n' ' ' < "$PDE2E_LOGS/sysctl.saved"))"
 
 # 4. The suites, then the lifecycle tests (the last of which uninstalls).
 failed=0
