@@ -312,12 +312,17 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 }
 
 func newCleanupCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "cleanup",
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "cleanup [--wait]",
 		Short: "Remove policyd's nftables table from this node (stops enforcement)",
 		Long: `Delete the inet table "policyd" and nothing else. Run it after removing the
 DaemonSet if you want NetworkPolicies to stop being enforced on this node:
-the agent deliberately leaves its rules in place when it stops.`,
+the agent deliberately leaves its rules in place when it stops.
+
+With --wait it then keeps running until it is terminated (SIGTERM or
+SIGINT, exit 0), so that a DaemonSet running it stays Running on every node
+it has cleaned: deploy/uninstall.yaml.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := nft.New(nft.Options{})
@@ -328,7 +333,14 @@ the agent deliberately leaves its rules in place when it stops.`,
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "removed table inet policyd")
+			if wait {
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				<-ctx.Done()
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "after removing the table, keep running until terminated (for a DaemonSet)")
+	return cmd
 }
