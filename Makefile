@@ -15,7 +15,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all deps tools build test test-unit verify bench fuzz soak demo conformance kind-conformance e2e cluster-tools clean
+.PHONY: all deps tools build image test test-unit verify bench fuzz soak demo conformance kind-conformance e2e cluster-tools clean
 
 all: build
 
@@ -56,6 +56,12 @@ conformance: deps build
 	./$(BIN) lab --conformance --cni routed  --nodes 2 --dnat --verdicts
 	./$(BIN) lab --conformance --cni bridged --nodes 2        --verdicts
 	./$(BIN) lab --conformance --cni bridged --nodes 2 --dnat --verdicts --log-allowed
+
+## image: the DaemonSet's image with docker (VERSION and COMMIT as for build;
+## IMAGE=registry.example/policyd:v0.1.0 to name it). Multi-arch: see the Dockerfile.
+IMAGE ?= policyd:latest
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
 ## kind-conformance: make e2e's upstream suites on kind (needs Docker; not run in CI here).
 kind-conformance:

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -718,7 +719,7 @@ func checkForbiddenRequests(t *testing.T, admin, agent kubernetes.Interface, ns 
 
 // dockerfileBuild matches the Dockerfile's go build step and captures its
 // output path.
-var dockerfileBuild = regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 go build .*-o (\S+) \./cmd/policyd)$`)
+var dockerfileBuild = regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 .*go build .*-o (\S+) \./cmd/policyd)$`)
 
 // TestDockerfile_BuildsStaticBinaryThatTakesTheDaemonSetArgs runs the
 // Dockerfile's build command (Docker itself is not needed) and checks that
@@ -749,6 +750,13 @@ func TestDockerfile_BuildsStaticBinaryThatTakesTheDaemonSetArgs(t *testing.T) {
 	script := strings.Replace(string(m[1]), "-o "+string(m[2]), "-o "+bin, 1)
 	cmd := exec.CommandContext(t.Context(), "sh", "-c", script)
 	cmd.Dir = ".."
+	// The build arguments docker passes (buildx sets TARGETOS/TARGETARCH).
+	cmd.Env = append(os.Environ(), "TARGETOS=linux", "TARGETARCH="+goruntime.GOARCH, "VERSION=v0.0.0-image", "COMMIT=c0ffee")
+	for _, arg := range []string{"ARG TARGETOS", "ARG TARGETARCH", "ARG VERSION", "ARG COMMIT", "FROM --platform=$BUILDPLATFORM "} {
+		if !bytes.Contains(df, []byte(arg)) {
+			t.Errorf("Dockerfile lacks %s", arg)
+		}
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
@@ -765,6 +773,12 @@ func TestDockerfile_BuildsStaticBinaryThatTakesTheDaemonSetArgs(t *testing.T) {
 	}
 	if libs, err := f.ImportedLibraries(); err != nil || len(libs) != 0 {
 		t.Errorf("binary imports libraries %v (err %v), want none", libs, err)
+	}
+
+	// The image says which build it is (the Makefile's ldflags, through
+	// the build arguments), not dev / unknown.
+	if v, err := exec.CommandContext(t.Context(), bin, "version").Output(); err != nil || !bytes.Contains(v, []byte("policyd v0.0.0-image\ncommit c0ffee\n")) {
+		t.Errorf("policyd version of the image's binary: %q (err %v), want v0.0.0-image and commit c0ffee", v, err)
 	}
 
 	help, err := exec.CommandContext(t.Context(), bin, "run", "--help").CombinedOutput()
