@@ -41,6 +41,7 @@ import (
 
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	"github.com/policyd/policyd/internal/cnpapi"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
@@ -71,12 +72,11 @@ type Config struct {
 	// Client talks to the API server; required.
 	Client kubernetes.Interface
 	// CNPClient reads ClusterNetworkPolicies (policy.networking.k8s.io
-	// v1beta1), whether or not their CRD is installed yet (see cnp.go); nil
-	// means the agent does not enforce them.
+	// v1beta1 or v1alpha2), whether or not their CRD is installed yet (see
+	// cnp.go); nil means the agent does not enforce them.
 	CNPClient npaclient.Interface
-	// CRDCheckInterval is how often the agent asks discovery whether
-	// ClusterNetworkPolicies are served, until they are. Zero means
-	// DefaultCRDCheckInterval.
+	// CRDCheckInterval is how often the agent asks discovery which version
+	// serves ClusterNetworkPolicies. Zero means DefaultCRDCheckInterval.
 	CRDCheckInterval time.Duration
 	// Backend programs the kernel; required.
 	Backend nft.Interface
@@ -101,6 +101,11 @@ type Config struct {
 	// it that no known pod holds are dropped (compile.Options.PodNetwork): a
 	// new pod gets no traffic before policyd knows which policies apply to it.
 	PodNetwork []netip.Prefix
+	// PodNetworkExempt lists ranges inside the pod network that are never
+	// a pod's (a CNI's gateway or tunnel addresses its Nodes do not
+	// publish, see podnet.go): the closing leaves them alone
+	// (compile.Options.PodNetworkExempt).
+	PodNetworkExempt []netip.Prefix
 	// CutEstablished, when set, is strict mode (--cut-established): the
 	// table marks the flows of this node's pods with FlowMark, and after
 	// each commit that changed the table the agent ends the marked flows
@@ -151,7 +156,7 @@ type Agent struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu       sync.Mutex // guards index, compiler, pending, invalid, invalidCNP, cnpStaging, ambiguous, podNet
+	mu       sync.Mutex // guards index, compiler, pending, invalid, invalidCNP, cnp, ambiguous, podNet
 	index    *selectors.Index
 	compiler *compile.Compiler // reused across syncs: unchanged sets are not rebuilt
 	release  releaser          // returns a big compile's freed pages to the OS
@@ -159,9 +164,8 @@ type Agent struct {
 	invalid  map[string]string // policy key -> errors it was last reported with
 	// invalidCNP is invalid for ClusterNetworkPolicies, by name.
 	invalidCNP map[string]string
-	// cnpStaging holds a late-started CNP informer's objects, by name, until
-	// its initial list is complete (nil otherwise; see cnp.go).
-	cnpStaging map[string]*cached
+	// cnp is the ClusterNetworkPolicy informers' state (see cnp.go).
+	cnp cnpState
 	// ambiguous is the same-tier, same-priority groups of CNPs last
 	// reported: "tier/priority" -> names.
 	ambiguous map[string]string
@@ -242,6 +246,7 @@ func New(cfg Config) (*Agent, error) {
 		refused:    map[quarantine.Object]refusal{},
 	}
 	a.compiler.Options.Budget = budgetOf(cfg)
+	a.compiler.Options.PodNetworkExempt = cfg.PodNetworkExempt
 	if cfg.CutEstablished != nil {
 		a.compiler.Options.FlowMark = cfg.FlowMark
 		a.compiler.Options.CutMark = cfg.CutMark
@@ -254,12 +259,16 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.cfg.Verdicts = cfg.Verdicts
 		a.compiler.Options.Log = cfg.Verdicts.Log
-		a.verdicts = newVerdictState(cfg.NodeName, cfg.Backend)
+		a.verdicts = newVerdictState(cfg.NodeName, cfg.Backend, cfg.Verdicts.MaxStreams)
 		if err := a.metrics.registry.Register(a.verdicts.counters); err != nil {
 			return nil, fmt.Errorf("agent: registering the policy counters: %w", err)
 		}
+		if err := a.metrics.registerStreams(a.verdicts.streams); err != nil {
+			return nil, fmt.Errorf("agent: registering the stream metrics: %w", err)
+		}
 	}
 	a.metrics.failing = func() float64 { return a.Status().FailingFor.Seconds() }
+	a.metrics.probes.log = a.log
 	a.gate = newWatchGate(a.log, a.Trigger)
 	return a, nil
 }
@@ -369,26 +378,30 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.bg.Add(1)
 		go func() { defer a.bg.Done(); a.readVerdicts(ctx) }()
 	}
-	cnpAtStart := false
+	cnpAtStart := cnpapi.None
 	if a.cfg.CNPClient != nil {
-		if cnpAtStart = a.cnpServedAtStart(ctx); cnpAtStart {
-			cnpSynced, err := a.startCNPInformer(ctx, false)
+		var err error
+		if cnpAtStart, err = a.cnpVersionAtStart(ctx); err != nil {
+			return err // ctx ended
+		}
+		if cnpAtStart != cnpapi.None {
+			cnpSynced, err := a.startCNPInformer(ctx, cnpAtStart, false)
 			if err != nil {
 				return err
 			}
 			synced = append(synced, cnpSynced)
 		} else {
-			a.log.Info("ClusterNetworkPolicies are not served (no CRD for policy.networking.k8s.io/v1beta1); checking again periodically", "interval", a.cfg.CRDCheckInterval)
-			a.bg.Add(1)
-			go func() { defer a.bg.Done(); a.waitForCNPAPI(ctx) }()
+			a.log.Info("ClusterNetworkPolicies are not served (no CRD serves policy.networking.k8s.io v1beta1 or v1alpha2); checking again periodically", "interval", a.cfg.CRDCheckInterval)
 		}
+		a.bg.Add(1)
+		go func() { defer a.bg.Done(); a.watchCNPAPI(ctx) }()
 	}
 	factory.Start(ctx.Done())
 	a.log.Info("waiting for informer caches; the table a previous run left stays in force meanwhile")
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}
-	a.log.Info("informer caches synced", "pods", len(pods.GetStore().ListKeys()), "namespaces", len(nss.GetStore().ListKeys()), "networkpolicies", len(pols.GetStore().ListKeys()), "nodes", len(nodes.GetStore().ListKeys()), "clusternetworkpolicies_watched", cnpAtStart)
+	a.log.Info("informer caches synced", "pods", len(pods.GetStore().ListKeys()), "namespaces", len(nss.GetStore().ListKeys()), "networkpolicies", len(pols.GetStore().ListKeys()), "nodes", len(nodes.GetStore().ListKeys()), "clusternetworkpolicies_version", cnpAtStart.String())
 	a.loop(ctx)
 	a.log.Info("stopping; nftables rules stay in place (policyd cleanup removes them)")
 	return nil
@@ -757,6 +770,10 @@ func noteInvalid(m map[string]string, key string, errs []error) bool {
 // claimants until it is resolved.
 func (a *Agent) reportConflicts(conflicts []compile.Conflict) {
 	for _, cf := range conflicts {
+		if len(cf.Nodes) > 0 {
+			a.reportNodeConflict(cf)
+			continue
+		}
 		a.log.Warn("pods claim the same address: it is policed as the strictest of them (allowed only where each one's policies allow)", "address", cf.Addr, "pods", cf.Pods)
 		if a.cfg.Recorder == nil {
 			continue

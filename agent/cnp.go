@@ -1,29 +1,39 @@
 package agent
 
-// ClusterNetworkPolicies (policy.networking.k8s.io v1beta1) are a CRD that a
-// cluster may install before policyd, after it, or never. The agent:
+// ClusterNetworkPolicies (policy.networking.k8s.io) are a CRD that a
+// cluster may install before policyd, after it, or never, serving v1beta1
+// (network-policy-api v0.3.0, with v1alpha2 beside it) or only v1alpha2
+// (v0.2.x). The agent:
 //
-//   - asks discovery once at start whether the API server serves
-//     clusternetworkpolicies in policy.networking.k8s.io/v1beta1. If it does,
-//     the CNP informer is one of the informers the first sync waits for, so
-//     a restart never commits a table without the CNPs a previous run
-//     enforced. If it does not, the agent starts (and turns ready) on its
-//     other informers and asks discovery again every CRDCheckInterval.
-//     Discovery needs no RBAC beyond the defaults (system:discovery), so the
-//     agent stays read-only: it never reads CustomResourceDefinitions.
-//   - when the API appears, starts the CNP informer and holds its objects
-//     back until its initial list is complete, then brings them into force
-//     in one sync: a half-listed set of CNPs (an Admin Accept without the
-//     higher-priority Admin Deny next to it) could allow what the whole set
-//     denies.
-//   - once started, runs the informer until the agent stops, also when the
-//     CRD is deleted. Deleting a CRD deletes every ClusterNetworkPolicy
-//     first, and the informer delivers those deletes, so enforcement follows
-//     the API: no CNPs. While the API is gone the informer retries (as it
-//     does while the API server is away) and keeps the CNPs it knew — which
-//     are none unless it missed the deletes; if the CRD returns, its relist
-//     replaces them with what exists then. A stale CNP is never dropped on a
-//     guess: a discovery answer that the group is missing (an API server
+//   - asks discovery at start which version serves clusternetworkpolicies
+//     (cnpapi.Served: the CRD's storage version when discovery tells it,
+//     else v1beta1, else v1alpha2) and reads that one, v1alpha2 converted
+//     to v1beta1. If one does, the CNP informer is one of the informers the
+//     first sync waits for, so a restart never commits a table without the
+//     CNPs a previous run enforced. If none does, the agent starts (and
+//     turns ready) on its other informers. Discovery needs no RBAC beyond
+//     the defaults (system:discovery), so the agent stays read-only: it
+//     never reads CustomResourceDefinitions.
+//   - treats a discovery failure other than 404 as "unknown", never as "no
+//     CNPs": at start it keeps asking (the first sync waits, the table a
+//     previous run left stays in force), later it keeps what it runs. Each
+//     failure is logged and counted (policyd_cnp_discovery_errors_total).
+//   - asks again every CRDCheckInterval. When the version to read changes
+//     (the CRD appears, or is upgraded from v1alpha2 only to v1beta1, or
+//     stops serving the version read), it starts an informer on the new
+//     version and holds its objects back until its initial list is
+//     complete, then replaces the whole set of CNPs with that list in one
+//     sync and stops the old informer: a half-listed set of CNPs (an Admin
+//     Accept without the higher-priority Admin Deny next to it) could
+//     allow what the whole set denies.
+//   - otherwise runs the informer until the agent stops, also when the CRD
+//     is deleted. Deleting a CRD deletes every ClusterNetworkPolicy first,
+//     and the informer delivers those deletes, so enforcement follows the
+//     API: no CNPs. While the API is gone the informer retries (as it does
+//     while the API server is away) and keeps the CNPs it knew — which are
+//     none unless it missed the deletes; if the CRD returns, its relist
+//     replaces them with what exists then. A stale CNP is never dropped on
+//     a guess: a discovery answer that the group is missing (an API server
 //     restarting and not yet serving its CRDs answers that too) would
 //     otherwise lift every Deny at once.
 
@@ -36,65 +46,83 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/internal/cnpapi"
 )
 
-// DefaultCRDCheckInterval is how often the agent asks discovery whether
-// ClusterNetworkPolicies are served, until they are.
+// DefaultCRDCheckInterval is how often the agent asks discovery which
+// version serves ClusterNetworkPolicies.
 const DefaultCRDCheckInterval = 30 * time.Second
 
-const cnpResource = "clusternetworkpolicies"
+// discoveryWarnEvery spaces the warnings about a discovery that keeps
+// failing at start (each failure is counted).
+const discoveryWarnEvery = 30 * time.Second
 
-// cnpServed reports whether the API server serves clusternetworkpolicies in
-// policy.networking.k8s.io/v1beta1. A group or version the server does not
-// know is (false, nil); any other failure is an error.
-func (a *Agent) cnpServed() (bool, error) {
-	list, err := a.cfg.CNPClient.Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String())
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	for _, r := range list.APIResources {
-		if r.Name == cnpResource {
-			return true, nil
-		}
-	}
-	return false, nil
+// cnpState is the ClusterNetworkPolicy informers' state, guarded by a.mu.
+// Each informer has a generation; its handlers act only while it is the
+// active one (writing to the index) or the staged one (writing to staging).
+type cnpState struct {
+	// nextGen numbers the informers.
+	nextGen int
+	// active is the informer whose objects are in the index.
+	active cnpInformer
+	// staged is an informer started to replace active, whose objects wait
+	// in staging until its initial list is complete (gen 0: none).
+	staged  cnpInformer
+	staging map[string]*cached
 }
 
-// cnpServedAtStart asks discovery until it answers, for at most
-// CRDCheckInterval: an API server that cannot answer discovery cannot serve
-// the other informers either, but the CRD must not hold readiness up for
-// longer than that; the periodic check then takes over.
-func (a *Agent) cnpServedAtStart(ctx context.Context) bool {
-	deadline := time.Now().Add(a.cfg.CRDCheckInterval)
+// cnpInformer is one CNP informer; the zero value is none.
+type cnpInformer struct {
+	gen     int
+	version cnpapi.Version
+	gate    string             // its name in the watch gate
+	stop    context.CancelFunc // ends it
+}
+
+// cnpVersion asks discovery which version to read ClusterNetworkPolicies
+// in (cnpapi.None: none serves them); a failure other than 404 is an error,
+// counted.
+func (a *Agent) cnpVersion() (cnpapi.Version, error) {
+	v, err := cnpapi.Served(a.cfg.CNPClient.Discovery())
+	if err != nil {
+		a.metrics.cnpDiscoveryErrors.Inc()
+	}
+	return v, err
+}
+
+// cnpVersionAtStart asks discovery until it answers. A failure is not "no
+// CNPs": a first sync without the CNPs a previous run enforced would lift
+// their Denies, so the first sync waits (the table that run left stays in
+// force) and the failures are logged.
+func (a *Agent) cnpVersionAtStart(ctx context.Context) (cnpapi.Version, error) {
+	var warned time.Time
 	for {
-		ok, err := a.cnpServed()
+		v, err := a.cnpVersion()
 		if err == nil {
-			return ok
+			return v, nil
 		}
-		if time.Now().After(deadline) {
-			a.log.Warn("cannot tell whether ClusterNetworkPolicies are served; starting without them and checking again periodically", "err", err)
-			return false
+		if time.Since(warned) >= discoveryWarnEvery {
+			warned = time.Now()
+			a.log.Error("cannot tell which version serves ClusterNetworkPolicies; the first sync waits for an answer (the table a previous run left stays in force)", "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			return cnpapi.None, ctx.Err()
 		case <-time.After(retryInterval):
 		}
 	}
 }
 
-// waitForCNPAPI checks discovery every CRDCheckInterval and starts the CNP
-// informer, staged, once the API is served.
-func (a *Agent) waitForCNPAPI(ctx context.Context) {
+// watchCNPAPI asks discovery every CRDCheckInterval and, when the version to
+// read changes, starts a staged informer on the new one (see the top of
+// this file). A failure keeps what runs; a version no longer served keeps
+// the informer that runs.
+func (a *Agent) watchCNPAPI(ctx context.Context) {
 	ticker := time.NewTicker(a.cfg.CRDCheckInterval)
 	defer ticker.Stop()
 	for {
@@ -103,79 +131,151 @@ func (a *Agent) waitForCNPAPI(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
-		ok, err := a.cnpServed()
+		v, err := a.cnpVersion()
 		if err != nil {
-			a.log.Debug("discovery of ClusterNetworkPolicies failed; will check again", "err", err)
+			a.log.Warn("cannot tell which version serves ClusterNetworkPolicies; keeping the informer that runs and the CNPs it knows", "reading", a.cnpReading(), "err", err)
 			continue
 		}
-		if !ok {
+		a.mu.Lock()
+		active, staged := a.cnp.active, a.cnp.staged
+		a.mu.Unlock()
+		if v == cnpapi.None || v == staged.version {
 			continue
 		}
-		a.log.Info("ClusterNetworkPolicies are now served; starting their informer")
-		if _, err := a.startCNPInformer(ctx, true); err != nil {
-			a.log.Error("starting the ClusterNetworkPolicy informer", "err", err)
+		if staged.gen != 0 { // the answer moved again before the last switch completed
+			a.mu.Lock()
+			if a.cnp.staged.gen == staged.gen {
+				a.cnp.staged, a.cnp.staging = cnpInformer{}, nil
+			}
+			a.mu.Unlock()
+			staged.stop()
+			a.gate.retire(staged.gate)
+		}
+		if v == active.version {
 			continue
 		}
-		return
+		if active.gen == 0 {
+			a.log.Info("ClusterNetworkPolicies are now served; starting their informer", "version", v.GroupVersion())
+		} else {
+			a.log.Info("ClusterNetworkPolicies are to be read in another version; switching informers once the new one has listed them all", "from", active.version.GroupVersion(), "to", v.GroupVersion())
+		}
+		if _, err := a.startCNPInformer(ctx, v, true); err != nil {
+			a.log.Error("starting the ClusterNetworkPolicy informer", "version", v.GroupVersion(), "err", err)
+		}
 	}
 }
 
-// startCNPInformer starts the CNP informer. When staged, its objects are held
-// back until its initial list has been delivered, then brought into force
-// together (see the top of this file); otherwise the caller waits for the
-// returned HasSynced before the first sync.
-func (a *Agent) startCNPInformer(ctx context.Context, staged bool) (cache.InformerSynced, error) {
-	inf := a.gate.clusterPolicyInformer(a.cfg.CNPClient, 0, cache.Indexers{})
+// cnpReading is the version the active informer reads, for logs.
+func (a *Agent) cnpReading() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cnp.active.version.String()
+}
+
+// startCNPInformer starts a CNP informer on version v. When staged, its
+// objects are held back until its initial list has been delivered, then
+// replace the CNPs in force together and it becomes the active informer
+// (see the top of this file); otherwise it is the active informer at once
+// and the caller waits for the returned HasSynced before the first sync.
+func (a *Agent) startCNPInformer(ctx context.Context, v cnpapi.Version, staged bool) (cache.InformerSynced, error) {
+	ictx, stop := context.WithCancel(ctx)
+	a.mu.Lock()
+	a.cnp.nextGen++
+	in := cnpInformer{gen: a.cnp.nextGen, version: v, stop: stop, gate: fmt.Sprintf("%s.%s#%d", cnpapi.Resource, v, a.cnp.nextGen)}
+	if staged {
+		a.cnp.staged, a.cnp.staging = in, map[string]*cached{}
+	} else {
+		a.cnp.active = in
+	}
+	a.mu.Unlock()
+	a.metrics.setCNPVersion(a.cnpReading())
+	inf := a.gate.clusterPolicyInformer(a.cfg.CNPClient, v, in.gate, 0, cache.Indexers{})
 	if err := inf.SetTransform(a.toCached); err != nil {
+		stop()
 		return nil, fmt.Errorf("agent: setting informer transform: %w", err)
 	}
-	if staged {
-		a.mu.Lock()
-		a.cnpStaging = map[string]*cached{}
-		a.mu.Unlock()
-	}
-	reg, err := inf.AddEventHandler(a.clusterPolicyHandlers())
+	reg, err := inf.AddEventHandler(a.clusterPolicyHandlers(in.gen))
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("agent: adding event handler: %w", err)
 	}
 	a.bg.Add(1)
-	go func() { defer a.bg.Done(); inf.Run(ctx.Done()) }()
+	go func() { defer a.bg.Done(); inf.Run(ictx.Done()) }()
 	if !staged {
 		return reg.HasSynced, nil
 	}
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+		if !cache.WaitForCacheSync(ictx.Done(), reg.HasSynced) {
 			return
 		}
-		a.mu.Lock()
-		staging := a.cnpStaging
-		a.cnpStaging = nil
-		for _, name := range slices.Sorted(maps.Keys(staging)) {
-			r := staging[name]
-			a.index.UpsertClusterPolicy(r.clusterPolicy())
-			a.changed("ClusterNetworkPolicy", name, r.resourceVersion)
+		n, old, ok := a.promoteStaged(in.gen)
+		if !ok {
+			return
 		}
-		a.mu.Unlock()
-		a.log.Info("ClusterNetworkPolicy informer synced; enforcing them", "clusternetworkpolicies", len(staging))
+		if old.gen != 0 {
+			old.stop()
+			a.gate.retire(old.gate)
+		}
+		a.metrics.setCNPVersion(v.String())
+		a.log.Info("ClusterNetworkPolicy informer synced; enforcing them", "version", v.GroupVersion(), "clusternetworkpolicies", n)
 		a.Trigger()
 	}()
 	return reg.HasSynced, nil
 }
 
-func (a *Agent) clusterPolicyHandlers() cache.ResourceEventHandlerFuncs {
+// promoteStaged makes the staged informer gen the active one: its objects
+// replace the CNPs in force (those it does not list are deleted). It
+// returns how many it holds and the informer it replaced; false when gen is
+// no longer the staged informer.
+func (a *Agent) promoteStaged(gen int) (int, cnpInformer, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cnp.staged.gen != gen {
+		return 0, cnpInformer{}, false
+	}
+	staging := a.cnp.staging
+	var gone []string
+	for _, p := range a.index.ClusterPolicies() {
+		if _, ok := staging[p.Name]; !ok {
+			gone = append(gone, p.Name)
+		}
+	}
+	for _, name := range gone {
+		delete(a.invalidCNP, name)
+		a.index.DeleteClusterPolicy(name)
+		a.changed("ClusterNetworkPolicy", name, "")
+	}
+	for _, name := range slices.Sorted(maps.Keys(staging)) {
+		r := staging[name]
+		a.index.UpsertClusterPolicy(r.clusterPolicy())
+		a.changed("ClusterNetworkPolicy", name, r.resourceVersion)
+	}
+	old := a.cnp.active
+	a.cnp.active, a.cnp.staged, a.cnp.staging = a.cnp.staged, cnpInformer{}, nil
+	return len(staging), old, true
+}
+
+// clusterPolicyHandlers feed the index from informer gen while it is the
+// active one, its staging while it is the staged one, and nothing once it
+// is neither (replaced).
+func (a *Agent) clusterPolicyHandlers(gen int) cache.ResourceEventHandlerFuncs {
 	upsert := func(r *cached) {
 		p := r.clusterPolicy()
 		if p == nil {
 			return
 		}
 		a.mu.Lock()
-		if a.cnpStaging != nil {
-			a.cnpStaging[p.Name] = r
-		} else {
+		switch gen {
+		case a.cnp.staged.gen:
+			a.cnp.staging[p.Name] = r
+		case a.cnp.active.gen:
 			a.index.UpsertClusterPolicy(p)
 			a.changed("ClusterNetworkPolicy", p.Name, r.resourceVersion)
+		default:
+			a.mu.Unlock()
+			return
 		}
 		report := noteInvalid(a.invalidCNP, p.Name, r.errs())
 		a.mu.Unlock()
@@ -184,19 +284,20 @@ func (a *Agent) clusterPolicyHandlers() cache.ResourceEventHandlerFuncs {
 		}
 	}
 	return a.handlers(upsert, func(_, name string) {
-		delete(a.invalidCNP, name)
-		if a.cnpStaging != nil {
-			delete(a.cnpStaging, name)
-			return
+		switch gen {
+		case a.cnp.staged.gen:
+			delete(a.cnp.staging, name)
+		case a.cnp.active.gen:
+			delete(a.invalidCNP, name)
+			a.index.DeleteClusterPolicy(name)
+			a.changed("ClusterNetworkPolicy", name, "")
 		}
-		a.index.DeleteClusterPolicy(name)
-		a.changed("ClusterNetworkPolicy", name, "")
 	})
 }
 
 // nodeHandlers feed the index the nodes' names, labels and addresses (the
-// ClusterNetworkPolicy nodes peers) and pod CIDRs (the pod network, see
-// podnet.go). A node's status changes often (its conditions); an update that
+// ClusterNetworkPolicy nodes peers), pod CIDRs and gateway addresses (the
+// pod network, see podnet.go). A node's status changes often (its conditions); an update that
 // changes none of these is not a change.
 func (a *Agent) nodeHandlers() cache.ResourceEventHandlerFuncs {
 	upsert := func(r *cached) {
@@ -231,7 +332,7 @@ func (a *Agent) nodeHandlers() cache.ResourceEventHandlerFuncs {
 }
 
 func sameNode(a, b *cluster.Node) bool {
-	return a.Name == b.Name && slices.Equal(a.IPs, b.IPs) && slices.Equal(a.PodCIDRs, b.PodCIDRs) && a.Labels.String() == b.Labels.String()
+	return a.Name == b.Name && slices.Equal(a.IPs, b.IPs) && slices.Equal(a.PodCIDRs, b.PodCIDRs) && slices.Equal(a.Gateways, b.Gateways) && a.Labels.String() == b.Labels.String()
 }
 
 func (a *Agent) reportInvalidCNP(r *cached) {

@@ -47,9 +47,37 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 
 // installCNPCRD creates the ClusterNetworkPolicy CRD shipped with the
 // sigs.k8s.io/network-policy-api module policyd builds against (its
-// experimental channel), with the dynamic client, and waits until it is
-// established and discovery serves policy.networking.k8s.io/v1beta1.
+// experimental channel: v1beta1 stored, v1alpha2 served beside it), with
+// the dynamic client, and waits until it is established and discovery
+// serves policy.networking.k8s.io/v1beta1.
 func installCNPCRD(t testing.TB, s *apiservertest.Server) {
+	t.Helper()
+	applyCRD(t, s, shippedCNPCRD(t), npav1beta1.GroupVersion.String())
+}
+
+// installCNPCRDAlpha2Only creates the CRD as network-policy-api v0.2.x
+// ships it: ClusterNetworkPolicy served and stored as v1alpha2 only.
+func installCNPCRDAlpha2Only(t testing.TB, s *apiservertest.Server) {
+	t.Helper()
+	crd := shippedCNPCRD(t)
+	versions, _, err := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	require.NoError(t, err)
+	var kept []interface{}
+	for _, v := range versions {
+		m := v.(map[string]interface{})
+		if m["name"] == "v1alpha2" {
+			m["storage"], m["served"] = true, true
+			kept = append(kept, m)
+		}
+	}
+	require.Len(t, kept, 1, "the shipped CRD has no v1alpha2 version")
+	require.NoError(t, unstructured.SetNestedSlice(crd.Object, kept, "spec", "versions"))
+	applyCRD(t, s, crd, "policy.networking.k8s.io/v1alpha2")
+	_, err = s.Client().Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String())
+	require.True(t, apierrors.IsNotFound(err), "v1beta1 is still served: %v", err)
+}
+
+func shippedCNPCRD(t testing.TB) *unstructured.Unstructured {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/network-policy-api").Output()
 	require.NoError(t, err, "go list -m sigs.k8s.io/network-policy-api")
@@ -59,10 +87,23 @@ func installCNPCRD(t testing.TB, s *apiservertest.Server) {
 	require.NoError(t, err)
 	crd := &unstructured.Unstructured{}
 	require.NoError(t, crd.UnmarshalJSON(js))
+	return crd
+}
+
+// applyCRD creates crd, or replaces the spec of the one of its name (an
+// upgrade), and waits until it is established and discovery serves gv.
+func applyCRD(t testing.TB, s *apiservertest.Server, crd *unstructured.Unstructured, gv string) {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(s.AdminConfig())
 	require.NoError(t, err)
 	ctx := context.Background()
-	_, err = dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{})
+	cur, err := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{})
+	} else if err == nil {
+		cur.Object["spec"] = crd.Object["spec"]
+		_, err = dyn.Resource(crdGVR).Update(ctx, cur, metav1.UpdateOptions{})
+	}
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		got, err := dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
@@ -77,9 +118,9 @@ func installCNPCRD(t testing.TB, s *apiservertest.Server) {
 		return false
 	}, 30*time.Second, 50*time.Millisecond, "the ClusterNetworkPolicy CRD was never established")
 	require.Eventually(t, func() bool {
-		_, err := s.Client().Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String())
+		_, err := s.Client().Discovery().ServerResourcesForGroupVersion(gv)
 		return err == nil
-	}, 30*time.Second, 50*time.Millisecond, "discovery never served %s", npav1beta1.GroupVersion)
+	}, 30*time.Second, 50*time.Millisecond, "discovery never served %s", gv)
 }
 
 // cnpPod is one pod of cnpCluster.
@@ -109,6 +150,16 @@ const infraNodeIP = "10.200.0.5"
 // agent starts.
 func newCNPCluster(t *testing.T, crdFirst bool) *cnpCluster {
 	t.Helper()
+	if crdFirst {
+		return newCNPClusterWith(t, installCNPCRD)
+	}
+	return newCNPClusterWith(t, nil)
+}
+
+// newCNPClusterWith starts the server; install, when set, installs a CRD
+// before the agent starts.
+func newCNPClusterWith(t *testing.T, install func(testing.TB, *apiservertest.Server)) *cnpCluster {
+	t.Helper()
 	s := apiservertest.Start(t)
 	cc := &cnpCluster{t: t, s: s, admin: s.Client(), fake: nft.NewFake()}
 	var err error
@@ -133,8 +184,8 @@ func newCNPCluster(t *testing.T, crdFirst bool) *cnpCluster {
 	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: infraNodeIP}}
 	_, err = cc.admin.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{})
 	require.NoError(t, err)
-	if crdFirst {
-		installCNPCRD(t, s)
+	if install != nil {
+		install(t, s)
 	}
 	cfg := agentRESTConfig(t, s) // the shipped ServiceAccount and ClusterRole
 	client, err := kubernetes.NewForConfig(cfg)

@@ -43,6 +43,8 @@ import (
 	"k8s.io/client-go/util/watchlist"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+
+	"github.com/policyd/policyd/internal/cnpapi"
 )
 
 const (
@@ -77,8 +79,12 @@ type watchGate struct {
 	// the same names (tests shorten them).
 	gapThreshold, maxHold, settle, watchGrace time.Duration
 
-	mu          sync.Mutex
-	informers   map[string]*informerState
+	mu        sync.Mutex
+	informers map[string]*informerState
+	// retired are the informers stopped for good (a ClusterNetworkPolicy
+	// informer replaced by one of another version): a stopped informer is
+	// down for ever, and its last reports must not hold syncs.
+	retired     map[string]bool
 	holding     bool
 	holdSince   time.Time
 	settleUntil time.Time
@@ -86,7 +92,7 @@ type watchGate struct {
 
 func newWatchGate(log *slog.Logger, trigger func()) *watchGate {
 	return &watchGate{
-		log: log, trigger: trigger, informers: map[string]*informerState{},
+		log: log, trigger: trigger, informers: map[string]*informerState{}, retired: map[string]bool{},
 		gapThreshold: gapThreshold, maxHold: maxHold, settle: settle, watchGrace: watchGrace,
 	}
 }
@@ -118,6 +124,9 @@ func (g *watchGate) blocking() []string {
 func (g *watchGate) markDown(name string, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.retired[name] {
+		return
+	}
 	st := g.state(name)
 	if !st.down {
 		st.down, st.since = true, time.Now()
@@ -130,6 +139,9 @@ func (g *watchGate) markDown(name string, err error) {
 func (g *watchGate) markUp(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.retired[name] {
+		return
+	}
 	st := g.state(name)
 	if !st.down {
 		return
@@ -155,6 +167,15 @@ func (g *watchGate) release(now time.Time, why string) {
 	g.holding = false
 	g.settleUntil = now.Add(g.settle)
 	time.AfterFunc(g.settle, g.trigger)
+}
+
+// retire forgets informer name, stopped for good; its later reports are
+// ignored. Names are not reused.
+func (g *watchGate) retire(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.informers, name)
+	g.retired[name] = true
 }
 
 // held reports whether syncs are held now.
@@ -351,12 +372,14 @@ func (g *watchGate) nodeInformer(c kubernetes.Interface, resync time.Duration, i
 		})
 }
 
-func (g *watchGate) clusterPolicyInformer(c npaclient.Interface, resync time.Duration, idx cache.Indexers) cache.SharedIndexInformer {
-	return g.gatedInformer("clusternetworkpolicies", c, &npav1beta1.ClusterNetworkPolicy{}, resync, idx,
+// clusterPolicyInformer reads ClusterNetworkPolicies in version v, as
+// v1beta1 objects (cnpapi converts v1alpha2), under the gate name name.
+func (g *watchGate) clusterPolicyInformer(c npaclient.Interface, v cnpapi.Version, name string, resync time.Duration, idx cache.Indexers) cache.SharedIndexInformer {
+	return g.gatedInformer(name, c, &npav1beta1.ClusterNetworkPolicy{}, resync, idx,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return c.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, o)
+			return cnpapi.List(ctx, c, v, o)
 		},
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return c.PolicyV1beta1().ClusterNetworkPolicies().Watch(ctx, o)
+			return cnpapi.Watch(ctx, c, v, o)
 		})
 }

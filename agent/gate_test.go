@@ -81,6 +81,22 @@ func TestWatchGate_UnservedResourceDoesNotHold(t *testing.T) {
 	assert.False(t, g.held(time.Now()), "a CRD removed must not hold syncs")
 }
 
+// TestWatchGate_RetiredInformerDoesNotHold: a ClusterNetworkPolicy
+// informer replaced by one of another version is stopped, so its stream ends
+// (down, for ever); once retired, that and any later report of it hold
+// nothing.
+func TestWatchGate_RetiredInformerDoesNotHold(t *testing.T) {
+	g, _ := testGate(t)
+	g.state("clusternetworkpolicies.v1alpha2#1")
+	g.markDown("clusternetworkpolicies.v1alpha2#1", nil)
+	g.retire("clusternetworkpolicies.v1alpha2#1")
+	g.markDown("clusternetworkpolicies.v1alpha2#1", nil) // its watch's last words
+	g.markDown("pods", errors.New("connection refused"))
+	time.Sleep(30 * time.Millisecond)
+	g.markUp("pods")
+	assert.False(t, g.held(time.Now()), "a stopped informer must not hold syncs")
+}
+
 // fakeLW serves watches from a channel of fake watchers.
 type fakeLW struct{ w *watch.FakeWatcher }
 

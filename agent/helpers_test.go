@@ -23,6 +23,7 @@ import (
 	"github.com/policyd/policyd/agent"
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/internal/apiservertest"
+	"github.com/policyd/policyd/internal/cnpapi"
 	"github.com/policyd/policyd/policy/nft"
 )
 
@@ -271,11 +272,15 @@ func apiClusterSnapshot(t *testing.T, c kubernetes.Interface, cnpc npaclient.Int
 	t.Helper()
 	ctx := context.Background()
 	snap := apiSnapshot(t, c, namespaces...)
-	cl, err := cnpc.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
-	require.NoError(t, err)
 	var cnps []*npav1beta1.ClusterNetworkPolicy
-	for i := range cl.Items {
-		cnps = append(cnps, &cl.Items[i])
+	v, err := cnpapi.Served(cnpc.Discovery())
+	require.NoError(t, err)
+	if v != cnpapi.None {
+		cl, err := cnpapi.List(ctx, cnpc, v, metav1.ListOptions{})
+		require.NoError(t, err)
+		for i := range cl.Items {
+			cnps = append(cnps, &cl.Items[i])
+		}
 	}
 	nl, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)

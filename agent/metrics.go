@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +41,14 @@ type Metrics struct {
 	cost, budget        *prometheus.GaugeVec
 	// verdictReaderUp is 1 while the verdict reader has the nflog group.
 	verdictReaderUp prometheus.Gauge
+	// cnpDiscoveryErrors counts discovery failures (other than 404) when
+	// asking which version serves ClusterNetworkPolicies.
+	cnpDiscoveryErrors prometheus.Counter
+	// cnpVersion is 1 for the version the agent reads them in.
+	cnpVersion *prometheus.GaugeVec
+	// probes logs why /healthz or /readyz fail (their bodies say only
+	// "not ok"); the agent sets its logger.
+	probes probeLog
 	// failing reports how long syncs have been failing; the agent sets it
 	// once it exists (metrics are created before the agent).
 	failing func() float64
@@ -105,6 +117,12 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.verdictReaderUp = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_verdict_reader_up", Help: "1 while the agent reads the nflog group its table logs verdicts to (0 with verdicts on means no records and no rate-limit accounting; the log says why).",
 	})
+	m.cnpDiscoveryErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "policyd_cnp_discovery_errors_total", Help: "Discovery failures (other than 404) asking which version serves ClusterNetworkPolicies; the agent keeps the informer that runs, and at start waits.",
+	})
+	m.cnpVersion = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "policyd_cnp_api_version", Help: "1 for the policy.networking.k8s.io version the agent reads ClusterNetworkPolicies in (none: not served).",
+	}, []string{"version"})
 	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "policyd_sync_failing_seconds", Help: "How long every sync has been failing (0 while the last sync committed); /readyz turns unready past --unready-after.",
 	}, func() float64 {
@@ -113,7 +131,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, failing,
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing,
 		m.quarantined, m.quarantineDecisions, m.cost, m.budget)
 	return m
 }
@@ -129,6 +147,20 @@ func (m *Metrics) observeCost(c, budget compile.Cost) {
 	}
 }
 
+// registerStreams adds the count of /verdicts requests refused beyond the
+// cap (the streams open are policyd_verdict_observers).
+func (m *Metrics) registerStreams(s *verdicts.Streams) error {
+	return m.registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "policyd_verdict_observers_refused_total", Help: "/verdicts requests answered 429 because --max-verdict-streams streams were open (policyd_verdict_observers).",
+	}, func() float64 { return float64(s.Refused()) }))
+}
+
+// setCNPVersion marks v (a cnpapi.Version's String) as the version read.
+func (m *Metrics) setCNPVersion(v string) {
+	m.cnpVersion.Reset()
+	m.cnpVersion.WithLabelValues(v).Set(1)
+}
+
 // Handler serves /metrics, /healthz (the sync loop is alive), /readyz
 // (the first sync has committed) and /verdicts (the stream of verdict
 // records, see verdicts.Resolver.Handler; 404 when verdicts are off).
@@ -136,42 +168,78 @@ func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	if a.verdicts != nil {
-		mux.Handle(verdicts.Path, a.verdicts.resolver.Handler())
+		mux.Handle(verdicts.Path, a.verdicts.streams)
 	} else {
 		mux.HandleFunc(verdicts.Path, func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, errVerdictsOff.Error(), http.StatusNotFound)
 		})
 	}
+	// The probes answer "ok" or "not ok" and nothing else: they are served
+	// without the token (the kubelet carries none), and a sync error names
+	// policies and addresses. The detail goes to the log, once per change,
+	// and to the metrics (policyd_sync_failing_seconds, _errors_total).
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := a.Healthy(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
 		// Liveness is the loop running: a restart would not make the kernel
-		// accept a batch it refuses. The failure is shown, not acted on.
-		fmt.Fprintln(w, "ok"+failingNote(a.Status()))
+		// accept a batch it refuses.
+		err := a.Healthy()
+		a.metrics.probes.note("/healthz", err)
+		probeAnswer(w, err == nil)
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		st := a.Status()
+		var why error
 		switch {
 		case !st.Committed && st.LastError != nil:
-			http.Error(w, "waiting for the first sync to commit"+failingNote(st), http.StatusServiceUnavailable)
+			why = fmt.Errorf("waiting for the first sync to commit; syncs failing: %w", st.LastError)
 		case !st.Committed:
-			http.Error(w, "waiting for the first sync to commit", http.StatusServiceUnavailable)
+			why = errors.New("waiting for the first sync to commit")
 		case !st.Ready:
-			http.Error(w, fmt.Sprintf("syncs have been failing for %s (more than %s); the table committed at %s stays in force: %v",
-				st.FailingFor.Round(time.Second), a.cfg.UnreadyAfter, st.LastSuccess.UTC().Format(time.RFC3339), st.LastError), http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ok"+failingNote(st))
+			why = fmt.Errorf("syncs have been failing for more than %s; the table committed at %s stays in force: %w",
+				a.cfg.UnreadyAfter, st.LastSuccess.UTC().Format(time.RFC3339), st.LastError)
 		}
+		a.metrics.probes.note("/readyz", why)
+		probeAnswer(w, why == nil)
 	})
 	return mux
 }
 
-// failingNote describes a failing sync for a health response, or "".
-func failingNote(st Status) string {
-	if st.LastError == nil {
-		return ""
+// probeAnswer writes a probe's fixed answer: 200 "ok", or 503 "not ok".
+func probeAnswer(w http.ResponseWriter, ok bool) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "not ok\n")
+		return
 	}
-	return fmt.Sprintf(" (syncs failing for %s: %v)", st.FailingFor.Round(time.Millisecond), st.LastError)
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// probeLog logs why a probe fails, once each time the reason changes (the
+// kubelet asks every few seconds), and when it passes again.
+type probeLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	last map[string]string
+}
+
+func (p *probeLog) note(path string, why error) {
+	msg := ""
+	if why != nil {
+		msg = why.Error()
+	}
+	p.mu.Lock()
+	changed := p.last[path] != msg
+	if p.last == nil {
+		p.last = map[string]string{}
+	}
+	p.last[path] = msg
+	p.mu.Unlock()
+	switch {
+	case !changed || p.log == nil:
+	case why != nil:
+		p.log.Warn("health probe answers not ok", "probe", path, "why", msg)
+	default:
+		p.log.Info("health probe answers ok again", "probe", path)
+	}
 }

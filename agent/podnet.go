@@ -21,13 +21,32 @@ package agent
 // Whoever can write a Node's spec.podCIDRs (set once, by the node IPAM
 // controller) can make addresses policyd drops: the failure is closed,
 // never open.
+//
+// The closing leaves alone what is known not to be an unknown pod: every
+// pod address, every Node's own addresses (status.addresses) and the
+// gateway addresses CNIs give nodes inside the pod network
+// (cluster.Node.Gateways: the Calico and Cilium annotations, the network
+// and first addresses of each pod CIDR for flannel and bridge CNIs), which
+// compile reads from the Nodes on every sync, and --pod-network-exempt for
+// any other. A node's traffic to a pod on another node leaves through such
+// a device with its address as the source (the API server calling a
+// webhook pod, a kubelet's or the CNI's health checks); without the
+// exemption it would be dropped as a pod policyd does not know. Whoever can
+// annotate a Node can exempt an address from the closing: for a pod not
+// yet known at that address, the window is open as without the closing,
+// never wider; a pod's address stays the pod's.
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/compile"
 )
 
 // podNetworkState is what the last sync compiled the pod network from.
@@ -96,5 +115,27 @@ func (a *Agent) reportPodNetwork(s podNetworkState) {
 		a.log.Warn("some Nodes publish no spec.podCIDRs: their new pods, outside the pod network, are unpoliced until the commit that learns them", "pod_network", s.network, "nodes_without_pod_cidrs", len(s.bare), "nodes", names)
 	default:
 		a.log.Info("pod network: addresses in it that no known pod holds are dropped", "pod_network", s.network)
+	}
+}
+
+// reportNodeConflict warns, once per change, about an address a Node's
+// status.addresses list that a pod holds too (it stays the pod's: no nodes
+// peer matches it) or that several Nodes list (a nodes peer matches it
+// the strictest way), with a Warning Event on each Node.
+func (a *Agent) reportNodeConflict(cf compile.Conflict) {
+	var msg string
+	if len(cf.Pods) > 0 {
+		msg = fmt.Sprintf("status.addresses lists %s, which pod %s holds: the address is judged as the pod's, and no ClusterNetworkPolicy nodes peer matches it", cf.Addr, strings.Join(cf.Pods, ", "))
+		a.log.Warn("a Node claims a pod's address: it stays the pod's", "address", cf.Addr, "nodes", cf.Nodes, "pods", cf.Pods)
+	} else {
+		msg = fmt.Sprintf("status.addresses lists %s, which Nodes %s all list: a nodes peer of an Accept or Pass rule matches it only when it selects every one of them, of a Deny rule when it selects any", cf.Addr, strings.Join(cf.Nodes, ", "))
+		a.log.Warn("Nodes claim the same address: nodes peers match it the strictest way", "address", cf.Addr, "nodes", cf.Nodes)
+	}
+	if a.cfg.Recorder == nil {
+		return
+	}
+	for _, name := range cf.Nodes {
+		ref := &corev1.Node{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"}, ObjectMeta: metav1.ObjectMeta{Name: name}}
+		a.cfg.Recorder.Eventf(ref, corev1.EventTypeWarning, "AddressConflict", "%s", msg)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"net/netip"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/policyd/policyd/cluster"
 )
 
@@ -48,5 +51,28 @@ func TestPodNetwork_UnionOfNodesAndFlag(t *testing.T) {
 				t.Errorf("podNetwork = %q, bare %v; want %q, %d bare", s, got.bare, tt.want, tt.wantBare)
 			}
 		})
+	}
+}
+
+// TestSameNode_GatewayAnnotationIsAChange: a Node update that changes only
+// a CNI gateway annotation changes what the pod network's closing exempts,
+// so it is not dropped as a status-only update.
+func TestSameNode_GatewayAnnotationIsAChange(t *testing.T) {
+	t.Parallel()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: map[string]string{"projectcalico.org/IPv4VXLANTunnelAddr": "10.244.1.192"}}}
+	a, errs := cluster.ConvertNode(n)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	n.Annotations["projectcalico.org/IPv4VXLANTunnelAddr"] = "10.244.1.193"
+	b, _ := cluster.ConvertNode(n)
+	if sameNode(a, b) {
+		t.Error("a changed tunnel address is no change")
+	}
+	n.Annotations["projectcalico.org/IPv4VXLANTunnelAddr"] = "10.244.1.192"
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+	c, _ := cluster.ConvertNode(n)
+	if !sameNode(a, c) {
+		t.Error("a condition change is a change")
 	}
 }

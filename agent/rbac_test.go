@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,13 +32,19 @@ func agentRESTConfig(t *testing.T, s *apiservertest.Server) *rest.Config {
 	require.NoError(t, err)
 	ctx := context.Background()
 	c := s.Client()
+	// The agent's account is the one its DaemonSet runs as (the manifest
+	// also has the metrics token's, which may do nothing).
 	var saNS, saName string
+	for _, d := range docs {
+		if ds, ok := d.Object.(*appsv1.DaemonSet); ok {
+			saNS, saName = ds.Namespace, ds.Spec.Template.Spec.ServiceAccountName
+		}
+	}
 	for _, d := range docs {
 		switch o := d.Object.(type) {
 		case *corev1.Namespace:
 			_, err = c.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
 		case *corev1.ServiceAccount:
-			saNS, saName = o.Namespace, o.Name
 			_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.ClusterRole:
 			_, err = c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
@@ -51,7 +58,7 @@ func agentRESTConfig(t *testing.T, s *apiservertest.Server) *rest.Config {
 		}
 		require.NoError(t, err)
 	}
-	require.NotEmpty(t, saName, "deploy/policyd.yaml has no ServiceAccount")
+	require.NotEmpty(t, saName, "deploy/policyd.yaml has no DaemonSet with a ServiceAccount")
 	cfg, err := s.ServiceAccountConfig(ctx, saNS, saName)
 	require.NoError(t, err)
 	rbacOnce.Store(s.URL(), cfg)

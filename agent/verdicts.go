@@ -46,6 +46,9 @@ type VerdictConfig struct {
 	// RecordLevel, when set, is the level at which the agent writes each
 	// record to its log; nil writes none.
 	RecordLevel slog.Leveler
+	// MaxStreams caps the /verdicts streams served at once; 0 means
+	// verdicts.DefaultMaxStreams.
+	MaxStreams int
 }
 
 // Defaults of policyd run's verdict flags: a group clear of the low numbers
@@ -83,6 +86,8 @@ type counterReader interface {
 // verdictState is the agent's live-verdict machinery (nil when off).
 type verdictState struct {
 	resolver *verdicts.Resolver
+	// streams serves /verdicts, capped.
+	streams  *verdicts.Streams
 	addrs    *podAddrs
 	counters *policyCounters
 	// deciders is what the last compiled ruleset logged under; a sync
@@ -90,11 +95,11 @@ type verdictState struct {
 	deciders map[string]ruleset.Decider
 }
 
-func newVerdictState(node string, backend nft.Interface) *verdictState {
+func newVerdictState(node string, backend nft.Interface, maxStreams int) *verdictState {
 	addrs := newPodAddrs()
 	r := verdicts.NewResolver(node, addrs.lookup)
 	cr, _ := backend.(counterReader)
-	return &verdictState{resolver: r, addrs: addrs, counters: newPolicyCounters(cr, r)}
+	return &verdictState{resolver: r, streams: r.Streams(maxStreams), addrs: addrs, counters: newPolicyCounters(cr, r)}
 }
 
 // Resolver returns the agent's verdict resolver, nil when verdicts are off.

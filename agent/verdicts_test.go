@@ -196,7 +196,7 @@ func (ix cnpIndex) ClusterPolicies() []*cluster.ClusterPolicy { return ix }
 // commit removes its chain).
 func TestVerdictState_LearnNamesRulesAndNoticesRemovals(t *testing.T) {
 	t.Parallel()
-	v := newVerdictState("n", nft.NewFake())
+	v := newVerdictState("n", nft.NewFake(), 0)
 	ix := cnpIndex{{Name: "block", Ingress: []cluster.ClusterRule{{Name: "first"}, {Name: "no-metrics"}}, Egress: []cluster.ClusterRule{{Name: "out"}}}}
 	in := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "ingress", Verdict: ruleset.Drop, Tier: "Admin", Name: "block", Rule: 1, Action: "Deny"}
 	out := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "egress", Verdict: ruleset.Drop, Tier: "Admin", Name: "block", Rule: 0, Action: "Deny"}

@@ -353,12 +353,14 @@ func convertClusterPeer(in *npav1beta1.ClusterNetworkPolicyEgressPeer, path *fie
 		}
 		var out []Peer
 		for i, c := range in.Networks {
+			// As the CRD's CEL rule reads it (isCIDR, masked, no
+			// IPv4-mapped address), and kernelPrefix to be sure.
 			pfx, err := netip.ParsePrefix(string(c))
-			if err != nil || pfx != pfx.Masked() || pfx.Addr().Is4In6() {
-				msg := "not a canonical CIDR (e.g. 10.0.0.0/8 or fd00::/8)"
-				if err != nil {
-					msg += ": " + err.Error()
-				}
+			if err == nil {
+				err = kernelPrefix(pfx)
+			}
+			if err != nil {
+				msg := "not a canonical CIDR (e.g. 10.0.0.0/8 or fd00::/8): " + err.Error()
 				return nil, field.Invalid(path.Child("networks").Index(i), c, msg)
 			}
 			out = append(out, Peer{Kind: PeerIPBlock, CIDR: pfx, Key: "ipblock=" + pfx.String()})
@@ -445,10 +447,72 @@ type Node struct {
 	// when the node publishes none (some CNIs allocate addresses
 	// themselves). The agent takes the pod network from their union.
 	PodCIDRs []netip.Prefix
+	// Gateways are the addresses the node's CNI gives the node itself,
+	// usually inside its pod range, sorted and without duplicates: the
+	// source of the node's own traffic to pods (the API server calling a
+	// webhook pod on another node, kubelet probes). They are never pods'
+	// (see GatewayAnnotations for how they are learned); they exempt the
+	// pod-network closing and mark node traffic in explain, and no nodes
+	// peer matches them.
+	Gateways []netip.Addr
 }
 
-// ConvertNode converts a core/v1 Node. Unparsable addresses and pod CIDRs
-// are reported and skipped.
+// GatewayAnnotations are the Node annotations in which CNIs publish the
+// addresses they give the node inside the pod network:
+//
+//   - Calico writes the address of its IP-in-IP device (tunl0), its VXLAN
+//     device (vxlan.calico, vxlan-v6.calico) and its WireGuard device
+//     (wireguard.cali) in projectcalico.org/IPv4IPIPTunnelAddr,
+//     IPv4VXLANTunnelAddr, IPv6VXLANTunnelAddr, IPv4WireguardInterfaceAddr and
+//     IPv6WireguardInterfaceAddr (libcalico-go's node conversion reads and
+//     writes exactly these). Host-to-remote-pod traffic leaves through
+//     those devices with their address as the source. With host-local
+//     IPAM Calico picks the tunnel address itself: the first address of
+//     the node's pod CIDR, which the pod-CIDR rule below covers.
+//   - Cilium writes the address of cilium_host (its router on the node),
+//     of its health endpoint and of its Ingress listener in
+//     network.cilium.io/ipv4-cilium-host, ipv6-cilium-host,
+//     ipv4-health-ip, ipv6-health-ip, ipv4-Ingress-ip and ipv6-Ingress-ip,
+//     and older releases in io.cilium.network.ipv4-cilium-host and so on
+//     (Cilium still reads both forms). None of these is a pod.
+//
+// Flannel publishes no such address: its VXLAN device flannel.1 takes the
+// network address of the node's subnet as a /32 ("used as a source address
+// for host to workload traffic", as its vxlan backend says), and its bridge
+// cni0, like every bridge CNI's, the first address. So besides the
+// annotations, the network address and the first address of each of the
+// node's pod CIDRs are gateways. `policyd run --pod-network-exempt` adds
+// any other range.
+var GatewayAnnotations = []string{
+	"projectcalico.org/IPv4IPIPTunnelAddr",
+	"projectcalico.org/IPv4VXLANTunnelAddr",
+	"projectcalico.org/IPv6VXLANTunnelAddr",
+	"projectcalico.org/IPv4WireguardInterfaceAddr",
+	"projectcalico.org/IPv6WireguardInterfaceAddr",
+	"network.cilium.io/ipv4-cilium-host",
+	"network.cilium.io/ipv6-cilium-host",
+	"network.cilium.io/ipv4-health-ip",
+	"network.cilium.io/ipv6-health-ip",
+	"network.cilium.io/ipv4-Ingress-ip",
+	"network.cilium.io/ipv6-Ingress-ip",
+	"io.cilium.network.ipv4-cilium-host",
+	"io.cilium.network.ipv6-cilium-host",
+	"io.cilium.network.ipv4-health-ip",
+	"io.cilium.network.ipv6-health-ip",
+	"io.cilium.network.ipv4-Ingress-ip",
+	"io.cilium.network.ipv6-Ingress-ip",
+}
+
+// HasAddr reports whether a is one of the node's own addresses: from
+// status.addresses or a gateway.
+func (n *Node) HasAddr(a netip.Addr) bool {
+	return slices.Contains(n.IPs, a) || slices.Contains(n.Gateways, a)
+}
+
+// ConvertNode converts a core/v1 Node. Addresses are read as ParseIP and
+// pod CIDRs as the API server reads them (an IPv4-mapped one is its IPv4
+// prefix); one refused (an IPv6 zone, not an address) is reported and
+// skipped.
 func ConvertNode(n *corev1.Node) (*Node, []error) {
 	out := &Node{Name: n.Name, Labels: labels.Set(copyMap(n.Labels))}
 	var errs []error
@@ -457,12 +521,11 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue
 		}
-		ip, err := netip.ParseAddr(a.Address)
+		ip, err := ParseIP(a.Address)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: status.addresses[%d].address: %w", n.Name, i, err))
+			errs = append(errs, fmt.Errorf("node %s: status.addresses[%d].address: Invalid value: %w (the address is ignored)", n.Name, i, err))
 			continue
 		}
-		ip = ip.Unmap()
 		if !seen[ip] {
 			seen[ip] = true
 			out.IPs = append(out.IPs, ip)
@@ -474,25 +537,47 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 		cidrs, field = []string{n.Spec.PodCIDR}, "spec.podCIDR"
 	}
 	for i, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
+		p, err := parsePodCIDR(c)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %s[%d]: %w", n.Name, field, i, err))
+			errs = append(errs, fmt.Errorf("node %s: %s[%d]: Invalid value: %q: %w (the range is ignored)", n.Name, field, i, c, err))
 			continue
 		}
-		if p.Addr().Is4In6() {
-			if p.Bits() < 96 {
-				errs = append(errs, fmt.Errorf("node %s: %s[%d]: %s mixes IPv4-mapped and IPv6 addresses", n.Name, field, i, c))
-				continue
-			}
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		p = p.Masked()
 		if !slices.Contains(out.PodCIDRs, p) {
 			out.PodCIDRs = append(out.PodCIDRs, p)
 		}
 	}
 	slices.SortFunc(out.PodCIDRs, comparePrefixes)
+	out.Gateways, errs = nodeGateways(n, out.PodCIDRs, errs)
 	return out, errs
+}
+
+// nodeGateways returns the node's gateway addresses (see
+// GatewayAnnotations): the annotated ones, and the network and first
+// addresses of each pod CIDR. An annotation whose value is no address is
+// reported and skipped; a value in CIDR form gives its address.
+func nodeGateways(n *corev1.Node, podCIDRs []netip.Prefix, errs []error) ([]netip.Addr, []error) {
+	var out []netip.Addr
+	for _, key := range GatewayAnnotations {
+		v, ok := n.Annotations[key]
+		if !ok {
+			continue
+		}
+		s, _, _ := strings.Cut(strings.TrimSpace(v), "/")
+		ip, err := ParseIP(s) // as status.addresses: no zone, mapped forms read as IPv4
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: metadata.annotations[%s]: %w", n.Name, key, err))
+			continue
+		}
+		out = append(out, ip)
+	}
+	for _, p := range podCIDRs {
+		if p.Addr().BitLen()-p.Bits() < 2 {
+			continue // a /31 or /32 range has no room for gateways
+		}
+		out = append(out, p.Addr(), p.Addr().Next())
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out), errs
 }
 
 func comparePrefixes(a, b netip.Prefix) int {

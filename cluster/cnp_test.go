@@ -166,7 +166,9 @@ func TestConvertNode_PodCIDRs(t *testing.T) {
 		{name: "podCIDR when podCIDRs is empty", spec: corev1.NodeSpec{PodCIDR: "10.244.2.0/24"}, want: []string{"10.244.2.0/24"}},
 		{name: "podCIDRs win over podCIDR", spec: corev1.NodeSpec{PodCIDR: "10.244.2.0/24", PodCIDRs: []string{"10.244.3.0/24"}}, want: []string{"10.244.3.0/24"}},
 		{name: "IPv4-mapped is unmapped", spec: corev1.NodeSpec{PodCIDRs: []string{"::ffff:10.244.4.0/120"}}, want: []string{"10.244.4.0/24"}},
-		{name: "unparsable skipped and reported", spec: corev1.NodeSpec{PodCIDRs: []string{"nope", "10.244.5.0/24", "::ffff:0:0/80"}}, want: []string{"10.244.5.0/24"}, wantErrs: 2},
+		{name: "IPv4-mapped in hex is unmapped", spec: corev1.NodeSpec{PodCIDRs: []string{"::ffff:af4:400/120"}}, want: []string{"10.244.4.0/24"}},
+		{name: "as the API server reads them", spec: corev1.NodeSpec{PodCIDRs: []string{"010.244.6.0/024", "::ffff:0:0/80"}}, want: []string{"10.244.6.0/24", "::/80"}},
+		{name: "unparsable skipped and reported", spec: corev1.NodeSpec{PodCIDRs: []string{"nope", "10.244.5.0/24", "fd00::%eth0/64", "10.0.0.0/33"}}, want: []string{"10.244.5.0/24"}, wantErrs: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -13,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	netutils "k8s.io/utils/net"
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
@@ -43,7 +44,8 @@ func ConvertNamespace(ns *corev1.Namespace) *Namespace {
 
 // ConvertPod converts a core/v1 Pod. Pods in a terminal phase (Succeeded,
 // Failed) keep no addresses: their IPs may already belong to a new pod.
-// Unparsable pod IPs are reported and skipped.
+// Pod IPs are read as ParseIP says; one it refuses (an IPv6 zone, not an
+// address) is reported and skipped.
 func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 	out := &Pod{
 		Namespace:   p.Namespace,
@@ -80,20 +82,32 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return out, errs
 	}
+	if !p.Spec.HostNetwork && p.Spec.NodeName == "" && (p.Status.PodIP != "" || len(p.Status.PodIPs) > 0) {
+		// A pod runs on a node; one that names none runs nowhere, and no
+		// node's table judges its traffic. Its addresses are no pod's
+		// (kube-scheduler sets spec.nodeName before any CNI gives an
+		// address, so only a stale or forged status says this).
+		errs = append(errs, fmt.Errorf("pod %s: status.podIPs: the pod has addresses but no spec.nodeName, so it runs on no node; its addresses are ignored", out.Key()))
+		return out, errs
+	}
 	raw := make([]string, 0, 2)
 	for _, ip := range p.Status.PodIPs {
 		raw = append(raw, ip.IP)
 	}
-	if len(raw) == 0 && p.Status.PodIP != "" {
+	onlyPodIP := len(raw) == 0 && p.Status.PodIP != ""
+	if onlyPodIP {
 		raw = append(raw, p.Status.PodIP)
 	}
 	for i, s := range raw {
-		a, err := netip.ParseAddr(s)
+		a, err := ParseIP(s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("pod %s: status.podIPs[%d]: %w", out.Key(), i, err))
+			path := fmt.Sprintf("status.podIPs[%d]", i)
+			if onlyPodIP {
+				path = "status.podIP"
+			}
+			errs = append(errs, fmt.Errorf("pod %s: %s: Invalid value: %w (the address is ignored)", out.Key(), path, err))
 			continue
 		}
-		a = a.Unmap()
 		if _, dup := out.IP(familyOf(a)); dup {
 			continue
 		}
@@ -240,39 +254,16 @@ func convertPeer(ns string, in *networkingv1.NetworkPolicyPeer, path *field.Path
 	return peer, nil
 }
 
-// parseCIDR parses a CIDR as the API server does (legacy leading zeros are
-// decimal: 010.0.0.0/8 is 10.0.0.0/8). An IPv4-mapped IPv6 prefix
-// (::ffff:10.0.0.0/104) is refused: the API accepts it, but whether it means
-// IPv4 or IPv6 traffic is ambiguous, so it matches nothing and is reported.
-func parseCIDR(s string) (netip.Prefix, error) {
-	_, n, err := netutils.ParseCIDRSloppy(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	if strings.Contains(s, ":") && strings.Contains(s, ".") {
-		return netip.Prefix{}, fmt.Errorf("an IPv4-mapped IPv6 prefix is ambiguous (IPv4 or IPv6 traffic?): write the IPv4 CIDR")
-	}
-	addr, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, fmt.Errorf("unusable address %v", n.IP)
-	}
-	bits, _ := n.Mask.Size()
-	if addr.Is4In6() {
-		addr = addr.Unmap()
-	}
-	return netip.PrefixFrom(addr, bits).Masked(), nil
-}
-
 func convertIPBlock(b *networkingv1.IPBlock, path *field.Path) (Peer, *field.Error) {
-	cidr, err := parseCIDR(b.CIDR)
+	cidr, err := ParseCIDR(b.CIDR)
 	if err != nil {
-		return Peer{}, field.Invalid(path.Child("cidr"), b.CIDR, "not a valid CIDR: "+err.Error())
+		return Peer{}, field.Invalid(path.Child("cidr"), b.CIDR, err.Error())
 	}
 	peer := Peer{Kind: PeerIPBlock, CIDR: cidr}
 	for i, s := range b.Except {
-		ex, err := parseCIDR(s)
+		ex, err := ParseCIDR(s)
 		if err != nil {
-			return Peer{}, field.Invalid(path.Child("except").Index(i), s, "not a valid CIDR: "+err.Error())
+			return Peer{}, field.Invalid(path.Child("except").Index(i), s, err.Error())
 		}
 		if ex.Addr().Is4() != cidr.Addr().Is4() || ex.Bits() <= cidr.Bits() || !cidr.Contains(ex.Addr()) {
 			return Peer{}, field.Invalid(path.Child("except").Index(i), s, fmt.Sprintf("must be a strict subset of cidr %s", cidr))
@@ -383,19 +374,91 @@ func (s *Snapshot) AddClusterPolicies(cnps []*npav1beta1.ClusterNetworkPolicy, n
 		s.Nodes = append(s.Nodes, cn)
 	}
 	s.Sort()
+	if len(nodes) > 0 {
+		errs = append(errs, s.NodeAddressConflicts()...)
+	}
 	return errs
 }
 
-// NodeByIP returns the node holding addr, or nil.
+// NodesByIP returns the nodes whose status.addresses list addr, by name;
+// none when a (non-hostNetwork) pod holds addr: a pod's address is the
+// pod's, whatever a Node says (anyone who can write a Node's status, its
+// kubelet included, could otherwise make a nodes peer match a pod). Two
+// or more nodes listing one address is a conflict: a nodes peer of an
+// Accept or Pass rule matches it only when it selects every one of them,
+// of a Deny rule when it selects any (compile builds the same).
+func (s *Snapshot) NodesByIP(addr netip.Addr) []*Node {
+	addr = addr.Unmap()
+	var out []*Node
+	for _, n := range s.Nodes {
+		if slices.Contains(n.IPs, addr) {
+			out = append(out, n)
+		}
+	}
+	if len(out) > 0 && s.PodByIP(addr) != nil {
+		return nil
+	}
+	return out
+}
+
+// NodeByIP returns the node whose status.addresses list addr when exactly
+// one does and no pod holds addr (see NodesByIP), else nil.
 func (s *Snapshot) NodeByIP(addr netip.Addr) *Node {
+	if ns := s.NodesByIP(addr); len(ns) == 1 {
+		return ns[0]
+	}
+	return nil
+}
+
+// NodeLocal reports whether addr is an address of node itself (in its
+// status.addresses or a gateway, see Node.Gateways) that no pod holds and
+// no other Node claims: traffic from it into the node's pods is node
+// traffic (kubelet probes), which the kernel recognises as a source
+// local to the node and lets in whatever the policies say.
+func (s *Snapshot) NodeLocal(addr netip.Addr, node string) bool {
+	addr = addr.Unmap()
+	if node == "" || !addr.IsValid() || s.PodByIP(addr) != nil {
+		return false
+	}
+	found := false
+	for _, n := range s.Nodes {
+		if !n.HasAddr(addr) {
+			continue
+		}
+		if n.Name != node {
+			return false
+		}
+		found = true
+	}
+	return found
+}
+
+// NodeAddressConflicts reports, naming the Node and field, each address a
+// Node claims that a (non-hostNetwork) pod holds (the address stays the
+// pod's) and each address two or more Nodes list in status.addresses
+// (the strictest of them decides a nodes peer).
+func (s *Snapshot) NodeAddressConflicts() []error {
+	var errs []error
+	byAddr := map[netip.Addr][]string{}
 	for _, n := range s.Nodes {
 		for _, a := range n.IPs {
-			if a == addr {
-				return n
+			byAddr[a] = append(byAddr[a], n.Name)
+			if p := s.PodByIP(a); p != nil {
+				errs = append(errs, fmt.Errorf("node %s: status.addresses: %s is pod %s's address; it is judged as that pod's, and no nodes peer matches it", n.Name, a, p.Key()))
+			}
+		}
+		for _, a := range n.Gateways {
+			if p := s.PodByIP(a); p != nil && !slices.Contains(n.IPs, a) {
+				errs = append(errs, fmt.Errorf("node %s: gateway address %s (from its annotations or pod CIDRs) is pod %s's address; it is judged as that pod's", n.Name, a, p.Key()))
 			}
 		}
 	}
-	return nil
+	for _, a := range slices.SortedFunc(maps.Keys(byAddr), netip.Addr.Compare) {
+		if names := byAddr[a]; len(names) > 1 && s.PodByIP(a) == nil {
+			errs = append(errs, fmt.Errorf("nodes %s: status.addresses: each lists %s; a nodes peer of an Accept or Pass rule matches it only when it selects every one of them, of a Deny rule when it selects any", strings.Join(names, ", "), a))
+		}
+	}
+	return errs
 }
 
 // releaseHostAddresses takes from hostNetwork pods the addresses a

@@ -24,7 +24,7 @@ import (
 func testPod(ns, name, app, ip string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": app}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}}}},
+		Spec:       corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}}}},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: ip}}},
 	}
 }
@@ -142,7 +142,7 @@ func TestConvertPolicy_InvalidFailsClosed(t *testing.T) {
 			name:      "unparsable CIDR",
 			tweak:     ruleFrom(ipBlock("10.0.1.0/33")),
 			wantPaths: []string{"spec.ingress[1].from[0].ipBlock.cidr"},
-			wantMsg:   `Invalid value: "10.0.1.0/33": not a valid CIDR`,
+			wantMsg:   `Invalid value: "10.0.1.0/33": not a CIDR`,
 			check:     wantRule(1, false, 0, true, 0),
 		},
 		{

@@ -10,6 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Service is what explain needs of a core/v1 Service: its addresses, ports
@@ -88,8 +89,9 @@ func (s *Service) HasAddr(a netip.Addr) bool {
 	return false
 }
 
-// ConvertService converts a core/v1 Service. Unparsable addresses are
-// reported and skipped.
+// ConvertService converts a core/v1 Service. Addresses are read as
+// ParseIP; one it refuses is reported and skipped, and so is a port the API
+// server would refuse (see checkServicePort).
 func ConvertService(in *corev1.Service) (*Service, []error) {
 	s := &Service{Namespace: in.Namespace, Name: in.Name, Type: in.Spec.Type,
 		ExternalTrafficPolicyLocal: in.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal}
@@ -103,12 +105,12 @@ func ConvertService(in *corev1.Service) (*Service, []error) {
 			if v == "" || v == corev1.ClusterIPNone {
 				continue
 			}
-			a, err := netip.ParseAddr(v)
+			a, err := ParseIP(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("service %s: %s[%d]: %w", s.Key(), field, i, err))
+				errs = append(errs, fmt.Errorf("service %s: %s[%d]: Invalid value: %w (the address is ignored)", s.Key(), field, i, err))
 				continue
 			}
-			out = append(out, a.Unmap())
+			out = append(out, a)
 		}
 		return out
 	}
@@ -140,21 +142,53 @@ func ConvertService(in *corev1.Service) (*Service, []error) {
 		if tp.Type == intstr.Int && tp.IntVal == 0 || tp.Type == intstr.String && tp.StrVal == "" {
 			tp = intstr.FromInt32(p.Port) // the API defaults targetPort to port
 		}
+		// The API server refuses these; a manifest can still say 70000,
+		// which a 16-bit port would read as 4464. The port is left out:
+		// explain then knows no such Service port.
+		if err := checkServicePort(p, tp); err != nil {
+			errs = append(errs, fmt.Errorf("service %s: spec.ports[%d].%w (the port is ignored)", s.Key(), i, err))
+			continue
+		}
 		s.Ports = append(s.Ports, ServicePort{Name: p.Name, Protocol: proto, Port: p.Port, TargetPort: tp, NodePort: p.NodePort})
 	}
 	return s, errs
 }
 
+// checkServicePort checks a Service port as the API server does: port and
+// a numeric targetPort (tp, after defaulting) in 1-65535, a named one a
+// valid port name, nodePort 0 (none) or in 1-65535. The error starts with
+// the field's name under spec.ports[i].
+func checkServicePort(p corev1.ServicePort, tp intstr.IntOrString) error {
+	if msgs := validation.IsValidPortNum(int(p.Port)); len(msgs) > 0 {
+		return fmt.Errorf("port: Invalid value: %d: %s", p.Port, msgs[0])
+	}
+	if tp.Type == intstr.String {
+		if msgs := validation.IsValidPortName(tp.StrVal); len(msgs) > 0 {
+			return fmt.Errorf("targetPort: Invalid value: %q: %s", tp.StrVal, msgs[0])
+		}
+	} else if msgs := validation.IsValidPortNum(int(tp.IntVal)); len(msgs) > 0 {
+		return fmt.Errorf("targetPort: Invalid value: %d: %s", tp.IntVal, msgs[0])
+	}
+	if p.NodePort != 0 {
+		if msgs := validation.IsValidPortNum(int(p.NodePort)); len(msgs) > 0 {
+			return fmt.Errorf("nodePort: Invalid value: %d: %s", p.NodePort, msgs[0])
+		}
+	}
+	return nil
+}
+
 // ConvertEndpointSlice converts a discovery/v1 EndpointSlice, returning the
 // Service it belongs to (its kubernetes.io/service-name label, "" if none).
+// Addresses are read as ParseIP; one it refuses, and a port outside
+// 1-65535, is reported and skipped.
 func ConvertEndpointSlice(in *discoveryv1.EndpointSlice) (service string, out *EndpointSlice, errs []error) {
 	out = &EndpointSlice{}
-	for _, p := range in.Ports {
+	for i, p := range in.Ports {
 		proto := ProtocolTCP
 		if p.Protocol != nil {
 			var err error
 			if proto, err = ParseAPIProtocol(string(*p.Protocol)); err != nil {
-				errs = append(errs, fmt.Errorf("endpointslice %s/%s: ports: %w", in.Namespace, in.Name, err))
+				errs = append(errs, fmt.Errorf("endpointslice %s/%s: ports[%d].protocol: %w", in.Namespace, in.Name, i, err))
 				continue
 			}
 		}
@@ -163,6 +197,12 @@ func ConvertEndpointSlice(in *discoveryv1.EndpointSlice) (service string, out *E
 			ep.Name = *p.Name
 		}
 		if p.Port != nil {
+			// Refused by the API server; 70000 would be 4464 to a 16-bit
+			// port. Left out, the Service port finds no backend port here.
+			if msgs := validation.IsValidPortNum(int(*p.Port)); len(msgs) > 0 {
+				errs = append(errs, fmt.Errorf("endpointslice %s/%s: ports[%d].port: Invalid value: %d: %s (the port is ignored)", in.Namespace, in.Name, i, *p.Port, msgs[0]))
+				continue
+			}
 			ep.Port = *p.Port
 		}
 		out.Ports = append(out.Ports, ep)
@@ -178,12 +218,12 @@ func ConvertEndpointSlice(in *discoveryv1.EndpointSlice) (service string, out *E
 			pod = ns + "/" + r.Name
 		}
 		for j, a := range e.Addresses {
-			ip, err := netip.ParseAddr(a)
+			ip, err := ParseIP(a)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("endpointslice %s/%s: endpoints[%d].addresses[%d]: %w", in.Namespace, in.Name, i, j, err))
+				errs = append(errs, fmt.Errorf("endpointslice %s/%s: endpoints[%d].addresses[%d]: Invalid value: %w (the address is ignored)", in.Namespace, in.Name, i, j, err))
 				continue
 			}
-			out.Endpoints = append(out.Endpoints, Endpoint{Addr: ip.Unmap(), Pod: pod, Ready: ready})
+			out.Endpoints = append(out.Endpoints, Endpoint{Addr: ip, Pod: pod, Ready: ready})
 		}
 	}
 	return in.Labels[discoveryv1.LabelServiceName], out, errs
@@ -209,6 +249,14 @@ type Backend struct {
 // key then address: from the Service's EndpointSlices when known, else
 // from its selector over the snapshot's running pods (family fam, 4 or 6,
 // for the pods' addresses).
+//
+// A backend is its address: kube-proxy delivers to the endpoint's address,
+// so the backend pod is whichever pod owns that address now (PodByIP: the
+// newest claimant), or none. An EndpointSlice's targetRef is never trusted
+// for it: whoever can write an EndpointSlice can name any pod of any
+// namespace there, and a stale slice names a pod that is gone while
+// another holds its address. A targetRef that names another pod than the
+// owner is only mentioned in Why.
 func (snap *Snapshot) Backends(s *Service, sp ServicePort, fam int) []Backend {
 	var out []Backend
 	if len(s.Slices) > 0 {
@@ -223,12 +271,13 @@ func (snap *Snapshot) Backends(s *Service, sp ServicePort, fam int) []Backend {
 				if (e.Addr.Is4()) != (fam == 4) {
 					continue
 				}
-				b := Backend{Addr: e.Addr, Port: port, Ready: e.Ready, Why: fmt.Sprintf("EndpointSlice port %s/%d", sp.Protocol, port)}
-				if e.Pod != "" {
-					b.Pod = snap.Pod(e.Pod)
-				}
-				if b.Pod == nil {
-					b.Pod = snap.PodByIP(e.Addr)
+				b := Backend{Addr: e.Addr, Pod: snap.PodByIP(e.Addr), Port: port, Ready: e.Ready, Why: fmt.Sprintf("EndpointSlice port %s/%d", sp.Protocol, port)}
+				switch {
+				case e.Pod == "":
+				case b.Pod == nil:
+					b.Why += fmt.Sprintf("; its targetRef names pod %s, but no pod holds %s: judged as that address", e.Pod, e.Addr)
+				case b.Pod.Key() != e.Pod:
+					b.Why += fmt.Sprintf("; its targetRef names pod %s, but %s is %s's address: judged as %s (kube-proxy delivers to the address)", e.Pod, e.Addr, b.Pod.Key(), b.Pod.Key())
 				}
 				out = append(out, b)
 			}
@@ -242,7 +291,13 @@ func (snap *Snapshot) Backends(s *Service, sp ServicePort, fam int) []Backend {
 			if !ok {
 				continue
 			}
-			b := Backend{Pod: p, Addr: ip, Ready: true}
+			// The address's owner: of several pods claiming it, the newest
+			// (the model judges the address as the strictest of them).
+			owner := p
+			if o := snap.PodByIP(ip); o != nil && !p.HostNetwork {
+				owner = o
+			}
+			b := Backend{Pod: owner, Addr: ip, Ready: true}
 			if sp.TargetPort.Type == intstr.String {
 				if n, ok := p.ResolvePort(sp.TargetPort.StrVal, sp.Protocol); ok {
 					b.Port, b.Why = n, fmt.Sprintf("targetPort %s = %d on %s", sp.TargetPort.StrVal, n, p.Key())

@@ -1,6 +1,7 @@
 // Package deploy holds policyd's Kubernetes manifests (policyd.yaml: the
-// namespace, ServiceAccount, ClusterRole, binding and DaemonSet), embedded so
-// tests and tools read exactly the file that ships, and decodes them.
+// namespace, the agent's ServiceAccount, the metrics token's ServiceAccount
+// and Secret, ClusterRole, binding and DaemonSet), embedded so tests and
+// tools read exactly the file that ships, and decodes them.
 package deploy
 
 import (
@@ -39,27 +40,31 @@ var strictDecoder = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableS
 
 // Documents splits the manifest into its objects and decodes each strictly.
 // Documents that hold only comments are skipped.
-func Documents() ([]Document, error) {
+func Documents() ([]Document, error) { return decode(ManifestName, Manifest) }
+
+// decode splits manifest (named name in errors) into its objects and decodes
+// each strictly.
+func decode(name string, manifest []byte) ([]Document, error) {
 	var docs []Document
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(Manifest)))
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(manifest)))
 	for i := 0; ; i++ {
 		raw, err := r.Read()
 		if errors.Is(err, io.EOF) {
 			return docs, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", ManifestName, i, err)
+			return nil, fmt.Errorf("%s: document %d: %w", name, i, err)
 		}
 		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
 			continue
 		}
 		js, err := yaml.YAMLToJSONStrict(raw)
 		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", ManifestName, i, err)
+			return nil, fmt.Errorf("%s: document %d: %w", name, i, err)
 		}
 		obj, _, err := strictDecoder.Decode(js, nil, nil)
 		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", ManifestName, i, err)
+			return nil, fmt.Errorf("%s: document %d: %w", name, i, err)
 		}
 		docs = append(docs, Document{JSON: js, Object: obj})
 	}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -46,6 +47,12 @@ func TestMain(m *testing.M) { apiservertest.Main(m) }
 const (
 	systemNS       = "policyd-system"
 	serviceAccount = "policyd"
+	// metricsAccount owns the metrics token; it may do nothing.
+	metricsAccount = "policyd-metrics"
+	metricsSecret  = "policyd-metrics-token"
+	// tokenDir is where the DaemonSet mounts the token (policyd observe's
+	// default --token-file is its token key).
+	tokenDir = "/var/run/secrets/policyd/metrics-token"
 )
 
 // document is one object of the manifest (deploy.Document).
@@ -92,6 +99,10 @@ func TestManifest_ObjectsInApplyOrder(t *testing.T) {
 	want := []string{
 		"*v1.Namespace /policyd-system",
 		"*v1.ServiceAccount policyd-system/policyd",
+		// The token's account before its Secret: the token controller
+		// fills in (and keeps) only a Secret whose account exists.
+		"*v1.ServiceAccount policyd-system/policyd-metrics",
+		"*v1.Secret policyd-system/policyd-metrics-token",
 		"*v1.ClusterRole /policyd",
 		"*v1.ClusterRoleBinding /policyd",
 		"*v1.DaemonSet policyd-system/policyd",
@@ -182,8 +193,9 @@ func TestManifest_DaemonSetRunsAgentWithLeastPrivilege(t *testing.T) {
 		Image:          "policyd:latest",
 		PullPolicy:     corev1.PullIfNotPresent,
 		// Health and metrics on loopback only: with hostNetwork any other
-		// address is an unauthenticated port on the node.
-		Args:           []string{"run", "--node-name=$(NODE_NAME)", "--metrics-addr=127.0.0.1:9743", "--log-format=json"},
+		// address is a port on the node. And behind the token even there:
+		// hostNetwork pods share the node's loopback.
+		Args:           []string{"run", "--node-name=$(NODE_NAME)", "--metrics-addr=127.0.0.1:9743", "--metrics-token-file=" + tokenDir + "/token", "--log-format=json"},
 		NodeNameFrom:   "spec.nodeName",
 		Drop:           []corev1.Capability{"ALL"},
 		Add:            []corev1.Capability{"NET_ADMIN"},
@@ -216,11 +228,90 @@ func TestManifest_DaemonSetRunsAgentWithLeastPrivilege(t *testing.T) {
 	if spec.SecurityContext != nil && spec.SecurityContext.RunAsNonRoot != nil && *spec.SecurityContext.RunAsNonRoot {
 		t.Errorf("pod securityContext.runAsNonRoot is true; the agent must run as root for netlink")
 	}
-	if len(spec.Volumes) != 1 || spec.Volumes[0].EmptyDir == nil {
-		t.Errorf("pod volumes = %+v, want only the emptyDir for /tmp (no hostPath)", spec.Volumes)
+	type vol struct {
+		Name, EmptyDir, Secret string
+		Optional               bool
+		Mount                  string
+		ReadOnly               bool
+	}
+	var vols []vol
+	for _, v := range spec.Volumes {
+		got := vol{Name: v.Name}
+		switch {
+		case v.EmptyDir != nil:
+			got.EmptyDir = string(v.EmptyDir.Medium)
+		case v.Secret != nil:
+			got.Secret = v.Secret.SecretName
+			got.Optional = v.Secret.Optional != nil && *v.Secret.Optional
+		default:
+			got.Name += " (neither emptyDir nor secret)"
+		}
+		for _, m := range c.VolumeMounts {
+			if m.Name == v.Name {
+				got.Mount, got.ReadOnly = m.MountPath, m.ReadOnly
+			}
+		}
+		vols = append(vols, got)
+	}
+	// No hostPath. The token's volume is optional: enforcement never waits
+	// for a Secret (the agent refuses /metrics until it holds a token).
+	wantVols := []vol{
+		{Name: "tmp", EmptyDir: "Memory", Mount: "/tmp"},
+		{Name: "metrics-token", Secret: metricsSecret, Optional: true, Mount: tokenDir, ReadOnly: true},
+	}
+	if diff := cmp.Diff(wantVols, vols); diff != "" {
+		t.Errorf("pod volumes (-want +got):\n%s", diff)
 	}
 	if r := c.Resources; r.Requests.Cpu().IsZero() || r.Requests.Memory().IsZero() || r.Limits.Memory().IsZero() {
 		t.Errorf("container resources %+v need cpu and memory requests and a memory limit", r)
+	}
+}
+
+// TestManifest_MetricsTokenOfAnAccountThatMayDoNothing: the token the agent
+// requires on /metrics and /verdicts is a service-account-token Secret of a
+// dedicated ServiceAccount: no token in git (kube-controller-manager fills
+// it in), no pod runs as that account, and no binding in the manifest names
+// it (TestManifest_OnRealAPIServer checks it may do nothing).
+func TestManifest_MetricsTokenOfAnAccountThatMayDoNothing(t *testing.T) {
+	t.Parallel()
+	docs := readManifest(t)
+	var sa *corev1.ServiceAccount
+	var secret *corev1.Secret
+	for _, d := range docs {
+		switch o := d.Object.(type) {
+		case *corev1.ServiceAccount:
+			if o.Name == metricsAccount {
+				sa = o
+			}
+		case *corev1.Secret:
+			secret = o
+		case *rbacv1.ClusterRoleBinding:
+			for _, s := range o.Subjects {
+				if s.Name == metricsAccount {
+					t.Errorf("ClusterRoleBinding %s grants %s something", o.Name, metricsAccount)
+				}
+			}
+		case *rbacv1.RoleBinding:
+			t.Errorf("RoleBinding %s: the manifest grants nothing per namespace", o.Name)
+		}
+	}
+	if sa == nil || secret == nil {
+		t.Fatalf("manifest lacks the ServiceAccount %s (%v) or its token Secret (%v)", metricsAccount, sa, secret)
+	}
+	if sa.Namespace != systemNS || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Errorf("ServiceAccount %s/%s: want automountServiceAccountToken false in %s", sa.Namespace, sa.Name, systemNS)
+	}
+	if secret.Name != metricsSecret || secret.Namespace != systemNS || secret.Type != corev1.SecretTypeServiceAccountToken ||
+		secret.Annotations[corev1.ServiceAccountNameKey] != metricsAccount {
+		t.Errorf("Secret %s/%s type %s annotations %v: want %s, a %s for %s", secret.Namespace, secret.Name, secret.Type, secret.Annotations,
+			metricsSecret, corev1.SecretTypeServiceAccountToken, metricsAccount)
+	}
+	if len(secret.Data) != 0 || len(secret.StringData) != 0 {
+		t.Errorf("Secret %s carries data: a token must never be in git", secret.Name)
+	}
+	ds := find[*appsv1.DaemonSet](t, docs)
+	if ds.Spec.Template.Spec.ServiceAccountName == metricsAccount {
+		t.Errorf("the agent runs as %s", metricsAccount)
 	}
 }
 
@@ -372,7 +463,18 @@ func TestManifest_OnRealAPIServer(t *testing.T) {
 	ns := sv.s.Namespace(t)
 
 	t.Run("permission matrix", func(t *testing.T) {
-		checkPermissionMatrix(t, agent, ns)
+		checkPermissionMatrix(t, agent, ns, serviceAccount, agentGrants)
+	})
+	t.Run("the metrics token's account may do nothing", func(t *testing.T) {
+		cfg, err := sv.s.ServiceAccountConfig(ctx, systemNS, metricsAccount)
+		if err != nil {
+			t.Fatalf("ServiceAccountConfig: %v", err)
+		}
+		metrics, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatalf("clientset: %v", err)
+		}
+		checkPermissionMatrix(t, metrics, ns, metricsAccount, func(resource, string) bool { return false })
 	})
 	t.Run("requests the agent makes succeed", func(t *testing.T) {
 		checkAllowedRequests(t, agent, ns)
@@ -399,10 +501,23 @@ func (r resource) String() string {
 	return s
 }
 
+// agentGrants is what the agent's ClusterRole grants, exactly.
+func agentGrants(r resource, verb string) bool {
+	read := map[string]bool{"get": true, "list": true, "watch": true}
+	record := map[string]bool{"create": true, "patch": true}
+	switch r.String() {
+	case "pods", "namespaces", "networkpolicies.networking.k8s.io", "nodes", "clusternetworkpolicies.policy.networking.k8s.io":
+		return read[verb]
+	case "events", "events.events.k8s.io":
+		return record[verb]
+	}
+	return false
+}
+
 // checkPermissionMatrix asks the API server's authorizer, as the
-// ServiceAccount, about every verb on the resources the agent touches and on
-// sensitive neighbours, and compares with exactly the shipped grants.
-func checkPermissionMatrix(t *testing.T, agent kubernetes.Interface, ns string) {
+// ServiceAccount who, about every verb on the resources the agent touches and
+// on sensitive neighbours, and compares with exactly want.
+func checkPermissionMatrix(t *testing.T, agent kubernetes.Interface, ns, who string, want func(resource, string) bool) {
 	verbs := []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
 	resources := []resource{
 		{name: "pods"},
@@ -424,17 +539,6 @@ func checkPermissionMatrix(t *testing.T, agent kubernetes.Interface, ns string) 
 		{group: "apiextensions.k8s.io", name: "customresourcedefinitions", clusterScoped: true},
 		{group: "apps", name: "daemonsets"},
 		{group: "rbac.authorization.k8s.io", name: "clusterroles", clusterScoped: true},
-	}
-	read := map[string]bool{"get": true, "list": true, "watch": true}
-	record := map[string]bool{"create": true, "patch": true}
-	want := func(r resource, verb string) bool {
-		switch r.String() {
-		case "pods", "namespaces", "networkpolicies.networking.k8s.io", "nodes", "clusternetworkpolicies.policy.networking.k8s.io":
-			return read[verb]
-		case "events", "events.events.k8s.io":
-			return record[verb]
-		}
-		return false
 	}
 	ctx := t.Context()
 	var wantRows, gotRows []string
@@ -459,8 +563,8 @@ func checkPermissionMatrix(t *testing.T, agent kubernetes.Interface, ns string) 
 	}
 	if diff := cmp.Diff(wantRows, gotRows); diff != "" {
 		header := "resource\t" + strings.Join(verbs, " ")
-		t.Errorf("permissions of the policyd ServiceAccount (. allowed, X forbidden; verbs: %s)\n%s\n(-want +got):\n%s",
-			header, strings.Join(gotRows, "\n"), diff)
+		t.Errorf("permissions of the %s ServiceAccount (. allowed, X forbidden; verbs: %s)\n%s\n(-want +got):\n%s",
+			who, header, strings.Join(gotRows, "\n"), diff)
 	}
 }
 
@@ -615,7 +719,7 @@ func checkForbiddenRequests(t *testing.T, admin, agent kubernetes.Interface, ns 
 
 // dockerfileBuild matches the Dockerfile's go build step and captures its
 // output path.
-var dockerfileBuild = regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 go build .*-o (\S+) \./cmd/policyd)$`)
+var dockerfileBuild = regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 .*go build .*-o (\S+) \./cmd/policyd)$`)
 
 // TestDockerfile_BuildsStaticBinaryThatTakesTheDaemonSetArgs runs the
 // Dockerfile's build command (Docker itself is not needed) and checks that
@@ -646,6 +750,13 @@ func TestDockerfile_BuildsStaticBinaryThatTakesTheDaemonSetArgs(t *testing.T) {
 	script := strings.Replace(string(m[1]), "-o "+string(m[2]), "-o "+bin, 1)
 	cmd := exec.CommandContext(t.Context(), "sh", "-c", script)
 	cmd.Dir = ".."
+	// The build arguments docker passes (buildx sets TARGETOS/TARGETARCH).
+	cmd.Env = append(os.Environ(), "TARGETOS=linux", "TARGETARCH="+goruntime.GOARCH, "VERSION=v0.0.0-image", "COMMIT=c0ffee")
+	for _, arg := range []string{"ARG TARGETOS", "ARG TARGETARCH", "ARG VERSION", "ARG COMMIT", "FROM --platform=$BUILDPLATFORM "} {
+		if !bytes.Contains(df, []byte(arg)) {
+			t.Errorf("Dockerfile lacks %s", arg)
+		}
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
@@ -662,6 +773,12 @@ func TestDockerfile_BuildsStaticBinaryThatTakesTheDaemonSetArgs(t *testing.T) {
 	}
 	if libs, err := f.ImportedLibraries(); err != nil || len(libs) != 0 {
 		t.Errorf("binary imports libraries %v (err %v), want none", libs, err)
+	}
+
+	// The image says which build it is (the Makefile's ldflags, through
+	// the build arguments), not dev / unknown.
+	if v, err := exec.CommandContext(t.Context(), bin, "version").Output(); err != nil || !bytes.Contains(v, []byte("policyd v0.0.0-image\ncommit c0ffee\n")) {
+		t.Errorf("policyd version of the image's binary: %q (err %v), want v0.0.0-image and commit c0ffee", v, err)
 	}
 
 	help, err := exec.CommandContext(t.Context(), bin, "run", "--help").CombinedOutput()

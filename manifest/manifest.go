@@ -61,6 +61,7 @@ package manifest
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -211,74 +212,133 @@ func Decode(source string, data []byte) (*Objects, error) {
 // kubectl does with -f DIR.
 var Extensions = []string{".yaml", ".yml", ".json"}
 
-// LoadPath reads a manifest file, or every manifest file under a directory.
-// A file named explicitly is read whatever its extension. A directory is
-// walked recursively in lexical order, reading files whose names end in one
-// of Extensions and skipping files and directories whose names start with a
-// dot; a directory holding no such file is an error. Objects duplicated across
-// files are errors like duplicates within a file. On any error LoadPath
-// returns a nil *Objects and an error that joins every problem found.
+// LoadPath reads a manifest file, or every manifest file under a directory:
+// Load of the one path, without stdin.
 func LoadPath(path string) (*Objects, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, err
+	return Load([]string{path}, nil)
+}
+
+// Load reads the union of paths, as kubectl reads repeated -f flags: each
+// path is a file, a directory, or "-" for stdin. A file named explicitly is
+// read whatever its extension. A directory is walked recursively in lexical
+// order, reading files whose names end in one of Extensions and skipping
+// files and directories whose names start with a dot; symlinks to files and
+// to directories are followed, each directory once (no cycles); a directory
+// holding no such file is an error. A file reached twice (named twice, or
+// named and inside a named directory) is read once. Objects duplicated
+// across files are errors like duplicates within a file. On any error Load
+// returns a nil *Objects and an error that joins every problem found.
+func Load(paths []string, stdin io.Reader) (*Objects, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no manifest path given")
 	}
 	l := newLoader()
-	if !info.IsDir() {
-		data, err := os.ReadFile(path)
+	read := map[string]bool{} // files by their resolved path
+	readFile := func(name string) {
+		key := name
+		if real, err := filepath.EvalSymlinks(name); err == nil {
+			key = real
+		}
+		if read[key] {
+			return
+		}
+		read[key] = true
+		data, err := os.ReadFile(name)
+		if err != nil {
+			l.errs = append(l.errs, &Error{Source: name, Err: err})
+			return
+		}
+		l.stream(name, data)
+	}
+	stdinRead := false
+	for _, path := range paths {
+		if path == "-" {
+			if stdin == nil {
+				return nil, errors.New("-: no standard input here")
+			}
+			if stdinRead {
+				continue
+			}
+			stdinRead = true
+			data, err := io.ReadAll(stdin)
+			if err != nil {
+				return nil, fmt.Errorf("stdin: %w", err)
+			}
+			l.stream("stdin", data)
+			continue
+		}
+		info, err := os.Stat(path)
 		if err != nil {
 			return nil, err
 		}
-		l.stream(path, data)
-		return l.result()
-	}
-	files, err := manifestFiles(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("%s: no manifest files (%s) in directory", path, strings.Join(Extensions, ", "))
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			l.errs = append(l.errs, &Error{Source: f, Err: err})
+		if !info.IsDir() {
+			readFile(path)
 			continue
 		}
-		l.stream(f, data)
+		files, err := manifestFiles(path)
+		if err != nil {
+			return nil, err
+		}
+		if len(files) == 0 {
+			return nil, fmt.Errorf("%s: no manifest files (%s) in directory", path, strings.Join(Extensions, ", "))
+		}
+		for _, f := range files {
+			readFile(f)
+		}
 	}
 	return l.result()
 }
 
-// manifestFiles lists the manifest files under dir, sorted.
+// manifestFiles lists the manifest files under dir, sorted, following
+// symlinks to files and to directories; a directory already walked (by its
+// resolved path) is not walked again, so a symlink cycle ends.
 func manifestFiles(dir string) ([]string, error) {
 	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	seen := map[string]bool{}
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		real, err := filepath.EvalSymlinks(dir)
 		if err != nil {
 			return err
 		}
-		hidden := p != dir && strings.HasPrefix(d.Name(), ".")
-		if d.IsDir() {
-			if hidden {
-				return filepath.SkipDir
+		if seen[real] {
+			return nil
+		}
+		seen[real] = true
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		// Entries that are not symlinks first, so that a file reached both
+		// directly and through a link is named by its own path.
+		sort.SliceStable(entries, func(i, j int) bool {
+			return entries[i].Type()&fs.ModeSymlink == 0 && entries[j].Type()&fs.ModeSymlink != 0
+		})
+		for _, d := range entries {
+			if strings.HasPrefix(d.Name(), ".") {
+				continue
 			}
-			return nil
-		}
-		if hidden || !slices.ContainsFunc(Extensions, func(ext string) bool { return strings.HasSuffix(d.Name(), ext) }) {
-			return nil
-		}
-		if d.Type()&fs.ModeSymlink != 0 {
-			// Follow a symlink to a file (not to a directory: no cycles).
-			if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
-				return nil
+			p := filepath.Join(dir, d.Name())
+			mode := d.Type()
+			if mode&fs.ModeSymlink != 0 {
+				fi, err := os.Stat(p)
+				if err != nil {
+					continue // a dangling link is no manifest
+				}
+				mode = fi.Mode().Type()
 			}
-		} else if !d.Type().IsRegular() {
-			return nil
+			switch {
+			case mode.IsDir():
+				if err := walk(p); err != nil {
+					return err
+				}
+			case mode.IsRegular() && slices.ContainsFunc(Extensions, func(ext string) bool { return strings.HasSuffix(d.Name(), ext) }):
+				files = append(files, p)
+			}
 		}
-		files = append(files, p)
 		return nil
-	})
-	if err != nil {
+	}
+	if err := walk(dir); err != nil {
 		return nil, err
 	}
 	sort.Strings(files)

@@ -30,6 +30,7 @@ metadata:
   namespace: shop
   labels: {app: web}
 spec:
+  nodeName: node-1
   containers:
   - name: c
     ports: [{name: http, containerPort: 8080}]
@@ -521,8 +522,9 @@ func TestLoadPath(t *testing.T) {
 		".git/x.yaml":        "apiVersion: v1\nkind: Namespace\nmetadata: {name: git}\n",
 		"empty/nothing.yaml": "# empty\n",
 	})
-	// A symlink to a manifest file is read; one to a directory is not
-	// followed.
+	// A symlink to a manifest file is read, and one to a directory is
+	// followed: to a folder elsewhere (read), to a folder of the tree (read
+	// once, under its own name), to an ancestor (a cycle, ended).
 	other := writeFiles(t, map[string]string{"e.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: linked}\n"})
 	if err := os.Symlink(filepath.Join(other, "e.yaml"), filepath.Join(dir, "link.yaml")); err != nil {
 		t.Fatal(err)
@@ -530,12 +532,19 @@ func TestLoadPath(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "sub"), filepath.Join(dir, "loop.yaml")); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Symlink(dir, filepath.Join(dir, "sub", "up")); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := writeFiles(t, map[string]string{"f.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: viadir}\n"})
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "zlinked")); err != nil {
+		t.Fatal(err)
+	}
 	got, err := LoadPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := summary{
-		Namespaces: []string{"shop", "linked"},
+		Namespaces: []string{"shop", "linked", "viadir"},
 		Pods:       []string{"shop/web"},
 		Policies:   []string{"shop/deny"},
 		Notes:      []string{filepath.Join(dir, "sub/deeper/d.yaml") + ": document 1: skipped v1 ConfigMap shop/web"},
@@ -666,4 +675,35 @@ status: {addresses: [{type: InternalIP, address: 10.1.0.1}]}
 	_, err = Decode("old.yaml", []byte("apiVersion: policy.networking.k8s.io/v1alpha1\nkind: ClusterNetworkPolicy\nmetadata: {name: a}\n"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "policy.networking.k8s.io/v1beta1 or policy.networking.k8s.io/v1alpha2")
+}
+
+// TestLoad_UnionOfPaths: repeated paths read the union of their objects, as
+// kubectl's repeated -f does; a file reached twice is read once; stdin is
+// one more source; an object defined in two different files is an error
+// naming both.
+func TestLoad_UnionOfPaths(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"policies/deny.yaml": npDeny,
+		"cluster/ns.yaml":    nsShop,
+		"cluster/pod.yaml":   podWeb,
+		"again/ns.yaml":      nsShop,
+	})
+	got, err := Load([]string{filepath.Join(dir, "policies"), filepath.Join(dir, "cluster"), filepath.Join(dir, "cluster", "ns.yaml")}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, summary{Namespaces: []string{"shop"}, Pods: []string{"shop/web"}, Policies: []string{"shop/deny"}}, summarize(got))
+
+	got, err = Load([]string{filepath.Join(dir, "policies", "deny.yaml"), "-", "-"}, strings.NewReader(nsShop+"---\n"+podWeb))
+	require.NoError(t, err)
+	assert.Equal(t, summary{Namespaces: []string{"shop"}, Pods: []string{"shop/web"}, Policies: []string{"shop/deny"}}, summarize(got))
+
+	_, err = Load([]string{filepath.Join(dir, "cluster"), filepath.Join(dir, "again")}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(dir, "again", "ns.yaml"))
+	assert.Contains(t, err.Error(), filepath.Join(dir, "cluster", "ns.yaml"))
+
+	_, err = Load([]string{"-"}, nil)
+	assert.Error(t, err, "stdin where there is none")
+	_, err = Load(nil, nil)
+	assert.Error(t, err, "no path at all")
 }

@@ -176,3 +176,62 @@ func TestFollow_Errors(t *testing.T) {
 	var oe *net.OpError
 	assert.True(t, errors.As(err, &oe), "no agent: %v", err)
 }
+
+// TestStreams_CapRefusesBeyondMaxAndFreesSlots: with a cap of 3, three
+// streams are served, the fourth is answered 429 and counted, Open counts
+// the three; closing one frees its slot for the next client.
+func TestStreams_CapRefusesBeyondMaxAndFreesSlots(t *testing.T) {
+	t.Parallel()
+	r := verdicts.NewResolver("n", nil)
+	s := r.Streams(3)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	url := srv.URL + verdicts.Path
+	open := func() (context.CancelFunc, <-chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- verdicts.Follow(ctx, http.DefaultClient, url, "", verdicts.Filter{}, func(verdicts.Message) error { return nil })
+		}()
+		return cancel, done
+	}
+	var cancels []context.CancelFunc
+	for range 3 {
+		c, _ := open()
+		cancels = append(cancels, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range cancels {
+			c()
+		}
+	})
+	require.Eventually(t, func() bool { return s.Open() == 3 && r.Subscribers() == 3 }, 5*time.Second, 5*time.Millisecond)
+
+	c4, done := open()
+	t.Cleanup(c4)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a fourth stream was served: %d open", s.Open())
+	}
+	var se *verdicts.StatusError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, http.StatusTooManyRequests, se.Code)
+	assert.Contains(t, se.Message, "--max-verdict-streams")
+	assert.Equal(t, uint64(1), s.Refused())
+	assert.Equal(t, 3, s.Open(), "a refused request holds no slot")
+	assert.Equal(t, 3, r.Subscribers(), "nor a subscription")
+
+	cancels[0]()
+	require.Eventually(t, func() bool { return s.Open() == 2 }, 5*time.Second, 5*time.Millisecond, "a closed stream frees its slot")
+	c, done := open()
+	cancels = append(cancels, c)
+	require.Eventually(t, func() bool { return s.Open() == 3 }, 5*time.Second, 5*time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("the stream opened in the freed slot ended: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	assert.Equal(t, uint64(1), s.Refused())
+}

@@ -386,6 +386,7 @@ func GroupAllows(rs *ruleset.Ruleset, c *ruleset.Chain) ([]PortedAllow, error) {
 	}
 	var out []PortedAllow
 	for _, r := range c.Rules {
+		//sealed:partial only allow rules and the port maps leading to them hold what a group allows
 		switch r := r.(type) {
 		case *ruleset.AllowRule:
 			out = append(out, PortedAllow{Rule: r})

@@ -65,12 +65,12 @@ current-context: ctx
 		{"too many arguments", []string{"explain", "--manifests", examples, "a", "b", "c"}, 2, []string{"SRC DST"}, nil},
 		{"matrix with arguments", []string{"explain", "--manifests", examples, "--matrix", "a", "b"}, 2, []string{"--matrix"}, nil},
 		{"compile takes no arguments", []string{"compile", "node-a"}, 2, []string{`"node-a"`}, nil},
-		{"missing manifests path", []string{"explain", "--manifests", filepath.Join(dir, "nope"), "a/b", "c/d"}, 2, []string{"--manifests", "nope"}, nil},
+		{"missing manifests path", []string{"explain", "--manifests", filepath.Join(dir, "nope"), "a/b", "c/d"}, 2, []string{"-f", "nope"}, nil},
 		{"missing manifests path, compile", []string{"compile", "--manifests", filepath.Join(dir, "nope"), "--node", "n"}, 2, []string{"nope"}, nil},
 		{"broken YAML", []string{"explain", "--manifests", broken, "a/b", "c/d"}, 2, []string{"broken.yaml"}, nil},
 		{"broken YAML on stdin", []string{"compile", "--manifests", "-", "--node", "n"}, 2, []string{"stdin"}, nil},
-		{"no cluster", []string{"explain", "--kubeconfig", emptyKubeconfig, "a/b", "c/d"}, 2, []string{"no cluster found", "--manifests"}, []string{"KUBERNETES_MASTER"}},
-		{"no cluster, compile", []string{"compile", "--kubeconfig", emptyKubeconfig, "--node", "n"}, 2, []string{"no cluster found", "--manifests"}, []string{"KUBERNETES_MASTER"}},
+		{"no cluster", []string{"explain", "--kubeconfig", emptyKubeconfig, "a/b", "c/d"}, 2, []string{"no cluster found", "-f PATH"}, []string{"KUBERNETES_MASTER"}},
+		{"no cluster, compile", []string{"compile", "--kubeconfig", emptyKubeconfig, "--node", "n"}, 2, []string{"no cluster found", "-f PATH"}, []string{"KUBERNETES_MASTER"}},
 		{"unknown context", []string{"explain", "--kubeconfig", otherKubeconfig, "--context", "nope", "a/b", "c/d"}, 2, []string{`"nope"`}, nil},
 		{"no cluster, run", []string{"run", "--node-name", "n", "--kubeconfig", emptyKubeconfig}, 2, []string{"no cluster found", "--kubeconfig"}, []string{"KUBERNETES_MASTER"}},
 		{"port too large", []string{"explain", "--manifests", examples, "shop/api", "shop/db", "--port", "99999"}, 2, []string{"--port 99999"}, nil},
@@ -88,11 +88,12 @@ current-context: ctx
 		{"compile for an unknown node", []string{"compile", "--manifests", examples, "--node", "node-c"}, 2, []string{"--node node-c", "node-a, node-b"}, nil},
 		{"compile bad --table", []string{"compile", "--manifests", examples, "--node", "node-a", "--table", "a b"}, 2, []string{"--table"}, nil},
 		{"lab unknown --cni", []string{"lab", "--manifests", examples, "--cni", "foo"}, 2, []string{"--cni foo"}, []string{"config.CNI"}},
-		{"lab neither input", []string{"lab"}, 2, []string{"--manifests", "--conformance"}, nil},
+		{"lab neither input", []string{"lab"}, 2, []string{"-f/--filename", "--conformance"}, nil},
 		{"lab --nodes 0", []string{"lab", "--conformance", "--nodes", "0"}, 2, []string{"--nodes"}, nil},
 		{"lab --log-allowed alone", []string{"lab", "--conformance", "--log-allowed"}, 2, []string{"--log-allowed needs --verdicts"}, nil},
 		{"run without --node-name", []string{"run", "--node-name", ""}, 2, []string{"--node-name"}, nil},
 		{"run bad --log-format", []string{"run", "--node-name", "n", "--log-format", "xml"}, 2, []string{"--log-format"}, nil},
+		{"run bad --max-verdict-streams", []string{"run", "--node-name", "n", "--max-verdict-streams", "0"}, 2, []string{"--max-verdict-streams 0"}, nil},
 		{"completion needs a shell", []string{"completion", "tcsh"}, 2, []string{"tcsh"}, nil},
 	}
 	for _, tt := range tests {
@@ -272,4 +273,34 @@ func TestBinary_KubectlPluginAndVersion(t *testing.T) {
 		require.ErrorAs(t, err, &ee, "%v", c.args)
 		assert.Equal(t, c.code, ee.ExitCode(), "%v", c.args)
 	}
+}
+
+// TestManifests_RepeatedFlagsReadTheUnion: policies in one -f and the pods
+// in another give the answer of the whole folder, with every verb that reads
+// manifests. A plain string flag kept only the last -f, and explain said
+// ALLOWED with every policy ignored.
+func TestManifests_RepeatedFlagsReadTheUnion(t *testing.T) {
+	t.Parallel()
+	cluster := []string{"-f", filepath.Join(examples, "namespaces.yaml"), "-f", filepath.Join(examples, "pods.yaml"), "--filename", filepath.Join(examples, "services.yaml")}
+	withPolicies := append([]string{"--manifests", filepath.Join(examples, "policies"), "-f", filepath.Join(examples, "cluster-policies")}, cluster...)
+
+	want, _, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "5432")
+	require.Equal(t, 1, code, "the examples deny frontend-1 -> db")
+	got, _, code := cli(t, "", append(append([]string{"explain"}, withPolicies...), "shop/frontend-1", "shop/db", "--port", "5432")...)
+	assert.Equal(t, 1, code)
+	assert.Equal(t, want, got)
+
+	want, _, _ = cli(t, "", "explain", "-f", examples, "--matrix")
+	got, _, _ = cli(t, "", append([]string{"explain", "--matrix"}, withPolicies...)...)
+	assert.Equal(t, want, got, "matrix")
+
+	want, _, wantCode := cli(t, "", "lint", "-f", examples, "-o", "json")
+	got, _, code = cli(t, "", append([]string{"lint", "-o", "json"}, withPolicies...)...)
+	assert.Equal(t, wantCode, code, "lint")
+	assert.Equal(t, want, got, "lint")
+
+	want, _, code = cli(t, "", "compile", "-f", examples, "--node", "node-a")
+	require.Equal(t, 0, code, "compile")
+	got, _, _ = cli(t, "", append([]string{"compile", "--node", "node-a"}, withPolicies...)...)
+	assert.Equal(t, want, got, "compile")
 }

@@ -25,7 +25,7 @@ func newCompileCommand() *cobra.Command {
 	var node, table string
 	var bf budgetFlags
 	cmd := &cobra.Command{
-		Use:   "compile --node NAME [--manifests PATH | --kubeconfig FILE --context NAME]",
+		Use:   "compile --node NAME [-f PATH... | --kubeconfig FILE --context NAME]",
 		Short: "Print the nftables ruleset a node would get, as nft -f text",
 		Long: `Compile the NetworkPolicies, pods and namespaces found in PATH (a file or a
 directory of Kubernetes YAML/JSON, or - for stdin), or read from the cluster
@@ -36,7 +36,7 @@ The table is named "` + previewTable + `" unless --table says otherwise, so that
 loading the text on a node cannot replace the table the agent ("` + ruleset.TableName + `")
 keeps. The text loads as it is:
 
-  policyd compile --manifests examples/ --node node-a > /tmp/policyd.nft
+  policyd compile -f examples/ --node node-a > /tmp/policyd.nft
   nft -f /tmp/policyd.nft
   nft delete table inet ` + previewTable + `
 
@@ -55,9 +55,9 @@ in a comment at the top of the table.
 
 Exit status: 0 printed, 2 on bad usage or input (an unknown node, broken
 manifests, no cluster found), 3 when the API server cannot be read.`,
-		Example: `  policyd compile --manifests examples/ --node node-a
+		Example: `  policyd compile -f examples/ --node node-a
   policyd compile --context kind-kind --node kind-worker | less
-  kubectl get pods,networkpolicies,namespaces -A -o yaml | policyd compile --manifests - --node node-a`,
+  kubectl get pods,networkpolicies,namespaces -A -o yaml | policyd compile -f - --node node-a`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if node == "" {
@@ -71,7 +71,7 @@ manifests, no cluster found), 3 when the API server cannot be read.`,
 				return err
 			}
 			known := knownNodes(snap)
-			if src.manifests == "" {
+			if !src.manifests.given() {
 				known = append(known, liveNodes(cmd, &src.kube)...)
 			}
 			if !contains(known, node) {

@@ -41,7 +41,7 @@ func newExplainCommand() *cobra.Command {
 SRC and DST are pods or IP addresses. A pod is written as kubectl writes it:
 NAME or pod/NAME (in --namespace), or NAMESPACE/NAME. The cluster is read
 from the API server (--kubeconfig, --context, as kubectl does), or offline
-from --manifests (a file, a directory, or - for stdin, e.g. from
+from -f/--filename (files, directories, or - for stdin; repeat it for a union, e.g. from
 kubectl get pods,networkpolicies,namespaces -A -o yaml).
 
 The verdict comes first, then, for each direction, whether the pod is
@@ -79,14 +79,14 @@ Exit status: 0 when every explained connection is allowed (and always with
 --matrix), 1 when one is denied or --trace finds a disagreement, 2 on bad
 usage or input (an unknown pod, a bad --port, no cluster found), 3 when the
 API server cannot be read.`,
-		Example: `  policyd explain --manifests examples/ shop/frontend-1 shop/api
-  policyd explain --manifests examples/ -n shop frontend-1 api --port 9090
-  policyd explain --manifests examples/ shop/api shop/db --port 5432 -o yaml
-  policyd explain --manifests examples/ -n shop --from app=frontend --to app=db
-  policyd explain --manifests examples/ monitoring/prometheus shop/db --trace
-  policyd explain --manifests examples/ --matrix -n shop
-  policyd explain --manifests examples/ --matrix -o html > matrix.html
-  kubectl get pods,networkpolicies,namespaces -A -o yaml | policyd explain --manifests - shop/frontend-1 shop/api
+		Example: `  policyd explain -f examples/ shop/frontend-1 shop/api
+  policyd explain -f examples/ -n shop frontend-1 api --port 9090
+  policyd explain -f examples/ shop/api shop/db --port 5432 -o yaml
+  policyd explain -f examples/ -n shop --from app=frontend --to app=db
+  policyd explain -f examples/ monitoring/prometheus shop/db --trace
+  policyd explain -f examples/ --matrix -n shop
+  policyd explain -f examples/ --matrix -o html > matrix.html
+  kubectl get pods,networkpolicies,namespaces -A -o yaml | policyd explain -f - shop/frontend-1 shop/api
   kubectl policyd explain -n shop frontend-1 api`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.matrix {

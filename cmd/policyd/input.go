@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -20,46 +19,65 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/internal/cnpapi"
 	"github.com/policyd/policyd/manifest"
 )
 
-// source is where explain and compile read the cluster from: --manifests
-// (a file, a directory, or - for stdin), else the API server.
+// source is where explain and compile read the cluster from: -f/--filename
+// (files, directories, or - for stdin; repeatable), else the API server.
 type source struct {
 	kube      kubeFlags
-	manifests string
+	manifests manifestPaths
 }
 
 func (s *source) add(cmd *cobra.Command) {
 	s.kube.add(cmd)
-	cmd.Flags().StringVar(&s.manifests, "manifests", "", "file or directory of Kubernetes manifests (Namespace, Pod, NetworkPolicy, …), or - for stdin; default: read the cluster through --kubeconfig/--context")
+	s.manifests.add(cmd.Flags(), "Kubernetes manifests (Namespace, Pod, NetworkPolicy, …) to read instead of the cluster")
 }
 
 // snapshot reads the cluster from the manifests or the API server. Notes
 // and validation errors go to stderr; validation errors do not stop the
 // command: the snapshot holds the invalid policies in their fail-closed form.
 func (s *source) snapshot(cmd *cobra.Command) (*cluster.Snapshot, error) {
-	if s.manifests != "" {
+	if s.manifests.given() {
 		return loadSnapshot(cmd, s.manifests)
 	}
 	return liveSnapshot(cmd, &s.kube)
 }
 
-// loadSnapshot reads manifests from path, or from stdin when path is "-".
-func loadSnapshot(cmd *cobra.Command, path string) (*cluster.Snapshot, error) {
-	var objs *manifest.Objects
-	var err error
-	if path == "-" {
-		var data []byte
-		if data, err = io.ReadAll(cmd.InOrStdin()); err != nil {
-			return nil, usagef("--manifests -: reading stdin: %w", err)
-		}
-		objs, err = manifest.Decode("stdin", data)
-	} else {
-		objs, err = manifest.LoadPath(path)
+// manifestPaths is a repeatable -f/--filename flag (also spelled
+// --manifests): every path given is read, and the objects are their union,
+// as kubectl reads repeated -f flags. A plain string flag kept only the last
+// one, silently.
+type manifestPaths []string
+
+func (m *manifestPaths) String() string { return strings.Join(*m, ",") }
+
+// Set appends one path; a comma is part of a file name, not a separator.
+func (m *manifestPaths) Set(v string) error {
+	if v == "" {
+		return errors.New("empty path")
 	}
+	*m = append(*m, v)
+	return nil
+}
+
+func (m *manifestPaths) Type() string { return "path" }
+
+func (m *manifestPaths) given() bool { return len(*m) > 0 }
+
+// add registers -f/--filename and its older spelling --manifests on fs,
+// both appending to m.
+func (m *manifestPaths) add(fs *pflag.FlagSet, what string) {
+	fs.VarP(m, "filename", "f", what+": a file, a directory (read recursively, symlinks followed), or - for stdin; repeat it to read the union; default: read the cluster through --kubeconfig/--context")
+	fs.Var(m, "manifests", "same as -f/--filename")
+}
+
+// loadSnapshot reads the union of the manifests at paths ("-" is stdin).
+func loadSnapshot(cmd *cobra.Command, paths manifestPaths) (*cluster.Snapshot, error) {
+	objs, err := manifest.Load(paths, cmd.InOrStdin())
 	if err != nil {
-		return nil, usagef("--manifests %s: %w", path, err)
+		return nil, usagef("-f %s: %w", strings.Join(paths, " -f "), err)
 	}
 	writeNotes(cmd, objs.Notes)
 	snap, errs := objs.Snapshot()
@@ -91,7 +109,7 @@ func writeNotes(cmd *cobra.Command, notes []string) {
 }
 
 // noClusterHint replaces client-go's "try setting KUBERNETES_MASTER".
-const noClusterHint = "no cluster found: not running in a pod, and no kubeconfig ($KUBECONFIG, ~/.kube/config or --kubeconfig) with a usable --context; give --manifests PATH (or - for stdin) to work offline"
+const noClusterHint = "no cluster found: not running in a pod, and no kubeconfig ($KUBECONFIG, ~/.kube/config or --kubeconfig) with a usable --context; give -f PATH (or -f - for stdin) to work offline"
 
 // liveSnapshot lists namespaces, pods and policies from the API server.
 func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
@@ -100,7 +118,7 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 		if clusterCause(err) == "" {
 			return nil, usageError(errors.New(noClusterHint))
 		}
-		return nil, usagef("%w; or give --manifests PATH (- for stdin) to work offline", err)
+		return nil, usagef("%w; or give -f PATH (-f - for stdin) to work offline", err)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -134,8 +152,9 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 }
 
 // liveExtras adds to snap what explain reads besides pods and policies:
-// Nodes, Services and EndpointSlices, and ClusterNetworkPolicies when the
-// cluster serves them (a cluster without the CRD has none). It returns the
+// Nodes, Services and EndpointSlices, and ClusterNetworkPolicies in the
+// version the cluster serves them (cnpapi.Served; a cluster without the CRD
+// has none, and a discovery failure is an error). It returns the
 // conversion errors.
 func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot) ([]error, error) {
 	nl, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -150,15 +169,21 @@ func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interfa
 	if err != nil {
 		return nil, fmt.Errorf("listing endpointslices: %w", err)
 	}
+	// A discovery failure is not "no ClusterNetworkPolicies": judging
+	// without them could say ALLOWED where an Admin Deny denies.
+	v, err := cnpapi.Served(client.Discovery())
+	if err != nil {
+		return nil, fmt.Errorf("cannot tell whether the cluster serves ClusterNetworkPolicies, and a verdict without them could be wrong: %w", err)
+	}
 	var cnps []*npav1beta1.ClusterNetworkPolicy
-	if res, err := client.Discovery().ServerResourcesForGroupVersion(npav1beta1.GroupVersion.String()); err == nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "clusternetworkpolicies" }) {
+	if v != cnpapi.None {
 		npa, err := npaclient.NewForConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
-		cl, err := npa.PolicyV1beta1().ClusterNetworkPolicies().List(ctx, metav1.ListOptions{})
+		cl, err := cnpapi.List(ctx, npa, v, metav1.ListOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("listing clusternetworkpolicies: %w", err)
+			return nil, fmt.Errorf("listing clusternetworkpolicies (%s): %w", v.GroupVersion(), err)
 		}
 		cnps = ptrs(cl.Items)
 	}
@@ -190,7 +215,7 @@ func defaultNamespace(ns string, src *source) string {
 	if ns != "" {
 		return ns
 	}
-	if src.manifests == "" {
+	if !src.manifests.given() {
 		rules := clientcmd.NewDefaultClientConfigLoadingRules()
 		if src.kube.kubeconfig != "" {
 			rules.ExplicitPath = src.kube.kubeconfig

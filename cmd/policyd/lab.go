@@ -28,7 +28,7 @@ import (
 )
 
 type labOptions struct {
-	manifests    string
+	manifests    manifestPaths
 	conformance  bool
 	suite        string
 	caseFilter   string
@@ -46,7 +46,7 @@ type labOptions struct {
 func newLabCommand() *cobra.Command {
 	o := &labOptions{}
 	cmd := &cobra.Command{
-		Use:   "lab (--manifests PATH | --conformance) [--cni routed|bridged] [--nodes N] [--dnat]",
+		Use:   "lab (-f PATH... | --conformance) [--cni routed|bridged] [--nodes N] [--dnat]",
 		Short: "Enforce policies in a cluster of network namespaces and probe it with real packets",
 		Long: `Build a small cluster out of network namespaces on this machine (nodes joined
 by an underlay, pods as namespaces with a veth into their node), run one
@@ -56,7 +56,7 @@ ordered pod pair with real TCP and UDP packets. The observed reachability is
 printed beside what the NetworkPolicy semantics expect; any disagreement makes
 the command exit 1.
 
---manifests PATH runs the pods and policies of PATH: first with no policies
+-f PATH runs the pods and policies of PATH (repeat -f for a union): first with no policies
 (skip with --skip-baseline), then with them, applied incrementally.
 --conformance runs two suites, each in a lab of its own (--suite v1|cnp|all):
 v1, the upstream Kubernetes e2e network-policy cases (x/y/z × a/b/c, ports
@@ -92,7 +92,7 @@ record or a different decider makes the command exit 1.
 
 Needs root. Everything the lab creates is named pdlab-*; it is removed on exit,
 on Ctrl-C, and at the start of the next run if a previous one crashed.`,
-		Example: `  policyd lab --manifests examples/
+		Example: `  policyd lab -f examples/
   policyd lab --conformance --cni bridged --nodes 2 --dnat
   policyd lab --conformance --case 'default-deny' -o jsonl
   policyd lab --conformance --verdicts --log-allowed --case 'stacked'
@@ -101,7 +101,7 @@ on Ctrl-C, and at the start of the next run if a previous one crashed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLab(cmd, o) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests to run")
+	o.manifests.add(f, "Kubernetes manifests to run")
 	f.BoolVar(&o.conformance, "conformance", false, "run the upstream conformance cases")
 	f.StringVar(&o.suite, "suite", "all", "with --conformance: v1 (NetworkPolicy cases), cnp (ClusterNetworkPolicy tests) or all")
 	f.StringVar(&o.caseFilter, "case", "", "with --conformance: only cases (of either suite) whose name matches this regular expression")
@@ -110,7 +110,7 @@ on Ctrl-C, and at the start of the next run if a previous one crashed.`,
 	f.BoolVar(&o.dnat, "dnat", false, "probe through per-pod ClusterIPs DNATed by a kube-proxy-like table")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or jsonl (one line per probe)")
 	f.StringSliceVar(&o.protocols, "protocols", []string{"TCP", "UDP"}, "protocols to probe")
-	f.BoolVar(&o.skipBaseline, "skip-baseline", false, "with --manifests: do not run the step without policies first")
+	f.BoolVar(&o.skipBaseline, "skip-baseline", false, "with -f: do not run the step without policies first")
 	f.DurationVar(&o.timeout, "probe-timeout", lab.DefaultProbeTimeout, "timeout of one probe attempt (each probe retries once)")
 	f.BoolVar(&o.verdicts, "verdicts", false, "log the kernel's drops and check each denied probe's record against the decider explain names")
 	f.BoolVar(&o.logAllowed, "log-allowed", false, "with --verdicts: also log allowed new connections and check the allowed probes")
@@ -118,8 +118,8 @@ on Ctrl-C, and at the start of the next run if a previous one crashed.`,
 }
 
 func runLab(cmd *cobra.Command, o *labOptions) error {
-	if (o.manifests == "") == !o.conformance {
-		return &exitError{2, fmt.Errorf("give exactly one of --manifests and --conformance")}
+	if !o.manifests.given() == !o.conformance {
+		return &exitError{2, fmt.Errorf("give exactly one of -f/--filename and --conformance")}
 	}
 	if o.output != "text" && o.output != "jsonl" {
 		return &exitError{2, fmt.Errorf("-o %s: want text or jsonl", o.output)}
@@ -312,7 +312,7 @@ func conformanceScenarios(re *regexp.Regexp, nodes []string) ([]runner.Scenario,
 }
 
 func manifestScenario(cmd *cobra.Command, o *labOptions, nodes []string) ([]runner.Scenario, error) {
-	objs, err := manifest.LoadPath(o.manifests)
+	objs, err := manifest.Load(o.manifests, cmd.InOrStdin())
 	if err != nil {
 		return nil, err
 	}
@@ -328,7 +328,7 @@ func manifestScenario(cmd *cobra.Command, o *labOptions, nodes []string) ([]runn
 			i++
 		}
 	}
-	sc := runner.Scenario{Name: o.manifests}
+	sc := runner.Scenario{Name: strings.Join(o.manifests, " ")}
 	n := len(objs.Policies) + len(objs.ClusterPolicies)
 	if !o.skipBaseline && n > 0 {
 		sc.Steps = append(sc.Steps, runner.Step{Name: "without policies", Namespaces: objs.Namespaces, Pods: pods, Policies: []*networkingv1.NetworkPolicy{},

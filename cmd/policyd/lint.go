@@ -13,7 +13,7 @@ import (
 
 type lintOptions struct {
 	kube       kubeFlags
-	manifests  string
+	manifests  manifestPaths
 	output     string
 	dnsService string
 	dnsAddrs   []string
@@ -23,10 +23,10 @@ type lintOptions struct {
 func newLintCommand() *cobra.Command {
 	o := &lintOptions{}
 	cmd := &cobra.Command{
-		Use:   "lint [--manifests PATH]",
+		Use:   "lint [-f PATH...]",
 		Short: "Report policies that are valid but probably not what was meant",
 		Long: `Report, for the cluster read from the API server (--kubeconfig, --context) or
-offline from --manifests:
+offline from -f/--filename:
 
   egress-without-dns    a policy isolates a pod's egress and nothing lets it
                         reach the cluster DNS on UDP and TCP 53
@@ -41,8 +41,8 @@ offline from --manifests:
 
 The cluster DNS is --dns-service (default kube-system/kube-dns) or the
 addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
-		Example: `  policyd lint --manifests examples/
-  policyd lint --manifests examples/ -o json
+		Example: `  policyd lint -f examples/
+  policyd lint -f examples/ -o json
   policyd lint --dns 10.96.0.10`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -62,7 +62,7 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 				opts.DNSAddrs = append(opts.DNSAddrs, a.Unmap())
 			}
 			var snap *cluster.Snapshot
-			if o.manifests != "" {
+			if o.manifests.given() {
 				snap, err = loadSnapshot(cmd, o.manifests)
 			} else {
 				snap, err = liveSnapshot(cmd, &o.kube)
@@ -97,7 +97,7 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 	}
 	o.kube.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes manifests; default: read the cluster through --kubeconfig/--context")
+	o.manifests.add(f, "Kubernetes manifests to lint instead of the cluster")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	f.StringVar(&o.dnsService, "dns-service", lint.DefaultDNSService, "the cluster DNS Service, namespace/name")
 	f.StringSliceVar(&o.dnsAddrs, "dns", nil, "cluster DNS server addresses, instead of --dns-service (repeatable)")

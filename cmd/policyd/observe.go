@@ -21,6 +21,11 @@ import (
 // defaultAgentAddr is policyd run's default --metrics-addr.
 const defaultAgentAddr = "127.0.0.1:9743"
 
+// agentTokenFile is where the DaemonSet mounts the agent's token (its
+// --metrics-token-file): observe run in the agent's container (kubectl exec
+// ds/policyd -- policyd observe) reads it without being told.
+var agentTokenFile = "/var/run/secrets/policyd/metrics-token/token"
+
 type observeOptions struct {
 	agentAddr string
 	tokenFile string
@@ -38,7 +43,8 @@ resolves them: time, source and destination (pods, or addresses), protocol
 and port, direction, verdict, and the deciding policy and rule. It reads the
 agent's /verdicts stream on --agent-addr (the agent's --metrics-addr,
 loopback by default: run it on the node, e.g. in 'kubectl debug node/NODE'
-or 'kubectl -n policyd-system exec ds/policyd -- policyd observe').
+or 'kubectl -n policyd-system exec ds/policyd -- policyd observe', where the
+agent's token is found without --token-file).
 
 What is there to see depends on the agent's flags: drops are logged by
 default (--log-drops), allowed new connections only with --log-allowed, and
@@ -67,7 +73,7 @@ agent ending the stream.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.agentAddr, "agent-addr", defaultAgentAddr, "the agent's --metrics-addr (HOST:PORT) on this node")
-	f.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token the agent requires when it runs with --metrics-token-file")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token the agent requires when it runs with --metrics-token-file (default: "+agentTokenFile+" when it exists, as in the agent's container)")
 	f.StringVarP(&o.filter.Namespace, "namespace", "n", "", "only records with a pod of this namespace at either end")
 	f.StringVar(&o.filter.Pod, "pod", "", "only records with this pod at either end: NAMESPACE/NAME, or NAME (in -n, else any namespace)")
 	f.StringVar(&o.filter.Verdict, "verdict", "", "only this verdict: allow or deny")
@@ -88,6 +94,11 @@ func runObserve(cmd *cobra.Command, o *observeOptions) error {
 		return usagef("--agent-addr %s: want HOST:PORT (the agent's --metrics-addr): %w", o.agentAddr, err)
 	}
 	token := ""
+	if o.tokenFile == "" && !cmd.Flags().Changed("token-file") {
+		if _, err := os.Stat(agentTokenFile); err == nil {
+			o.tokenFile = agentTokenFile
+		}
+	}
 	if o.tokenFile != "" {
 		var err error
 		if token, err = readToken(o.tokenFile); err != nil {
@@ -124,6 +135,10 @@ func observeError(err error, addr string) error {
 		switch se.Code {
 		case http.StatusUnauthorized:
 			return usagef("the agent on %s requires its bearer token: --token-file FILE (the agent's --metrics-token-file)", addr)
+		case http.StatusForbidden:
+			return &exitError{exitFailed, fmt.Errorf("the agent on %s has no token loaded yet (its --metrics-token-file is missing or empty) and refuses every stream: %s", addr, se.Message)}
+		case http.StatusTooManyRequests:
+			return &exitError{exitFailed, fmt.Errorf("the agent on %s is serving as many verdict streams as it may: %s; try again later", addr, se.Message)}
 		case http.StatusBadRequest:
 			return usagef("the agent refused the filter: %s", se.Message)
 		case http.StatusNotFound:

@@ -16,7 +16,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 
+	"github.com/policyd/policyd/deploy"
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -49,7 +51,11 @@ func observeAgent(t *testing.T, token string) (*verdicts.Resolver, string) {
 		m[compile.DeciderID(d)] = d
 	}
 	r.LearnNamed(&ruleset.Ruleset{Deciders: m}, func(ruleset.Decider) string { return "no-metrics-scrape-of-db" })
-	srv := httptest.NewServer(metricsHandler(r.Handler(), token))
+	var tok *bearerToken
+	if token != "" {
+		tok = fixedToken(token)
+	}
+	srv := httptest.NewServer(metricsHandler(r.Handler(), tok))
 	t.Cleanup(srv.Close)
 	return r, strings.TrimPrefix(srv.URL, "http://")
 }
@@ -214,4 +220,46 @@ func TestObserve_Errors(t *testing.T) {
 	lines, stderr, code := observe(t, 1, "--agent-addr", guarded, "--token-file", tok, "--since", "1h")
 	assert.Equal(t, 0, code, "with the token the stream opens: %s", stderr)
 	assert.Len(t, lines, 1)
+}
+
+// TestObserve_FindsTheAgentsTokenFileByDefault: in the agent's container
+// (where the DaemonSet mounts the token at agentTokenFile), observe needs
+// no --token-file; an explicit one still wins. Not parallel: it moves the
+// default path while the parallel tests wait.
+func TestObserve_FindsTheAgentsTokenFileByDefault(t *testing.T) {
+	gr, guarded := observeAgent(t, "0123456789abcdef-token")
+	gr.Handle(packet(npDeny, "10.240.0.2", "10.240.0.3", 40000, 5432, time.Now()))
+	dir := t.TempDir()
+	saved := agentTokenFile
+	t.Cleanup(func() { agentTokenFile = saved })
+	agentTokenFile = filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(agentTokenFile, []byte("0123456789abcdef-token\n"), 0o600))
+
+	lines, stderr, code := observe(t, 1, "--agent-addr", guarded, "--since", "1h")
+	assert.Equal(t, 0, code, "the mounted token opens the stream: %s", stderr)
+	assert.Len(t, lines, 1)
+
+	bad := filepath.Join(dir, "bad")
+	require.NoError(t, os.WriteFile(bad, []byte("wrong-but-long-enough\n"), 0o600))
+	stderr, code = observeFails(t, "--agent-addr", guarded, "--token-file", bad)
+	assert.Equal(t, 2, code, "an explicit --token-file wins over the default: %s", stderr)
+}
+
+// TestObserve_DefaultTokenFileIsTheDaemonSets: observe's default token file
+// is the one the shipped DaemonSet gives the agent, so `kubectl exec
+// ds/policyd -- policyd observe` needs no flags.
+func TestObserve_DefaultTokenFileIsTheDaemonSets(t *testing.T) {
+	docs, err := deploy.Documents()
+	require.NoError(t, err)
+	var flag string
+	for _, d := range docs {
+		if ds, ok := d.Object.(*appsv1.DaemonSet); ok {
+			for _, a := range ds.Spec.Template.Spec.Containers[0].Args {
+				if v, ok := strings.CutPrefix(a, "--metrics-token-file="); ok {
+					flag = v
+				}
+			}
+		}
+	}
+	assert.Equal(t, agentTokenFile, flag)
 }

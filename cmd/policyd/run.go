@@ -22,9 +22,11 @@ import (
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/policyd/policyd/agent"
+	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ctcut"
 	"github.com/policyd/policyd/policy/nft"
+	"github.com/policyd/policyd/verdicts"
 )
 
 // kubeFlags are the kubectl-style connection flags.
@@ -62,19 +64,21 @@ type runOptions struct {
 	nodeName    string
 	metricsAddr string
 	// metricsTokenFile, when set, holds the bearer token /metrics requires.
-	metricsTokenFile string
-	profilingAddr    string
-	unreadyAfter     time.Duration
-	minSync          time.Duration
-	maxSync          time.Duration
-	logFormat        string
-	logLevel         string
-	events           bool
-	netns            string
-	podNetwork       []string
-	cutEstablished   bool
-	profiling        bool
-	watchList        bool
+	metricsTokenFile  string
+	maxVerdictStreams int
+	profilingAddr     string
+	unreadyAfter      time.Duration
+	minSync           time.Duration
+	maxSync           time.Duration
+	logFormat         string
+	logLevel          string
+	events            bool
+	netns             string
+	podNetwork        []string
+	podNetworkExempt  []string
+	cutEstablished    bool
+	profiling         bool
+	watchList         bool
 	// Live verdicts.
 	logDrops, logAllowed bool
 	logGroup             uint16
@@ -101,12 +105,14 @@ run 'policyd cleanup' to remove them. There is no fail-open switch.
 
 Serves /metrics (Prometheus), /healthz and /readyz on --metrics-addr,
 127.0.0.1:9743 by default: with hostNetwork any other address is a port on
-the node that every pod and the network can reach. To let Prometheus scrape,
-bind the node's address and require a bearer token (--metrics-token-file).
-/healthz is the sync loop being alive; /readyz turns unready until the first
-sync commits and when every sync has failed for --unready-after (default
-30s), the failure and its age in the body. Profiles (--profiling) are served
-on a separate loopback listener only.
+the node that every pod and the network can reach, hostNetwork pods
+included. With --metrics-token-file (the DaemonSet sets it), /metrics and
+/verdicts answer only requests carrying that bearer token. /healthz is the
+sync loop being alive; /readyz turns unready until the first sync commits
+and when every sync has failed for --unready-after (default 30s). Both say
+only "ok" or "not ok": the failure is in the log and the metrics
+(policyd_sync_failing_seconds). Profiles (--profiling) are served on a
+separate loopback listener only.
 Invalid policies are enforced fail-closed (the invalid part matches nothing)
 and reported as Warning Events on the policy. When the kernel refuses a
 sync's batch, the agent finds the policies that produced it by bisection
@@ -133,7 +139,8 @@ the kernel's counters. Each record is also written to the agent's log at
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME; the DaemonSet sets it from spec.nodeName)")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9743", "address for /metrics, /healthz, /readyz and /verdicts (policyd observe); empty disables. The default is reachable from the node only; to let Prometheus scrape, bind the node's address and set --metrics-token-file")
-	f.StringVar(&o.metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics requires (Prometheus: authorization.credentials_file); /healthz and /readyz stay open for kubelet probes")
+	f.StringVar(&o.metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics and /verdicts require (Prometheus: authorization.credentials_file; policyd observe: --token-file), read again every 10s; while it is missing or empty both refuse every request. /healthz and /readyz stay open for kubelet probes and answer only ok or not ok")
+	f.IntVar(&o.maxVerdictStreams, "max-verdict-streams", verdicts.DefaultMaxStreams, "most /verdicts streams (policyd observe) served at once; more are answered 429")
 	f.DurationVar(&o.unreadyAfter, "unready-after", agent.DefaultUnreadyAfter, "report unready (/readyz) when every sync has failed for this long; the last committed table stays in force")
 	f.DurationVar(&o.minSync, "min-sync-interval", agent.DefaultMinSyncInterval, "coalescing delay: events within it become one sync")
 	f.DurationVar(&o.maxSync, "max-sync-interval", agent.DefaultMaxSyncInterval, "sync at least this often; each sync also repairs a table changed by someone else")
@@ -141,6 +148,7 @@ the kernel's counters. Each record is also written to the agent's log at
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
 	f.BoolVar(&o.cutEstablished, "cut-established", false, "strict mode: after a commit, end the conntrack flows of this node's pods that the new table would not admit as new connections (and refuse mid-stream TCP pickups to or from them); off by default, when a policy change never cuts an established connection")
+	f.StringSliceVar(&o.podNetworkExempt, "pod-network-exempt", nil, "CIDRs inside the pod network that are never a pod's (repeatable), left alone by its closing: a CNI's gateway or tunnel addresses that the Nodes do not publish (policyd already exempts every Node's status.addresses, the network and first address of each pod CIDR, and the tunnel and router addresses in Calico's and Cilium's Node annotations)")
 	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "CIDRs to add to the pod network (repeatable), which is otherwise the union of the Nodes' spec.podCIDRs; for CNIs that publish none. Addresses inside the pod network that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
 	f.BoolVar(&o.watchList, "watch-list", true, "stream the informers' initial state from the API server (WatchList, on by default in Kubernetes 1.34 API servers) instead of one LIST per resource, so start-up memory stays near the converted state; client-go falls back to LIST when the server lacks it. KUBE_FEATURE_WatchListClient overrides")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on --profiling-addr; off by default because profiles expose internals")
@@ -199,14 +207,11 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.maxVerdictStreams < 1 {
+		return usagef("--max-verdict-streams %d: want 1 or more", o.maxVerdictStreams)
+	}
 	if o.profiling && !isLoopback(o.profilingAddr) {
 		return &exitError{2, fmt.Errorf("--profiling-addr %s: profiles are served on loopback only (e.g. 127.0.0.1:6060; reach them from the node or with kubectl port-forward)", o.profilingAddr)}
-	}
-	token := ""
-	if o.metricsTokenFile != "" {
-		if token, err = readToken(o.metricsTokenFile); err != nil {
-			return &exitError{2, fmt.Errorf("--metrics-token-file: %w", err)}
-		}
 	}
 	if err := agent.UseWatchList(o.watchList); err != nil { // before any client exists
 		return fmt.Errorf("--watch-list: %w", err)
@@ -239,11 +244,19 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	}
 	var podNet []netip.Prefix
 	for _, c := range o.podNetwork {
-		p, err := netip.ParsePrefix(c)
+		p, err := cluster.ParseCIDR(c) // as an ipBlock: never a prefix the kernel refuses
 		if err != nil {
 			return &exitError{2, fmt.Errorf("--pod-network %q: %w", c, err)}
 		}
-		podNet = append(podNet, p.Masked())
+		podNet = append(podNet, p)
+	}
+	var podNetExempt []netip.Prefix
+	for _, c := range o.podNetworkExempt {
+		p, err := cluster.ParseCIDR(c) // as --pod-network: never a prefix the kernel refuses
+		if err != nil {
+			return &exitError{2, fmt.Errorf("--pod-network-exempt %q: %w", c, err)}
+		}
+		podNetExempt = append(podNetExempt, p)
 	}
 	var cut ctcut.Table
 	if o.cutEstablished {
@@ -257,11 +270,12 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	acfg := agent.Config{
 		Verdicts: agent.VerdictConfig{
 			Log:   compile.LogOptions{Drops: o.logDrops, Allowed: o.logAllowed, Group: o.logGroup, Rate: o.logRate, Burst: o.logBurst},
-			NetNS: nopts.NetNS, RecordLevel: recordLevel,
+			NetNS: nopts.NetNS, RecordLevel: recordLevel, MaxStreams: o.maxVerdictStreams,
 		},
-		CutEstablished: cut,
-		PodNetwork:     podNet,
-		NodeName:       o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
+		CutEstablished:   cut,
+		PodNetwork:       podNet,
+		PodNetworkExempt: podNetExempt,
+		NodeName:         o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, UnreadyAfter: o.unreadyAfter, Logger: log,
 		Budget: budget,
 	}
@@ -279,16 +293,19 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.metricsAddr != "" {
-		if token == "" && !isLoopback(o.metricsAddr) {
-			log.Warn("/metrics is served without authentication on a non-loopback address; set --metrics-token-file, or keep --metrics-addr on 127.0.0.1", "addr", o.metricsAddr)
+		var tok *bearerToken
+		if o.metricsTokenFile != "" {
+			// Unreadable now (a Secret not filled in yet) is not fatal:
+			// the agent enforces regardless, and /metrics and /verdicts
+			// refuse every request until the file holds a token.
+			tok = newBearerToken(o.metricsTokenFile, log)
+			go tok.run(ctx, tokenReread)
 		}
-		l, err := listen("--metrics-addr", o.metricsAddr, newServer(metricsHandler(a.Handler(), token), 30*time.Second))
+		l, err := serveMetrics(log, o.metricsAddr, a.Handler(), tok)
 		if err != nil {
 			return err
 		}
-		l.serve(log)
 		defer l.shutdown()
-		log.Info("serving metrics and health", "addr", l.ln.Addr().String(), "metrics_auth", token != "")
 	}
 	if o.profiling {
 		l, err := listen("--profiling-addr", o.profilingAddr, newServer(pprofHandler(), (maxProfileSeconds+10)*time.Second))
@@ -307,12 +324,17 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 }
 
 func newCleanupCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "cleanup",
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "cleanup [--wait]",
 		Short: "Remove policyd's nftables table from this node (stops enforcement)",
 		Long: `Delete the inet table "policyd" and nothing else. Run it after removing the
 DaemonSet if you want NetworkPolicies to stop being enforced on this node:
-the agent deliberately leaves its rules in place when it stops.`,
+the agent deliberately leaves its rules in place when it stops.
+
+With --wait it then keeps running until it is terminated (SIGTERM or
+SIGINT, exit 0), so that a DaemonSet running it stays Running on every node
+it has cleaned: deploy/uninstall.yaml.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := nft.New(nft.Options{})
@@ -323,7 +345,14 @@ the agent deliberately leaves its rules in place when it stops.`,
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "removed table inet policyd")
+			if wait {
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				<-ctx.Done()
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "after removing the table, keep running until terminated (for a DaemonSet)")
+	return cmd
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/policyd/policyd/verdicts"
@@ -79,13 +81,88 @@ func isLoopback(addr string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
+// tokenReread is how often the agent reads --metrics-token-file again: a
+// Secret volume is updated in place (a token filled in after the pod
+// started, or rotated), within about a minute of the Secret's change.
+const tokenReread = 10 * time.Second
+
+// bearerToken is the token /metrics and /verdicts require, read from a file
+// and read again every tokenReread. While the file is missing, empty or too
+// short, no token is loaded and every request that needs one is refused:
+// fail closed. Each change (loaded, unreadable, why) is logged once.
+type bearerToken struct {
+	path string
+	log  *slog.Logger
+	// want is the SHA-256 of "Bearer TOKEN", nil while none is loaded;
+	// requests are compared by hash, so that neither the token's bytes nor
+	// its length show in the time a comparison takes.
+	want    atomic.Pointer[[sha256.Size]byte]
+	lastErr string
+}
+
+// newBearerToken reads path once; run reads it again periodically.
+func newBearerToken(path string, log *slog.Logger) *bearerToken {
+	t := &bearerToken{path: path, log: log}
+	t.reload()
+	return t
+}
+
+// fixedToken is a bearerToken that never changes (tests).
+func fixedToken(tok string) *bearerToken {
+	t := &bearerToken{}
+	sum := sha256.Sum256([]byte("Bearer " + tok))
+	t.want.Store(&sum)
+	return t
+}
+
+func (t *bearerToken) reload() {
+	tok, err := readToken(t.path)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+		t.want.Store(nil)
+	} else {
+		sum := sha256.Sum256([]byte("Bearer " + tok))
+		t.want.Store(&sum)
+	}
+	if msg == t.lastErr || t.log == nil {
+		t.lastErr = msg
+		return
+	}
+	if err != nil {
+		t.log.Error("--metrics-token-file unreadable: /metrics and /verdicts refuse every request until it holds a token", "file", t.path, "err", err)
+	} else {
+		t.log.Info("--metrics-token-file read: /metrics and /verdicts answer requests carrying its token", "file", t.path)
+	}
+	t.lastErr = msg
+}
+
+// run reads the file again every interval until ctx ends.
+func (t *bearerToken) run(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.reload()
+		}
+	}
+}
+
 // requireBearer wraps h so that it answers only requests carrying
-// "Authorization: Bearer TOKEN" (compared in constant time).
-func requireBearer(token string, h http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+// "Authorization: Bearer TOKEN" (compared in constant time): 401 without
+// it, 403 while the agent has no token loaded.
+func requireBearer(t *bearerToken, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		want := t.want.Load()
+		if want == nil {
+			http.Error(w, "forbidden: the agent's --metrics-token-file holds no token yet; every request to "+r.URL.Path+" is refused until it does", http.StatusForbidden)
+			return
+		}
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="policyd metrics"`)
 			http.Error(w, "unauthorized: "+r.URL.Path+" needs the bearer token of the agent's --metrics-token-file", http.StatusUnauthorized)
 			return
@@ -109,17 +186,33 @@ func readToken(path string) (string, error) {
 
 // metricsHandler serves the agent's endpoints: /metrics and /verdicts (who
 // talks to whom, and which policy drops it), behind the bearer token when
-// one is given; /healthz and /readyz always without (kubelet probes carry
-// no credentials, and they reveal only the sync state).
-func metricsHandler(agentMux http.Handler, token string) http.Handler {
-	if token == "" {
+// one is configured (tok not nil); /healthz and /readyz always without
+// (kubelet probes carry no credentials, and they answer only ok or not ok).
+func metricsHandler(agentMux http.Handler, tok *bearerToken) http.Handler {
+	if tok == nil {
 		return agentMux
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", requireBearer(token, agentMux))
-	mux.Handle(verdicts.Path, requireBearer(token, agentMux))
+	mux.Handle("/metrics", requireBearer(tok, agentMux))
+	mux.Handle(verdicts.Path, requireBearer(tok, agentMux))
 	mux.Handle("/", agentMux)
 	return mux
+}
+
+// serveMetrics binds addr and serves h on it with the agent's timeouts,
+// guarded by tok as metricsHandler says, until the returned listener is
+// shut down.
+func serveMetrics(log *slog.Logger, addr string, h http.Handler, tok *bearerToken) (*listener, error) {
+	if tok == nil && !isLoopback(addr) {
+		log.Warn("/metrics and /verdicts are served without authentication on a non-loopback address; set --metrics-token-file, or keep --metrics-addr on 127.0.0.1", "addr", addr)
+	}
+	l, err := listen("--metrics-addr", addr, newServer(metricsHandler(h, tok), 30*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	l.serve(log)
+	log.Info("serving metrics and health", "addr", l.ln.Addr().String(), "metrics_auth", tok != nil)
+	return l, nil
 }
 
 // pprofHandler serves net/http/pprof with the capture length capped.

@@ -11,12 +11,14 @@ import (
 // in every node namespace, in the ip family and, with IPv6, the ip6 family.
 const KubeProxyTable = Prefix + "kubeproxy"
 
-// service maps one ClusterIP to one pod address.
+// service maps one ClusterIP to one pod address; with no ClusterIP it only
+// marks the pod for the hairpin SNAT.
 type service struct {
 	ClusterIP netip.Addr
 	PodIP     netip.Addr
 	// Hairpin is true for pods of this node that are not hostNetwork: a
-	// connection from such a pod to its own ClusterIP is SNATed.
+	// connection from such a pod to its own ClusterIP, or to a Service it
+	// backs, is SNATed.
 	Hairpin bool
 }
 
@@ -41,10 +43,12 @@ func kubeProxyText(svcs []service, gw [2]netip.Addr, fams []fam, nat serviceNAT)
 		}
 		var maps, hairpin []string
 		for _, s := range svcs {
-			if famOf(s.ClusterIP) != f || !s.PodIP.IsValid() {
+			if !s.PodIP.IsValid() || famOf(s.PodIP) != f {
 				continue
 			}
-			maps = append(maps, fmt.Sprintf("%s : %s", s.ClusterIP, s.PodIP))
+			if s.ClusterIP.IsValid() {
+				maps = append(maps, fmt.Sprintf("%s : %s", s.ClusterIP, s.PodIP))
+			}
 			if s.Hairpin {
 				hairpin = append(hairpin, fmt.Sprintf("%s . %s", s.PodIP, s.PodIP))
 			}

@@ -468,14 +468,20 @@ func (l *Lab) syncKubeProxy(ctx context.Context) error {
 	for _, n := range l.nodes {
 		var svcs []service
 		for _, p := range l.pods {
-			if !l.cfg.DNAT {
-				break // Services only: no per-pod ClusterIPs
-			}
 			for _, f := range l.fams {
+				hairpin := p.plan.Node == n.idx && !p.plan.HostNetwork
+				if !l.cfg.DNAT {
+					// Services only: no per-pod ClusterIP, but a pod of this
+					// node reaching itself through a Service is SNATed too.
+					if hairpin {
+						svcs = append(svcs, service{PodIP: p.plan.IPs[f], Hairpin: true})
+					}
+					continue
+				}
 				svcs = append(svcs, service{
 					ClusterIP: p.plan.ClusterIPs[f],
 					PodIP:     p.plan.IPs[f],
-					Hairpin:   p.plan.Node == n.idx && !p.plan.HostNetwork,
+					Hairpin:   hairpin,
 				})
 			}
 		}
@@ -651,6 +657,38 @@ func (l *Lab) ExecInNode(ctx context.Context, node string, stdin []byte, name st
 		return nil, err
 	}
 	return execInNetNS(ctx, n.ns.ns, stdin, name, args...)
+}
+
+// AddNodeAddress gives node the address a, as a CNI gives a node its
+// tunnel or router address (flannel.1, tunl0, cilium_host): a /32 (/128) on
+// the node's loopback, unless a is local there already (its gateway), and
+// a route to it from every other node via the node's underlay address, so
+// the node's own traffic to a remote pod can come from a and the answers
+// find their way back. The address goes with the lab.
+func (l *Lab) AddNodeAddress(node string, a netip.Addr) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, err := l.node(node)
+	if err != nil {
+		return err
+	}
+	f := famOf(a)
+	if !slices.Contains(l.fams, f) {
+		return fmt.Errorf("node %s: %s: the lab has no IPv%d", node, a, map[fam]int{v4: 4, v6: 6}[f])
+	}
+	if a != nodeGateway(n.idx, f) {
+		if err := n.ns.addAddr("lo", hostPrefix(a)); err != nil {
+			return err
+		}
+	}
+	for _, other := range l.nodes {
+		if other != n {
+			if err := other.ns.addRoute(route{Dst: hostPrefix(a), Link: uplink, Gw: nodeAddr(n.idx, f)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // NodeInfo describes one node.

@@ -267,12 +267,7 @@ func planPods(nodes []string, ipv6, dnat bool, prev map[string]*podPlan, pods []
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		conv, cerrs := cluster.ConvertPod(p)
-		if len(cerrs) > 0 {
-			errs = append(errs, cerrs...)
-			continue
-		}
-		pp := &podPlan{Key: key, Raw: p.DeepCopy(), Pod: conv, HostNetwork: p.Spec.HostNetwork}
+		pp := &podPlan{Key: key, Raw: p.DeepCopy(), HostNetwork: p.Spec.HostNetwork}
 		if p.Spec.NodeName == "" {
 			pp.Node = unscheduled % len(nodes)
 			unscheduled++
@@ -284,6 +279,19 @@ func planPods(nodes []string, ipv6, dnat bool, prev map[string]*podPlan, pods []
 			}
 			pp.Node = i
 		}
+		// Converted as scheduled on its lab node: a pod with addresses and
+		// no node holds none (cluster.ConvertPod).
+		placed := p
+		if p.Spec.NodeName == "" {
+			placed = p.DeepCopy()
+			placed.Spec.NodeName = nodes[pp.Node]
+		}
+		conv, cerrs := cluster.ConvertPod(placed)
+		if len(cerrs) > 0 {
+			errs = append(errs, cerrs...)
+			continue
+		}
+		pp.Pod = conv
 		listen, lerrs := listenOf(key, p, conv)
 		if len(lerrs) > 0 {
 			errs = append(errs, lerrs...)

@@ -132,7 +132,7 @@ func servicesOf(snap *cluster.Snapshot) []labService {
 // planServices lists the probes through the step's Services, each cell
 // expecting exactly what explain.Explain answers for the same query:
 //
-//   - every pod (not hostNetwork, not the backend itself) to each ClusterIP,
+//   - every pod (not hostNetwork; the backend itself too, a hairpin) to each ClusterIP,
 //     once per backend explain lists, pinned to that backend;
 //   - from the external client, per backend and per source address explain
 //     lists: under Local through the NodePort of the backend's node, under
@@ -165,7 +165,7 @@ func (e *enforcer) planServices(snap *cluster.Snapshot, svcs []labService, expec
 	}
 	add := func(ls labService, from string, r explain.Result, target netip.AddrPort, via string) {
 		pin, ok := ls.pin[fmt.Sprintf("%s %d", r.To, r.Port)]
-		if !ok || from == r.To {
+		if !ok {
 			return
 		}
 		c := Cell{From: from, To: r.To, Port: r.Port, Protocol: ls.port.Protocol, Proto: ls.port.Protocol.String(), Expected: r.Allowed,

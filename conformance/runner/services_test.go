@@ -77,6 +77,7 @@ func TestRun_ServicesAgreeWithExplain(t *testing.T) {
 			results := run(t, runner.Config{Lab: lab.Config{CNI: cni}}, serviceScenario())
 			via := map[string]int{}
 			denied := map[string]bool{}
+			hairpins := map[bool]int{} // by expected verdict
 			for _, r := range results {
 				assert.Empty(t, r.Invalid)
 				assert.Zero(t, r.Disagree, "step %s", r.Step)
@@ -90,13 +91,21 @@ func TestRun_ServicesAgreeWithExplain(t *testing.T) {
 					if r.Index == 1 && !c.Expected {
 						denied[c.From+" "+c.Via] = true
 					}
+					if c.From == c.To {
+						hairpins[c.Expected]++
+					}
 				}
 			}
 			// Per step: ClusterIP (every Service has one): web and each api
-			// pod to the backends but itself, 4 per Service; NodePort: 2
-			// backends x 2 entry nodes (Cluster), each backend at its own
-			// node (Local); the LB IP: the Local backend on the LB's node.
-			assert.Equal(t, map[string]int{"ClusterIP": 3 * 3 * 4, "NodePort": 3 * (4 + 2), "external": 3 * 1}, via)
+			// pod to both backends, itself included (a hairpin, which the
+			// policy judges both ways: api admits only web, so not itself),
+			// 6 per Service; NodePort: 2 backends x 2 entry nodes
+			// (Cluster), each backend at its own node (Local); the LB IP:
+			// the Local backend on the LB's node.
+			assert.Equal(t, map[string]int{"ClusterIP": 3 * 3 * 6, "NodePort": 3 * (4 + 2), "external": 3 * 1}, via)
+			// Each api pod through each ClusterIP to itself, in 3 steps:
+			// allowed without policies, denied (api admits web only) after.
+			assert.Equal(t, map[bool]int{true: 3 * 2, false: 2 * 3 * 2}, hairpins, "pods reaching themselves through their Services, in real packets")
 			assert.Len(t, denied, 3*2+2, "api1<->api2 through each ClusterIP, and each backend through the other node under Cluster: %v", denied)
 		})
 	}

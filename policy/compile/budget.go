@@ -649,7 +649,13 @@ func (c *compiler) count() *tally {
 	}
 	if len(opts.PodNetwork) > 0 {
 		t.base.Rules += 5 + 3
-		t.base.Elements += len(opts.PodNetwork) + len(c.own)
+		// The pod network less the exempt prefixes (each splits at most
+		// one range), and the known addresses: the pods', then the Nodes'
+		// own and gateway addresses.
+		t.base.Elements += len(opts.PodNetwork) + len(opts.PodNetworkExempt) + len(c.own)
+		for _, n := range c.src.Nodes() {
+			t.base.Elements += len(n.IPs) + len(n.Gateways)
+		}
 	}
 	if opts.Log.Drops {
 		t.base = t.base.Add(Cost{Rules: 4, Chains: 2}) // the conntrack-invalid deciders
@@ -1031,17 +1037,38 @@ func (k *counter) tier(d cluster.Direction, kind string, cps []*cluster.ClusterP
 		oc := t.obj(quarantine.ClusterPolicyObject(cp), cp.Created)
 		m := part{obj: oc.obj}
 		rules := cp.Rules(d)
+		// An ingress rule that drops goes to a node-first drop chain
+		// (nodeFirstDrop): node traffic, then the drop.
+		firstDrop := Cost{}
+		if d == cluster.Ingress {
+			firstDrop = Cost{Rules: 2, Chains: 1}
+		}
 		if len(rules) > 0 {
-			m.strip = Cost{Rules: 1}
+			m.strip = Cost{Rules: 1}.Add(firstDrop)
 			if log.Drops {
 				m.strip = m.strip.Add(Cost{Rules: 2, Chains: 1})
 			}
 		}
 		for ri := range rules {
-			m.terminal = m.terminal || rules[ri].MatchAll
-			m.cost = m.cost.Add(k.cnpRule(oc, d, &rules[ri], fam))
+			r := &rules[ri]
+			m.terminal = m.terminal || r.MatchAll
+			m.cost = m.cost.Add(k.cnpRule(oc, d, r, fam))
 			if log.Drops || log.Allowed {
 				m.cost = m.cost.Add(Cost{Rules: 2, Chains: 1})
+			}
+			if r.Action != cluster.ActionAccept && r.Action != cluster.ActionPass {
+				m.cost = m.cost.Add(firstDrop)
+			}
+			if r.Action != cluster.ActionAccept && !r.MatchAll && k.c.disputed(r, fam) {
+				// The rule's disputed entry (tierChain): a Pass's drops
+				// with a decider and a node-first chain of their own.
+				m.cost = m.cost.Add(k.disputedRule(oc, d, r, fam))
+				if r.Action == cluster.ActionPass {
+					m.cost = m.cost.Add(firstDrop)
+					if log.Drops {
+						m.cost = m.cost.Add(Cost{Rules: 2, Chains: 1})
+					}
+				}
 			}
 		}
 		tu.members = append(tu.members, m)
@@ -1093,11 +1120,64 @@ func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRu
 			n = len(peer.Except) + 1
 			k.t.useSet(oc, "block/"+peer.Key+"/"+fmt.Sprint(fam), n)
 		case cluster.PeerNodes:
-			n = len(k.c.nodeAddrs(peer, fam))
+			n = len(k.c.nodeAddrs(peer, fam, false))
 			k.t.useSet(oc, "nodes/"+peer.Key+"/"+fmt.Sprint(fam), n)
 		default:
 			continue
 		}
+		out.Rules += forms
+		boxes += n * ports
+	}
+	if len(named) == 0 && boxes <= maxTierRuleBoxes {
+		out.Elements += maxElementsPerBox * boxes
+	}
+	return out
+}
+
+// disputedRule counts the disputed entry of a Deny or Pass rule
+// (plainTierRules with e.disputed): for each peer, its set of disputed
+// addresses in each port form, and its own and disputed sets on each
+// named port's disputed set; the map's elements for the disputed
+// addresses. Its sets are counted as the compile makes them.
+func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRule, fam int) Cost {
+	out := Cost{Rules: 1}
+	portSet, named, ok := k.c.portMatch(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts})
+	if !ok {
+		return out
+	}
+	ports := max(1, len(k.c.portElements(portSet)))
+	forms := 0
+	if portSet != "" || len(named) == 0 {
+		forms++
+	}
+	if len(named) > 0 {
+		n := 0
+		for _, p := range r.Peers {
+			if p.Kind != cluster.PeerIPBlock || family(p.CIDR.Addr()) == fam {
+				n++
+			}
+		}
+		forms += len(k.namedSets(oc, named, fam, d, n))
+	}
+	anyNamed := 0
+	for _, np := range named {
+		if n := len(k.c.disputedNamed(np, fam)); n > 0 {
+			anyNamed++
+			k.t.useSet(oc, "nameddisputed/"+namedList([]namedPort{np})+"/"+strconv.Itoa(fam), n)
+		}
+	}
+	boxes := 0
+	for i := range r.Peers {
+		peer := &r.Peers[i]
+		if peer.Kind == cluster.PeerIPBlock && family(peer.CIDR.Addr()) != fam {
+			continue
+		}
+		out.Rules += 2 * anyNamed
+		n := len(k.c.disputedAddrs(peer, fam))
+		if n == 0 {
+			continue
+		}
+		k.t.useSet(oc, "disputed/"+peer.Key+"/"+strconv.Itoa(fam), n)
 		out.Rules += forms
 		boxes += n * ports
 	}

@@ -148,6 +148,7 @@ type Source interface {
 func newCompiler(src Source, node string, cc *Compiler) *compiler {
 	own, claims, contested := owners(src.Pods())
 	cc.resetIfOwnershipChanged(contested, claims)
+	cc.nodeConflict, cc.nodeClaims = nodeConflicts(src.Nodes(), own, claims)
 	return &compiler{
 		node:     node,
 		cc:       cc,
@@ -222,7 +223,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	for _, ch := range c.chain {
 		rs.Chains = append(rs.Chains, ch)
 	}
-	netSets, netRules, err := podNetworkSets(cc.Options, own)
+	netSets, netRules, err := podNetworkSets(cc.Options, own, src.Nodes())
 	if err != nil {
 		return nil, err
 	}

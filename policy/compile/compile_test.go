@@ -81,6 +81,7 @@ func (f *fixture) compile(t *testing.T, node string) *ruleset.Ruleset {
 	require.Empty(t, errs)
 	rs, err := compile.Compile(selectors.FromSnapshot(snap), node)
 	require.NoError(t, err)
+	require.NoError(t, ruleset.Check(rs), "the compiled ruleset breaks its shapes' contract")
 	return rs
 }
 
@@ -259,6 +260,7 @@ func TestCompile_Golden(t *testing.T) {
 	for _, node := range []string{"node-a", "node-b"} {
 		rs, err := compile.Compile(ix, node)
 		require.NoError(t, err)
+		require.NoError(t, ruleset.Check(rs), "the compiled ruleset breaks its shapes' contract")
 		path := filepath.Join("testdata", "examples-"+node+".nft")
 		if *update {
 			require.NoError(t, os.MkdirAll("testdata", 0o755))

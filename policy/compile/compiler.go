@@ -25,6 +25,12 @@ type Options struct {
 	// which policies apply to it. Without it, such a pod is unpoliced from the
 	// moment its address is live until the next sync commits.
 	PodNetwork []netip.Prefix
+	// PodNetworkExempt lists ranges inside the pod network that are never
+	// a pod's: addresses a CNI gives its nodes that their Node objects do
+	// not publish. The pod network's closing leaves them alone, as it
+	// does every Node's own and gateway addresses (cluster.Node.IPs and
+	// Gateways), which it takes from the Source.
+	PodNetworkExempt []netip.Prefix
 	// FlowMark, when not zero, is the conntrack mark bit (or bits) the
 	// table ORs into every connection to or from a pod of this node when
 	// it judges the connection's first packet, and it drops a TCP
@@ -87,6 +93,10 @@ type Compiler struct {
 	patches  int
 	conflict string // fingerprint of addresses claimed by several pods
 	claims   []Conflict
+	// nodeConflict and nodeClaims are the same for Nodes' addresses (see
+	// nodeConflicts).
+	nodeConflict string
+	nodeClaims   []Conflict
 	// quarantined are the last compile's quarantine decisions, lastCost
 	// its count (budget.go); strippedNP and strippedCNP the stripped forms
 	// of the objects quarantined, kept for as long as they are.
@@ -101,19 +111,36 @@ type Compiler struct {
 }
 
 // Conflict is an address that two or more (non-hostNetwork, non-terminal)
-// pods claim. It is policed as the strictest of its claimants.
+// pods claim, or that a Node claims beside a pod or another Node. An
+// address several pods claim is policed as the strictest of them; one a
+// pod and Nodes claim is the pod's (no nodes peer matches it); one several
+// Nodes claim matches a nodes peer of an Accept or Pass rule only when it
+// selects every one of them, of a Deny rule when it selects any.
 type Conflict struct {
 	Addr netip.Addr
 	// Pods are the claimants' keys, sorted.
 	Pods []string
+	// Nodes are the names of the Nodes whose status.addresses list the
+	// address, sorted; set only when a Node is a claimant.
+	Nodes []string
 }
 
 // Conflicts returns the address conflicts of the last Compile, sorted by
-// address.
-func (c *Compiler) Conflicts() []Conflict { return c.claims }
+// address: those among pods, then those involving Nodes.
+func (c *Compiler) Conflicts() []Conflict {
+	if len(c.nodeClaims) == 0 {
+		return c.claims
+	}
+	return append(slices.Clone(c.claims), c.nodeClaims...)
+}
 
 // ConflictsFingerprint changes whenever the set of conflicts does.
-func (c *Compiler) ConflictsFingerprint() string { return c.conflict }
+func (c *Compiler) ConflictsFingerprint() string {
+	if c.nodeConflict == "" {
+		return c.conflict
+	}
+	return c.conflict + "|nodes:" + c.nodeConflict
+}
 
 // peerFam names a peer set: the peer's key and the family of its addresses.
 type peerFam struct {
@@ -442,8 +469,15 @@ func (c *Compiler) resetIfOwnershipChanged(fingerprint string, claims map[netip.
 }
 
 // podNetworkSets returns the sets and base-chain rules of Options.PodNetwork:
-// the pod network as interval sets and every known pod address.
-func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod) ([]*ruleset.Set, map[ruleset.Hook][]ruleset.Rule, error) {
+// the pod network as interval sets, and every address in it that is known
+// not to be an unknown pod's: every pod address, every Node's own and
+// gateway addresses (the source CNIs give a node's traffic to pods on other
+// nodes: flannel.1, tunl0, vxlan.calico, cilium_host...; see
+// cluster.GatewayAnnotations). Options.PodNetworkExempt is cut out of the
+// pod network. Without the nodes' addresses, the API server's call to a
+// webhook pod on another node would be dropped as coming from a pod
+// policyd does not know yet.
+func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod, nodes []*cluster.Node) ([]*ruleset.Set, map[ruleset.Hook][]ruleset.Rule, error) {
 	if len(opts.PodNetwork) == 0 {
 		return nil, nil, nil
 	}
@@ -456,6 +490,10 @@ func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod) ([]*ruleset.S
 		prefixes = append(prefixes, p.Masked())
 	}
 	sort.Slice(prefixes, func(i, j int) bool { return prefixes[i].Addr().Less(prefixes[j].Addr()) })
+	var exempt []netip.Prefix
+	for _, p := range opts.PodNetworkExempt {
+		exempt = append(exempt, p.Masked())
+	}
 	for i, p := range prefixes {
 		if i > 0 && prefixes[i-1].Overlaps(p) {
 			return nil, nil, fmt.Errorf("pod network CIDRs %s and %s overlap", prefixes[i-1], p)
@@ -464,13 +502,30 @@ func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod) ([]*ruleset.S
 		if p.Addr().Is4() {
 			s = net4
 		}
-		s.Elements = append(s.Elements, ruleset.Element{Addr: p.Addr(), AddrEnd: ruleset.LastAddr(p)})
+		for _, r := range subtractRanges(p, exempt) {
+			s.Elements = append(s.Elements, ruleset.Element{Addr: r[0], AddrEnd: r[1]})
+		}
 	}
-	for a := range own {
+	add := func(a netip.Addr) {
 		if a.Is4() {
 			known4.Elements = append(known4.Elements, ruleset.Element{Addr: a})
 		} else {
 			known6.Elements = append(known6.Elements, ruleset.Element{Addr: a})
+		}
+	}
+	for a := range own {
+		add(a)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, n := range nodes {
+		for _, list := range [][]netip.Addr{n.IPs, n.Gateways} {
+			for _, a := range list {
+				if _, held := own[a]; held || seen[a] {
+					continue // a pod's address is the pod's
+				}
+				seen[a] = true
+				add(a)
+			}
 		}
 	}
 	drop := ruleset.Verdict{Kind: ruleset.Drop}
@@ -485,13 +540,30 @@ func podNetworkSets(opts Options, own map[netip.Addr]*cluster.Pod) ([]*ruleset.S
 	// The node's own addresses can lie inside the pod network (a bridge
 	// CNI's gateway is the first address of the node's pod CIDR, and the
 	// node's traffic to its pods, kubelet's probes among it, comes from
-	// there): what the node sends is never an unknown pod's.
+	// there): what the node sends is never an unknown pod's, whether or
+	// not its Node object says so.
 	node := &ruleset.FibLocalRule{Verdict: ruleset.Verdict{Kind: ruleset.Accept}, Comment: "the node's own addresses are no pod's"}
 	rules := map[ruleset.Hook][]ruleset.Rule{
 		ruleset.HookPostrouting: {node, unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr), unknown(4, ruleset.Daddr), unknown(6, ruleset.Daddr)},
 		ruleset.HookInput:       {node, unknown(4, ruleset.Saddr), unknown(6, ruleset.Saddr)},
 	}
 	return []*ruleset.Set{net4, net6, known4, known6}, rules, nil
+}
+
+// subtractRanges returns the inclusive address ranges of p minus every
+// prefix of cut (of any family, overlapping or not), sorted and disjoint.
+func subtractRanges(p netip.Prefix, cut []netip.Prefix) [][2]netip.Addr {
+	var inside []netip.Prefix
+	for _, c := range cut {
+		switch {
+		case c.Addr().BitLen() != p.Addr().BitLen() || !c.Overlaps(p):
+		case c.Bits() <= p.Bits():
+			return nil // cut covers p
+		default:
+			inside = append(inside, c)
+		}
+	}
+	return subtractPrefixes(p, inside)
 }
 
 // flowMarkSets returns the sets and the rules (for right after the

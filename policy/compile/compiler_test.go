@@ -88,6 +88,7 @@ func TestCompiler_CacheMatchesFreshCompile(t *testing.T) {
 			for _, node := range []string{"node-1", "node-2"} {
 				got, err := ccs[node].Compile(ix, node)
 				require.NoError(t, err)
+				require.NoError(t, ruleset.Check(got), "seed %d step %d node %s: the compiled ruleset breaks its shapes' contract", seed, step, node)
 				want, err := (&compile.Compiler{Options: opts}).Compile(ix, node)
 				require.NoError(t, err)
 				if got.Text() != want.Text() {

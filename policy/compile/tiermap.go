@@ -64,6 +64,9 @@ type tierEntry struct {
 	class   tierClass
 	portSet string
 	named   []namedPort
+	// disputed entries follow a Deny or Pass rule's own, with its peers'
+	// disputed addresses (disputedAddrs) and a drop verdict.
+	disputed bool
 	// boxes is the number of boxes the entry puts in a tier map.
 	boxes int
 }
@@ -153,12 +156,12 @@ func (c *compiler) boxCount(e *tierEntry, fam int) (int, error) {
 	n := 0
 	for i := range e.rule.Peers {
 		peer := &e.rule.Peers[i]
-		if peer.Kind == cluster.PeerPods {
+		if peer.Kind == cluster.PeerPods && !e.disputed {
 			// Counted without unpacking the (cached) address list.
 			n += c.podPeerAddrs(peer, fam).Len() * ports
 			continue
 		}
-		ranges, err := c.peerRanges(peer, fam)
+		ranges, err := c.peerRanges(peer, fam, e.disputed)
 		if err != nil {
 			return 0, fmt.Errorf("clusternetworkpolicy %s: %w", e.cp.Name, err)
 		}
@@ -187,6 +190,14 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 		return []ruleset.Rule{&ruleset.AllowRule{Family: fam, Verdict: e.verdict, Comment: e.comment}}, nil
 	}
 	var out []ruleset.Rule
+	add := func(peerSet, namedSet string) {
+		if namedSet == "" {
+			c.usePortSet(e.portSet)
+			out = append(out, c.literalPort(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: peerSet, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment}))
+			return
+		}
+		out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: peerSet, NamedPortSet: namedSet, Verdict: e.verdict, Comment: e.comment})
+	}
 	var namedSets []string
 	if len(e.named) > 0 {
 		n := 0
@@ -215,12 +226,35 @@ func (c *compiler) plainTierRules(d cluster.Direction, e *tierEntry, fam int, pe
 		default:
 			return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: peer of unknown kind %d", e.cp.Name, d, e.index, peer.Kind)
 		}
-		if e.portSet != "" || len(e.named) == 0 {
-			c.usePortSet(e.portSet)
-			out = append(out, c.literalPort(&ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, PortSet: e.portSet, Verdict: e.verdict, Comment: e.comment}))
+		if !e.disputed {
+			if e.portSet != "" || len(e.named) == 0 {
+				add(set, "")
+			}
+			for _, ns := range namedSets {
+				add(set, ns)
+			}
+			continue
 		}
-		for _, ns := range namedSets {
-			out = append(out, &ruleset.AllowRule{Family: fam, PeerField: peerField, PeerSet: set, NamedPortSet: ns, Verdict: e.verdict, Comment: e.comment})
+		// The rule's disputed matches (see disputedAddrs): a peer's
+		// disputed addresses on any of its ports, and its addresses and
+		// disputed ones on the ports some claimant of the destination
+		// resolves a name to; what its own entry matches is left out.
+		disputed := c.disputedSet(peer, fam)
+		if disputed != "" && (e.portSet != "" || len(e.named) == 0) {
+			add(disputed, "")
+		}
+		if disputed != "" {
+			for _, ns := range namedSets {
+				add(disputed, ns)
+			}
+		}
+		for _, np := range e.named {
+			if anyNamed := c.disputedNamedSet(np, fam); anyNamed != "" {
+				add(set, anyNamed)
+				if disputed != "" {
+					add(disputed, anyNamed)
+				}
+			}
 		}
 	}
 	return out, nil
@@ -267,7 +301,7 @@ func (c *compiler) tierMap(d cluster.Direction, fam int, peerField ruleset.Field
 			ports = c.portElements(e.portSet)
 		}
 		for i := range e.rule.Peers {
-			ranges, err := c.peerRanges(&e.rule.Peers[i], fam)
+			ranges, err := c.peerRanges(&e.rule.Peers[i], fam, e.disputed)
 			if err != nil {
 				return nil, false, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
 			}
@@ -380,10 +414,10 @@ func prefixLengths(run []tierEntry, fam int) []int {
 			return nil
 		}
 		for _, p := range e.rule.Peers {
-			switch p.Kind {
-			case cluster.PeerPods, cluster.PeerNodes:
-				seen[bits] = true
-			case cluster.PeerIPBlock:
+			switch {
+			case e.disputed || p.Kind == cluster.PeerPods || p.Kind == cluster.PeerNodes:
+				seen[bits] = true // single addresses
+			case p.Kind == cluster.PeerIPBlock:
 				for _, q := range blockCIDRs(&p, fam) {
 					seen[q.Bits()] = true
 				}
@@ -443,13 +477,13 @@ func (c *compiler) prefixTierMaps(d cluster.Direction, fam int, peerField rulese
 		verdicts[order] = e.verdict
 		for i := range e.rule.Peers {
 			peer := &e.rule.Peers[i]
-			if peer.Kind == cluster.PeerIPBlock {
+			if peer.Kind == cluster.PeerIPBlock && !e.disputed {
 				for _, q := range blockCIDRs(peer, fam) {
 					claims = append(claims, prefixClaim{q, order})
 				}
 				continue
 			}
-			ranges, err := c.peerRanges(peer, fam)
+			ranges, err := c.peerRanges(peer, fam, e.disputed)
 			if err != nil {
 				return nil, fmt.Errorf("clusternetworkpolicy %s %s[%d]: %w", e.cp.Name, d, e.index, err)
 			}
@@ -616,9 +650,16 @@ func (c *compiler) portElements(name string) []ruleset.Element {
 }
 
 // peerRanges returns the address ranges of family fam a peer holds: what
-// peerSet, blockSet or nodeSet would put in its set.
-func (c *compiler) peerRanges(peer *cluster.Peer, fam int) ([][2]netip.Addr, error) {
+// peerSet, blockSet or nodeSet would put in its set, or with disputed
+// what disputedSet would.
+func (c *compiler) peerRanges(peer *cluster.Peer, fam int, disputed bool) ([][2]netip.Addr, error) {
 	var out [][2]netip.Addr
+	if disputed {
+		for _, a := range c.disputedAddrs(peer, fam) {
+			out = append(out, [2]netip.Addr{a, a})
+		}
+		return out, nil
+	}
 	switch peer.Kind {
 	case cluster.PeerPods:
 		addrs := c.podPeerAddrs(peer, fam)
@@ -631,7 +672,7 @@ func (c *compiler) peerRanges(peer *cluster.Peer, fam int) ([][2]netip.Addr, err
 			out = subtractPrefixes(peer.CIDR, peer.Except)
 		}
 	case cluster.PeerNodes:
-		for _, a := range c.nodeAddrs(peer, fam) {
+		for _, a := range c.nodeAddrs(peer, fam, false) {
 			out = append(out, [2]netip.Addr{a, a})
 		}
 	default:

@@ -24,6 +24,7 @@ func (f *fixture) compileWith(t *testing.T, node string, opts compile.Options) *
 	require.Empty(t, errs)
 	rs, err := (&compile.Compiler{Options: opts}).Compile(selectors.FromSnapshot(snap), node)
 	require.NoError(t, err)
+	require.NoError(t, ruleset.Check(rs), "the compiled ruleset breaks its shapes' contract")
 	return rs
 }
 

@@ -43,7 +43,14 @@ func CompileNodesWith(snap *cluster.Snapshot, opts compile.Options, eps ...model
 // as CompileNodes returns them) along its path, and compares the rulesets'
 // verdict with the model's decision d on the same packet. A node on the path
 // without a ruleset, or a rule the tracer does not know, is an error.
+//
+// A packet from a pod to its own address never leaves the pod (unless it
+// is a hairpin through a Service, model.Packet.Hairpin): no table sees it,
+// also when another pod claims the address too.
 func CheckTrace(rulesets map[string]*ruleset.Ruleset, pkt model.Packet, d model.Decision) (*Trace, error) {
+	if pkt.Src.Pod != nil && !pkt.Src.Pod.HostNetwork && !pkt.Src.Node && !pkt.Hairpin && pkt.Src.IP.IsValid() && pkt.Src.IP.Unmap() == pkt.Dst.IP.Unmap() {
+		return &Trace{Allowed: true, Agrees: d.Allowed}, nil
+	}
 	src, dst := traceEndpoint(pkt.Src), traceEndpoint(pkt.Dst)
 	if pkt.Src.Node && dst.Node != "" {
 		// Node traffic comes from an address local to the destination's node.

@@ -222,7 +222,7 @@ func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 	if err := pickAddrs(&src, &dst); err != nil {
 		return nil, err
 	}
-	markNodeTraffic(&src, dst)
+	markNodeTraffic(snap, &src, dst)
 	targets, err := targetsOf(q, dst)
 	if err != nil {
 		return nil, err
@@ -309,13 +309,22 @@ func AllAllowed(results []Result) bool {
 	return true
 }
 
-// markNodeTraffic marks a hostNetwork pod's traffic to a pod of its own node
-// as node traffic: it comes from one of the node's addresses, which the
-// kernel lets into the node's pods whatever the policies say (kubelet
-// probes), so the model must judge it so too.
-func markNodeTraffic(src *model.Endpoint, dst model.Endpoint) {
-	if src.Pod != nil && src.Pod.HostNetwork && src.Pod.NodeName != "" &&
-		dst.Pod != nil && !dst.Pod.HostNetwork && dst.Pod.NodeName == src.Pod.NodeName {
-		src.Node = true
+// markNodeTraffic marks traffic from the destination pod's own node as
+// node traffic: a hostNetwork pod's of that node, or an address of the
+// node itself (its status.addresses, or a gateway its CNI gives it, that
+// no pod holds and no other Node claims: cluster.Snapshot.NodeLocal). It
+// comes from an address local to the node, which the kernel lets into the
+// node's pods whatever the policies say (kubelet probes), so the model
+// must judge it so too. A node's address into a pod of another node is
+// that node's traffic, judged by the policies like any other address.
+func markNodeTraffic(snap *cluster.Snapshot, src *model.Endpoint, dst model.Endpoint) {
+	if dst.Pod == nil || dst.Pod.HostNetwork || dst.Pod.NodeName == "" {
+		return
+	}
+	switch {
+	case src.Pod != nil && src.Pod.HostNetwork:
+		src.Node = src.Pod.NodeName == dst.Pod.NodeName
+	case src.Pod == nil && src.IP.IsValid():
+		src.Node = snap.NodeLocal(src.IP, dst.Pod.NodeName)
 	}
 }

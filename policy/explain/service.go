@@ -66,7 +66,7 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 			fam = 4
 		}
 	}
-	external := src.Pod == nil && snap.NodeByIP(src.IP) == nil
+	external := src.Pod == nil && len(snap.NodesByIP(src.IP)) == 0
 	if external && svc.Type != corev1.ServiceTypeNodePort && svc.Type != corev1.ServiceTypeLoadBalancer && !slices.Contains(svc.ExternalIPs, addr) && !slices.Contains(svc.LoadBalancerIPs, addr) {
 		return nil, usageErrorf("%s is outside the cluster and service %s is of type %s: outside clients reach a Service through a NodePort, a LoadBalancer or an external IP", src.IP, svc.Key(), svc.Type)
 	}
@@ -107,11 +107,18 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 					}
 					pkt.Src.IP = ip
 				}
-				markNodeTraffic(&pkt.Src, dst)
+				// A pod reaching its own address through the Service left
+				// the pod for the service address: the node judges its
+				// egress to itself and its ingress from itself.
+				pkt.Hairpin = pkt.Src.IP.Unmap() == dst.IP.Unmap() || pkt.Src.Pod != nil && pkt.Src.Pod == dst.Pod
+				markNodeTraffic(snap, &pkt.Src, dst)
 				d := q.evaluate(snap, pkt)
 				p := path
 				if s.note != "" {
 					p.Note = s.note
+				}
+				if pkt.Hairpin {
+					p.Note = "the backend is the client itself: the packet leaves it for the service address and comes back (a hairpin), so its node judges the pod's egress to its own address and its ingress from it (kube-proxy's masquerade of hairpin traffic comes after policyd's chain)"
 				}
 				p.Entry = s.entry
 				results = append(results, Result{From: endpointName(src), To: endpointName(dst), Port: b.Port, Protocol: sp.Protocol.String(),
@@ -323,8 +330,10 @@ func explainHostPort(snap *cluster.Snapshot, q Query, src model.Endpoint) ([]Res
 					return nil, true, usageErrorf("%s has no IPv%d address", endpointName(src), family(a))
 				}
 			}
-			markNodeTraffic(&s, dst)
-			pkt := model.Packet{Src: s, Dst: dst, Protocol: proto, Port: cp.Port}
+			markNodeTraffic(snap, &s, dst)
+			// A pod reaching its own hostPort left the pod for the node's
+			// address: a hairpin, judged both ways like any packet.
+			pkt := model.Packet{Src: s, Dst: dst, Protocol: proto, Port: cp.Port, Hairpin: s.Pod == p}
 			d := q.evaluate(snap, pkt)
 			r := Result{From: endpointName(src), To: p.Key(), Port: cp.Port, Protocol: proto.String(), Allowed: d.Allowed, Egress: d.Egress, Ingress: d.Ingress,
 				HostPort: &HostPortPath{Node: node, Address: a.String(), HostPort: q.Port,

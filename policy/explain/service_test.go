@@ -26,7 +26,22 @@ import (
 //	policy shop/db-from-outside admits 203.0.113.0/24 into db on 5432
 func serviceSnapshot(t *testing.T, local bool, slices ...*discoveryv1.EndpointSlice) *cluster.Snapshot {
 	t.Helper()
+	return serviceSnapshotLocal(t, local, nil, slices...)
+}
+
+// serviceSnapshotWith is serviceSnapshot (externalTrafficPolicy Cluster)
+// with tweak applied to the objects first.
+func serviceSnapshotWith(t *testing.T, tweak func(*objects), slices ...*discoveryv1.EndpointSlice) *cluster.Snapshot {
+	t.Helper()
+	return serviceSnapshotLocal(t, false, tweak, slices...)
+}
+
+func serviceSnapshotLocal(t *testing.T, local bool, tweak func(*objects), slices ...*discoveryv1.EndpointSlice) *cluster.Snapshot {
+	t.Helper()
 	o := baseObjects()
+	if tweak != nil {
+		tweak(o)
+	}
 	o.pods[1].Spec.Containers[0].Ports[0].Name = "pg"
 	db2 := pod("db2", "node-a", []corev1.ContainerPort{{Name: "pg", ContainerPort: 6432, Protocol: corev1.ProtocolTCP}}, "10.0.0.3")
 	db2.Labels = map[string]string{"app": "db", "role": "replica"}

@@ -36,7 +36,15 @@ import (
 //     is always allowed; policyd applies the "from" half only: egress from a
 //     pod to any node address is judged like any other destination.)
 //   - A pod cannot block traffic to itself: a packet whose source and
-//     destination are the same pod is allowed in both directions.
+//     destination are the same pod (or its own address) never leaves the
+//     pod and is allowed in both directions. A pod calling itself through
+//     a Service (Packet.Hairpin) is judged like any other packet: its
+//     egress to its own address, its ingress from it.
+//   - An address a (non-hostNetwork) pod holds is that pod's, never a
+//     node's, whatever a Node's status.addresses say. An address two or
+//     more Nodes list matches a ClusterNetworkPolicy nodes peer of an
+//     Accept or Pass rule only when the peer selects every one of them,
+//     of a Deny rule when it selects any (the strictest).
 //
 // The Decision explains each direction: which policies isolate the pod, the
 // first rule that admitted the packet, or the rule that came closest.
@@ -77,7 +85,7 @@ func (e *evaluator) claimants(ep Endpoint) []*cluster.Pod {
 // address), which never leaves the pod's network namespace.
 func selfTraffic(pkt Packet) bool {
 	self := policyPod(pkt.Src)
-	if self == nil || pkt.Src.Node {
+	if self == nil || pkt.Src.Node || pkt.Hairpin {
 		return false
 	}
 	if pkt.Src.IP.IsValid() && pkt.Src.IP.Unmap() == pkt.Dst.IP.Unmap() {
@@ -228,7 +236,12 @@ func (e *evaluator) judgeOne(d cluster.Direction, pkt Packet, explain bool) Dire
 		// A pod cannot block traffic to itself.
 		out.Allowed = true
 		if explain {
-			out.Reason = fmt.Sprintf("allowed: traffic from %s to itself is always allowed", pod.Key())
+			self := policyPod(pkt.Src)
+			if other := policyPod(pkt.Dst); other != nil && other != self {
+				out.Reason = fmt.Sprintf("allowed: %s is %s's own address (%s claims it too), so the packet never leaves %s", pkt.Dst.IP, self.Key(), other.Key(), self.Key())
+			} else {
+				out.Reason = fmt.Sprintf("allowed: traffic from %s to itself is always allowed (it never leaves the pod)", pod.Key())
+			}
 		}
 		return out
 	}
@@ -553,15 +566,19 @@ func (e *evaluator) hasClusterPolicies(pod *cluster.Pod, d cluster.Direction) bo
 func (e *evaluator) tier(t cluster.Tier, pod *cluster.Pod, d cluster.Direction, other Endpoint, dsts []*cluster.Pod, pkt Packet, explain bool, out *Direction) bool {
 	for _, cp := range e.clusterPolicies(t, pod, d) {
 		for ri, r := range cp.Rules(d) {
-			peer, port := e.matchClusterRule(r, other, dsts, pkt)
+			peer, port, disputed := e.matchClusterRule(r, other, dsts, pkt)
 			if peer == None || port == None {
 				continue
 			}
 			ref := ClusterRuleRef{Policy: cp.Name, Tier: t.String(), Priority: cp.Priority, Direction: d.String(), Rule: ri, Name: r.Name, Action: r.Action.String(), Peer: peer, Port: port}
-			switch r.Action {
-			case cluster.ActionAccept:
+			switch {
+			case r.Action == cluster.ActionAccept:
 				out.Allowed = true
-			case cluster.ActionPass:
+			case r.Action == cluster.ActionPass && disputed:
+				// The claimants of the address disagree on a Pass: what
+				// follows it could decide either way, so it denies.
+				out.Allowed = false
+			case r.Action == cluster.ActionPass:
 				if explain {
 					out.Passed = append(out.Passed, ref)
 				}
@@ -580,13 +597,16 @@ func (e *evaluator) tier(t cluster.Tier, pod *cluster.Pod, d cluster.Direction, 
 					verdict = "allowed"
 				}
 				what := "by"
-				if r.Action == cluster.ActionPass {
+				if r.Action == cluster.ActionPass && !disputed {
 					what = "after a Pass (the default allows) by"
 				}
 				out.Reason = fmt.Sprintf("%s %s %s", verdict, what, cluster.DescribeClusterRule(cp, d, ri))
-				if r.MatchAll {
+				switch {
+				case r.MatchAll:
 					out.Reason += " (invalid: enforced as a Deny of everything)"
-				} else {
+				case disputed:
+					out.Reason += fmt.Sprintf(": %s %s on %s holds for some but not all of the pods or Nodes claiming the addresses, so the rule denies it (a claim never loosens a Deny or Pass)", r.Action, describeEndpoint(other), protoPort(pkt))
+				default:
 					out.Reason += ": " + r.Action.String() + " " + describeEndpoint(other) + " on " + protoPort(pkt)
 				}
 			}
@@ -596,25 +616,115 @@ func (e *evaluator) tier(t cluster.Tier, pod *cluster.Pod, d cluster.Direction, 
 	return false
 }
 
-// matchClusterRule returns the matching peer and port indexes of r, or None.
-func (e *evaluator) matchClusterRule(r cluster.ClusterRule, other Endpoint, dsts []*cluster.Pod, pkt Packet) (peer, port int) {
+// matchClusterRule returns the matching peer and port indexes of r, or
+// None, and whether the match is disputed.
+//
+// Of an address several pods claim, or several Nodes list, a peer selects
+// all, some or none of the claimants, and a named port resolves to the
+// packet's port on all, some or none of the pods claiming the
+// destination. An Accept rule matches when a peer and a port entry do for
+// all of them; a Deny rule when they do for any; a Pass rule passes when
+// they do for all, and otherwise, when they do for some, is disputed: it
+// denies (what follows a Pass can decide either way, so neither reading
+// is the strictest). So a claim on an address never makes a rule decide
+// more leniently than for its rightful holder; compile builds the same
+// (disputedAddrs, disputedNamed).
+func (e *evaluator) matchClusterRule(r cluster.ClusterRule, other Endpoint, dsts []*cluster.Pod, pkt Packet) (peer, port int, disputed bool) {
 	if r.MatchAll {
-		return All, All
+		return All, All, false
 	}
-	peer = None
-	for i, p := range r.Peers {
-		if e.clusterPeerMatches(p, other) {
-			peer = i
-			break
-		}
+	peer, peerAll := firstMatch(len(r.Peers), func(i int) peerMatch { return e.clusterPeerMatches(r.Peers[i], other) })
+	port, portAll := All, true
+	if !r.AllPorts {
+		// A named port resolves on the destination: on each pod claiming
+		// its address, which may disagree.
+		port, portAll = firstMatch(len(r.Ports), func(i int) peerMatch {
+			n := 0
+			for _, dst := range dsts {
+				if r.Ports[i].Matches(dst, pkt.Protocol, pkt.Port) {
+					n++
+				}
+			}
+			return countMatch(n, len(dsts))
+		})
 	}
-	return peer, matchPort(cluster.Rule{Ports: r.Ports, AllPorts: r.AllPorts}, dsts, pkt.Protocol, pkt.Port)
+	if peer == None || port == None || !(peerAll && portAll) && r.Action == cluster.ActionAccept {
+		return None, None, false
+	}
+	return peer, port, !(peerAll && portAll)
 }
 
-func (e *evaluator) clusterPeerMatches(peer cluster.Peer, ep Endpoint) bool {
-	if peer.Kind != cluster.PeerNodes {
-		return e.peerMatches(peer, ep)
+// firstMatch returns the index of the first of n entries matching for
+// every claimant, and true; else the first matching for some, and false;
+// else None.
+func firstMatch(n int, match func(int) peerMatch) (int, bool) {
+	some := None
+	for i := range n {
+		switch match(i) {
+		case matchAll:
+			return i, true
+		case matchSome:
+			if some == None {
+				some = i
+			}
+		}
 	}
-	n := e.s.NodeByIP(ep.IP.Unmap())
-	return n != nil && peer.NodeSelector != nil && peer.NodeSelector.Matches(n.Labels)
+	return some, false
+}
+
+// countMatch is the match of an entry selecting n of a claimants.
+func countMatch(n, of int) peerMatch {
+	switch {
+	case of == 0 || n == 0:
+		return matchNone
+	case n == of:
+		return matchAll
+	}
+	return matchSome
+}
+
+// peerMatch says how a peer selects the claimants of an address.
+type peerMatch uint8
+
+const (
+	matchNone peerMatch = iota
+	// matchSome: some but not all of the pods or Nodes claiming it.
+	matchSome
+	// matchAll: every claimant (the only one, usually).
+	matchAll
+)
+
+// clusterPeerMatches says how a ClusterNetworkPolicy peer selects ep. A
+// nodes peer selects the addresses in the selected Nodes' status.addresses,
+// never a pod's (cluster.Snapshot.NodesByIP).
+func (e *evaluator) clusterPeerMatches(peer cluster.Peer, ep Endpoint) peerMatch {
+	count := countMatch
+	switch peer.Kind {
+	case cluster.PeerNodes:
+		nodes := e.s.NodesByIP(ep.IP.Unmap())
+		if peer.NodeSelector == nil {
+			return matchNone
+		}
+		n := 0
+		for _, nd := range nodes {
+			if peer.NodeSelector.Matches(nd.Labels) {
+				n++
+			}
+		}
+		return count(n, len(nodes))
+	case cluster.PeerPods:
+		if cl := e.claimants(ep); len(cl) > 1 {
+			n := 0
+			for _, c := range cl {
+				if e.podMatchesPeer(peer, c) {
+					n++
+				}
+			}
+			return count(n, len(cl))
+		}
+	}
+	if e.peerMatches(peer, ep) {
+		return matchAll
+	}
+	return matchNone
 }

@@ -38,6 +38,13 @@ type Packet struct {
 	Src, Dst Endpoint
 	Protocol cluster.Protocol
 	Port     int32
+	// Hairpin says the packet left its source pod for a Service address
+	// and comes back to the pod's own address, translated by kube-proxy on
+	// the pod's node (a pod calling itself through a Service). Unlike a
+	// packet a pod sends straight to its own address, which never leaves
+	// it, such a packet is judged as the node sees it: the pod's egress to
+	// its own address and its ingress from it.
+	Hairpin bool
 }
 
 // Decision is the verdict for one packet. Allowed is true only when both the

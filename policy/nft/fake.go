@@ -12,14 +12,17 @@ import (
 )
 
 // Fake is an in-memory Interface for the tests of callers. Like the kernel,
-// it applies each Sync as one transaction: it diffs want against its
-// committed state with ruleset.Diff, interprets the plan's steps
-// (ruleset.Plan.Steps, which the Backend sends too), and commits only if
-// every step is valid. It
-// rejects what the kernel rejects: rules that look up a missing set or one of
-// the wrong type, jumps to missing or base chains, deleting a set or chain
-// that is still referenced, deleting a missing element, adding a map key
-// again with another verdict, and overlapping intervals.
+// it applies each Sync as one transaction: it holds want to ruleset.Check as
+// the Backend does, diffs want against its committed state with
+// ruleset.Diff, interprets the plan's steps (ruleset.Plan.Steps, which the
+// Backend sends too), and commits only if every step is valid. At each step
+// it rejects what the kernel rejects at that point of the batch: a rule
+// naming a set, limit or chain that does not exist yet or a set of the wrong
+// type (ruleset.CheckRule against its working copy), a map entry jumping to
+// a missing or base chain, deleting a set, limit or chain that is still
+// referenced, deleting a missing element, adding a map key again with
+// another verdict, more elements than a set's size, and overlapping
+// intervals.
 type Fake struct {
 	mu        sync.Mutex
 	committed *ruleset.Ruleset // nil after New or Cleanup: no table
@@ -91,6 +94,10 @@ func (f *Fake) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, erro
 		want = &ruleset.Ruleset{}
 	}
 	if err := checkSorted(want); err != nil {
+		f.synced = false
+		return stats, fmt.Errorf("nft sync (fake): %w", err)
+	}
+	if err := check(want); err != nil {
 		f.synced = false
 		return stats, fmt.Errorf("nft sync (fake): %w", err)
 	}
@@ -207,50 +214,49 @@ func newFakeStore(r *ruleset.Ruleset) *fakeStore {
 	return st
 }
 
-func (st *fakeStore) lookup(name string) *ruleset.Set {
+// Set implements ruleset.Resolver: the set's type as it stands at this
+// point of the batch, without its elements.
+func (st *fakeStore) Set(name string) *ruleset.Set {
 	if s, ok := st.sets[name]; ok {
 		return &s.def
 	}
 	return nil
 }
 
-// referenced reports what still refers to the set or chain name.
-func (st *fakeStore) setUser(name string) string {
-	for _, c := range st.chains {
-		for _, r := range c.Rules {
-			for _, n := range r.SetRefs() {
-				if n == name {
-					return "chain " + c.Name
-				}
-			}
-		}
+// Chain implements ruleset.Resolver.
+func (st *fakeStore) Chain(name string) *ruleset.Chain { return st.chains[name] }
+
+// Limit implements ruleset.Resolver.
+func (st *fakeStore) Limit(name string) *ruleset.Limit {
+	if l, ok := st.limits[name]; ok {
+		return &l
 	}
-	return ""
+	return nil
 }
 
-// limitUser reports which chain still names the limit object name.
-func (st *fakeStore) limitUser(name string) string {
-	for _, c := range st.chains {
-		for _, r := range c.Rules {
-			if lr, ok := r.(*ruleset.LogRule); ok && lr.Limit == name {
-				return "chain " + c.Name
+// referrer returns what still refers to the object of kind called name: a
+// chain one of whose rules names it (ruleset.Rule.Refs), or a map one of
+// whose entries jumps to it (ruleset.Set.ElementRefs); "" when nothing
+// does. The kernel refuses to delete such an object.
+func (st *fakeStore) referrer(kind ruleset.RefKind, name string) string {
+	names := func(refs []ruleset.Ref) bool {
+		for _, ref := range refs {
+			if ref.Kind == kind && ref.Name == name {
+				return true
 			}
 		}
+		return false
 	}
-	return ""
-}
-
-func (st *fakeStore) chainUser(name string) string {
 	for _, c := range st.chains {
 		for _, r := range c.Rules {
-			if ruleset.JumpTarget(r) == name {
+			if names(r.Refs()) {
 				return "chain " + c.Name
 			}
 		}
 	}
 	for _, s := range st.sets {
 		for _, e := range s.elems {
-			if s.def.Map && (e.Verdict.Kind == ruleset.Jump || e.Verdict.Kind == ruleset.Goto) && e.Verdict.Chain == name {
+			if names(s.def.ElementRefs(e)) {
 				return "map " + s.def.Name
 			}
 		}
@@ -258,172 +264,210 @@ func (st *fakeStore) chainUser(name string) string {
 	return ""
 }
 
-func (st *fakeStore) checkJump(v ruleset.Verdict) error {
-	if v.Kind != ruleset.Jump && v.Kind != ruleset.Goto {
-		return nil
+// apply interprets one step of a plan (ruleset.Plan.Steps) on the working
+// copy, validating it as the kernel would at that point of the batch: one
+// method per step kind, the Fake's side of the Backend's emitter.
+func (st *fakeStore) apply(s ruleset.Step) error {
+	switch s.Kind {
+	case ruleset.StepFlushChain:
+		return st.flushChain(s)
+	case ruleset.StepDelElements:
+		return st.delElements(s)
+	case ruleset.StepFlushSet:
+		return st.flushSet(s)
+	case ruleset.StepDelChain:
+		return st.delChain(s)
+	case ruleset.StepDelSet:
+		return st.delSet(s)
+	case ruleset.StepAddSet:
+		return st.addSet(s)
+	case ruleset.StepAddChain:
+		return st.addChain(s)
+	case ruleset.StepAddRules:
+		return st.addRules(s)
+	case ruleset.StepAddElements:
+		return st.addElements(s)
+	case ruleset.StepDelLimit:
+		return st.delLimit(s)
+	case ruleset.StepAddLimit:
+		return st.addLimit(s)
+	case ruleset.StepInvalid:
 	}
-	c, ok := st.chains[v.Chain]
+	return fmt.Errorf("%s", s.Kind)
+}
+
+func (st *fakeStore) flushChain(s ruleset.Step) error {
+	c, ok := st.chains[s.Chain.Name]
 	if !ok {
-		return fmt.Errorf("jump to missing chain %s", v.Chain)
+		return fmt.Errorf("flush chain %s: no such chain", s.Chain.Name)
 	}
-	if c.Base != nil {
-		return fmt.Errorf("jump to base chain %s", v.Chain)
+	c.Rules = nil
+	return nil
+}
+
+func (st *fakeStore) delElements(s ruleset.Step) error {
+	fs, ok := st.sets[s.Set.Name]
+	if !ok {
+		return fmt.Errorf("delete elements of set %s: no such set", s.Set.Name)
+	}
+	for _, e := range s.Elems {
+		k := fs.def.ElementKey(e)
+		if _, ok := fs.elems[k]; !ok {
+			return fmt.Errorf("delete element %s of set %s: no such element", k, s.Set.Name)
+		}
+		delete(fs.elems, k)
 	}
 	return nil
 }
 
-// apply interprets one step of a plan (ruleset.Plan.Steps) on the working
-// copy, validating it as the kernel would at that point of the batch.
-func (st *fakeStore) apply(s ruleset.Step) error {
-	switch s.Kind {
-	case ruleset.StepFlushChain:
-		c, ok := st.chains[s.Chain.Name]
-		if !ok {
-			return fmt.Errorf("flush chain %s: no such chain", s.Chain.Name)
-		}
-		c.Rules = nil
-	case ruleset.StepDelElements:
-		fs, ok := st.sets[s.Set.Name]
-		if !ok {
-			return fmt.Errorf("delete elements of set %s: no such set", s.Set.Name)
-		}
-		for _, e := range s.Elems {
-			k := fs.def.ElementKey(e)
-			if _, ok := fs.elems[k]; !ok {
-				return fmt.Errorf("delete element %s of set %s: no such element", k, s.Set.Name)
-			}
-			delete(fs.elems, k)
-		}
-	case ruleset.StepFlushSet:
-		fs, ok := st.sets[s.Set.Name]
-		if !ok {
-			return fmt.Errorf("flush set %s: no such set", s.Set.Name)
-		}
-		fs.elems = map[string]ruleset.Element{}
-	case ruleset.StepDelChain:
-		c, ok := st.chains[s.Chain.Name]
-		if !ok {
-			return fmt.Errorf("delete chain %s: no such chain", s.Chain.Name)
-		}
-		if len(c.Rules) > 0 {
-			return fmt.Errorf("delete chain %s: not flushed", s.Chain.Name)
-		}
-		if u := st.chainUser(s.Chain.Name); u != "" {
-			return fmt.Errorf("delete chain %s: still referenced by %s", s.Chain.Name, u)
-		}
-		delete(st.chains, s.Chain.Name)
-	case ruleset.StepDelSet:
-		if _, ok := st.sets[s.Set.Name]; !ok {
-			return fmt.Errorf("delete set %s: no such set", s.Set.Name)
-		}
-		if u := st.setUser(s.Set.Name); u != "" {
-			return fmt.Errorf("delete set %s: still referenced by %s", s.Set.Name, u)
-		}
-		delete(st.sets, s.Set.Name)
-	case ruleset.StepAddSet:
-		if _, ok := st.sets[s.Set.Name]; ok {
-			return fmt.Errorf("add set %s: exists", s.Set.Name)
-		}
-		if _, err := lowerSet(table(), s.Set); err != nil {
-			return fmt.Errorf("add set: %w", err)
-		}
-		fs := &fakeSet{def: *s.Set, elems: map[string]ruleset.Element{}}
-		fs.def.Elements, fs.def.Addrs = nil, ruleset.AddrList{}
-		st.sets[s.Set.Name] = fs
-	case ruleset.StepAddChain:
-		c, ok := st.chains[s.Chain.Name]
-		if s.Chain.Base == nil {
-			if ok {
-				return fmt.Errorf("add chain %s: exists", s.Chain.Name)
-			}
-			st.chains[s.Chain.Name] = &ruleset.Chain{Name: s.Chain.Name}
-			return nil
-		}
-		if _, err := lowerBaseChain(table(), s.Chain); err != nil {
-			return err
-		}
-		if ok {
-			if c.Base == nil || c.Base.Hook != s.Chain.Base.Hook || c.Base.Priority != s.Chain.Base.Priority {
-				return fmt.Errorf("update chain %s: hook or priority cannot change", s.Chain.Name)
-			}
-			b := *s.Chain.Base
-			c.Base = &b
-			return nil
-		}
-		b := *s.Chain.Base
-		st.chains[s.Chain.Name] = &ruleset.Chain{Name: s.Chain.Name, Base: &b}
-	case ruleset.StepAddRules:
-		c, ok := st.chains[s.Chain.Name]
-		if !ok {
-			return fmt.Errorf("add rules to chain %s: no such chain", s.Chain.Name)
-		}
-		for i, r := range s.Chain.Rules {
-			// The whole lowering, not only checkRule: the Fake rejects a
-			// shape the Backend could not write.
-			if _, _, err := lowerRule(r, st.lookup); err != nil {
-				return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
-			}
-			if lr, ok := r.(*ruleset.LogRule); ok && lr.Limit != "" {
-				if _, ok := st.limits[lr.Limit]; !ok {
-					return fmt.Errorf("chain %s rule %d: limit %s does not exist", s.Chain.Name, i, lr.Limit)
-				}
-			}
-			if j := ruleset.JumpTarget(r); j != "" {
-				if err := st.checkJump(ruleset.Verdict{Kind: ruleset.Jump, Chain: j}); err != nil {
-					return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
-				}
-			}
-			c.Rules = append(c.Rules, r)
-		}
-	case ruleset.StepAddElements:
-		fs, ok := st.sets[s.Set.Name]
-		if !ok {
-			return fmt.Errorf("add elements to set %s: no such set", s.Set.Name)
-		}
-		elems := s.Elements()
-		if _, err := lowerElements(&fs.def, elems); err != nil {
-			return err
-		}
-		for _, e := range elems {
-			k := fs.def.ElementKey(e)
-			if fs.def.Map {
-				if err := st.checkJump(e.Verdict); err != nil {
-					return fmt.Errorf("set %s element %s: %w", s.Set.Name, k, err)
-				}
-			}
-			if o, ok := fs.elems[k]; ok && fs.def.Map && o.Verdict != e.Verdict {
-				return fmt.Errorf("set %s element %s: exists with verdict %s", s.Set.Name, k, o.Verdict)
-			}
-			fs.elems[k] = e
-		}
-		if fs.def.Size != 0 && len(fs.elems) > int(fs.def.Size) {
-			// The kernel refuses the element beyond a set's size (ENFILE).
-			return fmt.Errorf("add elements to set %s: %d elements exceed its size %d", s.Set.Name, len(fs.elems), fs.def.Size)
-		}
-		if fs.def.Interval {
-			if err := checkOverlap(fs); err != nil {
-				return err
-			}
-		}
-	case ruleset.StepAddLimit:
-		if _, ok := st.limits[s.Limit.Name]; ok {
-			return fmt.Errorf("add limit %s: exists", s.Limit.Name)
-		}
-		if err := checkLimit(s.Limit); err != nil {
-			return fmt.Errorf("add limit: %w", err)
-		}
-		st.limits[s.Limit.Name] = *s.Limit
-	case ruleset.StepDelLimit:
-		if _, ok := st.limits[s.Limit.Name]; !ok {
-			return fmt.Errorf("delete limit %s: no such limit", s.Limit.Name)
-		}
-		if u := st.limitUser(s.Limit.Name); u != "" {
-			return fmt.Errorf("delete limit %s: still referenced by %s", s.Limit.Name, u)
-		}
-		delete(st.limits, s.Limit.Name)
-	default:
-		return fmt.Errorf("%s", s.Kind)
+func (st *fakeStore) flushSet(s ruleset.Step) error {
+	fs, ok := st.sets[s.Set.Name]
+	if !ok {
+		return fmt.Errorf("flush set %s: no such set", s.Set.Name)
 	}
+	fs.elems = map[string]ruleset.Element{}
+	return nil
+}
+
+func (st *fakeStore) delChain(s ruleset.Step) error {
+	c, ok := st.chains[s.Chain.Name]
+	if !ok {
+		return fmt.Errorf("delete chain %s: no such chain", s.Chain.Name)
+	}
+	if len(c.Rules) > 0 {
+		return fmt.Errorf("delete chain %s: not flushed", s.Chain.Name)
+	}
+	if u := st.referrer(ruleset.RefChain, s.Chain.Name); u != "" {
+		return fmt.Errorf("delete chain %s: still referenced by %s", s.Chain.Name, u)
+	}
+	delete(st.chains, s.Chain.Name)
+	return nil
+}
+
+func (st *fakeStore) delSet(s ruleset.Step) error {
+	if _, ok := st.sets[s.Set.Name]; !ok {
+		return fmt.Errorf("delete set %s: no such set", s.Set.Name)
+	}
+	if u := st.referrer(ruleset.RefSet, s.Set.Name); u != "" {
+		return fmt.Errorf("delete set %s: still referenced by %s", s.Set.Name, u)
+	}
+	delete(st.sets, s.Set.Name)
+	return nil
+}
+
+// addSet creates the set empty, as the Backend does: its elements come in
+// a later step.
+func (st *fakeStore) addSet(s ruleset.Step) error {
+	if _, ok := st.sets[s.Set.Name]; ok {
+		return fmt.Errorf("add set %s: exists", s.Set.Name)
+	}
+	if _, err := lowerSet(table(), s.Set); err != nil {
+		return fmt.Errorf("add set: %w", err)
+	}
+	fs := &fakeSet{def: *s.Set, elems: map[string]ruleset.Element{}}
+	fs.def.Elements, fs.def.Addrs = nil, ruleset.AddrList{}
+	st.sets[s.Set.Name] = fs
+	return nil
+}
+
+// addChain creates a chain, or updates a base chain's policy: the kernel
+// cannot change its hook or priority.
+func (st *fakeStore) addChain(s ruleset.Step) error {
+	c, ok := st.chains[s.Chain.Name]
+	if s.Chain.Base == nil {
+		if ok {
+			return fmt.Errorf("add chain %s: exists", s.Chain.Name)
+		}
+		st.chains[s.Chain.Name] = &ruleset.Chain{Name: s.Chain.Name}
+		return nil
+	}
+	if _, err := lowerBaseChain(table(), s.Chain); err != nil {
+		return err
+	}
+	b := *s.Chain.Base
+	if !ok {
+		st.chains[s.Chain.Name] = &ruleset.Chain{Name: s.Chain.Name, Base: &b}
+		return nil
+	}
+	if c.Base == nil || c.Base.Hook != b.Hook || c.Base.Priority != b.Priority {
+		return fmt.Errorf("update chain %s: hook or priority cannot change", s.Chain.Name)
+	}
+	c.Base = &b
+	return nil
+}
+
+// addRules appends the chain's rules, each once every object it refers to
+// exists at this point of the batch with the type it needs
+// (ruleset.CheckRule against the working copy), and once the Backend's
+// lowering has built it.
+func (st *fakeStore) addRules(s ruleset.Step) error {
+	c, ok := st.chains[s.Chain.Name]
+	if !ok {
+		return fmt.Errorf("add rules to chain %s: no such chain", s.Chain.Name)
+	}
+	for i, r := range s.Chain.Rules {
+		if err := ruleset.CheckRule(r, st); err != nil {
+			return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
+		}
+		if _, _, err := lowerRule(r, st.Set); err != nil {
+			return fmt.Errorf("chain %s rule %d: %w", s.Chain.Name, i, err)
+		}
+		c.Rules = append(c.Rules, r)
+	}
+	return nil
+}
+
+// addElements adds elements the Backend can lower, whose map verdicts jump
+// to chains that exist at this point of the batch, refusing a map key
+// again with another verdict, more elements than the set's size, and
+// overlapping intervals.
+func (st *fakeStore) addElements(s ruleset.Step) error {
+	fs, ok := st.sets[s.Set.Name]
+	if !ok {
+		return fmt.Errorf("add elements to set %s: no such set", s.Set.Name)
+	}
+	elems := s.Elements()
+	if _, err := lowerElements(&fs.def, elems); err != nil {
+		return err
+	}
+	for _, e := range elems {
+		k := fs.def.ElementKey(e)
+		for _, ref := range fs.def.ElementRefs(e) {
+			if err := ruleset.Resolve(ref, st); err != nil {
+				return fmt.Errorf("set %s element %s: %w", s.Set.Name, k, err)
+			}
+		}
+		if o, ok := fs.elems[k]; ok && fs.def.Map && o.Verdict != e.Verdict {
+			return fmt.Errorf("set %s element %s: exists with verdict %s", s.Set.Name, k, o.Verdict)
+		}
+		fs.elems[k] = e
+	}
+	if fs.def.Size != 0 && len(fs.elems) > int(fs.def.Size) {
+		// The kernel refuses the element beyond a set's size (ENFILE).
+		return fmt.Errorf("add elements to set %s: %d elements exceed its size %d", s.Set.Name, len(fs.elems), fs.def.Size)
+	}
+	if fs.def.Interval {
+		return checkOverlap(fs)
+	}
+	return nil
+}
+
+func (st *fakeStore) delLimit(s ruleset.Step) error {
+	if _, ok := st.limits[s.Limit.Name]; !ok {
+		return fmt.Errorf("delete limit %s: no such limit", s.Limit.Name)
+	}
+	if u := st.referrer(ruleset.RefLimit, s.Limit.Name); u != "" {
+		return fmt.Errorf("delete limit %s: still referenced by %s", s.Limit.Name, u)
+	}
+	delete(st.limits, s.Limit.Name)
+	return nil
+}
+
+func (st *fakeStore) addLimit(s ruleset.Step) error {
+	if _, ok := st.limits[s.Limit.Name]; ok {
+		return fmt.Errorf("add limit %s: exists", s.Limit.Name)
+	}
+	st.limits[s.Limit.Name] = *s.Limit
 	return nil
 }
 

@@ -19,9 +19,6 @@ import (
 // ruleset.Rule.Text renders (see `nft --debug=netlink`), so that both list
 // the same; the kernel test TestLower_MatchesNftText proves it.
 
-// maxCommentLen is nft's limit on rule and set comments (NFTNL_UDATA_COMMENT_MAXLEN).
-const maxCommentLen = 128
-
 // Rule userdata TLV types. nft reads type 0 as the rule's comment and
 // ignores types it does not know, so the hash is invisible to `nft list`.
 const (
@@ -163,6 +160,71 @@ func lowerVerdict(v ruleset.Verdict) (*expr.Verdict, error) {
 	return nil, fmt.Errorf("invalid verdict kind %d", v.Kind)
 }
 
+// setLookup finds the set a rule refers to, as it will exist once the batch
+// is committed.
+type setLookup func(name string) *ruleset.Set
+
+// lowerRule returns the expressions of r, in the order of its text. It
+// only builds: ruleset.CheckRule has held r to its shape's contract, and
+// sets resolves the sets r looks up (whose interval flag decides how a key
+// is loaded). anon is non-nil when the rule needs an anonymous set. A
+// KernelRule, which cannot be written, is an error.
+func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet, err error) {
+	switch r := r.(type) {
+	case *ruleset.CtRule:
+		exprs = ctStateMatch(r.States)
+	case *ruleset.FibLocalRule:
+		exprs = lowerFibLocal()
+	case *ruleset.NDRule:
+		exprs, anon = lowerND()
+	case *ruleset.DispatchRule:
+		return lowerDispatch(r, sets), nil, nil // the map's entry is the verdict
+	case *ruleset.AllowRule:
+		exprs = lowerAllow(r, sets)
+	case *ruleset.UnknownAddrRule:
+		exprs = lowerUnknownAddr(r)
+	case *ruleset.VerdictRule:
+		// The verdict alone.
+	case *ruleset.KernelRule:
+		return nil, nil, r.Validate()
+	case *ruleset.CtMarkRule:
+		return lowerCtMark(r), nil, nil // no verdict: the packet continues
+	case *ruleset.TCPPickupRule:
+		exprs = lowerTCPPickup(r)
+	case *ruleset.LogRule:
+		return lowerLog(r), nil, nil // no verdict: the packet continues
+	case *ruleset.CutMarkRule:
+		exprs = lowerCutMark(r)
+	case *ruleset.PortDispatchRule:
+		return append(loadProtoPort(0, false), verdictLookup(r.Map)), nil, nil
+	default:
+		return nil, nil, fmt.Errorf("unknown rule shape %T", r)
+	}
+	ve, err := lowerVerdict(r.RuleVerdict())
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(exprs, ve), anon, nil
+}
+
+// ctStateMatch matches `ct state` against any of the bits of states.
+func ctStateMatch(states ruleset.CtState) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(uint32(states)), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// lowerFibLocal matches `fib saddr type local`.
+func lowerFibLocal() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagSADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}
+}
+
 // ndTypes are the ICMPv6 types of NDRule: router solicitation and
 // advertisement, neighbour solicitation and advertisement.
 var ndTypes = []byte{133, 134, 135, 136}
@@ -174,298 +236,121 @@ type anonSet struct {
 	elems []nftables.SetElement
 }
 
-// setLookup finds the set a rule refers to, as it will exist once the batch
-// is committed.
-type setLookup func(name string) *ruleset.Set
-
-// lowerRule returns the expressions of r. sets resolves the sets r refers to;
-// checkRule has validated them. anon is non-nil when the rule needs an
-// anonymous set.
-func lowerRule(r ruleset.Rule, sets setLookup) (exprs []expr.Any, anon *anonSet, err error) {
-	if err := checkRule(r, sets); err != nil {
-		return nil, nil, err
+// lowerND matches the ICMPv6 types of ndTypes, through an anonymous set.
+func lowerND() ([]expr.Any, *anonSet) {
+	anon := &anonSet{set: &nftables.Set{
+		Name:      "__set%d",
+		Anonymous: true,
+		Constant:  true,
+		KeyType:   nftables.TypeICMP6Type,
+	}}
+	for _, t := range ndTypes {
+		anon.elems = append(anon.elems, nftables.SetElement{Key: []byte{t}})
 	}
-	switch r := r.(type) {
-	case *ruleset.CtRule:
-		exprs = []expr.Any{
-			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(uint32(r.States)), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-		}
-	case *ruleset.FibLocalRule:
-		exprs = []expr.Any{
-			&expr.Fib{Register: 1, FlagSADDR: true, ResultADDRTYPE: true},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
-		}
-	case *ruleset.NDRule:
-		anon = &anonSet{set: &nftables.Set{
-			Name:      "__set%d",
-			Anonymous: true,
-			Constant:  true,
-			KeyType:   nftables.TypeICMP6Type,
-		}}
-		for _, t := range ndTypes {
-			anon.elems = append(anon.elems, nftables.SetElement{Key: []byte{t}})
-		}
-		exprs = append(nfprotoMatch(6),
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
-			// SetID is filled in when the set gets its batch ID.
-			&expr.Lookup{SourceRegister: 1, SetName: "__set%d"},
-		)
-	case *ruleset.DispatchRule:
-		exprs = append(nfprotoMatch(r.Family), loadAddr(r.Family, r.Field, 1))
-		if m := r.Mask(); m.IsValid() {
-			mask := m.AsSlice()
-			exprs = append(exprs, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(mask)), Mask: mask, Xor: make([]byte, len(mask))})
-		}
-		if r.Ports {
-			_, n := addrOffset(r.Family, r.Field)
-			exprs = append(exprs, loadProtoPort(int(n/4), sets(r.Map).Interval)...)
-		}
-		// The map supplies the verdict.
-		return append(exprs, verdictLookup(r.Map)), nil, nil
-	case *ruleset.PortDispatchRule:
-		return append(loadProtoPort(0, false), verdictLookup(r.Map)), nil, nil
-	case *ruleset.AllowRule:
-		// Same order as the text: ports, then nft's implicit meta nfproto
-		// dependency right before the first address, peer, named port.
-		if r.PortSet != "" {
-			exprs = append(exprs, loadProtoPort(0, sets(r.PortSet).Interval)...)
-			exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.PortSet})
-		}
-		if r.Proto != 0 {
-			exprs = append(exprs,
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{r.Proto}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Port)},
-			)
-		}
-		if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") {
-			exprs = append(exprs, nfprotoMatch(r.Family)...)
-		}
-		if r.PeerSet != "" {
-			exprs = append(exprs,
-				loadAddr(r.Family, r.PeerField, 1),
-				&expr.Lookup{SourceRegister: 1, SetName: r.PeerSet})
-		}
-		if r.NamedPortSet != "" {
-			_, n := addrOffset(r.Family, ruleset.Daddr)
-			exprs = append(exprs, loadAddr(r.Family, ruleset.Daddr, 1))
-			exprs = append(exprs, loadProtoPort(int(n/4), sets(r.NamedPortSet).Interval)...)
-			exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.NamedPortSet})
-		}
-	case *ruleset.UnknownAddrRule:
-		exprs = append(nfprotoMatch(r.Family),
-			loadAddr(r.Family, r.Field, 1),
-			&expr.Lookup{SourceRegister: 1, SetName: r.CIDRSet},
-			loadAddr(r.Family, r.Field, 1),
-			&expr.Lookup{SourceRegister: 1, SetName: r.KnownSet, Invert: true},
-		)
-	case *ruleset.CtMarkRule:
-		return append(nfprotoMatch(r.Family),
-			loadAddr(r.Family, r.Field, 1),
-			&expr.Lookup{SourceRegister: 1, SetName: r.Set},
-			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(^r.Mark), Xor: binaryutil.NativeEndian.PutUint32(r.Mark)},
-			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
-		), nil, nil // no verdict: the packet continues
-	case *ruleset.CutMarkRule:
-		exprs = []expr.Any{
-			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(r.Mark), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(r.Mark)},
-		}
-	case *ruleset.TCPPickupRule:
-		exprs = append(nfprotoMatch(r.Family),
-			loadAddr(r.Family, r.Field, 1),
-			&expr.Lookup{SourceRegister: 1, SetName: r.Set},
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x17}, Xor: []byte{0}},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x02}},
-		)
-	case *ruleset.LogRule:
-		return lowerLog(r), nil, nil
-	case *ruleset.VerdictRule:
-		// The verdict alone.
-	default:
-		// checkRule has rejected a KernelRule.
-		return nil, nil, fmt.Errorf("unknown rule shape %T", r)
-	}
-	ve, err := lowerVerdict(r.RuleVerdict())
-	if err != nil {
-		return nil, nil, err
-	}
-	return append(exprs, ve), anon, nil
+	return append(nfprotoMatch(6),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		// SetID is filled in when the set gets its batch ID.
+		&expr.Lookup{SourceRegister: 1, SetName: "__set%d"},
+	), anon
 }
 
-// checkRule validates r and the sets it refers to, as they exist (lookup).
-// lowerRule calls it first; the Fake calls lowerRule, so it rejects exactly
-// the rules the lowering cannot express, a KernelRule among them.
-func checkRule(r ruleset.Rule, sets setLookup) error {
-	if len(r.RuleComment()) > maxCommentLen {
-		return fmt.Errorf("comment longer than %d bytes", maxCommentLen)
+// lowerDispatch looks the (masked) address, with Ports its protocol and
+// port too, up in the verdict map, whose entry supplies the verdict.
+func lowerDispatch(r *ruleset.DispatchRule, sets setLookup) []expr.Any {
+	exprs := append(nfprotoMatch(r.Family), loadAddr(r.Family, r.Field, 1))
+	if m := r.Mask(); m.IsValid() {
+		mask := m.AsSlice()
+		exprs = append(exprs, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(mask)), Mask: mask, Xor: make([]byte, len(mask))})
 	}
-	family := func(f int) error {
-		if f != 4 && f != 6 {
-			return fmt.Errorf("family %d is not 4 or 6", f)
-		}
-		return nil
+	if r.Ports {
+		_, n := addrOffset(r.Family, r.Field)
+		exprs = append(exprs, loadProtoPort(int(n/4), sets(r.Map).Interval)...)
 	}
-	needSet := func(role, name string, want func(*ruleset.Set) bool, what string) error {
-		s := sets(name)
-		if s == nil {
-			return fmt.Errorf("%s: set %q does not exist", role, name)
-		}
-		if !want(s) {
-			return fmt.Errorf("%s: set %q has type %s (map %v), want %s", role, name, s.Key.NftType(), s.Map, what)
-		}
-		return nil
-	}
-	switch r := r.(type) {
-	case *ruleset.CtRule:
-		if r.States == 0 {
-			return errors.New("ct rule matches no state")
-		}
-		return checkVerdict(r.Verdict)
-	case *ruleset.FibLocalRule:
-		return checkVerdict(r.Verdict)
-	case *ruleset.NDRule:
-		return checkVerdict(r.Verdict)
-	case *ruleset.DispatchRule:
-		if err := family(r.Family); err != nil {
-			return err
-		}
-		if r.Field != ruleset.Saddr && r.Field != ruleset.Daddr {
-			return fmt.Errorf("invalid field %d", r.Field)
-		}
-		if r.Prefix != 0 {
-			// A masked address matches network addresses: an interval
-			// map or one keyed by ports would make no sense of it.
-			if !r.Mask().IsValid() || r.Ports {
-				return fmt.Errorf("address mask /%d on an ipv%d dispatch (ports %v): want 1 to %d bits without ports", r.Prefix, r.Family, r.Ports, ruleset.AddrBits(r.Family)-1)
-			}
-			return needSet("map", r.Map, func(s *ruleset.Set) bool {
-				return s.Map && !s.Interval && !s.Key.HasPort() && s.Key.Family() == r.Family && hostBitsClear(s, r.Prefix)
-			}, fmt.Sprintf("an ipv%d_addr verdict map without flags interval whose addresses are /%d networks", r.Family, r.Prefix))
-		}
-		if r.Ports {
-			return needSet("map", r.Map, func(s *ruleset.Set) bool {
-				return s.Map && s.Key.HasPort() && s.Key.HasAddr() && s.Key.Family() == r.Family
-			}, fmt.Sprintf("a verdict map of ipv%d_addr . inet_proto . inet_service", r.Family))
-		}
-		return needSet("map", r.Map, func(s *ruleset.Set) bool {
-			return s.Map && !s.Key.HasPort() && s.Key.Family() == r.Family
-		}, fmt.Sprintf("an ipv%d_addr verdict map", r.Family))
-	case *ruleset.PortDispatchRule:
-		return needSet("map", r.Map, func(s *ruleset.Set) bool {
-			return s.Map && s.Key == ruleset.KeyProtoPort && !s.Interval
-		}, "a verdict map of inet_proto . inet_service without flags interval")
-	case *ruleset.AllowRule:
-		if r.PeerSet != "" || r.NamedPortSet != "" {
-			if err := family(r.Family); err != nil {
-				return err
-			}
-		} else if r.Family != 0 && r.Family != 4 && r.Family != 6 {
-			return fmt.Errorf("family %d is not 0, 4 or 6", r.Family)
-		}
-		if r.PeerSet != "" {
-			if r.PeerField != ruleset.Saddr && r.PeerField != ruleset.Daddr {
-				return fmt.Errorf("invalid peer field %d", r.PeerField)
-			}
-			if err := needSet("peer", r.PeerSet, func(s *ruleset.Set) bool {
-				return !s.Map && !s.Key.HasPort() && s.Key.Family() == r.Family
-			}, fmt.Sprintf("an ipv%d_addr set", r.Family)); err != nil {
-				return err
-			}
-		}
-		switch {
-		case r.Proto != 0 && r.PortSet != "":
-			return errors.New("allow rule with both a port set and a literal port")
-		case r.Proto != 0 && r.Proto != unix.IPPROTO_TCP && r.Proto != unix.IPPROTO_UDP && r.Proto != unix.IPPROTO_SCTP:
-			return fmt.Errorf("literal port of protocol %d, not tcp, udp or sctp", r.Proto)
-		case r.Proto == 0 && r.Port != 0:
-			return errors.New("literal port without a protocol")
-		}
-		if r.PortSet != "" {
-			if err := needSet("port", r.PortSet, func(s *ruleset.Set) bool {
-				return !s.Map && s.Key == ruleset.KeyProtoPort
-			}, "an inet_proto . inet_service set"); err != nil {
-				return err
-			}
-		}
-		if r.NamedPortSet != "" {
-			if err := needSet("named port", r.NamedPortSet, func(s *ruleset.Set) bool {
-				return !s.Map && s.Key.HasPort() && s.Key.Family() == r.Family
-			}, fmt.Sprintf("an ipv%d_addr . inet_proto . inet_service set", r.Family)); err != nil {
-				return err
-			}
-		}
-		return checkVerdict(r.Verdict)
-	case *ruleset.UnknownAddrRule:
-		if err := family(r.Family); err != nil {
-			return err
-		}
-		if r.Field != ruleset.Saddr && r.Field != ruleset.Daddr {
-			return fmt.Errorf("invalid field %d", r.Field)
-		}
-		addrSet := func(s *ruleset.Set) bool { return !s.Map && !s.Key.HasPort() && s.Key.Family() == r.Family }
-		if err := needSet("pod network", r.CIDRSet, addrSet, fmt.Sprintf("an ipv%d_addr set", r.Family)); err != nil {
-			return err
-		}
-		if err := needSet("known pods", r.KnownSet, addrSet, fmt.Sprintf("an ipv%d_addr set", r.Family)); err != nil {
-			return err
-		}
-		return checkVerdict(r.Verdict)
-	case *ruleset.CtMarkRule, *ruleset.TCPPickupRule:
-		var fam int
-		var field ruleset.Field
-		var set string
-		switch r := r.(type) {
-		case *ruleset.CtMarkRule:
-			if r.Mark == 0 {
-				return errors.New("ct mark rule sets no bit")
-			}
-			fam, field, set = r.Family, r.Field, r.Set
-		case *ruleset.TCPPickupRule:
-			if err := checkVerdict(r.Verdict); err != nil {
-				return err
-			}
-			fam, field, set = r.Family, r.Field, r.Set
-		}
-		if err := family(fam); err != nil {
-			return err
-		}
-		if field != ruleset.Saddr && field != ruleset.Daddr {
-			return fmt.Errorf("invalid field %d", field)
-		}
-		return needSet("address", set, func(s *ruleset.Set) bool { return !s.Map && !s.Key.HasPort() && s.Key.Family() == fam },
-			fmt.Sprintf("an ipv%d_addr set", fam))
-	case *ruleset.VerdictRule:
-		return checkVerdict(r.Verdict)
-	case *ruleset.CutMarkRule:
-		if r.Mark == 0 {
-			return errors.New("cut mark rule matches no bit")
-		}
-		return checkVerdict(r.Verdict)
-	case *ruleset.LogRule:
-		return checkLog(r)
-	case *ruleset.KernelRule:
-		return fmt.Errorf("rule handle %d was read back from the kernel and cannot be written", r.Handle)
-	}
-	return fmt.Errorf("unknown rule shape %T", r)
+	return append(exprs, verdictLookup(r.Map))
 }
 
-func checkVerdict(v ruleset.Verdict) error {
-	_, err := lowerVerdict(v)
-	return err
+// lowerAllow matches, in the order of the text, the port set or literal
+// port, nft's implicit meta nfproto dependency right before the first
+// address, the peer set, the named-port set.
+func lowerAllow(r *ruleset.AllowRule, sets setLookup) []expr.Any {
+	var exprs []expr.Any
+	if r.PortSet != "" {
+		exprs = append(exprs, loadProtoPort(0, sets(r.PortSet).Interval)...)
+		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.PortSet})
+	}
+	if r.Proto != 0 {
+		exprs = append(exprs,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{r.Proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Port)},
+		)
+	}
+	if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") {
+		exprs = append(exprs, nfprotoMatch(r.Family)...)
+	}
+	if r.PeerSet != "" {
+		exprs = append(exprs,
+			loadAddr(r.Family, r.PeerField, 1),
+			&expr.Lookup{SourceRegister: 1, SetName: r.PeerSet})
+	}
+	if r.NamedPortSet != "" {
+		_, n := addrOffset(r.Family, ruleset.Daddr)
+		exprs = append(exprs, loadAddr(r.Family, ruleset.Daddr, 1))
+		exprs = append(exprs, loadProtoPort(int(n/4), sets(r.NamedPortSet).Interval)...)
+		exprs = append(exprs, &expr.Lookup{SourceRegister: 1, SetName: r.NamedPortSet})
+	}
+	return exprs
+}
+
+// lowerUnknownAddr matches an address in the pod network set and not in the
+// known pods set.
+func lowerUnknownAddr(r *ruleset.UnknownAddrRule) []expr.Any {
+	return append(nfprotoMatch(r.Family),
+		loadAddr(r.Family, r.Field, 1),
+		&expr.Lookup{SourceRegister: 1, SetName: r.CIDRSet},
+		loadAddr(r.Family, r.Field, 1),
+		&expr.Lookup{SourceRegister: 1, SetName: r.KnownSet, Invert: true},
+	)
+}
+
+// lowerCtMark sets the bits of Mark in the conntrack mark of a connection
+// whose address is in the set, keeping its other bits.
+func lowerCtMark(r *ruleset.CtMarkRule) []expr.Any {
+	return append(nfprotoMatch(r.Family),
+		loadAddr(r.Family, r.Field, 1),
+		&expr.Lookup{SourceRegister: 1, SetName: r.Set},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^r.Mark), Xor: binaryutil.NativeEndian.PutUint32(r.Mark)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	)
+}
+
+// lowerCutMark matches a connection carrying every bit of Mark.
+func lowerCutMark(r *ruleset.CutMarkRule) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(r.Mark), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(r.Mark)},
+	}
+}
+
+// lowerTCPPickup matches a TCP packet without a SYN (of fin, syn, rst and
+// ack) whose address is in the set.
+func lowerTCPPickup(r *ruleset.TCPPickupRule) []expr.Any {
+	return append(nfprotoMatch(r.Family),
+		loadAddr(r.Family, r.Field, 1),
+		&expr.Lookup{SourceRegister: 1, SetName: r.Set},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x17}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x02}},
+	)
 }
 
 // keyType returns the nftables key datatype of a set.
@@ -485,16 +370,11 @@ func keyType(k ruleset.KeyType) (nftables.SetDatatype, error) {
 	return nftables.TypeInvalid, fmt.Errorf("invalid key type %d", k)
 }
 
-// lowerSet returns the nftables set for s, without elements. Concatenated
-// interval sets get the concat flag and field lengths the kernel's pipapo
-// backend needs; like nft, other concatenations do not.
+// lowerSet returns the nftables set for s, without elements; s.Validate
+// has accepted it. Concatenated interval sets get the concat flag and field
+// lengths the kernel's pipapo backend needs; like nft, other
+// concatenations do not.
 func lowerSet(table *nftables.Table, s *ruleset.Set) (*nftables.Set, error) {
-	if s.Name == "" {
-		return nil, errors.New("set without a name")
-	}
-	if len(s.Comment) > maxCommentLen {
-		return nil, fmt.Errorf("set %s: comment longer than %d bytes", s.Name, maxCommentLen)
-	}
 	kt, err := keyType(s.Key)
 	if err != nil {
 		return nil, fmt.Errorf("set %s: %w", s.Name, err)
@@ -507,15 +387,7 @@ func lowerSet(table *nftables.Table, s *ruleset.Set) (*nftables.Set, error) {
 		Concatenation: s.Interval && s.Key.HasPort(),
 		IsMap:         s.Map,
 		Comment:       s.Comment,
-	}
-	if s.Size != 0 {
-		if s.Interval {
-			return nil, fmt.Errorf("set %s: an interval set has no size (the kernel sizes it)", s.Name)
-		}
-		if uint64(s.Len()) > uint64(s.Size) {
-			return nil, fmt.Errorf("set %s: %d elements do not fit its size %d", s.Name, s.Len(), s.Size)
-		}
-		ns.Size = s.Size
+		Size:          s.Size,
 	}
 	if !s.Key.HasPort() {
 		ns.KeyByteOrder = binaryutil.BigEndian
@@ -646,16 +518,4 @@ func lowerBaseChain(table *nftables.Table, c *ruleset.Chain) (*nftables.Chain, e
 	}
 	nc.Policy = &pol
 	return nc, nil
-}
-
-// hostBitsClear reports whether every address of s is a network address of
-// prefix length bits: a masked packet address can only ever equal those.
-func hostBitsClear(s *ruleset.Set, bits int) bool {
-	for i := range s.Len() {
-		a := s.At(i).Addr
-		if p, err := a.Prefix(bits); err != nil || p.Addr() != a {
-			return false
-		}
-	}
-	return true
 }

@@ -289,37 +289,3 @@ func TestNftReg(t *testing.T) {
 		}
 	}
 }
-
-// TestCheckRule_MaskedDispatch: a dispatch masked to a prefix needs an
-// exact address map of its family whose addresses are networks of that
-// length, and no ports; anything else is refused before the kernel sees it.
-func TestCheckRule_MaskedDispatch(t *testing.T) {
-	t.Parallel()
-	accept := ruleset.Verdict{Kind: ruleset.Accept}
-	maps := map[string]*ruleset.Set{
-		"nets":     {Name: "nets", Map: true, Key: ruleset.KeyIPv4, Elements: []ruleset.Element{{Addr: ip("10.1.0.0"), Verdict: accept}}},
-		"hostbits": {Name: "hostbits", Map: true, Key: ruleset.KeyIPv4, Elements: []ruleset.Element{{Addr: ip("10.1.0.1"), Verdict: accept}}},
-		"interval": {Name: "interval", Map: true, Interval: true, Key: ruleset.KeyIPv4, Elements: []ruleset.Element{{Addr: ip("10.1.0.0"), AddrEnd: ip("10.1.255.255"), Verdict: accept}}},
-		"ported":   {Name: "ported", Map: true, Key: ruleset.KeyIPv4ProtoPort, Elements: []ruleset.Element{{Addr: ip("10.1.0.0"), Proto: 6, Port: 80, PortEnd: 80, Verdict: accept}}},
-	}
-	lookup := func(name string) *ruleset.Set { return maps[name] }
-	ok := &ruleset.DispatchRule{Family: 4, Field: ruleset.Daddr, Map: "nets", Prefix: 16}
-	if err := checkRule(ok, lookup); err != nil {
-		t.Fatalf("a /16 dispatch over /16 networks: %v", err)
-	}
-	if got := ok.Text(); got != "ip daddr & 255.255.0.0 vmap @nets" {
-		t.Errorf("text %q", got)
-	}
-	for _, bad := range []*ruleset.DispatchRule{
-		{Family: 4, Field: ruleset.Daddr, Map: "hostbits", Prefix: 16},
-		{Family: 4, Field: ruleset.Daddr, Map: "interval", Prefix: 16},
-		{Family: 4, Field: ruleset.Daddr, Map: "ported", Prefix: 16, Ports: true},
-		{Family: 4, Field: ruleset.Daddr, Map: "nets", Prefix: 32},
-		{Family: 4, Field: ruleset.Daddr, Map: "nets", Prefix: -1},
-		{Family: 6, Field: ruleset.Daddr, Map: "nets", Prefix: 16},
-	} {
-		if err := checkRule(bad, lookup); err == nil {
-			t.Errorf("accepted a /%d ipv%d dispatch over %s (ports %v)", bad.Prefix, bad.Family, bad.Map, bad.Ports)
-		}
-	}
-}

@@ -108,9 +108,11 @@ const maxReadAttempts = 5
 // flushed and refilled in place, in the same batch as everything else.
 //
 // want must be sorted (Ruleset.Sort) and must not be modified after Sync
-// returns: the Backend keeps it as the committed state. On error nothing was
-// committed (the kernel aborts the whole batch) and the next Sync reads the
-// kernel again.
+// returns: the Backend keeps it as the committed state. A want that breaks
+// the contract its shapes state (ruleset.Check) is refused before the kernel
+// is read; a reference to a missing object is refused with ENOENT, as the
+// kernel would refuse it. On error nothing was committed (the kernel aborts
+// the whole batch) and the next Sync reads the kernel again.
 func (b *Backend) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, error) {
 	start := time.Now()
 	b.mu.Lock()
@@ -133,6 +135,9 @@ func (b *Backend) Sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, e
 func (b *Backend) sync(ctx context.Context, want *ruleset.Ruleset) (SyncStats, error) {
 	var stats SyncStats
 	if err := ctx.Err(); err != nil {
+		return stats, err
+	}
+	if err := check(want); err != nil {
 		return stats, err
 	}
 	rd := kernelReader{netns: b.opts.NetNS}
@@ -215,6 +220,18 @@ func checkSorted(r *ruleset.Ruleset) error {
 		}
 	}
 	return nil
+}
+
+// check holds want to the contract of its shapes (ruleset.Check) before
+// anything is read or sent. The kernel refuses a reference to a missing
+// object with ENOENT; so does check, so that callers tell a refused batch
+// the same way whichever refused it.
+func check(want *ruleset.Ruleset) error {
+	err := ruleset.Check(want)
+	if missing := (*ruleset.MissingError)(nil); errors.As(err, &missing) {
+		return fmt.Errorf("%w (%w)", err, unix.ENOENT)
+	}
+	return err
 }
 
 // nextGen returns the generation id after g (the kernel skips 0).
@@ -331,120 +348,197 @@ func bufferSizes(ops, rules int) nftables.SockOption {
 const maxElemBytes = 32 << 10
 
 // emit queues the steps of a plan (ruleset.Plan.Steps) on conn, one message
-// or more per step, in their order. want resolves the sets rules refer to.
+// or more per step, in their order. want, which ruleset.Check has accepted,
+// resolves the sets rules refer to.
 func emit(conn *nftables.Conn, steps []ruleset.Step, want *ruleset.Ruleset) error {
-	t := table()
-	conn.AddTable(t)
-	var nextID uint32
-	newID := func() uint32 { nextID++; return nextID }
-	created := map[string]*nftables.Set{}
-	setOf := func(s *ruleset.Set) (*nftables.Set, error) {
-		if ns, ok := created[s.Name]; ok {
-			return ns, nil
-		}
-		return lowerSet(t, s)
-	}
-	lookup := func(name string) *ruleset.Set { return want.Set(name) }
+	e := &emitter{conn: conn, t: table(), want: want, created: map[string]*nftables.Set{}}
+	conn.AddTable(e.t)
 	for _, st := range steps {
-		switch st.Kind {
-		case ruleset.StepFlushChain:
-			conn.FlushChain(&nftables.Chain{Table: t, Name: st.Chain.Name})
-		case ruleset.StepDelElements:
-			ns, err := setOf(st.Set)
-			if err != nil {
-				return err
-			}
-			elems, err := lowerElements(st.Set, st.Elems)
-			if err != nil {
-				return err
-			}
-			for i := range elems {
-				elems[i].VerdictData = nil
-			}
-			for _, chunk := range chunkElements(elems) {
-				if err := conn.SetDeleteElements(ns, chunk); err != nil {
-					return fmt.Errorf("delete elements of set %s: %w", st.Set.Name, err)
-				}
-			}
-		case ruleset.StepFlushSet:
-			conn.FlushSet(&nftables.Set{Table: t, Name: st.Set.Name})
-		case ruleset.StepDelChain:
-			conn.DelChain(&nftables.Chain{Table: t, Name: st.Chain.Name})
-		case ruleset.StepDelSet:
-			conn.DelSet(&nftables.Set{Table: t, Name: st.Set.Name})
-		case ruleset.StepAddSet:
-			ns, err := lowerSet(t, st.Set)
-			if err != nil {
-				return err
-			}
-			ns.ID = newID()
-			if err := conn.AddSet(ns, nil); err != nil {
-				return fmt.Errorf("add set %s: %w", st.Set.Name, err)
-			}
-			created[st.Set.Name] = ns
-		case ruleset.StepAddChain:
-			if st.Chain.Base == nil {
-				conn.AddChain(&nftables.Chain{Table: t, Name: st.Chain.Name})
-				continue
-			}
-			nc, err := lowerBaseChain(t, st.Chain)
-			if err != nil {
-				return err
-			}
-			conn.AddChain(nc)
-		case ruleset.StepAddRules:
-			nc := &nftables.Chain{Table: t, Name: st.Chain.Name}
-			for i, r := range st.Chain.Rules {
-				exprs, anon, err := lowerRule(r, lookup)
-				if err != nil {
-					return fmt.Errorf("chain %s rule %d (%s): %w", st.Chain.Name, i, ruleText(r), err)
-				}
-				if anon != nil {
-					anon.set.Table = t
-					anon.set.ID = newID()
-					if err := conn.AddSet(anon.set, anon.elems); err != nil {
-						return fmt.Errorf("chain %s rule %d: anonymous set: %w", st.Chain.Name, i, err)
-					}
-					for _, e := range exprs {
-						if l, ok := e.(*expr.Lookup); ok && l.SetName == anon.set.Name {
-							l.SetID = anon.set.ID
-						}
-					}
-				}
-				conn.AddRule(&nftables.Rule{Table: t, Chain: nc, Exprs: exprs, UserData: ruleUserData(r)})
-			}
-		case ruleset.StepAddElements:
-			ns, err := setOf(st.Set)
-			if err != nil {
-				return err
-			}
-			err = st.ElementBatches(lowerBatch, func(batch []ruleset.Element) error {
-				elems, err := lowerElements(st.Set, batch)
-				if err != nil {
-					return err
-				}
-				for _, chunk := range chunkElements(elems) {
-					if err := conn.SetAddElements(ns, chunk); err != nil {
-						return fmt.Errorf("add elements to set %s: %w", st.Set.Name, err)
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		case ruleset.StepAddLimit:
-			o, err := lowerLimit(t, st.Limit)
-			if err != nil {
-				return err
-			}
-			conn.AddObj(o)
-		case ruleset.StepDelLimit:
-			conn.DeleteObject(&nftables.NamedObj{Table: t, Name: st.Limit.Name, Type: nftables.ObjTypeLimit})
-		default:
-			return fmt.Errorf("%s", st.Kind)
+		if err := e.step(st); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// emitter is emit's state within one batch: it interprets each step kind
+// with one method, the Backend's side of the Fake's fakeStore.apply.
+type emitter struct {
+	conn *nftables.Conn
+	t    *nftables.Table
+	want *ruleset.Ruleset
+	// created holds the sets added earlier in the batch: later messages
+	// about them name them by batch ID.
+	created map[string]*nftables.Set
+	nextID  uint32
+}
+
+// step queues one step.
+func (e *emitter) step(st ruleset.Step) error {
+	switch st.Kind {
+	case ruleset.StepFlushChain:
+		return e.flushChain(st)
+	case ruleset.StepDelElements:
+		return e.delElements(st)
+	case ruleset.StepFlushSet:
+		return e.flushSet(st)
+	case ruleset.StepDelChain:
+		return e.delChain(st)
+	case ruleset.StepDelSet:
+		return e.delSet(st)
+	case ruleset.StepAddSet:
+		return e.addSet(st)
+	case ruleset.StepAddChain:
+		return e.addChain(st)
+	case ruleset.StepAddRules:
+		return e.addRules(st)
+	case ruleset.StepAddElements:
+		return e.addElements(st)
+	case ruleset.StepDelLimit:
+		return e.delLimit(st)
+	case ruleset.StepAddLimit:
+		return e.addLimit(st)
+	case ruleset.StepInvalid:
+	}
+	return fmt.Errorf("%s", st.Kind)
+}
+
+func (e *emitter) newID() uint32 { e.nextID++; return e.nextID }
+
+// set returns the nftables set of s: the one added earlier in the batch,
+// or one naming the kernel's.
+func (e *emitter) set(s *ruleset.Set) (*nftables.Set, error) {
+	if ns, ok := e.created[s.Name]; ok {
+		return ns, nil
+	}
+	return lowerSet(e.t, s)
+}
+
+func (e *emitter) chain(c *ruleset.Chain) *nftables.Chain {
+	return &nftables.Chain{Table: e.t, Name: c.Name}
+}
+
+func (e *emitter) flushChain(st ruleset.Step) error {
+	e.conn.FlushChain(e.chain(st.Chain))
+	return nil
+}
+
+// delElements deletes elements by key: a map entry's verdict is not part
+// of its key.
+func (e *emitter) delElements(st ruleset.Step) error {
+	ns, err := e.set(st.Set)
+	if err != nil {
+		return err
+	}
+	elems, err := lowerElements(st.Set, st.Elems)
+	if err != nil {
+		return err
+	}
+	for i := range elems {
+		elems[i].VerdictData = nil
+	}
+	for _, chunk := range chunkElements(elems) {
+		if err := e.conn.SetDeleteElements(ns, chunk); err != nil {
+			return fmt.Errorf("delete elements of set %s: %w", st.Set.Name, err)
+		}
+	}
+	return nil
+}
+
+func (e *emitter) flushSet(st ruleset.Step) error {
+	e.conn.FlushSet(&nftables.Set{Table: e.t, Name: st.Set.Name})
+	return nil
+}
+
+func (e *emitter) delChain(st ruleset.Step) error {
+	e.conn.DelChain(e.chain(st.Chain))
+	return nil
+}
+
+func (e *emitter) delSet(st ruleset.Step) error {
+	e.conn.DelSet(&nftables.Set{Table: e.t, Name: st.Set.Name})
+	return nil
+}
+
+func (e *emitter) addSet(st ruleset.Step) error {
+	ns, err := lowerSet(e.t, st.Set)
+	if err != nil {
+		return err
+	}
+	ns.ID = e.newID()
+	if err := e.conn.AddSet(ns, nil); err != nil {
+		return fmt.Errorf("add set %s: %w", st.Set.Name, err)
+	}
+	e.created[st.Set.Name] = ns
+	return nil
+}
+
+func (e *emitter) addChain(st ruleset.Step) error {
+	if st.Chain.Base == nil {
+		e.conn.AddChain(e.chain(st.Chain))
+		return nil
+	}
+	nc, err := lowerBaseChain(e.t, st.Chain)
+	if err != nil {
+		return err
+	}
+	e.conn.AddChain(nc)
+	return nil
+}
+
+// addRules appends the chain's rules, each after the anonymous set it
+// needs, if any.
+func (e *emitter) addRules(st ruleset.Step) error {
+	nc := e.chain(st.Chain)
+	for i, r := range st.Chain.Rules {
+		exprs, anon, err := lowerRule(r, e.want.Set)
+		if err != nil {
+			return fmt.Errorf("chain %s rule %d (%s): %w", st.Chain.Name, i, ruleText(r), err)
+		}
+		if anon != nil {
+			anon.set.Table = e.t
+			anon.set.ID = e.newID()
+			if err := e.conn.AddSet(anon.set, anon.elems); err != nil {
+				return fmt.Errorf("chain %s rule %d: anonymous set: %w", st.Chain.Name, i, err)
+			}
+			for _, x := range exprs {
+				if l, ok := x.(*expr.Lookup); ok && l.SetName == anon.set.Name {
+					l.SetID = anon.set.ID
+				}
+			}
+		}
+		e.conn.AddRule(&nftables.Rule{Table: e.t, Chain: nc, Exprs: exprs, UserData: ruleUserData(r)})
+	}
+	return nil
+}
+
+// addElements adds the step's elements, lowered lowerBatch at a time.
+func (e *emitter) addElements(st ruleset.Step) error {
+	ns, err := e.set(st.Set)
+	if err != nil {
+		return err
+	}
+	return st.ElementBatches(lowerBatch, func(batch []ruleset.Element) error {
+		elems, err := lowerElements(st.Set, batch)
+		if err != nil {
+			return err
+		}
+		for _, chunk := range chunkElements(elems) {
+			if err := e.conn.SetAddElements(ns, chunk); err != nil {
+				return fmt.Errorf("add elements to set %s: %w", st.Set.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func (e *emitter) delLimit(st ruleset.Step) error {
+	e.conn.DeleteObject(&nftables.NamedObj{Table: e.t, Name: st.Limit.Name, Type: nftables.ObjTypeLimit})
+	return nil
+}
+
+func (e *emitter) addLimit(st ruleset.Step) error {
+	e.conn.AddObj(lowerLimit(e.t, st.Limit))
 	return nil
 }
 

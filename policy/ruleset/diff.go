@@ -148,67 +148,76 @@ func Diff(old, new *Ruleset) *Plan {
 	if new == nil {
 		new = &Ruleset{}
 	}
-	oldSets := make(map[string]*Set, len(old.Sets))
-	for _, s := range old.Sets {
+	p := &Plan{}
+	resized := p.diffSets(old.Sets, new.Sets)
+	p.diffChains(old.Chains, new.Chains, resized)
+	p.AddLimits, p.DelLimits = diffLimits(old.Limits, new.Limits)
+	return p
+}
+
+// diffSets fills the set and element fields of p, and Rebuild. It returns
+// the names of the sets recreated for a new Size, whose chains must be
+// refilled.
+func (p *Plan) diffSets(old, new []*Set) (resized map[string]bool) {
+	oldSets := make(map[string]*Set, len(old))
+	for _, s := range old {
 		oldSets[s.Name] = s
 	}
-	newSets := make(map[string]*Set, len(new.Sets))
-	for _, s := range new.Sets {
-		newSets[s.Name] = s
-	}
-	p := &Plan{}
-	var resized map[string]bool // sets recreated for a new Size
-	for _, s := range new.Sets {
+	for _, s := range new {
 		if o, ok := oldSets[s.Name]; ok && !sameSetType(o, s) {
 			p.Rebuild = true
-			break
+			p.DelSets = append(p.DelSets, old...)
+			p.AddSets = append(p.AddSets, new...)
+			return nil
 		}
 	}
-	if p.Rebuild {
-		p.DelSets = append(p.DelSets, old.Sets...)
-		p.AddSets = append(p.AddSets, new.Sets...)
-	} else {
-		for _, s := range new.Sets {
-			o, ok := oldSets[s.Name]
-			if !ok {
-				p.AddSets = append(p.AddSets, s)
-				continue
-			}
-			if o.Size != s.Size {
-				// The kernel cannot resize a set: delete it and add it
-				// again, refilling the chains whose rules look it up.
-				p.DelSets = append(p.DelSets, o)
-				p.AddSets = append(p.AddSets, s)
-				if resized == nil {
-					resized = map[string]bool{}
-				}
-				resized[s.Name] = true
-				continue
-			}
-			add, del := diffElements(o, s)
-			if len(del) > 0 {
-				p.DelElements = append(p.DelElements, SetElements{Set: o, Elements: del})
-			}
-			if len(add) > 0 {
-				p.AddElements = append(p.AddElements, SetElements{Set: s, Elements: add})
-			}
+	newSets := make(map[string]bool, len(new))
+	for _, s := range new {
+		newSets[s.Name] = true
+		o, ok := oldSets[s.Name]
+		if !ok {
+			p.AddSets = append(p.AddSets, s)
+			continue
 		}
-		for _, s := range old.Sets {
-			if _, ok := newSets[s.Name]; !ok {
-				p.DelSets = append(p.DelSets, s)
+		if o.Size != s.Size {
+			// The kernel cannot resize a set: delete it and add it
+			// again, refilling the chains whose rules look it up.
+			p.DelSets = append(p.DelSets, o)
+			p.AddSets = append(p.AddSets, s)
+			if resized == nil {
+				resized = map[string]bool{}
 			}
+			resized[s.Name] = true
+			continue
+		}
+		add, del := diffElements(o, s)
+		if len(del) > 0 {
+			p.DelElements = append(p.DelElements, SetElements{Set: o, Elements: del})
+		}
+		if len(add) > 0 {
+			p.AddElements = append(p.AddElements, SetElements{Set: s, Elements: add})
 		}
 	}
+	for _, s := range old {
+		if !newSets[s.Name] {
+			p.DelSets = append(p.DelSets, s)
+		}
+	}
+	return resized
+}
 
-	oldChains := make(map[string]*Chain, len(old.Chains))
-	for _, c := range old.Chains {
+// diffChains fills the chain fields of p, once diffSets has set Rebuild
+// and found the resized sets.
+func (p *Plan) diffChains(old, new []*Chain, resized map[string]bool) {
+	oldChains := make(map[string]*Chain, len(old))
+	for _, c := range old {
 		oldChains[c.Name] = c
 	}
-	newChains := make(map[string]*Chain, len(new.Chains))
-	for _, c := range new.Chains {
+	newChains := make(map[string]*Chain, len(new))
+	for _, c := range new {
 		newChains[c.Name] = c
 	}
-	for _, c := range new.Chains {
+	for _, c := range new {
 		o, ok := oldChains[c.Name]
 		switch {
 		case c.Base == nil:
@@ -229,8 +238,7 @@ func Diff(old, new *Ruleset) *Plan {
 			p.RefillBaseChains = append(p.RefillBaseChains, c)
 		}
 	}
-	p.AddLimits, p.DelLimits = diffLimits(old.Limits, new.Limits)
-	for _, c := range old.Chains {
+	for _, c := range old {
 		n, ok := newChains[c.Name]
 		switch {
 		case !ok:
@@ -241,7 +249,6 @@ func Diff(old, new *Ruleset) *Plan {
 			p.DelChains = append(p.DelChains, c)
 		}
 	}
-	return p
 }
 
 // diffLimits returns the limits of new that old lacks, and those of old that

@@ -60,8 +60,8 @@ func (r *LogRule) RuleComment() string { return r.Comment }
 // RuleVerdict implements Rule: the zero Verdict, the rule is non-terminal.
 func (r *LogRule) RuleVerdict() Verdict { return Verdict{} }
 
-// SetRefs implements Rule: none.
-func (r *LogRule) SetRefs() []string { return nil }
+// SetRefs implements Rule.
+func (r *LogRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
 // Text implements Rule.
 func (r *LogRule) Text() string {

@@ -7,9 +7,11 @@ import (
 
 // Rule is one rule of a chain. The set of rule shapes is closed: Rule has an
 // unexported method, so the concrete types of this package are all there is,
-// and Shapes lists one sample of each. Every consumer has one form per shape:
-// text here (Text), netlink in policy/nft, a step in policy/trace; the tests
-// of those packages iterate over Shapes and fail on a shape without its form.
+// and Shapes lists one sample of each. Every shape states its own contract
+// (Refs and Validate, which Check enforces), and every consumer has one form
+// per shape: text here (Text), netlink in policy/nft, a step in
+// policy/trace; the tests of those packages iterate over Shapes and fail on
+// a shape without its form. shapes.go says how to add one.
 type Rule interface {
 	// Text renders the rule as nft text, without its comment.
 	Text() string
@@ -20,8 +22,16 @@ type Rule interface {
 	// DispatchRule takes it from its map's entry, and a KernelRule's is
 	// unknown.
 	RuleVerdict() Verdict
+	// Refs returns the objects the rule refers to by name: the sets and
+	// maps it looks up, each with the type its lookup needs, the limit
+	// object it names, the chain its verdict jumps or goes to. CheckRule
+	// resolves them.
+	Refs() []Ref
+	// Validate reports the first invariant of the rule's own fields it
+	// breaks (a family, a field, a verdict…), its references aside.
+	Validate() error
 	// SetRefs returns the names of the sets and maps the rule looks up, in
-	// the order its text names them.
+	// the order its text names them: the sets among Refs.
 	SetRefs() []string
 
 	// shape seals the interface and names the shape.
@@ -280,8 +290,8 @@ func (r *PortDispatchRule) RuleComment() string { return r.Comment }
 // RuleVerdict implements Rule: the zero Verdict, the map entry decides.
 func (r *PortDispatchRule) RuleVerdict() Verdict { return Verdict{} }
 
-// SetRefs implements Rule: the map.
-func (r *PortDispatchRule) SetRefs() []string { return []string{r.Map} }
+// SetRefs implements Rule.
+func (r *PortDispatchRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
 // RuleComment implements Rule.
 func (r *CtRule) RuleComment() string { return r.Comment }
@@ -316,8 +326,8 @@ func (r *CutMarkRule) RuleComment() string { return r.Comment }
 // RuleVerdict implements Rule.
 func (r *CutMarkRule) RuleVerdict() Verdict { return r.Verdict }
 
-// SetRefs implements Rule: none.
-func (r *CutMarkRule) SetRefs() []string { return nil }
+// SetRefs implements Rule.
+func (r *CutMarkRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
 // RuleComment implements Rule.
 func (r *TCPPickupRule) RuleComment() string { return r.Comment }
@@ -329,11 +339,11 @@ func (r *CtMarkRule) RuleVerdict() Verdict { return Verdict{} }
 // RuleVerdict implements Rule.
 func (r *TCPPickupRule) RuleVerdict() Verdict { return r.Verdict }
 
-// SetRefs implements Rule: the address set.
-func (r *CtMarkRule) SetRefs() []string { return []string{r.Set} }
+// SetRefs implements Rule.
+func (r *CtMarkRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: the address set.
-func (r *TCPPickupRule) SetRefs() []string { return []string{r.Set} }
+// SetRefs implements Rule.
+func (r *TCPPickupRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
 // RuleVerdict implements Rule.
 func (r *CtRule) RuleVerdict() Verdict { return r.Verdict }
@@ -359,34 +369,26 @@ func (r *VerdictRule) RuleVerdict() Verdict { return r.Verdict }
 // RuleVerdict implements Rule: the zero Verdict, it is unknown.
 func (r *KernelRule) RuleVerdict() Verdict { return Verdict{} }
 
-// SetRefs implements Rule: none.
-func (r *CtRule) SetRefs() []string { return nil }
+// SetRefs implements Rule.
+func (r *CtRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: none.
-func (r *FibLocalRule) SetRefs() []string { return nil }
+// SetRefs implements Rule.
+func (r *FibLocalRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: none (its ICMPv6 types are an anonymous set).
-func (r *NDRule) SetRefs() []string { return nil }
+// SetRefs implements Rule.
+func (r *NDRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: the map.
-func (r *DispatchRule) SetRefs() []string { return []string{r.Map} }
+// SetRefs implements Rule.
+func (r *DispatchRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: the port, peer and named-port sets it uses.
-func (r *AllowRule) SetRefs() []string {
-	var out []string
-	for _, n := range []string{r.PortSet, r.PeerSet, r.NamedPortSet} {
-		if n != "" {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+// SetRefs implements Rule.
+func (r *AllowRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: the pod network set, then the known pods set.
-func (r *UnknownAddrRule) SetRefs() []string { return []string{r.CIDRSet, r.KnownSet} }
+// SetRefs implements Rule.
+func (r *UnknownAddrRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: none.
-func (r *VerdictRule) SetRefs() []string { return nil }
+// SetRefs implements Rule.
+func (r *VerdictRule) SetRefs() []string { return refSetNames(r.Refs()) }
 
-// SetRefs implements Rule: none policyd knows.
-func (r *KernelRule) SetRefs() []string { return nil }
+// SetRefs implements Rule.
+func (r *KernelRule) SetRefs() []string { return refSetNames(r.Refs()) }

@@ -2,9 +2,10 @@
 // programs on one node: one inet table, its sets, verdict maps and chains, and a
 // small closed set of rule shapes.
 //
-// A Ruleset is produced by policy/compile, printed as `nft -f` text here,
-// diffed into a Plan here, lowered to netlink by policy/nft and walked by
-// policy/trace. Nothing in this package talks to the kernel.
+// A Ruleset is produced by policy/compile, held to the contract its shapes
+// state (Check) and printed as `nft -f` text here, diffed into a Plan here,
+// lowered to netlink by policy/nft and walked by policy/trace. Nothing in
+// this package talks to the kernel.
 package ruleset
 
 import (

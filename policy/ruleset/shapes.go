@@ -2,6 +2,27 @@ package ruleset
 
 import "net/netip"
 
+// The rule shapes are a closed set: Rule is sealed, and every consumer has
+// one form per shape. Adding a shape is five steps, each in one place; until
+// all are done, the tests of this package, policy/nft and policy/trace, and
+// the sealed-set linter of `make verify` (hack/sealedcheck), fail:
+//
+//  1. The type, in this package: its fields and doc with its nft text, a
+//     Shape constant (before numShapes) its shape method returns, and its
+//     Text, RuleComment, RuleVerdict and SetRefs (one line:
+//     refSetNames(r.Refs())) methods.
+//  2. Its sample in Shapes, at its Shape's place, with the sets and limits
+//     it names added to ShapesRuleset.
+//  3. Its contract, in refs.go: Refs, every set, map, limit and chain it
+//     names with what it needs of each (key type, map, flags), and
+//     Validate, the invariants of its own fields. Check and CheckRule
+//     enforce both for every consumer; nothing else re-states them.
+//  4. Its lowering in policy/nft (lowerRule, lower.go): it only builds the
+//     expressions nft generates for its Text; the kernel test there proves
+//     that both list the same.
+//  5. Its step in policy/trace (tracer.rule, trace.go): it only interprets
+//     what the rule matches and the verdict it applies.
+
 // Shapes returns one sample of every rule shape, in Shape order (the sample
 // of Shape s is at index s-1). It is the single list of shapes: the tests of
 // this package require a sample of every Shape, and those of every consumer

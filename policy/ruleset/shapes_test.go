@@ -2,6 +2,11 @@ package ruleset
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -57,5 +62,49 @@ func TestShapesRuleset_HoldsEveryWritableShape(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("shapes chain holds shapes %v, want %v", got, want)
+	}
+}
+
+// TestShapes_EveryRuleTypeHasASample reads this package's source for the
+// types that implement Rule (those with the sealing method shape) and
+// requires Shapes to hold a sample of each: a new type whose shape method
+// returns an old Shape constant would otherwise escape every consumer's
+// test.
+func TestShapes_EveryRuleTypeHasASample(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Recv == nil || fd.Name.Name != "shape" {
+				continue
+			}
+			recv := fd.Recv.List[0].Type
+			if star, ok := recv.(*ast.StarExpr); ok {
+				recv = star.X
+			}
+			types = append(types, "*ruleset."+recv.(*ast.Ident).Name)
+		}
+	}
+	var samples []string
+	for _, r := range Shapes() {
+		samples = append(samples, fmt.Sprintf("%T", r))
+	}
+	slices.Sort(types)
+	slices.Sort(samples)
+	if len(types) < 2 || !slices.Equal(types, samples) {
+		t.Errorf("types implementing Rule %q, samples in Shapes %q", types, samples)
 	}
 }

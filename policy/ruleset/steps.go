@@ -59,6 +59,7 @@ func (k StepKind) String() string {
 		return "delete limit"
 	case StepAddLimit:
 		return "add limit"
+	case StepInvalid:
 	}
 	return fmt.Sprintf("invalid step kind %d", k)
 }

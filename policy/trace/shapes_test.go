@@ -38,3 +38,27 @@ func TestRule_EveryShape(t *testing.T) {
 		t.Errorf("Trace of the shapes chain: %v", err)
 	}
 }
+
+// TestRule_HoldsRulesToTheirContract: the tracer refuses a rule that breaks
+// its shape's contract (ruleset.CheckRule) instead of guessing what the
+// kernel would do with it: a lookup in a set of the other family, a jump
+// to a missing chain, a log gated by a missing limit.
+func TestRule_HoldsRulesToTheirContract(t *testing.T) {
+	t.Parallel()
+	pkt := Packet{Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2"), Protocol: 6, Port: 80}
+	for _, tt := range []struct {
+		rule ruleset.Rule
+		err  string
+	}{
+		{&ruleset.AllowRule{Family: 6, PeerField: ruleset.Saddr, PeerSet: "shape-peer4", Verdict: ruleset.Verdict{Kind: ruleset.Accept}}, "want an ipv6_addr set"},
+		{&ruleset.VerdictRule{Verdict: ruleset.Verdict{Kind: ruleset.Jump, Chain: "nope"}}, "jump to missing chain nope"},
+		{&ruleset.LogRule{Prefix: "pd:1", Group: 1, Limit: "nope"}, "limit nope does not exist"},
+	} {
+		rs := ruleset.ShapesRuleset()
+		c := rs.Chain("shapes")
+		c.Rules = append([]ruleset.Rule{tt.rule}, c.Rules...)
+		if _, err := Trace(rs, ruleset.HookInput, pkt); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%s: Trace error = %v, want one containing %q", ruleset.RuleText(tt.rule), err, tt.err)
+		}
+	}
+}

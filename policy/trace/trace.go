@@ -192,8 +192,15 @@ func (t *tracer) chain(c *ruleset.Chain, depth int) (ruleset.Verdict, error) {
 }
 
 // rule reports whether r matches and the verdict it applies (for a dispatch
-// rule, the map entry's verdict).
+// rule, the map entry's verdict). It first holds r to its shape's contract
+// against the traced Ruleset (ruleset.CheckRule): every set r looks up
+// exists with the type r needs, so each step below only interprets. A rule
+// the kernel could not hold, a KernelRule among them, is an error, never a
+// guess.
 func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
+	if err := ruleset.CheckRule(r, t.rs); err != nil {
+		return false, ruleset.Verdict{}, err
+	}
 	p := t.pkt
 	switch r := r.(type) {
 	case *ruleset.CtRule:
@@ -204,189 +211,110 @@ func (t *tracer) rule(r ruleset.Rule) (bool, ruleset.Verdict, error) {
 		nd := p.Protocol == 58 && p.Src.Is6() && p.ICMPv6Type >= 133 && p.ICMPv6Type <= 136
 		return nd, r.Verdict, nil
 	case *ruleset.DispatchRule:
-		if !familyMatches(r.Family, p) {
-			return false, ruleset.Verdict{}, nil
-		}
-		m, err := t.set(r.Map, true)
-		if err != nil {
-			return false, ruleset.Verdict{}, err
-		}
-		addr := p.Src
-		if r.Field == ruleset.Daddr {
-			addr = p.Dst
-		} else if r.Field != ruleset.Saddr {
-			return false, ruleset.Verdict{}, fmt.Errorf("dispatch on invalid field")
-		}
-		if r.Ports != m.Key.HasPort() {
-			return false, ruleset.Verdict{}, fmt.Errorf("dispatch (ports %v) through map %s of key %s", r.Ports, m.Name, m.Key.NftType())
-		}
-		if r.Prefix != 0 {
-			// The kernel looks the masked address up: its network.
-			pfx, err := addr.Prefix(r.Prefix)
-			if err != nil || r.Ports || m.Interval || !r.Mask().IsValid() {
-				return false, ruleset.Verdict{}, fmt.Errorf("dispatch masked to /%d through map %s of key %s (interval %v)", r.Prefix, m.Name, m.Key.NftType(), m.Interval)
-			}
-			addr = pfx.Addr()
-		}
-		for i := range m.Len() {
-			if e := m.At(i); inAddrRange(m, e, addr) && (!r.Ports || portMatches(e, p)) {
-				return true, e.Verdict, nil
-			}
-		}
-		return false, ruleset.Verdict{}, nil
-	case *ruleset.PortDispatchRule:
-		m, err := t.set(r.Map, true)
-		if err != nil {
-			return false, ruleset.Verdict{}, err
-		}
-		if m.Key != ruleset.KeyProtoPort || m.Interval {
-			return false, ruleset.Verdict{}, fmt.Errorf("port dispatch through map %s of key %s (interval %v)", m.Name, m.Key.NftType(), m.Interval)
-		}
-		for i := range m.Len() {
-			if e := m.At(i); portMatches(e, p) {
-				return true, e.Verdict, nil
-			}
-		}
-		return false, ruleset.Verdict{}, nil
+		return t.dispatch(r)
 	case *ruleset.AllowRule:
-		return t.allow(r)
+		return t.allow(r), r.Verdict, nil
 	case *ruleset.UnknownAddrRule:
-		if !familyMatches(r.Family, p) {
-			return false, r.Verdict, nil
-		}
-		addr := p.Src
-		if r.Field == ruleset.Daddr {
-			addr = p.Dst
-		} else if r.Field != ruleset.Saddr {
-			return false, r.Verdict, fmt.Errorf("unknown-address rule on invalid field")
-		}
-		cidr, err := t.set(r.CIDRSet, false)
-		if err != nil {
-			return false, r.Verdict, err
-		}
-		known, err := t.set(r.KnownSet, false)
-		if err != nil {
-			return false, r.Verdict, err
-		}
-		in := func(s *ruleset.Set) bool {
-			return containsAddr(s, addr)
-		}
-		return in(cidr) && !in(known), r.Verdict, nil
+		in := familyMatches(r.Family, p) && t.addrIn(r.Field, r.CIDRSet) && !t.addrIn(r.Field, r.KnownSet)
+		return in, r.Verdict, nil
+	case *ruleset.VerdictRule:
+		return true, r.Verdict, nil
+	case *ruleset.KernelRule:
+		// CheckRule has refused it: its expressions are unknown.
 	case *ruleset.CtMarkRule:
 		// Marking changes no verdict: matched or not, the packet goes on.
-		in, err := t.addrIn(r.Family, r.Field, r.Set)
-		return in, ruleset.Verdict{}, err
+		return familyMatches(r.Family, p) && t.addrIn(r.Field, r.Set), ruleset.Verdict{}, nil
+	case *ruleset.TCPPickupRule:
+		// A traced packet is a connection's first; Pickup says whether it
+		// lacks the SYN.
+		in := familyMatches(r.Family, p) && t.addrIn(r.Field, r.Set)
+		return in && p.Protocol == 6 && p.Pickup, r.Verdict, nil
+	case *ruleset.LogRule:
+		return t.log(r)
 	case *ruleset.CutMarkRule:
 		// A traced packet is a connection's first, whose mark is 0: only
 		// the later packets of a connection strict mode cut match.
 		return false, r.Verdict, nil
-	case *ruleset.TCPPickupRule:
-		in, err := t.addrIn(r.Family, r.Field, r.Set)
-		// A traced packet is a connection's first; Pickup says whether it
-		// lacks the SYN.
-		return in && p.Protocol == 6 && p.Pickup, r.Verdict, err
-	case *ruleset.VerdictRule:
-		return true, r.Verdict, nil
-	case *ruleset.LogRule:
-		return t.log(r)
-	case *ruleset.KernelRule:
-		return false, ruleset.Verdict{}, fmt.Errorf("rule handle %d was read back from the kernel: its expressions are unknown", r.Handle)
-	case nil:
-		return false, ruleset.Verdict{}, fmt.Errorf("nil rule")
+	case *ruleset.PortDispatchRule:
+		return t.portDispatch(r)
 	}
 	return false, ruleset.Verdict{}, fmt.Errorf("unknown rule shape %T", r)
 }
 
-// addrIn reports whether the packet is of family fam and its field address
-// is in the address set name.
-func (t *tracer) addrIn(fam int, field ruleset.Field, name string) (bool, error) {
-	s, err := t.set(name, false)
-	if err != nil {
-		return false, err
+// addr returns the packet's address that field names.
+func (t *tracer) addr(field ruleset.Field) netip.Addr {
+	if field == ruleset.Daddr {
+		return t.pkt.Dst
 	}
-	if !familyMatches(fam, t.pkt) {
-		return false, nil
-	}
-	addr := t.pkt.Src
-	switch field {
-	case ruleset.Daddr:
-		addr = t.pkt.Dst
-	case ruleset.Saddr:
-	default:
-		return false, fmt.Errorf("address lookup on invalid field")
-	}
-	return containsAddr(s, addr), nil
+	return t.pkt.Src
 }
 
-func (t *tracer) allow(r *ruleset.AllowRule) (bool, ruleset.Verdict, error) {
+// addrIn reports whether the packet's field address is in the address set
+// name.
+func (t *tracer) addrIn(field ruleset.Field, name string) bool {
+	return containsAddr(t.rs.Set(name), t.addr(field))
+}
+
+// dispatch is the step of a DispatchRule: the verdict of the map's entry
+// for the packet's address (masked to its network with Prefix), with Ports
+// its protocol and port too.
+func (t *tracer) dispatch(r *ruleset.DispatchRule) (bool, ruleset.Verdict, error) {
+	if !familyMatches(r.Family, t.pkt) {
+		return false, ruleset.Verdict{}, nil
+	}
+	m := t.rs.Set(r.Map)
+	addr := t.addr(r.Field)
+	if r.Prefix != 0 {
+		// The kernel looks the masked address up: its network.
+		pfx, err := addr.Prefix(r.Prefix)
+		if err != nil {
+			return false, ruleset.Verdict{}, fmt.Errorf("dispatch masked to /%d: %w", r.Prefix, err)
+		}
+		addr = pfx.Addr()
+	}
+	for i := range m.Len() {
+		if e := m.At(i); inAddrRange(m, e, addr) && (!r.Ports || portMatches(e, t.pkt)) {
+			return true, e.Verdict, nil
+		}
+	}
+	return false, ruleset.Verdict{}, nil
+}
+
+// portDispatch is the step of a PortDispatchRule: the verdict of the map's
+// entry for the packet's protocol and port.
+func (t *tracer) portDispatch(r *ruleset.PortDispatchRule) (bool, ruleset.Verdict, error) {
+	m := t.rs.Set(r.Map)
+	for i := range m.Len() {
+		if e := m.At(i); portMatches(e, t.pkt) {
+			return true, e.Verdict, nil
+		}
+	}
+	return false, ruleset.Verdict{}, nil
+}
+
+// allow is the step of an AllowRule: every part it has must match.
+func (t *tracer) allow(r *ruleset.AllowRule) bool {
 	p := t.pkt
-	// The family is matched (nft's implicit meta nfproto) only before an
-	// address lookup: a rule without one, such as a ClusterNetworkPolicy
-	// rule forced to match everything, holds for both families, as in the
-	// kernel (its chain may serve both: chains are named by their text).
+	// The family is matched (meta nfproto) only in front of an address
+	// lookup: a rule without one matches both families, in its text and in
+	// the kernel (a content-named chain holding it serves both).
 	if r.Family != 0 && (r.PeerSet != "" || r.NamedPortSet != "") && !familyMatches(r.Family, p) {
-		return false, r.Verdict, nil
+		return false
 	}
-	if r.Family == 0 && (r.PeerSet != "" || r.NamedPortSet != "") {
-		return false, r.Verdict, fmt.Errorf("allow rule with address sets but no family")
+	if r.PeerSet != "" && !t.addrIn(r.PeerField, r.PeerSet) {
+		return false
 	}
-	if r.PeerSet != "" {
-		s, err := t.set(r.PeerSet, false)
-		if err != nil {
-			return false, r.Verdict, err
-		}
-		addr := p.Src
-		if r.PeerField == ruleset.Daddr {
-			addr = p.Dst
-		} else if r.PeerField != ruleset.Saddr {
-			return false, r.Verdict, fmt.Errorf("peer lookup on invalid field")
-		}
-		if s.Key.Family() != r.Family || s.Key.HasPort() {
-			return false, r.Verdict, fmt.Errorf("peer set %s has key %s, not an IPv%d address", s.Name, s.Key.NftType(), r.Family)
-		}
-		if !containsAddr(s, addr) {
-			return false, r.Verdict, nil
-		}
-	}
-	if r.PortSet != "" {
-		s, err := t.set(r.PortSet, false)
-		if err != nil {
-			return false, r.Verdict, err
-		}
-		if s.Key != ruleset.KeyProtoPort {
-			return false, r.Verdict, fmt.Errorf("port set %s has key %s", s.Name, s.Key.NftType())
-		}
-		if !contains(s, func(e ruleset.Element) bool { return portMatches(e, p) }) {
-			return false, r.Verdict, nil
-		}
+	if r.PortSet != "" && !contains(t.rs.Set(r.PortSet), func(e ruleset.Element) bool { return portMatches(e, p) }) {
+		return false
 	}
 	if r.Proto != 0 && (p.Protocol != r.Proto || p.Port != r.Port) {
-		return false, r.Verdict, nil
+		return false
 	}
 	if r.NamedPortSet != "" {
-		s, err := t.set(r.NamedPortSet, false)
-		if err != nil {
-			return false, r.Verdict, err
-		}
-		if s.Key.Family() != r.Family || !s.Key.HasPort() || !s.Key.HasAddr() {
-			return false, r.Verdict, fmt.Errorf("named-port set %s has key %s", s.Name, s.Key.NftType())
-		}
-		if !contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, p.Dst) && portMatches(e, p) }) {
-			return false, r.Verdict, nil
-		}
+		s := t.rs.Set(r.NamedPortSet)
+		return contains(s, func(e ruleset.Element) bool { return inAddrRange(s, e, p.Dst) && portMatches(e, p) })
 	}
-	return true, r.Verdict, nil
-}
-
-func (t *tracer) set(name string, wantMap bool) (*ruleset.Set, error) {
-	s := t.rs.Set(name)
-	if s == nil {
-		return nil, fmt.Errorf("lookup of missing set %q", name)
-	}
-	if s.Map != wantMap {
-		return nil, fmt.Errorf("set %q used as map=%v but is map=%v", name, wantMap, s.Map)
-	}
-	return s, nil
+	return true
 }
 
 // containsAddr reports whether address a is in the address set s: a
