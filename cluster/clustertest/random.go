@@ -503,11 +503,15 @@ func randomPorts(rng *rand.Rand) []networkingv1.NetworkPolicyPort {
 //     third claimant), with other labels and ports;
 //   - a hostNetwork pod claiming an existing pod's address;
 //   - container ports outside 1-65535 or with a lowercase protocol, and a
-//     pod listing one address twice;
+//     pod listing one address twice, or besides its own an address with an
+//     IPv6 zone (fd00::9%eth0), or its IPv4 address in hex IPv4-mapped
+//     form (::ffff:a00:9);
 //   - invalid policy parts: a peer with a bad selector, a bad CIDR, an
-//     except outside its cidr, an empty peer; port entries with a lowercase
-//     protocol, a port outside 1-65535, endPort below port, endPort with a
-//     named port; an invalid podSelector; an unknown policyType.
+//     IPv4-mapped prefix (hex or dotted) or one with a zone, an except
+//     outside its cidr or in mapped form, an empty peer; port entries with
+//     a lowercase protocol, a port or endPort outside 1-65535, endPort below
+//     port, endPort with a named port; an invalid podSelector; an unknown
+//     policyType.
 //
 // Only additions are made to existing objects (never a valid part removed),
 // and new objects are pods, so "the same input without the hostile part" is
@@ -577,6 +581,21 @@ func Hostile(rng *rand.Rand, o Objects) (Objects, []string) {
 			p.Status.PodIPs = append(p.Status.PodIPs, p.Status.PodIPs[0])
 		}
 	}
+	for _, p := range out.Pods {
+		if rng.IntN(5) != 0 || p.Spec.HostNetwork || len(p.Status.PodIPs) == 0 {
+			continue
+		}
+		// An address no API server writes, after the pod's own: one with
+		// an IPv6 zone (refused), or the pod's IPv4 address again in hex
+		// IPv4-mapped form (the same address).
+		extra := "fd00::9%eth0"
+		if a := netip.MustParseAddr(p.Status.PodIPs[0].IP); a.Is4() && rng.IntN(2) == 0 {
+			b := a.As4()
+			extra = fmt.Sprintf("::ffff:%x:%x", uint16(b[0])<<8|uint16(b[1]), uint16(b[2])<<8|uint16(b[3]))
+		}
+		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: extra})
+		what = append(what, fmt.Sprintf("pod %s/%s also lists address %s", p.Namespace, p.Name, extra))
+	}
 	for _, np := range out.Policies {
 		if rng.IntN(2) == 0 {
 			continue
@@ -599,11 +618,18 @@ func spoilPolicy(rng *rand.Rand, spec *networkingv1.NetworkPolicySpec) string {
 		{NamespaceSelector: badSel},
 		{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/33"}},
 		{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/25", Except: []string{"10.0.1.0/26"}}},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "::ffff:a00:0/104"}},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "::ffff:10.0.0.0/104"}},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "fd00::%eth0/64"}},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"::ffff:a00:0/120"}}},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: []string{"10.0.0.0/24", "10.0.0.0%eth0/25"}}},
 		{},
 	}
+	bigEnd := int32(70000)
 	ports := []networkingv1.NetworkPolicyPort{
 		{Protocol: &lower, Port: &p81},
 		{Port: &big},
+		{Port: &p81, EndPort: &bigEnd},
 		{Port: &p81, EndPort: &p79},
 		{Port: &named, EndPort: &end},
 	}

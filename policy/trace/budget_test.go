@@ -41,19 +41,23 @@ func hostileSizesInput(seed int) hostileSizes {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x51e5))
 	opts := clustertest.Options{IPv6: seed%2 == 0, HostNetwork: seed%3 == 0}
 	if seed%2 == 1 {
+		// With ClusterNetworkPolicies and Nodes. A quarantined one denies
+		// everything, after the node traffic accepted first (hostNetwork
+		// pods' traffic included).
 		opts.MaxClusterPolicies = 6
-		// A quarantined ClusterNetworkPolicy denies everything, and an
-		// Admin Deny of everything still comes before the node-traffic
-		// accept (issue 26, class 6, fixed separately): no node traffic
-		// (hostNetwork pods) on these seeds until that lands.
-		opts.HostNetwork = false
 	}
 	in := hostileSizes{clean: clustertest.RandomObjects(rng, opts)}
 	in.hostile = in.clean
 	if seed%2 == 0 {
 		// clustertest.Hostile keeps no ClusterNetworkPolicies: only on
-		// seeds without them.
+		// seeds without them. Invalid parts, hex, zoned and mapped
+		// addresses, out-of-range ports, address conflicts.
 		in.hostile, in.what = clustertest.Hostile(rng, in.clean)
+	} else if rng.IntN(2) == 0 {
+		// Identity claims: Nodes listing pods' addresses or each other's,
+		// CNI gateways, a fail-closed ClusterNetworkPolicy, a newer pod
+		// claiming an address, a pod with no node.
+		in.hostile, in.what = clustertest.HostileIdentities(rng, in.clean)
 	}
 	for range 1 + rng.IntN(2) {
 		spec := hostile.Random(rng, 1+rng.IntN(3))
