@@ -103,7 +103,6 @@ func main() {
 				os.Exit(1)
 			}
 			_ = pprof.StartCPUProfile(f)
-			defer pprof.StopCPUProfile()
 		}
 		start = time.Now()
 		cc := &compile.Compiler{}
@@ -112,6 +111,9 @@ func main() {
 		}
 		rs, err := cc.Compile(selectors.FromSnapshot(snap), hostile.Node)
 		d := time.Since(start)
+		if *cpuprofile != "" {
+			pprof.StopCPUProfile()
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
