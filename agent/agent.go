@@ -518,6 +518,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		// an error): a transient failure costs no bisection.
 		var retryErr error
 		if stats, retryErr = a.cfg.Backend.Sync(ctx, rs); retryErr == nil {
+			// Not silent: the refusal is counted and logged.
+			a.metrics.syncErrors.Inc()
+			a.log.Warn("the kernel refused the sync's batch once; the retry committed it", "err", err)
 			err = nil
 		}
 	}

@@ -333,13 +333,29 @@ func TestAgent_HealthReadinessMetrics(t *testing.T) {
 	assert.NotContains(t, body, "policyd_programming_latency_seconds_count 0\n", "latency must have been observed for the client pod")
 }
 
+// failingBackend fails every Sync while fail is set, committing nothing.
+type failingBackend struct {
+	nft.Interface
+	fail atomic.Bool
+}
+
+func (b *failingBackend) Sync(ctx context.Context, want *ruleset.Ruleset) (nft.SyncStats, error) {
+	if b.fail.Load() {
+		return nft.SyncStats{}, io.ErrUnexpectedEOF
+	}
+	return b.Interface.Sync(ctx, want)
+}
+
 // TestAgent_NotReadyUntilFirstSync: a failing backend keeps the agent unready
-// and retrying; once the kernel accepts the batch it becomes ready.
+// and retrying (a batch refused once is tried again at once, so the backend
+// fails until told otherwise); once the kernel accepts the batch it becomes
+// ready.
 func TestAgent_NotReadyUntilFirstSync(t *testing.T) {
 	s := apiservertest.Shared(t)
 	fake := nft.NewFake()
-	fake.FailNextSync(io.ErrUnexpectedEOF)
-	ta := startAgent(t, agentRESTConfig(t, s), "node-1", fake)
+	backend := &failingBackend{Interface: fake}
+	backend.fail.Store(true)
+	ta := startAgent(t, agentRESTConfig(t, s), "node-1", backend)
 	srv := httptest.NewServer(ta.a.Handler())
 	defer srv.Close()
 	metric := func() string {
@@ -349,13 +365,17 @@ func TestAgent_NotReadyUntilFirstSync(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	require.Eventually(t, func() bool { return strings.Contains(metric(), "policyd_sync_errors_total 1") }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		m := metric()
+		return strings.Contains(m, "policyd_sync_errors_total ") && !strings.Contains(m, "policyd_sync_errors_total 0\n")
+	}, 30*time.Second, 10*time.Millisecond)
 	assert.False(t, ta.a.Ready(), "the first sync failed: not ready")
 	assert.Nil(t, fake.Ruleset(), "a failed batch commits nothing")
 	resp, err := srv.Client().Get(srv.URL + "/readyz")
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, 503, resp.StatusCode)
+	backend.fail.Store(false)
 	ta.waitReady()
 	assert.NotNil(t, fake.Ruleset())
 }

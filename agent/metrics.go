@@ -78,7 +78,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "policyd_conntrack_pass_errors_total", Help: "Strict-mode passes or flows that failed (dump, judgement or delete).",
 		}),
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "policyd_sync_errors_total", Help: "Syncs that failed; the next one is a full resync.",
+			Name: "policyd_sync_errors_total", Help: "Syncs that failed (the next one is a full resync), and batches the kernel refused once and took on the immediate retry.",
 		}),
 		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "policyd_syncs_total", Help: "Committed syncs, by kind: partial (diff against the last commit) or full (diff against the table read back from the kernel).",
