@@ -304,3 +304,39 @@ func TestManifests_RepeatedFlagsReadTheUnion(t *testing.T) {
 	got, _, _ = cli(t, "", append([]string{"compile", "--node", "node-a"}, withPolicies...)...)
 	assert.Equal(t, want, got, "compile")
 }
+
+// TestExplain_OperatorsSlips: a named --port means the destination's port of
+// that name (a pod's container port, a Service's port), and a pod asked for
+// in the wrong namespace gets the pod it was probably meant to be.
+func TestExplain_OperatorsSlips(t *testing.T) {
+	t.Parallel()
+	byNumber, _, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/api", "--port", "9090")
+	require.Equal(t, 0, code)
+	byName, _, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/api", "--port", "api")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, byNumber, byName, "--port api is shop/api's container port 9090")
+
+	// metrics is 9100 on db, whose policies admit only monitoring there.
+	want, _, wantCode := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "9100")
+	got, _, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "metrics")
+	assert.Equal(t, wantCode, code)
+	assert.Equal(t, want, got)
+
+	want, _, _ = cli(t, "", "explain", "-f", examples, "shop/api", "svc/shop/frontend", "--port", "80")
+	got, _, _ = cli(t, "", "explain", "-f", examples, "shop/api", "svc/shop/frontend", "--port", "http")
+	assert.Equal(t, want, got, "a Service's port by its name")
+
+	_, stderr, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "grpc")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "shop/db declares no container port of that name (named ports: metrics, postgres)")
+	_, stderr, code = cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "Bad_Name")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, `--port "Bad_Name": neither a number nor a port name`)
+
+	_, stderr, code = cli(t, "", "explain", "-f", examples, "monitoring/frontend-1", "shop/api", "--port", "9090")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "pod monitoring/frontend-1 not found; did you mean shop/frontend-1?")
+	_, stderr, code = cli(t, "", "explain", "-f", examples, "-n", "shop", "frontend", "api", "--port", "9090")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "pod shop/frontend not found; did you mean shop/frontend-1 or shop/frontend-2?")
+}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/policyd/policyd/cluster"
@@ -20,7 +22,7 @@ import (
 type explainOptions struct {
 	src       source
 	namespace string
-	port      int32
+	port      string
 	protocol  string
 	output    string
 	matrix    bool
@@ -118,7 +120,7 @@ API server cannot be read.`,
 	o.src.add(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace of pods written without one (default: the kubeconfig context's, else default); with -l, --from, --to, --matrix: only this namespace")
-	f.Int32Var(&o.port, "port", 0, "destination port, 1-65535 (default: every port the destination pod declares)")
+	f.StringVar(&o.port, "port", "", "destination port: a number 1-65535, or a name (the destination pod's container port, or the Service's port, of that name) (default: every port the destination pod declares)")
 	f.StringVar(&o.protocol, "protocol", "", "TCP, UDP or SCTP (default: TCP with --port, else the declared ports' protocols)")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (with --matrix: text, jsonl, json, yaml or html)")
 	f.BoolVar(&o.matrix, "matrix", false, "print the whole reachability matrix")
@@ -144,8 +146,10 @@ func (o *explainOptions) wantArgs() string {
 
 // validate checks every flag before anything is read.
 func (o *explainOptions) validate(cmd *cobra.Command) error {
-	if cmd.Flags().Changed("port") && (o.port < 1 || o.port > 65535) {
-		return usagef("--port %d: want a port from 1 to 65535", o.port)
+	if cmd.Flags().Changed("port") {
+		if _, _, err := parsePort(o.port); err != nil {
+			return err
+		}
 	}
 	if o.protocol != "" {
 		if _, err := cluster.ParseProtocol(o.protocol); err != nil {
@@ -173,6 +177,25 @@ func (o *explainOptions) validate(cmd *cobra.Command) error {
 		}
 	}
 	return nil
+}
+
+// parsePort reads --port: a number from 1 to 65535, or a port name as
+// containers and Services spell them (IANA_SVC_NAME: "http", "metrics").
+// The empty string is no port.
+func parsePort(v string) (int32, string, error) {
+	if v == "" {
+		return 0, "", nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 1 || n > 65535 {
+			return 0, "", usagef("--port %d: want a port from 1 to 65535, or a port name", n)
+		}
+		return int32(n), "", nil
+	}
+	if errs := validation.IsValidPortName(v); len(errs) > 0 {
+		return 0, "", usagef("--port %q: neither a number nor a port name: %s", v, strings.Join(errs, "; "))
+	}
+	return 0, v, nil
 }
 
 func contains(list []string, s string) bool {
@@ -221,7 +244,8 @@ func runExplain(cmd *cobra.Command, snap *cluster.Snapshot, args []string, o *ex
 			if src == dst && selected {
 				continue // a pod to itself is always allowed
 			}
-			r, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace})
+			port, name, _ := parsePort(o.port)
+			r, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: port, PortName: name, Protocol: o.protocol, Trace: o.trace})
 			var ue *explain.UsageError
 			if selected && errors.As(err, &ue) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s -> %s not explained: %v\n", src, dst, err)
