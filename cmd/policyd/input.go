@@ -10,6 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -127,21 +130,21 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	ctx := cmd.Context()
 	nsl, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
+		return nil, listError("namespaces", err)
 	}
 	pl, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("listing pods: %w", err)
+		return nil, listError("pods", err)
 	}
 	npl, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("listing networkpolicies: %w", err)
+		return nil, listError("networkpolicies", err)
 	}
 	nss := ptrs(nsl.Items)
 	pods := ptrs(pl.Items)
 	pols := ptrs(npl.Items)
 	snap, errs := cluster.NewSnapshot(nss, pods, pols)
-	extra, err := liveExtras(ctx, cfg, client, snap)
+	extra, err := liveExtras(ctx, cfg, client, snap, func(w string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w) })
 	if err != nil {
 		return nil, err
 	}
@@ -156,18 +159,32 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 // version the cluster serves them (cnpapi.Served; a cluster without the CRD
 // has none, and a discovery failure is an error). It returns the
 // conversion errors.
-func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot) ([]error, error) {
+func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot, warn func(string)) ([]error, error) {
+	// Nodes, Services and EndpointSlices refine the answer but are not
+	// needed for one: a person whose role does not let them list these
+	// (deploy/cli/explain-rbac.yaml is what the CLI reads) gets a warning
+	// naming what was left out instead of no answer.
+	optional := func(what, without string, err error) error {
+		if apierrors.IsForbidden(err) {
+			warn(fmt.Sprintf("cannot list %s (forbidden): %s; deploy/cli/explain-rbac.yaml is the role that reads everything", what, without))
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", what, err)
+		}
+		return nil
+	}
 	nl, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing nodes: %w", err)
+	if err := optional("nodes", "node addresses are unknown, so traffic from nodes is judged as traffic from outside the cluster", err); err != nil {
+		return nil, err
 	}
 	sl, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing services: %w", err)
+	if err := optional("services", "explain through a Service is not available", err); err != nil {
+		return nil, err
 	}
 	el, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing endpointslices: %w", err)
+	if err := optional("endpointslices", "Services have no backends", err); err != nil {
+		return nil, err
 	}
 	// A discovery failure is not "no ClusterNetworkPolicies": judging
 	// without them could say ALLOWED where an Admin Deny denies.
@@ -183,15 +200,33 @@ func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interfa
 		}
 		cl, err := cnpapi.List(ctx, npa, v, metav1.ListOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("listing clusternetworkpolicies (%s): %w", v.GroupVersion(), err)
+			return nil, listError(fmt.Sprintf("clusternetworkpolicies (%s)", v.GroupVersion()), err)
 		}
 		cnps = ptrs(cl.Items)
 	}
-	nodes := ptrs(nl.Items)
-	svcs := ptrs(sl.Items)
-	eps := ptrs(el.Items)
+	var nodes []*corev1.Node
+	var svcs []*corev1.Service
+	var eps []*discoveryv1.EndpointSlice
+	if nl != nil {
+		nodes = ptrs(nl.Items)
+	}
+	if sl != nil {
+		svcs = ptrs(sl.Items)
+	}
+	if el != nil {
+		eps = ptrs(el.Items)
+	}
 	errs := snap.AddClusterPolicies(cnps, nodes)
 	return append(errs, snap.AddServices(svcs, eps)...), nil
+}
+
+// listError is the error of listing what an answer cannot do without; a
+// Forbidden one names the role that grants what the CLI reads.
+func listError(what string, err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("listing %s: %w (an answer without them would be wrong; deploy/cli/explain-rbac.yaml is the read-only role the CLI needs)", what, err)
+	}
+	return fmt.Errorf("listing %s: %w", what, err)
 }
 
 // clusterCause is what client-go said was wrong with the kubeconfig (a
