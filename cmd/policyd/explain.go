@@ -179,6 +179,23 @@ func (o *explainOptions) validate(cmd *cobra.Command) error {
 	return nil
 }
 
+// whyNoCells says why a whole-cluster matrix has no cell: the pods there
+// are (a matrix needs two pods, with addresses, not hostNetwork).
+func whyNoCells(snap *cluster.Snapshot) string {
+	var pods, hostNet, noAddr int
+	for _, p := range snap.Pods {
+		switch {
+		case p.HostNetwork:
+			hostNet++
+		case len(p.IPs) == 0:
+			noAddr++
+		default:
+			pods++
+		}
+	}
+	return fmt.Sprintf("the input has %d pod(s) with an address, %d without one and %d hostNetwork pod(s) (a matrix needs two pods that are not hostNetwork); give Pods or workloads (Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs)", pods, noAddr, hostNet)
+}
+
 // parsePort reads --port: a number from 1 to 65535, or a port name as
 // containers and Services spell them (IANA_SVC_NAME: "http", "metrics").
 // The empty string is no port.
@@ -348,6 +365,9 @@ func runMatrix(w, errw io.Writer, snap *cluster.Snapshot, o *explainOptions) err
 	}
 	if len(cells) == 0 && (o.namespace != "" || rows != nil || cols != nil || both != nil) {
 		return usagef("--matrix: no pod pair matches -n %q -l %q --from %q --to %q", o.namespace, o.selector, o.from, o.to)
+	}
+	if len(cells) == 0 {
+		return usagef("--matrix: no pair of pods to judge: %s", whyNoCells(snap))
 	}
 	var svcCells []explain.ServiceCell
 	if o.services {

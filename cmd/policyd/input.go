@@ -29,13 +29,21 @@ import (
 // source is where explain and compile read the cluster from: -f/--filename
 // (files, directories, or - for stdin; repeatable), else the API server.
 type source struct {
-	kube      kubeFlags
-	manifests manifestPaths
+	kube        kubeFlags
+	manifests   manifestPaths
+	allReplicas bool
 }
 
 func (s *source) add(cmd *cobra.Command) {
 	s.kube.add(cmd)
-	s.manifests.add(cmd.Flags(), "Kubernetes manifests (Namespace, Pod, NetworkPolicy, …) to read instead of the cluster")
+	s.manifests.add(cmd.Flags(), "Kubernetes manifests (Namespace, Pod, NetworkPolicy, Deployment, …) to read instead of the cluster")
+	addAllReplicas(cmd.Flags(), &s.allReplicas)
+}
+
+// addAllReplicas registers --all-replicas, which the verbs that read
+// manifests share.
+func addAllReplicas(fs *pflag.FlagSet, v *bool) {
+	fs.BoolVar(v, "all-replicas", false, "with -f: make each workload's replicas pods (up to 20 each) instead of one representative pod per Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob")
 }
 
 // snapshot reads the cluster from the manifests or the API server. Notes
@@ -43,7 +51,7 @@ func (s *source) add(cmd *cobra.Command) {
 // command: the snapshot holds the invalid policies in their fail-closed form.
 func (s *source) snapshot(cmd *cobra.Command) (*cluster.Snapshot, error) {
 	if s.manifests.given() {
-		return loadSnapshot(cmd, s.manifests)
+		return loadSnapshot(cmd, s.manifests, manifest.Options{AllReplicas: s.allReplicas})
 	}
 	return liveSnapshot(cmd, &s.kube)
 }
@@ -77,13 +85,13 @@ func (m *manifestPaths) add(fs *pflag.FlagSet, what string) {
 }
 
 // loadSnapshot reads the union of the manifests at paths ("-" is stdin).
-func loadSnapshot(cmd *cobra.Command, paths manifestPaths) (*cluster.Snapshot, error) {
-	objs, err := manifest.Load(paths, cmd.InOrStdin())
+func loadSnapshot(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, error) {
+	objs, err := manifest.LoadWith(paths, cmd.InOrStdin(), opts)
 	if err != nil {
 		return nil, usagef("-f %s: %w", strings.Join(paths, " -f "), err)
 	}
-	writeNotes(cmd, objs.Notes)
 	snap, errs := objs.Snapshot()
+	writeNotes(cmd, objs.Notes)
 	for _, e := range errs {
 		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
@@ -94,13 +102,28 @@ func loadSnapshot(cmd *cobra.Command, paths manifestPaths) (*cluster.Snapshot, e
 // skipped objects (Services, Deployments: the usual company of pods in a
 // manifest) become one line, and other notes (ignored fields) are listed.
 func writeNotes(cmd *cobra.Command, notes []string) {
-	skipped := 0
+	skipped, placed, collapsed := 0, 0, 0
 	for _, n := range notes {
-		if !isVerbose(cmd) && strings.Contains(n, ": skipped ") {
-			skipped++
-			continue
+		if !isVerbose(cmd) {
+			switch {
+			case strings.Contains(n, ": skipped "):
+				skipped++
+				continue
+			case strings.Contains(n, ": no status.podIP: judged as ") || strings.Contains(n, ": no spec.nodeName: judged on node "):
+				placed++
+				continue
+			case strings.Contains(n, " replicas, judged as one pod "):
+				collapsed++
+				continue
+			}
 		}
 		fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
+	}
+	if placed > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: %d pod(s) without an address or a node are judged where policyd lab would place them (-v lists them)\n", placed)
+	}
+	if collapsed > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: %d workload(s) with replicas are judged as one pod each (--all-replicas makes each replica; -v lists them)\n", collapsed)
 	}
 	if skipped > 0 {
 		what := "objects"
