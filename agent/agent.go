@@ -124,6 +124,12 @@ type Config struct {
 	// OnCommit, when set, is called after each successful sync (tests and
 	// benchmarks use it to measure programming latency).
 	OnCommit func(Commit)
+	// Datapath, when set, is sampled every DatapathInterval to find out
+	// whether the node's pod traffic passes through the table at all
+	// (bypass.go); a datapath that bypasses it is reported (NotEnforcing).
+	Datapath DatapathSampler
+	// DatapathInterval is the sampling window; zero means 30 s.
+	DatapathInterval time.Duration
 }
 
 // Change is one API event that a sync committed.
@@ -360,6 +366,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	// after them.
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); factory.Shutdown(); a.bg.Wait() }()
+	if a.cfg.Datapath != nil {
+		a.bg.Add(1)
+		go func() { defer a.bg.Done(); a.watchDatapath(ctx) }()
+	}
 	if a.verdicts != nil {
 		// Bound before the first sync, so the first packets its table logs
 		// are read; they resolve once that sync has learned their ids.

@@ -31,6 +31,9 @@ type Metrics struct {
 	latency      prometheus.Histogram
 	lastSuccess  prometheus.Gauge
 	conflicts    prometheus.Gauge
+	// bypassed is 1 while the node's pod traffic is seen not to pass
+	// through the table (bypass.go).
+	bypassed prometheus.Gauge
 	// verdictReaderUp is 1 while the verdict reader has the nflog group.
 	verdictReaderUp prometheus.Gauge
 	// cnpDiscoveryErrors counts discovery failures (other than 404) when
@@ -91,6 +94,9 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_last_successful_sync_timestamp_seconds", Help: "When a sync last committed (Unix time); 0 before the first.",
 	})
+	m.bypassed = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_datapath_bypassed", Help: "1 while this node's pods send traffic that netfilter, and so policyd's table, never sees (an eBPF or OVS datapath, a bridge without br_netfilter): nothing is enforced here.",
+	})
 	m.conflicts = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_address_conflicts", Help: "Addresses that two or more pods claim in the API; each is policed as the strictest of its claimants.",
 	})
@@ -111,7 +117,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing)
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.bypassed, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing)
 	return m
 }
 
