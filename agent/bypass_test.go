@@ -151,7 +151,7 @@ func TestLab_DatapathBypassIsDetected(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, l.Close()) })
 	// Conntrack hooks a namespace once something there uses it, as
 	// policyd's table and kube-proxy do.
-	_, err = l.ExecInNode(ctx, "node-1", []byte("table inet bypasstest { chain f { type filter hook forward priority 0; ct state established accept; } }\n"), "nft", "-f", "-")
+	_, err = l.ExecInNode(ctx, "node-1", []byte("table inet bypasstest {\n chain f {\n  type filter hook forward priority 0; ct state established accept\n }\n}\n"), "nft", "-f", "-")
 	require.NoError(t, err)
 	h, ok := l.NodeNetNSHandle("node-1")
 	require.True(t, ok)
