@@ -31,6 +31,10 @@ type Metrics struct {
 	latency      prometheus.Histogram
 	lastSuccess  prometheus.Gauge
 	conflicts    prometheus.Gauge
+	// events counts informer events by kind and effect: applied (the
+	// index changed, a sync follows) or ignored (an update that changes
+	// nothing policyd uses).
+	events *prometheus.CounterVec
 	// bypassed is 1 while the node's pod traffic is seen not to pass
 	// through the table (bypass.go).
 	bypassed prometheus.Gauge
@@ -94,6 +98,9 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_last_successful_sync_timestamp_seconds", Help: "When a sync last committed (Unix time); 0 before the first.",
 	})
+	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "policyd_events_total", Help: "API events by kind and effect: applied (the index changed and a sync follows) or ignored (an update that changes nothing policyd uses: a pod's readiness, restarts, conditions).",
+	}, []string{"kind", "effect"})
 	m.bypassed = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_datapath_bypassed", Help: "1 while this node's pods send traffic that netfilter, and so policyd's table, never sees (an eBPF or OVS datapath, a bridge without br_netfilter): nothing is enforced here.",
 	})
@@ -117,7 +124,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.bypassed, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing)
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.events, m.bypassed, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing)
 	return m
 }
 
