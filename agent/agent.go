@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"runtime/debug"
 	"slices"
@@ -41,6 +42,7 @@ import (
 
 	npaclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/internal/cnpapi"
 	"github.com/policyd/policyd/policy/compile"
 	"github.com/policyd/policyd/policy/ctcut"
@@ -130,6 +132,12 @@ type Config struct {
 	// The zero Budget means compile.DefaultBudget of the DaemonSet's
 	// memory limit.
 	Budget compile.Budget
+	// Datapath, when set, is sampled every DatapathInterval to find out
+	// whether the node's pod traffic passes through the table at all
+	// (bypass.go); a datapath that bypasses it is reported (NotEnforcing).
+	Datapath DatapathSampler
+	// DatapathInterval is the sampling window; zero means 30 s.
+	DatapathInterval time.Duration
 }
 
 // Change is one API event that a sync committed.
@@ -372,6 +380,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	// after them.
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); factory.Shutdown(); a.bg.Wait() }()
+	if a.cfg.Datapath != nil {
+		a.bg.Add(1)
+		go func() { defer a.bg.Done(); a.watchDatapath(ctx) }()
+	}
 	if a.verdicts != nil {
 		// Bound before the first sync, so the first packets its table logs
 		// are read; they resolve once that sync has learned their ids.
@@ -661,8 +673,46 @@ func (a *Agent) objectCounts() map[string]int {
 }
 
 func (a *Agent) changed(kind, key, rv string) {
+	a.metrics.events.WithLabelValues(kind, "applied").Inc()
 	a.pending = append(a.pending, Change{Kind: kind, Key: key, ResourceVersion: rv, Observed: time.Now()})
 	a.Trigger()
+}
+
+// skipUnchanged makes h drop an update whose record is the same as the
+// old one in everything policyd uses (same says which): a readiness flip,
+// a restart count or a new condition changes a pod's object but not its
+// record, and must cost no index change and no sync. The dropped updates
+// are counted as ignored.
+func (a *Agent) skipUnchanged(h cache.ResourceEventHandlerFuncs, kind string, same func(o, r *cached) bool) cache.ResourceEventHandlerFuncs {
+	apply := h.UpdateFunc
+	h.UpdateFunc = func(oldObj, obj interface{}) {
+		o, _ := oldObj.(*cached)
+		r, _ := obj.(*cached)
+		if o != nil && r != nil && same(o, r) && slices.Equal(errStrings(o.errs()), errStrings(r.errs())) {
+			a.metrics.events.WithLabelValues(kind, "ignored").Inc()
+			return
+		}
+		apply(oldObj, obj)
+	}
+	return h
+}
+
+func errStrings(errs []error) []string {
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		out[i] = e.Error()
+	}
+	return out
+}
+
+// samePod reports whether two pod records agree on everything the index
+// and the compiler read.
+func samePod(a, b *cluster.Pod) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.NodeName == b.NodeName && a.HostNetwork == b.HostNetwork &&
+		maps.Equal(a.Labels, b.Labels) && slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports) && a.Created.Equal(b.Created)
 }
 
 func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
@@ -681,13 +731,13 @@ func (a *Agent) podHandlers() cache.ResourceEventHandlerFuncs {
 		a.index.UpsertPod(r.pod)
 		a.changed("Pod", r.key(), r.resourceVersion)
 	}
-	return a.handlers(upsert, func(ns, name string) {
+	return a.skipUnchanged(a.handlers(upsert, func(ns, name string) {
 		if a.verdicts != nil {
 			a.verdicts.addrs.update(a.index.Pod(ns, name), nil)
 		}
 		a.index.DeletePod(ns, name)
 		a.changed("Pod", ns+"/"+name, "")
-	})
+	}), "Pod", func(o, r *cached) bool { return samePod(o.pod, r.pod) })
 }
 
 func (a *Agent) namespaceHandlers() cache.ResourceEventHandlerFuncs {
@@ -700,9 +750,11 @@ func (a *Agent) namespaceHandlers() cache.ResourceEventHandlerFuncs {
 		a.index.UpsertNamespace(r.ns)
 		a.changed("Namespace", r.key(), r.resourceVersion)
 	}
-	return a.handlers(upsert, func(_, name string) {
+	return a.skipUnchanged(a.handlers(upsert, func(_, name string) {
 		a.index.DeleteNamespace(name)
 		a.changed("Namespace", name, "")
+	}), "Namespace", func(o, r *cached) bool {
+		return o.ns != nil && r.ns != nil && o.ns.Name == r.ns.Name && maps.Equal(o.ns.Labels, r.ns.Labels)
 	})
 }
 

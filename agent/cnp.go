@@ -324,6 +324,7 @@ func (a *Agent) nodeHandlers() cache.ResourceEventHandlerFuncs {
 			return
 		}
 		if o != nil && o.node() != nil && r.node() != nil && sameNode(o.node(), r.node()) {
+			a.metrics.events.WithLabelValues("Node", "ignored").Inc()
 			return
 		}
 		upsert(r)

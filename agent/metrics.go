@@ -39,6 +39,13 @@ type Metrics struct {
 	quarantined         *prometheus.GaugeVec
 	quarantineDecisions *prometheus.CounterVec
 	cost, budget        *prometheus.GaugeVec
+	// events counts informer events by kind and effect: applied (the
+	// index changed, a sync follows) or ignored (an update that changes
+	// nothing policyd uses).
+	events *prometheus.CounterVec
+	// bypassed is 1 while the node's pod traffic is seen not to pass
+	// through the table (bypass.go).
+	bypassed prometheus.Gauge
 	// verdictReaderUp is 1 while the verdict reader has the nflog group.
 	verdictReaderUp prometheus.Gauge
 	// cnpDiscoveryErrors counts discovery failures (other than 404) when
@@ -99,6 +106,12 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_last_successful_sync_timestamp_seconds", Help: "When a sync last committed (Unix time); 0 before the first.",
 	})
+	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "policyd_events_total", Help: "API events by kind and effect: applied (the index changed and a sync follows) or ignored (an update that changes nothing policyd uses: a pod's readiness, restarts, conditions).",
+	}, []string{"kind", "effect"})
+	m.bypassed = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_datapath_bypassed", Help: "1 while this node's pods send traffic that netfilter, and so policyd's table, never sees (an eBPF or OVS datapath, a bridge without br_netfilter): nothing is enforced here.",
+	})
 	m.conflicts = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "policyd_address_conflicts", Help: "Addresses that two or more pods claim in the API; each is policed as the strictest of its claimants.",
 	})
@@ -131,7 +144,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}
 		return m.failing()
 	})
-	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing,
+	reg.MustRegister(m.ctCut, m.ctPass, m.ctErrors, m.syncDuration, m.syncErrors, m.syncs, m.syncOps, m.objects, m.programmed, m.latency, m.lastSuccess, m.conflicts, m.events, m.bypassed, m.verdictReaderUp, m.cnpDiscoveryErrors, m.cnpVersion, failing,
 		m.quarantined, m.quarantineDecisions, m.cost, m.budget)
 	return m
 }

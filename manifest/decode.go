@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -79,12 +81,20 @@ var wanted = map[string][]schema.GroupVersionKind{
 	KindClusterNetworkPolicy: {gvkCNPv1beta1, gvkCNPv1alpha2},
 	KindService:              {gvkService},
 	KindEndpointSlice:        {gvkEndpointSlice},
+	KindDeployment:           {gvkDeployment},
+	KindStatefulSet:          {gvkStatefulSet},
+	KindDaemonSet:            {gvkDaemonSet},
+	KindReplicaSet:           {gvkReplicaSet},
+	KindJob:                  {gvkJob},
+	KindCronJob:              {gvkCronJob},
 }
 
 // loader accumulates objects, notes and errors over one or more streams.
 type loader struct {
 	out  *Objects
 	errs []error
+	// workloadSources is where each of out.Workloads was read.
+	workloadSources []string
 }
 
 func newLoader() *loader {
@@ -362,7 +372,7 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 		var hard []string
 		for _, e := range strict.Errors() {
 			msg := e.Error()
-			lenient := gvk == gvkNamespace || gvk == gvkPod || gvk == gvkNode || gvk == gvkService || gvk == gvkEndpointSlice // policies: unknown fields are errors
+			lenient := gvk == gvkNamespace || gvk == gvkPod || gvk == gvkNode || gvk == gvkService || gvk == gvkEndpointSlice || slices.Contains(workloadGVKs, gvk) // policies: unknown fields are errors
 			if lenient && strings.HasPrefix(msg, "unknown field ") {
 				ignored = append(ignored, msg)
 				continue
@@ -397,6 +407,18 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 	case *npav1beta1.ClusterNetworkPolicy:
 		o.Namespace = ""
 		meta, nameFn, namespaced = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain, false
+	case *appsv1.Deployment:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	case *appsv1.StatefulSet:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	case *appsv1.DaemonSet:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	case *appsv1.ReplicaSet:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	case *batchv1.Job:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
+	case *batchv1.CronJob:
+		meta, nameFn = &o.ObjectMeta, apivalidation.NameIsDNSSubdomain
 	case *npav1alpha2.ClusterNetworkPolicy:
 		// v1alpha2 has v1beta1's schema: one type downstream.
 		conv, err := alpha2ToBeta1(o)
@@ -453,6 +475,12 @@ func (l *loader) typed(loc location, raw []byte, gvk schema.GroupVersionKind) {
 		l.out.EndpointSlices = append(l.out.EndpointSlices, o)
 	case *npav1beta1.ClusterNetworkPolicy:
 		l.out.ClusterPolicies = append(l.out.ClusterPolicies, o)
+	default:
+		if w, ok := workloadOf(obj); ok {
+			w.Namespace = meta.Namespace
+			l.out.Workloads = append(l.out.Workloads, w)
+			l.workloadSources = append(l.workloadSources, loc.String())
+		}
 	}
 }
 

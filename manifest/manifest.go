@@ -106,6 +106,10 @@ type Objects struct {
 	// Services and EndpointSlices, for explain through Services.
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
+	// Workloads are the Deployments, StatefulSets, DaemonSets, ReplicaSets,
+	// Jobs and CronJobs read. Their pod templates are in Pods already
+	// (AllPods), so every verb sees them as pods.
+	Workloads []*Workload
 	// Notes are human-readable remarks that are not errors: skipped objects
 	// ("examples/a.yaml: document 3: skipped apps/v1 Deployment shop/web") and
 	// unknown fields ignored on Pods and Namespaces.
@@ -113,6 +117,8 @@ type Objects struct {
 
 	// sources maps an object to the place it was read from.
 	sources map[objectKey]string
+	// addressed is set once Snapshot noted the addresses it assigned.
+	addressed bool
 }
 
 type objectKey struct {
@@ -133,8 +139,17 @@ func (o *Objects) Source(kind, namespace, name string) string {
 // cluster.NewSnapshot. The errors are the conversion errors (for example an
 // invalid policy field); the snapshot is usable even when there are some,
 // as the conversion is fail-closed.
+//
+// Pods that have no address yet (a workload's template, a Pod written by
+// hand) are judged at the address policyd lab would give them
+// (AssignAddresses); a note says so, once.
 func (o *Objects) Snapshot() (*cluster.Snapshot, []error) {
-	s, errs := cluster.NewSnapshot(o.Namespaces, o.Pods, o.Policies)
+	pods, notes := AssignAddresses(o.Pods, o.Nodes)
+	if !o.addressed {
+		o.addressed = true
+		o.Notes = append(o.Notes, notes...)
+	}
+	s, errs := cluster.NewSnapshot(o.Namespaces, pods, o.Policies)
 	errs = append(errs, s.AddClusterPolicies(o.ClusterPolicies, o.Nodes)...)
 	return s, append(errs, s.AddServices(o.Services, o.EndpointSlices)...)
 }
@@ -229,6 +244,18 @@ func LoadPath(path string) (*Objects, error) {
 // across files are errors like duplicates within a file. On any error Load
 // returns a nil *Objects and an error that joins every problem found.
 func Load(paths []string, stdin io.Reader) (*Objects, error) {
+	return LoadWith(paths, stdin, Options{})
+}
+
+// Options change what Load makes of what it reads.
+type Options struct {
+	// AllReplicas makes each workload's replicas pods (at most 20 per
+	// workload) instead of one representative pod.
+	AllReplicas bool
+}
+
+// LoadWith is Load with options.
+func LoadWith(paths []string, stdin io.Reader, opts Options) (*Objects, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("no manifest path given")
 	}
@@ -286,7 +313,7 @@ func Load(paths []string, stdin io.Reader) (*Objects, error) {
 			readFile(f)
 		}
 	}
-	return l.result()
+	return l.resultWith(opts)
 }
 
 // manifestFiles lists the manifest files under dir, sorted, following
@@ -346,8 +373,26 @@ func manifestFiles(dir string) ([]string, error) {
 }
 
 func (l *loader) result() (*Objects, error) {
+	return l.resultWith(Options{})
+}
+
+// resultWith returns what was read, the pods the workloads make included.
+func (l *loader) resultWith(opts Options) (*Objects, error) {
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
+	}
+	if len(l.out.Workloads) > 0 {
+		from := map[string]string{}
+		for i, w := range l.out.Workloads {
+			from[w.Key()] = l.workloadSources[i]
+		}
+		pods, notes := l.out.AllPods(opts.AllReplicas)
+		for _, p := range pods[len(l.out.Pods):] {
+			w := p.Annotations[TemplateOfAnnotation]
+			l.out.sources[objectKey{kind: KindPod, namespace: p.Namespace, name: p.Name}] = from[w] + " (the pod template of " + w + ")"
+		}
+		l.out.Pods = pods
+		l.out.Notes = append(l.out.Notes, notes...)
 	}
 	return l.out, nil
 }

@@ -195,12 +195,12 @@ items:
 		},
 		{
 			name: "other kinds are skipped with a note naming document and object",
-			in:   []byte(nsShop + "---\n" + svc + "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: view}\n"),
+			in:   []byte(nsShop + "---\n" + svc + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: web, namespace: shop}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: view}\n"),
 			want: summary{
 				Namespaces: []string{"shop"},
 				Notes: []string{
 					"in.yaml: document 2: skipped v1 ConfigMap shop/web",
-					"in.yaml: document 3: skipped apps/v1 Deployment shop/web",
+					"in.yaml: document 3: skipped v1 Secret shop/web",
 					"in.yaml: document 4: skipped example.com/v1 Widget w",
 					"in.yaml: document 5: skipped rbac.authorization.k8s.io/v1 ClusterRole view",
 				},

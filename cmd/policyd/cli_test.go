@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,4 +304,98 @@ func TestManifests_RepeatedFlagsReadTheUnion(t *testing.T) {
 	require.Equal(t, 0, code, "compile")
 	got, _, _ = cli(t, "", append([]string{"compile", "--node", "node-a"}, withPolicies...)...)
 	assert.Equal(t, want, got, "compile")
+}
+
+// TestExplain_OperatorsSlips: a named --port means the destination's port of
+// that name (a pod's container port, a Service's port), and a pod asked for
+// in the wrong namespace gets the pod it was probably meant to be.
+func TestExplain_OperatorsSlips(t *testing.T) {
+	t.Parallel()
+	byNumber, _, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/api", "--port", "9090")
+	require.Equal(t, 0, code)
+	byName, _, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/api", "--port", "api")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, byNumber, byName, "--port api is shop/api's container port 9090")
+
+	// metrics is 9100 on db, whose policies admit only monitoring there.
+	want, _, wantCode := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "9100")
+	got, _, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "metrics")
+	assert.Equal(t, wantCode, code)
+	assert.Equal(t, want, got)
+
+	want, _, _ = cli(t, "", "explain", "-f", examples, "shop/api", "svc/shop/frontend", "--port", "80")
+	got, _, _ = cli(t, "", "explain", "-f", examples, "shop/api", "svc/shop/frontend", "--port", "http")
+	assert.Equal(t, want, got, "a Service's port by its name")
+
+	_, stderr, code := cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "grpc")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "shop/db declares no container port of that name (named ports: metrics, postgres)")
+	_, stderr, code = cli(t, "", "explain", "-f", examples, "shop/frontend-1", "shop/db", "--port", "Bad_Name")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, `--port "Bad_Name": neither a number nor a port name`)
+
+	_, stderr, code = cli(t, "", "explain", "-f", examples, "monitoring/frontend-1", "shop/api", "--port", "9090")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "pod monitoring/frontend-1 not found; did you mean shop/frontend-1?")
+	_, stderr, code = cli(t, "", "explain", "-f", examples, "-n", "shop", "frontend", "api", "--port", "9090")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "pod shop/frontend not found; did you mean shop/frontend-1 or shop/frontend-2?")
+}
+
+// TestOffline_ARepoOfWorkloads: a folder of Deployments, a StatefulSet and
+// a policy (no Pod objects, no addresses) is judged by explain, matrix and
+// lint as the pods those workloads make; a matrix with nothing to judge
+// says why and fails.
+func TestOffline_ARepoOfWorkloads(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	workload := func(kind, name, port string, n int) string {
+		extra := ""
+		if kind == "StatefulSet" {
+			extra = "  serviceName: " + name + "\n"
+		}
+		return fmt.Sprintf(`apiVersion: apps/v1
+kind: %s
+metadata: {name: %s, namespace: shop}
+spec:
+%s  replicas: %d
+  selector: {matchLabels: {app: %s}}
+  template:
+    metadata: {labels: {app: %s}}
+    spec: {containers: [{name: c, image: i, ports: [{name: %s, containerPort: %s}]}]}
+`, kind, name, extra, n, name, name, strings.Split(port, ":")[0], strings.Split(port, ":")[1])
+	}
+	files := map[string]string{
+		"ns.yaml":        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+		"frontend.yaml":  workload("Deployment", "frontend", "http:8080", 3),
+		"api.yaml":       workload("Deployment", "api", "api:9090", 2),
+		"db.yaml":        workload("StatefulSet", "db", "pg:5432", 2),
+		"policy/db.yaml": "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db-from-api, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: api}}}], ports: [{port: pg}]}]\n",
+	}
+	for name, body := range files {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+	}
+
+	out, stderr, code := cli(t, "", "explain", "-f", dir, "shop/api", "shop/db-0", "--port", "pg")
+	assert.Equal(t, 0, code, "%s%s", out, stderr)
+	assert.Contains(t, out, "ALLOWED  shop/api -> shop/db-0  TCP/5432")
+	assert.Contains(t, stderr, "judged where policyd lab would place them")
+	out, _, code = cli(t, "", "explain", "-f", dir, "shop/frontend", "shop/db-0", "--port", "5432")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "DENIED  shop/frontend -> shop/db-0")
+
+	out, _, code = cli(t, "", "explain", "-f", dir, "--matrix", "-o", "jsonl")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, 3*2, strings.Count(out, "\n"), "3 pods, 2 peers each, at the destination's one port:\n%s", out)
+	out, _, code = cli(t, "", "explain", "-f", dir, "--matrix", "-o", "jsonl", "--all-replicas")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, 7*6, strings.Count(out, "\n"), "7 replicas, 6 peers each")
+
+	_, _, code = cli(t, "", "lint", "-f", dir)
+	assert.NotEqual(t, 2, code, "lint reads the workloads as pods")
+
+	_, stderr, code = cli(t, "", "explain", "-f", filepath.Join(dir, "ns.yaml"), "--matrix")
+	assert.Equal(t, 2, code, "an empty matrix is not a success")
+	assert.Contains(t, stderr, "no pair of pods to judge: the input has 0 pod(s)")
 }

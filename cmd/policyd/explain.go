@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/policyd/policyd/cluster"
@@ -20,7 +22,7 @@ import (
 type explainOptions struct {
 	src       source
 	namespace string
-	port      int32
+	port      string
 	protocol  string
 	output    string
 	matrix    bool
@@ -124,7 +126,7 @@ API server cannot be read.`,
 	o.src.add(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace of pods written without one (default: the kubeconfig context's, else default); with -l, --from, --to, --matrix: only this namespace")
-	f.Int32Var(&o.port, "port", 0, "destination port, 1-65535 (default: every port the destination pod declares)")
+	f.StringVar(&o.port, "port", "", "destination port: a number 1-65535, or a name (the destination pod's container port, or the Service's port, of that name) (default: every port the destination pod declares)")
 	f.StringVar(&o.protocol, "protocol", "", "TCP, UDP or SCTP (default: TCP with --port, else the declared ports' protocols)")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json or yaml (with --matrix: text, jsonl, json, yaml or html)")
 	f.BoolVar(&o.matrix, "matrix", false, "print the whole reachability matrix")
@@ -151,8 +153,10 @@ func (o *explainOptions) wantArgs() string {
 
 // validate checks every flag before anything is read.
 func (o *explainOptions) validate(cmd *cobra.Command) error {
-	if cmd.Flags().Changed("port") && (o.port < 1 || o.port > 65535) {
-		return usagef("--port %d: want a port from 1 to 65535", o.port)
+	if cmd.Flags().Changed("port") {
+		if _, _, err := parsePort(o.port); err != nil {
+			return err
+		}
 	}
 	if o.protocol != "" {
 		if _, err := cluster.ParseProtocol(o.protocol); err != nil {
@@ -180,6 +184,42 @@ func (o *explainOptions) validate(cmd *cobra.Command) error {
 		}
 	}
 	return nil
+}
+
+// whyNoCells says why a whole-cluster matrix has no cell: the pods there
+// are (a matrix needs two pods, with addresses, not hostNetwork).
+func whyNoCells(snap *cluster.Snapshot) string {
+	var pods, hostNet, noAddr int
+	for _, p := range snap.Pods {
+		switch {
+		case p.HostNetwork:
+			hostNet++
+		case len(p.IPs) == 0:
+			noAddr++
+		default:
+			pods++
+		}
+	}
+	return fmt.Sprintf("the input has %d pod(s) with an address, %d without one and %d hostNetwork pod(s) (a matrix needs two pods that are not hostNetwork); give Pods or workloads (Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs)", pods, noAddr, hostNet)
+}
+
+// parsePort reads --port: a number from 1 to 65535, or a port name as
+// containers and Services spell them (IANA_SVC_NAME: "http", "metrics").
+// The empty string is no port.
+func parsePort(v string) (int32, string, error) {
+	if v == "" {
+		return 0, "", nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 1 || n > 65535 {
+			return 0, "", usagef("--port %d: want a port from 1 to 65535, or a port name", n)
+		}
+		return int32(n), "", nil
+	}
+	if errs := validation.IsValidPortName(v); len(errs) > 0 {
+		return 0, "", usagef("--port %q: neither a number nor a port name: %s", v, strings.Join(errs, "; "))
+	}
+	return 0, v, nil
 }
 
 func contains(list []string, s string) bool {
@@ -232,7 +272,8 @@ func runExplain(cmd *cobra.Command, snap *cluster.Snapshot, args []string, o *ex
 			if src == dst && selected {
 				continue // a pod to itself is always allowed
 			}
-			r, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: o.port, Protocol: o.protocol, Trace: o.trace, Budget: budget})
+			port, name, _ := parsePort(o.port)
+			r, err := explain.Explain(snap, explain.Query{Src: src, Dst: dst, Port: port, PortName: name, Protocol: o.protocol, Trace: o.trace, Budget: budget})
 			var ue *explain.UsageError
 			if selected && errors.As(err, &ue) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s -> %s not explained: %v\n", src, dst, err)
@@ -339,6 +380,9 @@ func runMatrix(w, errw io.Writer, snap *cluster.Snapshot, o *explainOptions) err
 	}
 	if len(cells) == 0 && (o.namespace != "" || rows != nil || cols != nil || both != nil) {
 		return usagef("--matrix: no pod pair matches -n %q -l %q --from %q --to %q", o.namespace, o.selector, o.from, o.to)
+	}
+	if len(cells) == 0 {
+		return usagef("--matrix: no pair of pods to judge: %s", whyNoCells(snap))
 	}
 	var svcCells []explain.ServiceCell
 	if o.services {

@@ -10,6 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -26,13 +29,21 @@ import (
 // source is where explain and compile read the cluster from: -f/--filename
 // (files, directories, or - for stdin; repeatable), else the API server.
 type source struct {
-	kube      kubeFlags
-	manifests manifestPaths
+	kube        kubeFlags
+	manifests   manifestPaths
+	allReplicas bool
 }
 
 func (s *source) add(cmd *cobra.Command) {
 	s.kube.add(cmd)
-	s.manifests.add(cmd.Flags(), "Kubernetes manifests (Namespace, Pod, NetworkPolicy, …) to read instead of the cluster")
+	s.manifests.add(cmd.Flags(), "Kubernetes manifests (Namespace, Pod, NetworkPolicy, Deployment, …) to read instead of the cluster")
+	addAllReplicas(cmd.Flags(), &s.allReplicas)
+}
+
+// addAllReplicas registers --all-replicas, which the verbs that read
+// manifests share.
+func addAllReplicas(fs *pflag.FlagSet, v *bool) {
+	fs.BoolVar(v, "all-replicas", false, "with -f: make each workload's replicas pods (up to 20 each) instead of one representative pod per Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob")
 }
 
 // snapshot reads the cluster from the manifests or the API server. Notes
@@ -40,7 +51,7 @@ func (s *source) add(cmd *cobra.Command) {
 // command: the snapshot holds the invalid policies in their fail-closed form.
 func (s *source) snapshot(cmd *cobra.Command) (*cluster.Snapshot, error) {
 	if s.manifests.given() {
-		return loadSnapshot(cmd, s.manifests)
+		return loadSnapshot(cmd, s.manifests, manifest.Options{AllReplicas: s.allReplicas})
 	}
 	return liveSnapshot(cmd, &s.kube)
 }
@@ -74,13 +85,13 @@ func (m *manifestPaths) add(fs *pflag.FlagSet, what string) {
 }
 
 // loadSnapshot reads the union of the manifests at paths ("-" is stdin).
-func loadSnapshot(cmd *cobra.Command, paths manifestPaths) (*cluster.Snapshot, error) {
-	objs, err := manifest.Load(paths, cmd.InOrStdin())
+func loadSnapshot(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, error) {
+	objs, err := manifest.LoadWith(paths, cmd.InOrStdin(), opts)
 	if err != nil {
 		return nil, usagef("-f %s: %w", strings.Join(paths, " -f "), err)
 	}
-	writeNotes(cmd, objs.Notes)
 	snap, errs := objs.Snapshot()
+	writeNotes(cmd, objs.Notes)
 	for _, e := range errs {
 		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
@@ -91,13 +102,28 @@ func loadSnapshot(cmd *cobra.Command, paths manifestPaths) (*cluster.Snapshot, e
 // skipped objects (Services, Deployments: the usual company of pods in a
 // manifest) become one line, and other notes (ignored fields) are listed.
 func writeNotes(cmd *cobra.Command, notes []string) {
-	skipped := 0
+	skipped, placed, collapsed := 0, 0, 0
 	for _, n := range notes {
-		if !isVerbose(cmd) && strings.Contains(n, ": skipped ") {
-			skipped++
-			continue
+		if !isVerbose(cmd) {
+			switch {
+			case strings.Contains(n, ": skipped "):
+				skipped++
+				continue
+			case strings.Contains(n, ": no status.podIP: judged as ") || strings.Contains(n, ": no spec.nodeName: judged on node "):
+				placed++
+				continue
+			case strings.Contains(n, " replicas, judged as one pod "):
+				collapsed++
+				continue
+			}
 		}
 		fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
+	}
+	if placed > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: %d pod(s) without an address or a node are judged where policyd lab would place them (-v lists them)\n", placed)
+	}
+	if collapsed > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: %d workload(s) with replicas are judged as one pod each (--all-replicas makes each replica; -v lists them)\n", collapsed)
 	}
 	if skipped > 0 {
 		what := "objects"
@@ -127,21 +153,21 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	ctx := cmd.Context()
 	nsl, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
+		return nil, listError("namespaces", err)
 	}
 	pl, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("listing pods: %w", err)
+		return nil, listError("pods", err)
 	}
 	npl, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("listing networkpolicies: %w", err)
+		return nil, listError("networkpolicies", err)
 	}
 	nss := ptrs(nsl.Items)
 	pods := ptrs(pl.Items)
 	pols := ptrs(npl.Items)
 	snap, errs := cluster.NewSnapshot(nss, pods, pols)
-	extra, err := liveExtras(ctx, cfg, client, snap)
+	extra, err := liveExtras(ctx, cfg, client, snap, func(w string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w) })
 	if err != nil {
 		return nil, err
 	}
@@ -156,18 +182,32 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 // version the cluster serves them (cnpapi.Served; a cluster without the CRD
 // has none, and a discovery failure is an error). It returns the
 // conversion errors.
-func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot) ([]error, error) {
+func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, snap *cluster.Snapshot, warn func(string)) ([]error, error) {
+	// Nodes, Services and EndpointSlices refine the answer but are not
+	// needed for one: a person whose role does not let them list these
+	// (deploy/cli/explain-rbac.yaml is what the CLI reads) gets a warning
+	// naming what was left out instead of no answer.
+	optional := func(what, without string, err error) error {
+		if apierrors.IsForbidden(err) {
+			warn(fmt.Sprintf("cannot list %s (forbidden): %s; deploy/cli/explain-rbac.yaml is the role that reads everything", what, without))
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", what, err)
+		}
+		return nil
+	}
 	nl, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing nodes: %w", err)
+	if err := optional("nodes", "node addresses are unknown, so traffic from nodes is judged as traffic from outside the cluster", err); err != nil {
+		return nil, err
 	}
 	sl, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing services: %w", err)
+	if err := optional("services", "explain through a Service is not available", err); err != nil {
+		return nil, err
 	}
 	el, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing endpointslices: %w", err)
+	if err := optional("endpointslices", "Services have no backends", err); err != nil {
+		return nil, err
 	}
 	// A discovery failure is not "no ClusterNetworkPolicies": judging
 	// without them could say ALLOWED where an Admin Deny denies.
@@ -183,15 +223,33 @@ func liveExtras(ctx context.Context, cfg *rest.Config, client kubernetes.Interfa
 		}
 		cl, err := cnpapi.List(ctx, npa, v, metav1.ListOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("listing clusternetworkpolicies (%s): %w", v.GroupVersion(), err)
+			return nil, listError(fmt.Sprintf("clusternetworkpolicies (%s)", v.GroupVersion()), err)
 		}
 		cnps = ptrs(cl.Items)
 	}
-	nodes := ptrs(nl.Items)
-	svcs := ptrs(sl.Items)
-	eps := ptrs(el.Items)
+	var nodes []*corev1.Node
+	var svcs []*corev1.Service
+	var eps []*discoveryv1.EndpointSlice
+	if nl != nil {
+		nodes = ptrs(nl.Items)
+	}
+	if sl != nil {
+		svcs = ptrs(sl.Items)
+	}
+	if el != nil {
+		eps = ptrs(el.Items)
+	}
 	errs := snap.AddClusterPolicies(cnps, nodes)
 	return append(errs, snap.AddServices(svcs, eps)...), nil
+}
+
+// listError is the error of listing what an answer cannot do without; a
+// Forbidden one names the role that grants what the CLI reads.
+func listError(what string, err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("listing %s: %w (an answer without them would be wrong; deploy/cli/explain-rbac.yaml is the read-only role the CLI needs)", what, err)
+	}
+	return fmt.Errorf("listing %s: %w", what, err)
 }
 
 // clusterCause is what client-go said was wrong with the kubeconfig (a

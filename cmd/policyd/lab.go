@@ -29,6 +29,7 @@ import (
 
 type labOptions struct {
 	manifests    manifestPaths
+	allReplicas  bool
 	conformance  bool
 	suite        string
 	caseFilter   string
@@ -102,6 +103,7 @@ on Ctrl-C, and at the start of the next run if a previous one crashed.`,
 	}
 	f := cmd.Flags()
 	o.manifests.add(f, "Kubernetes manifests to run")
+	addAllReplicas(f, &o.allReplicas)
 	f.BoolVar(&o.conformance, "conformance", false, "run the upstream conformance cases")
 	f.StringVar(&o.suite, "suite", "all", "with --conformance: v1 (NetworkPolicy cases), cnp (ClusterNetworkPolicy tests) or all")
 	f.StringVar(&o.caseFilter, "case", "", "with --conformance: only cases (of either suite) whose name matches this regular expression")
@@ -312,7 +314,7 @@ func conformanceScenarios(re *regexp.Regexp, nodes []string) ([]runner.Scenario,
 }
 
 func manifestScenario(cmd *cobra.Command, o *labOptions, nodes []string) ([]runner.Scenario, error) {
-	objs, err := manifest.Load(o.manifests, cmd.InOrStdin())
+	objs, err := manifest.LoadWith(o.manifests, cmd.InOrStdin(), manifest.Options{AllReplicas: o.allReplicas})
 	if err != nil {
 		return nil, err
 	}

@@ -8,16 +8,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/manifest"
 	"github.com/policyd/policyd/policy/lint"
 )
 
 type lintOptions struct {
-	kube       kubeFlags
-	manifests  manifestPaths
-	output     string
-	dnsService string
-	dnsAddrs   []string
-	budget     budgetFlags
+	kube        kubeFlags
+	manifests   manifestPaths
+	allReplicas bool
+	output      string
+	dnsService  string
+	dnsAddrs    []string
+	budget      budgetFlags
 }
 
 func newLintCommand() *cobra.Command {
@@ -63,7 +65,7 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 			}
 			var snap *cluster.Snapshot
 			if o.manifests.given() {
-				snap, err = loadSnapshot(cmd, o.manifests)
+				snap, err = loadSnapshot(cmd, o.manifests, manifest.Options{AllReplicas: o.allReplicas})
 			} else {
 				snap, err = liveSnapshot(cmd, &o.kube)
 			}
@@ -98,6 +100,7 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 	o.kube.add(cmd)
 	f := cmd.Flags()
 	o.manifests.add(f, "Kubernetes manifests to lint instead of the cluster")
+	addAllReplicas(f, &o.allReplicas)
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	f.StringVar(&o.dnsService, "dns-service", lint.DefaultDNSService, "the cluster DNS Service, namespace/name")
 	f.StringSliceVar(&o.dnsAddrs, "dns", nil, "cluster DNS server addresses, instead of --dns-service (repeatable)")

@@ -100,7 +100,7 @@ server or the kernel failed).`,
 		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: name}
 	}
 	root.PersistentFlags().BoolP("verbose", "v", false, "also list the manifest objects that were skipped (Services, Deployments, …) and other notes")
-	root.AddCommand(newRunCommand(), newExplainCommand(), newCompileCommand(), newLabCommand(), newLintCommand(), newObserveCommand(), newCleanupCommand(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newExplainCommand(), newDiffCommand(), newCompileCommand(), newLabCommand(), newLintCommand(), newObserveCommand(), newCleanupCommand(), newVersionCommand())
 	withUsageErrors(root)
 	return root
 }

@@ -77,6 +77,8 @@ type runOptions struct {
 	podNetwork        []string
 	podNetworkExempt  []string
 	cutEstablished    bool
+	detectBypass      bool
+	datapathInterval  time.Duration
 	profiling         bool
 	watchList         bool
 	// Live verdicts.
@@ -147,6 +149,8 @@ the kernel's counters. Each record is also written to the agent's log at
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.events, "events", true, "report invalid policies as Kubernetes Events")
+	f.BoolVar(&o.detectBypass, "detect-bypass", true, "watch whether this node's pod traffic passes through netfilter at all (veth counters against the connections conntrack tracks); when pods send and nothing is tracked, report NotEnforcing (a Warning Event on the Node, policyd_datapath_bypassed, an error log): an eBPF or OVS datapath bypasses policyd's table")
+	f.DurationVar(&o.datapathInterval, "datapath-interval", 30*time.Second, "with --detect-bypass: how often to sample (three windows in a row with traffic and nothing tracked report NotEnforcing)")
 	f.BoolVar(&o.cutEstablished, "cut-established", false, "strict mode: after a commit, end the conntrack flows of this node's pods that the new table would not admit as new connections (and refuse mid-stream TCP pickups to or from them); off by default, when a policy change never cuts an established connection")
 	f.StringSliceVar(&o.podNetworkExempt, "pod-network-exempt", nil, "CIDRs inside the pod network that are never a pod's (repeatable), left alone by its closing: a CNI's gateway or tunnel addresses that the Nodes do not publish (policyd already exempts every Node's status.addresses, the network and first address of each pod CIDR, and the tunnel and router addresses in Calico's and Cilium's Node annotations)")
 	f.StringSliceVar(&o.podNetwork, "pod-network", nil, "CIDRs to add to the pod network (repeatable), which is otherwise the union of the Nodes' spec.podCIDRs; for CNIs that publish none. Addresses inside the pod network that no known pod holds are dropped, so a new pod gets no traffic until policyd knows its policies")
@@ -273,11 +277,15 @@ func runAgent(cmd *cobra.Command, o *runOptions) error {
 			NetNS: nopts.NetNS, RecordLevel: recordLevel, MaxStreams: o.maxVerdictStreams,
 		},
 		CutEstablished:   cut,
+		DatapathInterval: o.datapathInterval,
 		PodNetwork:       podNet,
 		PodNetworkExempt: podNetExempt,
 		NodeName:         o.nodeName, Client: client, CNPClient: cnpClient, Backend: backend,
 		MinSyncInterval: o.minSync, MaxSyncInterval: o.maxSync, UnreadyAfter: o.unreadyAfter, Logger: log,
 		Budget: budget,
+	}
+	if o.detectBypass {
+		acfg.Datapath = agent.NewKernelDatapath(nopts.NetNS)
 	}
 	if o.events {
 		b := record.NewBroadcaster()

@@ -3,6 +3,7 @@ package explain
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/policyd/policyd/cluster"
@@ -28,9 +29,36 @@ func ResolveEndpoint(snap *cluster.Snapshot, s string) (model.Endpoint, error) {
 	}
 	p := snap.Pod(s)
 	if p == nil {
+		if near := nearPods(snap, s); len(near) > 0 {
+			return model.Endpoint{}, usageErrorf("pod %s not found; did you mean %s?", s, strings.Join(near, " or "))
+		}
 		return model.Endpoint{}, usageErrorf("pod %s not found", s)
 	}
 	return model.Endpoint{Pod: p}, nil
+}
+
+// nearPods returns, sorted and at most five, the pods a person who wrote
+// key ("namespace/name") may have meant: a pod of that name in another
+// namespace (the usual slip: the wrong -n or kubeconfig namespace), else
+// the pods of that namespace whose names start with name (a Deployment's
+// name for its pods "name-<hash>-<id>").
+func nearPods(snap *cluster.Snapshot, key string) []string {
+	ns, name, _ := strings.Cut(key, "/")
+	var same, prefix []string
+	for _, p := range snap.Pods {
+		switch {
+		case p.Name == name && p.Namespace != ns:
+			same = append(same, p.Key())
+		case p.Namespace == ns && strings.HasPrefix(p.Name, name) && name != "":
+			prefix = append(prefix, p.Key())
+		}
+	}
+	near := same
+	if len(near) == 0 {
+		near = prefix
+	}
+	slices.Sort(near)
+	return near[:min(len(near), 5)]
 }
 
 // pickAddrs fills in the endpoints' addresses, preferring IPv4 when both

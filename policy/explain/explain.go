@@ -37,6 +37,10 @@ type Query struct {
 	// Port is the destination port. Zero explains every port the destination
 	// pod declares in its containerPorts.
 	Port int32
+	// PortName, instead of Port, is the destination port by name: the
+	// destination pod's container port of that name, or, for a Service, its
+	// port of that name (the name a NetworkPolicy's named port would use).
+	PortName string
 	// Protocol is TCP, UDP or SCTP, in any case. With Port it is the
 	// protocol of that port ("" means TCP); without, only the declared ports
 	// of that protocol are explained ("" means all of them).
@@ -254,6 +258,26 @@ func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 func targetsOf(q Query, dst model.Endpoint) ([]model.PortProto, error) {
 	var targets []model.PortProto
 	switch {
+	case q.PortName != "":
+		if dst.Pod == nil {
+			return nil, usageErrorf("--port %s: %s is not a pod, so it has no named ports: give a number", q.PortName, q.Dst)
+		}
+		var names []string
+		for _, cp := range dst.Pod.Ports {
+			if cp.Name == "" {
+				continue
+			}
+			if q.Protocol != "" && !strings.EqualFold(q.Protocol, cp.Protocol.String()) {
+				continue
+			}
+			names = append(names, cp.Name)
+			if cp.Name == q.PortName {
+				targets = append(targets, model.PortProto{Port: cp.Port, Protocol: cp.Protocol})
+			}
+		}
+		if len(targets) == 0 {
+			return nil, usageErrorf("--port %s: %s declares no container port of that name%s (named ports: %s)", q.PortName, dst.Pod.Key(), protoSuffix(q.Protocol), namesOrNone(names))
+		}
 	case q.Port != 0:
 		proto := cluster.ProtocolTCP
 		if q.Protocol != "" {
@@ -279,6 +303,14 @@ func targetsOf(q Query, dst model.Endpoint) ([]model.PortProto, error) {
 	// Equal keys are equal values, so the order does not depend on the sort.
 	slices.SortFunc(targets, model.PortProto.Compare)
 	return targets, nil
+}
+
+func namesOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	slices.Sort(names)
+	return strings.Join(slices.Compact(names), ", ")
 }
 
 func protoSuffix(p string) string {

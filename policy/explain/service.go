@@ -41,7 +41,7 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 	}
 	var ports []cluster.ServicePort
 	for _, sp := range svc.Ports {
-		if q.Port != 0 && sp.Port != q.Port {
+		if q.Port != 0 && sp.Port != q.Port || q.PortName != "" && sp.Name != q.PortName {
 			continue
 		}
 		if q.Protocol != "" && !strings.EqualFold(q.Protocol, sp.Protocol.String()) {
@@ -54,7 +54,11 @@ func explainService(snap *cluster.Snapshot, q Query, src model.Endpoint, svc *cl
 		for _, sp := range svc.Ports {
 			have = append(have, sp.String())
 		}
-		return nil, usageErrorf("service %s has no port %s%s (it has %s)", svc.Key(), portText(q.Port), protoSuffix(q.Protocol), strings.Join(have, ", "))
+		want := portText(q.Port)
+		if q.PortName != "" {
+			want = "named " + q.PortName
+		}
+		return nil, usageErrorf("service %s has no port %s%s (it has %s)", svc.Key(), want, protoSuffix(q.Protocol), strings.Join(have, ", "))
 	}
 	fam := 4
 	if src.IP.IsValid() && src.IP.Is6() || !src.IP.IsValid() && src.Pod != nil && !hasFamily(src.Pod, 4) {
