@@ -127,11 +127,16 @@ func TestAgent_TerminatingPodStaysEnforced(t *testing.T) {
 	p := newPod(fc.ns, "terminating", "node-1", map[string]string{"app": "server"})
 	p.Finalizers = []string{"policyd.test/hold"}
 	p = createPod(t, fc.admin, p, "10.77.0.12")
+	fc.agent.waitFor("Pod", key(fc.ns, p.Name), p.ResourceVersion)
 	require.NoError(t, fc.admin.CoreV1().Pods(fc.ns).Delete(ctx, p.Name, metav1.DeleteOptions{}))
 	p, err := fc.admin.CoreV1().Pods(fc.ns).Get(ctx, p.Name, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.NotNil(t, p.DeletionTimestamp)
-	fc.agent.waitFor("Pod", key(fc.ns, p.Name), p.ResourceVersion)
+	// The deletion timestamp changes nothing policyd uses, so the agent
+	// drops that update (no sync); a pod created after it is committed
+	// once the informer delivered both, in order.
+	marker := createPod(t, fc.admin, newPod(fc.ns, "after-delete", "node-2", map[string]string{"app": "marker"}), "10.77.0.13")
+	fc.agent.waitFor("Pod", key(fc.ns, "after-delete"), marker.ResourceVersion)
 	assert.True(t, fc.dispatched("10.77.0.12"), "a terminating pod is still running: it stays isolated")
 	assert.False(t, fc.allowed("10.77.0.99", "10.77.0.12"))
 
