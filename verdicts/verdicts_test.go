@@ -3,6 +3,7 @@ package verdicts_test
 import (
 	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -263,6 +264,12 @@ func TestRecord_Samples(t *testing.T) {
 		assert.True(t, verdicts.Filter{Verdict: d.Verdict.String()}.Match(&rec), "%s: verdict filter", d)
 		for _, p := range d.Policies {
 			assert.True(t, verdicts.Filter{Policy: p}.Match(&rec), "%s: policy filter %s", d, p)
+			if ns, name, ok := strings.Cut(p, "/"); ok { // a NetworkPolicy: by name, in its namespace
+				assert.True(t, verdicts.Filter{Policy: name}.Match(&rec), "%s: policy filter %s", d, name)
+				assert.False(t, verdicts.Filter{Policy: name, Namespace: ns + "-not"}.Match(&rec), "%s: policy filter %s in another namespace", d, name)
+			} else { // a ClusterNetworkPolicy is not namespaced
+				assert.False(t, verdicts.Filter{Policy: "x/" + p}.Match(&rec), "%s: policy filter x/%s", d, p)
+			}
 		}
 	}
 }
