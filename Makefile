@@ -82,8 +82,8 @@ e2e: deps
 	E2E_SHAPE=$(E2E_SHAPE) ./e2e/run.sh
 
 ## verify: gofmt, vet, staticcheck, golangci-lint, and hack/sealedcheck: every
-## switch over a sealed set (rule shapes, step kinds; listed in its main.go)
-## names every member.
+## switch over a sealed set (rule shapes, step kinds, decider kinds; listed
+## in its main.go) names every member.
 verify:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)

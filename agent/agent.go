@@ -488,7 +488,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	// wrong).
 	removesDecider := false
 	if err == nil && a.verdicts != nil {
-		removesDecider = a.verdicts.learn(rs, a.index)
+		removesDecider = a.verdicts.learn(rs)
 	}
 	counts := a.objectCounts()
 	var conflicts []compile.Conflict

@@ -28,6 +28,7 @@ import (
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/verdicts"
@@ -92,7 +93,7 @@ type verdictState struct {
 	counters *policyCounters
 	// deciders is what the last compiled ruleset logged under; a sync
 	// that removes one reads the counters first (see beforeSync).
-	deciders map[string]ruleset.Decider
+	deciders map[string]decider.Decider
 }
 
 func newVerdictState(node string, backend nft.Interface, maxStreams int) *verdictState {
@@ -111,33 +112,11 @@ func (a *Agent) Resolver() *verdicts.Resolver {
 }
 
 // learn runs under a.mu right after a successful compile, before the
-// commit: the resolver learns rs's ids, with the names of the
-// ClusterNetworkPolicy rules as compiled. It reports whether the sync
+// commit: the resolver learns rs's ids (their deciders name the
+// ClusterNetworkPolicy rules as compiled). It reports whether the sync
 // removes a decider (its log chain, and the counts since the last read).
-func (v *verdictState) learn(rs *ruleset.Ruleset, ix interface {
-	ClusterPolicies() []*cluster.ClusterPolicy
-}) bool {
-	var byName map[string]*cluster.ClusterPolicy
-	v.resolver.LearnNamed(rs, func(d ruleset.Decider) string {
-		if byName == nil {
-			byName = map[string]*cluster.ClusterPolicy{}
-			for _, cp := range ix.ClusterPolicies() {
-				byName[cp.Name] = cp
-			}
-		}
-		cp := byName[d.Name]
-		if cp == nil {
-			return ""
-		}
-		rules := cp.Ingress
-		if d.Direction == cluster.Egress.String() {
-			rules = cp.Egress
-		}
-		if d.Rule < 0 || d.Rule >= len(rules) {
-			return ""
-		}
-		return rules[d.Rule].Name
-	})
+func (v *verdictState) learn(rs *ruleset.Ruleset) bool {
+	v.resolver.Learn(rs)
 	removed := false
 	for id := range v.deciders {
 		if _, ok := rs.Deciders[id]; !ok {
@@ -230,7 +209,7 @@ func recordAttrs(rec *verdicts.Record) []any {
 	return []any{
 		"src", rec.Src.String(), "dst", rec.Dst.String(), "protocol", rec.Protocol, "port", rec.Port,
 		"direction", rec.Direction, "verdict", rec.Verdict, "kind", rec.Kind, "policies", rec.Policies,
-		"decider", rec.Decider, "id", rec.ID,
+		"decider", rec.DeciderText, "id", rec.ID,
 	}
 }
 
@@ -338,9 +317,9 @@ type policyLabels struct {
 	kind, namespace, name, direction, verdict string
 }
 
-func labelsOf(d ruleset.Decider) policyLabels {
+func labelsOf(d decider.Decider) policyLabels {
 	ns, name := verdicts.PolicyLabels(d)
-	return policyLabels{kind: verdicts.KindOf(d), namespace: ns, name: name, direction: d.Direction, verdict: verdicts.VerdictOf(d)}
+	return policyLabels{kind: d.Kind.String(), namespace: ns, name: name, direction: d.Direction, verdict: d.Verdict.String()}
 }
 
 // policyCounters turns the kernel's log-chain counters into monotonic

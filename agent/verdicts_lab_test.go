@@ -33,6 +33,7 @@ import (
 	"github.com/policyd/policyd/internal/apiservertest"
 	"github.com/policyd/policyd/internal/netnsutil"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/verdicts"
 )
 
@@ -285,7 +286,7 @@ func TestAgent_LabVerdicts(t *testing.T) {
 		assert.Equal(t, client, rec.Src.Key(), ph.name)
 		assert.Equal(t, server, rec.Dst.Key(), ph.name)
 		assert.Equal(t, "node-1", rec.Node)
-		assert.Equal(t, []any{"UDP", uint16(80), "ingress", "deny", "NetworkPolicy"}, []any{rec.Protocol, rec.Port, rec.Direction, rec.Verdict, rec.Kind}, ph.name)
+		assert.Equal(t, []any{"UDP", uint16(80), "ingress", "deny", "NetworkPolicy"}, []any{rec.Protocol, rec.Port, rec.Direction, rec.Verdict.String(), rec.Kind.String()}, ph.name)
 		assert.Equal(t, ph.policies, rec.Policies, ph.name)
 		for port, id := range idOf {
 			assert.NotEqual(t, id, rec.ID, "%s: the id of the record from port %d is reused", ph.name, port)
@@ -639,7 +640,7 @@ func TestAgent_LabVerdictFlood(t *testing.T) {
 	assert.Equal(t, int(recorded), len(recs), "every record reaches the stream")
 	for _, r := range recs {
 		ok := r.Src.IP == sender && r.SrcPort == 40000 && r.Dst.IP == server && r.Port%2 == 0 && r.Port >= 1024 && r.Port <= 65534 &&
-			r.Protocol == "UDP" && r.Verdict == "deny" && r.Direction == "ingress" && len(r.Policies) == 1 && r.Policies[0] == key(ns, "deny-flood")
+			r.Protocol == "UDP" && r.Verdict == decider.VerdictDeny && r.Direction == "ingress" && len(r.Policies) == 1 && r.Policies[0] == key(ns, "deny-flood")
 		if !assert.True(t, ok, "a record the sender did not send: %+v", r) {
 			break
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/verdicts"
@@ -99,12 +100,12 @@ const policyMetrics = "policyd_policy_packets_total"
 // add up in its series.
 func TestPolicyCounters_MonotonicAcrossResetsOneSeriesPerDecision(t *testing.T) {
 	t.Parallel()
-	deny := ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "ingress", Verdict: ruleset.Drop, Policies: []string{"shop/api", "shop/default-deny"}}
-	cnp0 := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "egress", Verdict: ruleset.Drop, Tier: "Admin", Name: "no-egress", Rule: 0, Action: "Deny"}
+	deny := decider.Decider{Kind: decider.KindNetworkPolicy, Direction: "ingress", Verdict: decider.VerdictDeny, Policies: []string{"shop/api", "shop/default-deny"}}
+	cnp0 := decider.Decider{Kind: decider.KindClusterNetworkPolicy, Direction: "egress", Verdict: decider.VerdictDeny, Tier: "Admin", Policies: []string{"no-egress"}, Rule: decider.Index(0), Action: "Deny"}
 	cnp1 := cnp0
-	cnp1.Rule = 1
-	ids := map[string]ruleset.Decider{}
-	for _, d := range []ruleset.Decider{deny, cnp0, cnp1} {
+	cnp1.Rule = decider.Index(1)
+	ids := map[string]decider.Decider{}
+	for _, d := range []decider.Decider{deny, cnp0, cnp1} {
 		ids[compile.DeciderID(d)] = d
 	}
 	r := verdicts.NewResolver("n", nil)
@@ -113,7 +114,7 @@ func TestPolicyCounters_MonotonicAcrossResetsOneSeriesPerDecision(t *testing.T) 
 	pc := newPolicyCounters(f, r)
 	reg := prometheus.NewRegistry()
 	require.NoError(t, reg.Register(pc))
-	set := func(d ruleset.Decider, p uint64) {
+	set := func(d decider.Decider, p uint64) {
 		f.counts[compile.DeciderID(d)] = nft.Counter{Packets: p, Bytes: 100 * p}
 	}
 	npKey := "direction=ingress,kind=NetworkPolicy,name=api,default-deny,namespace=shop,verdict=deny"
@@ -170,10 +171,10 @@ func series(t *testing.T, reg *prometheus.Registry, name string) map[string]floa
 // limit kept from the log; counts from before the bind are not.
 func TestPolicyCounters_RateLimited(t *testing.T) {
 	t.Parallel()
-	d := ruleset.Decider{Kind: ruleset.DeciderCtInvalid, Direction: "egress", Verdict: ruleset.Drop}
+	d := decider.Decider{Kind: decider.KindCtInvalid, Direction: "egress", Verdict: decider.VerdictDeny}
 	id := compile.DeciderID(d)
 	r := verdicts.NewResolver("n", nil)
-	r.Learn(&ruleset.Ruleset{Deciders: map[string]ruleset.Decider{id: d}})
+	r.Learn(&ruleset.Ruleset{Deciders: map[string]decider.Decider{id: d}})
 	f := &fakeCounters{counts: map[string]nft.Counter{id: {Packets: 1000}}}
 	pc := newPolicyCounters(f, r)
 	pc.bind(context.Background())
@@ -186,36 +187,31 @@ func TestPolicyCounters_RateLimited(t *testing.T) {
 	assert.Equal(t, uint64(500-120-30), pc.rateLimited)
 }
 
-type cnpIndex []*cluster.ClusterPolicy
-
-func (ix cnpIndex) ClusterPolicies() []*cluster.ClusterPolicy { return ix }
-
 // TestVerdictState_LearnNamesRulesAndNoticesRemovals: a ClusterNetworkPolicy
-// decider is named with its rule's name from the compiled state; a sync
-// that drops a decider is noticed (its counters are read before the
-// commit removes its chain).
+// decider is named with its rule's name from the compiled state (compile
+// writes it into the decider); a sync that drops a decider is noticed (its
+// counters are read before the commit removes its chain).
 func TestVerdictState_LearnNamesRulesAndNoticesRemovals(t *testing.T) {
 	t.Parallel()
 	v := newVerdictState("n", nft.NewFake(), 0)
-	ix := cnpIndex{{Name: "block", Ingress: []cluster.ClusterRule{{Name: "first"}, {Name: "no-metrics"}}, Egress: []cluster.ClusterRule{{Name: "out"}}}}
-	in := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "ingress", Verdict: ruleset.Drop, Tier: "Admin", Name: "block", Rule: 1, Action: "Deny"}
-	out := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "egress", Verdict: ruleset.Drop, Tier: "Admin", Name: "block", Rule: 0, Action: "Deny"}
-	gone := ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "egress", Verdict: ruleset.Drop, Tier: "Admin", Name: "deleted", Rule: 0, Action: "Deny"}
-	rs := func(ds ...ruleset.Decider) *ruleset.Ruleset {
-		m := map[string]ruleset.Decider{}
+	in := decider.Decider{Kind: decider.KindClusterNetworkPolicy, Direction: "ingress", Verdict: decider.VerdictDeny, Tier: "Admin", Policies: []string{"block"}, Rule: decider.Index(1), RuleName: "no-metrics", Action: "Deny"}
+	out := decider.Decider{Kind: decider.KindClusterNetworkPolicy, Direction: "egress", Verdict: decider.VerdictDeny, Tier: "Admin", Policies: []string{"block"}, Rule: decider.Index(0), RuleName: "out", Action: "Deny"}
+	gone := decider.Decider{Kind: decider.KindClusterNetworkPolicy, Direction: "egress", Verdict: decider.VerdictDeny, Tier: "Admin", Policies: []string{"deleted"}, Rule: decider.Index(0), Action: "Deny"}
+	rs := func(ds ...decider.Decider) *ruleset.Ruleset {
+		m := map[string]decider.Decider{}
 		for _, d := range ds {
 			m[compile.DeciderID(d)] = d
 		}
 		return &ruleset.Ruleset{Deciders: m}
 	}
-	assert.False(t, v.learn(rs(in, out, gone), ix), "the first ruleset removes nothing")
-	for d, name := range map[*ruleset.Decider]string{&in: "no-metrics", &out: "out", &gone: ""} {
+	assert.False(t, v.learn(rs(in, out, gone)), "the first ruleset removes nothing")
+	for d, name := range map[*decider.Decider]string{&in: "no-metrics", &out: "out", &gone: ""} {
 		rec, ok := v.resolver.Handle(nflog.Packet{Time: time.Unix(1, 0), Prefix: compile.DeciderID(*d)})
 		require.True(t, ok)
 		assert.Equal(t, name, rec.RuleName, d.String())
 	}
-	assert.False(t, v.learn(rs(in, out, gone), ix))
-	assert.True(t, v.learn(rs(in, out), ix), "gone's chain goes")
+	assert.False(t, v.learn(rs(in, out, gone)))
+	assert.True(t, v.learn(rs(in, out)), "gone's chain goes")
 }
 
 // TestNew_UnlimitedLogHasNoBurst: --log-rate 0 with --log-burst's default

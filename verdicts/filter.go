@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/policyd/policyd/policy/decider"
 )
 
 // Filter selects records, as policyd observe's flags do; the zero Filter
@@ -15,7 +17,7 @@ type Filter struct {
 	// Pod: either end is this pod, "namespace/name", or "name" (in
 	// Namespace when it is set, else in any namespace).
 	Pod string
-	// Verdict is VerdictAllow, VerdictDeny or "".
+	// Verdict is "allow", "deny" (decider.Verdict's names) or "".
 	Verdict string
 	// Policy: a deciding policy is this one. "namespace/name" names a
 	// NetworkPolicy; "name" a ClusterNetworkPolicy, or a NetworkPolicy of
@@ -38,9 +40,9 @@ const (
 // Validate reports the first field that cannot match anything as asked.
 func (f Filter) Validate() error {
 	switch f.Verdict {
-	case "", VerdictAllow, VerdictDeny:
+	case "", decider.VerdictAllow.String(), decider.VerdictDeny.String():
 	default:
-		return fmt.Errorf("verdict %q: want %s or %s", f.Verdict, VerdictAllow, VerdictDeny)
+		return fmt.Errorf("verdict %q: want %s or %s", f.Verdict, decider.VerdictAllow, decider.VerdictDeny)
 	}
 	for _, v := range []struct{ name, value string }{{"pod", f.Pod}, {"policy", f.Policy}} {
 		if strings.Count(v.value, "/") > 1 || strings.HasPrefix(v.value, "/") || strings.HasSuffix(v.value, "/") {
@@ -92,7 +94,7 @@ func ParseFilter(v url.Values) (Filter, error) {
 
 // Match reports whether rec is selected.
 func (f Filter) Match(rec *Record) bool {
-	if f.Verdict != "" && rec.Verdict != f.Verdict {
+	if f.Verdict != "" && rec.Verdict.String() != f.Verdict {
 		return false
 	}
 	if f.Namespace != "" && rec.Src.Namespace != f.Namespace && rec.Dst.Namespace != f.Namespace {
@@ -116,7 +118,7 @@ func (f Filter) matchPod(e Endpoint) bool {
 
 func (f Filter) matchPolicy(rec *Record) bool {
 	for _, p := range rec.Policies {
-		if rec.Kind == KindClusterNetworkPolicy {
+		if rec.Kind == decider.KindClusterNetworkPolicy {
 			if p == f.Policy {
 				return true
 			}

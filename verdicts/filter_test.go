@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/verdicts"
 )
 
@@ -20,9 +21,9 @@ func ep(ns, pod string) verdicts.Endpoint {
 // kind; names without a namespace match in any namespace unless -n is given.
 func TestFilter_Match(t *testing.T) {
 	t.Parallel()
-	np := &verdicts.Record{Src: ep("shop", "frontend-1"), Dst: ep("shop", "db"), Verdict: "deny", Kind: "NetworkPolicy", Policies: []string{"shop/db", "shop/default-deny"}}
-	cnp := &verdicts.Record{Src: ep("monitoring", "prometheus"), Dst: ep("shop", "db"), Verdict: "deny", Kind: "ClusterNetworkPolicy", Policies: []string{"no-scrape-db"}}
-	allow := &verdicts.Record{Src: ep("shop", "frontend-1"), Dst: verdicts.Endpoint{IP: netip.MustParseAddr("10.1.2.3")}, Verdict: "allow", Kind: "NetworkPolicy", Policies: []string{"shop/frontend"}}
+	np := &verdicts.Record{Src: ep("shop", "frontend-1"), Dst: ep("shop", "db"), Decider: decider.Decider{Verdict: decider.VerdictDeny, Kind: decider.KindNetworkPolicy, Policies: []string{"shop/db", "shop/default-deny"}}}
+	cnp := &verdicts.Record{Src: ep("monitoring", "prometheus"), Dst: ep("shop", "db"), Decider: decider.Decider{Verdict: decider.VerdictDeny, Kind: decider.KindClusterNetworkPolicy, Policies: []string{"no-scrape-db"}}}
+	allow := &verdicts.Record{Src: ep("shop", "frontend-1"), Dst: verdicts.Endpoint{IP: netip.MustParseAddr("10.1.2.3")}, Decider: decider.Decider{Verdict: decider.VerdictAllow, Kind: decider.KindNetworkPolicy, Policies: []string{"shop/frontend"}}}
 	for _, tt := range []struct {
 		name string
 		f    verdicts.Filter

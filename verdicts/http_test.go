@@ -67,7 +67,7 @@ func TestHandler_StreamsFilteredRecordsPastServerTimeouts(t *testing.T) {
 	case m := <-got:
 		assert.Equal(t, uint16(5), m.SrcPort)
 		assert.Equal(t, "x/a", m.Src.Key())
-		assert.Equal(t, "ClusterNetworkPolicy", m.Kind)
+		assert.Equal(t, "ClusterNetworkPolicy", m.Kind.String())
 	case <-time.After(5 * time.Second):
 		t.Fatal("no live record after the server's timeouts passed")
 	}

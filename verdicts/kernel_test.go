@@ -16,6 +16,7 @@ import (
 	"github.com/policyd/policyd/internal/netnstest"
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
@@ -138,8 +139,8 @@ func TestKernel_DeniedConnectionIsRecorded(t *testing.T) {
 		t.Fatalf("no record for the denied packet; resolver stats %+v\n%s", r.Stats(), netnstest.MustExec(t, ns, "nft", "list", "table", "inet", ruleset.TableName))
 	}
 	t.Logf("record: %+v", rec)
-	if rec.Src.String() != "x/a" || rec.Dst.String() != "y/c" || rec.Verdict != verdicts.VerdictDeny || rec.Direction != "egress" ||
-		rec.Kind != verdicts.KindNetworkPolicy || len(rec.Policies) != 1 || rec.Policies[0] != "x/deny-a" || rec.Protocol != "UDP" || rec.Port != 8080 {
+	if rec.Src.String() != "x/a" || rec.Dst.String() != "y/c" || rec.Verdict != decider.VerdictDeny || rec.Direction != "egress" ||
+		rec.Kind != decider.KindNetworkPolicy || len(rec.Policies) != 1 || rec.Policies[0] != "x/deny-a" || rec.Protocol != "UDP" || rec.Port != 8080 {
 		t.Errorf("record %+v, want x/a -> y/c UDP/8080 dropped at egress by x/deny-a", rec)
 	}
 	counters, err := b.LogCounters(ctx)

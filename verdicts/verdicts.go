@@ -5,8 +5,9 @@
 // records to subscribers, with the filters and the HTTP form of that stream
 // (handler and client). It never talks to the kernel itself.
 //
-// Records use the vocabulary of the API and of policyd explain: kind
-// NetworkPolicy, ClusterNetworkPolicy or ct-invalid; verdict allow or deny.
+// A record embeds the decider.Decider compile recorded for its id: the
+// vocabulary of the API and of policyd explain (kind NetworkPolicy,
+// ClusterNetworkPolicy or ct-invalid; verdict allow or deny).
 // docs/verdicts.md documents the fields.
 package verdicts
 
@@ -19,20 +20,8 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/nflog"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/ruleset"
-)
-
-// Kinds of deciders, as records and metrics name them.
-const (
-	KindNetworkPolicy        = "NetworkPolicy"
-	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
-	KindCtInvalid            = "ct-invalid"
-)
-
-// Verdicts, as records and metrics name them.
-const (
-	VerdictAllow = "allow"
-	VerdictDeny  = "deny"
 )
 
 // Record is one verdict on one flow. docs/verdicts.md documents the JSON.
@@ -45,25 +34,14 @@ type Record struct {
 	Protocol string `json:"protocol"`
 	SrcPort  uint16 `json:"srcPort,omitempty"`
 	// Port is the destination port.
-	Port      uint16 `json:"port,omitempty"`
-	Direction string `json:"direction"`
-	// Verdict is VerdictAllow or VerdictDeny.
-	Verdict string `json:"verdict"`
-	// Kind is KindNetworkPolicy, KindClusterNetworkPolicy or KindCtInvalid.
-	Kind string `json:"kind"`
-	// Policies names the deciding policies: for a NetworkPolicy default
-	// deny, every policy isolating the pod in that direction
-	// ("namespace/name", sorted), as explain lists them; for an allow, the
-	// policy whose rule allowed; for a ClusterNetworkPolicy, its name.
-	Policies []string `json:"policies,omitempty"`
-	// Tier, Rule (the index in the policy's ingress or egress list),
-	// RuleName and Action name a ClusterNetworkPolicy's rule.
-	Tier     string `json:"tier,omitempty"`
-	Rule     *int   `json:"rule,omitempty"`
-	RuleName string `json:"ruleName,omitempty"`
-	Action   string `json:"action,omitempty"`
-	// Decider is the decider in words, e.g. "ingress default deny of x/a".
-	Decider string `json:"decider"`
+	Port uint16 `json:"port,omitempty"`
+	// Decider is what decided, as compile recorded it under ID; its fields
+	// (direction, verdict, kind, policies, tier, rule, ruleName, action)
+	// are the record's.
+	decider.Decider
+	// DeciderText is the decider in words (its String), e.g. "ingress
+	// default deny of x/a".
+	DeciderText string `json:"decider"`
 	// ID is the log prefix: the decider's id.
 	ID string `json:"id"`
 }
@@ -93,11 +71,6 @@ func (e Endpoint) Key() string {
 
 // PodLookup returns the pod ("namespace", "name") holding an address.
 type PodLookup func(netip.Addr) (ns, name string, ok bool)
-
-// RuleNamer returns the name of the ClusterNetworkPolicy rule a
-// DeciderCNP stands for, "" when it has none. It is asked at Learn time,
-// against the state that was compiled.
-type RuleNamer func(ruleset.Decider) string
 
 // Stats counts what the Resolver saw.
 type Stats struct {
@@ -150,8 +123,7 @@ type Resolver struct {
 
 // known is one id's meaning and what was read under it.
 type known struct {
-	d        ruleset.Decider
-	ruleName string
+	d decider.Decider
 	// conflict: two deciders were learned under this id (a hash
 	// collision): its packets are never attributed to either.
 	conflict bool
@@ -170,17 +142,15 @@ func NewResolver(node string, pods PodLookup) *Resolver {
 	return &Resolver{node: node, pods: pods, now: time.Now, deciders: map[string]*known{}, subs: map[*Subscription]struct{}{}}
 }
 
-// Learn adds the deciders of a ruleset; see LearnNamed.
-func (r *Resolver) Learn(rs *ruleset.Ruleset) { r.LearnNamed(rs, nil) }
-
-// LearnNamed adds the deciders of a ruleset the caller is about to commit,
-// naming ClusterNetworkPolicy rules with names (nil: none). Call it before
-// the commit, so that the first packet logged under a new id resolves. Ids
-// are content hashes, so an id learned once keeps its meaning: a packet
-// logged under an older ruleset still resolves after a sync. An id not
-// learned again for Retention is forgotten. An id learned for two different
-// deciders (a hash collision) resolves to neither from then on.
-func (r *Resolver) LearnNamed(rs *ruleset.Ruleset, names RuleNamer) {
+// Learn adds the deciders of a ruleset the caller is about to commit. Call
+// it before the commit, so that the first packet logged under a new id
+// resolves. Ids are content hashes, so an id learned once keeps its
+// meaning: a packet logged under an older ruleset still resolves after a
+// sync; a rule's name, which is not part of its id, is the one last
+// learned. An id not learned again for Retention is forgotten. An id learned
+// for two different deciders (a hash collision) resolves to neither from
+// then on.
+func (r *Resolver) Learn(rs *ruleset.Ruleset) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -191,11 +161,10 @@ func (r *Resolver) LearnNamed(rs *ruleset.Ruleset, names RuleNamer) {
 			r.deciders[id] = k
 		} else if k.d.Key() != d.Key() {
 			k.conflict = true
+		} else {
+			k.d = d
 		}
 		k.learned = now
-		if names != nil && d.Kind == ruleset.DeciderCNP {
-			k.ruleName = names(d)
-		}
 	}
 	for id, k := range r.deciders {
 		if now.Sub(k.learned) > Retention {
@@ -205,12 +174,12 @@ func (r *Resolver) LearnNamed(rs *ruleset.Ruleset, names RuleNamer) {
 }
 
 // Decider returns what id stands for.
-func (r *Resolver) Decider(id string) (ruleset.Decider, bool) {
+func (r *Resolver) Decider(id string) (decider.Decider, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k, ok := r.deciders[id]
 	if !ok || k.conflict {
-		return ruleset.Decider{}, false
+		return decider.Decider{}, false
 	}
 	return k.d, true
 }
@@ -285,23 +254,12 @@ func (r *Resolver) Handle(p nflog.Packet) (Record, bool) {
 
 // record builds p's record; it runs under r.mu.
 func (r *Resolver) record(p nflog.Packet, k *known) Record {
-	d := k.d
-	rec := Record{
+	return Record{
 		Time: p.Time, Node: r.node,
 		Src: r.endpoint(p.Flow.Src), Dst: r.endpoint(p.Flow.Dst),
 		Protocol: protoName(p.Flow.Protocol), SrcPort: p.Flow.SrcPort, Port: p.Flow.DstPort,
-		Direction: d.Direction, Verdict: VerdictOf(d), Kind: KindOf(d),
-		Decider: d.String(), ID: p.Prefix,
+		Decider: k.d, DeciderText: k.d.String(), ID: p.Prefix,
 	}
-	switch d.Kind {
-	case ruleset.DeciderPolicies:
-		rec.Policies = d.Policies
-	case ruleset.DeciderCNP:
-		rule := d.Rule
-		rec.Policies = []string{d.Name}
-		rec.Tier, rec.Rule, rec.RuleName, rec.Action = d.Tier, &rule, k.ruleName, d.Action
-	}
-	return rec
 }
 
 // Recent returns the records kept (at most RecentRecords) made at or after
@@ -439,37 +397,16 @@ func (d *dedup) seen(k flowKey, t time.Time) bool {
 	return false
 }
 
-// KindOf names d's kind as records and metrics do.
-func KindOf(d ruleset.Decider) string {
-	switch d.Kind {
-	case ruleset.DeciderPolicies:
-		return KindNetworkPolicy
-	case ruleset.DeciderCNP:
-		return KindClusterNetworkPolicy
-	case ruleset.DeciderCtInvalid:
-		return KindCtInvalid
-	}
-	return "invalid"
-}
-
-// VerdictOf names d's verdict: VerdictAllow or VerdictDeny.
-func VerdictOf(d ruleset.Decider) string {
-	if d.Verdict == ruleset.Accept {
-		return VerdictAllow
-	}
-	return VerdictDeny
-}
-
 // PolicyLabels returns the namespace and name that metrics give d: for
 // NetworkPolicies the namespace and the comma-joined names of every policy
 // of the decider (a default deny's isolating policies are all in the pod's
 // namespace), so that each packet is counted in one series; for a
 // ClusterNetworkPolicy "" and its name; for ct-invalid "" and "".
-func PolicyLabels(d ruleset.Decider) (namespace, name string) {
+func PolicyLabels(d decider.Decider) (namespace, name string) {
 	switch d.Kind {
-	case ruleset.DeciderCNP:
-		return "", d.Name
-	case ruleset.DeciderPolicies:
+	case decider.KindClusterNetworkPolicy:
+		return "", strings.Join(d.Policies, ",")
+	case decider.KindNetworkPolicy:
 		names := make([]string, len(d.Policies))
 		for i, key := range d.Policies {
 			ns, n, ok := strings.Cut(key, "/")
@@ -479,6 +416,7 @@ func PolicyLabels(d ruleset.Decider) (namespace, name string) {
 			namespace, names[i] = ns, n
 		}
 		return namespace, strings.Join(names, ",")
+	case decider.KindCtInvalid, decider.KindInvalid:
 	}
 	return "", ""
 }

@@ -1,7 +1,9 @@
 package verdicts_test
 
 import (
+	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,20 +12,21 @@ import (
 
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/verdicts"
 )
 
 var (
-	cnpDeny = ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "ingress", Verdict: ruleset.Drop, Tier: "Admin", Name: "deny", Rule: 2, Action: "Deny"}
-	npDeny  = ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "ingress", Verdict: ruleset.Drop, Policies: []string{"x/allow-b", "x/default-deny"}}
-	npAllow = ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "egress", Verdict: ruleset.Accept, Policies: []string{"x/allow-b"}}
-	invalid = ruleset.Decider{Kind: ruleset.DeciderCtInvalid, Direction: "egress", Verdict: ruleset.Drop}
+	cnpDeny = decider.Decider{Kind: decider.KindClusterNetworkPolicy, Direction: "ingress", Verdict: decider.VerdictDeny, Tier: "Admin", Policies: []string{"deny"}, Rule: decider.Index(2), RuleName: "no-metrics", Action: "Deny"}
+	npDeny  = decider.Decider{Kind: decider.KindNetworkPolicy, Direction: "ingress", Verdict: decider.VerdictDeny, Policies: []string{"x/allow-b", "x/default-deny"}}
+	npAllow = decider.Decider{Kind: decider.KindNetworkPolicy, Direction: "egress", Verdict: decider.VerdictAllow, Policies: []string{"x/allow-b"}}
+	invalid = decider.Decider{Kind: decider.KindCtInvalid, Direction: "egress", Verdict: decider.VerdictDeny}
 )
 
 // rs is a ruleset holding the deciders under their real ids.
-func rs(ds ...ruleset.Decider) *ruleset.Ruleset {
-	m := map[string]ruleset.Decider{}
+func rs(ds ...decider.Decider) *ruleset.Ruleset {
+	m := map[string]decider.Decider{}
 	for _, d := range ds {
 		m[compile.DeciderID(d)] = d
 	}
@@ -82,26 +85,20 @@ func TestResolver_DedupPerFlowPerSecondAndUnknownIDs(t *testing.T) {
 func TestResolver_Records(t *testing.T) {
 	t.Parallel()
 	r := verdicts.NewResolver("node-1", pods)
-	r.LearnNamed(rs(cnpDeny, npDeny, npAllow, invalid), func(d ruleset.Decider) string {
-		if d.Name == "deny" && d.Rule == 2 {
-			return "no-metrics"
-		}
-		return ""
-	})
-	two := 2
+	r.Learn(rs(cnpDeny, npDeny, npAllow, invalid))
 	t0 := time.Unix(1000, 0).UTC()
 	for _, tt := range []struct {
 		name string
-		d    ruleset.Decider
+		d    decider.Decider
 		want verdicts.Record
 	}{
-		{"cnp", cnpDeny, verdicts.Record{Verdict: "deny", Direction: "ingress", Kind: "ClusterNetworkPolicy", Policies: []string{"deny"},
-			Tier: "Admin", Rule: &two, RuleName: "no-metrics", Action: "Deny", Decider: "Admin cnp deny ingress[2] Deny"}},
-		{"default deny", npDeny, verdicts.Record{Verdict: "deny", Direction: "ingress", Kind: "NetworkPolicy", Policies: []string{"x/allow-b", "x/default-deny"},
-			Decider: "ingress default deny of x/allow-b,x/default-deny"}},
-		{"allow", npAllow, verdicts.Record{Verdict: "allow", Direction: "egress", Kind: "NetworkPolicy", Policies: []string{"x/allow-b"},
-			Decider: "egress allowed by x/allow-b"}},
-		{"ct invalid", invalid, verdicts.Record{Verdict: "deny", Direction: "egress", Kind: "ct-invalid", Decider: "ct state invalid egress"}},
+		{"cnp", cnpDeny, verdicts.Record{Decider: decider.Decider{Verdict: decider.VerdictDeny, Direction: "ingress", Kind: decider.KindClusterNetworkPolicy, Policies: []string{"deny"},
+			Tier: "Admin", Rule: decider.Index(2), RuleName: "no-metrics", Action: "Deny"}, DeciderText: "Admin cnp deny ingress[2] Deny"}},
+		{"default deny", npDeny, verdicts.Record{Decider: decider.Decider{Verdict: decider.VerdictDeny, Direction: "ingress", Kind: decider.KindNetworkPolicy, Policies: []string{"x/allow-b", "x/default-deny"}},
+			DeciderText: "ingress default deny of x/allow-b,x/default-deny"}},
+		{"allow", npAllow, verdicts.Record{Decider: decider.Decider{Verdict: decider.VerdictAllow, Direction: "egress", Kind: decider.KindNetworkPolicy, Policies: []string{"x/allow-b"}},
+			DeciderText: "egress allowed by x/allow-b"}},
+		{"ct invalid", invalid, verdicts.Record{Decider: decider.Decider{Verdict: decider.VerdictDeny, Direction: "egress", Kind: decider.KindCtInvalid}, DeciderText: "ct state invalid egress"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			id := compile.DeciderID(tt.d)
@@ -143,7 +140,7 @@ func TestResolver_IDsKeepTheirMeaning(t *testing.T) {
 	_, ok = r.Decider(newID)
 	assert.True(t, ok)
 
-	r.Learn(&ruleset.Ruleset{Deciders: map[string]ruleset.Decider{newID: cnpDeny}})
+	r.Learn(&ruleset.Ruleset{Deciders: map[string]decider.Decider{newID: cnpDeny}})
 	_, ok = r.Decider(newID)
 	assert.False(t, ok, "an id claimed by two deciders must not resolve")
 	_, rec := r.Handle(nflog.Packet{Time: clock, Prefix: newID, Flow: flow(1)})
@@ -213,16 +210,81 @@ func TestResolver_DedupMemoryIsBounded(t *testing.T) {
 func TestPolicyLabels(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		d        ruleset.Decider
+		d        decider.Decider
 		ns, name string
 	}{
 		{npDeny, "x", "allow-b,default-deny"},
 		{npAllow, "x", "allow-b"},
 		{cnpDeny, "", "deny"},
 		{invalid, "", ""},
-		{ruleset.Decider{Kind: ruleset.DeciderPolicies, Policies: []string{"x/a", "y/b"}}, "", "x/a,y/b"},
+		{decider.Decider{Kind: decider.KindNetworkPolicy, Policies: []string{"x/a", "y/b"}}, "", "x/a,y/b"},
 	} {
 		ns, name := verdicts.PolicyLabels(tt.d)
 		assert.Equal(t, [2]string{tt.ns, tt.name}, [2]string{ns, name}, tt.d.String())
 	}
+}
+
+// TestRecord_Samples: every sample decider, learned under its id, becomes
+// a record that embeds it whole (its fields are the record's, in the JSON
+// too: the one form docs/verdicts.md documents) with its String as
+// "decider", and reads back from JSON as the same decider; observe's verdict
+// and policy filters select it by its own verdict and policies.
+func TestRecord_Samples(t *testing.T) {
+	t.Parallel()
+	samples := decider.Samples()
+	r := verdicts.NewResolver("node-1", pods)
+	r.Learn(rs(samples...))
+	for i, d := range samples {
+		rec, ok := r.Handle(nflog.Packet{Time: time.Unix(1000, 0), Prefix: compile.DeciderID(d), Flow: flow(uint16(5000 + i))})
+		require.True(t, ok, "%s", d)
+		assert.True(t, d.Equal(rec.Decider), "record of %s embeds %+v", d, rec.Decider)
+		assert.Equal(t, d.String(), rec.DeciderText)
+
+		b, err := json.Marshal(rec)
+		require.NoError(t, err)
+		var fields map[string]any
+		require.NoError(t, json.Unmarshal(b, &fields))
+		db, err := json.Marshal(d)
+		require.NoError(t, err)
+		var want map[string]any
+		require.NoError(t, json.Unmarshal(db, &want))
+		for k, v := range want {
+			assert.Equal(t, v, fields[k], "%s: field %s of the record", d, k)
+		}
+		for _, k := range []string{"rule", "tier", "ruleName", "action", "policies"} {
+			if _, ok := want[k]; !ok {
+				assert.NotContains(t, fields, k, "%s: a field the decider has not", d)
+			}
+		}
+		assert.Equal(t, d.String(), fields["decider"])
+		var back verdicts.Record
+		require.NoError(t, json.Unmarshal(b, &back))
+		assert.True(t, d.Equal(back.Decider), "%s read back as %+v", b, back.Decider)
+
+		assert.True(t, verdicts.Filter{Verdict: d.Verdict.String()}.Match(&rec), "%s: verdict filter", d)
+		for _, p := range d.Policies {
+			assert.True(t, verdicts.Filter{Policy: p}.Match(&rec), "%s: policy filter %s", d, p)
+			if ns, name, ok := strings.Cut(p, "/"); ok { // a NetworkPolicy: by name, in its namespace
+				assert.True(t, verdicts.Filter{Policy: name}.Match(&rec), "%s: policy filter %s", d, name)
+				assert.False(t, verdicts.Filter{Policy: name, Namespace: ns + "-not"}.Match(&rec), "%s: policy filter %s in another namespace", d, name)
+			} else { // a ClusterNetworkPolicy is not namespaced
+				assert.False(t, verdicts.Filter{Policy: "x/" + p}.Match(&rec), "%s: policy filter x/%s", d, p)
+			}
+		}
+	}
+}
+
+// TestResolver_RuleNameFollowsTheLastLearn: a rule's name is not part of
+// its id, so a renamed rule keeps its id, and its records carry the name of
+// the ruleset learned last.
+func TestResolver_RuleNameFollowsTheLastLearn(t *testing.T) {
+	t.Parallel()
+	r := verdicts.NewResolver("n", nil)
+	r.Learn(rs(cnpDeny))
+	renamed := cnpDeny
+	renamed.RuleName = "renamed"
+	r.Learn(rs(renamed))
+	rec, ok := r.Handle(nflog.Packet{Time: time.Unix(1, 0), Prefix: compile.DeciderID(cnpDeny), Flow: flow(1)})
+	require.True(t, ok)
+	assert.Equal(t, "renamed", rec.RuleName)
 }

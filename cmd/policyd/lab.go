@@ -467,7 +467,11 @@ func writeVerdictCheck(w io.Writer, c runner.Cell) {
 	if c.KernelEgress != nil {
 		fmt.Fprintf(w, " after %s", c.KernelEgress)
 	}
-	fmt.Fprintf(w, "; explain %s", c.Explained)
+	explained := "none"
+	if c.Explained != nil {
+		explained = c.Explained.String()
+	}
+	fmt.Fprintf(w, "; explain %s", explained)
 	if c.ExplainedEgress != nil {
 		fmt.Fprintf(w, " after %s", c.ExplainedEgress)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/verdicts"
 )
 
@@ -163,18 +164,18 @@ func formatRecord(r *verdicts.Record) string {
 	b.WriteString(" -> ")
 	b.WriteString(endpoint(r.Dst, r.Port))
 	b.WriteString(" " + r.Protocol + " " + r.Direction + " ")
-	if r.Verdict == verdicts.VerdictAllow {
+	if r.Verdict == decider.VerdictAllow {
 		b.WriteString("ALLOWED by ")
 	} else {
 		b.WriteString("DENIED by ")
 	}
 	switch r.Kind {
-	case verdicts.KindNetworkPolicy:
+	case decider.KindNetworkPolicy:
 		b.WriteString("NetworkPolicy " + strings.Join(r.Policies, ","))
-		if r.Verdict == verdicts.VerdictDeny {
+		if r.Verdict == decider.VerdictDeny {
 			b.WriteString(" (default deny: none of their rules allows it)")
 		}
-	case verdicts.KindClusterNetworkPolicy:
+	case decider.KindClusterNetworkPolicy:
 		fmt.Fprintf(&b, "%s ClusterNetworkPolicy %s", r.Tier, strings.Join(r.Policies, ","))
 		if r.Rule != nil {
 			fmt.Fprintf(&b, " %s[%d]", r.Direction, *r.Rule)
@@ -185,10 +186,10 @@ func formatRecord(r *verdicts.Record) string {
 		if r.Action != "" {
 			b.WriteString(" " + r.Action)
 		}
-	case verdicts.KindCtInvalid:
+	case decider.KindCtInvalid:
 		b.WriteString("conntrack: invalid packet")
-	default:
-		b.WriteString(r.Decider)
+	case decider.KindInvalid:
+		b.WriteString(r.DeciderText)
 	}
 	return b.String()
 }

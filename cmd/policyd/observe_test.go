@@ -21,14 +21,15 @@ import (
 	"github.com/policyd/policyd/deploy"
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/verdicts"
 )
 
 var (
-	npDeny  = ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "ingress", Verdict: ruleset.Drop, Policies: []string{"shop/db", "shop/default-deny"}}
-	cnpDeny = ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: "ingress", Verdict: ruleset.Drop, Tier: "Admin", Name: "no-scrape-db", Rule: 0, Action: "Deny"}
-	npAllow = ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "egress", Verdict: ruleset.Accept, Policies: []string{"shop/frontend"}}
+	npDeny  = decider.Decider{Kind: decider.KindNetworkPolicy, Direction: "ingress", Verdict: decider.VerdictDeny, Policies: []string{"shop/db", "shop/default-deny"}}
+	cnpDeny = decider.Decider{Kind: decider.KindClusterNetworkPolicy, Direction: "ingress", Verdict: decider.VerdictDeny, Tier: "Admin", Policies: []string{"no-scrape-db"}, Rule: decider.Index(0), RuleName: "no-metrics-scrape-of-db", Action: "Deny"}
+	npAllow = decider.Decider{Kind: decider.KindNetworkPolicy, Direction: "egress", Verdict: decider.VerdictAllow, Policies: []string{"shop/frontend"}}
 )
 
 // observeAgent is an agent's /verdicts on loopback, behind token when it is
@@ -46,11 +47,11 @@ func observeAgent(t *testing.T, token string) (*verdicts.Resolver, string) {
 		}
 		return "", "", false
 	})
-	m := map[string]ruleset.Decider{}
-	for _, d := range []ruleset.Decider{npDeny, cnpDeny, npAllow} {
+	m := map[string]decider.Decider{}
+	for _, d := range []decider.Decider{npDeny, cnpDeny, npAllow} {
 		m[compile.DeciderID(d)] = d
 	}
-	r.LearnNamed(&ruleset.Ruleset{Deciders: m}, func(ruleset.Decider) string { return "no-metrics-scrape-of-db" })
+	r.Learn(&ruleset.Ruleset{Deciders: m})
 	var tok *bearerToken
 	if token != "" {
 		tok = fixedToken(token)
@@ -60,7 +61,7 @@ func observeAgent(t *testing.T, token string) (*verdicts.Resolver, string) {
 	return r, strings.TrimPrefix(srv.URL, "http://")
 }
 
-func packet(d ruleset.Decider, src, dst string, sport, dport uint16, at time.Time) nflog.Packet {
+func packet(d decider.Decider, src, dst string, sport, dport uint16, at time.Time) nflog.Packet {
 	return nflog.Packet{Time: at, Prefix: compile.DeciderID(d), Flow: nflog.Flow{
 		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Protocol: 6, SrcPort: sport, DstPort: dport}}
 }
@@ -154,7 +155,7 @@ func TestObserve_JSONLinesFilteredByTheAgent(t *testing.T) {
 	assert.Equal(t, "shop/frontend-1", first.Src.Key())
 	assert.Equal(t, "shop/db", first.Dst.Key())
 	assert.Equal(t, []string{"shop/db", "shop/default-deny"}, first.Policies)
-	assert.Equal(t, "ClusterNetworkPolicy", second.Kind)
+	assert.Equal(t, "ClusterNetworkPolicy", second.Kind.String())
 	assert.Equal(t, "monitoring/prometheus", second.Src.Key())
 	assert.Equal(t, "no-metrics-scrape-of-db", second.RuleName)
 	assert.NotContains(t, strings.Join(lines, "\n"), `"verdict":"allow"`, "the allow was filtered out by the agent")

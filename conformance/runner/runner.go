@@ -27,6 +27,7 @@ import (
 	"github.com/policyd/policyd/conformance/lab"
 	"github.com/policyd/policyd/conformance/truthtable"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/model"
 	"github.com/policyd/policyd/policy/nft"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -97,7 +98,7 @@ type Config struct {
 	Mutate func(node string, rs *ruleset.Ruleset)
 	// Verdicts makes every node's table log what it drops (every packet,
 	// no rate limit) and checks each denied TCP and UDP probe's kernel
-	// record against the decider policyd explain names (see Decider and
+	// record against the decider policyd explain names (see KernelRecord and
 	// StepResult.Verdicts). LogAllowed also logs the new connections rules
 	// admit and checks the allowed probes the same way.
 	Verdicts, LogAllowed bool
@@ -133,11 +134,11 @@ type Cell struct {
 	// both directions, the egress record; Explained and ExplainedEgress are
 	// the same as policyd explain names them. VerdictCheck is VerdictAgree,
 	// VerdictDisagree or VerdictMissing.
-	Kernel          *Decider `json:"kernel,omitempty"`
-	KernelEgress    *Decider `json:"kernelEgress,omitempty"`
-	Explained       *Decider `json:"explained,omitempty"`
-	ExplainedEgress *Decider `json:"explainedEgress,omitempty"`
-	VerdictCheck    string   `json:"verdicts,omitempty"`
+	Kernel          *KernelRecord    `json:"kernel,omitempty"`
+	KernelEgress    *KernelRecord    `json:"kernelEgress,omitempty"`
+	Explained       *decider.Decider `json:"explained,omitempty"`
+	ExplainedEgress *decider.Decider `json:"explainedEgress,omitempty"`
+	VerdictCheck    string           `json:"verdicts,omitempty"`
 }
 
 // Agrees reports whether the cell's observed, expected and case verdicts

@@ -2,12 +2,10 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,9 +14,9 @@ import (
 	"github.com/policyd/policyd/conformance/lab"
 	"github.com/policyd/policyd/nflog"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/explain"
 	"github.com/policyd/policyd/policy/model"
-	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/verdicts"
 )
 
@@ -33,8 +31,8 @@ import (
 // before any masquerade, with the entry node's address as the source where
 // explain says the backend sees that (externalTrafficPolicy Cluster, on
 // another node). The first record of the flow is the probe's first packet.
-// The decider the record names is compared with the one policyd explain
-// names for the same query.
+// The decider the record names is compared, as a value, with the one
+// policyd explain names for the same query (model.Direction.Decider).
 
 // LogGroup is the nfnetlink_log group the lab's tables log to. Groups are
 // per network namespace, so it never meets another lab's or the host's.
@@ -55,226 +53,26 @@ const (
 // latest one second (its default flush timeout) after its first message.
 const logDrainWait = 1200 * time.Millisecond
 
-// Decider is what decided one direction of a probe, as the kernel logged it
-// (Cell.Kernel) or as policyd explain names it (Cell.Explained). Its JSON
-// form is documented in docs/explain-json.md ("policyd lab -o jsonl").
-type Decider struct {
-	// Verdict is "deny" or "allow".
-	Verdict string `json:"verdict"`
-	// Direction is "egress" (judged on the source's node) or "ingress" (on
-	// the destination's).
-	Direction string `json:"direction"`
-	// Kind is "NetworkPolicy", "ClusterNetworkPolicy" or "ct-invalid".
-	Kind string `json:"kind"`
-	// Policies: for a NetworkPolicy deny, the isolating policies
-	// ("namespace/name", sorted), whose default deny dropped the packet; for
-	// a NetworkPolicy allow, the one policy whose rule admitted it; for a
-	// ClusterNetworkPolicy, its name (JSON: a string, not a list).
-	Policies []string `json:"-"`
-	// Tier is "Admin" or "Baseline" for a ClusterNetworkPolicy.
-	Tier string `json:"tier,omitempty"`
-	// Rule is the index of the deciding rule in the policy's ingress or
-	// egress list: set for a ClusterNetworkPolicy rule and for the
-	// NetworkPolicy rule that admitted a packet, absent for a default deny.
-	Rule *int `json:"rule,omitempty"`
-	// RuleName is a ClusterNetworkPolicy rule's name, if it has one.
-	RuleName string `json:"ruleName,omitempty"`
-	// Action is a ClusterNetworkPolicy rule's action: Accept, Deny or Pass.
-	Action string `json:"action,omitempty"`
-	// Node and ID are set on kernel records: the node whose table logged
-	// the packet, and the log prefix (the decider's id).
+// KernelRecord is the decider of one kernel record (Cell.Kernel): what its
+// id stands for in the rulesets the run committed (the zero Decider, kind
+// "invalid", when none had the id), the node whose table logged the packet
+// and the log prefix. Its JSON form is the decider's with node and id added,
+// documented in docs/explain-json.md ("policyd lab -o jsonl").
+type KernelRecord struct {
+	decider.Decider
 	Node string `json:"node,omitempty"`
 	ID   string `json:"id,omitempty"`
 }
 
-// Decider kinds as the JSON names them.
-const (
-	KindNetworkPolicy        = "NetworkPolicy"
-	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
-	KindCtInvalid            = "ct-invalid"
-	kindUnknown              = "unknown"
-)
-
-type deciderJSON struct {
-	Verdict   string `json:"verdict"`
-	Direction string `json:"direction"`
-	Kind      string `json:"kind"`
-	Policy    any    `json:"policy,omitempty"`
-	Tier      string `json:"tier,omitempty"`
-	Rule      *int   `json:"rule,omitempty"`
-	RuleName  string `json:"ruleName,omitempty"`
-	Action    string `json:"action,omitempty"`
-	Node      string `json:"node,omitempty"`
-	ID        string `json:"id,omitempty"`
-}
-
-// MarshalJSON writes policy as a list for NetworkPolicies and as a string
-// for a ClusterNetworkPolicy.
-func (d Decider) MarshalJSON() ([]byte, error) {
-	j := deciderJSON{Verdict: d.Verdict, Direction: d.Direction, Kind: d.Kind, Tier: d.Tier, Rule: d.Rule, RuleName: d.RuleName, Action: d.Action, Node: d.Node, ID: d.ID}
-	switch {
-	case d.Kind == KindClusterNetworkPolicy && len(d.Policies) == 1:
-		j.Policy = d.Policies[0]
-	case len(d.Policies) > 0:
-		j.Policy = d.Policies
-	}
-	return json.Marshal(j)
-}
-
-// UnmarshalJSON is the inverse of MarshalJSON.
-func (d *Decider) UnmarshalJSON(b []byte) error {
-	var j struct {
-		deciderJSON
-		Policy json.RawMessage `json:"policy"`
-	}
-	if err := json.Unmarshal(b, &j); err != nil {
-		return err
-	}
-	*d = Decider{Verdict: j.Verdict, Direction: j.Direction, Kind: j.Kind, Tier: j.Tier, Rule: j.Rule, RuleName: j.RuleName, Action: j.Action, Node: j.Node, ID: j.ID}
-	if len(j.Policy) == 0 {
-		return nil
-	}
-	var one string
-	if err := json.Unmarshal(j.Policy, &one); err == nil {
-		d.Policies = []string{one}
-		return nil
-	}
-	return json.Unmarshal(j.Policy, &d.Policies)
-}
-
-// same reports whether d and o name the same decider (the node and id of a
-// kernel record, and the rule's name, which follows from the rest, aside).
-func (d *Decider) same(o *Decider) bool {
-	if d == nil || o == nil {
-		return d == o
-	}
-	ri := func(r *int) int {
-		if r == nil {
-			return -1
-		}
-		return *r
-	}
-	return d.Verdict == o.Verdict && d.Direction == o.Direction && d.Kind == o.Kind &&
-		slices.Equal(d.Policies, o.Policies) && strings.EqualFold(d.Tier, o.Tier) &&
-		ri(d.Rule) == ri(o.Rule) && d.Action == o.Action
-}
-
-// String renders d for people: "ingress deny: NetworkPolicy default deny of
-// x/a, x/b", "egress allow: ClusterNetworkPolicy Admin n egress[2] Accept".
-func (d *Decider) String() string {
-	if d == nil {
+// String renders k for people: "ingress default deny of x/a,x/b on node-1".
+func (k *KernelRecord) String() string {
+	if k == nil {
 		return "none"
 	}
-	s := d.Direction + " " + d.Verdict + ": "
-	switch d.Kind {
-	case KindNetworkPolicy:
-		if d.Rule == nil {
-			s += "NetworkPolicy default deny of " + strings.Join(d.Policies, ", ")
-		} else {
-			s += fmt.Sprintf("NetworkPolicy %s %s[%d]", strings.Join(d.Policies, ", "), d.Direction, *d.Rule)
-		}
-	case KindClusterNetworkPolicy:
-		s += fmt.Sprintf("ClusterNetworkPolicy %s %s %s[%d] %s", d.Tier, strings.Join(d.Policies, ", "), d.Direction, derefInt(d.Rule), d.Action)
-		if d.RuleName != "" {
-			s += " (" + d.RuleName + ")"
-		}
-	default:
-		s += d.Kind
-		if d.ID != "" {
-			s += " " + d.ID
-		}
+	if k.Kind == decider.KindInvalid {
+		return "unknown id " + k.ID + " on " + k.Node
 	}
-	if d.Node != "" {
-		s += " on " + d.Node
-	}
-	return s
-}
-
-func derefInt(p *int) int {
-	if p == nil {
-		return -1
-	}
-	return *p
-}
-
-func intPtr(i int) *int { return &i }
-
-// kernelDecider turns a log record into a Decider: the id is looked up in
-// every ruleset the run committed; a ClusterNetworkPolicy rule's name comes
-// from snap.
-func kernelDecider(d ruleset.Decider, known bool, node, id string, snap *cluster.Snapshot) *Decider {
-	out := &Decider{Node: node, ID: id, Direction: d.Direction, Verdict: verdictName(d.Verdict)}
-	if !known {
-		out.Kind = kindUnknown
-		return out
-	}
-	switch d.Kind {
-	case ruleset.DeciderPolicies:
-		out.Kind = KindNetworkPolicy
-		out.Policies = slices.Clone(d.Policies)
-		if d.Verdict == ruleset.Accept {
-			out.Rule = intPtr(d.Rule)
-		}
-	case ruleset.DeciderCNP:
-		out.Kind = KindClusterNetworkPolicy
-		out.Policies = []string{d.Name}
-		out.Tier, out.Rule, out.Action = d.Tier, intPtr(d.Rule), d.Action
-		out.RuleName = cnpRuleName(snap, d.Name, d.Direction, d.Rule)
-	case ruleset.DeciderCtInvalid:
-		out.Kind = KindCtInvalid
-	default:
-		out.Kind = kindUnknown
-	}
-	return out
-}
-
-func verdictName(v ruleset.VerdictKind) string {
-	switch v {
-	case ruleset.Drop:
-		return "deny"
-	case ruleset.Accept:
-		return "allow"
-	}
-	return strings.ToLower(ruleset.Verdict{Kind: v}.String())
-}
-
-func cnpRuleName(snap *cluster.Snapshot, name, direction string, rule int) string {
-	if snap == nil {
-		return ""
-	}
-	d := cluster.Ingress
-	if direction == cluster.Egress.String() {
-		d = cluster.Egress
-	}
-	for _, cp := range snap.ClusterPolicies {
-		if cp.Name == name {
-			if rs := cp.Rules(d); rule >= 0 && rule < len(rs) {
-				return rs[rule].Name
-			}
-		}
-	}
-	return ""
-}
-
-// explained returns what explain names as the decider of one direction, or
-// nil when nothing decided it (the pod is not isolated and no
-// ClusterNetworkPolicy rule matched, node traffic, a pod to itself).
-func explained(d model.Direction) *Decider {
-	verdict := "deny"
-	if d.Allowed {
-		verdict = "allow"
-	}
-	switch {
-	case d.ClusterRule != nil:
-		r := d.ClusterRule
-		return &Decider{Verdict: verdict, Direction: d.Direction, Kind: KindClusterNetworkPolicy, Policies: []string{r.Policy},
-			Tier: r.Tier, Rule: intPtr(r.Rule), RuleName: r.Name, Action: r.Action}
-	case d.Tier == "NetworkPolicy" && d.Allowed && d.Match != nil:
-		return &Decider{Verdict: verdict, Direction: d.Direction, Kind: KindNetworkPolicy, Policies: []string{d.Match.Policy}, Rule: intPtr(d.Match.Rule)}
-	case d.Tier == "NetworkPolicy" && !d.Allowed:
-		return &Decider{Verdict: verdict, Direction: d.Direction, Kind: KindNetworkPolicy, Policies: slices.Clone(d.Policies)}
-	}
-	return nil
+	return k.Decider.String() + " on " + k.Node
 }
 
 // VerdictTally counts the probes of one verdict (denied or allowed, as
@@ -614,7 +412,7 @@ func (e *enforcer) verdictRefs(cells []Cell, refs []verdictRef, results []lab.Re
 // order: for a denied probe the denying direction (egress is judged first),
 // after, with logAllowed, the egress rule that let it out; for an allowed
 // one each direction a rule decided.
-func wantDeciders(c *Cell, d model.Decision, logAllowed bool) []*Decider {
+func wantDeciders(c *Cell, d model.Decision, logAllowed bool) []*decider.Decider {
 	var dirs []model.Direction
 	switch {
 	case c.Observed:
@@ -626,10 +424,10 @@ func wantDeciders(c *Cell, d model.Decision, logAllowed bool) []*Decider {
 	case !d.Ingress.Allowed:
 		dirs = []model.Direction{d.Ingress}
 	}
-	var out []*Decider
+	var out []*decider.Decider
 	for _, dir := range dirs {
-		if x := explained(dir); x != nil {
-			out = append(out, x)
+		if x, ok := dir.Decider(); ok {
+			out = append(out, &x)
 		}
 	}
 	return out
@@ -755,11 +553,11 @@ func (e *enforcer) resolveVerdicts(ctx context.Context, cfg Config, vs *verdictS
 		if len(want) > 0 {
 			tally.Decided++
 		}
-		got := e.firstRecords(recs[i], vs.snap, &st)
+		got := e.firstRecords(recs[i], &st)
 		if len(got) > 0 {
 			tally.Recorded++
 		}
-		e.fillVerdict(c, want, got)
+		fillVerdict(c, want, got)
 		switch c.VerdictCheck {
 		case VerdictAgree:
 			tally.Agree++
@@ -777,15 +575,15 @@ func (e *enforcer) resolveVerdicts(ctx context.Context, cfg Config, vs *verdictS
 
 // firstRecords returns the deciders of the first record of each direction
 // (a probe's retries and a UDP probe's repeats log the same flow again).
-func (e *enforcer) firstRecords(recs []*logRecord, snap *cluster.Snapshot, st *VerdictStats) []*Decider {
-	var out []*Decider
+func (e *enforcer) firstRecords(recs []*logRecord, st *VerdictStats) []*KernelRecord {
+	var out []*KernelRecord
 	seen := map[string]bool{}
 	for _, r := range recs {
 		d, ok := e.resolver.Decider(r.pkt.Prefix)
 		if !ok {
 			st.UnknownIDs++
 		}
-		k := kernelDecider(d, ok, r.node, r.pkt.Prefix, snap)
+		k := &KernelRecord{Decider: d, Node: r.node, ID: r.pkt.Prefix}
 		if seen[k.Direction] {
 			continue
 		}
@@ -796,23 +594,23 @@ func (e *enforcer) firstRecords(recs []*logRecord, snap *cluster.Snapshot, st *V
 }
 
 // fillVerdict sets c's kernel and explain deciders and the outcome of
-// comparing them. The first of want and got is the deciding one (the deny,
-// or an allow's ingress when both ends logged one); the second, an allow's
-// egress, goes to the Egress fields.
-func (e *enforcer) fillVerdict(c *Cell, want, got []*Decider) {
-	c.Kernel, c.KernelEgress = pick(got)
-	c.Explained, c.ExplainedEgress = pick(want)
-	byDir := func(ds []*Decider) map[string]*Decider {
-		m := map[string]*Decider{}
-		for _, d := range ds {
-			m[d.Direction] = d
-		}
-		return m
+// comparing them, as values. The first of want and got is the deciding one
+// (the deny, or an allow's ingress when both ends logged one); the second,
+// an allow's egress, goes to the Egress fields.
+func fillVerdict(c *Cell, want []*decider.Decider, got []*KernelRecord) {
+	c.Kernel, c.KernelEgress = pick(got, func(k *KernelRecord) string { return k.Direction })
+	c.Explained, c.ExplainedEgress = pick(want, func(d *decider.Decider) string { return d.Direction })
+	w := map[string]*decider.Decider{}
+	for _, d := range want {
+		w[d.Direction] = d
 	}
-	w, g := byDir(want), byDir(got)
+	g := map[string]*KernelRecord{}
+	for _, k := range got {
+		g[k.Direction] = k
+	}
 	c.VerdictCheck = VerdictAgree
 	for dir, gd := range g {
-		if !gd.same(w[dir]) {
+		if wd := w[dir]; wd == nil || !gd.Equal(*wd) {
 			c.VerdictCheck = VerdictDisagree
 			return
 		}
@@ -831,16 +629,16 @@ func (e *enforcer) fillVerdict(c *Cell, want, got []*Decider) {
 // the egress one apart. Both directions are there only when egress allowed
 // (an egress drop ends the packet), so the ingress one decided: the drop, or
 // the allow that let the packet in.
-func pick(ds []*Decider) (main, egress *Decider) {
+func pick[T any](ds []*T, direction func(*T) string) (main, egress *T) {
 	switch len(ds) {
 	case 0:
 		return nil, nil
 	case 1:
 		return ds[0], nil
 	}
-	var in, eg *Decider
+	var in, eg *T
 	for _, d := range ds {
-		if d.Direction == cluster.Ingress.String() {
+		if direction(d) == cluster.Ingress.String() {
 			in = d
 		} else {
 			eg = d

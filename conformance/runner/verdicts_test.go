@@ -11,26 +11,28 @@ import (
 	"github.com/policyd/policyd/conformance/lab"
 	"github.com/policyd/policyd/conformance/runner"
 	"github.com/policyd/policyd/internal/netnstest"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
 func intp(i int) *int { return &i }
 
-// TestDecider_JSON: a NetworkPolicy decider's policy is a list, a
-// ClusterNetworkPolicy's a string, and both read back as written.
-func TestDecider_JSON(t *testing.T) {
+// TestKernelRecord_JSON: a kernel record is its decider's one JSON form
+// (policies always a list) with the node and id added, and reads back as
+// written.
+func TestKernelRecord_JSON(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		d    runner.Decider
+		d    runner.KernelRecord
 		want string
 	}{
-		{"v1 default deny", runner.Decider{Verdict: "deny", Direction: "ingress", Kind: runner.KindNetworkPolicy, Policies: []string{"x/allow-b", "x/default-deny"}},
-			`{"verdict":"deny","direction":"ingress","kind":"NetworkPolicy","policy":["x/allow-b","x/default-deny"]}`},
-		{"v1 rule admitted", runner.Decider{Verdict: "allow", Direction: "egress", Kind: runner.KindNetworkPolicy, Policies: []string{"x/allow-b"}, Rule: intp(0), Node: "node-1", ID: "pd:00"},
-			`{"verdict":"allow","direction":"egress","kind":"NetworkPolicy","policy":["x/allow-b"],"rule":0,"node":"node-1","id":"pd:00"}`},
-		{"cnp rule", runner.Decider{Verdict: "deny", Direction: "egress", Kind: runner.KindClusterNetworkPolicy, Policies: []string{"NAME"}, Tier: "Admin", Rule: intp(2), RuleName: "deny-all", Action: "Deny"},
-			`{"verdict":"deny","direction":"egress","kind":"ClusterNetworkPolicy","policy":"NAME","tier":"Admin","rule":2,"ruleName":"deny-all","action":"Deny"}`},
+		{"v1 default deny", runner.KernelRecord{Decider: decider.Decider{Verdict: decider.VerdictDeny, Direction: "ingress", Kind: decider.KindNetworkPolicy, Policies: []string{"x/allow-b", "x/default-deny"}}},
+			`{"verdict":"deny","direction":"ingress","kind":"NetworkPolicy","policies":["x/allow-b","x/default-deny"]}`},
+		{"v1 rule admitted", runner.KernelRecord{Decider: decider.Decider{Verdict: decider.VerdictAllow, Direction: "egress", Kind: decider.KindNetworkPolicy, Policies: []string{"x/allow-b"}, Rule: intp(0)}, Node: "node-1", ID: "pd:00"},
+			`{"verdict":"allow","direction":"egress","kind":"NetworkPolicy","policies":["x/allow-b"],"rule":0,"node":"node-1","id":"pd:00"}`},
+		{"cnp rule", runner.KernelRecord{Decider: decider.Decider{Verdict: decider.VerdictDeny, Direction: "egress", Kind: decider.KindClusterNetworkPolicy, Policies: []string{"NAME"}, Tier: "Admin", Rule: intp(2), RuleName: "deny-all", Action: "Deny"}},
+			`{"verdict":"deny","direction":"egress","kind":"ClusterNetworkPolicy","policies":["NAME"],"tier":"Admin","rule":2,"ruleName":"deny-all","action":"Deny"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,10 +40,60 @@ func TestDecider_JSON(t *testing.T) {
 			b, err := json.Marshal(tt.d)
 			require.NoError(t, err)
 			assert.JSONEq(t, tt.want, string(b))
-			var back runner.Decider
+			var back runner.KernelRecord
 			require.NoError(t, json.Unmarshal(b, &back))
 			assert.Equal(t, tt.d, back)
 		})
+	}
+}
+
+// TestFillVerdict_Samples: for every sample decider, as explain's answer, a
+// kernel record of the same decider agrees, one of any other sample (or of
+// the same one with its rule's name or index changed) disagrees, and none at
+// all is missing; every sample as a kernel record reads back from the lab's
+// JSON as itself with its node and id.
+func TestFillVerdict_Samples(t *testing.T) {
+	t.Parallel()
+	samples := decider.Samples()
+	for i, want := range samples {
+		rec := func(d decider.Decider) []*runner.KernelRecord {
+			return []*runner.KernelRecord{{Decider: d, Node: "node-1", ID: "pd:0123456789abcdef"}}
+		}
+		c := runner.Cell{Observed: want.Verdict == decider.VerdictAllow}
+		runner.FillVerdict(&c, []*decider.Decider{&want}, rec(decider.Samples()[i]))
+		assert.Equal(t, runner.VerdictAgree, c.VerdictCheck, "%s", want)
+		assert.Equal(t, &want, c.Explained)
+		require.NotNil(t, c.Kernel)
+
+		b, err := json.Marshal(c.Kernel)
+		require.NoError(t, err)
+		var back runner.KernelRecord
+		require.NoError(t, json.Unmarshal(b, &back))
+		assert.Equal(t, *c.Kernel, back, "%s", b)
+
+		for j, other := range samples {
+			if i == j {
+				continue
+			}
+			c := runner.Cell{Observed: want.Verdict == decider.VerdictAllow}
+			runner.FillVerdict(&c, []*decider.Decider{&want}, rec(other))
+			assert.Equal(t, runner.VerdictDisagree, c.VerdictCheck, "explain %s, kernel %s", want, other)
+		}
+		if want.Rule != nil {
+			for _, edit := range []func(*decider.Decider){
+				func(d *decider.Decider) { d.RuleName = "another" },
+				func(d *decider.Decider) { d.Rule = intp(*d.Rule + 1) },
+			} {
+				d := decider.Samples()[i]
+				edit(&d)
+				c := runner.Cell{Observed: want.Verdict == decider.VerdictAllow}
+				runner.FillVerdict(&c, []*decider.Decider{&want}, rec(d))
+				assert.Equal(t, runner.VerdictDisagree, c.VerdictCheck, "explain %s, kernel %+v", want, d)
+			}
+		}
+		c = runner.Cell{}
+		runner.FillVerdict(&c, []*decider.Decider{&want}, nil)
+		assert.Equal(t, runner.VerdictMissing, c.VerdictCheck, "%s", want)
 	}
 }
 
@@ -85,18 +137,18 @@ func TestRun_VerdictsNameTheDecider(t *testing.T) {
 		}
 		require.NotNil(t, c.Kernel, "%+v", c)
 		assert.Equal(t, "ingress", c.Kernel.Direction)
-		assert.Equal(t, runner.KindNetworkPolicy, c.Kernel.Kind)
+		assert.Equal(t, decider.KindNetworkPolicy, c.Kernel.Kind)
 		assert.True(t, strings.HasPrefix(c.Kernel.ID, "pd:"), c.Kernel.ID)
 		assert.NotEmpty(t, c.Kernel.Node)
 		switch {
 		case !c.Observed:
 			denied++
-			assert.Equal(t, "deny", c.Kernel.Verdict)
+			assert.Equal(t, decider.VerdictDeny, c.Kernel.Verdict)
 			assert.Equal(t, both, c.Kernel.Policies, "a default deny names every isolating policy")
 			assert.Nil(t, c.Kernel.Rule)
 		case c.Port == 80:
 			admitted++
-			assert.Equal(t, "allow", c.Kernel.Verdict)
+			assert.Equal(t, decider.VerdictAllow, c.Kernel.Verdict)
 			assert.Equal(t, []string{"x/allow-client-a-via-ns-selector-80"}, c.Kernel.Policies)
 			assert.Equal(t, intp(0), c.Kernel.Rule)
 		}
@@ -118,7 +170,7 @@ func TestRun_VerdictsClusterNetworkPolicyRule(t *testing.T) {
 	cnpDenies := 0
 	for _, c := range cells {
 		require.NotNil(t, c.Kernel, "%+v", c)
-		if c.Kernel.Kind == runner.KindClusterNetworkPolicy {
+		if c.Kernel.Kind == decider.KindClusterNetworkPolicy {
 			cnpDenies++
 			assert.Equal(t, "Deny", c.Kernel.Action)
 			assert.Equal(t, "Admin", c.Kernel.Tier)

@@ -41,6 +41,7 @@ var sets = []setName{
 	{"policy/ruleset", "Rule"},     // the rule shapes, in type switches
 	{"policy/ruleset", "Shape"},    // the rule shapes, by their Shape constant
 	{"policy/ruleset", "StepKind"}, // the kinds of step of a batch
+	{"policy/decider", "Kind"},     // the kinds of decider
 }
 
 // setName names a sealed set.

@@ -93,6 +93,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/quarantine"
 	"github.com/policyd/policyd/policy/ruleset"
 )
@@ -326,7 +327,7 @@ type compiler struct {
 	egressNamed []namedKey
 	// deciders maps the ids of the log chains made so far to their
 	// deciders; logErr is a collision among them (see logged).
-	deciders map[string]ruleset.Decider
+	deciders map[string]decider.Decider
 	logErr   error
 	// limit is the limit object the log rules share (see logLimit).
 	limit *ruleset.Limit
@@ -416,7 +417,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 	for _, pol := range group {
 		for ri, rule := range pol.Rules(d) {
 			comment := truncate(fmt.Sprintf("%s %s[%d]", pol.Key(), d, ri))
-			allow := c.logged(allow, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: d.String(), Policies: []string{pol.Key()}, Rule: ri})
+			allow := c.logged(allow, decider.Decider{Kind: decider.KindNetworkPolicy, Direction: d.String(), Policies: []string{pol.Key()}, Rule: decider.Index(ri)})
 			portSet, named, ok := c.portMatch(rule)
 			if !ok {
 				continue // every port entry was invalid: the rule matches nothing
@@ -470,7 +471,7 @@ func (c *compiler) groupChain(d cluster.Direction, group []*cluster.Policy, fam 
 		}
 		tail = append(tail, nt)
 	}
-	deny := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: d.String(), Policies: policyKeys(group)})
+	deny := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, decider.Decider{Kind: decider.KindNetworkPolicy, Direction: d.String(), Policies: policyKeys(group)})
 	tail = append(tail, &ruleset.VerdictRule{Verdict: deny})
 	rules := append([]ruleset.Rule{&ruleset.CtRule{States: ruleset.CtInvalid, Verdict: invalid}}, c.portDispatch(d, ordered, tail)...)
 
@@ -566,7 +567,7 @@ func nodeTraffic() ruleset.Rule {
 // accepted (as at the end of the ingress chain), anything else dropped. Its
 // name is a hash of its rules, like a group chain's.
 func (c *compiler) invalidChain() string {
-	drop := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderCtInvalid, Direction: cluster.Ingress.String()})
+	drop := c.logged(ruleset.Verdict{Kind: ruleset.Drop}, decider.Decider{Kind: decider.KindCtInvalid, Direction: cluster.Ingress.String()})
 	rules := []ruleset.Rule{nodeTraffic(), &ruleset.VerdictRule{Verdict: drop}}
 	return c.addChain("invalid-"+chainHash(rules), rules)
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
@@ -46,7 +47,7 @@ type namedUse struct {
 
 type logUse struct {
 	v ruleset.Verdict
-	d ruleset.Decider
+	d decider.Decider
 }
 
 // memoFor returns the memo of group chain key gk if it was made for these

@@ -164,8 +164,7 @@ entries:
 			// nothing follows (pass is then allow), to the default allow,
 			// which is never logged, as explain names no decider for it.
 			if r.Action != cluster.ActionPass || cp.Tier != cluster.TierAdmin {
-				v = c.logged(v, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
-					Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
+				v = c.logged(v, cnpDecider(cp, d, ri))
 			}
 			if d == cluster.Ingress && r.Action != cluster.ActionAccept && r.Action != cluster.ActionPass {
 				v = c.nodeFirstDrop(v, allow)
@@ -178,8 +177,7 @@ entries:
 			if r.Action != cluster.ActionAccept && !r.MatchAll && c.disputed(r, fam) {
 				dv := v
 				if r.Action == cluster.ActionPass {
-					dv = c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderCNP, Direction: d.String(),
-						Tier: fmt.Sprint(cp.Tier), Name: cp.Name, Rule: ri, Action: fmt.Sprint(r.Action)})
+					dv = c.logged(ruleset.Verdict{Kind: ruleset.Drop}, cnpDecider(cp, d, ri))
 					if d == cluster.Ingress {
 						dv = c.nodeFirstDrop(dv, allow)
 					}

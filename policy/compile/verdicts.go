@@ -7,6 +7,7 @@ import (
 	"maps"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/ruleset"
 )
 
@@ -16,7 +17,7 @@ import (
 //
 // A logged verdict goes (goto) to a log chain instead of being applied in
 // place: the chain holds one ruleset.LogRule (counter, limit, log) and then
-// the verdict. One log chain serves one decider (see ruleset.Decider): the
+// the verdict. One log chain serves one decider (see decider.Decider): the
 // isolating policies of a group chain and a direction for a default deny,
 // one rule of a ClusterNetworkPolicy, the conntrack-invalid drop of a
 // direction; both families share it. So its counter counts that decider's
@@ -43,7 +44,7 @@ const LogPrefix = "pd:"
 // DeciderID returns the id of d: LogPrefix and a hash of d's Key, so the
 // same decider has the same id in every ruleset and two deciders never share
 // one (compile fails on a collision).
-func DeciderID(d ruleset.Decider) string {
+func DeciderID(d decider.Decider) string {
 	sum := sha256.Sum256([]byte(d.Key()))
 	return LogPrefix + hex.EncodeToString(sum[:8])
 }
@@ -54,7 +55,7 @@ func DeciderID(d ruleset.Decider) string {
 //
 // A hash collision (two deciders, one id) is kept in c.logErr, which fails
 // the compile.
-func (c *compiler) logged(v ruleset.Verdict, d ruleset.Decider) ruleset.Verdict {
+func (c *compiler) logged(v ruleset.Verdict, d decider.Decider) ruleset.Verdict {
 	opts := c.cc.Options.Log
 	switch v.Kind {
 	case ruleset.Drop:
@@ -68,10 +69,9 @@ func (c *compiler) logged(v ruleset.Verdict, d ruleset.Decider) ruleset.Verdict 
 	default:
 		return v
 	}
-	if v.Kind == ruleset.Return {
-		d.Verdict = ruleset.Accept
-	} else {
-		d.Verdict = v.Kind
+	d.Verdict = decider.VerdictAllow
+	if v.Kind == ruleset.Drop {
+		d.Verdict = decider.VerdictDeny
 	}
 	if c.rec != nil {
 		c.rec.logs = append(c.rec.logs, logUse{v, d})
@@ -81,11 +81,11 @@ func (c *compiler) logged(v ruleset.Verdict, d ruleset.Decider) ruleset.Verdict 
 		c.logErr = fmt.Errorf("log id %s stands for both %q and %q", id, old.Key(), d.Key())
 	}
 	if c.deciders == nil {
-		c.deciders = map[string]ruleset.Decider{}
+		c.deciders = map[string]decider.Decider{}
 	}
 	c.deciders[id] = d
 	lr := &ruleset.LogRule{Prefix: id, Group: opts.Group, Limit: c.logLimit(), Comment: truncate(d.String())}
-	if d.Verdict == ruleset.Accept {
+	if d.Verdict == decider.VerdictAllow {
 		lr.States = ruleset.CtNew
 	}
 	rules := []ruleset.Rule{lr, &ruleset.VerdictRule{Verdict: v}}
@@ -116,7 +116,7 @@ func policyKeys(group []*cluster.Policy) []string {
 }
 
 // deciderMap returns a copy of the deciders of the log chains compiled, or nil.
-func (c *compiler) deciderMap() map[string]ruleset.Decider {
+func (c *compiler) deciderMap() map[string]decider.Decider {
 	if len(c.deciders) == 0 {
 		return nil
 	}
@@ -131,5 +131,14 @@ func (c *compiler) invalidVerdict(d cluster.Direction) ruleset.Verdict {
 	if d == cluster.Ingress {
 		return ruleset.Verdict{Kind: ruleset.Jump, Chain: c.invalidChain()}
 	}
-	return c.logged(ruleset.Verdict{Kind: ruleset.Drop}, ruleset.Decider{Kind: ruleset.DeciderCtInvalid, Direction: d.String()})
+	return c.logged(ruleset.Verdict{Kind: ruleset.Drop}, decider.Decider{Kind: decider.KindCtInvalid, Direction: d.String()})
+}
+
+// cnpDecider returns the decider of rule ri of cp in direction d. Compile
+// writes the rule's name into it, so whoever reads the Ruleset's Deciders
+// names the rule as the compiled state did.
+func cnpDecider(cp *cluster.ClusterPolicy, d cluster.Direction, ri int) decider.Decider {
+	r := cp.Rules(d)[ri]
+	return decider.Decider{Kind: decider.KindClusterNetworkPolicy, Direction: d.String(), Policies: []string{cp.Name},
+		Tier: fmt.Sprint(cp.Tier), Rule: decider.Index(ri), RuleName: r.Name, Action: fmt.Sprint(r.Action)}
 }

@@ -1,6 +1,7 @@
 package compile_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/policyd/policyd/cluster"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/ruleset"
 	"github.com/policyd/policyd/selectors"
 )
@@ -45,7 +47,7 @@ func TestCompile_LoggedDefaultDeny(t *testing.T) {
 	require.True(t, ok, "log chain starts with %q", lc.Rules[0].Text())
 	assert.Equal(t, "drop", lc.Rules[1].Text())
 	assert.Equal(t, uint16(100), lr.Group)
-	assert.Equal(t, ruleset.Decider{Kind: ruleset.DeciderPolicies, Direction: "ingress", Verdict: ruleset.Drop, Policies: []string{"x/deny"}}, rs.Deciders[lr.Prefix])
+	assert.Equal(t, decider.Decider{Kind: decider.KindNetworkPolicy, Direction: "ingress", Verdict: decider.VerdictDeny, Policies: []string{"x/deny"}}, rs.Deciders[lr.Prefix])
 	// Both families and the invalid drop have their log chains; every
 	// prefix resolves, and every log rule names the table's one limit: the
 	// rate is the node's.
@@ -84,7 +86,7 @@ func TestCompile_LogIDsStableAndNeverReused(t *testing.T) {
 		assert.Equal(t, d, afterUnrelated.Deciders[id], "id %s", id)
 	}
 	edited := newFixture(deny, withPolicy(policy("x", "second", networkingv1.NetworkPolicySpec{}))).compileWith(t, "node-1", logDrops)
-	seen := map[string]ruleset.Decider{}
+	seen := map[string]decider.Decider{}
 	for _, rs := range []*ruleset.Ruleset{before, afterUnrelated, edited} {
 		for id, d := range rs.Deciders {
 			if old, ok := seen[id]; ok {
@@ -96,7 +98,7 @@ func TestCompile_LogIDsStableAndNeverReused(t *testing.T) {
 	}
 	var found bool
 	for _, d := range edited.Deciders {
-		if d.Kind == ruleset.DeciderPolicies && strings.Join(d.Policies, ",") == "x/deny,x/second" {
+		if d.Kind == decider.KindNetworkPolicy && strings.Join(d.Policies, ",") == "x/deny,x/second" {
 			found = true
 		}
 	}
@@ -132,7 +134,7 @@ func TestCompile_AdminPassIsNotLoggedAsDecider(t *testing.T) {
 	require.NoError(t, err)
 	var actions []string
 	for _, d := range rs.Deciders {
-		if d.Kind == ruleset.DeciderCNP {
+		if d.Kind == decider.KindClusterNetworkPolicy {
 			actions = append(actions, d.Action)
 		}
 	}
@@ -168,4 +170,56 @@ func TestCompile_LoggedAllowsKeepPolicyOrder(t *testing.T) {
 	logged := f.compileWith(t, "node-1", compile.Options{Log: compile.LogOptions{Drops: true, Allowed: true, Group: 100}})
 	assert.Equal(t, []string{"x/a-from-b ingress[0]", "x/b-any-80 ingress[0]"}, allowed(logged))
 	assert.Equal(t, []string{"x/b-any-80 ingress[0]"}, allowed(f.compile(t, "node-1")), "without logging the covered rule goes")
+}
+
+// TestDeciderID_Samples: every sample decider's id is the one it had
+// before deciders were one type (ids are in the kernel's log chains and
+// the agent's resolver across its run, so they never change for a decider
+// that exists), and no two samples share one.
+func TestDeciderID_Samples(t *testing.T) {
+	t.Parallel()
+	want := []string{"pd:442d7027ae125a5e", "pd:488c2cd724eef65e", "pd:b84cc68f958233ed", "pd:41a6c46504b80072", "pd:433f918f4b3aaa0f"}
+	samples := decider.Samples()
+	require.Len(t, want, len(samples))
+	for i, d := range samples {
+		assert.Equal(t, want[i], compile.DeciderID(d), "%s", d)
+	}
+}
+
+// TestCompile_ClusterRuleDecidersNameTheirRules: compile writes each
+// ClusterNetworkPolicy rule's name into its decider, in both directions, so
+// records name the rule as the compiled state did; a rule without a name has
+// none.
+func TestCompile_ClusterRuleDecidersNameTheirRules(t *testing.T) {
+	t.Parallel()
+	f := newFixture()
+	snap, errs := cluster.NewSnapshot(f.namespaces, f.pods, nil)
+	require.Empty(t, errs)
+	all := &metav1.LabelSelector{}
+	cnp := &npav1beta1.ClusterNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "block"},
+		Spec: npav1beta1.ClusterNetworkPolicySpec{
+			Tier: npav1beta1.AdminTier, Priority: 1,
+			Subject: npav1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "x"}}},
+			Ingress: []npav1beta1.ClusterNetworkPolicyIngressRule{
+				{Name: "first", Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny, From: []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "y"}}}}},
+				{Name: "no-metrics", Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny, From: []npav1beta1.ClusterNetworkPolicyIngressPeer{{Namespaces: all}}},
+			},
+			Egress: []npav1beta1.ClusterNetworkPolicyEgressRule{
+				{Action: npav1beta1.ClusterNetworkPolicyRuleActionDeny, To: []npav1beta1.ClusterNetworkPolicyEgressPeer{{Namespaces: all}}},
+			},
+		},
+	}
+	require.Empty(t, snap.AddClusterPolicies([]*npav1beta1.ClusterNetworkPolicy{cnp}, nil))
+	rs, err := (&compile.Compiler{Options: logDrops}).Compile(selectors.FromSnapshot(snap), "node-1")
+	require.NoError(t, err)
+	names := map[string]string{}
+	for id, d := range rs.Deciders {
+		if d.Kind == decider.KindClusterNetworkPolicy {
+			require.NotNil(t, d.Rule, "%s", d)
+			names[fmt.Sprintf("%s[%d]", d.Direction, *d.Rule)] = d.RuleName
+			assert.Equal(t, compile.DeciderID(d), id)
+		}
+	}
+	assert.Equal(t, map[string]string{"ingress[0]": "first", "ingress[1]": "no-metrics", "egress[0]": ""}, names)
 }

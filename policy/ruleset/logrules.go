@@ -13,7 +13,7 @@ import (
 //
 //	counter limit name "log-limit-100-200" log prefix "pd:0123456789abcdef" group 100
 //
-// Prefix is the id of what decided (see Decider); Group the nfnetlink_log
+// Prefix is the id of what decided (see Ruleset.Deciders); Group the nfnetlink_log
 // group. With States set the rule matches only packets in those conntrack
 // states (`ct state new counter …`), which accept logging uses. Limit names
 // the table's Limit object that gates the log; every log rule of a table
@@ -81,80 +81,6 @@ func (r *LogRule) Text() string {
 // LogRule and then the verdict it logs. Verdicts that are logged jump (goto)
 // there instead of applying the verdict in place.
 const LogChainPrefix = "log-"
-
-// DeciderKind says what kind of thing decided a logged verdict. The zero
-// value is invalid.
-type DeciderKind uint8
-
-// Decider kinds.
-const (
-	DeciderInvalid DeciderKind = iota
-	// DeciderPolicies is the default deny of the NetworkPolicies that
-	// isolate a pod in one direction (no rule of theirs allowed the packet),
-	// or, for an accept, the policies one of whose rules allowed it.
-	DeciderPolicies
-	// DeciderCNP is one rule of a ClusterNetworkPolicy.
-	DeciderCNP
-	// DeciderCtInvalid is the drop of a packet conntrack calls invalid.
-	DeciderCtInvalid
-)
-
-// String names the kind.
-func (k DeciderKind) String() string {
-	switch k {
-	case DeciderPolicies:
-		return "networkpolicy"
-	case DeciderCNP:
-		return "clusternetworkpolicy"
-	case DeciderCtInvalid:
-		return "ct-invalid"
-	}
-	return "invalid"
-}
-
-// Decider is what a log id stands for. Its fields are its identity: the id
-// is a hash of Key, so two deciders with the same id are the same decider.
-type Decider struct {
-	Kind DeciderKind
-	// Direction is "ingress" or "egress".
-	Direction string
-	// Verdict is Drop or Accept.
-	Verdict VerdictKind
-	// Policies are the NetworkPolicies ("namespace/name", sorted) of a
-	// DeciderPolicies.
-	Policies []string
-	// Tier ("admin" or "baseline"), Name and Rule (the index of the rule in
-	// its direction) name a DeciderCNP's rule; Action is its action.
-	Tier   string
-	Name   string
-	Rule   int
-	Action string
-}
-
-// Key is the canonical text of d; its hash is d's id.
-func (d Decider) Key() string {
-	switch d.Kind {
-	case DeciderCNP:
-		return fmt.Sprintf("cnp|%s|%s|%s|%d|%s|%s", d.Direction, d.Tier, d.Name, d.Rule, d.Action, Verdict{Kind: d.Verdict})
-	case DeciderCtInvalid:
-		return fmt.Sprintf("invalid|%s|%s", d.Direction, Verdict{Kind: d.Verdict})
-	}
-	return fmt.Sprintf("%s|%s|%s|%s", d.Kind, d.Direction, strings.Join(d.Policies, ","), Verdict{Kind: d.Verdict})
-}
-
-// String renders d for people.
-func (d Decider) String() string {
-	switch d.Kind {
-	case DeciderCNP:
-		return fmt.Sprintf("%s cnp %s %s[%d] %s", d.Tier, d.Name, d.Direction, d.Rule, d.Action)
-	case DeciderCtInvalid:
-		return fmt.Sprintf("ct state invalid %s", d.Direction)
-	}
-	if d.Verdict == Accept {
-		return fmt.Sprintf("%s allowed by %s", d.Direction, strings.Join(d.Policies, ","))
-	}
-	return fmt.Sprintf("%s default deny of %s", d.Direction, strings.Join(d.Policies, ","))
-}
 
 func ctStateText(s CtState) string {
 	var states []string

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/policyd/policyd/policy/decider"
 )
 
 // TableName is the name of the inet table policyd owns. policyd never touches
@@ -30,10 +32,11 @@ type Ruleset struct {
 	// Limits holds the named limit objects, sorted by name.
 	Limits []*Limit
 	// Deciders maps the id every LogRule carries as its prefix to what it
-	// stands for. It is metadata: it is neither printed, diffed nor written,
-	// and ids are content hashes, so one id means one decider in every
-	// Ruleset.
-	Deciders map[string]Decider
+	// stands for, its rule's name included (compile writes it). It is
+	// metadata: it is neither printed, diffed nor written, and ids are
+	// content hashes (of decider.Decider.Key), so one id means one decider
+	// in every Ruleset.
+	Deciders map[string]decider.Decider
 }
 
 // Set returns the set or map called name, or nil.

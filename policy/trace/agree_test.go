@@ -16,6 +16,7 @@ import (
 	"github.com/policyd/policyd/conformance"
 	"github.com/policyd/policyd/conformance/truthtable"
 	"github.com/policyd/policyd/policy/compile"
+	"github.com/policyd/policyd/policy/decider"
 	"github.com/policyd/policyd/policy/model"
 	"github.com/policyd/policyd/policy/quarantine"
 	"github.com/policyd/policyd/policy/ruleset"
@@ -151,7 +152,7 @@ func checkLogged(rulesets map[string]*ruleset.Ruleset, hops []trace.HopResult, o
 			if !ok {
 				return fmt.Sprintf("node %s logged id %s, which its Deciders lack", h.Node, id)
 			}
-			if d.Verdict == ruleset.Accept && !opts.Allowed {
+			if d.Verdict == decider.VerdictAllow && !opts.Allowed {
 				return fmt.Sprintf("node %s logged an accept (%s) with Allowed off", h.Node, d)
 			}
 		}
@@ -159,7 +160,7 @@ func checkLogged(rulesets map[string]*ruleset.Ruleset, hops []trace.HopResult, o
 			if len(h.Logged) == 0 {
 				return fmt.Sprintf("node %s %s dropped without logging:\n%s", h.Node, h.Hook, h.Result)
 			}
-			if d := rs.Deciders[h.Logged[len(h.Logged)-1]]; d.Verdict != ruleset.Drop {
+			if d := rs.Deciders[h.Logged[len(h.Logged)-1]]; d.Verdict != decider.VerdictDeny {
 				return fmt.Sprintf("node %s %s dropped, but logged %s", h.Node, h.Hook, d)
 			}
 		}
