@@ -139,11 +139,16 @@ func TestLive_Observe(t *testing.T) {
 }
 
 // TestRollingUpdate: moving the DaemonSet to a new image replaces every
-// agent, one node at a time, and no allowed connection fails and no denied
-// one connects meanwhile.
+// agent, one node at a time (never more than one node without a Ready
+// agent), and no allowed connection fails and no denied one connects
+// meanwhile.
 func TestRollingUpdate(t *testing.T) {
 	ctx := t.Context()
 	before, err := waitAgents(ctx, time.Minute, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := watchUncovered(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +163,14 @@ func TestRollingUpdate(t *testing.T) {
 	}
 	t.Logf("rolled out %s in %v: %s -> %s, %s -> %s", *nextImage, time.Since(from).Round(time.Second),
 		before[nodes[0]].Name, after[nodes[0]].Name, before[nodes[1]].Name, after[nodes[1]].Name)
+	most, at, err := stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("at most %d of %d nodes without a Ready agent at once", most, len(nodes))
+	if most > 1 {
+		t.Errorf("%d of %d nodes had no Ready agent at once (%v into the rollout): the rollout must replace one node's agent at a time, or no pod or policy change reaches any node meanwhile", most, len(nodes), at.Sub(from).Round(time.Millisecond))
+	}
 	judge(t, from, time.Now().Add(5*time.Second), baseline)
 }
 
