@@ -310,7 +310,7 @@ func TestUninstall(t *testing.T) {
 		}
 	}
 	from := time.Now()
-	if _, err := kubectl(ctx, "delete", "-k", *deployDir, "--wait", "--timeout=3m"); err != nil {
+	if _, err := kubectl(ctx, "delete", "-k", *deployDir, "--ignore-not-found", "--wait", "--timeout=3m"); err != nil {
 		t.Fatal(err)
 	}
 	// The agents are gone; the nodes keep enforcing.
@@ -332,7 +332,7 @@ func TestUninstall(t *testing.T) {
 			t.Errorf("after uninstalling, %s still has a policyd table (%v)", n, err)
 		}
 	}
-	if _, err := kubectl(ctx, "delete", "-k", *uninstallDir, "--wait", "--timeout=2m"); err != nil {
+	if _, err := kubectl(ctx, "delete", "-k", *uninstallDir, "--ignore-not-found", "--wait", "--timeout=2m"); err != nil {
 		t.Fatal(err)
 	}
 	// Nothing is enforced: every probe connects.
