@@ -5,6 +5,7 @@ package lifecycle_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -503,10 +505,14 @@ func watchUncovered(ctx context.Context) (stop func() (most int, at time.Time, e
 	}
 	most, at := uncovered(), time.Now()
 	var werr error
+	var stopping atomic.Bool // once set, the stream's end is ours
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for ev := range w.ResultChan() {
+			if stopping.Load() {
+				return
+			}
 			if ev.Type == watch.Error {
 				werr = fmt.Errorf("watching the agents: %v", apierrors.FromObject(ev.Object))
 				return
@@ -524,8 +530,12 @@ func watchUncovered(ctx context.Context) (stop func() (most int, at time.Time, e
 				most, at = u, time.Now()
 			}
 		}
+		if !stopping.Load() {
+			werr = errors.New("watching the agents: the watch ended before the rollout did")
+		}
 	}()
 	return func() (int, time.Time, error) {
+		stopping.Store(true)
 		w.Stop()
 		<-done
 		return most, at, werr

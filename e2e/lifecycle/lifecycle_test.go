@@ -164,12 +164,12 @@ func TestRollingUpdate(t *testing.T) {
 	t.Logf("rolled out %s in %v: %s -> %s, %s -> %s", *nextImage, time.Since(from).Round(time.Second),
 		before[nodes[0]].Name, after[nodes[0]].Name, before[nodes[1]].Name, after[nodes[1]].Name)
 	most, at, err := stop()
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Logf("at most %d of %d nodes without a Ready agent at once", most, len(nodes))
 	if most > 1 {
 		t.Errorf("%d of %d nodes had no Ready agent at once (%v into the rollout): the rollout must replace one node's agent at a time, or no pod or policy change reaches any node meanwhile", most, len(nodes), at.Sub(from).Round(time.Millisecond))
+	}
+	if err != nil {
+		t.Errorf("the count of nodes without an agent may be short: %v", err)
 	}
 	judge(t, from, time.Now().Add(5*time.Second), baseline)
 }
