@@ -5,6 +5,7 @@ package lifecycle_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -469,6 +472,74 @@ func agentPods(ctx context.Context) (map[string]corev1.Pod, error) {
 		}
 	}
 	return out, nil
+}
+
+// watchUncovered follows the agent pods from now on and records the most
+// nodes that had no Ready agent at once, and when; stop ends the watch and
+// returns them. While a node has no agent, no pod or policy change reaches
+// its kernel: the shipped rollout (maxUnavailable: 1) keeps that to one node
+// at a time.
+func watchUncovered(ctx context.Context) (stop func() (most int, at time.Time, err error), err error) {
+	opts := metav1.ListOptions{LabelSelector: agentLabel}
+	pl, err := cs.CoreV1().Pods(agentNS).List(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	opts.ResourceVersion = pl.ResourceVersion
+	w, err := cs.CoreV1().Pods(agentNS).Watch(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	ready := map[string]string{} // ready pod -> its node
+	for _, p := range pl.Items {
+		if podReady(&p) {
+			ready[p.Name] = p.Spec.NodeName
+		}
+	}
+	uncovered := func() int {
+		covered := map[string]bool{}
+		for _, n := range ready {
+			covered[n] = true
+		}
+		return len(nodes) - len(covered)
+	}
+	most, at := uncovered(), time.Now()
+	var werr error
+	var stopping atomic.Bool // once set, the stream's end is ours
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if stopping.Load() {
+				return
+			}
+			if ev.Type == watch.Error {
+				werr = fmt.Errorf("watching the agents: %v", apierrors.FromObject(ev.Object))
+				return
+			}
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			if ev.Type != watch.Deleted && podReady(p) {
+				ready[p.Name] = p.Spec.NodeName
+			} else {
+				delete(ready, p.Name)
+			}
+			if u := uncovered(); u > most {
+				most, at = u, time.Now()
+			}
+		}
+		if !stopping.Load() {
+			werr = errors.New("watching the agents: the watch ended before the rollout did")
+		}
+	}()
+	return func() (int, time.Time, error) {
+		stopping.Store(true)
+		w.Stop()
+		<-done
+		return most, at, werr
+	}, nil
 }
 
 // waitAgents waits until the DaemonSet has rolled out: one Ready agent per

@@ -139,11 +139,16 @@ func TestLive_Observe(t *testing.T) {
 }
 
 // TestRollingUpdate: moving the DaemonSet to a new image replaces every
-// agent, one node at a time, and no allowed connection fails and no denied
-// one connects meanwhile.
+// agent, one node at a time (never more than one node without a Ready
+// agent), and no allowed connection fails and no denied one connects
+// meanwhile.
 func TestRollingUpdate(t *testing.T) {
 	ctx := t.Context()
 	before, err := waitAgents(ctx, time.Minute, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := watchUncovered(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +163,14 @@ func TestRollingUpdate(t *testing.T) {
 	}
 	t.Logf("rolled out %s in %v: %s -> %s, %s -> %s", *nextImage, time.Since(from).Round(time.Second),
 		before[nodes[0]].Name, after[nodes[0]].Name, before[nodes[1]].Name, after[nodes[1]].Name)
+	most, at, err := stop()
+	t.Logf("at most %d of %d nodes without a Ready agent at once", most, len(nodes))
+	if most > 1 {
+		t.Errorf("%d of %d nodes had no Ready agent at once (%v into the rollout): the rollout must replace one node's agent at a time, or no pod or policy change reaches any node meanwhile", most, len(nodes), at.Sub(from).Round(time.Millisecond))
+	}
+	if err != nil {
+		t.Errorf("the count of nodes without an agent may be short: %v", err)
+	}
 	judge(t, from, time.Now().Add(5*time.Second), baseline)
 }
 
@@ -297,7 +310,7 @@ func TestUninstall(t *testing.T) {
 		}
 	}
 	from := time.Now()
-	if _, err := kubectl(ctx, "delete", "-k", *deployDir, "--wait", "--timeout=3m"); err != nil {
+	if _, err := kubectl(ctx, "delete", "-k", *deployDir, "--ignore-not-found", "--wait", "--timeout=3m"); err != nil {
 		t.Fatal(err)
 	}
 	// The agents are gone; the nodes keep enforcing.
@@ -319,7 +332,7 @@ func TestUninstall(t *testing.T) {
 			t.Errorf("after uninstalling, %s still has a policyd table (%v)", n, err)
 		}
 	}
-	if _, err := kubectl(ctx, "delete", "-k", *uninstallDir, "--wait", "--timeout=2m"); err != nil {
+	if _, err := kubectl(ctx, "delete", "-k", *uninstallDir, "--ignore-not-found", "--wait", "--timeout=2m"); err != nil {
 		t.Fatal(err)
 	}
 	// Nothing is enforced: every probe connects.
