@@ -95,7 +95,7 @@ func (a *Agent) attempt(ctx context.Context, imposed []quarantine.Decision) (nft
 	rs, err := a.compiler.Compile(a.index, a.cfg.NodeName)
 	decisions := a.compiler.Quarantined()
 	if err == nil && a.verdicts != nil {
-		a.verdicts.learn(rs, a.index)
+		a.verdicts.learn(rs)
 	}
 	a.mu.Unlock()
 	if err != nil {

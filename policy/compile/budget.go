@@ -1091,20 +1091,7 @@ func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRu
 		return out
 	}
 	k.portSet(oc, portSet)
-	ports := max(1, len(k.c.portElements(portSet)))
-	forms := 0
-	if portSet != "" || len(named) == 0 {
-		forms++
-	}
-	if len(named) > 0 {
-		n := 0
-		for _, p := range r.Peers {
-			if p.Kind != cluster.PeerIPBlock || family(p.CIDR.Addr()) == fam {
-				n++
-			}
-		}
-		forms += len(k.namedSets(oc, named, fam, d, n))
-	}
+	ports, forms := k.ruleForms(oc, d, r, fam, portSet, named)
 	boxes := 0
 	for i := range r.Peers {
 		peer := &r.Peers[i]
@@ -1145,20 +1132,7 @@ func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.Clus
 	if !ok {
 		return out
 	}
-	ports := max(1, len(k.c.portElements(portSet)))
-	forms := 0
-	if portSet != "" || len(named) == 0 {
-		forms++
-	}
-	if len(named) > 0 {
-		n := 0
-		for _, p := range r.Peers {
-			if p.Kind != cluster.PeerIPBlock || family(p.CIDR.Addr()) == fam {
-				n++
-			}
-		}
-		forms += len(k.namedSets(oc, named, fam, d, n))
-	}
+	ports, forms := k.ruleForms(oc, d, r, fam, portSet, named)
 	anyNamed := 0
 	for _, np := range named {
 		if n := len(k.c.disputedNamed(np, fam)); n > 0 {
@@ -1314,4 +1288,25 @@ func Count(rs *ruleset.Ruleset) Cost {
 	}
 	c.Chains = len(rs.Chains)
 	return c
+}
+
+// ruleForms counts, for a tier rule of family fam whose ports compiled to
+// portSet and named, the port elements one peer crosses (at least 1) and
+// the port forms each peer is matched in: the port set (or all ports), and
+// one per named-port set the rule's peers use (namedSets).
+func (k *counter) ruleForms(oc *objCost, d cluster.Direction, r *cluster.ClusterRule, fam int, portSet string, named []namedPort) (ports, forms int) {
+	ports = max(1, len(k.c.portElements(portSet)))
+	if portSet != "" || len(named) == 0 {
+		forms++
+	}
+	if len(named) > 0 {
+		n := 0
+		for _, p := range r.Peers {
+			if p.Kind != cluster.PeerIPBlock || family(p.CIDR.Addr()) == fam {
+				n++
+			}
+		}
+		forms += len(k.namedSets(oc, named, fam, d, n))
+	}
+	return ports, forms
 }
