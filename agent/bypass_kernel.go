@@ -63,7 +63,7 @@ func (k *KernelDatapath) Sample(_ context.Context, localPods []netip.Addr) (Data
 	if err != nil {
 		return DatapathSample{}, fmt.Errorf("datapath: conntrack: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }() // a netlink socket: nothing to flush
 	flows, err := conn.Dump(nil)
 	if err != nil {
 		return DatapathSample{}, fmt.Errorf("datapath: dumping conntrack: %w", err)
