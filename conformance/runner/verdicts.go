@@ -610,7 +610,17 @@ func fillVerdict(c *Cell, want []*decider.Decider, got []*KernelRecord) {
 	}
 	c.VerdictCheck = VerdictAgree
 	for dir, gd := range g {
-		if wd := w[dir]; wd == nil || !gd.Equal(*wd) {
+		// A rule's name is not part of the id the kernel logs (renaming a
+		// rule keeps its id), so a record names the rule as the resolver
+		// last learned it, which a step that renames the rule can move
+		// either way: the kernel's decision is everything but the name.
+		kd, wd := gd.Decider, w[dir]
+		if wd != nil {
+			named := *wd
+			named.RuleName = kd.RuleName
+			wd = &named
+		}
+		if wd == nil || !kd.Equal(*wd) {
 			c.VerdictCheck = VerdictDisagree
 			return
 		}
