@@ -106,7 +106,7 @@ func runDiff(cmd *cobra.Command, o *diffOptions, args []string) error {
 	}
 	keep := func(key string, sel *podSelection) bool {
 		if strings.HasPrefix(key, "svc/") {
-			ns, _, _ := strings.Cut(strings.TrimPrefix(key, "svc/"), "/")
+			ns := explain.NamespaceOf(key)
 			return (o.namespace == "" || ns == o.namespace) && sel == nil && sels["-l"] == nil
 		}
 		p := after.Pod(key)
@@ -198,7 +198,7 @@ func writeDiffText(w io.Writer, changes []explain.Change, d explain.ReachDiff) {
 		if !c.Denies() {
 			head = "DENIED -> ALLOWED"
 		}
-		if g := head + "  " + diffNS(c.From) + " -> " + diffNS(c.To); g != group {
+		if g := head + "  " + explain.NamespaceOf(c.From) + " -> " + explain.NamespaceOf(c.To); g != group {
 			group = g
 			fmt.Fprintf(w, "\n%s\n", g)
 		}
@@ -210,10 +210,4 @@ func writeDiffText(w io.Writer, changes []explain.Change, d explain.ReachDiff) {
 	if len(d.OnlyAfter) > 0 {
 		fmt.Fprintf(w, "\npods only in NEW (not compared): %s\n", strings.Join(d.OnlyAfter, ", "))
 	}
-}
-
-func diffNS(key string) string {
-	key = strings.TrimPrefix(key, "svc/")
-	ns, _, _ := strings.Cut(key, "/")
-	return ns
 }

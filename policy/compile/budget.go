@@ -1221,28 +1221,25 @@ func (c *compiler) stripped(sel podSelection) podSelection {
 // strippedPolicy returns the stripped form of p, the same value for the
 // same p across compiles.
 func (c *Compiler) strippedPolicy(p *cluster.Policy) *cluster.Policy {
-	if s, ok := c.strippedNP[p]; ok {
-		return s
-	}
-	if c.strippedNP == nil {
-		c.strippedNP = map[*cluster.Policy]*cluster.Policy{}
-	}
-	s := quarantine.StripPolicy(p)
-	c.strippedNP[p] = s
-	return s
+	return memoized(&c.strippedNP, p, quarantine.StripPolicy)
 }
 
 // strippedClusterPolicy is strippedPolicy for ClusterNetworkPolicies.
 func (c *Compiler) strippedClusterPolicy(p *cluster.ClusterPolicy) *cluster.ClusterPolicy {
-	if s, ok := c.strippedCNP[p]; ok {
-		return s
+	return memoized(&c.strippedCNP, p, quarantine.StripClusterPolicy)
+}
+
+// memoized returns (*m)[k], computing it with f (and making *m) on a miss.
+func memoized[K comparable, V any](m *map[K]V, k K, f func(K) V) V {
+	if v, ok := (*m)[k]; ok {
+		return v
 	}
-	if c.strippedCNP == nil {
-		c.strippedCNP = map[*cluster.ClusterPolicy]*cluster.ClusterPolicy{}
+	if *m == nil {
+		*m = map[K]V{}
 	}
-	s := quarantine.StripClusterPolicy(p)
-	c.strippedCNP[p] = s
-	return s
+	v := f(k)
+	(*m)[k] = v
+	return v
 }
 
 // forgetCounts drops the memos of the count the last compile did not use.

@@ -117,14 +117,15 @@ func Diff(before, after *cluster.Snapshot) (ReachDiff, error) {
 			}
 			return 1
 		}
-		return cmp.Or(cmp.Compare(nsOf(x.From), nsOf(y.From)), cmp.Compare(nsOf(x.To), nsOf(y.To)),
+		return cmp.Or(cmp.Compare(NamespaceOf(x.From), NamespaceOf(y.From)), cmp.Compare(NamespaceOf(x.To), NamespaceOf(y.To)),
 			cmp.Compare(x.From, y.From), cmp.Compare(x.To, y.To), cmp.Compare(x.Port, y.Port), cmp.Compare(x.Protocol, y.Protocol))
 	})
 	return d, nil
 }
 
-// nsOf is the namespace of a pod key, or of a Service's svc/NS/NAME.
-func nsOf(key string) string {
+// NamespaceOf is the namespace of a diff or matrix end: a pod key
+// "NS/NAME" or a Service's "svc/NS/NAME".
+func NamespaceOf(key string) string {
 	key = strings.TrimPrefix(key, "svc/")
 	ns, _, _ := strings.Cut(key, "/")
 	return ns
