@@ -385,6 +385,24 @@ spec:
 	assert.Equal(t, 1, code)
 	assert.Contains(t, out, "DENIED  shop/frontend -> shop/db-0")
 
+	// A workload as an end (issue 29 item 7): TYPE/NAME in -n stands for
+	// its pods, as kubectl reads deploy/NAME.
+	out, stderr, code = cli(t, "", "explain", "-f", dir, "-n", "shop", "deploy/api", "sts/db", "--port", "pg")
+	assert.Equal(t, 0, code, "%s%s", out, stderr)
+	assert.Contains(t, out, "ALLOWED  shop/api -> shop/db-0  TCP/5432")
+	out, _, code = cli(t, "", "explain", "-f", dir, "-n", "shop", "deployment.apps/frontend", "statefulsets/db", "--port", "5432")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "DENIED  shop/frontend -> shop/db-0")
+	out, stderr, code = cli(t, "", "explain", "-f", dir, "-n", "shop", "deploy/api", "sts/db", "--port", "pg", "--all-replicas")
+	assert.Equal(t, 0, code, "%s%s", out, stderr)
+	assert.Equal(t, 2*2, strings.Count(out, "ALLOWED  shop/api-"), "every replica of api to every replica of db:\n%s", out)
+	_, stderr, code = cli(t, "", "explain", "-f", dir, "-n", "shop", "deploy/nope", "sts/db")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "deployment shop/nope not found in -f")
+	_, stderr, code = cli(t, "", "explain", "-f", dir, "-n", "shop", "sts/api", "sts/db")
+	assert.Equal(t, 2, code, "api is a Deployment, not a StatefulSet")
+	assert.Contains(t, stderr, "statefulset shop/api not found")
+
 	out, _, code = cli(t, "", "explain", "-f", dir, "--matrix", "-o", "jsonl")
 	assert.Equal(t, 0, code)
 	assert.Equal(t, 3*2, strings.Count(out, "\n"), "3 pods, 2 peers each, at the destination's one port:\n%s", out)

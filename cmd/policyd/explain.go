@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,8 +41,11 @@ func newExplainCommand() *cobra.Command {
 		Short: "Say whether traffic between two pods is allowed, and which policy and rule decide it",
 		Long: `Explain whether SRC may open a connection to DST, and why.
 
-SRC and DST are pods or IP addresses. A pod is written as kubectl writes it:
-NAME or pod/NAME (in --namespace), or NAMESPACE/NAME. The cluster is read
+SRC and DST are pods, workloads or IP addresses. A pod is written as kubectl
+writes it: NAME or pod/NAME (in --namespace), or NAMESPACE/NAME. A workload,
+TYPE/NAME in --namespace (deploy/web, sts/db, ds/, rs/ or job/), stands for
+every pod its selector selects, each explained as --from/--to would (a
+namespace named like a type is written pod/NAMESPACE/NAME). The cluster is read
 from the API server (--kubeconfig, --context, as kubectl does), or offline
 from -f/--filename (files, directories, or - for stdin; repeat it for a union, e.g. from
 kubectl get pods,networkpolicies,namespaces -A -o yaml).
@@ -83,6 +87,7 @@ usage or input (an unknown pod, a bad --port, no cluster found), 3 when the
 API server cannot be read.`,
 		Example: `  policyd explain -f examples/ shop/frontend-1 shop/api
   policyd explain -f examples/ -n shop frontend-1 api --port 9090
+  policyd explain -n shop deploy/frontend sts/db --port 5432
   policyd explain -f examples/ shop/api shop/db --port 5432 -o yaml
   policyd explain -f examples/ -n shop --from app=frontend --to app=db
   policyd explain -f examples/ monitoring/prometheus shop/db --trace
@@ -232,14 +237,21 @@ func contains(list []string, s string) bool {
 }
 
 // ends returns the sources and destinations to explain: from the arguments
-// (qualified with the default namespace) or the --from and --to selectors.
-func (o *explainOptions) ends(snap *cluster.Snapshot, args []string) (srcs, dsts []string, err error) {
+// (qualified with the default namespace; a workload, deploy/NAME, stands
+// for its pods) or the --from and --to selectors. many is true when an end
+// may stand for several pods (a selector or a workload).
+func (o *explainOptions) ends(ctx context.Context, snap *cluster.Snapshot, args []string) (srcs, dsts []string, many bool, err error) {
 	ns := defaultNamespace(o.namespace, &o.src)
+	many = o.from != "" || o.to != ""
 	pick := func(flag, sel string) ([]string, error) {
 		if sel == "" {
-			a := qualify(args[0], ns)
+			arg := args[0]
 			args = args[1:]
-			return []string{a}, nil
+			if w, ok := parseWorkloadRef(arg, ns); ok {
+				many = true
+				return o.src.workloadPods(ctx, snap, w)
+			}
+			return []string{qualify(arg, ns)}, nil
 		}
 		p, err := parseSelection(flag, sel, o.namespace)
 		if err != nil {
@@ -248,20 +260,19 @@ func (o *explainOptions) ends(snap *cluster.Snapshot, args []string) (srcs, dsts
 		return p.pods(snap)
 	}
 	if srcs, err = pick("--from", o.from); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if dsts, err = pick("--to", o.to); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	return srcs, dsts, nil
+	return srcs, dsts, many, nil
 }
 
 func runExplain(cmd *cobra.Command, snap *cluster.Snapshot, args []string, o *explainOptions) error {
-	srcs, dsts, err := o.ends(snap, args)
+	srcs, dsts, selected, err := o.ends(cmd.Context(), snap, args)
 	if err != nil {
 		return err
 	}
-	selected := o.from != "" || o.to != ""
 	budget, err := o.budget.budget()
 	if err != nil {
 		return err

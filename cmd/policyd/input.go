@@ -32,6 +32,11 @@ type source struct {
 	kube        kubeFlags
 	manifests   manifestPaths
 	allReplicas bool
+
+	// What snapshot read, for resolving workloads (workloadPods): the
+	// manifests' objects, or the API server's client.
+	objs   *manifest.Objects
+	client kubernetes.Interface
 }
 
 func (s *source) add(cmd *cobra.Command) {
@@ -51,9 +56,13 @@ func addAllReplicas(fs *pflag.FlagSet, v *bool) {
 // command: the snapshot holds the invalid policies in their fail-closed form.
 func (s *source) snapshot(cmd *cobra.Command) (*cluster.Snapshot, error) {
 	if s.manifests.given() {
-		return loadSnapshot(cmd, s.manifests, manifest.Options{AllReplicas: s.allReplicas})
+		snap, objs, err := loadObjects(cmd, s.manifests, manifest.Options{AllReplicas: s.allReplicas})
+		s.objs = objs
+		return snap, err
 	}
-	return liveSnapshot(cmd, &s.kube)
+	snap, client, err := liveSnapshotClient(cmd, &s.kube)
+	s.client = client
+	return snap, err
 }
 
 // manifestPaths is a repeatable -f/--filename flag (also spelled
@@ -86,16 +95,22 @@ func (m *manifestPaths) add(fs *pflag.FlagSet, what string) {
 
 // loadSnapshot reads the union of the manifests at paths ("-" is stdin).
 func loadSnapshot(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, error) {
+	snap, _, err := loadObjects(cmd, paths, opts)
+	return snap, err
+}
+
+// loadObjects is loadSnapshot that also returns the objects read.
+func loadObjects(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, *manifest.Objects, error) {
 	objs, err := manifest.LoadWith(paths, cmd.InOrStdin(), opts)
 	if err != nil {
-		return nil, usagef("-f %s: %w", strings.Join(paths, " -f "), err)
+		return nil, nil, usagef("-f %s: %w", strings.Join(paths, " -f "), err)
 	}
 	snap, errs := objs.Snapshot()
 	writeNotes(cmd, objs.Notes)
 	for _, e := range errs {
 		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
-	return snap, nil
+	return snap, objs, nil
 }
 
 // writeNotes lists the notes with --verbose. Without it, notes about
@@ -139,29 +154,36 @@ const noClusterHint = "no cluster found: not running in a pod, and no kubeconfig
 
 // liveSnapshot lists namespaces, pods and policies from the API server.
 func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
+	snap, _, err := liveSnapshotClient(cmd, k)
+	return snap, err
+}
+
+// liveSnapshotClient is liveSnapshot that also returns the client it read
+// the cluster with.
+func liveSnapshotClient(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, kubernetes.Interface, error) {
 	cfg, err := k.restConfig()
 	if err != nil {
 		if clusterCause(err) == "" {
-			return nil, usageError(errors.New(noClusterHint))
+			return nil, nil, usageError(errors.New(noClusterHint))
 		}
-		return nil, usagef("%w; or give -f PATH (-f - for stdin) to work offline", err)
+		return nil, nil, usagef("%w; or give -f PATH (-f - for stdin) to work offline", err)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ctx := cmd.Context()
 	nsl, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, listError("namespaces", err)
+		return nil, nil, listError("namespaces", err)
 	}
 	pl, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, listError("pods", err)
+		return nil, nil, listError("pods", err)
 	}
 	npl, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, listError("networkpolicies", err)
+		return nil, nil, listError("networkpolicies", err)
 	}
 	nss := ptrs(nsl.Items)
 	pods := ptrs(pl.Items)
@@ -169,12 +191,12 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	snap, errs := cluster.NewSnapshot(nss, pods, pols)
 	extra, err := liveExtras(ctx, cfg, client, snap, func(w string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w) })
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, e := range append(errs, extra...) {
 		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
-	return snap, nil
+	return snap, client, nil
 }
 
 // liveExtras adds to snap what explain reads besides pods and policies:

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -44,14 +45,27 @@ func TestExplain_LiveWithTheRightsItIsGiven(t *testing.T) {
 		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list"}},
 		{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: []string{"list"}},
 	}
-	explainAs := func(account string, rules []rbacv1.PolicyRule) (stdout, stderr string, code int) {
+	// A Deployment whose pods are web (no controller runs here: the pod
+	// was created above with its labels).
+	one := int32(1)
+	_, err = c.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	explainAs := func(account string, rules []rbacv1.PolicyRule, ends ...string) (stdout, stderr string, code int) {
 		t.Helper()
 		kc := accountKubeconfig(t, s, ns, account, rules)
 		var out, errOut bytes.Buffer
 		cmd := newRootCommand()
 		cmd.SetOut(&out)
 		cmd.SetErr(&errOut)
-		cmd.SetArgs([]string{"explain", "--kubeconfig", kc, ns + "/client", ns + "/web", "--port", "80"})
+		if len(ends) == 0 {
+			ends = []string{ns + "/client", ns + "/web"}
+		}
+		cmd.SetArgs(append([]string{"explain", "--kubeconfig", kc, "-n", ns, "--port", "80"}, ends...))
 		err := cmd.Execute()
 		if err != nil {
 			errOut.WriteString(err.Error())
@@ -63,6 +77,16 @@ func TestExplain_LiveWithTheRightsItIsGiven(t *testing.T) {
 	assert.Equal(t, 1, code, "web-deny denies client -> web:\n%s%s", out, errOut)
 	assert.Contains(t, out, "DENIED")
 	assert.NotContains(t, errOut, "warning:", "the shipped role reads everything explain reads")
+
+	// deploy/NAME as an end reads the Deployment's selector with get, which
+	// the shipped role grants and the narrow one does not.
+	out, errOut, code = explainAs("reader-workload", shipped.Rules, "client", "deploy/web")
+	assert.Equal(t, 1, code, "%s%s", out, errOut)
+	assert.Contains(t, out, "DENIED  "+ns+"/client -> "+ns+"/web")
+	out, errOut, code = explainAs("narrow-workload", narrow, "client", "deploy/web")
+	assert.Equal(t, 3, code, "%s%s", out, errOut)
+	assert.Contains(t, errOut, "reading deployment "+ns+"/web")
+	assert.Contains(t, errOut, "deploy/cli/explain-rbac.yaml")
 
 	out, errOut, code = explainAs("narrow", narrow)
 	assert.Equal(t, 1, code, "%s%s", out, errOut)
