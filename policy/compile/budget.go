@@ -191,7 +191,9 @@ type objCost struct {
 	created time.Time
 	cost    Cost            // as written (own: its parts and its sets)
 	strip   Cost            // as quarantined
-	sets    map[string]bool // the sets it refers to (as written)
+	// sets are the sets it refers to (as written), by index in the
+	// tally (setIndex), with repeats.
+	sets []int32
 }
 
 // part is one object's part of one tier chain, as written and as
@@ -468,8 +470,65 @@ type tally struct {
 	objs   map[quarantine.Object]*objCost
 	groups []*groupUse
 	tiers  []*tierUse
-	// sets holds the element count of every set objects refer to.
-	sets map[string]int
+	// setIndex numbers every set objects refer to; sets holds the
+	// element count of each, by that number.
+	setIndex map[setKey]int32
+	sets     []int
+	// mark and stamp tell the sets a walk has seen (distinct).
+	mark  []uint32
+	stamp uint32
+}
+
+// setKind tells what a set of the count holds.
+type setKind uint8
+
+const (
+	setPeer setKind = iota + 1
+	setBlock
+	setPorts
+	setNamed
+	setNodes
+	setNamedDisputed
+	setDisputed
+)
+
+// setKey names a set of the count: its kind, the key of what it is made
+// from (a peer's, a port set's name, a named-port list) and its family.
+type setKey struct {
+	kind setKind
+	fam  uint8
+	key  string
+}
+
+// nextStamp starts a walk of distinct sets (seen).
+func (t *tally) nextStamp() {
+	t.stamp++
+	if t.stamp == 0 { // wrapped: no mark may look current
+		clear(t.mark)
+		t.stamp = 1
+	}
+}
+
+// seen reports whether the walk begun by nextStamp saw set i before, and
+// marks it seen.
+func (t *tally) seen(i int32) bool {
+	if t.mark[i] == t.stamp {
+		return true
+	}
+	t.mark[i] = t.stamp
+	return false
+}
+
+// elements returns the elements of the distinct sets oc refers to.
+func (t *tally) elements(oc *objCost) int {
+	t.nextStamp()
+	n := 0
+	for _, i := range oc.sets {
+		if !t.seen(i) {
+			n += t.sets[i]
+		}
+	}
+	return n
 }
 
 // total returns the node's count with the objects of strip quarantined.
@@ -496,17 +555,16 @@ func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
 			}
 		}
 	}
-	used := map[string]bool{}
+	t.nextStamp()
 	for o, oc := range t.objs {
 		if _, ok := strip[o]; ok {
 			continue
 		}
-		for s := range oc.sets {
-			used[s] = true
+		for _, i := range oc.sets {
+			if !t.seen(i) {
+				sum.Elements += t.sets[i]
+			}
 		}
-	}
-	for s := range used {
-		sum.Elements += t.sets[s]
 	}
 	return sum
 }
@@ -531,9 +589,7 @@ func (t *tally) own() {
 		}
 	}
 	for _, oc := range t.objs {
-		for s := range oc.sets {
-			oc.cost.Elements += t.sets[s]
-		}
+		oc.cost.Elements += t.elements(oc)
 	}
 }
 
@@ -547,17 +603,23 @@ func (t *tally) obj(o quarantine.Object, created time.Time) *objCost {
 	return oc
 }
 
-// useSet records that oc refers to set key of n elements.
-func (t *tally) useSet(oc *objCost, key string, n int) {
-	if n > t.sets[key] {
-		t.sets[key] = n
-	} else if _, ok := t.sets[key]; !ok {
-		t.sets[key] = n
+// useSet records that oc refers to set key of n elements (the most any
+// use of key counted), and returns the set's number.
+func (t *tally) useSet(oc *objCost, key setKey, n int) int32 {
+	i, ok := t.setIndex[key]
+	switch {
+	case !ok:
+		i = int32(len(t.sets))
+		t.setIndex[key] = i
+		t.sets = append(t.sets, n)
+		t.mark = append(t.mark, 0)
+	case n > t.sets[i]:
+		t.sets[i] = n
 	}
-	if oc.sets == nil {
-		oc.sets = map[string]bool{}
+	if l := len(oc.sets); l == 0 || oc.sets[l-1] != i {
+		oc.sets = append(oc.sets, i)
 	}
-	oc.sets[key] = true
+	return i
 }
 
 // decide returns the node's quarantine decisions (imposed and by budget)
@@ -635,7 +697,7 @@ func costlier(a, b *objCost, dim string) bool {
 
 // count walks what Compile will build for the node, without building it.
 func (c *compiler) count() *tally {
-	t := &tally{cc: c.cc, objs: map[quarantine.Object]*objCost{}, sets: map[string]int{}}
+	t := &tally{cc: c.cc, objs: map[quarantine.Object]*objCost{}, setIndex: map[setKey]int32{}}
 	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}}
 	opts := c.cc.Options
 	// The skeleton: two base chains (established, dispatch, neighbour
@@ -796,7 +858,7 @@ type setRef struct {
 	peer  *cluster.Peer
 	named []namedPort
 	d     cluster.Direction
-	key   string
+	key   setKey
 	n     int
 }
 
@@ -838,7 +900,7 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 
 // useFixed counts a set of n elements whatever the cluster (an ipBlock's,
 // a port set), recording it for the policy being counted.
-func (k *counter) useFixed(oc *objCost, key string, n int) {
+func (k *counter) useFixed(oc *objCost, key setKey, n int) {
 	if k.rec != nil {
 		k.rec.refs = append(k.rec.refs, setRef{key: key, n: n})
 	}
@@ -869,7 +931,7 @@ func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fa
 		case cluster.PeerIPBlock:
 			if family(peer.CIDR.Addr()) == fam {
 				peers = append(peers, peer.Key)
-				k.useFixed(oc, "block/"+peer.Key+"/"+strconv.Itoa(fam), len(peer.Except)+1)
+				k.useFixed(oc, setKey{setBlock, uint8(fam), peer.Key}, len(peer.Except)+1)
 			}
 		}
 	}
@@ -926,24 +988,27 @@ func (k *counter) portSet(oc *objCost, name string) int {
 	if s == nil {
 		return 0
 	}
-	k.useFixed(oc, "ports/"+name, s.Len())
+	k.useFixed(oc, setKey{setPorts, 0, name}, s.Len())
 	if s.Interval {
 		return 0
 	}
 	return s.Len()
 }
 
-// peerSet counts the peer set of family fam of a pods peer.
-func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) {
+// peerSet counts the peer set of family fam of a pods peer, and returns
+// its elements.
+func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) int {
 	if k.rec != nil {
 		k.rec.refs = append(k.rec.refs, setRef{peer: peer})
 	}
-	key := "peer/" + peer.Key + "/" + strconv.Itoa(fam)
-	if _, ok := k.t.sets[key]; !ok {
-		k.t.sets[key] = k.peerCount(oc, peer, fam)
-		k.built += k.t.sets[key]
+	key := setKey{setPeer, uint8(fam), peer.Key}
+	i, ok := k.t.setIndex[key]
+	if !ok {
+		n := k.peerCount(oc, peer, fam)
+		k.built += n
+		return k.t.sets[k.t.useSet(oc, key, n)]
 	}
-	k.t.useSet(oc, key, k.t.sets[key])
+	return k.t.sets[k.t.useSet(oc, key, k.t.sets[i])]
 }
 
 // peerCount returns the number of addresses of family fam the pods a pods
@@ -957,10 +1022,7 @@ func (k *counter) peerCount(oc *objCost, peer *cluster.Peer, fam int) int {
 		return e.addrs.Len()
 	}
 	b := k.c.cc.Options.Budget
-	mine := 0
-	for s := range oc.sets {
-		mine += k.t.sets[s]
-	}
+	mine := k.t.elements(oc)
 	if (b.Object.Elements <= 0 || mine <= b.Object.Elements) && (b.Node.Elements <= 0 || k.built <= b.Node.Elements) {
 		return k.c.cc.cachedPeer(k.c.src, peer, fam, k.c.own, k.c.claims).addrs.Len()
 	}
@@ -986,7 +1048,7 @@ func (k *counter) namedSet(oc *objCost, named []namedPort, fam int, d cluster.Di
 		n += k.declaredCount(namedScope{fam, np, wide})
 	}
 	list := namedList(named)
-	k.t.useSet(oc, fmt.Sprintf("named/%d/%s", fam, list), n)
+	k.t.useSet(oc, setKey{setNamed, uint8(fam), list}, n)
 	return list
 }
 
@@ -1098,17 +1160,16 @@ func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRu
 		n := 0
 		switch peer.Kind {
 		case cluster.PeerPods:
-			k.peerSet(oc, peer, fam)
-			n = k.t.sets["peer/"+peer.Key+"/"+fmt.Sprint(fam)]
+			n = k.peerSet(oc, peer, fam)
 		case cluster.PeerIPBlock:
 			if family(peer.CIDR.Addr()) != fam {
 				continue
 			}
 			n = len(peer.Except) + 1
-			k.t.useSet(oc, "block/"+peer.Key+"/"+fmt.Sprint(fam), n)
+			k.t.useSet(oc, setKey{setBlock, uint8(fam), peer.Key}, n)
 		case cluster.PeerNodes:
 			n = len(k.c.nodeAddrs(peer, fam, false))
-			k.t.useSet(oc, "nodes/"+peer.Key+"/"+fmt.Sprint(fam), n)
+			k.t.useSet(oc, setKey{setNodes, uint8(fam), peer.Key}, n)
 		default:
 			continue
 		}
@@ -1137,7 +1198,7 @@ func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.Clus
 	for _, np := range named {
 		if n := len(k.c.disputedNamed(np, fam)); n > 0 {
 			anyNamed++
-			k.t.useSet(oc, "nameddisputed/"+namedList([]namedPort{np})+"/"+strconv.Itoa(fam), n)
+			k.t.useSet(oc, setKey{setNamedDisputed, uint8(fam), namedList([]namedPort{np})}, n)
 		}
 	}
 	boxes := 0
@@ -1151,7 +1212,7 @@ func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.Clus
 		if n == 0 {
 			continue
 		}
-		k.t.useSet(oc, "disputed/"+peer.Key+"/"+strconv.Itoa(fam), n)
+		k.t.useSet(oc, setKey{setDisputed, uint8(fam), peer.Key}, n)
 		out.Rules += forms
 		boxes += n * ports
 	}
