@@ -189,8 +189,8 @@ func Quarantines(src Source, nodes []string, opts Options) *quarantine.Set {
 type objCost struct {
 	obj     quarantine.Object
 	created time.Time
-	cost    Cost            // as written (own: its parts and its sets)
-	strip   Cost            // as quarantined
+	cost    Cost // as written (own: its parts and its sets)
+	strip   Cost // as quarantined
 	// sets are the sets it refers to (as written), by index in the
 	// tally (setIndex), with repeats.
 	sets []int32
@@ -767,10 +767,10 @@ type counter struct {
 	t      *tally
 	groups map[string]bool // group chain keys counted
 	tiers  map[string]bool // tier chain keys counted
-	// declared counts, by family, named port and scope (every pod, or
+	// declared counts, by named port, family and scope (every pod, or
 	// this node's), the pods that declare it: an upper bound on a
-	// named-port set's elements (filled on first use).
-	declared map[namedScope]int
+	// named-port set's elements (the Compiler's, taken on first use).
+	declared map[namedPort]*[4]int
 	// built counts the peer set elements counted so far (peerCount).
 	built int
 	// rec records the sets of the policy being counted (policyShape).
@@ -1054,30 +1054,130 @@ func (k *counter) namedSet(oc *objCost, named []namedPort, fam int, d cluster.Di
 
 func (k *counter) declaredCount(s namedScope) int {
 	if k.declared == nil {
-		k.declared = map[namedScope]int{}
-		for _, p := range k.c.src.Pods() {
-			if p.HostNetwork {
-				continue
-			}
-			local := p.NodeName == k.c.node
-			for _, fam := range []int{4, 6} {
-				if _, ok := p.IP(fam); !ok {
-					continue
-				}
-				for _, cp := range p.Ports {
-					np := namedPort{cp.Name, cp.Protocol}
-					if cp.Name == "" {
-						continue
-					}
-					k.declared[namedScope{fam, np, true}]++
-					if local {
-						k.declared[namedScope{fam, np, false}]++
-					}
-				}
-			}
+		k.declared = k.c.cc.declared.update(k.c.src.Pods(), k.c.node)
+	}
+	c := k.declared[s.port]
+	if c == nil {
+		return 0
+	}
+	return c[declaredSlot(s.family, !s.wide)]
+}
+
+// declaredPods counts, for each named port, the pods that declare it, in
+// four slots (declaredSlot): by family (the pod has an address of it) and
+// scope (every pod, or one node's). It is kept in the Compiler with the
+// pods it counted, and updated on the next compile of the same node for
+// the pods that changed only: pods are values replaced on change, never
+// modified (Source), so a pod value counts the same for as long as the
+// Source holds it.
+type declaredPods struct {
+	node   string
+	pods   []*cluster.Pod // counted, in the Source's order (a copy)
+	counts map[namedPort]*[4]int
+}
+
+// declaredSlot is the slot of family fam, every pod (local false) or the
+// node's (true).
+func declaredSlot(fam int, local bool) int {
+	i := 0
+	if fam == 6 {
+		i = 2
+	}
+	if local {
+		i++
+	}
+	return i
+}
+
+// update returns the counts for pods and node: counted again in full for
+// another node or when most pods changed, else adjusted for the pods
+// that are not in both lists (the values before and after a change are
+// different pointers). The counts must not be modified.
+func (d *declaredPods) update(pods []*cluster.Pod, node string) map[namedPort]*[4]int {
+	if d.counts == nil || d.node != node {
+		d.recount(pods, node)
+		return d.counts
+	}
+	old := d.pods
+	// What both lists share at their ends is the same pods in the same
+	// order; what is left differs (a pod added, removed or replaced).
+	i := 0
+	for i < len(old) && i < len(pods) && old[i] == pods[i] {
+		i++
+	}
+	j, k := len(old), len(pods)
+	for j > i && k > i && old[j-1] == pods[k-1] {
+		j--
+		k--
+	}
+	gone, came := old[i:j], pods[i:k]
+	if len(gone)+len(came) > len(pods)/4 {
+		d.recount(pods, node)
+		return d.counts
+	}
+	left := make(map[*cluster.Pod]int, len(gone))
+	for _, p := range gone {
+		left[p]++
+	}
+	for _, p := range came {
+		if left[p] > 0 {
+			left[p]-- // moved, not changed
+			continue
+		}
+		d.add(p, 1)
+	}
+	for p, n := range left {
+		for range n {
+			d.add(p, -1)
 		}
 	}
-	return k.declared[s]
+	d.pods = append(d.pods[:0], pods...)
+	return d.counts
+}
+
+// recount counts pods for node from nothing.
+func (d *declaredPods) recount(pods []*cluster.Pod, node string) {
+	d.node, d.counts = node, map[namedPort]*[4]int{}
+	for _, p := range pods {
+		d.add(p, 1)
+	}
+	d.pods = append(d.pods[:0], pods...)
+}
+
+// add adds (by +1) or removes (by -1) pod p's named ports.
+func (d *declaredPods) add(p *cluster.Pod, by int) {
+	if p.HostNetwork || len(p.Ports) == 0 {
+		return
+	}
+	_, has4 := p.IP(4)
+	_, has6 := p.IP(6)
+	if !has4 && !has6 {
+		return
+	}
+	local := p.NodeName == d.node
+	for _, cp := range p.Ports {
+		if cp.Name == "" {
+			continue
+		}
+		np := namedPort{cp.Name, cp.Protocol}
+		c := d.counts[np]
+		if c == nil {
+			c = &[4]int{}
+			d.counts[np] = c
+		}
+		for _, fam := range []int{4, 6} {
+			if fam == 4 && !has4 || fam == 6 && !has6 {
+				continue
+			}
+			c[declaredSlot(fam, false)] += by
+			if local {
+				c[declaredSlot(fam, true)] += by
+			}
+		}
+		if *c == ([4]int{}) {
+			delete(d.counts, np)
+		}
+	}
 }
 
 // tier counts a tier chain (tierChain) once: its entries as single rules

@@ -120,7 +120,9 @@ const maxCommentLen = 120
 // Source is what Compile reads: the cluster state as the selector index keeps
 // it (selectors.Index implements it).
 type Source interface {
-	// Pods returns every pod, sorted by key.
+	// Pods returns every pod, sorted by key. A pod value is never
+	// modified once a Source has returned it: a change replaces it (the
+	// Compiler's count keeps what it counted of each pod value).
 	Pods() []*cluster.Pod
 	// PoliciesFor returns the policies whose pod selector selects the pod,
 	// sorted by key.

@@ -106,6 +106,7 @@ type Compiler struct {
 	// shapes and groupCosts are the count's memos (budget.go).
 	shapes      map[shapeKey]*policyShape
 	groupCosts  map[string]*groupCostMemo
+	declared    declaredPods
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
