@@ -296,23 +296,38 @@ type groupUse struct {
 	// without a port dispatch.
 	named, plain bool
 	members      []groupMember
+	// plainKey is key(nil), once asked.
+	plainKey string
 }
 
 // key returns the name the chain's content would get: its prefix and the
 // members that add rules to it (all, when the deny decider names them).
 func (g *groupUse) key(strip map[quarantine.Object]quarantine.Decision) string {
-	return g.keyOf(strip, func(m groupMember) bool { return !m.shape.empty() })
+	if len(strip) == 0 && g.plainKey != "" {
+		return g.plainKey
+	}
+	k := g.keyOf(strip, func(m groupMember) bool { return !m.shape.empty() })
+	if len(strip) == 0 {
+		g.plainKey = k
+	}
+	return k
 }
 
 // keyOf returns the prefix and the members, not quarantined, that pick
 // selects.
 func (g *groupUse) keyOf(strip map[quarantine.Object]quarantine.Decision, pick func(groupMember) bool) string {
 	var b strings.Builder
+	n := len(g.prefix)
+	for _, m := range g.members {
+		n += 1 + len(m.obj.Key)
+	}
+	b.Grow(n)
 	b.WriteString(g.prefix)
 	for _, m := range g.members {
 		_, stripped := strip[m.obj]
 		if g.named || (!stripped && pick(m)) {
-			b.WriteString("|" + m.obj.Key)
+			b.WriteByte('|')
+			b.WriteString(m.obj.Key)
 		}
 	}
 	return b.String()
@@ -466,6 +481,7 @@ type tierUse struct {
 // tally is the count of one node's table, by object.
 type tally struct {
 	cc     *Compiler // its memos (shapes, group costs)
+	serial uint64    // numbers the Compiler's counts (from 1)
 	base   Cost      // the node's own: skeleton, dispatch, pod network
 	objs   map[quarantine.Object]*objCost
 	groups []*groupUse
@@ -697,8 +713,9 @@ func costlier(a, b *objCost, dim string) bool {
 
 // count walks what Compile will build for the node, without building it.
 func (c *compiler) count() *tally {
-	t := &tally{cc: c.cc, objs: map[quarantine.Object]*objCost{}, setIndex: map[setKey]int32{}}
-	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}}
+	c.cc.counts++
+	t := &tally{cc: c.cc, serial: c.cc.counts, objs: map[quarantine.Object]*objCost{}, setIndex: map[setKey]int32{}}
+	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}, policies: map[*cluster.Policy]*objCost{}}
 	opts := c.cc.Options
 	// The skeleton: two base chains (established, dispatch, neighbour
 	// discovery) and four dispatch maps.
@@ -775,6 +792,8 @@ type counter struct {
 	built int
 	// rec records the sets of the policy being counted (policyShape).
 	rec *policyShape
+	// policies are the NetworkPolicies' parts in t, by value.
+	policies map[*cluster.Policy]*objCost
 }
 
 type namedScope struct {
@@ -811,12 +830,8 @@ func (k *counter) podChain(d cluster.Direction, p *cluster.Pod, fam int, chained
 // group counts a group chain (groupChain) once.
 func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, chained bool) string {
 	ret := chained && d == cluster.Ingress
-	var gk strings.Builder
-	fmt.Fprintf(&gk, "%s/%d/%v", d, fam, ret)
-	for _, p := range group {
-		gk.WriteString("|" + p.Key())
-	}
-	key := gk.String()
+	prefix := groupPrefix(d, fam, ret)
+	key := groupKey(prefix, group)
 	if k.groups[key] {
 		return key
 	}
@@ -826,13 +841,57 @@ func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, c
 	if d == cluster.Ingress {
 		tail = 2 // node traffic, the drop
 	}
-	g := &groupUse{prefix: fmt.Sprintf("%s/%d/%v", d, fam, ret), rawKey: key, pols: group, tail: tail, named: log.Drops, plain: log.Allowed}
+	g := &groupUse{prefix: prefix, rawKey: key, pols: group, tail: tail, named: log.Drops, plain: log.Allowed}
 	for _, p := range group {
-		oc := t.obj(quarantine.PolicyObject(p), p.Created)
+		oc := k.policies[p]
+		if oc == nil {
+			oc = t.obj(quarantine.PolicyObject(p), p.Created)
+			k.policies[p] = oc
+		}
 		g.members = append(g.members, groupMember{obj: oc.obj, shape: k.policyShape(oc, p, d, fam)})
 	}
 	t.groups = append(t.groups, g)
 	return key
+}
+
+// groupPrefix is "direction/family/variant", as groupChain writes it.
+func groupPrefix(d cluster.Direction, fam int, ret bool) string {
+	switch {
+	case d == cluster.Ingress && fam == 4 && ret:
+		return "ingress/4/true"
+	case d == cluster.Ingress && fam == 4:
+		return "ingress/4/false"
+	case d == cluster.Ingress && ret:
+		return "ingress/6/true"
+	case d == cluster.Ingress:
+		return "ingress/6/false"
+	case fam == 4 && ret:
+		return "egress/4/true"
+	case fam == 4:
+		return "egress/4/false"
+	case ret:
+		return "egress/6/true"
+	}
+	return "egress/6/false"
+}
+
+// groupKey is prefix followed by "|namespace/name" of each policy of
+// group, built in one allocation.
+func groupKey(prefix string, group []*cluster.Policy) string {
+	n := len(prefix)
+	for _, p := range group {
+		n += 2 + len(p.Namespace) + len(p.Name)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(prefix)
+	for _, p := range group {
+		b.WriteByte('|')
+		b.WriteString(p.Namespace)
+		b.WriteByte('/')
+		b.WriteString(p.Name)
+	}
+	return b.String()
 }
 
 // shapeKey names what a policy adds to the group chains of one direction
@@ -850,6 +909,9 @@ type policyShape struct {
 	shape groupShape
 	refs  []setRef
 	used  uint64
+	// counted is the last count (tally.serial) its sets were counted
+	// in: counting them again for the same object changes nothing.
+	counted uint64
 }
 
 // setRef is one set a policy's rules refer to: a pods peer's set (counted
@@ -869,6 +931,10 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 	sk := shapeKey{p, d, fam, k.c.cc.Options.Log.Allowed}
 	if ps := k.c.cc.shapes[sk]; ps != nil {
 		ps.used = k.c.cc.gen
+		if ps.counted == k.t.serial {
+			return ps.shape
+		}
+		ps.counted = k.t.serial
 		for _, r := range ps.refs {
 			switch {
 			case r.peer != nil:
@@ -881,7 +947,7 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 		}
 		return ps.shape
 	}
-	ps := &policyShape{used: k.c.cc.gen}
+	ps := &policyShape{used: k.c.cc.gen, counted: k.t.serial}
 	k.rec = ps
 	for _, rule := range p.Rules(d) {
 		rs := k.npRule(oc, d, rule, fam)

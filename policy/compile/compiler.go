@@ -107,6 +107,7 @@ type Compiler struct {
 	shapes      map[shapeKey]*policyShape
 	groupCosts  map[string]*groupCostMemo
 	declared    declaredPods
+	counts      uint64 // the counts made (tally.serial)
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
