@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -214,17 +215,63 @@ type groupShape struct {
 	log Cost
 }
 
-// allowKey is what one allow rule matches: its peer ("*" for every peer),
-// its port set ("" for every port) or named ports ("" for none). Two
-// policies' rules that match the same are one rule in the chain, and some
-// rules cover others (orderAllows). points are its ports when all are
-// single ports (a port dispatch puts it in the chain of each).
+// allowKey is what one allow rule matches: its peer (everyPeer for every
+// peer), its port set ("" for every port) or named ports ("" for none).
+// Two policies' rules that match the same are one rule in the chain, and
+// some rules cover others (orderAllows). points are its ports when all
+// are single ports (a port dispatch puts it in the chain of each).
 type allowKey struct {
-	peer, port, named string
-	points            []portPoint
+	peer        allowPeer
+	port, named string
+	points      []portPoint
 }
 
-func (a allowKey) id() string { return a.peer + "|" + a.port + "|" + a.named }
+// allowPeer is the peer of an allow rule: every peer (the zero value), a
+// pods peer or an ipBlock, by its key.
+type allowPeer struct {
+	kind cluster.PeerKind
+	key  string
+}
+
+var everyPeer = allowPeer{}
+
+// allowID is what an allow rule matches, comparable.
+type allowID struct {
+	peer        allowPeer
+	port, named string
+}
+
+func (a allowKey) id() allowID { return allowID{a.peer, a.port, a.named} }
+
+func compareAllowPeers(a, b allowPeer) int {
+	if a.kind != b.kind {
+		return cmp.Compare(a.kind, b.kind)
+	}
+	return strings.Compare(a.key, b.key)
+}
+
+func compareAllowIDs(a, b allowID) int {
+	if c := compareAllowPeers(a.peer, b.peer); c != 0 {
+		return c
+	}
+	if a.port != b.port {
+		return strings.Compare(a.port, b.port)
+	}
+	return strings.Compare(a.named, b.named)
+}
+
+// writeField writes s to b so that no two sequences of fields write the
+// same: its length, a colon, s.
+func writeField(b *strings.Builder, s string) {
+	b.WriteString(strconv.Itoa(len(s)))
+	b.WriteByte(':')
+	b.WriteString(s)
+}
+
+func writePeer(b *strings.Builder, p allowPeer) {
+	b.WriteString(strconv.Itoa(int(p.kind)))
+	writeField(b, p.key)
+}
 
 func (s groupShape) add(o groupShape) groupShape {
 	return groupShape{append(slices.Clip(s.allows), o.allows...), s.log.Add(o.log)}
@@ -250,25 +297,25 @@ func (s groupShape) own() Cost {
 // matching every packet keeps itself alone; a rule of one port set and
 // every peer covers that port set's other rules, one of one peer and every
 // port that peer's, one of named ports and every peer those named ports'.
-func coverAllows(all map[string]allowKey) []allowKey {
-	portOnly, peerOnly, namedOnly := map[string]bool{}, map[string]bool{}, map[string]bool{}
+func coverAllows(all map[allowID]allowKey) []allowKey {
+	portOnly, peerOnly, namedOnly := map[string]bool{}, map[allowPeer]bool{}, map[string]bool{}
 	for _, a := range all {
 		switch {
-		case a.peer == "*" && a.port == "" && a.named == "":
+		case a.peer == everyPeer && a.port == "" && a.named == "":
 			return []allowKey{a}
-		case a.peer == "*" && a.named == "":
+		case a.peer == everyPeer && a.named == "":
 			portOnly[a.port] = true
 		case a.port == "" && a.named == "":
 			peerOnly[a.peer] = true
-		case a.peer == "*" && a.port == "":
+		case a.peer == everyPeer && a.port == "":
 			namedOnly[a.named] = true
 		}
 	}
 	var out []allowKey
 	for _, a := range all {
-		covered := a.peer != "*" && a.port != "" && portOnly[a.port] ||
-			a.peer != "*" && (a.port != "" || a.named != "") && peerOnly[a.peer] ||
-			a.peer != "*" && a.named != "" && namedOnly[a.named]
+		covered := a.peer != everyPeer && a.port != "" && portOnly[a.port] ||
+			a.peer != everyPeer && (a.port != "" || a.named != "") && peerOnly[a.peer] ||
+			a.peer != everyPeer && a.named != "" && namedOnly[a.named]
 		if !covered {
 			out = append(out, a)
 		}
@@ -390,7 +437,7 @@ func (g *groupUse) cost(cc *Compiler, strip map[quarantine.Object]quarantine.Dec
 // parts returns what the group chain holds itself, and the shared chains
 // it goes to.
 func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost, []sharedPart) {
-	all := map[string]allowKey{}
+	all := map[allowID]allowKey{}
 	var logs Cost
 	adding := 0
 	for _, m := range g.members {
@@ -411,7 +458,7 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 	plain := g.plain && adding > 1
 	allows := all
 	if !plain {
-		allows = map[string]allowKey{}
+		allows = map[allowID]allowKey{}
 		for _, a := range coverAllows(all) {
 			allows[a.id()] = a
 		}
@@ -420,8 +467,8 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 	if g.named {
 		c = c.Add(Cost{Rules: 2, Chains: 1}) // the deny decider's log chain
 	}
-	var rest []string
-	byPoint := map[portPoint]map[string]bool{} // the peers on each port
+	var rest []allowID
+	byPoint := map[portPoint]map[allowPeer]bool{} // the peers on each port
 	keyed := 0
 	for id, a := range allows {
 		if len(a.points) == 0 {
@@ -431,7 +478,7 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 		keyed++
 		for _, pt := range a.points {
 			if byPoint[pt] == nil {
-				byPoint[pt] = map[string]bool{}
+				byPoint[pt] = map[allowPeer]bool{}
 			}
 			byPoint[pt][a.peer] = true
 		}
@@ -444,13 +491,22 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 	// chain and (when its copies would be many) in a shared end.
 	after := len(rest) + g.tail
 	c.Rules += 1 + len(rest)
-	slices.Sort(rest)
-	end := g.prefix + "|end|" + strings.Join(rest, ",")
+	slices.SortFunc(rest, compareAllowIDs)
+	var eb strings.Builder
+	eb.WriteString(g.prefix)
+	eb.WriteString("|end|")
+	for _, id := range rest {
+		writePeer(&eb, id.peer)
+		writeField(&eb, id.port)
+		writeField(&eb, id.named)
+	}
 	if g.named {
 		// The end's drop goes to the deny decider's log chain, which
 		// names every member: port chains of two groups differ.
-		end += "|deny" + g.key(strip)
+		eb.WriteString("|deny")
+		eb.WriteString(g.key(strip))
 	}
+	end := eb.String()
 	var shared []sharedPart
 	copied := after
 	if sharedEnd(after, len(byPoint)) {
@@ -465,7 +521,9 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 		k.WriteByte('.')
 		k.WriteString(strconv.Itoa(int(pt.port)))
 		k.WriteByte('|')
-		k.WriteString(strings.Join(slices.Sorted(maps.Keys(peers)), ","))
+		for _, p := range slices.SortedFunc(maps.Keys(peers), compareAllowPeers) {
+			writePeer(&k, p)
+		}
 		k.WriteString(end)
 		shared = append(shared, sharedPart{k.String(), Cost{Rules: len(peers) + copied, Chains: 1}})
 	}
@@ -984,19 +1042,19 @@ func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fa
 	if !ok {
 		return groupShape{}
 	}
-	var peers []string
+	peers := make([]allowPeer, 0, len(rule.Peers)+1)
 	if rule.AllPeers {
-		peers = append(peers, "*")
+		peers = append(peers, everyPeer)
 	}
 	for i := range rule.Peers {
 		peer := &rule.Peers[i]
 		switch peer.Kind {
 		case cluster.PeerPods:
-			peers = append(peers, "pods="+peer.Key)
+			peers = append(peers, allowPeer{cluster.PeerPods, peer.Key})
 			k.peerSet(oc, peer, fam)
 		case cluster.PeerIPBlock:
 			if family(peer.CIDR.Addr()) == fam {
-				peers = append(peers, peer.Key)
+				peers = append(peers, allowPeer{cluster.PeerIPBlock, peer.Key})
 				k.useFixed(oc, setKey{setBlock, uint8(fam), peer.Key}, len(peer.Except)+1)
 			}
 		}
