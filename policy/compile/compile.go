@@ -335,6 +335,8 @@ type compiler struct {
 	limit *ruleset.Limit
 	// rec records what the group chain being built registers (see memo.go).
 	rec *chainMemo
+	// portMatches keeps what portMatch made of each rule's ports.
+	portMatches map[portsKey]portsMatched
 }
 
 // namedPort is one named port entry of a rule: a name and a protocol.
@@ -596,9 +598,48 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedPort, 
 	if rule.AllPorts {
 		return "", nil, true
 	}
+	if len(rule.Ports) == 0 {
+		return "", nil, false
+	}
+	// The count and the build ask for each rule's ports: matched once.
+	k := portsKey{&rule.Ports[0], len(rule.Ports)}
+	m, done := c.portMatches[k]
+	if !done {
+		m.set, m.named, m.ok = c.matchPorts(rule.Ports)
+		if c.portMatches == nil {
+			c.portMatches = map[portsKey]portsMatched{}
+		}
+		c.portMatches[k] = m
+	}
+	if m.set == nil {
+		return "", m.named, m.ok
+	}
+	if _, exists := c.sets[m.set.Name]; !exists {
+		c.pending[m.set.Name] = m.set
+	}
+	return m.set.Name, m.named, m.ok
+}
+
+// portsKey names a rule's ports by their place in its policy, which no
+// other value has while the Source holds the policy (a compile).
+type portsKey struct {
+	first *cluster.Port
+	n     int
+}
+
+// portsMatched is what portMatch made of a rule's ports: the set of its
+// numbered ports (nil without), its named ports.
+type portsMatched struct {
+	set   *ruleset.Set
+	named []namedPort
+	ok    bool
+}
+
+// matchPorts makes the port set and the named entries of ports (portMatch).
+func (c *compiler) matchPorts(ports []cluster.Port) (set *ruleset.Set, named []namedPort, ok bool) {
 	var elems []ruleset.Element
 	interval := false
-	for _, pt := range rule.Ports {
+	for _, pt := range ports {
 		switch {
 		case pt.Protocol == cluster.ProtocolInvalid:
 			continue
@@ -620,7 +661,7 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedPort, 
 	})
 	named = slices.Compact(named)
 	if len(elems) == 0 {
-		return "", named, len(named) > 0
+		return nil, named, len(named) > 0
 	}
 	prefix := "dports-"
 	if interval {
@@ -640,10 +681,7 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedPort, 
 	// a new name would make every node rebuild its port sets on upgrade.
 	s.Name = prefix + shortHash(strings.Join(keys, ",")+",")
 	s.Comment = truncate(strings.Join(keys, ","))
-	if _, exists := c.sets[s.Name]; !exists {
-		c.pending[s.Name] = s
-	}
-	return s.Name, named, true
+	return s, named, true
 }
 
 // literalPort returns r with its port set written as a literal port when
