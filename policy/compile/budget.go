@@ -163,7 +163,15 @@ func (c *Compiler) Quarantined() []quarantine.Decision { return c.quarantined }
 // Objects returns the objects that select a pod of the last Compile's node
 // (in any direction), sorted: those that can add anything to its table.
 func (c *Compiler) Objects() []quarantine.Object {
-	return slices.SortedFunc(maps.Keys(c.objects), quarantine.Object.Compare)
+	out := make([]quarantine.Object, 0, len(c.selectNP)+len(c.selectCNP))
+	for p := range c.selectNP {
+		out = append(out, quarantine.PolicyObject(p))
+	}
+	for p := range c.selectCNP {
+		out = append(out, quarantine.ClusterPolicyObject(p))
+	}
+	slices.SortFunc(out, quarantine.Object.Compare)
+	return slices.CompactFunc(out, func(a, b quarantine.Object) bool { return a == b })
 }
 
 // LastCost returns what the last Compile counted for its node (with the
@@ -1451,15 +1459,6 @@ func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.Clus
 // is the same as written.
 func (c *compiler) selection(d cluster.Direction, p *cluster.Pod) podSelection {
 	sel := c.rawSelection(d, p)
-	for _, pol := range sel.group {
-		c.cc.objects[quarantine.PolicyObject(pol)] = true
-	}
-	for _, cp := range sel.admin {
-		c.cc.objects[quarantine.ClusterPolicyObject(cp)] = true
-	}
-	for _, cp := range sel.baseline {
-		c.cc.objects[quarantine.ClusterPolicyObject(cp)] = true
-	}
 	if len(c.strip) == 0 {
 		return sel
 	}

@@ -170,7 +170,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	pods := src.Pods()
 	c := newCompiler(src, node, cc)
 	own := c.own
-	cc.objects = map[quarantine.Object]bool{}
+	cc.selectNP, cc.selectCNP = map[*cluster.Policy]bool{}, map[*cluster.ClusterPolicy]bool{}
 	// The budget check comes first: what a quarantined object would have
 	// cost is never built.
 	c.decide()

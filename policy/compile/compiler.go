@@ -102,7 +102,10 @@ type Compiler struct {
 	// of the objects quarantined, kept for as long as they are.
 	quarantined []quarantine.Decision
 	lastCost    Cost
-	objects     map[quarantine.Object]bool // see Objects
+	// selectNP and selectCNP are the objects that select a pod of the
+	// node (Objects).
+	selectNP  map[*cluster.Policy]bool
+	selectCNP map[*cluster.ClusterPolicy]bool
 	// shapes and groupCosts are the count's memos (budget.go).
 	shapes      map[shapeKey]*policyShape
 	groupCosts  map[string]*groupCostMemo
