@@ -552,13 +552,60 @@ type tally struct {
 	objs   map[quarantine.Object]*objCost
 	groups []*groupUse
 	tiers  []*tierUse
-	// setIndex numbers every set objects refer to; sets holds the
-	// element count of each, by that number.
-	setIndex map[setKey]int32
-	sets     []int
+	// st numbers the sets objects refer to and holds their counts (the
+	// Compiler's, st.n[i] valid for this count only where st.serial[i]
+	// is t.serial).
+	st *setTable
+}
+
+// setTable numbers the sets the counts of one Compiler refer to. A set
+// keeps its number while every count uses it, so that what a policy
+// refers to is recorded by number (policyShape) and counted again without
+// hashing its key; a set the last count did not use loses its number,
+// which a new set may take.
+type setTable struct {
+	index  map[setKey]int32
+	keys   []setKey // by number; the zero setKey for a free number
+	n      []int    // elements, for the count serial[i]
+	serial []uint64
+	free   []int32
 	// mark and stamp tell the sets a walk has seen (distinct).
 	mark  []uint32
 	stamp uint32
+}
+
+// id returns the number of set key, giving it one.
+func (s *setTable) id(key setKey) int32 {
+	if i, ok := s.index[key]; ok {
+		return i
+	}
+	if s.index == nil {
+		s.index = map[setKey]int32{}
+	}
+	var i int32
+	if n := len(s.free); n > 0 {
+		i, s.free = s.free[n-1], s.free[:n-1]
+		s.keys[i], s.n[i], s.serial[i], s.mark[i] = key, 0, 0, 0
+	} else {
+		i = int32(len(s.keys))
+		s.keys, s.n, s.serial, s.mark = append(s.keys, key), append(s.n, 0), append(s.serial, 0), append(s.mark, 0)
+	}
+	s.index[key] = i
+	return i
+}
+
+// counted reports whether count serial has counted set i.
+func (s *setTable) counted(i int32, serial uint64) bool { return s.serial[i] == serial }
+
+// sweep takes their numbers from the sets count serial did not use.
+func (s *setTable) sweep(serial uint64) {
+	for i, k := range s.keys {
+		if k != (setKey{}) && s.serial[i] != serial {
+			delete(s.index, k)
+			s.keys[i] = setKey{}
+			s.free = append(s.free, int32(i))
+		}
+	}
 }
 
 // setKind tells what a set of the count holds.
@@ -583,31 +630,31 @@ type setKey struct {
 }
 
 // nextStamp starts a walk of distinct sets (seen).
-func (t *tally) nextStamp() {
-	t.stamp++
-	if t.stamp == 0 { // wrapped: no mark may look current
-		clear(t.mark)
-		t.stamp = 1
+func (s *setTable) nextStamp() {
+	s.stamp++
+	if s.stamp == 0 { // wrapped: no mark may look current
+		clear(s.mark)
+		s.stamp = 1
 	}
 }
 
 // seen reports whether the walk begun by nextStamp saw set i before, and
 // marks it seen.
-func (t *tally) seen(i int32) bool {
-	if t.mark[i] == t.stamp {
+func (s *setTable) seen(i int32) bool {
+	if s.mark[i] == s.stamp {
 		return true
 	}
-	t.mark[i] = t.stamp
+	s.mark[i] = s.stamp
 	return false
 }
 
 // elements returns the elements of the distinct sets oc refers to.
 func (t *tally) elements(oc *objCost) int {
-	t.nextStamp()
+	t.st.nextStamp()
 	n := 0
 	for _, i := range oc.sets {
-		if !t.seen(i) {
-			n += t.sets[i]
+		if !t.st.seen(i) {
+			n += t.st.n[i]
 		}
 	}
 	return n
@@ -637,14 +684,14 @@ func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
 			}
 		}
 	}
-	t.nextStamp()
+	t.st.nextStamp()
 	for o, oc := range t.objs {
 		if _, ok := strip[o]; ok {
 			continue
 		}
 		for _, i := range oc.sets {
-			if !t.seen(i) {
-				sum.Elements += t.sets[i]
+			if !t.st.seen(i) {
+				sum.Elements += t.st.n[i]
 			}
 		}
 	}
@@ -688,20 +735,22 @@ func (t *tally) obj(o quarantine.Object, created time.Time) *objCost {
 // useSet records that oc refers to set key of n elements (the most any
 // use of key counted), and returns the set's number.
 func (t *tally) useSet(oc *objCost, key setKey, n int) int32 {
-	i, ok := t.setIndex[key]
+	i := t.st.id(key)
+	t.useSetAt(oc, i, n)
+	return i
+}
+
+// useSetAt is useSet by the set's number.
+func (t *tally) useSetAt(oc *objCost, i int32, n int) {
 	switch {
-	case !ok:
-		i = int32(len(t.sets))
-		t.setIndex[key] = i
-		t.sets = append(t.sets, n)
-		t.mark = append(t.mark, 0)
-	case n > t.sets[i]:
-		t.sets[i] = n
+	case !t.st.counted(i, t.serial):
+		t.st.n[i], t.st.serial[i] = n, t.serial
+	case n > t.st.n[i]:
+		t.st.n[i] = n
 	}
 	if l := len(oc.sets); l == 0 || oc.sets[l-1] != i {
 		oc.sets = append(oc.sets, i)
 	}
-	return i
 }
 
 // decide returns the node's quarantine decisions (imposed and by budget)
@@ -761,6 +810,7 @@ func (c *compiler) decide() []quarantine.Decision {
 	}
 	c.cc.quarantined, c.cc.lastCost = out, total
 	c.cc.forgetCounts()
+	c.cc.sets.sweep(t.serial)
 	return out
 }
 
@@ -780,7 +830,7 @@ func costlier(a, b *objCost, dim string) bool {
 // count walks what Compile will build for the node, without building it.
 func (c *compiler) count() *tally {
 	c.cc.counts++
-	t := &tally{cc: c.cc, serial: c.cc.counts, objs: map[quarantine.Object]*objCost{}, setIndex: map[setKey]int32{}}
+	t := &tally{cc: c.cc, serial: c.cc.counts, objs: map[quarantine.Object]*objCost{}, st: &c.cc.sets}
 	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}, policies: map[*cluster.Policy]*objCost{}}
 	opts := c.cc.Options
 	// The skeleton: two base chains (established, dispatch, neighbour
@@ -986,7 +1036,7 @@ type setRef struct {
 	peer  *cluster.Peer
 	named []namedPort
 	d     cluster.Direction
-	key   setKey
+	id    int32 // its number (setTable), which it keeps while used
 	n     int
 }
 
@@ -1004,11 +1054,11 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 		for _, r := range ps.refs {
 			switch {
 			case r.peer != nil:
-				k.peerSet(oc, r.peer, fam)
+				k.peerSetAt(oc, r.id, r.peer, fam)
 			case r.named != nil:
-				k.namedSet(oc, r.named, fam, r.d)
+				k.t.useSetAt(oc, r.id, k.namedCount(r.named, fam, r.d))
 			default:
-				k.t.useSet(oc, r.key, r.n)
+				k.t.useSetAt(oc, r.id, r.n)
 			}
 		}
 		return ps.shape
@@ -1033,10 +1083,10 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 // useFixed counts a set of n elements whatever the cluster (an ipBlock's,
 // a port set), recording it for the policy being counted.
 func (k *counter) useFixed(oc *objCost, key setKey, n int) {
+	i := k.t.useSet(oc, key, n)
 	if k.rec != nil {
-		k.rec.refs = append(k.rec.refs, setRef{key: key, n: n})
+		k.rec.refs = append(k.rec.refs, setRef{id: i, n: n})
 	}
-	k.t.useSet(oc, key, n)
 }
 
 // npRule counts one NetworkPolicy rule in a group chain of family fam,
@@ -1130,17 +1180,24 @@ func (k *counter) portSet(oc *objCost, name string) int {
 // peerSet counts the peer set of family fam of a pods peer, and returns
 // its elements.
 func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) int {
+	i := k.t.st.id(setKey{setPeer, uint8(fam), peer.Key})
 	if k.rec != nil {
-		k.rec.refs = append(k.rec.refs, setRef{peer: peer})
+		k.rec.refs = append(k.rec.refs, setRef{peer: peer, id: i})
 	}
-	key := setKey{setPeer, uint8(fam), peer.Key}
-	i, ok := k.t.setIndex[key]
-	if !ok {
+	return k.peerSetAt(oc, i, peer, fam)
+}
+
+// peerSetAt is peerSet by the set's number.
+func (k *counter) peerSetAt(oc *objCost, i int32, peer *cluster.Peer, fam int) int {
+	if !k.t.st.counted(i, k.t.serial) {
 		n := k.peerCount(oc, peer, fam)
 		k.built += n
-		return k.t.sets[k.t.useSet(oc, key, n)]
+		k.t.useSetAt(oc, i, n)
+		return n
 	}
-	return k.t.sets[k.t.useSet(oc, key, k.t.sets[i])]
+	n := k.t.st.n[i]
+	k.t.useSetAt(oc, i, n)
+	return n
 }
 
 // peerCount returns the number of addresses of family fam the pods a pods
@@ -1171,17 +1228,22 @@ func (k *counter) peerCount(oc *objCost, peer *cluster.Peer, fam int) int {
 // pods that declare it (this node's for ingress, every pod for egress),
 // and every contested address.
 func (k *counter) namedSet(oc *objCost, named []namedPort, fam int, d cluster.Direction) string {
+	list := namedList(named)
+	i := k.t.useSet(oc, setKey{setNamed, uint8(fam), list}, k.namedCount(named, fam, d))
 	if k.rec != nil {
-		k.rec.refs = append(k.rec.refs, setRef{named: named, d: d})
+		k.rec.refs = append(k.rec.refs, setRef{named: named, d: d, id: i})
 	}
+	return list
+}
+
+// namedCount is the most elements a named-port set of named holds.
+func (k *counter) namedCount(named []namedPort, fam int, d cluster.Direction) int {
 	wide := d == cluster.Egress
 	n := len(k.c.claims) * len(named)
 	for _, np := range named {
 		n += k.declaredCount(namedScope{fam, np, wide})
 	}
-	list := namedList(named)
-	k.t.useSet(oc, setKey{setNamed, uint8(fam), list}, n)
-	return list
+	return n
 }
 
 func (k *counter) declaredCount(s namedScope) int {

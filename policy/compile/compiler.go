@@ -110,7 +110,8 @@ type Compiler struct {
 	shapes      map[shapeKey]*policyShape
 	groupCosts  map[string]*groupCostMemo
 	declared    declaredPods
-	counts      uint64 // the counts made (tally.serial)
+	counts      uint64   // the counts made (tally.serial)
+	sets        setTable // the sets counts refer to
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
