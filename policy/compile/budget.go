@@ -353,6 +353,7 @@ type groupUse struct {
 	members      []groupMember
 	// plainKey is key(nil), once asked.
 	plainKey string
+	used     uint64 // the last compile that counted it (Compiler.gen)
 }
 
 // key returns the name the chain's content would get: its prefix and the
@@ -552,6 +553,7 @@ type tally struct {
 	objs   map[quarantine.Object]*objCost
 	groups []*groupUse
 	tiers  []*tierUse
+	slab   []objCost // where obj takes new parts from
 	// st numbers the sets objects refer to and holds their counts (the
 	// Compiler's, st.n[i] valid for this count only where st.serial[i]
 	// is t.serial).
@@ -726,7 +728,11 @@ func (t *tally) own() {
 func (t *tally) obj(o quarantine.Object, created time.Time) *objCost {
 	oc := t.objs[o]
 	if oc == nil {
-		oc = &objCost{obj: o, created: created}
+		if len(t.slab) == 0 {
+			t.slab = make([]objCost, 64)
+		}
+		oc, t.slab = &t.slab[0], t.slab[1:]
+		oc.obj, oc.created = o, created
 		t.objs[o] = oc
 	}
 	return oc
@@ -952,22 +958,65 @@ func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, c
 		return key
 	}
 	k.groups[key] = true
-	t, log := k.t, k.c.cc.Options.Log
-	tail := 1 // the drop
-	if d == cluster.Ingress {
-		tail = 2 // node traffic, the drop
+	cc, log := k.c.cc, k.c.cc.Options.Log
+	// The Compiler's group of the same policy values, when it has one:
+	// its members' names and shapes are those of the values.
+	g := cc.groupUses[key]
+	if g == nil || g.named != log.Drops || g.plain != log.Allowed || !slices.Equal(g.pols, group) {
+		tail := 1 // the drop
+		if d == cluster.Ingress {
+			tail = 2 // node traffic, the drop
+		}
+		g = &groupUse{prefix: prefix, rawKey: key, pols: group, tail: tail, named: log.Drops, plain: log.Allowed,
+			members: make([]groupMember, len(group))}
+		if cc.groupUses == nil {
+			cc.groupUses = map[string]*groupUse{}
+		}
+		cc.groupUses[key] = g
 	}
-	g := &groupUse{prefix: prefix, rawKey: key, pols: group, tail: tail, named: log.Drops, plain: log.Allowed}
-	for _, p := range group {
+	g.used = cc.gen
+	for i, p := range group {
 		oc := k.policies[p]
 		if oc == nil {
-			oc = t.obj(quarantine.PolicyObject(p), p.Created)
-			k.policies[p] = oc
+			oc = k.policyPart(p)
 		}
-		g.members = append(g.members, groupMember{obj: oc.obj, shape: k.policyShape(oc, p, d, fam)})
+		g.members[i] = groupMember{obj: oc.obj, shape: k.policyShape(oc, p, d, fam)}
 	}
-	t.groups = append(t.groups, g)
+	k.t.groups = append(k.t.groups, g)
 	return key
+}
+
+// policyPart returns the part of NetworkPolicy p in the count, creating
+// it with the name and (as room for its sets) the number of sets the
+// Compiler's last count gave it.
+func (k *counter) policyPart(p *cluster.Policy) *objCost {
+	cc := k.c.cc
+	m := cc.policyParts[p]
+	if m == nil {
+		if cc.policyParts == nil {
+			cc.policyParts = map[*cluster.Policy]*policyPart{}
+		}
+		m = &policyPart{obj: quarantine.PolicyObject(p)}
+		cc.policyParts[p] = m
+	}
+	m.used = cc.gen
+	oc := k.t.obj(m.obj, p.Created)
+	if oc.sets == nil && m.sets > 0 {
+		oc.sets = make([]int32, 0, m.sets)
+	}
+	k.policies[p] = oc
+	m.part = oc
+	return oc
+}
+
+// policyPart is what the Compiler keeps of a NetworkPolicy's part in its
+// counts: its name, and its part in the last count (for the number of
+// sets it referred to, forgetCounts).
+type policyPart struct {
+	obj  quarantine.Object
+	part *objCost
+	sets int
+	used uint64
 }
 
 // groupPrefix is "direction/family/variant", as groupChain writes it.
@@ -1595,9 +1644,21 @@ func (c *Compiler) forgetCounts() {
 			delete(c.shapes, k)
 		}
 	}
+	for p, m := range c.policyParts {
+		if m.used != c.gen {
+			delete(c.policyParts, p)
+			continue
+		}
+		m.sets, m.part = len(m.part.sets), nil
+	}
 	for k, m := range c.groupCosts {
 		if m.used != c.gen {
 			delete(c.groupCosts, k)
+		}
+	}
+	for k, g := range c.groupUses {
+		if g.used != c.gen {
+			delete(c.groupUses, k)
 		}
 	}
 }

@@ -112,6 +112,8 @@ type Compiler struct {
 	declared    declaredPods
 	counts      uint64   // the counts made (tally.serial)
 	sets        setTable // the sets counts refer to
+	policyParts map[*cluster.Policy]*policyPart
+	groupUses   map[string]*groupUse // by group key (counter.group)
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
