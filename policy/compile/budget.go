@@ -281,10 +281,6 @@ func writePeer(b *strings.Builder, p allowPeer) {
 	writeField(b, p.key)
 }
 
-func (s groupShape) add(o groupShape) groupShape {
-	return groupShape{append(slices.Clip(s.allows), o.allows...), s.log.Add(o.log)}
-}
-
 func (s groupShape) empty() bool { return len(s.allows) == 0 }
 
 // own is the most a policy of shape s adds to one group chain: its rules
@@ -465,36 +461,38 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 	// verdicts (a log chain per policy), and the chain keeps them in
 	// written order; those of one policy alone share one, and dispatch.
 	plain := g.plain && adding > 1
-	allows := all
-	if !plain {
-		allows = map[allowID]allowKey{}
-		for _, a := range coverAllows(all) {
-			allows[a.id()] = a
-		}
-	}
 	c := logs.Add(Cost{Rules: 1 + g.tail, Chains: 1})
 	if g.named {
 		c = c.Add(Cost{Rules: 2, Chains: 1}) // the deny decider's log chain
 	}
+	if plain {
+		c.Rules += len(all)
+		return c, nil
+	}
+	allows := coverAllows(all) // distinct
+	keyed := 0
+	for _, a := range allows {
+		if len(a.points) > 0 {
+			keyed++
+		}
+	}
+	if keyed < minPortDispatch {
+		c.Rules += len(allows)
+		return c, nil
+	}
 	var rest []allowID
 	byPoint := map[portPoint]map[allowPeer]bool{} // the peers on each port
-	keyed := 0
-	for id, a := range allows {
+	for _, a := range allows {
 		if len(a.points) == 0 {
-			rest = append(rest, id)
+			rest = append(rest, a.id())
 			continue
 		}
-		keyed++
 		for _, pt := range a.points {
 			if byPoint[pt] == nil {
 				byPoint[pt] = map[allowPeer]bool{}
 			}
 			byPoint[pt][a.peer] = true
 		}
-	}
-	if plain || keyed < minPortDispatch {
-		c.Rules += len(allows)
-		return c, nil
 	}
 	// The dispatch rule, then the rules for any port and the tail, in the
 	// chain and (when its copies would be many) in a shared end.
@@ -916,6 +914,7 @@ type counter struct {
 	rec *policyShape
 	// policies are the NetworkPolicies' parts in t, by value.
 	policies map[*cluster.Policy]*objCost
+	peerBuf  []allowPeer // npRule's, reused
 }
 
 type namedScope struct {
@@ -1115,12 +1114,13 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 	ps := &policyShape{used: k.c.cc.gen, counted: k.t.serial}
 	k.rec = ps
 	for _, rule := range p.Rules(d) {
-		rs := k.npRule(oc, d, rule, fam)
-		if sk.log && !rs.empty() {
-			rs.log = Cost{Rules: 2, Chains: 1}
+		n := len(ps.shape.allows)
+		ps.shape.allows = k.npRule(ps.shape.allows, oc, d, rule, fam)
+		if sk.log && len(ps.shape.allows) > n {
+			ps.shape.log = ps.shape.log.Add(Cost{Rules: 2, Chains: 1})
 		}
-		ps.shape = ps.shape.add(rs)
 	}
+	ps.shape.allows = slices.Clip(ps.shape.allows)
 	k.rec = nil
 	if k.c.cc.shapes == nil {
 		k.c.cc.shapes = map[shapeKey]*policyShape{}
@@ -1144,12 +1144,13 @@ func (k *counter) useFixed(oc *objCost, key setKey, n int) {
 // of each of its ports (one rule there, an entry in the map, the chain
 // itself and up to maxCopiedRest rules of the group's end or a goto to
 // it); a rule on anything else is in the group chain and its shared end.
-func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fam int) groupShape {
+func (k *counter) npRule(out []allowKey, oc *objCost, d cluster.Direction, rule cluster.Rule, fam int) []allowKey {
 	portSet, named, ok := k.c.portMatch(rule)
 	if !ok {
-		return groupShape{}
+		return out
 	}
-	peers := make([]allowPeer, 0, len(rule.Peers)+1)
+	peers := k.peerBuf[:0]
+	defer func() { k.peerBuf = peers[:0] }()
 	if rule.AllPeers {
 		peers = append(peers, everyPeer)
 	}
@@ -1166,24 +1167,25 @@ func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fa
 			}
 		}
 	}
-	var out groupShape
 	if len(peers) == 0 {
 		return out
 	}
 	if portSet != "" || len(named) == 0 {
 		var pts []portPoint
 		if points := k.portSet(oc, portSet); points > 0 {
-			for _, e := range k.c.portElements(portSet) {
+			elems := k.c.portElements(portSet)
+			pts = make([]portPoint, 0, len(elems))
+			for _, e := range elems {
 				pts = append(pts, portPoint{e.Proto, e.Port})
 			}
 		}
 		for _, p := range peers {
-			out.allows = append(out.allows, allowKey{peer: p, port: portSet, points: pts})
+			out = append(out, allowKey{peer: p, port: portSet, points: pts})
 		}
 	}
 	for _, ns := range k.namedSets(oc, named, fam, d, len(peers)) {
 		for _, p := range peers {
-			out.allows = append(out.allows, allowKey{peer: p, named: ns})
+			out = append(out, allowKey{peer: p, named: ns})
 		}
 	}
 	return out
