@@ -350,6 +350,7 @@ type groupUse struct {
 	// plainKey is key(nil), once asked.
 	plainKey string
 	used     uint64 // the last compile that counted it (Compiler.gen)
+	counted  uint64 // and its count (tally.serial)
 }
 
 // key returns the name the chain's content would get: its prefix and the
@@ -835,7 +836,7 @@ func costlier(a, b *objCost, dim string) bool {
 func (c *compiler) count() *tally {
 	c.cc.counts++
 	t := &tally{cc: c.cc, serial: c.cc.counts, objs: map[quarantine.Object]*objCost{}, st: &c.cc.sets}
-	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}, policies: map[*cluster.Policy]*objCost{}}
+	k := &counter{c: c, t: t, tiers: map[string]bool{}, policies: map[*cluster.Policy]*objCost{}}
 	opts := c.cc.Options
 	// The skeleton: two base chains (established, dispatch, neighbour
 	// discovery) and four dispatch maps.
@@ -900,10 +901,9 @@ func (c *compiler) count() *tally {
 
 // counter counts the chains of pods, once each, as podChain builds them.
 type counter struct {
-	c      *compiler
-	t      *tally
-	groups map[string]bool // group chain keys counted
-	tiers  map[string]bool // tier chain keys counted
+	c     *compiler
+	t     *tally
+	tiers map[string]bool // tier chain keys counted
 	// declared counts, by named port, family and scope (every pod, or
 	// this node's), the pods that declare it: an upper bound on a
 	// named-port set's elements (the Compiler's, taken on first use).
@@ -953,14 +953,13 @@ func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, c
 	ret := chained && d == cluster.Ingress
 	prefix := groupPrefix(d, fam, ret)
 	key := groupKey(prefix, group)
-	if k.groups[key] {
-		return key
-	}
-	k.groups[key] = true
 	cc, log := k.c.cc, k.c.cc.Options.Log
+	g := cc.groupUses[key]
+	if g != nil && g.counted == k.t.serial {
+		return key // counted already (one key, one group in a compile)
+	}
 	// The Compiler's group of the same policy values, when it has one:
 	// its members' names and shapes are those of the values.
-	g := cc.groupUses[key]
 	if g == nil || g.named != log.Drops || g.plain != log.Allowed || !slices.Equal(g.pols, group) {
 		tail := 1 // the drop
 		if d == cluster.Ingress {
@@ -973,7 +972,7 @@ func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, c
 		}
 		cc.groupUses[key] = g
 	}
-	g.used = cc.gen
+	g.used, g.counted = cc.gen, k.t.serial
 	for i, p := range group {
 		oc := k.policies[p]
 		if oc == nil {
