@@ -1120,6 +1120,10 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 		}
 	}
 	ps.shape.allows = slices.Clip(ps.shape.allows)
+	// Counting a set again for the same object changes nothing: the
+	// memo keeps each set once, first uses first.
+	k.t.st.nextStamp()
+	ps.refs = slices.DeleteFunc(ps.refs, func(r setRef) bool { return k.t.st.seen(r.id) })
 	k.rec = nil
 	if k.c.cc.shapes == nil {
 		k.c.cc.shapes = map[shapeKey]*policyShape{}
