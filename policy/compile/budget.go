@@ -51,6 +51,15 @@ import (
 // that arrived last, so that an object already enforced is not displaced
 // by a newcomer of the same size. Quarantined objects cost only their
 // stripped form. The node's total is counted again after each pick.
+//
+// A long-lived Compiler (the agent's) keeps between counts what changes
+// only with its inputs: what each policy value adds to a group chain and
+// the sets it refers to (by number, setTable), the content of each group
+// chain of the same policy values, and how many pods declare each named
+// port (adjusted for the pods that changed). Its count, and so its
+// decisions, are exactly a fresh Compiler's (a test checks it on random
+// change sequences); the compile reuses the count's rule port matches and
+// peer sets, so that counting costs little beyond what building does.
 
 // Cost is what a table, or one object's part of it, holds.
 type Cost struct {
