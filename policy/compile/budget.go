@@ -1355,7 +1355,26 @@ func (d *declaredPods) update(pods []*cluster.Pod, node string) map[namedPort]*[
 		d.recount(pods, node)
 		return d.counts
 	}
-	old := d.pods
+	gone, came, ok := podChanges(d.pods, pods)
+	if !ok {
+		d.recount(pods, node)
+		return d.counts
+	}
+	for _, p := range came {
+		d.add(p, 1)
+	}
+	for _, p := range gone {
+		d.add(p, -1)
+	}
+	d.pods = append(d.pods[:0], pods...)
+	return d.counts
+}
+
+// podChanges returns the pod values only old holds and those only pods
+// holds (the values before and after a change are different pointers),
+// and false when they are many (a quarter of pods): counting again is
+// then as cheap.
+func podChanges(old, pods []*cluster.Pod) (gone, came []*cluster.Pod, ok bool) {
 	// What both lists share at their ends is the same pods in the same
 	// order; what is left differs (a pod added, removed or replaced).
 	i := 0
@@ -1367,29 +1386,27 @@ func (d *declaredPods) update(pods []*cluster.Pod, node string) map[namedPort]*[
 		j--
 		k--
 	}
-	gone, came := old[i:j], pods[i:k]
-	if len(gone)+len(came) > len(pods)/4 {
-		d.recount(pods, node)
-		return d.counts
+	if (j-i)+(k-i) > len(pods)/4 {
+		return nil, nil, false
 	}
-	left := make(map[*cluster.Pod]int, len(gone))
-	for _, p := range gone {
+	left := make(map[*cluster.Pod]int, j-i)
+	for _, p := range old[i:j] {
 		left[p]++
 	}
-	for _, p := range came {
+	for _, p := range pods[i:k] {
 		if left[p] > 0 {
 			left[p]-- // moved, not changed
 			continue
 		}
-		d.add(p, 1)
+		came = append(came, p)
 	}
-	for p, n := range left {
-		for range n {
-			d.add(p, -1)
+	for _, p := range old[i:j] {
+		if left[p] > 0 {
+			left[p]--
+			gone = append(gone, p)
 		}
 	}
-	d.pods = append(d.pods[:0], pods...)
-	return d.counts
+	return gone, came, true
 }
 
 // recount counts pods for node from nothing.

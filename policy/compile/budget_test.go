@@ -287,10 +287,18 @@ func TestCompiler_CountMemosMatchFreshCount(t *testing.T) {
 			case 1: // another node
 				p.NodeName = []string{"node-1", "node-2", "node-3"}[rng.IntN(3)]
 				ix.UpsertPod(&p)
-			case 2: // another address, or one family less
-				if len(p.IPs) > 1 && rng.IntN(2) == 0 {
+			case 2: // another address (another pod's, sometimes), or one family less
+				other := pods[rng.IntN(len(pods))]
+				switch {
+				case len(p.IPs) > 1 && rng.IntN(2) == 0:
 					p.IPs = p.IPs[rng.IntN(2):][:1]
-				} else {
+				case len(other.IPs) > 0 && rng.IntN(2) == 0:
+					p.IPs = other.IPs
+					p.Ports = nil // claimants that resolve a name differently
+					if rng.IntN(2) == 0 {
+						p.Ports = []cluster.ContainerPort{{Name: "http", Port: 8080, Protocol: cluster.ProtocolTCP}}
+					}
+				default:
 					p.IPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 9, byte(rng.IntN(250))})}
 				}
 				ix.UpsertPod(&p)

@@ -916,7 +916,7 @@ func (c *compiler) fillNamedSets(egress []namedKey) {
 			// Every pod: walked in address order, so that the elements come
 			// out sorted (Ruleset.Sort then leaves them as they are).
 			if byAddr == nil {
-				byAddr = ownedByAddr(c.own)
+				byAddr = c.ownedByAddr()
 			}
 			for _, o := range byAddr[k.family] {
 				pts = resolveNamed(pts[:0], o.pod, named)
@@ -956,6 +956,67 @@ func (c *compiler) fillNamedSets(egress []namedKey) {
 			add(ip, slices.Compact(pts))
 		}
 	}
+}
+
+// ownedByAddr returns ownedByAddr(c.own), kept in the Compiler with the
+// pods it was made from and patched on the next compile for the pods that
+// changed, while the addresses several pods claim stay the same: then an
+// address changes owner only with the pods that hold it.
+func (c *compiler) ownedByAddr() map[int][]ownedAddr {
+	m := &c.cc.owned
+	pods := c.src.Pods()
+	if m.lists != nil && m.conflict == c.cc.conflict {
+		if gone, came, ok := podChanges(m.pods, pods); ok && m.patch(gone, came, c.own) {
+			m.pods = append(m.pods[:0], pods...)
+			return m.lists
+		}
+	}
+	m.lists, m.conflict = ownedByAddr(c.own), c.cc.conflict
+	m.pods = append(m.pods[:0], pods...)
+	return m.lists
+}
+
+// ownedMemo is the Compiler's ownedByAddr: the lists, the pods and the
+// contested addresses' fingerprint they were made for.
+type ownedMemo struct {
+	pods     []*cluster.Pod
+	conflict string
+	lists    map[int][]ownedAddr
+}
+
+// patch takes out the addresses the pods of gone owned and puts in those
+// the pods of came own now; it reports false (the lists are then to be
+// made again) if it finds them inconsistent.
+func (m *ownedMemo) patch(gone, came []*cluster.Pod, own map[netip.Addr]*cluster.Pod) bool {
+	find := func(a netip.Addr) (int, bool) {
+		return slices.BinarySearchFunc(m.lists[family(a)], a, func(o ownedAddr, a netip.Addr) int { return o.addr.Compare(a) })
+	}
+	for _, p := range gone {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if i, ok := find(a); ok && m.lists[family(a)][i].pod == p {
+				m.lists[family(a)] = slices.Delete(m.lists[family(a)], i, i+1)
+			}
+		}
+	}
+	for _, p := range came {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if own[a] != p {
+				continue
+			}
+			i, ok := find(a)
+			if ok {
+				return false // another pod's still: not what the claims say
+			}
+			m.lists[family(a)] = slices.Insert(m.lists[family(a)], i, ownedAddr{a, p})
+		}
+	}
+	return true
 }
 
 // ownedAddr is an address and the pod that owns it.

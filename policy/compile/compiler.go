@@ -114,6 +114,7 @@ type Compiler struct {
 	sets        setTable // the sets counts refer to
 	policyParts map[*cluster.Policy]*policyPart
 	groupUses   map[string]*groupUse // by group key (counter.group)
+	owned       ownedMemo            // see compiler.ownedByAddr
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
