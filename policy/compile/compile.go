@@ -149,7 +149,7 @@ type Source interface {
 
 // newCompiler returns the state of one compile of node.
 func newCompiler(src Source, node string, cc *Compiler) *compiler {
-	own, claims, contested := owners(src.Pods())
+	own, claims, contested := cc.owners(src.Pods())
 	cc.resetIfOwnershipChanged(contested, claims)
 	cc.nodeConflict, cc.nodeClaims = nodeConflicts(src.Nodes(), own, claims)
 	return &compiler{

@@ -115,6 +115,7 @@ type Compiler struct {
 	policyParts map[*cluster.Policy]*policyPart
 	groupUses   map[string]*groupUse // by group key (counter.group)
 	owned       ownedMemo            // see compiler.ownedByAddr
+	owning      ownersMemo           // see Compiler.owners
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
@@ -226,6 +227,61 @@ func owners(pods []*cluster.Pod) (own map[netip.Addr]*cluster.Pod, claims map[ne
 	}
 	sort.Strings(contested)
 	return own, claims, strings.Join(contested, ",")
+}
+
+// owners is owners(pods), kept with the pods it was made from and patched
+// on the next compile for the pod values only the old or the new list
+// holds, when none of them holds an address two pods claim or claims one
+// another pod holds (then the claims stay the same). The result must not
+// be modified; it is the Compiler's until its next compile.
+func (c *Compiler) owners(pods []*cluster.Pod) (own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod, fingerprint string) {
+	m := &c.owning
+	if m.own != nil {
+		if gone, came, ok := podChanges(m.pods, pods); ok && m.patch(gone, came) {
+			m.pods = append(m.pods[:0], pods...)
+			return m.own, m.claims, m.fingerprint
+		}
+	}
+	m.own, m.claims, m.fingerprint = owners(pods)
+	m.pods = append(m.pods[:0], pods...)
+	return m.own, m.claims, m.fingerprint
+}
+
+// ownersMemo is the Compiler's owners: its result and the pods it is of.
+type ownersMemo struct {
+	pods        []*cluster.Pod
+	own         map[netip.Addr]*cluster.Pod
+	claims      map[netip.Addr][]*cluster.Pod
+	fingerprint string
+}
+
+// patch takes out the addresses of the pods of gone and puts in those of
+// came. It reports false, leaving own to be made again, when one of them
+// holds an address that is contested or (for came) held already.
+func (m *ownersMemo) patch(gone, came []*cluster.Pod) bool {
+	for _, p := range gone {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if m.own[a] != p {
+				return false
+			}
+			delete(m.own, a)
+		}
+	}
+	for _, p := range came {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if _, held := m.own[a]; held {
+				return false
+			}
+			m.own[a] = p
+		}
+	}
+	return true
 }
 
 func addClaim(claims map[netip.Addr][]*cluster.Pod, a netip.Addr, pods ...*cluster.Pod) map[netip.Addr][]*cluster.Pod {
