@@ -310,12 +310,12 @@ func (s groupShape) own() Cost {
 // matching every packet keeps itself alone; a rule of one port set and
 // every peer covers that port set's other rules, one of one peer and every
 // port that peer's, one of named ports and every peer those named ports'.
-func coverAllows(all map[allowID]allowKey) []allowKey {
+func coverAllows(all map[allowID]*allowKey) []*allowKey {
 	portOnly, peerOnly, namedOnly := map[string]bool{}, map[allowPeer]bool{}, map[string]bool{}
 	for _, a := range all {
 		switch {
 		case a.peer == everyPeer && a.port == "" && a.named == "":
-			return []allowKey{a}
+			return []*allowKey{a}
 		case a.peer == everyPeer && a.named == "":
 			portOnly[a.port] = true
 		case a.port == "" && a.named == "":
@@ -324,7 +324,7 @@ func coverAllows(all map[allowID]allowKey) []allowKey {
 			namedOnly[a.named] = true
 		}
 	}
-	var out []allowKey
+	out := make([]*allowKey, 0, len(all))
 	for _, a := range all {
 		covered := a.peer != everyPeer && a.port != "" && portOnly[a.port] ||
 			a.peer != everyPeer && (a.port != "" || a.named != "") && peerOnly[a.peer] ||
@@ -452,7 +452,11 @@ func (g *groupUse) cost(cc *Compiler, strip map[quarantine.Object]quarantine.Dec
 // parts returns what the group chain holds itself, and the shared chains
 // it goes to.
 func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost, []sharedPart) {
-	all := map[allowID]allowKey{}
+	n := 0
+	for _, m := range g.members {
+		n += len(m.shape.allows)
+	}
+	all := make(map[allowID]*allowKey, n) // the last of each, as all are alike
 	var logs Cost
 	adding := 0
 	for _, m := range g.members {
@@ -463,7 +467,8 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 		if !m.shape.empty() {
 			adding++
 		}
-		for _, a := range m.shape.allows {
+		for i := range m.shape.allows {
+			a := &m.shape.allows[i]
 			all[a.id()] = a
 		}
 	}
