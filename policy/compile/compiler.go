@@ -69,7 +69,9 @@ const (
 // Compiler compiles one node's ruleset again and again, as the agent does on
 // every sync, reusing what did not change: the addresses of peer sets
 // whose pods did not change (and of the namespaces of a large peer that did
-// not), and the group chains whose policies did not (memo.go). Its output is
+// not), the group chains whose policies did not (memo.go), who owns each
+// address, patched for the pods that changed, and the budget's count of what
+// did not change (budget.go). Its output is
 // exactly what Compile returns for the same input; only the time differs.
 // It keeps only what the last compile used. A Compiler is not safe for
 // concurrent use.
