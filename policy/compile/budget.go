@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -50,6 +51,15 @@ import (
 // that arrived last, so that an object already enforced is not displaced
 // by a newcomer of the same size. Quarantined objects cost only their
 // stripped form. The node's total is counted again after each pick.
+//
+// A long-lived Compiler (the agent's) keeps between counts what changes
+// only with its inputs: what each policy value adds to a group chain and
+// the sets it refers to (by number, setTable), the content of each group
+// chain of the same policy values, and how many pods declare each named
+// port (adjusted for the pods that changed). Its count, and so its
+// decisions, are exactly a fresh Compiler's (a test checks it on random
+// change sequences); the compile reuses the count's rule port matches and
+// peer sets, so that counting costs little beyond what building does.
 
 // Cost is what a table, or one object's part of it, holds.
 type Cost struct {
@@ -162,7 +172,15 @@ func (c *Compiler) Quarantined() []quarantine.Decision { return c.quarantined }
 // Objects returns the objects that select a pod of the last Compile's node
 // (in any direction), sorted: those that can add anything to its table.
 func (c *Compiler) Objects() []quarantine.Object {
-	return slices.SortedFunc(maps.Keys(c.objects), quarantine.Object.Compare)
+	out := make([]quarantine.Object, 0, len(c.selectNP)+len(c.selectCNP))
+	for p := range c.selectNP {
+		out = append(out, quarantine.PolicyObject(p))
+	}
+	for p := range c.selectCNP {
+		out = append(out, quarantine.ClusterPolicyObject(p))
+	}
+	slices.SortFunc(out, quarantine.Object.Compare)
+	return slices.CompactFunc(out, func(a, b quarantine.Object) bool { return a == b })
 }
 
 // LastCost returns what the last Compile counted for its node (with the
@@ -189,9 +207,11 @@ func Quarantines(src Source, nodes []string, opts Options) *quarantine.Set {
 type objCost struct {
 	obj     quarantine.Object
 	created time.Time
-	cost    Cost            // as written (own: its parts and its sets)
-	strip   Cost            // as quarantined
-	sets    map[string]bool // the sets it refers to (as written)
+	cost    Cost // as written (own: its parts and its sets)
+	strip   Cost // as quarantined
+	// sets are the sets it refers to (as written), by index in the
+	// tally (setIndex), with repeats.
+	sets []int32
 }
 
 // part is one object's part of one tier chain, as written and as
@@ -212,20 +232,62 @@ type groupShape struct {
 	log Cost
 }
 
-// allowKey is what one allow rule matches: its peer ("*" for every peer),
-// its port set ("" for every port) or named ports ("" for none). Two
-// policies' rules that match the same are one rule in the chain, and some
-// rules cover others (orderAllows). points are its ports when all are
-// single ports (a port dispatch puts it in the chain of each).
+// allowKey is what one allow rule matches: its peer (everyPeer for every
+// peer), its port set ("" for every port) or named ports ("" for none).
+// Two policies' rules that match the same are one rule in the chain, and
+// some rules cover others (orderAllows). points are its ports when all
+// are single ports (a port dispatch puts it in the chain of each).
 type allowKey struct {
-	peer, port, named string
-	points            []portPoint
+	peer        allowPeer
+	port, named string
+	points      []portPoint
 }
 
-func (a allowKey) id() string { return a.peer + "|" + a.port + "|" + a.named }
+// allowPeer is the peer of an allow rule: every peer (the zero value), a
+// pods peer or an ipBlock, by its key.
+type allowPeer struct {
+	kind cluster.PeerKind
+	key  string
+}
 
-func (s groupShape) add(o groupShape) groupShape {
-	return groupShape{append(slices.Clip(s.allows), o.allows...), s.log.Add(o.log)}
+var everyPeer = allowPeer{}
+
+// allowID is what an allow rule matches, comparable.
+type allowID struct {
+	peer        allowPeer
+	port, named string
+}
+
+func (a allowKey) id() allowID { return allowID{a.peer, a.port, a.named} }
+
+func compareAllowPeers(a, b allowPeer) int {
+	if a.kind != b.kind {
+		return cmp.Compare(a.kind, b.kind)
+	}
+	return strings.Compare(a.key, b.key)
+}
+
+func compareAllowIDs(a, b allowID) int {
+	if c := compareAllowPeers(a.peer, b.peer); c != 0 {
+		return c
+	}
+	if a.port != b.port {
+		return strings.Compare(a.port, b.port)
+	}
+	return strings.Compare(a.named, b.named)
+}
+
+// writeField writes s to b so that no two sequences of fields write the
+// same: its length, a colon, s.
+func writeField(b *strings.Builder, s string) {
+	b.WriteString(strconv.Itoa(len(s)))
+	b.WriteByte(':')
+	b.WriteString(s)
+}
+
+func writePeer(b *strings.Builder, p allowPeer) {
+	b.WriteString(strconv.Itoa(int(p.kind)))
+	writeField(b, p.key)
 }
 
 func (s groupShape) empty() bool { return len(s.allows) == 0 }
@@ -248,25 +310,25 @@ func (s groupShape) own() Cost {
 // matching every packet keeps itself alone; a rule of one port set and
 // every peer covers that port set's other rules, one of one peer and every
 // port that peer's, one of named ports and every peer those named ports'.
-func coverAllows(all map[string]allowKey) []allowKey {
-	portOnly, peerOnly, namedOnly := map[string]bool{}, map[string]bool{}, map[string]bool{}
+func coverAllows(all map[allowID]*allowKey) []*allowKey {
+	portOnly, peerOnly, namedOnly := map[string]bool{}, map[allowPeer]bool{}, map[string]bool{}
 	for _, a := range all {
 		switch {
-		case a.peer == "*" && a.port == "" && a.named == "":
-			return []allowKey{a}
-		case a.peer == "*" && a.named == "":
+		case a.peer == everyPeer && a.port == "" && a.named == "":
+			return []*allowKey{a}
+		case a.peer == everyPeer && a.named == "":
 			portOnly[a.port] = true
 		case a.port == "" && a.named == "":
 			peerOnly[a.peer] = true
-		case a.peer == "*" && a.port == "":
+		case a.peer == everyPeer && a.port == "":
 			namedOnly[a.named] = true
 		}
 	}
-	var out []allowKey
+	out := make([]*allowKey, 0, len(all))
 	for _, a := range all {
-		covered := a.peer != "*" && a.port != "" && portOnly[a.port] ||
-			a.peer != "*" && (a.port != "" || a.named != "") && peerOnly[a.peer] ||
-			a.peer != "*" && a.named != "" && namedOnly[a.named]
+		covered := a.peer != everyPeer && a.port != "" && portOnly[a.port] ||
+			a.peer != everyPeer && (a.port != "" || a.named != "") && peerOnly[a.peer] ||
+			a.peer != everyPeer && a.named != "" && namedOnly[a.named]
 		if !covered {
 			out = append(out, a)
 		}
@@ -294,23 +356,40 @@ type groupUse struct {
 	// without a port dispatch.
 	named, plain bool
 	members      []groupMember
+	// plainKey is key(nil), once asked.
+	plainKey string
+	used     uint64 // the last compile that counted it (Compiler.gen)
+	counted  uint64 // and its count (tally.serial)
 }
 
 // key returns the name the chain's content would get: its prefix and the
 // members that add rules to it (all, when the deny decider names them).
 func (g *groupUse) key(strip map[quarantine.Object]quarantine.Decision) string {
-	return g.keyOf(strip, func(m groupMember) bool { return !m.shape.empty() })
+	if len(strip) == 0 && g.plainKey != "" {
+		return g.plainKey
+	}
+	k := g.keyOf(strip, func(m groupMember) bool { return !m.shape.empty() })
+	if len(strip) == 0 {
+		g.plainKey = k
+	}
+	return k
 }
 
 // keyOf returns the prefix and the members, not quarantined, that pick
 // selects.
 func (g *groupUse) keyOf(strip map[quarantine.Object]quarantine.Decision, pick func(groupMember) bool) string {
 	var b strings.Builder
+	n := len(g.prefix)
+	for _, m := range g.members {
+		n += 1 + len(m.obj.Key)
+	}
+	b.Grow(n)
 	b.WriteString(g.prefix)
 	for _, m := range g.members {
 		_, stripped := strip[m.obj]
 		if g.named || (!stripped && pick(m)) {
-			b.WriteString("|" + m.obj.Key)
+			b.WriteByte('|')
+			b.WriteString(m.obj.Key)
 		}
 	}
 	return b.String()
@@ -373,7 +452,11 @@ func (g *groupUse) cost(cc *Compiler, strip map[quarantine.Object]quarantine.Dec
 // parts returns what the group chain holds itself, and the shared chains
 // it goes to.
 func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost, []sharedPart) {
-	all := map[string]allowKey{}
+	n := 0
+	for _, m := range g.members {
+		n += len(m.shape.allows)
+	}
+	all := make(map[allowID]*allowKey, n) // the last of each, as all are alike
 	var logs Cost
 	adding := 0
 	for _, m := range g.members {
@@ -384,7 +467,8 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 		if !m.shape.empty() {
 			adding++
 		}
-		for _, a := range m.shape.allows {
+		for i := range m.shape.allows {
+			a := &m.shape.allows[i]
 			all[a.id()] = a
 		}
 	}
@@ -392,48 +476,59 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 	// verdicts (a log chain per policy), and the chain keeps them in
 	// written order; those of one policy alone share one, and dispatch.
 	plain := g.plain && adding > 1
-	allows := all
-	if !plain {
-		allows = map[string]allowKey{}
-		for _, a := range coverAllows(all) {
-			allows[a.id()] = a
-		}
-	}
 	c := logs.Add(Cost{Rules: 1 + g.tail, Chains: 1})
 	if g.named {
 		c = c.Add(Cost{Rules: 2, Chains: 1}) // the deny decider's log chain
 	}
-	var rest []string
-	byPoint := map[portPoint]map[string]bool{} // the peers on each port
+	if plain {
+		c.Rules += len(all)
+		return c, nil
+	}
+	allows := coverAllows(all) // distinct
 	keyed := 0
-	for id, a := range allows {
+	for _, a := range allows {
+		if len(a.points) > 0 {
+			keyed++
+		}
+	}
+	if keyed < minPortDispatch {
+		c.Rules += len(allows)
+		return c, nil
+	}
+	var rest []allowID
+	byPoint := map[portPoint]map[allowPeer]bool{} // the peers on each port
+	for _, a := range allows {
 		if len(a.points) == 0 {
-			rest = append(rest, id)
+			rest = append(rest, a.id())
 			continue
 		}
-		keyed++
 		for _, pt := range a.points {
 			if byPoint[pt] == nil {
-				byPoint[pt] = map[string]bool{}
+				byPoint[pt] = map[allowPeer]bool{}
 			}
 			byPoint[pt][a.peer] = true
 		}
-	}
-	if plain || keyed < minPortDispatch {
-		c.Rules += len(allows)
-		return c, nil
 	}
 	// The dispatch rule, then the rules for any port and the tail, in the
 	// chain and (when its copies would be many) in a shared end.
 	after := len(rest) + g.tail
 	c.Rules += 1 + len(rest)
-	slices.Sort(rest)
-	end := g.prefix + "|end|" + strings.Join(rest, ",")
+	slices.SortFunc(rest, compareAllowIDs)
+	var eb strings.Builder
+	eb.WriteString(g.prefix)
+	eb.WriteString("|end|")
+	for _, id := range rest {
+		writePeer(&eb, id.peer)
+		writeField(&eb, id.port)
+		writeField(&eb, id.named)
+	}
 	if g.named {
 		// The end's drop goes to the deny decider's log chain, which
 		// names every member: port chains of two groups differ.
-		end += "|deny" + g.key(strip)
+		eb.WriteString("|deny")
+		eb.WriteString(g.key(strip))
 	}
+	end := eb.String()
 	var shared []sharedPart
 	copied := after
 	if sharedEnd(after, len(byPoint)) {
@@ -448,7 +543,9 @@ func (g *groupUse) parts(strip map[quarantine.Object]quarantine.Decision) (Cost,
 		k.WriteByte('.')
 		k.WriteString(strconv.Itoa(int(pt.port)))
 		k.WriteByte('|')
-		k.WriteString(strings.Join(slices.Sorted(maps.Keys(peers)), ","))
+		for _, p := range slices.SortedFunc(maps.Keys(peers), compareAllowPeers) {
+			writePeer(&k, p)
+		}
 		k.WriteString(end)
 		shared = append(shared, sharedPart{k.String(), Cost{Rules: len(peers) + copied, Chains: 1}})
 	}
@@ -464,12 +561,118 @@ type tierUse struct {
 // tally is the count of one node's table, by object.
 type tally struct {
 	cc     *Compiler // its memos (shapes, group costs)
+	serial uint64    // numbers the Compiler's counts (from 1)
 	base   Cost      // the node's own: skeleton, dispatch, pod network
 	objs   map[quarantine.Object]*objCost
 	groups []*groupUse
 	tiers  []*tierUse
-	// sets holds the element count of every set objects refer to.
-	sets map[string]int
+	slab   []objCost // where obj takes new parts from
+	// st numbers the sets objects refer to and holds their counts (the
+	// Compiler's, st.n[i] valid for this count only where st.serial[i]
+	// is t.serial).
+	st *setTable
+}
+
+// setTable numbers the sets the counts of one Compiler refer to. A set
+// keeps its number while every count uses it, so that what a policy
+// refers to is recorded by number (policyShape) and counted again without
+// hashing its key; a set the last count did not use loses its number,
+// which a new set may take.
+type setTable struct {
+	index  map[setKey]int32
+	keys   []setKey // by number; the zero setKey for a free number
+	n      []int    // elements, for the count serial[i]
+	serial []uint64
+	free   []int32
+	// mark and stamp tell the sets a walk has seen (distinct).
+	mark  []uint32
+	stamp uint32
+}
+
+// id returns the number of set key, giving it one.
+func (s *setTable) id(key setKey) int32 {
+	if i, ok := s.index[key]; ok {
+		return i
+	}
+	if s.index == nil {
+		s.index = map[setKey]int32{}
+	}
+	var i int32
+	if n := len(s.free); n > 0 {
+		i, s.free = s.free[n-1], s.free[:n-1]
+		s.keys[i], s.n[i], s.serial[i], s.mark[i] = key, 0, 0, 0
+	} else {
+		i = int32(len(s.keys))
+		s.keys, s.n, s.serial, s.mark = append(s.keys, key), append(s.n, 0), append(s.serial, 0), append(s.mark, 0)
+	}
+	s.index[key] = i
+	return i
+}
+
+// counted reports whether count serial has counted set i.
+func (s *setTable) counted(i int32, serial uint64) bool { return s.serial[i] == serial }
+
+// sweep takes their numbers from the sets count serial did not use.
+func (s *setTable) sweep(serial uint64) {
+	for i, k := range s.keys {
+		if k != (setKey{}) && s.serial[i] != serial {
+			delete(s.index, k)
+			s.keys[i] = setKey{}
+			s.free = append(s.free, int32(i))
+		}
+	}
+}
+
+// setKind tells what a set of the count holds.
+type setKind uint8
+
+const (
+	setPeer setKind = iota + 1
+	setBlock
+	setPorts
+	setNamed
+	setNodes
+	setNamedDisputed
+	setDisputed
+)
+
+// setKey names a set of the count: its kind, the key of what it is made
+// from (a peer's, a port set's name, a named-port list) and its family.
+type setKey struct {
+	kind setKind
+	fam  uint8
+	key  string
+}
+
+// nextStamp starts a walk of distinct sets (seen).
+func (s *setTable) nextStamp() {
+	s.stamp++
+	if s.stamp == 0 { // wrapped: no mark may look current
+		clear(s.mark)
+		s.stamp = 1
+	}
+}
+
+// seen reports whether the walk begun by nextStamp saw set i before, and
+// marks it seen.
+func (s *setTable) seen(i int32) bool {
+	if s.mark[i] == s.stamp {
+		return true
+	}
+	s.mark[i] = s.stamp
+	return false
+}
+
+// elements returns the elements of the distinct sets oc refers to.
+func (t *tally) elements(oc *objCost) int {
+	t.st.nextStamp()
+	n := 0
+	for _, i := range oc.sets {
+		if !t.st.seen(i) {
+			n += t.st.n[i]
+		}
+	}
+	return n
 }
 
 // total returns the node's count with the objects of strip quarantined.
@@ -496,17 +699,16 @@ func (t *tally) total(strip map[quarantine.Object]quarantine.Decision) Cost {
 			}
 		}
 	}
-	used := map[string]bool{}
+	t.st.nextStamp()
 	for o, oc := range t.objs {
 		if _, ok := strip[o]; ok {
 			continue
 		}
-		for s := range oc.sets {
-			used[s] = true
+		for _, i := range oc.sets {
+			if !t.st.seen(i) {
+				sum.Elements += t.st.n[i]
+			}
 		}
-	}
-	for s := range used {
-		sum.Elements += t.sets[s]
 	}
 	return sum
 }
@@ -531,9 +733,7 @@ func (t *tally) own() {
 		}
 	}
 	for _, oc := range t.objs {
-		for s := range oc.sets {
-			oc.cost.Elements += t.sets[s]
-		}
+		oc.cost.Elements += t.elements(oc)
 	}
 }
 
@@ -541,23 +741,35 @@ func (t *tally) own() {
 func (t *tally) obj(o quarantine.Object, created time.Time) *objCost {
 	oc := t.objs[o]
 	if oc == nil {
-		oc = &objCost{obj: o, created: created}
+		if len(t.slab) == 0 {
+			t.slab = make([]objCost, 64)
+		}
+		oc, t.slab = &t.slab[0], t.slab[1:]
+		oc.obj, oc.created = o, created
 		t.objs[o] = oc
 	}
 	return oc
 }
 
-// useSet records that oc refers to set key of n elements.
-func (t *tally) useSet(oc *objCost, key string, n int) {
-	if n > t.sets[key] {
-		t.sets[key] = n
-	} else if _, ok := t.sets[key]; !ok {
-		t.sets[key] = n
+// useSet records that oc refers to set key of n elements (the most any
+// use of key counted), and returns the set's number.
+func (t *tally) useSet(oc *objCost, key setKey, n int) int32 {
+	i := t.st.id(key)
+	t.useSetAt(oc, i, n)
+	return i
+}
+
+// useSetAt is useSet by the set's number.
+func (t *tally) useSetAt(oc *objCost, i int32, n int) {
+	switch {
+	case !t.st.counted(i, t.serial):
+		t.st.n[i], t.st.serial[i] = n, t.serial
+	case n > t.st.n[i]:
+		t.st.n[i] = n
 	}
-	if oc.sets == nil {
-		oc.sets = map[string]bool{}
+	if l := len(oc.sets); l == 0 || oc.sets[l-1] != i {
+		oc.sets = append(oc.sets, i)
 	}
-	oc.sets[key] = true
 }
 
 // decide returns the node's quarantine decisions (imposed and by budget)
@@ -617,6 +829,7 @@ func (c *compiler) decide() []quarantine.Decision {
 	}
 	c.cc.quarantined, c.cc.lastCost = out, total
 	c.cc.forgetCounts()
+	c.cc.sets.sweep(t.serial)
 	return out
 }
 
@@ -635,8 +848,9 @@ func costlier(a, b *objCost, dim string) bool {
 
 // count walks what Compile will build for the node, without building it.
 func (c *compiler) count() *tally {
-	t := &tally{cc: c.cc, objs: map[quarantine.Object]*objCost{}, sets: map[string]int{}}
-	k := &counter{c: c, t: t, groups: map[string]bool{}, tiers: map[string]bool{}}
+	c.cc.counts++
+	t := &tally{cc: c.cc, serial: c.cc.counts, objs: map[quarantine.Object]*objCost{}, st: &c.cc.sets}
+	k := &counter{c: c, t: t, tiers: map[string]bool{}, policies: map[*cluster.Policy]*objCost{}}
 	opts := c.cc.Options
 	// The skeleton: two base chains (established, dispatch, neighbour
 	// discovery) and four dispatch maps.
@@ -701,18 +915,20 @@ func (c *compiler) count() *tally {
 
 // counter counts the chains of pods, once each, as podChain builds them.
 type counter struct {
-	c      *compiler
-	t      *tally
-	groups map[string]bool // group chain keys counted
-	tiers  map[string]bool // tier chain keys counted
-	// declared counts, by family, named port and scope (every pod, or
+	c     *compiler
+	t     *tally
+	tiers map[string]bool // tier chain keys counted
+	// declared counts, by named port, family and scope (every pod, or
 	// this node's), the pods that declare it: an upper bound on a
-	// named-port set's elements (filled on first use).
-	declared map[namedScope]int
+	// named-port set's elements (the Compiler's, taken on first use).
+	declared map[namedPort]*[4]int
 	// built counts the peer set elements counted so far (peerCount).
 	built int
 	// rec records the sets of the policy being counted (policyShape).
 	rec *policyShape
+	// policies are the NetworkPolicies' parts in t, by value.
+	policies map[*cluster.Policy]*objCost
+	peerBuf  []allowPeer // npRule's, reused
 }
 
 type namedScope struct {
@@ -749,28 +965,110 @@ func (k *counter) podChain(d cluster.Direction, p *cluster.Pod, fam int, chained
 // group counts a group chain (groupChain) once.
 func (k *counter) group(d cluster.Direction, group []*cluster.Policy, fam int, chained bool) string {
 	ret := chained && d == cluster.Ingress
-	var gk strings.Builder
-	fmt.Fprintf(&gk, "%s/%d/%v", d, fam, ret)
-	for _, p := range group {
-		gk.WriteString("|" + p.Key())
+	prefix := groupPrefix(d, fam, ret)
+	key := groupKey(prefix, group)
+	cc, log := k.c.cc, k.c.cc.Options.Log
+	g := cc.groupUses[key]
+	if g != nil && g.counted == k.t.serial {
+		return key // counted already (one key, one group in a compile)
 	}
-	key := gk.String()
-	if k.groups[key] {
-		return key
+	// The Compiler's group of the same policy values, when it has one:
+	// its members' names and shapes are those of the values.
+	if g == nil || g.named != log.Drops || g.plain != log.Allowed || !slices.Equal(g.pols, group) {
+		tail := 1 // the drop
+		if d == cluster.Ingress {
+			tail = 2 // node traffic, the drop
+		}
+		g = &groupUse{prefix: prefix, rawKey: key, pols: group, tail: tail, named: log.Drops, plain: log.Allowed,
+			members: make([]groupMember, len(group))}
+		if cc.groupUses == nil {
+			cc.groupUses = map[string]*groupUse{}
+		}
+		cc.groupUses[key] = g
 	}
-	k.groups[key] = true
-	t, log := k.t, k.c.cc.Options.Log
-	tail := 1 // the drop
-	if d == cluster.Ingress {
-		tail = 2 // node traffic, the drop
+	g.used, g.counted = cc.gen, k.t.serial
+	for i, p := range group {
+		oc := k.policies[p]
+		if oc == nil {
+			oc = k.policyPart(p)
+		}
+		g.members[i] = groupMember{obj: oc.obj, shape: k.policyShape(oc, p, d, fam)}
 	}
-	g := &groupUse{prefix: fmt.Sprintf("%s/%d/%v", d, fam, ret), rawKey: key, pols: group, tail: tail, named: log.Drops, plain: log.Allowed}
-	for _, p := range group {
-		oc := t.obj(quarantine.PolicyObject(p), p.Created)
-		g.members = append(g.members, groupMember{obj: oc.obj, shape: k.policyShape(oc, p, d, fam)})
-	}
-	t.groups = append(t.groups, g)
+	k.t.groups = append(k.t.groups, g)
 	return key
+}
+
+// policyPart returns the part of NetworkPolicy p in the count, creating
+// it with the name and (as room for its sets) the number of sets the
+// Compiler's last count gave it.
+func (k *counter) policyPart(p *cluster.Policy) *objCost {
+	cc := k.c.cc
+	m := cc.policyParts[p]
+	if m == nil {
+		if cc.policyParts == nil {
+			cc.policyParts = map[*cluster.Policy]*policyPart{}
+		}
+		m = &policyPart{obj: quarantine.PolicyObject(p)}
+		cc.policyParts[p] = m
+	}
+	m.used = cc.gen
+	oc := k.t.obj(m.obj, p.Created)
+	if oc.sets == nil && m.sets > 0 {
+		oc.sets = make([]int32, 0, m.sets)
+	}
+	k.policies[p] = oc
+	m.part = oc
+	return oc
+}
+
+// policyPart is what the Compiler keeps of a NetworkPolicy's part in its
+// counts: its name, and its part in the last count (for the number of
+// sets it referred to, forgetCounts).
+type policyPart struct {
+	obj  quarantine.Object
+	part *objCost
+	sets int
+	used uint64
+}
+
+// groupPrefix is "direction/family/variant", as groupChain writes it.
+func groupPrefix(d cluster.Direction, fam int, ret bool) string {
+	switch {
+	case d == cluster.Ingress && fam == 4 && ret:
+		return "ingress/4/true"
+	case d == cluster.Ingress && fam == 4:
+		return "ingress/4/false"
+	case d == cluster.Ingress && ret:
+		return "ingress/6/true"
+	case d == cluster.Ingress:
+		return "ingress/6/false"
+	case fam == 4 && ret:
+		return "egress/4/true"
+	case fam == 4:
+		return "egress/4/false"
+	case ret:
+		return "egress/6/true"
+	}
+	return "egress/6/false"
+}
+
+// groupKey is prefix followed by "|namespace/name" of each policy of
+// group, built in one allocation.
+func groupKey(prefix string, group []*cluster.Policy) string {
+	n := len(prefix)
+	for _, p := range group {
+		n += 2 + len(p.Namespace) + len(p.Name)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(prefix)
+	for _, p := range group {
+		b.WriteByte('|')
+		b.WriteString(p.Namespace)
+		b.WriteByte('/')
+		b.WriteString(p.Name)
+	}
+	return b.String()
 }
 
 // shapeKey names what a policy adds to the group chains of one direction
@@ -788,6 +1086,9 @@ type policyShape struct {
 	shape groupShape
 	refs  []setRef
 	used  uint64
+	// counted is the last count (tally.serial) its sets were counted
+	// in: counting them again for the same object changes nothing.
+	counted uint64
 }
 
 // setRef is one set a policy's rules refer to: a pods peer's set (counted
@@ -796,7 +1097,7 @@ type setRef struct {
 	peer  *cluster.Peer
 	named []namedPort
 	d     cluster.Direction
-	key   string
+	id    int32 // its number (setTable), which it keeps while used
 	n     int
 }
 
@@ -807,27 +1108,36 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 	sk := shapeKey{p, d, fam, k.c.cc.Options.Log.Allowed}
 	if ps := k.c.cc.shapes[sk]; ps != nil {
 		ps.used = k.c.cc.gen
+		if ps.counted == k.t.serial {
+			return ps.shape
+		}
+		ps.counted = k.t.serial
 		for _, r := range ps.refs {
 			switch {
 			case r.peer != nil:
-				k.peerSet(oc, r.peer, fam)
+				k.peerSetAt(oc, r.id, r.peer, fam)
 			case r.named != nil:
-				k.namedSet(oc, r.named, fam, r.d)
+				k.t.useSetAt(oc, r.id, k.namedCount(r.named, fam, r.d))
 			default:
-				k.t.useSet(oc, r.key, r.n)
+				k.t.useSetAt(oc, r.id, r.n)
 			}
 		}
 		return ps.shape
 	}
-	ps := &policyShape{used: k.c.cc.gen}
+	ps := &policyShape{used: k.c.cc.gen, counted: k.t.serial}
 	k.rec = ps
 	for _, rule := range p.Rules(d) {
-		rs := k.npRule(oc, d, rule, fam)
-		if sk.log && !rs.empty() {
-			rs.log = Cost{Rules: 2, Chains: 1}
+		n := len(ps.shape.allows)
+		ps.shape.allows = k.npRule(ps.shape.allows, oc, d, rule, fam)
+		if sk.log && len(ps.shape.allows) > n {
+			ps.shape.log = ps.shape.log.Add(Cost{Rules: 2, Chains: 1})
 		}
-		ps.shape = ps.shape.add(rs)
 	}
+	ps.shape.allows = slices.Clip(ps.shape.allows)
+	// Counting a set again for the same object changes nothing: the
+	// memo keeps each set once, first uses first.
+	k.t.st.nextStamp()
+	ps.refs = slices.DeleteFunc(ps.refs, func(r setRef) bool { return k.t.st.seen(r.id) })
 	k.rec = nil
 	if k.c.cc.shapes == nil {
 		k.c.cc.shapes = map[shapeKey]*policyShape{}
@@ -838,11 +1148,11 @@ func (k *counter) policyShape(oc *objCost, p *cluster.Policy, d cluster.Directio
 
 // useFixed counts a set of n elements whatever the cluster (an ipBlock's,
 // a port set), recording it for the policy being counted.
-func (k *counter) useFixed(oc *objCost, key string, n int) {
+func (k *counter) useFixed(oc *objCost, key setKey, n int) {
+	i := k.t.useSet(oc, key, n)
 	if k.rec != nil {
-		k.rec.refs = append(k.rec.refs, setRef{key: key, n: n})
+		k.rec.refs = append(k.rec.refs, setRef{id: i, n: n})
 	}
-	k.t.useSet(oc, key, n)
 }
 
 // npRule counts one NetworkPolicy rule in a group chain of family fam,
@@ -851,46 +1161,48 @@ func (k *counter) useFixed(oc *objCost, key string, n int) {
 // of each of its ports (one rule there, an entry in the map, the chain
 // itself and up to maxCopiedRest rules of the group's end or a goto to
 // it); a rule on anything else is in the group chain and its shared end.
-func (k *counter) npRule(oc *objCost, d cluster.Direction, rule cluster.Rule, fam int) groupShape {
+func (k *counter) npRule(out []allowKey, oc *objCost, d cluster.Direction, rule cluster.Rule, fam int) []allowKey {
 	portSet, named, ok := k.c.portMatch(rule)
 	if !ok {
-		return groupShape{}
+		return out
 	}
-	var peers []string
+	peers := k.peerBuf[:0]
+	defer func() { k.peerBuf = peers[:0] }()
 	if rule.AllPeers {
-		peers = append(peers, "*")
+		peers = append(peers, everyPeer)
 	}
 	for i := range rule.Peers {
 		peer := &rule.Peers[i]
 		switch peer.Kind {
 		case cluster.PeerPods:
-			peers = append(peers, "pods="+peer.Key)
+			peers = append(peers, allowPeer{cluster.PeerPods, peer.Key})
 			k.peerSet(oc, peer, fam)
 		case cluster.PeerIPBlock:
 			if family(peer.CIDR.Addr()) == fam {
-				peers = append(peers, peer.Key)
-				k.useFixed(oc, "block/"+peer.Key+"/"+strconv.Itoa(fam), len(peer.Except)+1)
+				peers = append(peers, allowPeer{cluster.PeerIPBlock, peer.Key})
+				k.useFixed(oc, setKey{setBlock, uint8(fam), peer.Key}, len(peer.Except)+1)
 			}
 		}
 	}
-	var out groupShape
 	if len(peers) == 0 {
 		return out
 	}
 	if portSet != "" || len(named) == 0 {
 		var pts []portPoint
 		if points := k.portSet(oc, portSet); points > 0 {
-			for _, e := range k.c.portElements(portSet) {
+			elems := k.c.portElements(portSet)
+			pts = make([]portPoint, 0, len(elems))
+			for _, e := range elems {
 				pts = append(pts, portPoint{e.Proto, e.Port})
 			}
 		}
 		for _, p := range peers {
-			out.allows = append(out.allows, allowKey{peer: p, port: portSet, points: pts})
+			out = append(out, allowKey{peer: p, port: portSet, points: pts})
 		}
 	}
 	for _, ns := range k.namedSets(oc, named, fam, d, len(peers)) {
 		for _, p := range peers {
-			out.allows = append(out.allows, allowKey{peer: p, named: ns})
+			out = append(out, allowKey{peer: p, named: ns})
 		}
 	}
 	return out
@@ -926,24 +1238,34 @@ func (k *counter) portSet(oc *objCost, name string) int {
 	if s == nil {
 		return 0
 	}
-	k.useFixed(oc, "ports/"+name, s.Len())
+	k.useFixed(oc, setKey{setPorts, 0, name}, s.Len())
 	if s.Interval {
 		return 0
 	}
 	return s.Len()
 }
 
-// peerSet counts the peer set of family fam of a pods peer.
-func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) {
+// peerSet counts the peer set of family fam of a pods peer, and returns
+// its elements.
+func (k *counter) peerSet(oc *objCost, peer *cluster.Peer, fam int) int {
+	i := k.t.st.id(setKey{setPeer, uint8(fam), peer.Key})
 	if k.rec != nil {
-		k.rec.refs = append(k.rec.refs, setRef{peer: peer})
+		k.rec.refs = append(k.rec.refs, setRef{peer: peer, id: i})
 	}
-	key := "peer/" + peer.Key + "/" + strconv.Itoa(fam)
-	if _, ok := k.t.sets[key]; !ok {
-		k.t.sets[key] = k.peerCount(oc, peer, fam)
-		k.built += k.t.sets[key]
+	return k.peerSetAt(oc, i, peer, fam)
+}
+
+// peerSetAt is peerSet by the set's number.
+func (k *counter) peerSetAt(oc *objCost, i int32, peer *cluster.Peer, fam int) int {
+	if !k.t.st.counted(i, k.t.serial) {
+		n := k.peerCount(oc, peer, fam)
+		k.built += n
+		k.t.useSetAt(oc, i, n)
+		return n
 	}
-	k.t.useSet(oc, key, k.t.sets[key])
+	n := k.t.st.n[i]
+	k.t.useSetAt(oc, i, n)
+	return n
 }
 
 // peerCount returns the number of addresses of family fam the pods a pods
@@ -957,10 +1279,7 @@ func (k *counter) peerCount(oc *objCost, peer *cluster.Peer, fam int) int {
 		return e.addrs.Len()
 	}
 	b := k.c.cc.Options.Budget
-	mine := 0
-	for s := range oc.sets {
-		mine += k.t.sets[s]
-	}
+	mine := k.t.elements(oc)
 	if (b.Object.Elements <= 0 || mine <= b.Object.Elements) && (b.Node.Elements <= 0 || k.built <= b.Node.Elements) {
 		return k.c.cc.cachedPeer(k.c.src, peer, fam, k.c.own, k.c.claims).addrs.Len()
 	}
@@ -977,45 +1296,167 @@ func (k *counter) peerCount(oc *objCost, peer *cluster.Peer, fam int) int {
 // pods that declare it (this node's for ingress, every pod for egress),
 // and every contested address.
 func (k *counter) namedSet(oc *objCost, named []namedPort, fam int, d cluster.Direction) string {
+	list := namedList(named)
+	i := k.t.useSet(oc, setKey{setNamed, uint8(fam), list}, k.namedCount(named, fam, d))
 	if k.rec != nil {
-		k.rec.refs = append(k.rec.refs, setRef{named: named, d: d})
+		k.rec.refs = append(k.rec.refs, setRef{named: named, d: d, id: i})
 	}
+	return list
+}
+
+// namedCount is the most elements a named-port set of named holds.
+func (k *counter) namedCount(named []namedPort, fam int, d cluster.Direction) int {
 	wide := d == cluster.Egress
 	n := len(k.c.claims) * len(named)
 	for _, np := range named {
 		n += k.declaredCount(namedScope{fam, np, wide})
 	}
-	list := namedList(named)
-	k.t.useSet(oc, fmt.Sprintf("named/%d/%s", fam, list), n)
-	return list
+	return n
 }
 
 func (k *counter) declaredCount(s namedScope) int {
 	if k.declared == nil {
-		k.declared = map[namedScope]int{}
-		for _, p := range k.c.src.Pods() {
-			if p.HostNetwork {
-				continue
-			}
-			local := p.NodeName == k.c.node
-			for _, fam := range []int{4, 6} {
-				if _, ok := p.IP(fam); !ok {
-					continue
-				}
-				for _, cp := range p.Ports {
-					np := namedPort{cp.Name, cp.Protocol}
-					if cp.Name == "" {
-						continue
-					}
-					k.declared[namedScope{fam, np, true}]++
-					if local {
-						k.declared[namedScope{fam, np, false}]++
-					}
-				}
-			}
+		k.declared = k.c.cc.declared.update(k.c.src.Pods(), k.c.node)
+	}
+	c := k.declared[s.port]
+	if c == nil {
+		return 0
+	}
+	return c[declaredSlot(s.family, !s.wide)]
+}
+
+// declaredPods counts, for each named port, the pods that declare it, in
+// four slots (declaredSlot): by family (the pod has an address of it) and
+// scope (every pod, or one node's). It is kept in the Compiler with the
+// pods it counted, and updated on the next compile of the same node for
+// the pods that changed only: pods are values replaced on change, never
+// modified (Source), so a pod value counts the same for as long as the
+// Source holds it.
+type declaredPods struct {
+	node   string
+	pods   []*cluster.Pod // counted, in the Source's order (a copy)
+	counts map[namedPort]*[4]int
+}
+
+// declaredSlot is the slot of family fam, every pod (local false) or the
+// node's (true).
+func declaredSlot(fam int, local bool) int {
+	i := 0
+	if fam == 6 {
+		i = 2
+	}
+	if local {
+		i++
+	}
+	return i
+}
+
+// update returns the counts for pods and node: counted again in full for
+// another node or when most pods changed, else adjusted for the pods
+// that are not in both lists (the values before and after a change are
+// different pointers). The counts must not be modified.
+func (d *declaredPods) update(pods []*cluster.Pod, node string) map[namedPort]*[4]int {
+	if d.counts == nil || d.node != node {
+		d.recount(pods, node)
+		return d.counts
+	}
+	gone, came, ok := podChanges(d.pods, pods)
+	if !ok {
+		d.recount(pods, node)
+		return d.counts
+	}
+	for _, p := range came {
+		d.add(p, 1)
+	}
+	for _, p := range gone {
+		d.add(p, -1)
+	}
+	d.pods = append(d.pods[:0], pods...)
+	return d.counts
+}
+
+// podChanges returns the pod values only old holds and those only pods
+// holds (the values before and after a change are different pointers),
+// and false when they are many (a quarter of pods): counting again is
+// then as cheap.
+func podChanges(old, pods []*cluster.Pod) (gone, came []*cluster.Pod, ok bool) {
+	// What both lists share at their ends is the same pods in the same
+	// order; what is left differs (a pod added, removed or replaced).
+	i := 0
+	for i < len(old) && i < len(pods) && old[i] == pods[i] {
+		i++
+	}
+	j, k := len(old), len(pods)
+	for j > i && k > i && old[j-1] == pods[k-1] {
+		j--
+		k--
+	}
+	if (j-i)+(k-i) > len(pods)/4 {
+		return nil, nil, false
+	}
+	left := make(map[*cluster.Pod]int, j-i)
+	for _, p := range old[i:j] {
+		left[p]++
+	}
+	for _, p := range pods[i:k] {
+		if left[p] > 0 {
+			left[p]-- // moved, not changed
+			continue
+		}
+		came = append(came, p)
+	}
+	for _, p := range old[i:j] {
+		if left[p] > 0 {
+			left[p]--
+			gone = append(gone, p)
 		}
 	}
-	return k.declared[s]
+	return gone, came, true
+}
+
+// recount counts pods for node from nothing.
+func (d *declaredPods) recount(pods []*cluster.Pod, node string) {
+	d.node, d.counts = node, map[namedPort]*[4]int{}
+	for _, p := range pods {
+		d.add(p, 1)
+	}
+	d.pods = append(d.pods[:0], pods...)
+}
+
+// add adds (by +1) or removes (by -1) pod p's named ports.
+func (d *declaredPods) add(p *cluster.Pod, by int) {
+	if p.HostNetwork || len(p.Ports) == 0 {
+		return
+	}
+	_, has4 := p.IP(4)
+	_, has6 := p.IP(6)
+	if !has4 && !has6 {
+		return
+	}
+	local := p.NodeName == d.node
+	for _, cp := range p.Ports {
+		if cp.Name == "" {
+			continue
+		}
+		np := namedPort{cp.Name, cp.Protocol}
+		c := d.counts[np]
+		if c == nil {
+			c = &[4]int{}
+			d.counts[np] = c
+		}
+		for _, fam := range []int{4, 6} {
+			if fam == 4 && !has4 || fam == 6 && !has6 {
+				continue
+			}
+			c[declaredSlot(fam, false)] += by
+			if local {
+				c[declaredSlot(fam, true)] += by
+			}
+		}
+		if *c == ([4]int{}) {
+			delete(d.counts, np)
+		}
+	}
 }
 
 // tier counts a tier chain (tierChain) once: its entries as single rules
@@ -1098,17 +1539,16 @@ func (k *counter) cnpRule(oc *objCost, d cluster.Direction, r *cluster.ClusterRu
 		n := 0
 		switch peer.Kind {
 		case cluster.PeerPods:
-			k.peerSet(oc, peer, fam)
-			n = k.t.sets["peer/"+peer.Key+"/"+fmt.Sprint(fam)]
+			n = k.peerSet(oc, peer, fam)
 		case cluster.PeerIPBlock:
 			if family(peer.CIDR.Addr()) != fam {
 				continue
 			}
 			n = len(peer.Except) + 1
-			k.t.useSet(oc, "block/"+peer.Key+"/"+fmt.Sprint(fam), n)
+			k.t.useSet(oc, setKey{setBlock, uint8(fam), peer.Key}, n)
 		case cluster.PeerNodes:
 			n = len(k.c.nodeAddrs(peer, fam, false))
-			k.t.useSet(oc, "nodes/"+peer.Key+"/"+fmt.Sprint(fam), n)
+			k.t.useSet(oc, setKey{setNodes, uint8(fam), peer.Key}, n)
 		default:
 			continue
 		}
@@ -1137,7 +1577,7 @@ func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.Clus
 	for _, np := range named {
 		if n := len(k.c.disputedNamed(np, fam)); n > 0 {
 			anyNamed++
-			k.t.useSet(oc, "nameddisputed/"+namedList([]namedPort{np})+"/"+strconv.Itoa(fam), n)
+			k.t.useSet(oc, setKey{setNamedDisputed, uint8(fam), namedList([]namedPort{np})}, n)
 		}
 	}
 	boxes := 0
@@ -1151,7 +1591,7 @@ func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.Clus
 		if n == 0 {
 			continue
 		}
-		k.t.useSet(oc, "disputed/"+peer.Key+"/"+strconv.Itoa(fam), n)
+		k.t.useSet(oc, setKey{setDisputed, uint8(fam), peer.Key}, n)
 		out.Rules += forms
 		boxes += n * ports
 	}
@@ -1166,15 +1606,6 @@ func (k *counter) disputedRule(oc *objCost, d cluster.Direction, r *cluster.Clus
 // is the same as written.
 func (c *compiler) selection(d cluster.Direction, p *cluster.Pod) podSelection {
 	sel := c.rawSelection(d, p)
-	for _, pol := range sel.group {
-		c.cc.objects[quarantine.PolicyObject(pol)] = true
-	}
-	for _, cp := range sel.admin {
-		c.cc.objects[quarantine.ClusterPolicyObject(cp)] = true
-	}
-	for _, cp := range sel.baseline {
-		c.cc.objects[quarantine.ClusterPolicyObject(cp)] = true
-	}
 	if len(c.strip) == 0 {
 		return sel
 	}
@@ -1249,9 +1680,21 @@ func (c *Compiler) forgetCounts() {
 			delete(c.shapes, k)
 		}
 	}
+	for p, m := range c.policyParts {
+		if m.used != c.gen {
+			delete(c.policyParts, p)
+			continue
+		}
+		m.sets, m.part = len(m.part.sets), nil
+	}
 	for k, m := range c.groupCosts {
 		if m.used != c.gen {
 			delete(c.groupCosts, k)
+		}
+	}
+	for k, g := range c.groupUses {
+		if g.used != c.gen {
+			delete(c.groupUses, k)
 		}
 	}
 }

@@ -233,3 +233,121 @@ func TestCompile_ExceptsCostNLogN(t *testing.T) { // not parallel: it counts the
 	t.Logf("1,000 excepts: %d bytes allocated; 8,000: %d (%.1f times)", small, large, ratio)
 	assert.Less(t, ratio, 16.0, "8 times the excepts cost %.1f times the bytes: quadratic", ratio)
 }
+
+// TestCompiler_CountMemosMatchFreshCount: a long-lived Compiler keeps
+// parts of the budget's count between compiles (the pods that declare each
+// named port, what each policy adds to a group chain and a group chain's
+// content). After any sequence of changes (pods added, removed, moved to
+// another node, given other named ports, other addresses or other labels,
+// made hostNetwork; policies replaced or removed) its count, its decisions
+// and its Ruleset must be exactly a fresh Compiler's, with budgets that
+// quarantine and budgets that do not.
+func TestCompiler_CountMemosMatchFreshCount(t *testing.T) {
+	t.Parallel()
+	tight := compile.Budget{Object: compile.Cost{Rules: 40, Elements: 60, Chains: 20}, Node: compile.Cost{Rules: 120, Elements: 200, Chains: 40}}
+	quarantined := 0
+	for seed := uint64(1); seed <= 40; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 26))
+		opts := clustertest.Options{IPv6: seed%2 == 0, HostNetwork: true, ExtraNamespaces: int(seed%3) * 3}
+		if seed%4 == 1 {
+			opts.MaxClusterPolicies = 4
+		}
+		snap, _ := clustertest.Random(rng, opts)
+		ix := selectors.FromSnapshot(snap)
+		copts := compile.Options{Budget: hugeBudget}
+		if seed%2 == 1 {
+			copts.Budget = tight
+		}
+		if seed%5 == 0 {
+			copts.Log = compile.LogOptions{Drops: true, Allowed: seed%10 == 0, Group: 5, Rate: 10}
+		}
+		// One Compiler per node, as each node's agent keeps, and one
+		// that compiles whichever node.
+		ccs := map[string]*compile.Compiler{"node-1": {Options: copts}, "node-2": {Options: copts}, "any": {Options: copts}}
+		for step := range 60 {
+			if step == 30 && seed%3 == 0 { // the budget changes under a long-lived Compiler
+				copts.Budget = tight
+				for _, cc := range ccs {
+					cc.Options = copts
+				}
+			}
+			pods := ix.Pods()
+			if len(pods) < 3 {
+				break
+			}
+			p := *pods[rng.IntN(len(pods))]
+			switch rng.IntN(8) {
+			case 0: // other named ports (or none)
+				p.Ports = nil
+				for range rng.IntN(3) {
+					n := clustertest.PortNames[rng.IntN(len(clustertest.PortNames))]
+					p.Ports = append(p.Ports, cluster.ContainerPort{Name: []string{n, "http"}[rng.IntN(2)], Port: int32(80 + rng.IntN(3)), Protocol: cluster.Protocols[rng.IntN(len(cluster.Protocols))]})
+				}
+				ix.UpsertPod(&p)
+			case 1: // another node
+				p.NodeName = []string{"node-1", "node-2", "node-3"}[rng.IntN(3)]
+				ix.UpsertPod(&p)
+			case 2: // another address (another pod's, sometimes), or one family less
+				other := pods[rng.IntN(len(pods))]
+				switch {
+				case len(p.IPs) > 1 && rng.IntN(2) == 0:
+					p.IPs = p.IPs[rng.IntN(2):][:1]
+				case len(other.IPs) > 0 && rng.IntN(2) == 0:
+					p.IPs = other.IPs
+					p.Ports = nil // claimants that resolve a name differently
+					if rng.IntN(2) == 0 {
+						p.Ports = []cluster.ContainerPort{{Name: "http", Port: 8080, Protocol: cluster.ProtocolTCP}}
+					}
+				default:
+					p.IPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 9, byte(rng.IntN(250))})}
+				}
+				ix.UpsertPod(&p)
+			case 3:
+				ix.DeletePod(p.Namespace, p.Name)
+			case 4: // a new pod, a copy of another
+				p.Name = fmt.Sprintf("new-%d", step)
+				p.Created = time.Unix(int64(1000+step), 0)
+				ix.UpsertPod(&p)
+			case 5: // relabelled, or made hostNetwork
+				if rng.IntN(3) == 0 {
+					p.HostNetwork = !p.HostNetwork
+				} else {
+					p.Labels = map[string]string{"app": []string{"a", "b", ""}[rng.IntN(3)], "tier": "b"}
+				}
+				ix.UpsertPod(&p)
+			case 6:
+				if pols := ix.Policies(); len(pols) > 0 {
+					pol := pols[rng.IntN(len(pols))]
+					ix.DeletePolicy(pol.Namespace, pol.Name)
+				}
+			case 7: // a policy takes another's rules, under its own name
+				if pols := ix.Policies(); len(pols) > 1 {
+					pol, other := *pols[rng.IntN(len(pols))], pols[rng.IntN(len(pols))]
+					pol.IngressRules, pol.EgressRules = other.IngressRules, other.EgressRules
+					ix.UpsertPolicy(&pol)
+				}
+			}
+			for _, which := range []string{"node-1", "node-2", "any"} {
+				cc, node := ccs[which], which
+				if which == "any" {
+					node = []string{"node-1", "node-2", "node-3"}[rng.IntN(3)]
+				}
+				got, err := cc.Compile(ix, node)
+				require.NoError(t, err)
+				fresh := &compile.Compiler{Options: copts}
+				want, err := fresh.Compile(ix, node)
+				require.NoError(t, err)
+				require.Equal(t, fresh.LastCost(), cc.LastCost(), "seed %d step %d node %s: the long-lived Compiler's count differs from a fresh one's", seed, step, node)
+				require.Equal(t, fresh.Quarantined(), cc.Quarantined(), "seed %d step %d node %s: decisions differ", seed, step, node)
+				quarantined += len(cc.Quarantined())
+				if got.Text() != want.Text() {
+					t.Fatalf("seed %d step %d node %s: the long-lived Compiler's Ruleset differs from a fresh one's", seed, step, node)
+				}
+			}
+		}
+	}
+	t.Logf("%d quarantine decisions", quarantined)
+	if quarantined < 100 {
+		t.Fatalf("only %d quarantine decisions: the test is not exercising quarantine", quarantined)
+	}
+}

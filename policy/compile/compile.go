@@ -120,7 +120,9 @@ const maxCommentLen = 120
 // Source is what Compile reads: the cluster state as the selector index keeps
 // it (selectors.Index implements it).
 type Source interface {
-	// Pods returns every pod, sorted by key.
+	// Pods returns every pod, sorted by key. A pod value is never
+	// modified once a Source has returned it: a change replaces it (the
+	// Compiler's count keeps what it counted of each pod value).
 	Pods() []*cluster.Pod
 	// PoliciesFor returns the policies whose pod selector selects the pod,
 	// sorted by key.
@@ -147,7 +149,7 @@ type Source interface {
 
 // newCompiler returns the state of one compile of node.
 func newCompiler(src Source, node string, cc *Compiler) *compiler {
-	own, claims, contested := owners(src.Pods())
+	own, claims, contested := cc.owners(src.Pods())
 	cc.resetIfOwnershipChanged(contested, claims)
 	cc.nodeConflict, cc.nodeClaims = nodeConflicts(src.Nodes(), own, claims)
 	return &compiler{
@@ -168,7 +170,7 @@ func compileWith(src Source, node string, cc *Compiler) (*ruleset.Ruleset, error
 	pods := src.Pods()
 	c := newCompiler(src, node, cc)
 	own := c.own
-	cc.objects = map[quarantine.Object]bool{}
+	cc.selectNP, cc.selectCNP = map[*cluster.Policy]bool{}, map[*cluster.ClusterPolicy]bool{}
 	// The budget check comes first: what a quarantined object would have
 	// cost is never built.
 	c.decide()
@@ -333,6 +335,8 @@ type compiler struct {
 	limit *ruleset.Limit
 	// rec records what the group chain being built registers (see memo.go).
 	rec *chainMemo
+	// portMatches keeps what portMatch made of each rule's ports.
+	portMatches map[portsKey]portsMatched
 }
 
 // namedPort is one named port entry of a rule: a name and a protocol.
@@ -594,9 +598,48 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedPort, 
 	if rule.AllPorts {
 		return "", nil, true
 	}
+	if len(rule.Ports) == 0 {
+		return "", nil, false
+	}
+	// The count and the build ask for each rule's ports: matched once.
+	k := portsKey{&rule.Ports[0], len(rule.Ports)}
+	m, done := c.portMatches[k]
+	if !done {
+		m.set, m.named, m.ok = c.matchPorts(rule.Ports)
+		if c.portMatches == nil {
+			c.portMatches = map[portsKey]portsMatched{}
+		}
+		c.portMatches[k] = m
+	}
+	if m.set == nil {
+		return "", m.named, m.ok
+	}
+	if _, exists := c.sets[m.set.Name]; !exists {
+		c.pending[m.set.Name] = m.set
+	}
+	return m.set.Name, m.named, m.ok
+}
+
+// portsKey names a rule's ports by their place in its policy, which no
+// other value has while the Source holds the policy (a compile).
+type portsKey struct {
+	first *cluster.Port
+	n     int
+}
+
+// portsMatched is what portMatch made of a rule's ports: the set of its
+// numbered ports (nil without), its named ports.
+type portsMatched struct {
+	set   *ruleset.Set
+	named []namedPort
+	ok    bool
+}
+
+// matchPorts makes the port set and the named entries of ports (portMatch).
+func (c *compiler) matchPorts(ports []cluster.Port) (set *ruleset.Set, named []namedPort, ok bool) {
 	var elems []ruleset.Element
 	interval := false
-	for _, pt := range rule.Ports {
+	for _, pt := range ports {
 		switch {
 		case pt.Protocol == cluster.ProtocolInvalid:
 			continue
@@ -618,7 +661,7 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedPort, 
 	})
 	named = slices.Compact(named)
 	if len(elems) == 0 {
-		return "", named, len(named) > 0
+		return nil, named, len(named) > 0
 	}
 	prefix := "dports-"
 	if interval {
@@ -638,10 +681,7 @@ func (c *compiler) portMatch(rule cluster.Rule) (set string, named []namedPort, 
 	// a new name would make every node rebuild its port sets on upgrade.
 	s.Name = prefix + shortHash(strings.Join(keys, ",")+",")
 	s.Comment = truncate(strings.Join(keys, ","))
-	if _, exists := c.sets[s.Name]; !exists {
-		c.pending[s.Name] = s
-	}
-	return s.Name, named, true
+	return s, named, true
 }
 
 // literalPort returns r with its port set written as a literal port when
@@ -876,7 +916,7 @@ func (c *compiler) fillNamedSets(egress []namedKey) {
 			// Every pod: walked in address order, so that the elements come
 			// out sorted (Ruleset.Sort then leaves them as they are).
 			if byAddr == nil {
-				byAddr = ownedByAddr(c.own)
+				byAddr = c.ownedByAddr()
 			}
 			for _, o := range byAddr[k.family] {
 				pts = resolveNamed(pts[:0], o.pod, named)
@@ -916,6 +956,67 @@ func (c *compiler) fillNamedSets(egress []namedKey) {
 			add(ip, slices.Compact(pts))
 		}
 	}
+}
+
+// ownedByAddr returns ownedByAddr(c.own), kept in the Compiler with the
+// pods it was made from and patched on the next compile for the pods that
+// changed, while the addresses several pods claim stay the same: then an
+// address changes owner only with the pods that hold it.
+func (c *compiler) ownedByAddr() map[int][]ownedAddr {
+	m := &c.cc.owned
+	pods := c.src.Pods()
+	if m.lists != nil && m.conflict == c.cc.conflict {
+		if gone, came, ok := podChanges(m.pods, pods); ok && m.patch(gone, came, c.own) {
+			m.pods = append(m.pods[:0], pods...)
+			return m.lists
+		}
+	}
+	m.lists, m.conflict = ownedByAddr(c.own), c.cc.conflict
+	m.pods = append(m.pods[:0], pods...)
+	return m.lists
+}
+
+// ownedMemo is the Compiler's ownedByAddr: the lists, the pods and the
+// contested addresses' fingerprint they were made for.
+type ownedMemo struct {
+	pods     []*cluster.Pod
+	conflict string
+	lists    map[int][]ownedAddr
+}
+
+// patch takes out the addresses the pods of gone owned and puts in those
+// the pods of came own now; it reports false (the lists are then to be
+// made again) if it finds them inconsistent.
+func (m *ownedMemo) patch(gone, came []*cluster.Pod, own map[netip.Addr]*cluster.Pod) bool {
+	find := func(a netip.Addr) (int, bool) {
+		return slices.BinarySearchFunc(m.lists[family(a)], a, func(o ownedAddr, a netip.Addr) int { return o.addr.Compare(a) })
+	}
+	for _, p := range gone {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if i, ok := find(a); ok && m.lists[family(a)][i].pod == p {
+				m.lists[family(a)] = slices.Delete(m.lists[family(a)], i, i+1)
+			}
+		}
+	}
+	for _, p := range came {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if own[a] != p {
+				continue
+			}
+			i, ok := find(a)
+			if ok {
+				return false // another pod's still: not what the claims say
+			}
+			m.lists[family(a)] = slices.Insert(m.lists[family(a)], i, ownedAddr{a, p})
+		}
+	}
+	return true
 }
 
 // ownedAddr is an address and the pod that owns it.

@@ -69,7 +69,9 @@ const (
 // Compiler compiles one node's ruleset again and again, as the agent does on
 // every sync, reusing what did not change: the addresses of peer sets
 // whose pods did not change (and of the namespaces of a large peer that did
-// not), and the group chains whose policies did not (memo.go). Its output is
+// not), the group chains whose policies did not (memo.go), who owns each
+// address, patched for the pods that changed, and the budget's count of what
+// did not change (budget.go). Its output is
 // exactly what Compile returns for the same input; only the time differs.
 // It keeps only what the last compile used. A Compiler is not safe for
 // concurrent use.
@@ -102,10 +104,20 @@ type Compiler struct {
 	// of the objects quarantined, kept for as long as they are.
 	quarantined []quarantine.Decision
 	lastCost    Cost
-	objects     map[quarantine.Object]bool // see Objects
+	// selectNP and selectCNP are the objects that select a pod of the
+	// node (Objects).
+	selectNP  map[*cluster.Policy]bool
+	selectCNP map[*cluster.ClusterPolicy]bool
 	// shapes and groupCosts are the count's memos (budget.go).
 	shapes      map[shapeKey]*policyShape
 	groupCosts  map[string]*groupCostMemo
+	declared    declaredPods
+	counts      uint64   // the counts made (tally.serial)
+	sets        setTable // the sets counts refer to
+	policyParts map[*cluster.Policy]*policyPart
+	groupUses   map[string]*groupUse // by group key (counter.group)
+	owned       ownedMemo            // see compiler.ownedByAddr
+	owning      ownersMemo           // see Compiler.owners
 	strippedNP  map[*cluster.Policy]*cluster.Policy
 	strippedCNP map[*cluster.ClusterPolicy]*cluster.ClusterPolicy
 }
@@ -217,6 +229,61 @@ func owners(pods []*cluster.Pod) (own map[netip.Addr]*cluster.Pod, claims map[ne
 	}
 	sort.Strings(contested)
 	return own, claims, strings.Join(contested, ",")
+}
+
+// owners is owners(pods), kept with the pods it was made from and patched
+// on the next compile for the pod values only the old or the new list
+// holds, when none of them holds an address two pods claim or claims one
+// another pod holds (then the claims stay the same). The result must not
+// be modified; it is the Compiler's until its next compile.
+func (c *Compiler) owners(pods []*cluster.Pod) (own map[netip.Addr]*cluster.Pod, claims map[netip.Addr][]*cluster.Pod, fingerprint string) {
+	m := &c.owning
+	if m.own != nil {
+		if gone, came, ok := podChanges(m.pods, pods); ok && m.patch(gone, came) {
+			m.pods = append(m.pods[:0], pods...)
+			return m.own, m.claims, m.fingerprint
+		}
+	}
+	m.own, m.claims, m.fingerprint = owners(pods)
+	m.pods = append(m.pods[:0], pods...)
+	return m.own, m.claims, m.fingerprint
+}
+
+// ownersMemo is the Compiler's owners: its result and the pods it is of.
+type ownersMemo struct {
+	pods        []*cluster.Pod
+	own         map[netip.Addr]*cluster.Pod
+	claims      map[netip.Addr][]*cluster.Pod
+	fingerprint string
+}
+
+// patch takes out the addresses of the pods of gone and puts in those of
+// came. It reports false, leaving own to be made again, when one of them
+// holds an address that is contested or (for came) held already.
+func (m *ownersMemo) patch(gone, came []*cluster.Pod) bool {
+	for _, p := range gone {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if m.own[a] != p {
+				return false
+			}
+			delete(m.own, a)
+		}
+	}
+	for _, p := range came {
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range p.IPs {
+			if _, held := m.own[a]; held {
+				return false
+			}
+			m.own[a] = p
+		}
+	}
+	return true
 }
 
 func addClaim(claims map[netip.Addr][]*cluster.Pod, a netip.Addr, pods ...*cluster.Pod) map[netip.Addr][]*cluster.Pod {

@@ -126,6 +126,17 @@ func (c *compiler) rawSelection(d cluster.Direction, p *cluster.Pod) podSelectio
 		c.selected = map[podDir]podSelection{}
 	}
 	c.selected[k] = sel
+	// What the count and the build select, once: Compiler.Objects.
+	if c.cc.selectNP != nil {
+		for _, pol := range sel.group {
+			c.cc.selectNP[pol] = true
+		}
+		for _, cps := range [][]*cluster.ClusterPolicy{sel.admin, sel.baseline} {
+			for _, cp := range cps {
+				c.cc.selectCNP[cp] = true
+			}
+		}
+	}
 	return sel
 }
 
