@@ -84,18 +84,36 @@ func (m *manifestPaths) add(fs *pflag.FlagSet, what string) {
 	fs.Var(m, "manifests", "same as -f/--filename")
 }
 
-// loadSnapshot reads the union of the manifests at paths ("-" is stdin).
+// loadSnapshot reads the union of the manifests at paths ("-" is stdin),
+// and writes its invalid objects and fields to stderr.
 func loadSnapshot(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, error) {
+	snap, err := readManifests(cmd, paths, opts)
+	if err != nil {
+		return nil, err
+	}
+	writeInvalid(cmd, snap)
+	return snap, nil
+}
+
+// readManifests is loadSnapshot without the invalid lines: the snapshot
+// keeps them (cluster.Snapshot.Invalid) for a verb that reports them its
+// own way (lint).
+func readManifests(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, error) {
 	objs, err := manifest.LoadWith(paths, cmd.InOrStdin(), opts)
 	if err != nil {
 		return nil, usagef("-f %s: %w", strings.Join(paths, " -f "), err)
 	}
-	snap, errs := objs.Snapshot()
+	snap, _ := objs.Snapshot() // the errors are in snap.Errors
 	writeNotes(cmd, objs.Notes)
-	for _, e := range errs {
+	return snap, nil
+}
+
+// writeInvalid writes each conversion error of snap to stderr as an
+// "invalid:" line.
+func writeInvalid(cmd *cobra.Command, snap *cluster.Snapshot) {
+	for _, e := range snap.Errors {
 		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
-	return snap, nil
 }
 
 // writeNotes lists the notes with --verbose. Without it, notes about
@@ -137,8 +155,19 @@ func writeNotes(cmd *cobra.Command, notes []string) {
 // noClusterHint replaces client-go's "try setting KUBERNETES_MASTER".
 const noClusterHint = "no cluster found: not running in a pod, and no kubeconfig ($KUBECONFIG, ~/.kube/config or --kubeconfig) with a usable --context; give -f PATH (or -f - for stdin) to work offline"
 
-// liveSnapshot lists namespaces, pods and policies from the API server.
+// liveSnapshot lists namespaces, pods and policies from the API server,
+// and writes its invalid objects and fields to stderr.
 func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
+	snap, err := readLive(cmd, k)
+	if err != nil {
+		return nil, err
+	}
+	writeInvalid(cmd, snap)
+	return snap, nil
+}
+
+// readLive is liveSnapshot without the invalid lines (see readManifests).
+func readLive(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	cfg, err := k.restConfig()
 	if err != nil {
 		if clusterCause(err) == "" {
@@ -166,13 +195,9 @@ func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
 	nss := ptrs(nsl.Items)
 	pods := ptrs(pl.Items)
 	pols := ptrs(npl.Items)
-	snap, errs := cluster.NewSnapshot(nss, pods, pols)
-	extra, err := liveExtras(ctx, cfg, client, snap, func(w string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w) })
-	if err != nil {
+	snap, _ := cluster.NewSnapshot(nss, pods, pols) // the errors are in snap.Errors
+	if _, err := liveExtras(ctx, cfg, client, snap, func(w string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w) }); err != nil {
 		return nil, err
-	}
-	for _, e := range append(errs, extra...) {
-		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
 	return snap, nil
 }
