@@ -31,7 +31,8 @@ const (
 	KindShadowedRule       = "shadowed-rule"
 	// KindQuarantined: an object over the nodes' budget, enforced in its
 	// fail-closed form on a node (policy/quarantine).
-	KindQuarantined = "quarantined"	// KindInvalid: an invalid object or field (cluster.Snapshot.Invalid),
+	KindQuarantined = "quarantined"
+	// KindInvalid: an invalid object or field (cluster.Snapshot.Invalid),
 	// enforced in its fail-closed form: a port 80800, a protocol "tcp", an
 	// endPort below port, a ClusterNetworkPolicy action "Drop".
 	KindInvalid = "invalid"
