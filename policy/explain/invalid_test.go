@@ -14,6 +14,7 @@ import (
 	npav1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/policyd/policyd/cluster"
+	"github.com/policyd/policyd/policy/model"
 )
 
 // invalidSnapshot is the fixture after tweak, which must make it invalid,
@@ -141,4 +142,37 @@ func TestExplain_InvalidBearing(t *testing.T) {
 	var buf bytes.Buffer
 	require.NoError(t, WriteJSON(&buf, rs))
 	assert.NotContains(t, buf.String(), `"invalid"`, "valid input has no invalid field")
+}
+
+// TestMarkedAction: how the text marks a deciding ClusterNetworkPolicy rule
+// that is invalid, or whose policy is.
+func TestMarkedAction(t *testing.T) {
+	t.Parallel()
+	ref := model.ClusterRuleRef{Policy: "c", Direction: "ingress", Rule: 1, Action: "Deny"}
+	inv := func(field, value string) cluster.Invalid {
+		return cluster.Invalid{Kind: "ClusterNetworkPolicy", Name: "c", Field: field, Value: value, Message: "m"}
+	}
+	tests := []struct {
+		name   string
+		action string
+		inv    []cluster.Invalid
+		want   string
+	}{
+		{"valid", "Deny", nil, "Deny"},
+		{"another rule invalid", "Deny", []cluster.Invalid{inv("spec.ingress[0].action", "Drop"), inv("spec.ingress[10].from[0]", "")}, "Deny"},
+		{"another policy invalid", "Deny", []cluster.Invalid{{Kind: "ClusterNetworkPolicy", Name: "d", Field: "spec.ingress[1].action", Value: "Drop"}}, "Deny"},
+		{"action", "Deny", []cluster.Invalid{inv("spec.ingress[1].from[0]", ""), inv("spec.ingress[1].action", "Drop")}, "Deny (invalid action Drop: judged as Deny)"},
+		{"a peer of a Deny rule", "Deny", []cluster.Invalid{inv("spec.ingress[1].from[0].pods.podSelector", "")}, "Deny (invalid spec.ingress[1].from[0].pods.podSelector: the whole rule judged as Deny of every packet)"},
+		{"a peer of an Accept rule", "Accept", []cluster.Invalid{inv("spec.ingress[1].from[0]", "")}, "Accept (invalid spec.ingress[1].from[0]: that entry ignored)"},
+		{"the tier", "Deny", []cluster.Invalid{inv("spec.tier", "Middle")}, "Deny (invalid spec.tier: the policy judged in its fail-closed form)"},
+		{"an egress rule only", "Deny", []cluster.Invalid{inv("spec.egress[1].action", "Drop")}, "Deny"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := ref
+			r.Action = tt.action
+			assert.Equal(t, tt.want, markedAction(r, tt.inv))
+		})
+	}
 }
