@@ -327,8 +327,9 @@ func convertPort(in *networkingv1.NetworkPolicyPort, path *field.Path) (Port, *f
 }
 
 // NewSnapshot converts API objects into a Snapshot. Conversion errors are
-// returned alongside it; the Snapshot still holds every object, invalid
-// policies in their fail-closed form.
+// returned alongside it, and kept in its Errors (see Snapshot.Invalid); the
+// Snapshot still holds every object, invalid policies in their fail-closed
+// form.
 func NewSnapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []*networkingv1.NetworkPolicy) (*Snapshot, []error) {
 	s := &Snapshot{Namespaces: map[string]*Namespace{}}
 	var errs []error
