@@ -523,7 +523,7 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 		}
 		ip, err := ParseIP(a.Address)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: status.addresses[%d].address: Invalid value: %w (the address is ignored)", n.Name, i, err))
+			errs = append(errs, objectError("Node", n.Name, fmt.Sprintf("status.addresses[%d].address", i), "Invalid value: %w (the address is ignored)", err))
 			continue
 		}
 		if !seen[ip] {
@@ -539,7 +539,7 @@ func ConvertNode(n *corev1.Node) (*Node, []error) {
 	for i, c := range cidrs {
 		p, err := parsePodCIDR(c)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %s[%d]: Invalid value: %q: %w (the range is ignored)", n.Name, field, i, c, err))
+			errs = append(errs, objectError("Node", n.Name, fmt.Sprintf("%s[%d]", field, i), "Invalid value: %q: %w (the range is ignored)", c, err))
 			continue
 		}
 		if !slices.Contains(out.PodCIDRs, p) {
@@ -565,7 +565,7 @@ func nodeGateways(n *corev1.Node, podCIDRs []netip.Prefix, errs []error) ([]neti
 		s, _, _ := strings.Cut(strings.TrimSpace(v), "/")
 		ip, err := ParseIP(s) // as status.addresses: no zone, mapped forms read as IPv4
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: metadata.annotations[%s]: %w", n.Name, key, err))
+			errs = append(errs, objectError("Node", n.Name, fmt.Sprintf("metadata.annotations[%s]", key), "%w", err))
 			continue
 		}
 		out = append(out, ip)

@@ -62,14 +62,14 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 			if cp.Protocol != "" {
 				var err error
 				if proto, err = ParseAPIProtocol(string(cp.Protocol)); err != nil {
-					errs = append(errs, fmt.Errorf("pod %s: spec.containers[%d].ports[%d].protocol: %w (the port is ignored: a named port naming it matches nothing)", out.Key(), i, j, err))
+					errs = append(errs, objectError("Pod", out.Key(), fmt.Sprintf("spec.containers[%d].ports[%d].protocol", i, j), "%w (the port is ignored: a named port naming it matches nothing)", err))
 					continue
 				}
 			}
 			// The API server refuses ports outside 1-65535; a manifest can
 			// still say 70000, which as a 16-bit nft port would be 4464.
 			if msgs := validation.IsValidPortNum(int(cp.ContainerPort)); len(msgs) > 0 {
-				errs = append(errs, fmt.Errorf("pod %s: spec.containers[%d].ports[%d].containerPort: Invalid value: %d: %s (the port is ignored: a named port naming it matches nothing)", out.Key(), i, j, cp.ContainerPort, msgs[0]))
+				errs = append(errs, objectError("Pod", out.Key(), fmt.Sprintf("spec.containers[%d].ports[%d].containerPort", i, j), "Invalid value: %d: %s (the port is ignored: a named port naming it matches nothing)", cp.ContainerPort, msgs[0]))
 				continue
 			}
 			hp := uint16(0)
@@ -87,7 +87,7 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 		// node's table judges its traffic. Its addresses are no pod's
 		// (kube-scheduler sets spec.nodeName before any CNI gives an
 		// address, so only a stale or forged status says this).
-		errs = append(errs, fmt.Errorf("pod %s: status.podIPs: the pod has addresses but no spec.nodeName, so it runs on no node; its addresses are ignored", out.Key()))
+		errs = append(errs, objectError("Pod", out.Key(), "status.podIPs", "the pod has addresses but no spec.nodeName, so it runs on no node; its addresses are ignored"))
 		return out, errs
 	}
 	raw := make([]string, 0, 2)
@@ -105,7 +105,7 @@ func ConvertPod(p *corev1.Pod) (*Pod, []error) {
 			if onlyPodIP {
 				path = "status.podIP"
 			}
-			errs = append(errs, fmt.Errorf("pod %s: %s: Invalid value: %w (the address is ignored)", out.Key(), path, err))
+			errs = append(errs, objectError("Pod", out.Key(), path, "Invalid value: %w (the address is ignored)", err))
 			continue
 		}
 		if _, dup := out.IP(familyOf(a)); dup {
@@ -327,8 +327,9 @@ func convertPort(in *networkingv1.NetworkPolicyPort, path *field.Path) (Port, *f
 }
 
 // NewSnapshot converts API objects into a Snapshot. Conversion errors are
-// returned alongside it; the Snapshot still holds every object, invalid
-// policies in their fail-closed form.
+// returned alongside it, and kept in its Errors (see Snapshot.Invalid); the
+// Snapshot still holds every object, invalid policies in their fail-closed
+// form.
 func NewSnapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []*networkingv1.NetworkPolicy) (*Snapshot, []error) {
 	s := &Snapshot{Namespaces: map[string]*Namespace{}}
 	var errs []error
@@ -347,6 +348,7 @@ func NewSnapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []
 		s.Policies = append(s.Policies, cp)
 	}
 	s.Sort()
+	s.Errors = append(s.Errors, errs...)
 	return s, errs
 }
 
@@ -377,6 +379,7 @@ func (s *Snapshot) AddClusterPolicies(cnps []*npav1beta1.ClusterNetworkPolicy, n
 	if len(nodes) > 0 {
 		errs = append(errs, s.NodeAddressConflicts()...)
 	}
+	s.Errors = append(s.Errors, errs...)
 	return errs
 }
 
@@ -444,12 +447,12 @@ func (s *Snapshot) NodeAddressConflicts() []error {
 		for _, a := range n.IPs {
 			byAddr[a] = append(byAddr[a], n.Name)
 			if p := s.PodByIP(a); p != nil {
-				errs = append(errs, fmt.Errorf("node %s: status.addresses: %s is pod %s's address; it is judged as that pod's, and no nodes peer matches it", n.Name, a, p.Key()))
+				errs = append(errs, objectError("Node", n.Name, "status.addresses", "%s is pod %s's address; it is judged as that pod's, and no nodes peer matches it", a, p.Key()))
 			}
 		}
 		for _, a := range n.Gateways {
 			if p := s.PodByIP(a); p != nil && !slices.Contains(n.IPs, a) {
-				errs = append(errs, fmt.Errorf("node %s: gateway address %s (from its annotations or pod CIDRs) is pod %s's address; it is judged as that pod's", n.Name, a, p.Key()))
+				errs = append(errs, objectError("Node", n.Name, "", "gateway address %s (from its annotations or pod CIDRs) is pod %s's address; it is judged as that pod's", a, p.Key()))
 			}
 		}
 	}

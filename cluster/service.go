@@ -107,7 +107,7 @@ func ConvertService(in *corev1.Service) (*Service, []error) {
 			}
 			a, err := ParseIP(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("service %s: %s[%d]: Invalid value: %w (the address is ignored)", s.Key(), field, i, err))
+				errs = append(errs, objectError("Service", s.Key(), fmt.Sprintf("%s[%d]", field, i), "Invalid value: %w (the address is ignored)", err))
 				continue
 			}
 			out = append(out, a)
@@ -134,7 +134,7 @@ func ConvertService(in *corev1.Service) (*Service, []error) {
 		if p.Protocol != "" {
 			var err error
 			if proto, err = ParseAPIProtocol(string(p.Protocol)); err != nil {
-				errs = append(errs, fmt.Errorf("service %s: spec.ports[%d].protocol: %w", s.Key(), i, err))
+				errs = append(errs, objectError("Service", s.Key(), fmt.Sprintf("spec.ports[%d].protocol", i), "%w", err))
 				continue
 			}
 		}
@@ -145,8 +145,8 @@ func ConvertService(in *corev1.Service) (*Service, []error) {
 		// The API server refuses these; a manifest can still say 70000,
 		// which a 16-bit port would read as 4464. The port is left out:
 		// explain then knows no such Service port.
-		if err := checkServicePort(p, tp); err != nil {
-			errs = append(errs, fmt.Errorf("service %s: spec.ports[%d].%w (the port is ignored)", s.Key(), i, err))
+		if f, err := checkServicePort(p, tp); err != nil {
+			errs = append(errs, objectError("Service", s.Key(), fmt.Sprintf("spec.ports[%d].%s", i, f), "%w (the port is ignored)", err))
 			continue
 		}
 		s.Ports = append(s.Ports, ServicePort{Name: p.Name, Protocol: proto, Port: p.Port, TargetPort: tp, NodePort: p.NodePort})
@@ -158,23 +158,23 @@ func ConvertService(in *corev1.Service) (*Service, []error) {
 // a numeric targetPort (tp, after defaulting) in 1-65535, a named one a
 // valid port name, nodePort 0 (none) or in 1-65535. The error starts with
 // the field's name under spec.ports[i].
-func checkServicePort(p corev1.ServicePort, tp intstr.IntOrString) error {
+func checkServicePort(p corev1.ServicePort, tp intstr.IntOrString) (string, error) {
 	if msgs := validation.IsValidPortNum(int(p.Port)); len(msgs) > 0 {
-		return fmt.Errorf("port: Invalid value: %d: %s", p.Port, msgs[0])
+		return "port", fmt.Errorf("Invalid value: %d: %s", p.Port, msgs[0])
 	}
 	if tp.Type == intstr.String {
 		if msgs := validation.IsValidPortName(tp.StrVal); len(msgs) > 0 {
-			return fmt.Errorf("targetPort: Invalid value: %q: %s", tp.StrVal, msgs[0])
+			return "targetPort", fmt.Errorf("Invalid value: %q: %s", tp.StrVal, msgs[0])
 		}
 	} else if msgs := validation.IsValidPortNum(int(tp.IntVal)); len(msgs) > 0 {
-		return fmt.Errorf("targetPort: Invalid value: %d: %s", tp.IntVal, msgs[0])
+		return "targetPort", fmt.Errorf("Invalid value: %d: %s", tp.IntVal, msgs[0])
 	}
 	if p.NodePort != 0 {
 		if msgs := validation.IsValidPortNum(int(p.NodePort)); len(msgs) > 0 {
-			return fmt.Errorf("nodePort: Invalid value: %d: %s", p.NodePort, msgs[0])
+			return "nodePort", fmt.Errorf("Invalid value: %d: %s", p.NodePort, msgs[0])
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // ConvertEndpointSlice converts a discovery/v1 EndpointSlice, returning the
@@ -188,7 +188,7 @@ func ConvertEndpointSlice(in *discoveryv1.EndpointSlice) (service string, out *E
 		if p.Protocol != nil {
 			var err error
 			if proto, err = ParseAPIProtocol(string(*p.Protocol)); err != nil {
-				errs = append(errs, fmt.Errorf("endpointslice %s/%s: ports[%d].protocol: %w", in.Namespace, in.Name, i, err))
+				errs = append(errs, objectError("EndpointSlice", in.Namespace+"/"+in.Name, fmt.Sprintf("ports[%d].protocol", i), "%w", err))
 				continue
 			}
 		}
@@ -200,7 +200,7 @@ func ConvertEndpointSlice(in *discoveryv1.EndpointSlice) (service string, out *E
 			// Refused by the API server; 70000 would be 4464 to a 16-bit
 			// port. Left out, the Service port finds no backend port here.
 			if msgs := validation.IsValidPortNum(int(*p.Port)); len(msgs) > 0 {
-				errs = append(errs, fmt.Errorf("endpointslice %s/%s: ports[%d].port: Invalid value: %d: %s (the port is ignored)", in.Namespace, in.Name, i, *p.Port, msgs[0]))
+				errs = append(errs, objectError("EndpointSlice", in.Namespace+"/"+in.Name, fmt.Sprintf("ports[%d].port", i), "Invalid value: %d: %s (the port is ignored)", *p.Port, msgs[0]))
 				continue
 			}
 			ep.Port = *p.Port
@@ -220,7 +220,7 @@ func ConvertEndpointSlice(in *discoveryv1.EndpointSlice) (service string, out *E
 		for j, a := range e.Addresses {
 			ip, err := ParseIP(a)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("endpointslice %s/%s: endpoints[%d].addresses[%d]: Invalid value: %w (the address is ignored)", in.Namespace, in.Name, i, j, err))
+				errs = append(errs, objectError("EndpointSlice", in.Namespace+"/"+in.Name, fmt.Sprintf("endpoints[%d].addresses[%d]", i, j), "Invalid value: %w (the address is ignored)", err))
 				continue
 			}
 			out.Endpoints = append(out.Endpoints, Endpoint{Addr: ip, Pod: pod, Ready: ready})
@@ -375,6 +375,7 @@ func (snap *Snapshot) AddServices(svcs []*corev1.Service, slices []*discoveryv1.
 			s.Slices = append(s.Slices, sl)
 		}
 	}
+	snap.Errors = append(snap.Errors, errs...)
 	return errs
 }
 

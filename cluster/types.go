@@ -337,4 +337,9 @@ type Snapshot struct {
 	// Services are the Services (explain only: nothing is enforced on them),
 	// sorted by key, each with its EndpointSlices.
 	Services []*Service
+	// Errors are the conversion errors NewSnapshot, AddClusterPolicies and
+	// AddServices returned, kept so that every reader of the snapshot can
+	// report what was invalid (Invalid); each object is held in its
+	// fail-closed form whatever they say.
+	Errors []error
 }

@@ -137,8 +137,8 @@ func (o *Objects) Source(kind, namespace, name string) string {
 
 // Snapshot converts the objects into a validated cluster snapshot with
 // cluster.NewSnapshot. The errors are the conversion errors (for example an
-// invalid policy field); the snapshot is usable even when there are some,
-// as the conversion is fail-closed.
+// invalid policy field), also kept in the snapshot's Errors; the snapshot is
+// usable even when there are some, as the conversion is fail-closed.
 //
 // Pods that have no address yet (a workload's template, a Pod written by
 // hand) are judged at the address policyd lab would give them

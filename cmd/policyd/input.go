@@ -56,13 +56,21 @@ func addAllReplicas(fs *pflag.FlagSet, v *bool) {
 // command: the snapshot holds the invalid policies in their fail-closed form.
 func (s *source) snapshot(cmd *cobra.Command) (*cluster.Snapshot, error) {
 	if s.manifests.given() {
-		snap, objs, err := loadObjects(cmd, s.manifests, manifest.Options{AllReplicas: s.allReplicas})
+		snap, objs, err := readManifests(cmd, s.manifests, manifest.Options{AllReplicas: s.allReplicas})
+		if err != nil {
+			return nil, err
+		}
 		s.objs = objs
-		return snap, err
+		writeInvalid(cmd, snap)
+		return snap, nil
 	}
-	snap, client, err := liveSnapshotClient(cmd, &s.kube)
+	snap, client, err := readLive(cmd, &s.kube)
+	if err != nil {
+		return nil, err
+	}
 	s.client = client
-	return snap, err
+	writeInvalid(cmd, snap)
+	return snap, nil
 }
 
 // manifestPaths is a repeatable -f/--filename flag (also spelled
@@ -93,24 +101,36 @@ func (m *manifestPaths) add(fs *pflag.FlagSet, what string) {
 	fs.Var(m, "manifests", "same as -f/--filename")
 }
 
-// loadSnapshot reads the union of the manifests at paths ("-" is stdin).
+// loadSnapshot reads the union of the manifests at paths ("-" is stdin),
+// and writes its invalid objects and fields to stderr.
 func loadSnapshot(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, error) {
-	snap, _, err := loadObjects(cmd, paths, opts)
-	return snap, err
+	snap, _, err := readManifests(cmd, paths, opts)
+	if err != nil {
+		return nil, err
+	}
+	writeInvalid(cmd, snap)
+	return snap, nil
 }
 
-// loadObjects is loadSnapshot that also returns the objects read.
-func loadObjects(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, *manifest.Objects, error) {
+// readManifests is loadSnapshot without the invalid lines: the snapshot
+// keeps them (cluster.Snapshot.Invalid) for a verb that reports them its
+// own way (lint). It also returns the objects read (workloads: deploy/NAME).
+func readManifests(cmd *cobra.Command, paths manifestPaths, opts manifest.Options) (*cluster.Snapshot, *manifest.Objects, error) {
 	objs, err := manifest.LoadWith(paths, cmd.InOrStdin(), opts)
 	if err != nil {
 		return nil, nil, usagef("-f %s: %w", strings.Join(paths, " -f "), err)
 	}
-	snap, errs := objs.Snapshot()
+	snap, _ := objs.Snapshot() // the errors are in snap.Errors
 	writeNotes(cmd, objs.Notes)
-	for _, e := range errs {
+	return snap, objs, nil
+}
+
+// writeInvalid writes each conversion error of snap to stderr as an
+// "invalid:" line.
+func writeInvalid(cmd *cobra.Command, snap *cluster.Snapshot) {
+	for _, e := range snap.Errors {
 		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
-	return snap, objs, nil
 }
 
 // writeNotes lists the notes with --verbose. Without it, notes about
@@ -152,15 +172,20 @@ func writeNotes(cmd *cobra.Command, notes []string) {
 // noClusterHint replaces client-go's "try setting KUBERNETES_MASTER".
 const noClusterHint = "no cluster found: not running in a pod, and no kubeconfig ($KUBECONFIG, ~/.kube/config or --kubeconfig) with a usable --context; give -f PATH (or -f - for stdin) to work offline"
 
-// liveSnapshot lists namespaces, pods and policies from the API server.
+// liveSnapshot lists namespaces, pods and policies from the API server,
+// and writes its invalid objects and fields to stderr.
 func liveSnapshot(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, error) {
-	snap, _, err := liveSnapshotClient(cmd, k)
-	return snap, err
+	snap, _, err := readLive(cmd, k)
+	if err != nil {
+		return nil, err
+	}
+	writeInvalid(cmd, snap)
+	return snap, nil
 }
 
-// liveSnapshotClient is liveSnapshot that also returns the client it read
-// the cluster with.
-func liveSnapshotClient(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, kubernetes.Interface, error) {
+// readLive is liveSnapshot without the invalid lines (see readManifests).
+// It also returns the client it read the cluster with.
+func readLive(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, kubernetes.Interface, error) {
 	cfg, err := k.restConfig()
 	if err != nil {
 		if clusterCause(err) == "" {
@@ -188,13 +213,9 @@ func liveSnapshotClient(cmd *cobra.Command, k *kubeFlags) (*cluster.Snapshot, ku
 	nss := ptrs(nsl.Items)
 	pods := ptrs(pl.Items)
 	pols := ptrs(npl.Items)
-	snap, errs := cluster.NewSnapshot(nss, pods, pols)
-	extra, err := liveExtras(ctx, cfg, client, snap, func(w string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w) })
-	if err != nil {
+	snap, _ := cluster.NewSnapshot(nss, pods, pols) // the errors are in snap.Errors
+	if _, err := liveExtras(ctx, cfg, client, snap, func(w string) { fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w) }); err != nil {
 		return nil, nil, err
-	}
-	for _, e := range append(errs, extra...) {
-		fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
 	}
 	return snap, client, nil
 }

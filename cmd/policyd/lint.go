@@ -26,10 +26,15 @@ func newLintCommand() *cobra.Command {
 	o := &lintOptions{}
 	cmd := &cobra.Command{
 		Use:   "lint [-f PATH...]",
-		Short: "Report policies that are valid but probably not what was meant",
+		Short: "Report invalid objects, and policies that are valid but probably not what was meant",
 		Long: `Report, for the cluster read from the API server (--kubeconfig, --context) or
 offline from -f/--filename:
 
+  invalid               an object or field the API server would refuse (a port
+                        80800, protocol tcp, endPort below port, a
+                        ClusterNetworkPolicy action Drop), named by its field
+                        path; it is enforced in its fail-closed form, which
+                        may deny more than was meant and never allows more
   egress-without-dns    a policy isolates a pod's egress and nothing lets it
                         reach the cluster DNS on UDP and TCP 53
   selects-no-pod        a policy (or ClusterNetworkPolicy) selects no pod
@@ -42,7 +47,8 @@ offline from -f/--filename:
                         with the same --max-*/--memory-limit flags)
 
 The cluster DNS is --dns-service (default kube-system/kube-dns) or the
-addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
+addresses given with --dns. docs/lint.md describes each finding. Exit
+status: 0 no findings, 1 findings (an invalid one included), 2 usage.`,
 		Example: `  policyd lint -f examples/
   policyd lint -f examples/ -o json
   policyd lint --dns 10.96.0.10`,
@@ -65,9 +71,9 @@ addresses given with --dns. Exit status: 0 no findings, 1 findings, 2 usage.`,
 			}
 			var snap *cluster.Snapshot
 			if o.manifests.given() {
-				snap, err = loadSnapshot(cmd, o.manifests, manifest.Options{AllReplicas: o.allReplicas})
+				snap, _, err = readManifests(cmd, o.manifests, manifest.Options{AllReplicas: o.allReplicas})
 			} else {
-				snap, err = liveSnapshot(cmd, &o.kube)
+				snap, _, err = readLive(cmd, &o.kube)
 			}
 			if err != nil {
 				return err

@@ -114,6 +114,10 @@ type Result struct {
 	// pod's hostPort: the packet explained is the one the node DNATs to
 	// the pod (To, Port).
 	HostPort *HostPortPath `json:"hostPort,omitempty"`
+	// Invalid lists the invalid objects and fields of the input that bear
+	// on this answer (see invalidFor): each such object is judged in its
+	// fail-closed form, which the verdict already reflects.
+	Invalid []cluster.Invalid `json:"invalid,omitempty"`
 }
 
 // HostPortPath says how a connection to a node's address reaches a pod
@@ -202,8 +206,22 @@ func usageErrorf(format string, args ...any) error {
 var ErrDisagree = errors.New("the compiled ruleset and the semantics model DISAGREE: this is a policyd bug, please report it with the manifests")
 
 // Explain answers q in snap: one Result per explained (port, protocol),
-// sorted by port, then protocol number. Errors in q itself are *UsageError.
+// sorted by port, then protocol number, each listing the invalid objects
+// and fields that bear on it. Errors in q itself are *UsageError.
 func Explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
+	results, err := explain(snap, q)
+	if err != nil {
+		return nil, err
+	}
+	if all := snap.Invalid(); len(all) > 0 {
+		for i := range results {
+			results[i].Invalid = invalidFor(snap, all, results[i])
+		}
+	}
+	return results, nil
+}
+
+func explain(snap *cluster.Snapshot, q Query) ([]Result, error) {
 	src, err := ResolveEndpoint(snap, q.Src)
 	if err != nil {
 		return nil, err

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"os"
 	"slices"
 	"strings"
@@ -27,7 +29,11 @@ var (
 		"from": {kind: "string"}, "to": {kind: "string"}, "port": {kind: "number"}, "protocol": {kind: "string"},
 		"allowed": {kind: "bool"}, "egress": {kind: "object"}, "ingress": {kind: "object"},
 		"trace": {kind: "object", optional: true}, "service": {kind: "object", optional: true},
-		"hostPort": {kind: "object", optional: true},
+		"hostPort": {kind: "object", optional: true}, "invalid": {kind: "array", optional: true},
+	}
+	invalidShape = map[string]field{
+		"kind": {kind: "string", optional: true}, "name": {kind: "string", optional: true}, "field": {kind: "string", optional: true},
+		"value": {kind: "string", optional: true}, "message": {kind: "string"},
 	}
 	directionShape = map[string]field{
 		"direction": {kind: "string"}, "pod": {kind: "string"}, "isolated": {kind: "bool"},
@@ -153,6 +159,12 @@ func TestResult_JSONShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	results = append(results, rs...)
+	// Invalid input: a port out of range.
+	p80800 := intstr.FromInt32(80800)
+	if rs, err = Explain(invalidSnapshot(t, dbPort(networkingv1.NetworkPolicyPort{Port: &p80800})), Query{Src: "shop/web", Dst: "shop/db", Port: 5432}); err != nil {
+		t.Fatal(err)
+	}
+	results = append(results, rs...)
 	var buf bytes.Buffer
 	if err := WriteJSON(&buf, results); err != nil {
 		t.Fatal(err)
@@ -177,6 +189,11 @@ func TestResult_JSONShape(t *testing.T) {
 				c.check(where+"."+dir+".nearestMiss", "nearestMiss", nearestMissShape, m)
 			}
 		}
+		if inv, ok := r["invalid"].([]any); ok {
+			for j, v := range inv {
+				c.check(fmt.Sprintf("%s.invalid[%d]", where, j), "invalid", invalidShape, v)
+			}
+		}
 		if tr, ok := r["trace"]; ok {
 			tro := c.check(where+".trace", "trace", traceShape, tr)
 			hops, _ := tro["hops"].([]any)
@@ -191,7 +208,7 @@ func TestResult_JSONShape(t *testing.T) {
 	}
 	for shape, fields := range map[string]map[string]field{
 		"result": resultShape, "direction": directionShape, "match": matchShape, "nearestMiss": nearestMissShape,
-		"trace": traceShape, "hop": hopShape, "rule": ruleShape,
+		"trace": traceShape, "hop": hopShape, "rule": ruleShape, "invalid": invalidShape,
 	} {
 		for name := range fields {
 			if !c.seen[shape+"."+name] {
@@ -233,7 +250,7 @@ func TestShapes_AreTheDocumentedNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, s := range []map[string]field{resultShape, directionShape, matchShape, nearestMissShape, traceShape, hopShape, ruleShape, cellShape} {
+	for _, s := range []map[string]field{resultShape, directionShape, matchShape, nearestMissShape, traceShape, hopShape, ruleShape, cellShape, invalidShape} {
 		for n := range s {
 			names = append(names, n)
 		}

@@ -65,7 +65,7 @@ func writeResult(w *strings.Builder, e Result) {
 		}
 		for _, ps := range d.Passed {
 			if ps.Tier == "Admin" {
-				fmt.Fprintf(w, "  %-7s %s: passed to NetworkPolicies by %s\n", d.Direction, who, describeClusterRule(ps))
+				fmt.Fprintf(w, "  %-7s %s: passed to NetworkPolicies by %s\n", d.Direction, who, describeMarkedClusterRule(ps, e.Invalid))
 			}
 		}
 		switch {
@@ -74,7 +74,7 @@ func writeResult(w *strings.Builder, e Result) {
 			if d.Allowed {
 				verb = "allows"
 			}
-			fmt.Fprintf(w, "  %-7s %s: %s, by %s\n", d.Direction, who, verb, describeClusterRule(*d.ClusterRule))
+			fmt.Fprintf(w, "  %-7s %s: %s, by %s\n", d.Direction, who, verb, describeMarkedClusterRule(*d.ClusterRule, e.Invalid))
 		case !d.Isolated || (d.Allowed && d.Match == nil):
 			// The reason starts "allowed: "; the verb already says it.
 			fmt.Fprintf(w, "  %-7s %s: allows: %s\n", d.Direction, who, strings.TrimPrefix(d.Reason, "allowed: "))
@@ -93,6 +93,12 @@ func writeResult(w *strings.Builder, e Result) {
 		if len(d.Claimants) > 1 {
 			fmt.Fprintf(w, "          WARNING: pods %s all claim this address; it is policed as the strictest of them (allowed only where each one's policies allow)\n", strings.Join(d.Claimants, ", "))
 		}
+	}
+	for _, v := range e.Invalid {
+		fmt.Fprintf(w, "  invalid: %s\n", v)
+	}
+	if len(e.Invalid) > 0 {
+		fmt.Fprintln(w, "          (each invalid object is judged in its fail-closed form: it may deny more than its author meant, never allow more)")
 	}
 	if e.Trace != nil {
 		fmt.Fprintf(w, "  nftables trace (compiled ruleset): %s\n", map[bool]string{true: "accept", false: "drop"}[e.Trace.Allowed])

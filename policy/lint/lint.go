@@ -1,7 +1,8 @@
-// Package lint owns `policyd lint`: findings about policies that are valid
-// but probably not what their author meant — egress isolation that cuts a
-// pod off from the cluster DNS, policies and peers that select nothing,
-// named ports no pod serves, rules another rule makes redundant.
+// Package lint owns `policyd lint`: findings about invalid objects and
+// fields (enforced in their fail-closed form), and about policies that are
+// valid but probably not what their author meant — egress isolation that
+// cuts a pod off from the cluster DNS, policies and peers that select
+// nothing, named ports no pod serves, rules another rule makes redundant.
 //
 // Findings are advice, never enforcement: every check reads the same
 // snapshot and semantics model (package model) the enforcement is proven
@@ -31,6 +32,10 @@ const (
 	// KindQuarantined: an object over the nodes' budget, enforced in its
 	// fail-closed form on a node (policy/quarantine).
 	KindQuarantined = "quarantined"
+	// KindInvalid: an invalid object or field (cluster.Snapshot.Invalid),
+	// enforced in its fail-closed form: a port 80800, a protocol "tcp", an
+	// endPort below port, a ClusterNetworkPolicy action "Drop".
+	KindInvalid = "invalid"
 )
 
 // Finding is one piece of advice about one object.
@@ -74,6 +79,7 @@ func Lint(snap *cluster.Snapshot, opts Options) []Finding {
 	var out []Finding
 	out = append(out, dnsFindings(snap, opts)...)
 	out = append(out, quarantineFindings(snap, ix, opts)...)
+	out = append(out, invalidFindings(snap)...)
 	for _, p := range snap.Policies {
 		obj := "NetworkPolicy " + p.Key()
 		if len(ix.SubjectPods(p)) == 0 {
@@ -138,6 +144,16 @@ func Lint(snap *cluster.Snapshot, opts Options) []Finding {
 		}
 		return out[i].Kind < out[j].Kind
 	})
+	return out
+}
+
+// invalidFindings reports every invalid object and field of snap: what
+// the converters refused, and what is enforced instead, as they say it.
+func invalidFindings(snap *cluster.Snapshot) []Finding {
+	var out []Finding
+	for _, v := range snap.Invalid() {
+		out = append(out, Finding{Kind: KindInvalid, Object: v.Object(), Field: v.Field, Message: v.Message})
+	}
 	return out
 }
 

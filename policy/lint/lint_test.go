@@ -153,3 +153,57 @@ func TestLint_Quarantined(t *testing.T) {
 	}
 	assert.Empty(t, kinds(lint.Lint(s, lint.Options{Budget: compile.DefaultBudget(0)}))[lint.KindQuarantined])
 }
+
+// invalidInputs are the invalid objects issue 29 found invisible to lint:
+// a port out of range, a protocol in lower case, an endPort below port (on
+// a NetworkPolicy selecting app/web), a ClusterNetworkPolicy action Drop,
+// and (beside them) a pod's containerPort out of range.
+var invalidInputs = []struct {
+	name, yaml, object, field, message string
+}{
+	{"port out of range", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: app}\nspec: {podSelector: {}, ingress: [{ports: [{port: 80800}]}]}\n",
+		"NetworkPolicy app/p", "spec.ingress[0].ports[0].port", "Invalid value: 80800: must be between 1 and 65535"},
+	{"protocol in lower case", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: app}\nspec: {podSelector: {}, ingress: [{ports: [{protocol: tcp, port: 80}]}]}\n",
+		"NetworkPolicy app/p", "spec.ingress[0].ports[0].protocol", `Unsupported value: "tcp"`},
+	{"endPort below port", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: app}\nspec: {podSelector: {}, egress: [{ports: [{port: 90, endPort: 85}]}]}\n",
+		"NetworkPolicy app/p", "spec.egress[0].ports[0].endPort", "Invalid value: 85: must be greater than or equal to port 90"},
+	{"ClusterNetworkPolicy action Drop", "apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\nmetadata: {name: c}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}, ingress: [{action: Drop, from: [{namespaces: {}}]}]}\n",
+		"ClusterNetworkPolicy c", "spec.ingress[0].action", `Unsupported value: "Drop"`},
+	{"pod containerPort out of range", "apiVersion: v1\nkind: Pod\nmetadata: {name: big, namespace: app}\nspec: {nodeName: n1, containers: [{name: c, ports: [{containerPort: 70000}]}]}\nstatus: {podIP: 10.0.0.7}\n",
+		"Pod app/big", "spec.containers[0].ports[0].containerPort", "Invalid value: 70000"},
+}
+
+// invalidSnap is snap for input that is expected to be invalid.
+func invalidSnap(t *testing.T, yaml string) *cluster.Snapshot {
+	t.Helper()
+	objs, err := manifest.Decode("in.yaml", []byte(base+"---\n"+yaml))
+	require.NoError(t, err)
+	s, errs := objs.Snapshot()
+	require.NotEmpty(t, errs, "the input must be invalid")
+	return s
+}
+
+// TestLint_Invalid: every invalid object and field is a finding of kind
+// invalid naming the object and the field path (issue 29: lint said "no
+// findings" for each of these).
+func TestLint_Invalid(t *testing.T) {
+	t.Parallel()
+	for _, tt := range invalidInputs {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var got []lint.Finding
+			for _, f := range lint.Lint(invalidSnap(t, tt.yaml), lint.Options{}) {
+				if f.Kind == lint.KindInvalid {
+					got = append(got, f)
+				}
+			}
+			require.Len(t, got, 1, "invalid findings")
+			assert.Equal(t, tt.object, got[0].Object)
+			assert.Equal(t, tt.field, got[0].Field)
+			assert.Contains(t, got[0].Message, tt.message)
+			assert.Contains(t, got[0].String(), tt.object+": "+tt.field+": ")
+		})
+	}
+	// Valid input has no invalid finding.
+	assert.Empty(t, kinds(lint.Lint(snap(t, allowDNS), lint.Options{}))[lint.KindInvalid])
+}
