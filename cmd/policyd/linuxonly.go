@@ -1,10 +1,6 @@
 package main
 
-import (
-	"runtime"
-
-	"github.com/spf13/cobra"
-)
+import "github.com/spf13/cobra"
 
 // linuxOnlyCommand stands in for a verb that needs the Linux kernel (run,
 // lab and cleanup program nftables, and lab creates network namespaces) in
@@ -22,9 +18,4 @@ func linuxOnlyCommand(verb, needs, short, goos, goarch string) *cobra.Command {
 			return usagef("%s %s needs Linux (%s); this binary is for %s/%s", commandName(), verb, needs, goos, goarch)
 		},
 	}
-}
-
-// hostLinuxOnly is linuxOnlyCommand for the system this binary runs on.
-func hostLinuxOnly(verb, needs, short string) *cobra.Command {
-	return linuxOnlyCommand(verb, needs, short, runtime.GOOS, runtime.GOARCH)
 }

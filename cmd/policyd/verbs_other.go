@@ -2,7 +2,11 @@
 
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"runtime"
+
+	"github.com/spf13/cobra"
+)
 
 // On systems other than Linux, the verbs that program the kernel are
 // stand-ins that say so (linuxOnlyCommand); explain, diff, compile, lint
@@ -18,4 +22,9 @@ func newLabCommand() *cobra.Command {
 
 func newCleanupCommand() *cobra.Command {
 	return hostLinuxOnly("cleanup", "nftables", "Remove policyd's nftables table from this node")
+}
+
+// hostLinuxOnly is linuxOnlyCommand for the system this binary runs on.
+func hostLinuxOnly(verb, needs, short string) *cobra.Command {
+	return linuxOnlyCommand(verb, needs, short, runtime.GOOS, runtime.GOARCH)
 }
