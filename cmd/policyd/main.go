@@ -63,8 +63,15 @@ func buildVersion() (ver, rev string) {
 // commandName is the name the binary was invoked as, so that usage, help
 // and completion say "kubectl-policyd" (shown as "kubectl policyd") when it
 // runs as a kubectl plugin.
-func commandName() string {
-	name := filepath.Base(os.Args[0])
+func commandName() string { return nameOf(os.Args[0]) }
+
+// nameOf is commandName for the path the binary was run as.
+func nameOf(arg0 string) string {
+	name := filepath.Base(arg0)
+	// Windows runs kubectl-policyd.exe; the suffix is no part of the name.
+	if ext := filepath.Ext(name); strings.EqualFold(ext, ".exe") {
+		name = strings.TrimSuffix(name, ext)
+	}
 	if strings.HasPrefix(name, "kubectl-") {
 		return "kubectl " + strings.TrimPrefix(name, "kubectl-")
 	}
