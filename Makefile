@@ -44,8 +44,12 @@ cross:
 	done
 
 ## demo: the lab on examples/: the matrix without policies, then with them.
+## The last line is the verdict, so that whoever runs it need not read the tables.
 demo: deps build
-	./$(BIN) lab --manifests examples/
+	@echo "./$(BIN) lab --manifests examples/"
+	@./$(BIN) lab --manifests examples/; rc=$$?; \
+	if [ $$rc -eq 0 ]; then echo "demo: OK: every probed packet did what the policies say"; \
+	else echo "demo: FAILED: policyd lab exited $$rc (see above)"; fi; exit $$rc
 
 ## tools: kube-apiserver and etcd for the integration tests (built once, ~8 min cold, then cached).
 tools:

@@ -397,7 +397,7 @@ func writeStepText(w io.Writer, r runner.StepResult, brief bool) {
 				fmt.Fprintf(w, "\n%s: not probed (this kernel has no SCTP sockets); expected:\n%s", pp, expected[pp])
 			}
 		case !brief:
-			fmt.Fprintf(w, "\n%s (observed with packets; . allowed, X denied; rows are sources):\n%s", pp, observed[pp])
+			fmt.Fprintf(w, "\n%s (observed with packets; . allowed, X denied, - not probed; rows are sources):\n%s", pp, observed[pp])
 		}
 	}
 	v6, v6agree := 0, 0
