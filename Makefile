@@ -110,7 +110,7 @@ verify:
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) run $(GOLANGCI_LINT) run $(PKGS)
-	$(MAKE) --no-print-directory cross
+	$(MAKE) --no-print-directory cross CROSS_PLATFORMS="darwin/amd64 darwin/arm64 windows/amd64"
 	$(GO) run ./hack/sealedcheck
 
 ## bench: benchmarks with baselines from the same run, into BENCHMARKS.md.
