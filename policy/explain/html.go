@@ -68,6 +68,8 @@ type htmlPage struct {
 	Data template.JS
 	// AutoExpand is autoExpandPods, for the script.
 	AutoExpand int
+	// SummaryBudget is summaryBudget, for the script.
+	SummaryBudget int
 }
 
 type htmlTable struct {
@@ -76,25 +78,6 @@ type htmlTable struct {
 	Index           int
 	ID, Label       string
 	Allowed, Denied int
-	Cols            []htmlNamespace
-	Rows            []htmlSummaryRow
-}
-
-type htmlNamespace struct {
-	Index int
-	Name  string
-	Pods  int
-}
-
-type htmlSummaryRow struct {
-	Namespace htmlNamespace
-	Cells     []htmlSummaryCell
-}
-
-// htmlSummaryCell is one pair of namespaces on one port.
-type htmlSummaryCell struct {
-	From, To                  int
-	State, Mark, Label, Title string
 }
 
 // Summary states besides the cell states.
@@ -102,6 +85,11 @@ const (
 	stateMixed = "mixed" // some pods' connections allowed, some denied
 	stateNA    = "na"    // no connection between the namespaces is probed
 )
+
+// summaryBudget is how many namespace-grid cells the script renders when
+// the page opens: the ports' grids, in order, while their cells fit; the
+// others render when their section is opened.
+const summaryBudget = 40000
 
 // htmlMarkMixed marks a summary cell whose connections are partly allowed.
 const htmlMarkMixed = "◐"
@@ -113,10 +101,10 @@ const htmlMarkMixed = "◐"
 // the same, and the deciders are templates in which the judged pods, their
 // addresses and the port are markers (see templateMarkers).
 type matrixData struct {
-	Namespaces []string    `json:"ns"`
-	Pods       []dataPod   `json:"pods"`
-	Ports      []dataPort  `json:"ports"`
-	Texts      []string    `json:"texts"`
+	Namespaces []string   `json:"ns"`
+	Pods       []dataPod  `json:"pods"`
+	Ports      []dataPort `json:"ports"`
+	Texts      []string   `json:"texts"`
 	// Raw lists the Texts that hold no markers and are shown as they are
 	// (their original held a marker character).
 	Raw   []int      `json:"raw"`
@@ -275,14 +263,8 @@ func buildMatrixPage(snap *cluster.Snapshot, pods []model.MatrixPod, cells iter.
 		podIx[p.Key] = i
 	}
 
-	// counts[p][a][b] = allowed, denied between namespaces a and b on port p.
-	counts := make([][][][2]int, len(ports))
-	for p := range counts {
-		counts[p] = make([][][2]int, len(nsPods))
-		for a := range counts[p] {
-			counts[p][a] = make([][2]int, len(nsPods))
-		}
-	}
+	// counts[p] = allowed, denied on port p.
+	counts := make([][2]int, len(ports))
 
 	tpl := &templater{index: map[string]int{}, rawIx: map[string]int{}}
 	kinds := map[[3]int]int{}
@@ -347,7 +329,7 @@ func buildMatrixPage(snap *cluster.Snapshot, pods []model.MatrixPod, cells iter.
 			data.Kinds = append(data.Kinds, k)
 		}
 		rows[p][pos[p][j]] = kind + 1
-		counts[p][data.Pods[i].Namespace][data.Pods[j].Namespace][1-allowed]++
+		counts[p][1-allowed]++
 	}
 	for ; cur < len(pods); cur++ {
 		flush(cur)
@@ -364,23 +346,9 @@ func buildMatrixPage(snap *cluster.Snapshot, pods []model.MatrixPod, cells iter.
 		return htmlPage{}, fmt.Errorf("matrix data: %w", err)
 	}
 
-	page := htmlPage{Pods: len(pods), Namespaces: len(nsPods), Data: template.JS(js), AutoExpand: autoExpandPods}
-	var nss []htmlNamespace
-	for a, name := range data.Namespaces {
-		nss = append(nss, htmlNamespace{Index: a, Name: name, Pods: nsPods[a]})
-	}
-	for p, pp := range ports {
-		t := htmlTable{Index: p, ID: data.Ports[p].ID, Label: data.Ports[p].Label, Cols: nss}
-		for a := range nss {
-			row := htmlSummaryRow{Namespace: nss[a]}
-			for b := range nss {
-				n := counts[p][a][b]
-				t.Allowed += n[0]
-				t.Denied += n[1]
-				row.Cells = append(row.Cells, summaryCell(nss[a], nss[b], pp, n[0], n[1]))
-			}
-			t.Rows = append(t.Rows, row)
-		}
+	page := htmlPage{Pods: len(pods), Namespaces: len(nsPods), Data: template.JS(js), AutoExpand: autoExpandPods, SummaryBudget: summaryBudget}
+	for p := range ports {
+		t := htmlTable{Index: p, ID: data.Ports[p].ID, Label: data.Ports[p].Label, Allowed: counts[p][0], Denied: counts[p][1]}
 		page.Allowed += t.Allowed
 		page.Denied += t.Denied
 		page.Tables = append(page.Tables, t)
@@ -400,25 +368,6 @@ func at(ss []string, i int) string {
 		return ss[i]
 	}
 	return ""
-}
-
-// summaryCell words one pair of namespaces: the mark, the counts as text
-// (so the cell reads without colour) and a title.
-func summaryCell(from, to htmlNamespace, pp model.PortProto, allowed, denied int) htmlSummaryCell {
-	c := htmlSummaryCell{From: from.Index, To: to.Index}
-	switch {
-	case allowed+denied == 0:
-		c.State, c.Mark, c.Label = stateNA, htmlMarkNA, ""
-	case denied == 0:
-		c.State, c.Mark, c.Label = stateAllowed, htmlMarkAllowed, fmt.Sprint(allowed)
-	case allowed == 0:
-		c.State, c.Mark, c.Label = stateDenied, htmlMarkDenied, fmt.Sprint(denied)
-	default:
-		c.State, c.Mark, c.Label = stateMixed, htmlMarkMixed, fmt.Sprintf("%d✓ %d✗", allowed, denied)
-	}
-	c.Title = fmt.Sprintf("%s → %s %s: %d allowed, %d denied, %d not applicable, between %d and %d pods; click for the pods",
-		from.Name, to.Name, pp, allowed, denied, from.Pods*to.Pods-allowed-denied, from.Pods, to.Pods)
-	return c
 }
 
 // cellTitle is a probed cell's hover text: the verdict, then the decider of
@@ -491,8 +440,10 @@ h2 { font-size: 1.1rem; margin: 0; font-family: ui-monospace, "DejaVu Sans Mono"
 .summary { color: #444; margin: 0 0 .8rem; }
 nav a { margin-right: .6rem; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 .layout { display: flex; flex-wrap: wrap; gap: 1rem 1.2rem; align-items: flex-start; }
-section.port { margin: 0 0 .4rem; }
-section.port .counts { color: #555; font-size: .9rem; margin: .1rem 0 .4rem; }
+details.port { margin: 0 0 .4rem; }
+details.port > summary { cursor: pointer; margin: 0 0 .4rem; }
+details.port > summary h2 { display: inline; }
+details.port .counts { color: #555; font-size: .9rem; }
 table.matrix { border-collapse: collapse; }
 table.matrix th, table.matrix td { border: 1px solid var(--rule); padding: 0; }
 table.matrix th { font-weight: 600; background: #fafafa; }
@@ -502,7 +453,7 @@ table.matrix th.ns.vertical { writing-mode: vertical-rl; transform: rotate(180de
 table.matrix th.ns.col.vertical { text-align: left; }
 table.matrix th.ns.row { font-size: .75rem; padding: 2px 5px; vertical-align: middle; }
 th.pod { font-weight: 500; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .8rem; padding: 2px 5px; white-space: nowrap; }
-th.pod.col { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; height: 7.5rem; padding: 6px 3px; }
+th.pod.col { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; padding: 6px 3px; }
 th.pod.row { text-align: right; }
 td.c { width: 2rem; height: 2rem; text-align: center; vertical-align: middle; font-size: 1.1rem; font-weight: 700; cursor: default; }
 td.allowed { background: var(--allowed); color: var(--allowed-ink); }
@@ -540,21 +491,11 @@ td.c:hover, td.c.pinned { outline: 2px solid #1f5fbf; outline-offset: -2px; }
 <div id="detail" aria-live="polite">Hover or click a cell to see what decided it.</div>
 <div class="layout">
 {{- range .Tables}}
-<section class="port" id="{{.ID}}" data-port="{{.Label}}" data-index="{{.Index}}">
-<h2>{{.Label}}</h2>
-<p class="counts">{{.Allowed}} allowed, {{.Denied}} denied</p>
-<table class="matrix summary-grid">
-<thead>
-<tr><th class="corner">from ↓ to →</th>{{range .Cols}}<th class="ns col" scope="col" title="{{.Pods}} pods">{{.Name}}</th>{{end}}</tr>
-</thead>
-<tbody>
-{{- range .Rows}}
-<tr><th class="ns row" scope="row" title="{{.Namespace.Pods}} pods">{{.Namespace.Name}}</th>{{range .Cells}}<td class="s {{.State}}" data-state="{{.State}}" title="{{.Title}}"><button type="button" data-from="{{.From}}" data-to="{{.To}}">{{.Mark}}{{with .Label}} {{.}}{{end}}</button></td>{{end}}</tr>
-{{- end}}
-</tbody>
-</table>
+<details class="port" id="{{.ID}}" data-port="{{.Label}}" data-index="{{.Index}}">
+<summary><h2>{{.Label}}</h2> <span class="counts">{{.Allowed}} allowed, {{.Denied}} denied</span></summary>
+<div class="ns-grid"></div>
 <div class="pods"></div>
-</section>
+</details>
 {{- end}}
 <aside class="legend" id="legend">
 <h2>Legend</h2>
@@ -686,7 +627,58 @@ td.c:hover, td.c.pinned { outline: 2px solid #1f5fbf; outline-offset: -2px; }
     table.appendChild(body);
     return table;
   }
-  var sections = document.querySelectorAll("section.port");
+  var sections = document.querySelectorAll("details.port");
+  // dsts[p]: the pods that declare port p, in pod order.
+  var dsts = pos.map(function (a) {
+    var out = [];
+    for (var j = 0; j < a.length; j++) { if (a[j] >= 0) { out.push(j); } }
+    return out;
+  });
+  // summary(p): the namespace grid of port p, counting each pair's verdicts.
+  function summary(p) {
+    var n = D.ns.length, c = new Int32Array(n * n * 2);
+    for (var i = 0; i < pods.length; i++) {
+      var codes = row(p, i), base = pods[i].s * n;
+      for (var k = 0; k < codes.length; k++) {
+        if (codes[k] > 0) { c[(base + pods[dsts[p][k]].s) * 2 + (D.kinds[codes[k] - 1][0] ? 0 : 1)]++; }
+      }
+    }
+    var table = el("table", "matrix summary-grid"), head = el("thead"), body = el("tbody"), hr = el("tr");
+    hr.appendChild(el("th", "corner", "from ↓ to →"));
+    D.ns.forEach(function (name, b) {
+      var th = el("th", "ns col", name);
+      th.scope = "col"; th.title = nsPods[b].length + " pods";
+      hr.appendChild(th);
+    });
+    head.appendChild(hr); table.appendChild(head);
+    D.ns.forEach(function (name, a) {
+      var tr = el("tr"), th = el("th", "ns row", name);
+      th.scope = "row"; th.title = nsPods[a].length + " pods";
+      tr.appendChild(th);
+      D.ns.forEach(function (to, b) {
+        var y = c[(a * n + b) * 2], x = c[(a * n + b) * 2 + 1], state, label;
+        if (x + y === 0) { state = "na"; label = NA; }
+        else if (x === 0) { state = "allowed"; label = "✓ " + y; }
+        else if (y === 0) { state = "denied"; label = "✗ " + x; }
+        else { state = "mixed"; label = "◐ " + y + "✓ " + x + "✗"; }
+        var td = el("td", "s " + state), bt = el("button", "", label);
+        td.setAttribute("data-state", state);
+        td.title = name + " → " + to + " " + ports[p].l + ": " + y + " allowed, " + x + " denied, " +
+          (nsPods[a].length * nsPods[b].length - x - y) + " not applicable, between " + nsPods[a].length + " and " + nsPods[b].length + " pods; click for the pods";
+        bt.type = "button";
+        bt.setAttribute("data-from", a); bt.setAttribute("data-to", b);
+        td.appendChild(bt); tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    table.appendChild(body);
+    return table;
+  }
+  // open(p): render port p's namespace grid, once.
+  function open(p) {
+    var box = sections[p].querySelector("div.ns-grid");
+    if (!box.firstChild) { box.appendChild(summary(p)); }
+  }
   // expand(p, a, b): show the pod grid of namespaces a (sources) and b
   // (destinations) on port p, or of every pod when a and b are -1.
   function expand(p, a, b) {
@@ -699,6 +691,8 @@ td.c:hover, td.c.pinned { outline: 2px solid #1f5fbf; outline-offset: -2px; }
     box.appendChild(grid(p, from, to));
     box.setAttribute("data-from", a);
     box.setAttribute("data-to", b);
+    open(p);
+    sections[p].open = true;
   }
   var detail = document.getElementById("detail"), pinned = null, lit = null;
   function show(td) { detail.textContent = td.getAttribute("title"); }
@@ -717,9 +711,15 @@ td.c:hover, td.c.pinned { outline: 2px solid #1f5fbf; outline-offset: -2px; }
     if (!pinned) { show(td); }
   });
   document.addEventListener("click", function (e) {
+    var a = e.target.closest && e.target.closest("nav a");
+    if (a) {
+      var d = document.getElementById(a.getAttribute("href").slice(1));
+      if (d) { d.open = true; }
+      return;
+    }
     var bt = e.target.closest && e.target.closest("td.s button");
     if (bt) {
-      expand(+bt.closest("section.port").getAttribute("data-index"), +bt.getAttribute("data-from"), +bt.getAttribute("data-to"));
+      expand(+bt.closest("details.port").getAttribute("data-index"), +bt.getAttribute("data-from"), +bt.getAttribute("data-to"));
       return;
     }
     var td = e.target.closest && e.target.closest("td.c");
@@ -728,8 +728,21 @@ td.c:hover, td.c.pinned { outline: 2px solid #1f5fbf; outline-offset: -2px; }
     pinned = pinned === td ? null : td;
     if (pinned) { pinned.classList.add("pinned"); show(td); }
   });
+  // Open the ports' sections while their namespace grids fit the budget
+  // (and the first one in any case); the others render when opened.
+  var budget = {{.SummaryBudget}};
+  for (var p = 0; p < ports.length; p++) {
+    sections[p].addEventListener("toggle", function (e) {
+      if (e.target.open) { open(+e.target.getAttribute("data-index")); }
+    });
+    budget -= D.ns.length * D.ns.length;
+    if (p === 0 || budget >= 0) {
+      open(p);
+      sections[p].open = true;
+    }
+  }
   if (pods.length <= {{.AutoExpand}}) {
-    for (var p = 0; p < ports.length; p++) { expand(p, -1, -1); }
+    for (p = 0; p < ports.length; p++) { expand(p, -1, -1); }
   }
   // A link may name what to show: #expand=P.A.B (port P, namespaces A and
   // B) or #cell=P.I.J (port P, pods I and J, into the detail box).

@@ -92,6 +92,80 @@ func checkDOMCell(t *testing.T, td *html.Node, label string, pods []model.Matrix
 	return true
 }
 
+// checkSummary requires the namespace grid of each port, rendered by the
+// page's script, to count the verdicts of em: want[port][from ns, to ns] is
+// the model's (allowed, denied). Only the cells for which only holds (all
+// when it is nil) are checked.
+func checkSummary(t *testing.T, doc *html.Node, want map[string]map[[2]string][2]int, only func(port, from, to string) bool) (checked int) {
+	t.Helper()
+	for _, s := range findAll(doc, func(n *html.Node) bool { return n.Data == "details" && hasClass(n, "port") }) {
+		port := attrOr(s, "data-port")
+		if only != nil && !only(port, "", "") {
+			continue
+		}
+		grids := findAll(s, func(n *html.Node) bool { return n.Data == "table" && hasClass(n, "summary-grid") })
+		if len(grids) != 1 {
+			t.Errorf("%s: %d namespace grids, want 1", port, len(grids))
+			continue
+		}
+		cols := findAll(grids[0], func(n *html.Node) bool { return n.Data == "th" && hasClass(n, "col") })
+		for _, tr := range findAll(grids[0], func(n *html.Node) bool { return n.Data == "tr" }) {
+			rh := findAll(tr, func(n *html.Node) bool { return n.Data == "th" && hasClass(n, "row") })
+			tds := findAll(tr, func(n *html.Node) bool { return n.Data == "td" && hasClass(n, "s") })
+			if len(rh) != 1 || len(tds) != len(cols) {
+				continue
+			}
+			for b, td := range tds {
+				from, to := text(rh[0]), text(cols[b])
+				if only != nil && !only(port, from, to) {
+					continue
+				}
+				checked++
+				n := want[port][[2]string{from, to}]
+				var wantState, wantText string
+				switch {
+				case n[0]+n[1] == 0:
+					wantState, wantText = stateNA, htmlMarkNA
+				case n[1] == 0:
+					wantState, wantText = stateAllowed, fmt.Sprintf("%s %d", htmlMarkAllowed, n[0])
+				case n[0] == 0:
+					wantState, wantText = stateDenied, fmt.Sprintf("%s %d", htmlMarkDenied, n[1])
+				default:
+					wantState, wantText = stateMixed, fmt.Sprintf("%s %d✓ %d✗", htmlMarkMixed, n[0], n[1])
+				}
+				if state := attrOr(td, "data-state"); state != wantState || text(td) != wantText {
+					t.Errorf("%s %s -> %s: namespace grid shows %q %q, want %q %q", port, from, to, state, text(td), wantState, wantText)
+				}
+			}
+		}
+	}
+	return checked
+}
+
+// nsCounts is the model's (allowed, denied) per port and pair of namespaces.
+func nsCounts(em model.ExplainedMatrix) map[string]map[[2]string][2]int {
+	ns := map[string]string{}
+	for _, p := range em.Pods {
+		ns[p.Key] = p.Namespace
+	}
+	out := map[string]map[[2]string][2]int{}
+	for _, c := range em.Cells {
+		port := fmt.Sprintf("%s/%d", c.Protocol, c.Port)
+		if out[port] == nil {
+			out[port] = map[[2]string][2]int{}
+		}
+		k := [2]string{ns[c.From], ns[c.To]}
+		n := out[port][k]
+		if c.Allowed {
+			n[0]++
+		} else {
+			n[1]++
+		}
+		out[port][k] = n
+	}
+	return out
+}
+
 func attrOr(n *html.Node, key string) string {
 	v, _ := attr(n, key)
 	return v
@@ -147,7 +221,7 @@ func TestMatrixHTML_Chromium(t *testing.T) {
 		want[fmt.Sprintf("%s %s %s/%d", c.From, c.To, c.Protocol, c.Port)] = c
 	}
 	probed := 0
-	for _, s := range findAll(doc, func(n *html.Node) bool { return n.Data == "section" && hasClass(n, "port") }) {
+	for _, s := range findAll(doc, func(n *html.Node) bool { return n.Data == "details" && hasClass(n, "port") }) {
 		for _, td := range domCells(t, s) {
 			if checkDOMCell(t, td, attrOr(s, "data-port"), em.Pods, want) {
 				probed++
@@ -156,6 +230,13 @@ func TestMatrixHTML_Chromium(t *testing.T) {
 	}
 	if probed != len(em.Cells) {
 		t.Errorf("%d probed cells in the DOM, want %d", probed, len(em.Cells))
+	}
+	nss := map[string]bool{}
+	for _, p := range em.Pods {
+		nss[p.Namespace] = true
+	}
+	if n := checkSummary(t, doc, nsCounts(em), nil); n != len(ports)*len(nss)*len(nss) {
+		t.Errorf("%d namespace grid cells, want %d (%d ports × %d × %d namespaces)", n, len(ports)*len(nss)*len(nss), len(ports), len(nss), len(nss))
 	}
 
 	// The first denied cell of the model, and its decider as the page
@@ -332,6 +413,17 @@ func TestMatrixHTML_ChromiumAtScale(t *testing.T) {
 	if n := attrOr(body, "data-cells"); n != "0" {
 		t.Errorf("%s pod cells rendered on opening, want none (the namespace grids only)", n)
 	}
+	wantNS := map[string]map[[2]string][2]int{port.String(): {}}
+	kept4 := map[string]bool{}
+	for k, v := range verdicts {
+		wantNS[port.String()][[2]string{nsNames[k[0]], nsNames[k[1]]}] = v
+		kept4[nsNames[k[0]]], kept4[nsNames[k[1]]] = true, true
+	}
+	if n := checkSummary(t, doc, wantNS, func(p, a, b string) bool {
+		return p == port.String() && (a == "" && b == "" || kept4[a] && kept4[b])
+	}); n != 16 {
+		t.Errorf("checked %d namespace grid cells of %s, want 16", n, port)
+	}
 
 	// Expand the pair with the most even mix of verdicts.
 	var pair [2]int
@@ -344,7 +436,7 @@ func TestMatrixHTML_ChromiumAtScale(t *testing.T) {
 	if best <= 0 {
 		t.Fatalf("no pair of namespaces has both verdicts on %s: %v", port, verdicts)
 	}
-	p := slices.IndexFunc(findAll(doc, func(n *html.Node) bool { return n.Data == "section" }), func(n *html.Node) bool { return attrOr(n, "data-port") == port.String() })
+	p := slices.IndexFunc(findAll(doc, func(n *html.Node) bool { return n.Data == "details" }), func(n *html.Node) bool { return attrOr(n, "data-port") == port.String() })
 	if p < 0 {
 		t.Fatalf("no section for %s", port)
 	}
