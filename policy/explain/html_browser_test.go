@@ -177,10 +177,12 @@ func attrOr(n *html.Node, key string) string {
 // same), every cell's state, mark and title against the model (so the
 // script decodes the compact data as the model answers), a denied cell's
 // decider, and the legend; then takes a screenshot and checks it is a PNG.
-func TestMatrixHTML_Chromium(t *testing.T) {
-	bin := chromium(t)
-	t.Parallel()
-	snap := cnpSnapshot(t)
+// openEveryCell writes snap's page (small enough for the script to render
+// every pod grid on opening), loads it in Chromium and checks every pod
+// cell of the DOM and every namespace grid cell against the model. It
+// returns the page's file, the DOM and the model's matrix.
+func openEveryCell(t *testing.T, bin string, snap *cluster.Snapshot) (string, *html.Node, model.ExplainedMatrix, []*html.Node) {
+	t.Helper()
 	em := model.ExplainMatrix(snap)
 	var page bytes.Buffer
 	if err := WriteMatrixHTML(&page, snap); err != nil {
@@ -238,6 +240,13 @@ func TestMatrixHTML_Chromium(t *testing.T) {
 	if n := checkSummary(t, doc, nsCounts(em), nil); n != len(ports)*len(nss)*len(nss) {
 		t.Errorf("%d namespace grid cells, want %d (%d ports × %d × %d namespaces)", n, len(ports)*len(nss)*len(nss), len(ports), len(nss), len(nss))
 	}
+	return file, doc, em, cells
+}
+
+func TestMatrixHTML_Chromium(t *testing.T) {
+	bin := chromium(t)
+	t.Parallel()
+	file, doc, em, cells := openEveryCell(t, bin, cnpSnapshot(t))
 
 	// The first denied cell of the model, and its decider as the page
 	// should show it on hover.
@@ -283,6 +292,25 @@ func TestMatrixHTML_Chromium(t *testing.T) {
 	}
 	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
 		t.Errorf("screenshot is not a PNG")
+	}
+}
+
+// TestMatrixHTML_ChromiumSynthetic is TestMatrixHTML_Chromium's check of
+// every cell on a 40-pod synthetic cluster, whose sources are among many
+// destinations of the same port and whose verdicts vary.
+func TestMatrixHTML_ChromiumSynthetic(t *testing.T) {
+	bin := chromium(t)
+	t.Parallel()
+	_, _, em, cells := openEveryCell(t, bin, selectorstest.Synthetic(40, 8, 4, 3))
+	allowed := 0
+	for _, c := range em.Cells {
+		if c.Allowed {
+			allowed++
+		}
+	}
+	t.Logf("%d pods, %d probed cells (%d allowed), %d cells in the DOM", len(em.Pods), len(em.Cells), allowed, len(cells))
+	if allowed == 0 || allowed == len(em.Cells) {
+		t.Errorf("the fixture's verdicts do not vary: %d of %d allowed", allowed, len(em.Cells))
 	}
 }
 

@@ -435,3 +435,20 @@ func TestMatrixHTML_Deterministic(t *testing.T) {
 		t.Errorf("two renderings differ")
 	}
 }
+
+// TestMatrixHTML_Size renders a 200-pod synthetic cluster (a page of 185 MB
+// when every cell carried its detail as HTML) and requires the page to stay
+// under 500 kB: it grows with the pods and the distinct deciders, not with
+// pods² × detail. The browser test holds 1,000 pods to 5 MB.
+func TestMatrixHTML_Size(t *testing.T) {
+	t.Parallel()
+	snap := selectorstest.Synthetic(200, 50, 10, 1)
+	var buf bytes.Buffer
+	if err := WriteMatrixHTML(&buf, snap); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("200 pods, 50 policies, 10 namespaces: page %d bytes", buf.Len())
+	if buf.Len() >= 500_000 {
+		t.Errorf("page is %d bytes, want under 500000", buf.Len())
+	}
+}
