@@ -512,6 +512,7 @@ td.c:hover, td.c.pinned { outline: 2px solid #1f5fbf; outline-offset: -2px; }
 <script>
 (function () {
   "use strict";
+  var start = performance.now();
   var D = JSON.parse(document.getElementById("matrix-data").textContent);
   var pods = D.pods, ports = D.ports;
   var NA = "–", MARKS = {allowed: "✓", denied: "✗"};
@@ -755,7 +756,10 @@ td.c:hover, td.c.pinned { outline: 2px solid #1f5fbf; outline-offset: -2px; }
     }
   }
   document.body.setAttribute("data-cells", String(document.querySelectorAll("td.c").length));
+  // When the first render was done: since navigation started, and of that
+  // the script's own time.
   document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
+  document.body.setAttribute("data-script-ms", String(Math.round(performance.now() - start)));
 })();
 </script>
 </body>
