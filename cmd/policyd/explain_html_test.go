@@ -13,7 +13,8 @@ func TestExplain_MatrixHTML(t *testing.T) {
 	out, err := run(t, "explain", "--manifests", "../../examples", "--matrix", "-o", "html")
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(out, "<!DOCTYPE html>"), "starts with a doctype")
-	assert.Contains(t, out, `<section class="port" id="tcp-5432" data-port="TCP/5432">`)
+	assert.Contains(t, out, `<details class="port" id="tcp-5432" data-port="TCP/5432"`)
+	assert.Contains(t, out, `<script type="application/json" id="matrix-data">`)
 	assert.Contains(t, out, `id="legend"`)
 
 	_, err = run(t, "explain", "--manifests", "../../examples", "--matrix", "-o", "xml")

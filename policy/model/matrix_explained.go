@@ -1,6 +1,7 @@
 package model
 
 import (
+	"iter"
 	"sort"
 
 	"github.com/policyd/policyd/cluster"
@@ -39,7 +40,21 @@ type ExplainedCell struct {
 // it, the deciding ClusterNetworkPolicy rule, or the nearest miss). It is
 // slower than Matrix, which skips building reasons.
 func ExplainMatrix(s *cluster.Snapshot) ExplainedMatrix {
-	e := newEvaluator(s)
+	pods, cells := ExplainMatrixCells(s)
+	out := ExplainedMatrix{Pods: pods}
+	for c := range cells {
+		out.Cells = append(out.Cells, c)
+	}
+	return out
+}
+
+// ExplainMatrixCells returns the pods of ExplainMatrix(s) and its cells, in
+// the same order, as a sequence that evaluates each cell when it is drawn: a
+// caller that folds the cells into something smaller (a page, counts) never
+// holds them all. A large cluster's explained cells take gigabytes (a
+// thousand pods make about two million cells, each with the reasons of both
+// directions). Each drawing of the sequence evaluates the cells again.
+func ExplainMatrixCells(s *cluster.Snapshot) ([]MatrixPod, iter.Seq[ExplainedCell]) {
 	var pods []*cluster.Pod
 	for _, p := range s.Pods {
 		if !p.HostNetwork && len(p.IPs) > 0 {
@@ -47,27 +62,33 @@ func ExplainMatrix(s *cluster.Snapshot) ExplainedMatrix {
 		}
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Key() < pods[j].Key() })
-	var out ExplainedMatrix
+	var out []MatrixPod
 	for _, p := range pods {
-		out.Pods = append(out.Pods, MatrixPod{Key: p.Key(), Namespace: p.Namespace, Name: p.Name, Ports: declaredPorts(p)})
+		out = append(out, MatrixPod{Key: p.Key(), Namespace: p.Namespace, Name: p.Name, Ports: declaredPorts(p)})
 	}
-	for i, from := range pods {
-		for j, to := range pods {
-			if i == j {
-				continue
-			}
-			src, dst, ok := commonFamily(from, to)
-			if !ok {
-				continue
-			}
-			for _, k := range out.Pods[j].Ports {
-				d := e.evaluate(Packet{Src: src, Dst: dst, Protocol: k.Protocol, Port: k.Port}, true)
-				out.Cells = append(out.Cells, ExplainedCell{
-					Cell:     Cell{From: out.Pods[i].Key, To: out.Pods[j].Key, Port: k.Port, Protocol: k.Protocol, Allowed: d.Allowed},
-					Decision: d,
-				})
+	seq := func(yield func(ExplainedCell) bool) {
+		e := newEvaluator(s)
+		for i, from := range pods {
+			for j, to := range pods {
+				if i == j {
+					continue
+				}
+				src, dst, ok := commonFamily(from, to)
+				if !ok {
+					continue
+				}
+				for _, k := range out[j].Ports {
+					d := e.evaluate(Packet{Src: src, Dst: dst, Protocol: k.Protocol, Port: k.Port}, true)
+					c := ExplainedCell{
+						Cell:     Cell{From: out[i].Key, To: out[j].Key, Port: k.Port, Protocol: k.Protocol, Allowed: d.Allowed},
+						Decision: d,
+					}
+					if !yield(c) {
+						return
+					}
+				}
 			}
 		}
 	}
-	return out
+	return out, seq
 }

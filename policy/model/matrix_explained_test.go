@@ -56,3 +56,31 @@ func TestExplainMatrix_AgreesWithMatrixAndEvaluate(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainMatrixCells_StopsAndRedraws checks that the sequence stops when
+// its consumer does, and that a second drawing gives ExplainMatrix's cells.
+func TestExplainMatrixCells_StopsAndRedraws(t *testing.T) {
+	t.Parallel()
+	s := snapshot(t, []*networkingv1.NetworkPolicy{
+		np("y", "deny-egress", types(networkingv1.PolicyTypeEgress)),
+	}, false)
+	pods, cells := ExplainMatrixCells(s)
+	n := 0
+	for range cells {
+		n++
+		if n == 2 {
+			break
+		}
+	}
+	if n != 2 {
+		t.Fatalf("drew %d cells before stopping, want 2", n)
+	}
+	var got []ExplainedCell
+	for c := range cells {
+		got = append(got, c)
+	}
+	em := ExplainMatrix(s)
+	if diff := cmp.Diff(em, ExplainedMatrix{Pods: pods, Cells: got}); diff != "" {
+		t.Errorf("a second drawing differs from ExplainMatrix (-want +got):\n%s", diff)
+	}
+}
